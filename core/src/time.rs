@@ -1,0 +1,91 @@
+//! Absolute deadlines on `CLOCK_MONOTONIC`.
+//!
+//! Every blocking call in the crate turns its timeout into a [`Deadline`] once, at
+//! the start, and passes the deadline down. A wait that is interrupted (`EINTR`) or
+//! woken spuriously retries against the *same* deadline, so retries never stretch a
+//! timeout.
+
+use core::time::Duration;
+
+/// A point in time on the monotonic clock (`CLOCK_MONOTONIC`), which every process
+/// on the machine shares.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Deadline {
+    nanos: u64,
+}
+
+impl Deadline {
+    /// The current time.
+    #[must_use]
+    pub fn now() -> Deadline {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on
+        // the platforms this crate supports, so the call cannot fail.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let nanos = (ts.tv_sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(ts.tv_nsec as u64);
+        Deadline { nanos }
+    }
+
+    /// The instant `timeout` from now. A timeout too large to represent saturates to
+    /// the far future.
+    #[must_use]
+    pub fn after(timeout: Duration) -> Deadline {
+        let add = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        Deadline {
+            nanos: Deadline::now().nanos.saturating_add(add),
+        }
+    }
+
+    /// `Some(Deadline::after(t))` for `Some(t)`, `None` (wait forever) for `None`.
+    #[must_use]
+    pub fn from_timeout(timeout: Option<Duration>) -> Option<Deadline> {
+        timeout.map(Deadline::after)
+    }
+
+    /// Time left until the deadline; zero once it has passed.
+    #[must_use]
+    pub fn remaining(&self) -> Duration {
+        Duration::from_nanos(self.nanos.saturating_sub(Deadline::now().nanos))
+    }
+
+    /// Whether the deadline has passed.
+    #[must_use]
+    pub fn has_passed(&self) -> bool {
+        Deadline::now().nanos >= self.nanos
+    }
+
+    /// The earlier of two deadlines.
+    #[must_use]
+    pub fn min(self, other: Deadline) -> Deadline {
+        if self.nanos <= other.nanos {
+            self
+        } else {
+            other
+        }
+    }
+
+    /// Nanoseconds since the (unspecified) epoch of the monotonic clock.
+    #[must_use]
+    pub fn as_nanos(&self) -> u64 {
+        self.nanos
+    }
+
+    /// The deadline as an absolute `timespec` on `CLOCK_MONOTONIC`.
+    pub(crate) fn to_timespec(self) -> libc::timespec {
+        libc::timespec {
+            tv_sec: (self.nanos / 1_000_000_000) as libc::time_t,
+            tv_nsec: (self.nanos % 1_000_000_000) as _,
+        }
+    }
+}
+
+/// The earlier of an optional deadline and a required one.
+#[must_use]
+pub fn earliest(a: Option<Deadline>, b: Deadline) -> Deadline {
+    match a {
+        Some(a) => a.min(b),
+        None => b,
+    }
+}
