@@ -1,1 +1,84 @@
-//! helpers
+//! Helpers for shmproc's cross-process integration tests.
+//!
+//! Every test binary uses `harness = false` with [`run`] as its `main`: it calls
+//! `shmproc::init()` first (so spawn-mode children re-executed from the binary
+//! work) and runs the tests one after another **on the main thread**, so the
+//! test process is single-threaded and may fork safely. nextest runs each test
+//! in its own process through the same entry point.
+
+use std::error::Error;
+use std::time::{Duration, Instant};
+
+pub use libtest_mimic::{Failed, Trial};
+
+/// The result type of a test function.
+pub type TestResult = Result<(), Box<dyn Error>>;
+
+/// Turns `fn` items into trials named after them.
+#[macro_export]
+macro_rules! trials {
+    ($($f:path),* $(,)?) => {
+        vec![$($crate::trial(stringify!($f), $f)),*]
+    };
+}
+
+/// One trial from a test function.
+pub fn trial(name: &str, f: fn() -> TestResult) -> Trial {
+    Trial::test(name, move || f().map_err(|e| Failed::from(e.to_string())))
+}
+
+/// The `main` of a test binary.
+pub fn run(tests: Vec<Trial>) -> ! {
+    shmproc::init();
+    let mut args = libtest_mimic::Arguments::from_args();
+    // Sequential, on the main thread: the process stays single-threaded.
+    args.test_threads = Some(1);
+    libtest_mimic::run(&args, tests).exit()
+}
+
+/// Fails the test with a message unless `cond` holds.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+).into());
+        }
+    };
+    ($cond:expr) => {
+        if !$cond {
+            return Err(format!("assertion failed: {}", stringify!($cond)).into());
+        }
+    };
+}
+
+/// Polls `f` every millisecond until it returns true or `limit` passes; returns
+/// whether it became true. Used to wait for another process's effect without
+/// assuming how fast it happens.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The scheduler state letter of a process from `/proc/<pid>/stat` (`R`, `S`,
+/// `Z`, ...), or `None` if there is no such process.
+pub fn proc_state(pid: u32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    rest.split_whitespace().next()?.chars().next()
+}
+
+/// True if `pid` neither exists nor lingers as a zombie.
+pub fn is_gone(pid: u32) -> bool {
+    proc_state(pid).is_none()
+}
+
+/// A generous upper bound for "returns on time": catches hangs, not slowness.
+pub const HANG_LIMIT: Duration = Duration::from_secs(10);

@@ -1,0 +1,590 @@
+//! Shared-memory segments: the mappings that regions live in.
+//!
+//! * [`Segment::anonymous`]: a `memfd`, mapped `MAP_SHARED`. Inherited by
+//!   forked children (same address) and passable to exec'd children by fd. It
+//!   has no name and cannot leak: it disappears with its last mapping and fd.
+//! * [`Segment::create_named`]: `shm_open(O_CREAT | O_EXCL)`, mode `0600`, so
+//!   unrelated processes of the same user can [`Segment::open`] it by name. The
+//!   process that created it unlinks it when its last handle drops. Leftovers of
+//!   a crashed creator can be found with [`Segment::list`] and removed with
+//!   [`Segment::remove`] / [`Segment::remove_stale`].
+//!
+//! Every segment holds a validated [`Region`] at offset 0. Segment memory is
+//! reserved up front with `posix_fallocate`, so a full `/dev/shm` is a clear
+//! [`SegmentError::NoSpace`] at creation instead of a `SIGBUS` later.
+//!
+//! ```
+//! use shmproc::Segment;
+//! let seg = Segment::anonymous(4096)?;
+//! assert!(seg.region().objects().next().is_none());
+//! # Ok::<(), shmproc::SegmentError>(())
+//! ```
+
+use std::ffi::CString;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shmproc_core::region::{self, Region, RegionError, DEFAULT_DIR_CAPACITY};
+use shmproc_core::{Deadline, Identity};
+
+/// Prefix of every named segment in `/dev/shm`, so that [`Segment::list`] finds
+/// only ours.
+pub const NAME_PREFIX: &str = "shmproc-";
+const SHM_DIR: &str = "/dev/shm";
+const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors from creating, opening, listing or removing segments. Each carries
+/// the segment name where there is one, and the OS error where there is one.
+#[derive(Debug)]
+pub enum SegmentError {
+    /// A system call failed.
+    Os {
+        /// What we were doing (`"shm_open"`, `"mmap"`, ...).
+        op: &'static str,
+        /// The segment name, for named segments.
+        name: Option<String>,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// `create_named` found a segment of that name already there.
+    AlreadyExists {
+        /// The segment name.
+        name: String,
+    },
+    /// No segment of that name exists.
+    NotFound {
+        /// The segment name.
+        name: String,
+    },
+    /// The segment belongs to another user and is refused.
+    NotOwner {
+        /// The segment name.
+        name: String,
+        /// Its owner's uid.
+        uid: u32,
+    },
+    /// The name is empty, too long, or contains `/` or NUL.
+    InvalidName {
+        /// The rejected name.
+        name: String,
+    },
+    /// The size is zero or too large to lay out.
+    InvalidSize {
+        /// The rejected size.
+        size: usize,
+    },
+    /// Not enough room in shared memory (`/dev/shm` or the memfd limit).
+    NoSpace {
+        /// The segment name, for named segments.
+        name: Option<String>,
+        /// Bytes requested.
+        requested: usize,
+    },
+    /// The segment's contents are not a valid region.
+    Region {
+        /// The segment name, for named segments.
+        name: Option<String>,
+        /// What is wrong.
+        source: RegionError,
+    },
+}
+
+impl fmt::Display for SegmentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = |name: &Option<String>| name.clone().unwrap_or_else(|| "<anonymous>".into());
+        match self {
+            SegmentError::Os { op, name, source } => write!(f, "{op} on segment {}: {source}", n(name)),
+            SegmentError::AlreadyExists { name } => write!(f, "segment {name} already exists"),
+            SegmentError::NotFound { name } => write!(f, "segment {name} does not exist"),
+            SegmentError::NotOwner { name, uid } => {
+                write!(f, "segment {name} belongs to uid {uid}, refusing to use it")
+            }
+            SegmentError::InvalidName { name } => write!(f, "invalid segment name {name:?}"),
+            SegmentError::InvalidSize { size } => write!(f, "invalid segment size {size}"),
+            SegmentError::NoSpace { name, requested } => write!(
+                f,
+                "no room in shared memory for segment {} ({requested} bytes)",
+                n(name)
+            ),
+            SegmentError::Region { name, source } => write!(f, "segment {}: {source}", n(name)),
+        }
+    }
+}
+
+impl std::error::Error for SegmentError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SegmentError::Os { source, .. } => Some(source),
+            SegmentError::Region { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn os<'a>(op: &'static str, name: Option<&'a str>) -> impl FnOnce(io::Error) -> SegmentError + 'a {
+    move |source| SegmentError::Os { op, name: name.map(str::to_owned), source }
+}
+
+/// A mapped shared-memory segment holding a [`Region`]. Cloning gives another
+/// handle to the same mapping.
+#[derive(Clone)]
+pub struct Segment {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    map: memmap2::MmapRaw,
+    fd: OwnedFd,
+    name: Option<String>,
+    /// pid of the process that created a named segment; only it unlinks.
+    unlink_by: Option<u32>,
+    unlink_on_drop: AtomicBool,
+    region: Region,
+}
+
+impl fmt::Debug for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Segment")
+            .field("name", &self.inner.name)
+            .field("len", &self.len())
+            .field("fd", &self.inner.fd.as_raw_fd())
+            .finish()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let (Some(name), Some(pid)) = (&self.name, self.unlink_by) {
+            // Only the creating process unlinks: a forked child that inherited the
+            // handle must not remove the name from under its parent.
+            if pid == std::process::id() && self.unlink_on_drop.load(Ordering::Relaxed) {
+                if let Ok(c) = shm_name(name) {
+                    // SAFETY: `c` is a valid NUL-terminated string.
+                    unsafe { libc::shm_unlink(c.as_ptr()) };
+                }
+            }
+        }
+    }
+}
+
+/// Summary of one named segment, from [`Segment::list`].
+#[derive(Clone, Debug)]
+pub struct SegmentInfo {
+    /// The name as given to `create_named` (without the prefix).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Owner uid.
+    pub uid: u32,
+    /// What the header says.
+    pub status: SegmentStatus,
+}
+
+/// The state of a listed segment.
+#[derive(Clone, Debug)]
+pub enum SegmentStatus {
+    /// A valid region.
+    Valid {
+        /// The creating process.
+        creator: Identity,
+        /// Whether the creator still runs (pid and start time match).
+        creator_alive: bool,
+        /// Number of published objects.
+        objects: usize,
+    },
+    /// Owned by another user: not opened.
+    NotOwner,
+    /// Created but never initialised (the creator died or is still starting).
+    NotReady,
+    /// Not a valid region.
+    Corrupt(RegionError),
+}
+
+impl SegmentInfo {
+    /// Whether the segment is a leftover: its creator is dead.
+    #[must_use]
+    pub fn is_stale(&self) -> bool {
+        matches!(self.status, SegmentStatus::Valid { creator_alive: false, .. })
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), SegmentError> {
+    let bad = name.is_empty()
+        || name.len() > 200
+        || name.contains('/')
+        || name.contains('\0')
+        || name == "."
+        || name == "..";
+    if bad {
+        Err(SegmentError::InvalidName { name: name.to_owned() })
+    } else {
+        Ok(())
+    }
+}
+
+fn shm_name(name: &str) -> Result<CString, SegmentError> {
+    validate_name(name)?;
+    CString::new(format!("/{NAME_PREFIX}{name}")).map_err(|_| SegmentError::InvalidName { name: name.to_owned() })
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as usize
+    } else {
+        4096
+    }
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Total mapping size for `size` usable heap bytes and `dir` directory slots.
+fn layout_size(size: usize, dir: u32) -> Result<usize, SegmentError> {
+    if size == 0 {
+        return Err(SegmentError::InvalidSize { size });
+    }
+    region::required_size(dir, size)
+        .and_then(|t| region::align_up(t, page_size()))
+        .filter(|&t| t <= isize::MAX as usize)
+        .ok_or(SegmentError::InvalidSize { size })
+}
+
+impl Segment {
+    /// Creates an anonymous segment with room for `size` bytes of objects.
+    pub fn anonymous(size: usize) -> Result<Segment, SegmentError> {
+        Segment::anonymous_with_directory(size, DEFAULT_DIR_CAPACITY)
+    }
+
+    /// Like [`anonymous`](Segment::anonymous) with a directory of `dir` slots
+    /// (how many named objects the segment can hold).
+    pub fn anonymous_with_directory(size: usize, dir: u32) -> Result<Segment, SegmentError> {
+        let total = layout_size(size, dir)?;
+        // SAFETY: the name is a valid C string; flags are valid memfd flags.
+        let raw = unsafe { libc::memfd_create(c"shmproc".as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(os("memfd_create", None)(io::Error::last_os_error()));
+        }
+        // SAFETY: memfd_create returned a fresh fd that we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        size_fd(&fd, total, None)?;
+        Segment::map_and_create(fd, total, None, dir)
+    }
+
+    /// Creates a named segment (`/dev/shm/shmproc-<name>`, mode 0600). Fails with
+    /// [`SegmentError::AlreadyExists`] if the name is taken. The name is removed
+    /// when the creating process drops its last handle.
+    pub fn create_named(name: &str, size: usize) -> Result<Segment, SegmentError> {
+        Segment::create_named_with_directory(name, size, DEFAULT_DIR_CAPACITY)
+    }
+
+    /// Like [`create_named`](Segment::create_named) with a directory of `dir` slots.
+    pub fn create_named_with_directory(name: &str, size: usize, dir: u32) -> Result<Segment, SegmentError> {
+        let c = shm_name(name)?;
+        let total = layout_size(size, dir)?;
+        // SAFETY: `c` is a valid C string; O_EXCL makes creation atomic.
+        let raw = unsafe {
+            libc::shm_open(
+                c.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC,
+                0o600 as libc::mode_t,
+            )
+        };
+        if raw < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EEXIST) {
+                return Err(SegmentError::AlreadyExists { name: name.to_owned() });
+            }
+            return Err(os("shm_open", Some(name))(e));
+        }
+        // SAFETY: shm_open returned a fresh fd that we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let unlink = || {
+            // SAFETY: `c` is a valid C string.
+            unsafe { libc::shm_unlink(c.as_ptr()) };
+        };
+        // The umask may have cleared bits of 0600; set it exactly.
+        // SAFETY: fd is valid.
+        if unsafe { libc::fchmod(fd.as_raw_fd(), 0o600) } != 0 {
+            let e = io::Error::last_os_error();
+            unlink();
+            return Err(os("fchmod", Some(name))(e));
+        }
+        if let Err(e) = size_fd(&fd, total, Some(name)) {
+            unlink();
+            return Err(e);
+        }
+        match Segment::map_and_create(fd, total, Some(name.to_owned()), dir) {
+            Ok(seg) => Ok(seg),
+            Err(e) => {
+                unlink();
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens an existing named segment, waiting up to 5 s for its creator to
+    /// finish initialising it.
+    pub fn open(name: &str) -> Result<Segment, SegmentError> {
+        Segment::open_timeout(name, DEFAULT_OPEN_TIMEOUT)
+    }
+
+    /// Opens an existing named segment, waiting up to `timeout` for its creator
+    /// to size and initialise it. Refuses segments owned by another user.
+    pub fn open_timeout(name: &str, timeout: Duration) -> Result<Segment, SegmentError> {
+        let deadline = Deadline::after(timeout);
+        let c = shm_name(name)?;
+        // SAFETY: `c` is a valid C string.
+        let raw = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
+        if raw < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::ENOENT) => SegmentError::NotFound { name: name.to_owned() },
+                Some(libc::EACCES) => SegmentError::NotOwner { name: name.to_owned(), uid: u32::MAX },
+                _ => os("shm_open", Some(name))(e),
+            });
+        }
+        // SAFETY: shm_open returned a fresh fd that we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // Wait for the creator's ftruncate (it creates with O_EXCL first).
+        let len = loop {
+            let meta = fd_metadata(&fd).map_err(os("fstat", Some(name)))?;
+            if meta.uid() != current_uid() {
+                return Err(SegmentError::NotOwner { name: name.to_owned(), uid: meta.uid() });
+            }
+            if meta.len() > 0 {
+                break usize::try_from(meta.len()).map_err(|_| SegmentError::InvalidSize { size: usize::MAX })?;
+            }
+            if deadline.has_passed() {
+                return Err(SegmentError::Region { name: Some(name.to_owned()), source: RegionError::NotReady });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        Segment::map_and_open(fd, len, Some(name.to_owned()), Some(deadline))
+    }
+
+    /// Maps an inherited segment fd (for example one passed to a spawned child)
+    /// and validates the region in it.
+    ///
+    /// # Safety
+    ///
+    /// `fd` must be an open file descriptor that this call may own (it is closed
+    /// when the segment drops) and that refers to shared memory.
+    pub unsafe fn from_fd(fd: RawFd) -> Result<Segment, SegmentError> {
+        // SAFETY: ownership of `fd` is transferred by the caller.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let len = fd_metadata(&fd).map_err(os("fstat", None))?.len();
+        let len = usize::try_from(len).map_err(|_| SegmentError::InvalidSize { size: usize::MAX })?;
+        Segment::map_and_open(fd, len, None, Some(Deadline::after(DEFAULT_OPEN_TIMEOUT)))
+    }
+
+    fn map(fd: &OwnedFd, len: usize, name: Option<&str>) -> Result<memmap2::MmapRaw, SegmentError> {
+        if len == 0 {
+            return Err(SegmentError::Region {
+                name: name.map(str::to_owned),
+                source: RegionError::TooSmall { len: 0, need: 128 },
+            });
+        }
+        // MmapRaw maps MAP_SHARED | PROT_READ | PROT_WRITE: writes are seen by
+        // every process mapping the same fd (never `map_anon`, which is private
+        // after fork).
+        memmap2::MmapOptions::new()
+            .len(len)
+            .map_raw(fd.as_raw_fd())
+            .map_err(os("mmap", name))
+    }
+
+    fn map_and_create(fd: OwnedFd, len: usize, name: Option<String>, dir: u32) -> Result<Segment, SegmentError> {
+        let map = Segment::map(&fd, len, name.as_deref())?;
+        let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
+        // SAFETY: the mapping is `len` writable bytes, page-aligned, kept alive by
+        // `Inner` for as long as the Region is reachable; we just created the
+        // segment, so nobody else initialises it.
+        let region = unsafe { Region::create(base, len, Identity::current_process(), current_uid(), dir) }
+            .map_err(|source| SegmentError::Region { name: name.clone(), source })?;
+        let unlink_by = name.as_ref().map(|_| std::process::id());
+        Ok(Segment {
+            inner: Arc::new(Inner { map, fd, name, unlink_by, unlink_on_drop: AtomicBool::new(true), region }),
+        })
+    }
+
+    fn map_and_open(
+        fd: OwnedFd,
+        len: usize,
+        name: Option<String>,
+        deadline: Option<Deadline>,
+    ) -> Result<Segment, SegmentError> {
+        let map = Segment::map(&fd, len, name.as_deref())?;
+        let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
+        // SAFETY: the mapping is `len` readable/writable bytes, page-aligned and
+        // kept alive by `Inner`; its contents are validated by `open`.
+        let region = unsafe { Region::open(base, len, deadline) }
+            .map_err(|source| SegmentError::Region { name: name.clone(), source })?;
+        Ok(Segment {
+            inner: Arc::new(Inner { map, fd, name, unlink_by: None, unlink_on_drop: AtomicBool::new(false), region }),
+        })
+    }
+
+    /// The region at offset 0 of the segment.
+    #[must_use]
+    pub fn region(&self) -> &Region {
+        &self.inner.region
+    }
+
+    /// The segment's name, for named segments.
+    #[must_use]
+    pub fn name(&self) -> Option<&str> {
+        self.inner.name.as_deref()
+    }
+
+    /// Size of the mapping in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.inner.map.len()
+    }
+
+    /// Always false: a segment holds at least its region header.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The file descriptor behind the mapping (close-on-exec).
+    #[must_use]
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.inner.fd.as_raw_fd()
+    }
+
+    /// Keeps a named segment in `/dev/shm` after the creator's handles drop (it
+    /// can then be opened later, and removed with [`Segment::remove`]).
+    pub fn persist(&self) {
+        self.inner.unlink_on_drop.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether two handles refer to the same mapping.
+    #[must_use]
+    pub fn same_as(&self, other: &Segment) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Lists the named shmproc segments in `/dev/shm`, with their creator and
+    /// whether it is alive. Other users' segments are listed but not opened.
+    pub fn list() -> Result<Vec<SegmentInfo>, SegmentError> {
+        let mut out = Vec::new();
+        let dir = match std::fs::read_dir(SHM_DIR) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(os("read_dir /dev/shm", None)(e)),
+        };
+        for entry in dir {
+            let entry = entry.map_err(os("read_dir /dev/shm", None))?;
+            let file_name = entry.file_name();
+            let Some(full) = file_name.to_str() else { continue };
+            let Some(name) = full.strip_prefix(NAME_PREFIX) else { continue };
+            let Ok(meta) = entry.metadata() else { continue };
+            let status = if meta.uid() != current_uid() {
+                SegmentStatus::NotOwner
+            } else {
+                match Segment::open_timeout(name, Duration::ZERO) {
+                    Ok(seg) => {
+                        let region = seg.region();
+                        match region.info() {
+                            Ok(info) => SegmentStatus::Valid {
+                                creator: info.creator,
+                                creator_alive: info.creator.is_alive(),
+                                objects: region.objects().count(),
+                            },
+                            Err(e) => SegmentStatus::Corrupt(e),
+                        }
+                    }
+                    Err(SegmentError::Region { source: RegionError::NotReady, .. }) => SegmentStatus::NotReady,
+                    Err(SegmentError::Region { source, .. }) => SegmentStatus::Corrupt(source),
+                    Err(SegmentError::NotFound { .. }) => continue,
+                    Err(SegmentError::NotOwner { .. }) => SegmentStatus::NotOwner,
+                    Err(e) => return Err(e),
+                }
+            };
+            out.push(SegmentInfo { name: name.to_owned(), size: meta.len(), uid: meta.uid(), status });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Removes the named segment (processes that have it mapped keep their
+    /// mapping). Refuses other users' segments.
+    pub fn remove(name: &str) -> Result<(), SegmentError> {
+        let c = shm_name(name)?;
+        let path = format!("{SHM_DIR}/{NAME_PREFIX}{name}");
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.uid() != current_uid() => {
+                return Err(SegmentError::NotOwner { name: name.to_owned(), uid: meta.uid() })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(SegmentError::NotFound { name: name.to_owned() })
+            }
+            _ => {}
+        }
+        // SAFETY: `c` is a valid C string.
+        if unsafe { libc::shm_unlink(c.as_ptr()) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                return Err(SegmentError::NotFound { name: name.to_owned() });
+            }
+            return Err(os("shm_unlink", Some(name))(e));
+        }
+        Ok(())
+    }
+
+    /// Removes every segment of ours whose creator is dead; returns their names.
+    pub fn remove_stale() -> Result<Vec<String>, SegmentError> {
+        let mut removed = Vec::new();
+        for info in Segment::list()? {
+            if info.is_stale() {
+                match Segment::remove(&info.name) {
+                    Ok(()) | Err(SegmentError::NotFound { .. }) => removed.push(info.name),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn fd_metadata(fd: &OwnedFd) -> io::Result<std::fs::Metadata> {
+    // Borrow the fd as a File without taking ownership.
+    // SAFETY: the fd is valid for the duration of the borrow, and ManuallyDrop
+    // prevents the temporary File from closing it.
+    let f = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(fd.as_raw_fd()) });
+    f.metadata()
+}
+
+/// Sizes the fd and reserves its pages, so that running out of shared memory is
+/// an error now rather than a SIGBUS on first touch.
+fn size_fd(fd: &OwnedFd, len: usize, name: Option<&str>) -> Result<(), SegmentError> {
+    let off = libc::off_t::try_from(len).map_err(|_| SegmentError::InvalidSize { size: len })?;
+    // SAFETY: fd is a valid, writable shared-memory fd.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), off) } != 0 {
+        return Err(os("ftruncate", name)(io::Error::last_os_error()));
+    }
+    // SAFETY: as above; posix_fallocate returns an error number, not -1.
+    let r = unsafe { libc::posix_fallocate(fd.as_raw_fd(), 0, off) };
+    match r {
+        0 => Ok(()),
+        libc::ENOSPC | libc::ENOMEM | libc::EFBIG => {
+            Err(SegmentError::NoSpace { name: name.map(str::to_owned), requested: len })
+        }
+        // Filesystems without fallocate support: fall back to lazy allocation.
+        libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL => Ok(()),
+        e => Err(os("posix_fallocate", name)(io::Error::from_raw_os_error(e))),
+    }
+}

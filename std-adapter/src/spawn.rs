@@ -1,0 +1,250 @@
+//! Spawn mode: re-executing the current binary to run a `fn(A) -> R`.
+//!
+//! The parent writes a payload into a `memfd` and starts `/proc/self/exe` (the
+//! very image it runs, even if the file was replaced since) with the fd number
+//! in `SHMPROC_SPAWN`. In the child, [`crate::init`] (called first in `main`)
+//! finds the variable, reads the payload, runs the function and exits; it
+//! never returns to the rest of `main`.
+//!
+//! Functions travel as offsets from an anchor function in this crate: the child
+//! runs the same image, so `anchor + offset` is the same function even under
+//! ASLR. A generic trampoline, monomorphised for `(A, R)` in the parent, is
+//! sent the same way and does the typed work (validate and deserialise `A`,
+//! call, map `R` to an exit code).
+//!
+//! The payload comes from our own parent through an inherited fd; it is parsed
+//! with bounds checks, but function offsets are trusted like the binary itself.
+
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rkyv::util::AlignedVec;
+
+use crate::message::{decode, encode, Message};
+use crate::process::{become_child, set_parent_death_signal, ChildResult, ProcessError};
+
+const ENV: &str = "SHMPROC_SPAWN";
+const MAGIC: u64 = u64::from_le_bytes(*b"SHMPSPWN");
+const VERSION: u32 = 1;
+
+static INIT_CALLED: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn init_called() -> bool {
+    INIT_CALLED.load(Ordering::Relaxed)
+}
+
+#[inline(never)]
+fn anchor() {}
+
+fn anchor_addr() -> usize {
+    anchor as fn() as usize
+}
+
+type Trampoline = fn(usize, &[u8]) -> i32;
+
+fn trampoline<A: Message, R: ChildResult>(f: usize, arg: &[u8]) -> i32 {
+    let mut aligned = AlignedVec::<16>::with_capacity(arg.len());
+    aligned.extend_from_slice(arg);
+    let arg = match decode::<A>(&aligned) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("shmproc: spawned child could not decode its argument: {e}");
+            return 1;
+        }
+    };
+    // SAFETY: `f` is the address of a `fn(A) -> R` taken in the parent, rebased
+    // onto this process's copy of the same image (see the module docs); this
+    // trampoline was monomorphised for exactly that A and R.
+    let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(f) };
+    f(arg).exit_code()
+}
+
+/// The serialised start-up information of a spawned child.
+pub(crate) struct Payload {
+    bytes: Vec<u8>,
+}
+
+fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s);
+}
+
+impl Payload {
+    pub(crate) fn new<A: Message, R: ChildResult + 'static>(
+        f: fn(A) -> R,
+        arg: &A,
+        name: &str,
+        identity: &str,
+        daemon: bool,
+        parent: &(u32, String, u64),
+    ) -> Result<Payload, ProcessError> {
+        let arg = encode(arg).map_err(|e| ProcessError::Serialize(e.to_string()))?;
+        let base = anchor_addr() as i64;
+        let tramp: Trampoline = trampoline::<A, R>;
+        let mut b = Vec::with_capacity(arg.len() + 128);
+        b.extend_from_slice(&MAGIC.to_le_bytes());
+        b.extend_from_slice(&VERSION.to_le_bytes());
+        b.extend_from_slice(&((tramp as usize as i64).wrapping_sub(base)).to_le_bytes());
+        b.extend_from_slice(&((f as usize as i64).wrapping_sub(base)).to_le_bytes());
+        b.push(u8::from(daemon));
+        b.extend_from_slice(&parent.0.to_le_bytes());
+        b.extend_from_slice(&parent.2.to_le_bytes());
+        put_str(&mut b, name.as_bytes());
+        put_str(&mut b, identity.as_bytes());
+        put_str(&mut b, parent.1.as_bytes());
+        b.extend_from_slice(&(arg.len() as u64).to_le_bytes());
+        b.extend_from_slice(&arg);
+        Ok(Payload { bytes: b })
+    }
+}
+
+struct Parsed {
+    tramp_off: i64,
+    fn_off: i64,
+    daemon: bool,
+    parent_pid: u32,
+    parent_start: u64,
+    name: String,
+    identity: String,
+    parent_name: String,
+    arg: Vec<u8>,
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn string(&mut self) -> Option<String> {
+        let n = self.u32()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
+}
+
+fn parse(bytes: &[u8]) -> Option<Parsed> {
+    let mut r = Reader(bytes);
+    if r.u64()? != MAGIC || r.u32()? != VERSION {
+        return None;
+    }
+    let tramp_off = r.u64()? as i64;
+    let fn_off = r.u64()? as i64;
+    let daemon = r.u8()? != 0;
+    let parent_pid = r.u32()?;
+    let parent_start = r.u64()?;
+    let name = r.string()?;
+    let identity = r.string()?;
+    let parent_name = r.string()?;
+    let n = usize::try_from(r.u64()?).ok()?;
+    let arg = r.take(n)?.to_vec();
+    Some(Parsed { tramp_off, fn_off, daemon, parent_pid, parent_start, name, identity, parent_name, arg })
+}
+
+/// Starts the child; returns its pid.
+pub(crate) fn spawn(payload: Payload, daemon: bool) -> Result<u32, ProcessError> {
+    // SAFETY: valid C string and flags.
+    let raw = unsafe { libc::memfd_create(c"shmproc-spawn".as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(ProcessError::Spawn(io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh fd that we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut file = std::fs::File::from(fd);
+    file.write_all(&payload.bytes).map_err(ProcessError::Spawn)?;
+    file.rewind().map_err(ProcessError::Spawn)?;
+    let data_fd = file.as_raw_fd();
+    let parent_pid = std::process::id();
+    let mut cmd = Command::new("/proc/self/exe");
+    if let Some(arg0) = std::env::args_os().next() {
+        cmd.arg0(arg0);
+    }
+    cmd.env(ENV, data_fd.to_string());
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe calls (fcntl, prctl, getppid, _exit).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(data_fd, libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if daemon {
+                set_parent_death_signal(parent_pid);
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(ProcessError::Spawn)?;
+    // The std handle is dropped without waiting: the pid is managed (and reaped)
+    // by our `Process`.
+    Ok(child.id())
+}
+
+/// Called by [`crate::init`]: marks init as done and, in a spawned child, runs
+/// the requested function and exits.
+pub(crate) fn init() {
+    INIT_CALLED.store(true, Ordering::Relaxed);
+    crate::thread_id::install_atfork();
+    let Some(value) = std::env::var_os(ENV) else { return };
+    std::env::remove_var(ENV);
+    let code = run_child(&value.to_string_lossy());
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    std::process::exit(code);
+}
+
+fn run_child(value: &str) -> i32 {
+    let Ok(fd) = value.parse::<i32>() else {
+        eprintln!("shmproc: bad {ENV} value {value:?}");
+        return 1;
+    };
+    if fd < 0 {
+        eprintln!("shmproc: bad {ENV} value {value:?}");
+        return 1;
+    }
+    // SAFETY: the parent passed us this inherited fd for us to own.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let _ = file.rewind();
+    let mut bytes = Vec::new();
+    if let Err(e) = file.read_to_end(&mut bytes) {
+        eprintln!("shmproc: reading the spawn payload failed: {e}");
+        return 1;
+    }
+    drop(file);
+    let Some(p) = parse(&bytes) else {
+        eprintln!("shmproc: malformed spawn payload");
+        return 1;
+    };
+    // SAFETY: init() runs first in main, before the program starts threads.
+    unsafe {
+        become_child(p.name, p.identity, p.daemon, (p.parent_pid, p.parent_name, p.parent_start));
+    }
+    if p.daemon {
+        set_parent_death_signal(p.parent_pid);
+    }
+    let base = anchor_addr() as i64;
+    let tramp_addr = base.wrapping_add(p.tramp_off) as usize;
+    let fn_addr = base.wrapping_add(p.fn_off) as usize;
+    // SAFETY: the parent encoded the address of a `Trampoline` relative to the
+    // anchor; this process runs the same image (exec of /proc/self/exe).
+    let tramp: Trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(tramp_addr) };
+    match std::panic::catch_unwind(move || tramp(fn_addr, &p.arg)) {
+        Ok(code) => code,
+        Err(_) => 1,
+    }
+}

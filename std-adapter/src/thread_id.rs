@@ -1,0 +1,48 @@
+//! The calling thread's identity (tid + start time), cached per thread.
+//!
+//! Lock fast paths need the owner id without a syscall, so it is cached in a
+//! thread-local. `fork()` copies the cache into the child, where it would name
+//! the parent's thread: a `pthread_atfork` child handler (installed on first
+//! use) and [`reset_after_fork`] clear it.
+
+use std::cell::Cell;
+use std::sync::Once;
+
+use shmproc_core::Identity;
+
+thread_local! {
+    static CACHED: Cell<Option<Identity>> = const { Cell::new(None) };
+}
+
+static ATFORK: Once = Once::new();
+
+extern "C" fn atfork_child() {
+    reset_after_fork();
+}
+
+/// Installs the `pthread_atfork` child handler (idempotent).
+pub(crate) fn install_atfork() {
+    ATFORK.call_once(|| {
+        // SAFETY: registering a valid extern "C" fn as the child handler; it only
+        // writes a const-initialised thread-local Cell (no allocation, no lock).
+        unsafe { libc::pthread_atfork(None, None, Some(atfork_child)) };
+    });
+}
+
+/// The calling thread's identity.
+pub(crate) fn current() -> Identity {
+    CACHED.with(|c| match c.get() {
+        Some(id) => id,
+        None => {
+            install_atfork();
+            let id = Identity::current_thread();
+            c.set(Some(id));
+            id
+        }
+    })
+}
+
+/// Forgets the cached identity (in a freshly forked child).
+pub(crate) fn reset_after_fork() {
+    let _ = CACHED.try_with(|c| c.set(None));
+}
