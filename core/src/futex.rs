@@ -220,7 +220,10 @@ mod imp {
                 unsafe { libc::sched_yield() };
             } else {
                 let us = (1u32 << ((round - 128).min(10))).min(1000);
-                let ts = libc::timespec { tv_sec: 0, tv_nsec: (us * 1000) as _ };
+                let ts = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: (us * 1000) as _,
+                };
                 // SAFETY: `ts` is a valid timespec; the remainder pointer may be null.
                 unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
             }
@@ -239,7 +242,11 @@ mod imp {
     use crate::primitive::sync::atomic::{AtomicU32, Ordering};
     use crate::time::Deadline;
 
-    pub(super) fn wait(word: &AtomicU32, expected: u32, _deadline: Option<Deadline>) -> WaitOutcome {
+    pub(super) fn wait(
+        word: &AtomicU32,
+        expected: u32,
+        _deadline: Option<Deadline>,
+    ) -> WaitOutcome {
         if word.load(Ordering::SeqCst) != expected {
             return WaitOutcome::ValueChanged;
         }

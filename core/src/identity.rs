@@ -243,7 +243,10 @@ mod tests {
         let me = Identity::current_process();
         assert_ne!(me.start, 0);
         assert!(me.is_alive());
-        let fake = Identity { id: me.id, start: me.start + 1 };
+        let fake = Identity {
+            id: me.id,
+            start: me.start + 1,
+        };
         assert_eq!(fake.liveness(), Liveness::Dead);
         assert_eq!(liveness(0, 0), Liveness::Dead);
         assert_eq!(liveness(u32::MAX, 0), Liveness::Dead);

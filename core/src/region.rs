@@ -186,16 +186,27 @@ impl fmt::Display for RegionError {
             RegionError::Misaligned => write!(f, "region base is not {OBJECT_ALIGN}-byte aligned"),
             RegionError::BadMagic(m) => write!(f, "not a shmproc region (magic {m:#018x})"),
             RegionError::VersionMismatch { found, expected } => {
-                write!(f, "region layout version {found}, this build understands {expected}")
+                write!(
+                    f,
+                    "region layout version {found}, this build understands {expected}"
+                )
             }
-            RegionError::NotReady => write!(f, "region creator did not finish initialising in time"),
+            RegionError::NotReady => {
+                write!(f, "region creator did not finish initialising in time")
+            }
             RegionError::Corrupt(what) => write!(f, "corrupt region: {what}"),
             RegionError::DirectoryFull => write!(f, "region directory is full"),
-            RegionError::OutOfSpace { requested, available } => write!(
+            RegionError::OutOfSpace {
+                requested,
+                available,
+            } => write!(
                 f,
                 "region out of space: {requested} bytes requested, {available} available"
             ),
-            RegionError::BadName => write!(f, "object name longer than {NAME_LEN} bytes or contains NUL"),
+            RegionError::BadName => write!(
+                f,
+                "object name longer than {NAME_LEN} bytes or contains NUL"
+            ),
             RegionError::NoSuchObject => write!(f, "no such object in region"),
             RegionError::WrongKind { expected, found } => {
                 write!(f, "object is of kind {found}, expected kind {expected}")
@@ -324,7 +335,10 @@ impl Region {
         }
         let heap_start = required_size(dir_capacity, 0).ok_or(RegionError::Corrupt("overflow"))?;
         if len < heap_start {
-            return Err(RegionError::TooSmall { len, need: heap_start });
+            return Err(RegionError::TooSmall {
+                len,
+                need: heap_start,
+            });
         }
         let region = Region {
             base,
@@ -374,7 +388,10 @@ impl Region {
             return Err(RegionError::Misaligned);
         }
         if len < HEADER_SIZE {
-            return Err(RegionError::TooSmall { len, need: HEADER_SIZE });
+            return Err(RegionError::TooSmall {
+                len,
+                need: HEADER_SIZE,
+            });
         }
         // SAFETY: base is aligned for RegionHeader (checked above) and at least
         // HEADER_SIZE bytes are valid (checked above; caller guarantees validity);
@@ -403,7 +420,10 @@ impl Region {
         }
         let version = h.version.load(Ordering::Relaxed);
         if version != LAYOUT_VERSION {
-            return Err(RegionError::VersionMismatch { found: version, expected: LAYOUT_VERSION });
+            return Err(RegionError::VersionMismatch {
+                found: version,
+                expected: LAYOUT_VERSION,
+            });
         }
         if h.header_size.load(Ordering::Relaxed) as usize != HEADER_SIZE {
             return Err(RegionError::Corrupt("header size"));
@@ -411,9 +431,14 @@ impl Region {
         let total = h.total_size.load(Ordering::Relaxed);
         if total != len as u64 {
             if total > len as u64 {
-                return Err(RegionError::TooSmall { len, need: usize::try_from(total).unwrap_or(usize::MAX) });
+                return Err(RegionError::TooSmall {
+                    len,
+                    need: usize::try_from(total).unwrap_or(usize::MAX),
+                });
             }
-            return Err(RegionError::Corrupt("total size does not match the mapping"));
+            return Err(RegionError::Corrupt(
+                "total size does not match the mapping",
+            ));
         }
         let dir_offset = h.dir_offset.load(Ordering::Relaxed);
         let dir_capacity = h.dir_capacity.load(Ordering::Relaxed);
@@ -423,7 +448,8 @@ impl Region {
         if dir_capacity == 0 || dir_capacity > MAX_DIR_CAPACITY {
             return Err(RegionError::Corrupt("directory capacity"));
         }
-        let expected_heap = required_size(dir_capacity, 0).ok_or(RegionError::Corrupt("overflow"))?;
+        let expected_heap =
+            required_size(dir_capacity, 0).ok_or(RegionError::Corrupt("overflow"))?;
         if expected_heap > len {
             return Err(RegionError::Corrupt("directory extends past the end"));
         }
@@ -496,7 +522,10 @@ impl Region {
             },
             creator_uid: h.creator_uid.load(Ordering::Relaxed),
             dir_capacity: self.dir_capacity as u32,
-            dir_len: h.dir_len.load(Ordering::Relaxed).min(self.dir_capacity as u32),
+            dir_len: h
+                .dir_len
+                .load(Ordering::Relaxed)
+                .min(self.dir_capacity as u32),
             heap_start: self.heap_start,
             heap_used: heap_next - self.heap_start,
         })
@@ -547,7 +576,12 @@ impl Region {
             match end {
                 Some(end) if end <= self.len => {
                     if h.heap_next
-                        .compare_exchange_weak(cur as u64, end as u64, Ordering::Relaxed, Ordering::Relaxed)
+                        .compare_exchange_weak(
+                            cur as u64,
+                            end as u64,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        )
                         .is_ok()
                     {
                         break (start, end);
@@ -633,7 +667,11 @@ impl Region {
     /// Every published object, in directory order. A corrupt entry is yielded as
     /// an error and the scan goes on; the scan is bounded by the capacity.
     pub fn objects(&self) -> impl Iterator<Item = Result<ObjectInfo, RegionError>> + '_ {
-        let n = self.header().dir_len.load(Ordering::Relaxed).min(self.dir_capacity as u32);
+        let n = self
+            .header()
+            .dir_len
+            .load(Ordering::Relaxed)
+            .min(self.dir_capacity as u32);
         (0..n).filter_map(move |i| match self.object(i) {
             Err(RegionError::NoSuchObject) => None,
             other => Some(other),
@@ -656,7 +694,10 @@ impl Region {
     pub fn get<T: RegionObject>(&self, index: u32) -> Result<&T, RegionError> {
         let info = self.object(index)?;
         if info.kind != T::KIND || info.size < size_of::<T>() {
-            return Err(RegionError::WrongKind { expected: T::KIND, found: info.kind });
+            return Err(RegionError::WrongKind {
+                expected: T::KIND,
+                found: info.kind,
+            });
         }
         // SAFETY: offset..offset+size is inside the mapping and size >=
         // size_of::<T>() (validated by `object` and above); offset is a multiple
@@ -670,7 +711,10 @@ impl Region {
     pub fn raw(&self, index: u32, kind: u32) -> Result<(NonNull<u8>, usize), RegionError> {
         let info = self.object(index)?;
         if info.kind != kind {
-            return Err(RegionError::WrongKind { expected: kind, found: info.kind });
+            return Err(RegionError::WrongKind {
+                expected: kind,
+                found: info.kind,
+            });
         }
         // SAFETY: offset < len (validated by `object`).
         let p = unsafe { NonNull::new_unchecked(self.base.as_ptr().add(info.offset)) };
@@ -707,14 +751,19 @@ mod tests {
     fn create_alloc_open_find() {
         let mut buf = Buf([0; 8192]);
         let r = fresh(&mut buf);
-        let info = r.alloc::<Counter>(b"hits", |c| c.0.store(7, Ordering::Relaxed)).unwrap();
+        let info = r
+            .alloc::<Counter>(b"hits", |c| c.0.store(7, Ordering::Relaxed))
+            .unwrap();
         assert_eq!(info.name(), b"hits");
         assert_eq!(info.offset % OBJECT_ALIGN, 0);
         let r2 = reopen(&mut buf, 8192).unwrap();
         let found = r2.find(b"hits").unwrap();
         let c: &Counter = r2.get(found.index).unwrap();
         assert_eq!(c.0.load(Ordering::Relaxed), 7);
-        assert!(matches!(r2.get::<Counter>(5), Err(RegionError::NoSuchObject)));
+        assert!(matches!(
+            r2.get::<Counter>(5),
+            Err(RegionError::NoSuchObject)
+        ));
         let info = r2.info().unwrap();
         assert_eq!(info.creator, Identity { id: 1, start: 2 });
         assert_eq!(info.dir_len, 1);
@@ -724,18 +773,30 @@ mod tests {
     fn rejects_bad_headers() {
         let mut buf = Buf([0; 8192]);
         assert_eq!(reopen(&mut buf, 8192).unwrap_err(), RegionError::NotReady);
-        assert!(matches!(reopen(&mut buf, 10), Err(RegionError::TooSmall { .. })));
+        assert!(matches!(
+            reopen(&mut buf, 10),
+            Err(RegionError::TooSmall { .. })
+        ));
         fresh(&mut buf);
         buf.0[0] ^= 1;
-        assert!(matches!(reopen(&mut buf, 8192), Err(RegionError::BadMagic(_))));
+        assert!(matches!(
+            reopen(&mut buf, 8192),
+            Err(RegionError::BadMagic(_))
+        ));
         buf.0[0] ^= 1;
         buf.0[8] = 9;
         assert_eq!(
             reopen(&mut buf, 8192).unwrap_err(),
-            RegionError::VersionMismatch { found: 9, expected: LAYOUT_VERSION }
+            RegionError::VersionMismatch {
+                found: 9,
+                expected: LAYOUT_VERSION
+            }
         );
         buf.0[8] = 1;
-        assert!(matches!(reopen(&mut buf, 4096), Err(RegionError::TooSmall { .. })));
+        assert!(matches!(
+            reopen(&mut buf, 4096),
+            Err(RegionError::TooSmall { .. })
+        ));
         assert!(reopen(&mut buf, 8192).is_ok());
     }
 
@@ -748,7 +809,10 @@ mod tests {
         let off = HEADER_SIZE + 8;
         buf.0[off..off + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
         let r = reopen(&mut buf, 8192).unwrap();
-        assert!(matches!(r.get::<Counter>(info.index), Err(RegionError::Corrupt(_))));
+        assert!(matches!(
+            r.get::<Counter>(info.index),
+            Err(RegionError::Corrupt(_))
+        ));
         assert_eq!(r.objects().count(), 1);
     }
 
@@ -763,7 +827,13 @@ mod tests {
         for i in 0..7u8 {
             r.alloc::<Counter>(&[b'a' + i], |_| {}).unwrap();
         }
-        assert_eq!(r.alloc::<Counter>(b"last", |_| {}).unwrap_err(), RegionError::DirectoryFull);
-        assert_eq!(r.alloc::<Counter>(&[b'x'; 41], |_| {}).unwrap_err(), RegionError::BadName);
+        assert_eq!(
+            r.alloc::<Counter>(b"last", |_| {}).unwrap_err(),
+            RegionError::DirectoryFull
+        );
+        assert_eq!(
+            r.alloc::<Counter>(&[b'x'; 41], |_| {}).unwrap_err(),
+            RegionError::BadName
+        );
     }
 }

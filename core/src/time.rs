@@ -18,7 +18,10 @@ impl Deadline {
     /// The current time.
     #[must_use]
     pub fn now() -> Deadline {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on
         // the platforms this crate supports, so the call cannot fail.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };

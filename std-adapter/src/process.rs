@@ -107,9 +107,10 @@ impl fmt::Display for ProcessError {
 impl std::error::Error for ProcessError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ProcessError::Fork(e) | ProcessError::Spawn(e) | ProcessError::Wait(e) | ProcessError::Signal(e) => {
-                Some(e)
-            }
+            ProcessError::Fork(e)
+            | ProcessError::Spawn(e)
+            | ProcessError::Wait(e)
+            | ProcessError::Signal(e) => Some(e),
             _ => None,
         }
     }
@@ -192,7 +193,12 @@ pub(crate) static GLOBALS: ForkSafe<Globals> = ForkSafe::new(Globals::main());
 ///
 /// Only in a new child process before it starts any thread (see
 /// [`ForkSafe::reset_in_child`]).
-pub(crate) unsafe fn become_child(name: String, identity: String, daemon: bool, parent: (u32, String, u64)) {
+pub(crate) unsafe fn become_child(
+    name: String,
+    identity: String,
+    daemon: bool,
+    parent: (u32, String, u64),
+) {
     // SAFETY: forwarded from the caller: we are the only thread of a new child.
     unsafe {
         GLOBALS.reset_in_child(Globals {
@@ -273,7 +279,11 @@ impl ChildShared {
             }
             match &self.pidfd {
                 Some(fd) => {
-                    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                    let mut pfd = libc::pollfd {
+                        fd: fd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
                     let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
                     // SAFETY: `pfd` is one valid pollfd.
                     let r = unsafe { libc::poll(&mut pfd, 1, ms) };
@@ -300,7 +310,13 @@ impl ChildShared {
         let r = match &self.pidfd {
             // SAFETY: a valid pidfd; null siginfo means "as if by kill".
             Some(fd) => unsafe {
-                libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig, std::ptr::null::<u8>(), 0) as i32
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    sig,
+                    std::ptr::null::<u8>(),
+                    0,
+                ) as i32
             },
             // SAFETY: the pid is our unreaped child, so it cannot have been reused.
             None => unsafe { libc::kill(self.pid as libc::pid_t, sig) },
@@ -450,7 +466,10 @@ impl Builder {
         if daemon_parent {
             return Err(ProcessError::DaemonChildren);
         }
-        let name = self.name.clone().unwrap_or_else(|| format!("Process-{identity}"));
+        let name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("Process-{identity}"));
         Ok((name, identity, self.daemon))
     }
 
@@ -507,7 +526,8 @@ impl Builder {
             return Err(ProcessError::InitNotCalled);
         }
         let (name, identity, daemon) = self.prepare()?;
-        let payload = crate::spawn::Payload::new(f, &arg, &name, &identity, daemon, &parent_triple())?;
+        let payload =
+            crate::spawn::Payload::new(f, &arg, &name, &identity, daemon, &parent_triple())?;
         let pid = crate::spawn::spawn(payload, daemon)?;
         Ok(self.finish(pid, name, daemon))
     }
@@ -533,7 +553,15 @@ fn parent_triple() -> (u32, String, u64) {
 
 pub(crate) fn set_parent_death_signal(parent_pid: u32) {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
     // The parent may have died before the prctl: then we were re-parented.
     // SAFETY: getppid has no preconditions.
     if unsafe { libc::getppid() } as u32 != parent_pid {
@@ -601,7 +629,9 @@ impl Process {
 
     fn code(&self, s: i64) -> Result<i32, ProcessError> {
         if s == LOST {
-            Err(ProcessError::Lost { pid: self.shared.pid })
+            Err(ProcessError::Lost {
+                pid: self.shared.pid,
+            })
         } else {
             Ok(s as i32)
         }
@@ -685,7 +715,11 @@ impl CurrentProcess {
 #[must_use]
 pub fn current_process() -> CurrentProcess {
     let (name, daemon) = GLOBALS.with(|g| (display_name(&g.name).to_owned(), g.daemon));
-    CurrentProcess { name, pid: std::process::id(), daemon }
+    CurrentProcess {
+        name,
+        pid: std::process::id(),
+        daemon,
+    }
 }
 
 /// The process that started this one (Python's `parent_process()`); `None` in
@@ -713,14 +747,20 @@ impl ParentProcess {
     /// Whether the parent still runs (pid and start time match).
     #[must_use]
     pub fn is_alive(&self) -> bool {
-        Identity { id: self.pid, start: self.start }.is_alive()
+        Identity {
+            id: self.pid,
+            start: self.start,
+        }
+        .is_alive()
     }
 }
 
 /// The parent of the calling process, if it was started by shmproc.
 #[must_use]
 pub fn parent_process() -> Option<ParentProcess> {
-    GLOBALS.with(|g| g.parent.clone()).map(|(pid, name, start)| ParentProcess { pid, name, start })
+    GLOBALS
+        .with(|g| g.parent.clone())
+        .map(|(pid, name, start)| ParentProcess { pid, name, start })
 }
 
 /// A live child, from [`active_children`].
@@ -743,7 +783,11 @@ pub fn active_children() -> Vec<ChildInfo> {
         g.children
             .iter()
             .filter(|c| c.exit_status().is_none())
-            .map(|c| ChildInfo { pid: c.pid, name: c.name.clone(), daemon: c.daemon })
+            .map(|c| ChildInfo {
+                pid: c.pid,
+                name: c.name.clone(),
+                daemon: c.daemon,
+            })
             .collect()
     })
 }

@@ -154,7 +154,17 @@ fn parse(bytes: &[u8]) -> Option<Parsed> {
     let parent_name = r.string()?;
     let n = usize::try_from(r.u64()?).ok()?;
     let arg = r.take(n)?.to_vec();
-    Some(Parsed { tramp_off, fn_off, daemon, parent_pid, parent_start, name, identity, parent_name, arg })
+    Some(Parsed {
+        tramp_off,
+        fn_off,
+        daemon,
+        parent_pid,
+        parent_start,
+        name,
+        identity,
+        parent_name,
+        arg,
+    })
 }
 
 /// Starts the child; returns its pid.
@@ -167,7 +177,8 @@ pub(crate) fn spawn(payload: Payload, daemon: bool) -> Result<u32, ProcessError>
     // SAFETY: a fresh fd that we own.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let mut file = std::fs::File::from(fd);
-    file.write_all(&payload.bytes).map_err(ProcessError::Spawn)?;
+    file.write_all(&payload.bytes)
+        .map_err(ProcessError::Spawn)?;
     file.rewind().map_err(ProcessError::Spawn)?;
     let data_fd = file.as_raw_fd();
     let parent_pid = std::process::id();
@@ -200,7 +211,9 @@ pub(crate) fn spawn(payload: Payload, daemon: bool) -> Result<u32, ProcessError>
 pub(crate) fn init() {
     INIT_CALLED.store(true, Ordering::Relaxed);
     crate::thread_id::install_atfork();
-    let Some(value) = std::env::var_os(ENV) else { return };
+    let Some(value) = std::env::var_os(ENV) else {
+        return;
+    };
     std::env::remove_var(ENV);
     let code = run_child(&value.to_string_lossy());
     let _ = io::stdout().flush();
@@ -232,7 +245,12 @@ fn run_child(value: &str) -> i32 {
     };
     // SAFETY: init() runs first in main, before the program starts threads.
     unsafe {
-        become_child(p.name, p.identity, p.daemon, (p.parent_pid, p.parent_name, p.parent_start));
+        become_child(
+            p.name,
+            p.identity,
+            p.daemon,
+            (p.parent_pid, p.parent_name, p.parent_start),
+        );
     }
     if p.daemon {
         set_parent_death_signal(p.parent_pid);
