@@ -11,6 +11,12 @@
 //! | [`time`] | absolute `CLOCK_MONOTONIC` deadlines |
 //! | [`identity`] | process/thread identities (id + start time) and liveness checks |
 //! | [`region`] | the region header, object directory and validation |
+//! | [`raw_mutex`] | robust process-shared mutex (owner-died detection), recursive mode |
+//! | [`semaphore`] | counting / bounded semaphore |
+//! | [`event`] | event flag |
+//! | [`condvar`] | condition variable for the mutex |
+//! | [`barrier`] | barrier that breaks on timeout or a dead party |
+//! | [`owner`] | lock owner identities and liveness checks |
 //!
 //! Supported platforms: Linux (tested). macOS compiles a `__ulock` futex path
 //! that is not tested in CI; other Unix systems get a polling fallback.
@@ -21,11 +27,20 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod barrier;
+pub mod condvar;
+pub mod event;
 pub mod futex;
 pub mod identity;
+pub mod owner;
 mod primitive;
+pub mod raw_mutex;
 pub mod region;
+pub mod semaphore;
 pub mod time;
+
+#[cfg(all(test, loom))]
+mod loom_models;
 
 pub use identity::{Identity, Liveness};
 pub use region::{ObjectInfo, Region, RegionError, RegionObject};

@@ -127,7 +127,9 @@ pub struct DirEntry {
 
 const HEADER_SIZE: usize = size_of::<RegionHeader>();
 const ENTRY_SIZE: usize = size_of::<DirEntry>();
+#[cfg(not(loom))]
 const _: () = assert!(HEADER_SIZE == 128);
+#[cfg(not(loom))]
 const _: () = assert!(ENTRY_SIZE == 64);
 
 /// Why a region could not be created, opened or used.

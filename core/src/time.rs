@@ -76,6 +76,7 @@ impl Deadline {
     }
 
     /// The deadline as an absolute `timespec` on `CLOCK_MONOTONIC`.
+    #[cfg_attr(any(loom, not(target_os = "linux")), allow(dead_code))]
     pub(crate) fn to_timespec(self) -> libc::timespec {
         libc::timespec {
             tv_sec: (self.nanos / 1_000_000_000) as libc::time_t,

@@ -1,0 +1,240 @@
+//! A barrier for `n` parties (Python's `Barrier`) that breaks instead of
+//! hanging.
+//!
+//! Arrival bookkeeping (`count`, the arrival records, `broken`) is protected by
+//! an internal [`RawMutex`], so it inherits that lock's dead-owner recovery;
+//! `generation` is the futex word parties sleep on. The last party to arrive
+//! bumps `generation` (with `Release`, read with `Acquire` by the sleepers, so
+//! everything done before the barrier is visible after it) and wakes everyone.
+//!
+//! # Breaking
+//!
+//! The barrier becomes *broken* (every current and future `wait` fails with
+//! [`BarrierError::Broken`] until [`reset`](RawBarrier::reset)) when:
+//!
+//! * a waiting party's deadline passes (that party gets
+//!   [`BarrierError::Timeout`], the others `Broken`), as in Python;
+//! * [`abort`](RawBarrier::abort) is called;
+//! * a party that has arrived in the current generation dies before the
+//!   barrier trips: sleepers check the recorded arrivals' liveness every
+//!   [`LIVENESS_SLICE`](crate::raw_mutex::LIVENESS_SLICE);
+//! * a party died while updating the bookkeeping (owner-died on the internal
+//!   lock), or the bookkeeping holds impossible values.
+//!
+//! A party that dies *before* arriving cannot be told from a slow one: use a
+//! deadline (`wait` with a timeout) when that matters. The first
+//! [`MAX_TRACKED`] arrivals of a generation are tracked for liveness.
+
+use crate::futex::{self, WaitOutcome};
+use crate::owner::{Owner, OwnerCheck};
+use crate::primitive::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::raw_mutex::{Acquired, RawMutex, LIVENESS_SLICE};
+use crate::region::{kind, RegionObject};
+use crate::time::{earliest, Deadline};
+
+/// Arrivals per generation whose liveness is tracked.
+pub const MAX_TRACKED: usize = 64;
+
+/// Why a barrier wait failed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BarrierError {
+    /// The barrier is broken (a party timed out, died, or `abort` was called).
+    Broken,
+    /// This party's deadline passed; the barrier is now broken for the others.
+    Timeout,
+}
+
+/// A successful wait.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct BarrierWait {
+    /// Arrival index in `0..parties` (Python's return value of `wait`).
+    pub index: u32,
+    /// Exactly one party per generation is the leader (the last to arrive).
+    pub leader: bool,
+}
+
+#[repr(C)]
+struct Arrival {
+    tid: AtomicU32,
+    _pad: AtomicU32,
+    start: AtomicU64,
+}
+
+/// The barrier, as laid out in shared memory.
+#[repr(C, align(128))]
+pub struct RawBarrier {
+    lock: RawMutex,
+    generation: AtomicU32,
+    parties: AtomicU32,
+    count: AtomicU32,
+    broken: AtomicU32,
+    /// `g + 1` when generation `g` was ended by `reset` (its sleepers fail).
+    reset_of: AtomicU32,
+    arrivals: [Arrival; MAX_TRACKED],
+}
+
+// SAFETY: only atomics (the RawMutex is atomics too), valid for any bit
+// pattern; alignment 128.
+unsafe impl RegionObject for RawBarrier {
+    const KIND: u32 = kind::BARRIER;
+}
+
+impl RawBarrier {
+    /// (Re)initialises in place for `parties` parties (at least 1).
+    pub fn init(&self, parties: u32) {
+        self.lock.init();
+        self.generation.store(0, Ordering::Relaxed);
+        self.parties.store(parties.max(1), Ordering::Relaxed);
+        self.count.store(0, Ordering::Relaxed);
+        self.broken.store(0, Ordering::Relaxed);
+        self.reset_of.store(0, Ordering::Relaxed);
+        for a in &self.arrivals {
+            a.tid.store(0, Ordering::Relaxed);
+            a.start.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The number of parties.
+    pub fn parties(&self) -> u32 {
+        self.parties.load(Ordering::Relaxed)
+    }
+
+    /// Parties waiting in the current generation (a snapshot).
+    pub fn n_waiting(&self) -> u32 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Whether the barrier is broken.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire) != 0
+    }
+
+    fn locked<R>(&self, me: &Owner, check: &impl OwnerCheck, f: impl FnOnce(bool) -> R) -> R {
+        // The internal lock is held only for a few loads and stores, so waiting
+        // for it without a deadline is bounded (dead holders are taken over).
+        let died = matches!(self.lock.lock(me, None, check), Ok(Acquired::OwnerDied));
+        let r = f(died);
+        self.lock.unlock(me);
+        r
+    }
+
+    fn break_now(&self) {
+        self.broken.store(1, Ordering::Release);
+        futex::wake_all(&self.generation);
+    }
+
+    /// Waits for all parties, until `deadline`.
+    pub fn wait(
+        &self,
+        me: &Owner,
+        deadline: Option<Deadline>,
+        check: &impl OwnerCheck,
+    ) -> Result<BarrierWait, BarrierError> {
+        let arrived = self.locked(me, check, |died| {
+            if died {
+                self.broken.store(1, Ordering::Release);
+            }
+            if self.broken.load(Ordering::Relaxed) != 0 {
+                return Err(BarrierError::Broken);
+            }
+            let g = self.generation.load(Ordering::Relaxed);
+            let parties = self.parties.load(Ordering::Relaxed);
+            let c = self.count.load(Ordering::Relaxed);
+            if parties == 0 || c >= parties {
+                self.broken.store(1, Ordering::Release);
+                return Err(BarrierError::Broken);
+            }
+            if let Some(a) = self.arrivals.get(c as usize) {
+                a.tid.store(me.thread.id, Ordering::Relaxed);
+                a.start.store(me.thread.start, Ordering::Relaxed);
+            }
+            if c + 1 == parties {
+                self.count.store(0, Ordering::Relaxed);
+                self.generation.store(g.wrapping_add(1), Ordering::Release);
+                Ok((g, c, true))
+            } else {
+                self.count.store(c + 1, Ordering::Relaxed);
+                Ok((g, c, false))
+            }
+        });
+        let (g, index, leader) = match arrived {
+            Err(e) => {
+                futex::wake_all(&self.generation);
+                return Err(e);
+            }
+            Ok(x) => x,
+        };
+        if leader {
+            futex::wake_all(&self.generation);
+            return Ok(BarrierWait { index, leader: true });
+        }
+        loop {
+            let slice = Deadline::after(LIVENESS_SLICE);
+            let outcome = futex::wait(&self.generation, g, Some(earliest(deadline, slice)));
+            if self.generation.load(Ordering::Acquire) != g {
+                if self.reset_of.load(Ordering::Relaxed) == g.wrapping_add(1) {
+                    return Err(BarrierError::Broken);
+                }
+                return Ok(BarrierWait { index, leader: false });
+            }
+            if self.is_broken() {
+                return Err(BarrierError::Broken);
+            }
+            if outcome != WaitOutcome::TimedOut {
+                continue;
+            }
+            if deadline.is_some_and(|d| d.has_passed()) {
+                let tripped = self.locked(me, check, |_| {
+                    if self.generation.load(Ordering::Relaxed) != g {
+                        return true;
+                    }
+                    self.break_now();
+                    false
+                });
+                if tripped && self.reset_of.load(Ordering::Relaxed) != g.wrapping_add(1) {
+                    return Ok(BarrierWait { index, leader: false });
+                }
+                return Err(BarrierError::Timeout);
+            }
+            // A slice ended: has a party that arrived in this generation died?
+            let dead = self.locked(me, check, |_| {
+                if self.generation.load(Ordering::Relaxed) != g {
+                    return false;
+                }
+                let n = (self.count.load(Ordering::Relaxed) as usize).min(MAX_TRACKED);
+                let dead = self.arrivals[..n].iter().any(|a| {
+                    let tid = a.tid.load(Ordering::Relaxed);
+                    let start = a.start.load(Ordering::Relaxed);
+                    !check.is_alive(tid, Some(start))
+                });
+                if dead {
+                    self.break_now();
+                }
+                dead
+            });
+            if dead {
+                return Err(BarrierError::Broken);
+            }
+        }
+    }
+
+    /// Breaks the barrier: current and future waits fail until `reset`.
+    pub fn abort(&self, me: &Owner, check: &impl OwnerCheck) {
+        self.locked(me, check, |_| self.break_now());
+    }
+
+    /// Returns the barrier to its initial state; parties waiting now fail with
+    /// `Broken`.
+    pub fn reset(&self, me: &Owner, check: &impl OwnerCheck) {
+        self.locked(me, check, |_| {
+            if self.count.load(Ordering::Relaxed) > 0 {
+                let g = self.generation.load(Ordering::Relaxed);
+                self.reset_of.store(g.wrapping_add(1), Ordering::Relaxed);
+                self.generation.store(g.wrapping_add(1), Ordering::Release);
+            }
+            self.count.store(0, Ordering::Relaxed);
+            self.broken.store(0, Ordering::Release);
+        });
+        futex::wake_all(&self.generation);
+    }
+}

@@ -1,0 +1,151 @@
+//! loom models of the lock, semaphore and event state machines.
+//!
+//! Run with `RUSTFLAGS="--cfg loom" cargo test -p shmproc-core --release --lib -- loom_`.
+//! Under loom the futex layer turns every wait into a yield and a spurious
+//! wake-up (see `futex`), so the models check the state machines' atomics and
+//! their handling of spurious wake-ups, not the kernel's wait queue.
+
+use loom::cell::UnsafeCell;
+use loom::sync::Arc;
+use loom::thread;
+
+use crate::event::RawEvent;
+use crate::identity::Identity;
+use crate::owner::Owner;
+use crate::primitive::sync::atomic::{AtomicU32, Ordering};
+use crate::raw_mutex::{Acquired, LockError, RawMutex};
+use crate::semaphore::RawSemaphore;
+
+fn owner(tid: u32) -> Owner {
+    Owner { thread: Identity { id: tid, start: 1 }, pid: tid }
+}
+
+fn always_alive(_: u32, _: Option<u64>) -> bool {
+    true
+}
+
+#[test]
+fn loom_mutex_excludes_and_publishes() {
+    loom::model(|| {
+        let m = Arc::new(RawMutex::new());
+        let data = Arc::new(UnsafeCell::new(0u32));
+        let handles: std::vec::Vec<_> = (1..=2)
+            .map(|tid| {
+                let m = m.clone();
+                let data = data.clone();
+                thread::spawn(move || {
+                    let me = owner(tid);
+                    assert_eq!(m.lock(&me, None, &always_alive), Ok(Acquired::Locked));
+                    // loom reports a data race here if two owners overlap.
+                    data.with_mut(|p| unsafe { *p += 1 });
+                    assert!(m.unlock(&me));
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let me = owner(9);
+        let _ = m.lock(&me, None, &always_alive).unwrap();
+        assert_eq!(data.with(|p| unsafe { *p }), 2);
+        assert!(m.unlock(&me));
+    });
+}
+
+#[test]
+fn loom_mutex_dead_owner_taken_over_exactly_once() {
+    loom::model(|| {
+        let m = Arc::new(RawMutex::new());
+        let dead = Arc::new(AtomicU32::new(0));
+        let a = owner(1);
+        // Owner 1 takes the lock and dies holding it.
+        let _ = m.try_lock(&a).unwrap();
+        dead.store(1, Ordering::SeqCst);
+        let takers: std::vec::Vec<_> = (2..=3)
+            .map(|tid| {
+                let m = m.clone();
+                let dead = dead.clone();
+                thread::spawn(move || {
+                    let me = owner(tid);
+                    let check = |t: u32, _: Option<u64>| !(t == 1 && dead.load(Ordering::SeqCst) == 1);
+                    loop {
+                        match m.try_lock_checked(&me, &check) {
+                            Ok(a) => {
+                                assert!(m.unlock(&me));
+                                return a;
+                            }
+                            Err(LockError::WouldBlock) => thread::yield_now(),
+                            Err(e) => panic!("{e:?}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let results: std::vec::Vec<Acquired> = takers.into_iter().map(|h| h.join().unwrap()).collect();
+        let died = results.iter().filter(|&&r| r == Acquired::OwnerDied).count();
+        assert_eq!(died, 1, "exactly one taker is told the owner died: {results:?}");
+    });
+}
+
+#[test]
+fn loom_semaphore_never_over_admits() {
+    loom::model(|| {
+        let s = Arc::new(RawSemaphore::new(1, 1));
+        let inside = Arc::new(AtomicU32::new(0));
+        let hs: std::vec::Vec<_> = (0..2)
+            .map(|_| {
+                let s = s.clone();
+                let inside = inside.clone();
+                thread::spawn(move || {
+                    s.acquire(None).unwrap();
+                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    s.release(1).unwrap();
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert_eq!(s.value(), 1);
+    });
+}
+
+#[test]
+fn loom_event_set_is_seen_with_its_data() {
+    loom::model(|| {
+        let e = Arc::new(RawEvent::new());
+        let data = Arc::new(UnsafeCell::new(0u32));
+        let waiter = {
+            let e = e.clone();
+            let data = data.clone();
+            thread::spawn(move || {
+                assert!(e.wait(None));
+                assert_eq!(data.with(|p| unsafe { *p }), 42);
+            })
+        };
+        data.with_mut(|p| unsafe { *p = 42 });
+        e.set();
+        waiter.join().unwrap();
+        assert!(e.is_set());
+        e.clear();
+        assert!(!e.is_set());
+    });
+}
+
+#[test]
+fn loom_event_set_then_clear_still_releases_waiter() {
+    loom::model(|| {
+        let e = Arc::new(RawEvent::new());
+        // The waiter's starting snapshot is taken before the set: a set
+        // followed at once by a clear must still release it.
+        let start = e.snapshot();
+        let waiter = {
+            let e = e.clone();
+            thread::spawn(move || e.wait_since(start, None))
+        };
+        e.set();
+        e.clear();
+        assert!(waiter.join().unwrap());
+    });
+}
