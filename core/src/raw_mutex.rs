@@ -243,6 +243,9 @@ impl RawMutex {
             }
             spin_loop();
         }
+        // An owner that is already dead is found before the first sleep rather
+        // than after a whole liveness slice.
+        let mut checked = false;
         loop {
             let s = self.state.load(Ordering::Relaxed);
             if s & TID_MASK == 0 {
@@ -268,6 +271,12 @@ impl RawMutex {
                     .is_err()
             {
                 continue;
+            }
+            if !checked {
+                checked = true;
+                if let Some(a) = self.take_over_if_dead(s | WAITERS, me, check) {
+                    return Ok(a);
+                }
             }
             let slice = Deadline::after(LIVENESS_SLICE);
             match futex::wait(&self.state, s | WAITERS, Some(earliest(deadline, slice))) {

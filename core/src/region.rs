@@ -93,6 +93,8 @@ pub mod kind {
     pub const SPSC_RING: u32 = 7;
     /// A multi-producer multi-consumer slot ring.
     pub const MPMC_RING: u32 = 8;
+    /// A lock-protected array (`Array<T>`).
+    pub const ARRAY: u32 = 9;
 }
 
 /// The region header at offset 0. All fields are atomics: a peer may write them

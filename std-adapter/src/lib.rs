@@ -51,14 +51,35 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+pub mod array;
+pub mod barrier;
+pub mod condition;
+mod error;
+pub mod event;
 mod globals;
 mod message;
+pub mod mutex;
+mod object;
+mod plain;
 pub mod process;
 pub mod segment;
+pub mod semaphore;
+pub mod value;
 mod spawn;
 mod thread_id;
 
+pub use array::{Array, ArrayGuard};
+pub use barrier::{Barrier, BarrierError, BarrierWaitResult};
+pub use condition::{Condition, WaitTimeoutResult};
+pub use error::Error;
+pub use event::Event;
+pub use semaphore::{BoundedSemaphore, ReleaseError, Semaphore, SemaphoreGuard};
+pub use value::Value;
 pub use message::Message;
+pub use mutex::{Lock, LockResult, LockTimeoutError, Mutex, MutexGuard, OwnerDied, RLock, RLockGuard, TryLockError};
+pub use plain::Plain;
+/// Derive [`Plain`] data with `bytemuck::{Zeroable, AnyBitPattern}`.
+pub use bytemuck;
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Builder, ChildInfo, ChildResult,
     CurrentProcess, ParentProcess, Process, ProcessError,

@@ -65,6 +65,9 @@ fn trampoline<A: Message, R: ChildResult>(f: usize, arg: &[u8]) -> i32 {
 /// The serialised start-up information of a spawned child.
 pub(crate) struct Payload {
     bytes: Vec<u8>,
+    /// Descriptors of the segments behind handles in the argument; the child
+    /// inherits exactly these.
+    fds: Vec<std::os::fd::RawFd>,
 }
 
 fn put_str(out: &mut Vec<u8>, s: &[u8]) {
@@ -81,7 +84,8 @@ impl Payload {
         daemon: bool,
         parent: &(u32, String, u64),
     ) -> Result<Payload, ProcessError> {
-        let arg = encode(arg).map_err(|e| ProcessError::Serialize(e.to_string()))?;
+        let (arg, fds) = crate::object::collecting_fds(|| encode(arg));
+        let arg = arg.map_err(|e| ProcessError::Serialize(e.to_string()))?;
         let base = anchor_addr() as i64;
         let tramp: Trampoline = trampoline::<A, R>;
         let mut b = Vec::with_capacity(arg.len() + 128);
@@ -97,7 +101,7 @@ impl Payload {
         put_str(&mut b, parent.1.as_bytes());
         b.extend_from_slice(&(arg.len() as u64).to_le_bytes());
         b.extend_from_slice(&arg);
-        Ok(Payload { bytes: b })
+        Ok(Payload { bytes: b, fds })
     }
 }
 
@@ -182,6 +186,7 @@ pub(crate) fn spawn(payload: Payload, daemon: bool) -> Result<u32, ProcessError>
     file.rewind().map_err(ProcessError::Spawn)?;
     let data_fd = file.as_raw_fd();
     let parent_pid = std::process::id();
+    let inherit = payload.fds;
     let mut cmd = Command::new("/proc/self/exe");
     if let Some(arg0) = std::env::args_os().next() {
         cmd.arg0(arg0);
@@ -191,8 +196,10 @@ pub(crate) fn spawn(payload: Payload, daemon: bool) -> Result<u32, ProcessError>
     // async-signal-safe calls (fcntl, prctl, getppid, _exit).
     unsafe {
         cmd.pre_exec(move || {
-            if libc::fcntl(data_fd, libc::F_SETFD, 0) != 0 {
-                return Err(io::Error::last_os_error());
+            for &fd in inherit.iter().chain(std::iter::once(&data_fd)) {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             if daemon {
                 set_parent_death_signal(parent_pid);

@@ -1,4 +1,4 @@
-//! The calling thread's identity (tid + start time), cached per thread.
+//! The calling thread's identity (tid + start time + pid), cached per thread.
 //!
 //! Lock fast paths need the owner id without a syscall, so it is cached in a
 //! thread-local. `fork()` copies the cache into the child, where it would name
@@ -8,10 +8,10 @@
 use std::cell::Cell;
 use std::sync::Once;
 
-use shmproc_core::Identity;
+use shmproc_core::owner::Owner;
 
 thread_local! {
-    static CACHED: Cell<Option<Identity>> = const { Cell::new(None) };
+    static CACHED: Cell<Option<Owner>> = const { Cell::new(None) };
 }
 
 static ATFORK: Once = Once::new();
@@ -29,15 +29,16 @@ pub(crate) fn install_atfork() {
     });
 }
 
-/// The calling thread's identity.
-pub(crate) fn current() -> Identity {
+/// The calling thread as a lock owner.
+#[inline]
+pub(crate) fn owner() -> Owner {
     CACHED.with(|c| match c.get() {
-        Some(id) => id,
+        Some(o) => o,
         None => {
             install_atfork();
-            let id = Identity::current_thread();
-            c.set(Some(id));
-            id
+            let o = Owner::current();
+            c.set(Some(o));
+            o
         }
     })
 }

@@ -1,0 +1,165 @@
+//! `Barrier`: `n` parties wait for each other (Python's `Barrier`).
+//!
+//! Breaks instead of hanging: a party whose timeout passes, a party that dies
+//! while waiting, or [`abort`](Barrier::abort) breaks the barrier, and every
+//! waiting and later party gets [`BarrierError::Broken`] until
+//! [`reset`](Barrier::reset). A party that dies *before* arriving looks like a
+//! slow one: use [`wait_timeout`](Barrier::wait_timeout) when that matters.
+//!
+//! ```no_run
+//! let b = shmproc::Barrier::new(2)?;
+//! let b2 = b.clone();
+//! let mut child = shmproc::Process::spawn(move || { b2.wait().unwrap(); })?;
+//! let r = b.wait()?;
+//! println!("leader: {}", r.is_leader());
+//! child.join()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use shmproc_core::barrier::{BarrierError as RawError, BarrierWait, RawBarrier};
+use shmproc_core::owner::ProcLiveness;
+use shmproc_core::region::kind;
+use shmproc_core::Deadline;
+
+use crate::error::Error;
+use crate::object::{impl_handle_archive, Object};
+use crate::segment::Segment;
+use crate::thread_id;
+
+/// Why a barrier wait failed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BarrierError {
+    /// The barrier is broken: a party timed out or died, or it was aborted.
+    Broken,
+    /// This party's timeout passed; the barrier is now broken for the others.
+    Timeout,
+}
+
+impl fmt::Display for BarrierError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BarrierError::Broken => f.write_str("the barrier is broken"),
+            BarrierError::Timeout => f.write_str("timed out waiting at the barrier (it is now broken)"),
+        }
+    }
+}
+
+impl std::error::Error for BarrierError {}
+
+/// A successful barrier wait.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct BarrierWaitResult(BarrierWait);
+
+impl BarrierWaitResult {
+    /// Exactly one party per round is the leader (std's `is_leader`).
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        self.0.leader
+    }
+
+    /// Arrival index in `0..parties` (Python's return value of `wait`).
+    #[must_use]
+    pub fn index(&self) -> u32 {
+        self.0.index
+    }
+}
+
+/// A process-shared barrier.
+#[derive(Clone)]
+pub struct Barrier {
+    obj: Object,
+}
+
+impl fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Barrier")
+            .field("parties", &self.parties())
+            .field("n_waiting", &self.n_waiting())
+            .field("broken", &self.is_broken())
+            .finish()
+    }
+}
+
+impl Barrier {
+    /// A barrier for `parties` parties (at least 1), in a segment of its own.
+    pub fn new(parties: u32) -> Result<Barrier, Error> {
+        Barrier::create(None, "", parties)
+    }
+
+    /// A barrier named `name` in `seg`.
+    pub fn new_in(seg: &Segment, name: &str, parties: u32) -> Result<Barrier, Error> {
+        Barrier::create(Some(seg), name, parties)
+    }
+
+    fn create(seg: Option<&Segment>, name: &str, parties: u32) -> Result<Barrier, Error> {
+        let obj = Object::create(seg, name, kind::BARRIER, std::mem::size_of::<RawBarrier>(), |p| {
+            // SAFETY: p is aligned and sized for a RawBarrier (atomics only).
+            unsafe { (*p.as_ptr().cast::<RawBarrier>()).init(parties) }
+        })?;
+        Ok(Barrier { obj })
+    }
+
+    /// Opens the barrier named `name` in `seg`.
+    pub fn open_in(seg: &Segment, name: &str) -> Result<Barrier, Error> {
+        Ok(Barrier { obj: Object::open(seg, name, kind::BARRIER, std::mem::size_of::<RawBarrier>())? })
+    }
+
+    fn from_parts(seg: Segment, index: u32) -> Result<Barrier, Error> {
+        Ok(Barrier { obj: Object::from_index(seg, index, kind::BARRIER, std::mem::size_of::<RawBarrier>())? })
+    }
+
+    fn raw(&self) -> &RawBarrier {
+        self.obj.head::<RawBarrier>()
+    }
+
+    fn wait_until(&self, deadline: Option<Deadline>) -> Result<BarrierWaitResult, BarrierError> {
+        match self.raw().wait(&thread_id::owner(), deadline, &ProcLiveness) {
+            Ok(w) => Ok(BarrierWaitResult(w)),
+            Err(RawError::Broken) => Err(BarrierError::Broken),
+            Err(RawError::Timeout) => Err(BarrierError::Timeout),
+        }
+    }
+
+    /// Waits until all parties have arrived (or the barrier breaks).
+    pub fn wait(&self) -> Result<BarrierWaitResult, BarrierError> {
+        self.wait_until(None)
+    }
+
+    /// Waits at most `timeout`; on timeout the barrier breaks for everyone.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<BarrierWaitResult, BarrierError> {
+        self.wait_until(Some(Deadline::after(timeout)))
+    }
+
+    /// Breaks the barrier.
+    pub fn abort(&self) {
+        self.raw().abort(&thread_id::owner(), &ProcLiveness);
+    }
+
+    /// Back to the initial state; parties waiting now get `Broken`.
+    pub fn reset(&self) {
+        self.raw().reset(&thread_id::owner(), &ProcLiveness);
+    }
+
+    /// The number of parties.
+    #[must_use]
+    pub fn parties(&self) -> u32 {
+        self.raw().parties()
+    }
+
+    /// Parties waiting now (a snapshot).
+    #[must_use]
+    pub fn n_waiting(&self) -> u32 {
+        self.raw().n_waiting()
+    }
+
+    /// Whether the barrier is broken.
+    #[must_use]
+    pub fn is_broken(&self) -> bool {
+        self.raw().is_broken()
+    }
+}
+
+impl_handle_archive!([] Barrier, b => &b.obj, |seg, idx| Barrier::from_parts(seg, idx));

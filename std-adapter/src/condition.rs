@@ -1,0 +1,199 @@
+//! `Condition`: a condition variable for a shared [`Mutex`], across processes.
+//!
+//! Shaped like `std::sync::Condvar`: `wait` takes the guard, releases the lock
+//! while sleeping and re-acquires it before returning. Spurious wake-ups can
+//! happen, so wait in a loop or with [`wait_while`](Condition::wait_while).
+//! If the mutex's owner died while the waiter slept, the re-acquired guard
+//! comes back as `Err(OwnerDied(guard))`.
+//!
+//! ```no_run
+//! use shmproc::{Condition, Mutex, Process};
+//! let ready = Mutex::new(0u32)?;
+//! let cond = Condition::new()?;
+//! let (r, c) = (ready.clone(), cond.clone());
+//! let mut child = Process::spawn(move || {
+//!     *r.lock().unwrap() = 1;
+//!     c.notify_all();
+//! })?;
+//! let guard = cond.wait_while(ready.lock().unwrap(), |v| *v == 0).unwrap();
+//! assert_eq!(*guard, 1);
+//! drop(guard);
+//! child.join()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use shmproc_core::condvar::RawCondvar;
+use shmproc_core::futex::WaitOutcome;
+use shmproc_core::region::kind;
+use shmproc_core::Deadline;
+
+use crate::error::Error;
+use crate::mutex::{LockResult, Mutex, MutexGuard, OwnerDied};
+use crate::object::{impl_handle_archive, Object};
+use crate::segment::Segment;
+
+/// Whether a timed condition wait timed out.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct WaitTimeoutResult(bool);
+
+impl WaitTimeoutResult {
+    /// True if the wait ended because the timeout passed.
+    #[must_use]
+    pub fn timed_out(&self) -> bool {
+        self.0
+    }
+}
+
+/// A process-shared condition variable (Python's `Condition`, std's
+/// `Condvar`). Use it with one [`Mutex`] at a time.
+#[derive(Clone)]
+pub struct Condition {
+    obj: Object,
+}
+
+impl fmt::Debug for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Condition").field("waiters", &self.raw().waiters()).finish()
+    }
+}
+
+fn relock<'a, T>(m: &'a Mutex<T>) -> LockResult<MutexGuard<'a, T>> {
+    m.lock()
+}
+
+impl Condition {
+    /// A new condition variable in a segment of its own.
+    pub fn new() -> Result<Condition, Error> {
+        Condition::create(None, "")
+    }
+
+    /// A new condition variable named `name` in `seg`.
+    pub fn new_in(seg: &Segment, name: &str) -> Result<Condition, Error> {
+        Condition::create(Some(seg), name)
+    }
+
+    fn create(seg: Option<&Segment>, name: &str) -> Result<Condition, Error> {
+        let obj = Object::create(seg, name, kind::CONDVAR, std::mem::size_of::<RawCondvar>(), |p| {
+            // SAFETY: p is aligned and sized for a RawCondvar (atomics only).
+            unsafe { (*p.as_ptr().cast::<RawCondvar>()).init() }
+        })?;
+        Ok(Condition { obj })
+    }
+
+    /// Opens the condition variable named `name` in `seg`.
+    pub fn open_in(seg: &Segment, name: &str) -> Result<Condition, Error> {
+        Ok(Condition { obj: Object::open(seg, name, kind::CONDVAR, std::mem::size_of::<RawCondvar>())? })
+    }
+
+    fn from_parts(seg: Segment, index: u32) -> Result<Condition, Error> {
+        Ok(Condition { obj: Object::from_index(seg, index, kind::CONDVAR, std::mem::size_of::<RawCondvar>())? })
+    }
+
+    fn raw(&self) -> &RawCondvar {
+        self.obj.head::<RawCondvar>()
+    }
+
+    fn wait_until<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        deadline: Option<Deadline>,
+    ) -> LockResult<(MutexGuard<'a, T>, bool)> {
+        let token = self.raw().prepare_wait();
+        let m = guard.unlock_for_wait();
+        let outcome = self.raw().wait(token, deadline);
+        let timed_out = outcome == WaitOutcome::TimedOut;
+        match relock(m) {
+            Ok(g) => Ok((g, timed_out)),
+            Err(OwnerDied(g)) => Err(OwnerDied((g, timed_out))),
+        }
+    }
+
+    /// Releases the lock, sleeps until notified, re-acquires the lock.
+    pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
+        match self.wait_until(guard, None) {
+            Ok((g, _)) => Ok(g),
+            Err(OwnerDied((g, _))) => Err(OwnerDied(g)),
+        }
+    }
+
+    /// Like [`wait`](Condition::wait), giving up after `timeout`.
+    pub fn wait_timeout<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: Duration,
+    ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
+        match self.wait_until(guard, Some(Deadline::after(timeout))) {
+            Ok((g, t)) => Ok((g, WaitTimeoutResult(t))),
+            Err(OwnerDied((g, t))) => Err(OwnerDied((g, WaitTimeoutResult(t)))),
+        }
+    }
+
+    /// Waits while `condition` holds for the protected data.
+    pub fn wait_while<'a, T, F>(&self, guard: MutexGuard<'a, T>, condition: F) -> LockResult<MutexGuard<'a, T>>
+    where
+        F: FnMut(&mut T) -> bool,
+    {
+        match self.wait_while_until(guard, None, condition) {
+            Ok((g, _)) => Ok(g),
+            Err(OwnerDied((g, _))) => Err(OwnerDied(g)),
+        }
+    }
+
+    /// Waits while `condition` holds, at most `timeout` in total.
+    pub fn wait_timeout_while<'a, T, F>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: Duration,
+        condition: F,
+    ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)>
+    where
+        F: FnMut(&mut T) -> bool,
+    {
+        match self.wait_while_until(guard, Some(Deadline::after(timeout)), condition) {
+            Ok((g, t)) => Ok((g, WaitTimeoutResult(t))),
+            Err(OwnerDied((g, t))) => Err(OwnerDied((g, WaitTimeoutResult(t)))),
+        }
+    }
+
+    fn wait_while_until<'a, T, F>(
+        &self,
+        mut guard: MutexGuard<'a, T>,
+        deadline: Option<Deadline>,
+        mut condition: F,
+    ) -> LockResult<(MutexGuard<'a, T>, bool)>
+    where
+        F: FnMut(&mut T) -> bool,
+    {
+        let mut died = false;
+        loop {
+            if !condition(&mut *guard) {
+                return if died { Err(OwnerDied((guard, false))) } else { Ok((guard, false)) };
+            }
+            if deadline.is_some_and(|d| d.has_passed()) {
+                return if died { Err(OwnerDied((guard, true))) } else { Ok((guard, true)) };
+            }
+            guard = match self.wait_until(guard, deadline) {
+                Ok((g, _)) => g,
+                Err(OwnerDied((g, _))) => {
+                    died = true;
+                    g
+                }
+            };
+        }
+    }
+
+    /// Wakes one waiter.
+    pub fn notify_one(&self) {
+        self.raw().notify_one();
+    }
+
+    /// Wakes every waiter in every process.
+    pub fn notify_all(&self) {
+        self.raw().notify_all();
+    }
+}
+
+impl_handle_archive!([] Condition, c => &c.obj, |seg, idx| Condition::from_parts(seg, idx));

@@ -1,0 +1,99 @@
+//! `Event`: a flag processes can wait for (Python's `Event`).
+//!
+//! Robust to anything a peer can do except lying: nothing is owned, so a dead
+//! setter or waiter changes nothing for the others. A `set` that happens while
+//! a process waits releases it even if the flag is cleared again at once.
+//!
+//! ```no_run
+//! let go = shmproc::Event::new()?;
+//! let g = go.clone();
+//! let mut child = shmproc::Process::spawn(move || assert!(g.wait()))?;
+//! go.set();
+//! child.join()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use shmproc_core::event::RawEvent;
+use shmproc_core::region::kind;
+use shmproc_core::Deadline;
+
+use crate::error::Error;
+use crate::object::{impl_handle_archive, Object};
+use crate::segment::Segment;
+
+/// A process-shared event flag, initially clear.
+#[derive(Clone)]
+pub struct Event {
+    obj: Object,
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event").field("is_set", &self.is_set()).finish()
+    }
+}
+
+impl Event {
+    /// A clear event in a segment of its own.
+    pub fn new() -> Result<Event, Error> {
+        Event::create(None, "")
+    }
+
+    /// A clear event named `name` in `seg`.
+    pub fn new_in(seg: &Segment, name: &str) -> Result<Event, Error> {
+        Event::create(Some(seg), name)
+    }
+
+    fn create(seg: Option<&Segment>, name: &str) -> Result<Event, Error> {
+        let obj = Object::create(seg, name, kind::EVENT, std::mem::size_of::<RawEvent>(), |p| {
+            // SAFETY: p is aligned and sized for a RawEvent (atomics only).
+            unsafe { (*p.as_ptr().cast::<RawEvent>()).init() }
+        })?;
+        Ok(Event { obj })
+    }
+
+    /// Opens the event named `name` in `seg`.
+    pub fn open_in(seg: &Segment, name: &str) -> Result<Event, Error> {
+        Ok(Event { obj: Object::open(seg, name, kind::EVENT, std::mem::size_of::<RawEvent>())? })
+    }
+
+    fn from_parts(seg: Segment, index: u32) -> Result<Event, Error> {
+        Ok(Event { obj: Object::from_index(seg, index, kind::EVENT, std::mem::size_of::<RawEvent>())? })
+    }
+
+    fn raw(&self) -> &RawEvent {
+        self.obj.head::<RawEvent>()
+    }
+
+    /// Sets the flag and wakes every waiter in every process.
+    pub fn set(&self) {
+        self.raw().set();
+    }
+
+    /// Clears the flag.
+    pub fn clear(&self) {
+        self.raw().clear();
+    }
+
+    /// Whether the flag is set.
+    #[must_use]
+    pub fn is_set(&self) -> bool {
+        self.raw().is_set()
+    }
+
+    /// Waits until the flag is set; returns true (Python's `wait()`).
+    pub fn wait(&self) -> bool {
+        self.raw().wait(None)
+    }
+
+    /// Waits at most `timeout`; returns whether the flag was set.
+    #[must_use]
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.raw().wait(Some(Deadline::after(timeout)))
+    }
+}
+
+impl_handle_archive!([] Event, e => &e.obj, |seg, idx| Event::from_parts(seg, idx));

@@ -1,0 +1,481 @@
+//! `Mutex<T>`, `Lock` and `RLock`: process-shared locks that survive dead
+//! owners.
+//!
+//! The lock word lives in shared memory (see
+//! [`shmproc_core::raw_mutex`] for the algorithm). When the thread or process
+//! holding it dies, the next acquirer gets `Err(`[`OwnerDied`]`(guard))`
+//! within about 20 ms of the death instead of hanging; the guard is fully
+//! usable (the data may be half-updated: check it) and the lock works normally
+//! afterwards, like `std::sync::PoisonError` but without lasting poison.
+//!
+//! Dead owners are detected by a liveness check on the owner's thread id and
+//! thread start time (safe against pid/tid reuse), not by the kernel's robust
+//! futex list, which glibc already uses per thread.
+//!
+//! Uncontended `lock` and `unlock` are one atomic compare-and-swap each, no
+//! syscall; `unlock` makes a syscall only when a waiter may be sleeping.
+//!
+//! ```no_run
+//! let counter = shmproc::Mutex::new(0u64)?;
+//! let c = counter.clone();
+//! let mut child = shmproc::Process::spawn(move || {
+//!     *c.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+//! })?;
+//! child.join()?;
+//! assert_eq!(*counter.lock().unwrap(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use shmproc_core::owner::{Owner, ProcLiveness};
+use shmproc_core::raw_mutex::{Acquired, LockError, OwnerInfo, RawMutex};
+use shmproc_core::region::{kind, OBJECT_ALIGN};
+use shmproc_core::Deadline;
+
+use crate::error::Error;
+use crate::object::{impl_handle_archive, Object};
+use crate::plain::Plain;
+use crate::segment::Segment;
+use crate::thread_id;
+
+/// The previous owner died holding the lock. Carries the guard: the lock *is*
+/// held by the caller now, and the data can be inspected and repaired.
+pub struct OwnerDied<G>(pub G);
+
+impl<G> OwnerDied<G> {
+    /// The guard, for using the lock anyway.
+    pub fn into_inner(self) -> G {
+        self.0
+    }
+
+    /// A reference to the guard.
+    pub fn get_ref(&self) -> &G {
+        &self.0
+    }
+
+    /// A mutable reference to the guard.
+    pub fn get_mut(&mut self) -> &mut G {
+        &mut self.0
+    }
+}
+
+impl<G> fmt::Debug for OwnerDied<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OwnerDied { .. }")
+    }
+}
+
+impl<G> fmt::Display for OwnerDied<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the previous owner of the lock died while holding it")
+    }
+}
+
+impl<G> std::error::Error for OwnerDied<G> {}
+
+/// The result of `lock`: `Err(OwnerDied(guard))` after a dead owner.
+pub type LockResult<G> = Result<G, OwnerDied<G>>;
+
+/// Why `try_lock` did not return a clean guard.
+pub enum TryLockError<G> {
+    /// Acquired, but the previous owner had died holding the lock.
+    OwnerDied(OwnerDied<G>),
+    /// Someone else holds it.
+    WouldBlock,
+}
+
+/// Why `lock_timeout` did not return a clean guard.
+pub enum LockTimeoutError<G> {
+    /// Acquired, but the previous owner had died holding the lock.
+    OwnerDied(OwnerDied<G>),
+    /// Not acquired before the timeout.
+    Timeout,
+}
+
+macro_rules! lock_error_impls {
+    ($name:ident, $other:ident, $msg:literal) => {
+        impl<G> fmt::Debug for $name<G> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $name::OwnerDied(_) => f.write_str(concat!(stringify!($name), "::OwnerDied(..)")),
+                    $name::$other => f.write_str(concat!(stringify!($name), "::", stringify!($other))),
+                }
+            }
+        }
+        impl<G> fmt::Display for $name<G> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $name::OwnerDied(e) => fmt::Display::fmt(e, f),
+                    $name::$other => f.write_str($msg),
+                }
+            }
+        }
+        impl<G> std::error::Error for $name<G> {}
+        impl<G> From<OwnerDied<G>> for $name<G> {
+            fn from(e: OwnerDied<G>) -> Self {
+                $name::OwnerDied(e)
+            }
+        }
+    };
+}
+lock_error_impls!(TryLockError, WouldBlock, "the lock is held by someone else");
+lock_error_impls!(LockTimeoutError, Timeout, "timed out waiting for the lock");
+
+const DATA_OFFSET: usize = OBJECT_ALIGN;
+
+fn check_layout<T>() -> Result<(), Error> {
+    if std::mem::align_of::<T>() > OBJECT_ALIGN {
+        return Err(Error::Layout("type aligned to more than 128 bytes"));
+    }
+    Ok(())
+}
+
+/// A mutual-exclusion lock protecting a `T` in shared memory, usable from
+/// every process that has a handle. `Clone` gives another handle to the same
+/// lock; handles move into fork-mode closures and spawn-mode arguments.
+///
+/// `T` must be [`Plain`] data: no pointers, valid for any bit pattern.
+pub struct Mutex<T> {
+    pub(crate) obj: Object,
+    _t: PhantomData<T>,
+}
+
+impl<T> Clone for Mutex<T> {
+    fn clone(&self) -> Self {
+        Mutex { obj: self.obj.clone(), _t: PhantomData }
+    }
+}
+
+impl<T> fmt::Debug for Mutex<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mutex").field("owner", &self.owner()).finish_non_exhaustive()
+    }
+}
+
+impl<T: Plain> Mutex<T> {
+    /// A new mutex holding `value`, in a segment of its own.
+    pub fn new(value: T) -> Result<Mutex<T>, Error> {
+        Mutex::create(None, "", value)
+    }
+
+    /// A new mutex named `name` inside `seg` (many objects, one segment).
+    pub fn new_in(seg: &Segment, name: &str, value: T) -> Result<Mutex<T>, Error> {
+        Mutex::create(Some(seg), name, value)
+    }
+
+    fn create(seg: Option<&Segment>, name: &str, value: T) -> Result<Mutex<T>, Error> {
+        check_layout::<T>()?;
+        let size = DATA_OFFSET + std::mem::size_of::<T>();
+        let obj = Object::create(seg, name, kind::MUTEX, size, |p| {
+            // SAFETY: `p` is OBJECT_ALIGN-aligned with `size` bytes: a RawMutex
+            // at 0 and room for a T (align <= 128) at DATA_OFFSET.
+            unsafe {
+                let raw = &*p.as_ptr().cast::<RawMutex>();
+                raw.init();
+                p.as_ptr().add(DATA_OFFSET).cast::<T>().write(value);
+            }
+        })?;
+        Ok(Mutex { obj, _t: PhantomData })
+    }
+
+    /// Opens the mutex named `name` in `seg` (created by another process).
+    pub fn open_in(seg: &Segment, name: &str) -> Result<Mutex<T>, Error> {
+        check_layout::<T>()?;
+        let obj = Object::open(seg, name, kind::MUTEX, DATA_OFFSET + std::mem::size_of::<T>())?;
+        Ok(Mutex { obj, _t: PhantomData })
+    }
+
+    pub(crate) fn from_parts(seg: Segment, index: u32) -> Result<Mutex<T>, Error> {
+        check_layout::<T>()?;
+        let obj = Object::from_index(seg, index, kind::MUTEX, DATA_OFFSET + std::mem::size_of::<T>())?;
+        Ok(Mutex { obj, _t: PhantomData })
+    }
+}
+
+impl<T> Mutex<T> {
+    pub(crate) fn raw(&self) -> &RawMutex {
+        self.obj.head::<RawMutex>()
+    }
+
+    fn guard(&self, owner: Owner, how: Acquired) -> LockResult<MutexGuard<'_, T>> {
+        let g = MutexGuard { mutex: self, owner, _not_send: PhantomData };
+        match how {
+            Acquired::Locked => Ok(g),
+            Acquired::OwnerDied => Err(OwnerDied(g)),
+        }
+    }
+
+    /// Locks, blocking until the lock is free (or its owner is found dead).
+    ///
+    /// # Panics
+    ///
+    /// If the calling thread already holds this lock (that would deadlock).
+    pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
+        let me = thread_id::owner();
+        match self.raw().lock(&me, None, &ProcLiveness) {
+            Ok(how) => self.guard(me, how),
+            Err(LockError::Deadlock) => panic!("shmproc::Mutex locked twice by the same thread"),
+            Err(e) => unreachable!("a lock without deadline cannot fail with {e:?}"),
+        }
+    }
+
+    /// Locks if that is possible right now. A lock whose owner is dead is
+    /// taken over (after one liveness check).
+    pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, TryLockError<MutexGuard<'_, T>>> {
+        let me = thread_id::owner();
+        match self.raw().try_lock(&me) {
+            Ok(how) => return self.guard(me, how).map_err(TryLockError::from),
+            Err(_) => {}
+        }
+        match self.raw().try_lock_checked(&me, &ProcLiveness) {
+            Ok(how) => self.guard(me, how).map_err(TryLockError::from),
+            Err(_) => Err(TryLockError::WouldBlock),
+        }
+    }
+
+    /// Locks, waiting at most `timeout`.
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<MutexGuard<'_, T>, LockTimeoutError<MutexGuard<'_, T>>> {
+        let me = thread_id::owner();
+        match self.raw().lock(&me, Some(Deadline::after(timeout)), &ProcLiveness) {
+            Ok(how) => self.guard(me, how).map_err(LockTimeoutError::from),
+            Err(_) => Err(LockTimeoutError::Timeout),
+        }
+    }
+
+    /// Who holds the lock now (tid, pid, whether alive), if anyone.
+    #[must_use]
+    pub fn owner(&self) -> Option<OwnerInfo> {
+        self.raw().owner(&ProcLiveness)
+    }
+
+    /// Whether the lock is held (a snapshot).
+    #[must_use]
+    pub fn is_locked(&self) -> bool {
+        self.raw().is_locked()
+    }
+
+    /// The segment the mutex lives in.
+    #[must_use]
+    pub fn segment(&self) -> &Segment {
+        self.obj.segment()
+    }
+
+    fn data(&self) -> *mut T {
+        self.obj.at(DATA_OFFSET).as_ptr().cast::<T>()
+    }
+}
+
+impl_handle_archive!([T: Plain,] Mutex<T>, m => &m.obj, |seg, idx| Mutex::<T>::from_parts(seg, idx));
+
+/// Access to the data of a locked [`Mutex`]; unlocks on drop. Not `Send`: a
+/// lock is released by the thread that took it.
+#[must_use = "if unused the Mutex will immediately unlock"]
+pub struct MutexGuard<'a, T> {
+    mutex: &'a Mutex<T>,
+    owner: Owner,
+    _not_send: PhantomData<*const ()>,
+}
+
+// SAFETY: sharing `&MutexGuard` only gives `&T`; like std's guard it is Sync
+// when T is.
+unsafe impl<T: Sync> Sync for MutexGuard<'_, T> {}
+
+impl<T> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the lock is held, so by the protocol no one else accesses the
+        // data; it is aligned and in bounds (validated at construction); any
+        // bit pattern is a valid T (Plain).
+        unsafe { &*self.mutex.data() }
+    }
+}
+
+impl<T> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes the access unique locally.
+        unsafe { &mut *self.mutex.data() }
+    }
+}
+
+impl<T> Drop for MutexGuard<'_, T> {
+    fn drop(&mut self) {
+        self.mutex.raw().unlock(&self.owner);
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for MutexGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<'a, T> MutexGuard<'a, T> {
+    /// Unlocks without dropping (for condition waits); returns what is needed to
+    /// relock.
+    pub(crate) fn unlock_for_wait(self) -> &'a Mutex<T> {
+        let m = self.mutex;
+        m.raw().unlock(&self.owner);
+        std::mem::forget(self);
+        m
+    }
+}
+
+/// Python's `Lock`: a [`Mutex`] with no data. Derefs to `Mutex<()>` for
+/// `lock`, `try_lock`, `lock_timeout` and `owner`.
+///
+/// ```no_run
+/// let lock = shmproc::Lock::new()?;
+/// {
+///     let _held = lock.acquire();
+///     // critical section
+/// }
+/// # Ok::<(), shmproc::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Lock(Mutex<()>);
+
+impl Lock {
+    /// A new lock in a segment of its own.
+    pub fn new() -> Result<Lock, Error> {
+        Ok(Lock(Mutex::new(())?))
+    }
+
+    /// A new lock named `name` in `seg`.
+    pub fn new_in(seg: &Segment, name: &str) -> Result<Lock, Error> {
+        Ok(Lock(Mutex::new_in(seg, name, ())?))
+    }
+
+    /// Opens the lock named `name` in `seg`.
+    pub fn open_in(seg: &Segment, name: &str) -> Result<Lock, Error> {
+        Ok(Lock(Mutex::open_in(seg, name)?))
+    }
+
+    /// Python's `acquire()`: locks, treating a dead previous owner as a normal
+    /// acquisition (there is no data to repair).
+    pub fn acquire(&self) -> MutexGuard<'_, ()> {
+        self.0.lock().unwrap_or_else(OwnerDied::into_inner)
+    }
+}
+
+impl std::ops::Deref for Lock {
+    type Target = Mutex<()>;
+    fn deref(&self) -> &Mutex<()> {
+        &self.0
+    }
+}
+
+impl_handle_archive!([] Lock, l => &l.0.obj, |seg, idx| Mutex::<()>::from_parts(seg, idx).map(Lock));
+
+/// Python's `RLock`: a lock the owning thread may take again; it is released
+/// when every acquisition has been released. Survives dead owners like
+/// [`Mutex`].
+#[derive(Clone)]
+pub struct RLock {
+    obj: Object,
+}
+
+impl fmt::Debug for RLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RLock").field("owner", &self.raw().owner(&ProcLiveness)).finish()
+    }
+}
+
+impl RLock {
+    /// A new recursive lock in a segment of its own.
+    pub fn new() -> Result<RLock, Error> {
+        RLock::create(None, "")
+    }
+
+    /// A new recursive lock named `name` in `seg`.
+    pub fn new_in(seg: &Segment, name: &str) -> Result<RLock, Error> {
+        RLock::create(Some(seg), name)
+    }
+
+    fn create(seg: Option<&Segment>, name: &str) -> Result<RLock, Error> {
+        let obj = Object::create(seg, name, kind::MUTEX, std::mem::size_of::<RawMutex>(), |p| {
+            // SAFETY: p is aligned and large enough for a RawMutex (atomics only).
+            unsafe { (*p.as_ptr().cast::<RawMutex>()).init() }
+        })?;
+        Ok(RLock { obj })
+    }
+
+    /// Opens the recursive lock named `name` in `seg`.
+    pub fn open_in(seg: &Segment, name: &str) -> Result<RLock, Error> {
+        Ok(RLock { obj: Object::open(seg, name, kind::MUTEX, std::mem::size_of::<RawMutex>())? })
+    }
+
+    fn from_parts(seg: Segment, index: u32) -> Result<RLock, Error> {
+        Ok(RLock { obj: Object::from_index(seg, index, kind::MUTEX, std::mem::size_of::<RawMutex>())? })
+    }
+
+    fn raw(&self) -> &RawMutex {
+        self.obj.head::<RawMutex>()
+    }
+
+    fn guard(&self, owner: Owner, how: Acquired) -> LockResult<RLockGuard<'_>> {
+        let g = RLockGuard { lock: self, owner, _not_send: PhantomData };
+        match how {
+            Acquired::Locked => Ok(g),
+            Acquired::OwnerDied => Err(OwnerDied(g)),
+        }
+    }
+
+    /// Locks (again, if this thread already holds it).
+    pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
+        let me = thread_id::owner();
+        match self.raw().lock_recursive(&me, None, &ProcLiveness) {
+            Ok(how) => self.guard(me, how),
+            Err(e) => unreachable!("a recursive lock without deadline cannot fail with {e:?}"),
+        }
+    }
+
+    /// Locks if possible right now.
+    pub fn try_lock(&self) -> Result<RLockGuard<'_>, TryLockError<RLockGuard<'_>>> {
+        let me = thread_id::owner();
+        match self.raw().try_lock_recursive(&me, &ProcLiveness) {
+            Ok(how) => self.guard(me, how).map_err(TryLockError::from),
+            Err(_) => Err(TryLockError::WouldBlock),
+        }
+    }
+
+    /// Locks, waiting at most `timeout`.
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<RLockGuard<'_>, LockTimeoutError<RLockGuard<'_>>> {
+        let me = thread_id::owner();
+        match self.raw().lock_recursive(&me, Some(Deadline::after(timeout)), &ProcLiveness) {
+            Ok(how) => self.guard(me, how).map_err(LockTimeoutError::from),
+            Err(_) => Err(LockTimeoutError::Timeout),
+        }
+    }
+
+    /// Whether the lock is held (a snapshot).
+    #[must_use]
+    pub fn is_locked(&self) -> bool {
+        self.raw().is_locked()
+    }
+}
+
+impl_handle_archive!([] RLock, l => &l.obj, |seg, idx| RLock::from_parts(seg, idx));
+
+/// A held level of an [`RLock`]; releases that level on drop.
+#[must_use = "if unused the RLock will immediately unlock"]
+pub struct RLockGuard<'a> {
+    lock: &'a RLock,
+    owner: Owner,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for RLockGuard<'_> {
+    fn drop(&mut self) {
+        self.lock.raw().unlock_recursive(&self.owner);
+    }
+}
+
+impl fmt::Debug for RLockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RLockGuard")
+    }
+}

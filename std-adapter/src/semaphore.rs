@@ -1,0 +1,180 @@
+//! `Semaphore` and `BoundedSemaphore`, shared between processes.
+//!
+//! Robust to: dead waiters (nothing to clean up) and corrupt counts (wrong
+//! numbers, never undefined behaviour). Not robust to a *holder* dying: its
+//! permit is lost, as in Python, since a semaphore does not record who holds
+//! permits. Use a deadline (`acquire_timeout`) where that matters.
+//!
+//! ```no_run
+//! let sem = shmproc::Semaphore::new(2)?;
+//! {
+//!     let _permit = sem.access(); // released on drop
+//! }
+//! assert!(sem.try_acquire());
+//! sem.release()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::ops::Deref;
+use std::time::Duration;
+
+use shmproc_core::region::kind;
+use shmproc_core::semaphore::{RawSemaphore, SemaphoreError, UNBOUNDED};
+use shmproc_core::Deadline;
+
+use crate::error::Error;
+use crate::object::{impl_handle_archive, Object};
+use crate::segment::Segment;
+
+/// `release` would raise a [`BoundedSemaphore`] above its initial value (or a
+/// semaphore above `u32::MAX`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseError;
+
+impl fmt::Display for ReleaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("semaphore released too many times")
+    }
+}
+
+impl std::error::Error for ReleaseError {}
+
+/// A counting semaphore (Python's `Semaphore(value)`).
+#[derive(Clone)]
+pub struct Semaphore {
+    obj: Object,
+}
+
+impl fmt::Debug for Semaphore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Semaphore")
+            .field("value", &self.value())
+            .field("waiters", &self.raw().waiters())
+            .finish()
+    }
+}
+
+impl Semaphore {
+    /// A semaphore with `value` permits, in a segment of its own.
+    pub fn new(value: u32) -> Result<Semaphore, Error> {
+        Semaphore::create(None, "", value, UNBOUNDED)
+    }
+
+    /// A semaphore named `name` in `seg`.
+    pub fn new_in(seg: &Segment, name: &str, value: u32) -> Result<Semaphore, Error> {
+        Semaphore::create(Some(seg), name, value, UNBOUNDED)
+    }
+
+    fn create(seg: Option<&Segment>, name: &str, value: u32, max: u32) -> Result<Semaphore, Error> {
+        let obj = Object::create(seg, name, kind::SEMAPHORE, std::mem::size_of::<RawSemaphore>(), |p| {
+            // SAFETY: p is aligned and sized for a RawSemaphore (atomics only).
+            unsafe { (*p.as_ptr().cast::<RawSemaphore>()).init(value, max) }
+        })?;
+        Ok(Semaphore { obj })
+    }
+
+    /// Opens the semaphore named `name` in `seg`.
+    pub fn open_in(seg: &Segment, name: &str) -> Result<Semaphore, Error> {
+        Ok(Semaphore { obj: Object::open(seg, name, kind::SEMAPHORE, std::mem::size_of::<RawSemaphore>())? })
+    }
+
+    fn from_parts(seg: Segment, index: u32) -> Result<Semaphore, Error> {
+        Ok(Semaphore { obj: Object::from_index(seg, index, kind::SEMAPHORE, std::mem::size_of::<RawSemaphore>())? })
+    }
+
+    fn raw(&self) -> &RawSemaphore {
+        self.obj.head::<RawSemaphore>()
+    }
+
+    /// Takes a permit, waiting as long as it takes.
+    pub fn acquire(&self) {
+        // Without a deadline the only possible result is success.
+        let _ = self.raw().acquire(None);
+    }
+
+    /// Takes a permit if one is free now.
+    #[must_use]
+    pub fn try_acquire(&self) -> bool {
+        self.raw().try_acquire().is_ok()
+    }
+
+    /// Takes a permit, waiting at most `timeout`; false if none came.
+    #[must_use]
+    pub fn acquire_timeout(&self, timeout: Duration) -> bool {
+        self.raw().acquire(Some(Deadline::after(timeout))).is_ok()
+    }
+
+    /// Returns a permit, waking a waiter if there is one.
+    pub fn release(&self) -> Result<(), ReleaseError> {
+        self.raw().release(1).map_err(|_| ReleaseError)
+    }
+
+    /// Returns `n` permits.
+    pub fn release_n(&self, n: u32) -> Result<(), ReleaseError> {
+        match self.raw().release(n) {
+            Ok(()) => Ok(()),
+            Err(SemaphoreError::Overflow) | Err(_) => Err(ReleaseError),
+        }
+    }
+
+    /// Free permits now (a snapshot; Python's `get_value`).
+    #[must_use]
+    pub fn value(&self) -> u32 {
+        self.raw().value()
+    }
+
+    /// Acquires and returns a guard that releases on drop (Python's `with sem:`).
+    pub fn access(&self) -> SemaphoreGuard<'_> {
+        self.acquire();
+        SemaphoreGuard { sem: self }
+    }
+
+    /// Like [`access`](Semaphore::access), waiting at most `timeout`.
+    pub fn access_timeout(&self, timeout: Duration) -> Option<SemaphoreGuard<'_>> {
+        self.acquire_timeout(timeout).then_some(SemaphoreGuard { sem: self })
+    }
+}
+
+impl_handle_archive!([] Semaphore, s => &s.obj, |seg, idx| Semaphore::from_parts(seg, idx));
+
+/// A permit held for a scope; released on drop.
+#[must_use = "if unused the permit is released immediately"]
+#[derive(Debug)]
+pub struct SemaphoreGuard<'a> {
+    sem: &'a Semaphore,
+}
+
+impl Drop for SemaphoreGuard<'_> {
+    fn drop(&mut self) {
+        // The guard's permit was taken from this semaphore, so returning it
+        // cannot exceed a bound unless someone released without acquiring.
+        let _ = self.sem.release();
+    }
+}
+
+/// A semaphore whose `release` fails instead of raising the count above the
+/// initial value (Python's `BoundedSemaphore`). Derefs to [`Semaphore`].
+#[derive(Clone, Debug)]
+pub struct BoundedSemaphore(Semaphore);
+
+impl BoundedSemaphore {
+    /// A bounded semaphore with `value` permits (and at most `value`).
+    pub fn new(value: u32) -> Result<BoundedSemaphore, Error> {
+        Ok(BoundedSemaphore(Semaphore::create(None, "", value, value)?))
+    }
+
+    /// A bounded semaphore named `name` in `seg`.
+    pub fn new_in(seg: &Segment, name: &str, value: u32) -> Result<BoundedSemaphore, Error> {
+        Ok(BoundedSemaphore(Semaphore::create(Some(seg), name, value, value)?))
+    }
+}
+
+impl Deref for BoundedSemaphore {
+    type Target = Semaphore;
+    fn deref(&self) -> &Semaphore {
+        &self.0
+    }
+}
+
+impl_handle_archive!([] BoundedSemaphore, s => &s.0.obj, |seg, idx| Semaphore::from_parts(seg, idx).map(BoundedSemaphore));
