@@ -58,9 +58,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // Data isolation: the child changes its own copy of `n`.
-    let mut n = 100;
+    let n = 100;
     let mut p = Process::spawn(move || {
-        n = 0;
+        let mut n = n;
+        n -= 100; // Python: `global n; n = 0` inside the child
         println!("child pid={} n={n}", std::process::id());
     })?;
     p.join()?;

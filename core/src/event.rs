@@ -79,7 +79,10 @@ impl RawEvent {
                 break;
             }
             let new = (v & !SET).wrapping_add(2) | SET;
-            match self.flag.compare_exchange_weak(v, new, Ordering::SeqCst, Ordering::Relaxed) {
+            match self
+                .flag
+                .compare_exchange_weak(v, new, Ordering::SeqCst, Ordering::Relaxed)
+            {
                 Ok(_) => break,
                 Err(cur) => v = cur,
             }

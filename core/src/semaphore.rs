@@ -98,7 +98,10 @@ impl RawSemaphore {
             if c == 0 {
                 return Err(SemaphoreError::WouldBlock);
             }
-            match self.count.compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed) {
+            match self
+                .count
+                .compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed)
+            {
                 Ok(_) => return Ok(()),
                 Err(cur) => c = cur,
             }
@@ -149,7 +152,10 @@ impl RawSemaphore {
                 Some(v) if v <= max => v,
                 _ => return Err(SemaphoreError::Overflow),
             };
-            match self.count.compare_exchange_weak(c, new, Ordering::SeqCst, Ordering::Relaxed) {
+            match self
+                .count
+                .compare_exchange_weak(c, new, Ordering::SeqCst, Ordering::Relaxed)
+            {
                 Ok(_) => break,
                 Err(cur) => c = cur,
             }

@@ -6,7 +6,7 @@
 //! [`reset`](Barrier::reset). A party that dies *before* arriving looks like a
 //! slow one: use [`wait_timeout`](Barrier::wait_timeout) when that matters.
 //!
-//! ```no_run
+//! ```
 //! let b = shmproc::Barrier::new(2)?;
 //! let b2 = b.clone();
 //! let mut child = shmproc::Process::spawn(move || { b2.wait().unwrap(); })?;
@@ -42,7 +42,9 @@ impl fmt::Display for BarrierError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BarrierError::Broken => f.write_str("the barrier is broken"),
-            BarrierError::Timeout => f.write_str("timed out waiting at the barrier (it is now broken)"),
+            BarrierError::Timeout => {
+                f.write_str("timed out waiting at the barrier (it is now broken)")
+            }
         }
     }
 }
@@ -95,20 +97,30 @@ impl Barrier {
     }
 
     fn create(seg: Option<&Segment>, name: &str, parties: u32) -> Result<Barrier, Error> {
-        let obj = Object::create(seg, name, kind::BARRIER, std::mem::size_of::<RawBarrier>(), |p| {
-            // SAFETY: p is aligned and sized for a RawBarrier (atomics only).
-            unsafe { (*p.as_ptr().cast::<RawBarrier>()).init(parties) }
-        })?;
+        let obj = Object::create(
+            seg,
+            name,
+            kind::BARRIER,
+            std::mem::size_of::<RawBarrier>(),
+            |p| {
+                // SAFETY: p is aligned and sized for a RawBarrier (atomics only).
+                unsafe { (*p.as_ptr().cast::<RawBarrier>()).init(parties) }
+            },
+        )?;
         Ok(Barrier { obj })
     }
 
     /// Opens the barrier named `name` in `seg`.
     pub fn open_in(seg: &Segment, name: &str) -> Result<Barrier, Error> {
-        Ok(Barrier { obj: Object::open(seg, name, kind::BARRIER, std::mem::size_of::<RawBarrier>())? })
+        Ok(Barrier {
+            obj: Object::open(seg, name, kind::BARRIER, std::mem::size_of::<RawBarrier>())?,
+        })
     }
 
     fn from_parts(seg: Segment, index: u32) -> Result<Barrier, Error> {
-        Ok(Barrier { obj: Object::from_index(seg, index, kind::BARRIER, std::mem::size_of::<RawBarrier>())? })
+        Ok(Barrier {
+            obj: Object::from_index(seg, index, kind::BARRIER, std::mem::size_of::<RawBarrier>())?,
+        })
     }
 
     fn raw(&self) -> &RawBarrier {
@@ -116,7 +128,10 @@ impl Barrier {
     }
 
     fn wait_until(&self, deadline: Option<Deadline>) -> Result<BarrierWaitResult, BarrierError> {
-        match self.raw().wait(&thread_id::owner(), deadline, &ProcLiveness) {
+        match self
+            .raw()
+            .wait(&thread_id::owner(), deadline, &ProcLiveness)
+        {
             Ok(w) => Ok(BarrierWaitResult(w)),
             Err(RawError::Broken) => Err(BarrierError::Broken),
             Err(RawError::Timeout) => Err(BarrierError::Timeout),

@@ -9,7 +9,7 @@
 //!
 //! Call [`init`] first in `main` (needed for spawn mode, harmless otherwise):
 //!
-//! ```no_run
+//! ```
 //! fn square(x: u64) -> i32 {
 //!     println!("{x}^2 = {}", x * x);
 //!     0
@@ -40,8 +40,42 @@
 //! | `parent_process()` | [`parent_process`] |
 //! | `active_children()` | [`active_children`] |
 //! | `cpu_count()` | [`cpu_count`] |
+//! | `Lock()` | [`Lock::new`] (`acquire`, or `lock`/`try_lock`/`lock_timeout` via `Mutex<()>`) |
+//! | `RLock()` | [`RLock::new`] |
+//! | `Semaphore(n)` / `BoundedSemaphore(n)` | [`Semaphore::new`] / [`BoundedSemaphore::new`] |
+//! | `sem.acquire()` / `acquire(timeout=t)` / `release()` / `with sem:` | [`Semaphore::acquire`] / [`Semaphore::acquire_timeout`] / [`Semaphore::release`] / [`Semaphore::access`] |
+//! | `Event()`: `set`, `clear`, `is_set`, `wait(timeout)` | [`Event::new`]: [`Event::set`], [`Event::clear`], [`Event::is_set`], [`Event::wait`] / [`Event::wait_timeout`] |
+//! | `Condition(lock)`: `wait`, `wait_for`, `notify`, `notify_all` | [`Condition::new`] with a [`Mutex`]: [`Condition::wait`], [`Condition::wait_while`], [`Condition::notify_one`], [`Condition::notify_all`] |
+//! | `Barrier(n)`: `wait`, `abort`, `reset`, `broken` | [`Barrier::new`]: [`Barrier::wait`], [`Barrier::abort`], [`Barrier::reset`], [`Barrier::is_broken`] |
+//! | `Value('i', 0)`: `.value`, `get_lock()` | [`Value::new`]: [`Value::get`] / [`Value::set`], [`Value::lock`] |
+//! | `Array('d', n)` | [`Array::zeroed`] / [`Array::from_slice`], [`Array::lock`] |
 //! | `shared_memory.SharedMemory(name, create=True)` | [`Segment::create_named`] / [`Segment::open`] |
 //! | `set_start_method("fork" / "spawn")` | choose per call: `spawn` (fork) or `spawn_fn` (re-exec) |
+//!
+//! ## What each primitive is robust to
+//!
+//! | primitive | a peer process dies | a peer writes garbage |
+//! |---|---|---|
+//! | [`Mutex`], [`Lock`], [`RLock`], [`Value`], [`Array`] | holding the lock: the next acquirer gets `Err(OwnerDied(guard))` within ~20 ms (one liveness slice), the lock then works normally; waiting: nothing to clean up | any lock word is handled (a garbage owner is just a dead owner); the data may be garbage but is [`Plain`], so any bytes are a valid value |
+//! | [`Semaphore`], [`BoundedSemaphore`] | waiting: nothing to clean up; holding a permit: the permit is lost (as in Python); use `acquire_timeout` | wrong counts, never UB or a hang past a deadline |
+//! | [`Event`] | nothing is owned: no effect | any non-zero flag reads as set |
+//! | [`Condition`] | nothing is owned; the mutex reports its own dead owner on re-lock | spurious wake-ups |
+//! | [`Barrier`] | a party that dies *while waiting* breaks the barrier for the others (`Broken`); one that dies before arriving looks slow: use `wait_timeout` | impossible counts break the barrier |
+//! | [`Segment`] / regions | anonymous: freed with the last mapping; named: listed as stale, removable | opening validates magic, version, sizes, offsets: a typed error |
+//!
+//! ## Trust model
+//!
+//! Shared memory is writable by every process that maps it. shmproc assumes
+//! peers may be **buggy or crashed**, and defends against them: every index,
+//! length and offset read from a region is validated before use, so garbage
+//! gives an error, never undefined behaviour, an out-of-bounds access, a panic
+//! in the reader or an endless loop. A **malicious** peer with write access can
+//! still make the *protocol* lie (release a lock it does not hold, change
+//! protected data while you hold the lock, reset counts): that corrupts the
+//! values you see, not your process's memory safety, because every type placed
+//! in shared memory is valid for any bit pattern ([`Plain`] data, atomics).
+//! Named segments are created mode `0600` and segments of other users are
+//! refused, so the peers are processes of the same user.
 //!
 //! ## Platform support
 //!
@@ -64,30 +98,33 @@ mod plain;
 pub mod process;
 pub mod segment;
 pub mod semaphore;
-pub mod value;
 mod spawn;
 mod thread_id;
+pub mod value;
 
 pub use array::{Array, ArrayGuard};
 pub use barrier::{Barrier, BarrierError, BarrierWaitResult};
+/// Derive [`Plain`] data with `bytemuck::{Zeroable, AnyBitPattern}`.
+pub use bytemuck;
 pub use condition::{Condition, WaitTimeoutResult};
 pub use error::Error;
 pub use event::Event;
-pub use semaphore::{BoundedSemaphore, ReleaseError, Semaphore, SemaphoreGuard};
-pub use value::Value;
 pub use message::Message;
-pub use mutex::{Lock, LockResult, LockTimeoutError, Mutex, MutexGuard, OwnerDied, RLock, RLockGuard, TryLockError};
+pub use mutex::{
+    Lock, LockResult, LockTimeoutError, Mutex, MutexGuard, OwnerDied, RLock, RLockGuard,
+    TryLockError,
+};
 pub use plain::Plain;
-/// Derive [`Plain`] data with `bytemuck::{Zeroable, AnyBitPattern}`.
-pub use bytemuck;
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Builder, ChildInfo, ChildResult,
     CurrentProcess, ParentProcess, Process, ProcessError,
 };
 pub use segment::{Segment, SegmentError, SegmentInfo, SegmentStatus};
+pub use semaphore::{BoundedSemaphore, ReleaseError, Semaphore, SemaphoreGuard};
 /// The `no_std` core: regions, futex, identities.
 pub use shmproc_core as core;
 pub use shmproc_core::{Deadline, Identity};
+pub use value::Value;
 
 /// Initialises shmproc. Call it first in `main`.
 ///

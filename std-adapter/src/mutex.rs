@@ -15,7 +15,7 @@
 //! Uncontended `lock` and `unlock` are one atomic compare-and-swap each, no
 //! syscall; `unlock` makes a syscall only when a waiter may be sleeping.
 //!
-//! ```no_run
+//! ```
 //! let counter = shmproc::Mutex::new(0u64)?;
 //! let c = counter.clone();
 //! let mut child = shmproc::Process::spawn(move || {
@@ -101,8 +101,12 @@ macro_rules! lock_error_impls {
         impl<G> fmt::Debug for $name<G> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 match self {
-                    $name::OwnerDied(_) => f.write_str(concat!(stringify!($name), "::OwnerDied(..)")),
-                    $name::$other => f.write_str(concat!(stringify!($name), "::", stringify!($other))),
+                    $name::OwnerDied(_) => {
+                        f.write_str(concat!(stringify!($name), "::OwnerDied(..)"))
+                    }
+                    $name::$other => {
+                        f.write_str(concat!(stringify!($name), "::", stringify!($other)))
+                    }
                 }
             }
         }
@@ -146,13 +150,18 @@ pub struct Mutex<T> {
 
 impl<T> Clone for Mutex<T> {
     fn clone(&self) -> Self {
-        Mutex { obj: self.obj.clone(), _t: PhantomData }
+        Mutex {
+            obj: self.obj.clone(),
+            _t: PhantomData,
+        }
     }
 }
 
 impl<T> fmt::Debug for Mutex<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Mutex").field("owner", &self.owner()).finish_non_exhaustive()
+        f.debug_struct("Mutex")
+            .field("owner", &self.owner())
+            .finish_non_exhaustive()
     }
 }
 
@@ -179,30 +188,55 @@ impl<T: Plain> Mutex<T> {
                 p.as_ptr().add(DATA_OFFSET).cast::<T>().write(value);
             }
         })?;
-        Ok(Mutex { obj, _t: PhantomData })
+        Ok(Mutex {
+            obj,
+            _t: PhantomData,
+        })
     }
 
     /// Opens the mutex named `name` in `seg` (created by another process).
     pub fn open_in(seg: &Segment, name: &str) -> Result<Mutex<T>, Error> {
         check_layout::<T>()?;
-        let obj = Object::open(seg, name, kind::MUTEX, DATA_OFFSET + std::mem::size_of::<T>())?;
-        Ok(Mutex { obj, _t: PhantomData })
+        let obj = Object::open(
+            seg,
+            name,
+            kind::MUTEX,
+            DATA_OFFSET + std::mem::size_of::<T>(),
+        )?;
+        Ok(Mutex {
+            obj,
+            _t: PhantomData,
+        })
     }
 
     pub(crate) fn from_parts(seg: Segment, index: u32) -> Result<Mutex<T>, Error> {
         check_layout::<T>()?;
-        let obj = Object::from_index(seg, index, kind::MUTEX, DATA_OFFSET + std::mem::size_of::<T>())?;
-        Ok(Mutex { obj, _t: PhantomData })
+        let obj = Object::from_index(
+            seg,
+            index,
+            kind::MUTEX,
+            DATA_OFFSET + std::mem::size_of::<T>(),
+        )?;
+        Ok(Mutex {
+            obj,
+            _t: PhantomData,
+        })
     }
 }
 
 impl<T> Mutex<T> {
+    #[inline]
     pub(crate) fn raw(&self) -> &RawMutex {
         self.obj.head::<RawMutex>()
     }
 
+    #[inline]
     fn guard(&self, owner: Owner, how: Acquired) -> LockResult<MutexGuard<'_, T>> {
-        let g = MutexGuard { mutex: self, owner, _not_send: PhantomData };
+        let g = MutexGuard {
+            mutex: self,
+            owner,
+            _not_send: PhantomData,
+        };
         match how {
             Acquired::Locked => Ok(g),
             Acquired::OwnerDied => Err(OwnerDied(g)),
@@ -214,6 +248,7 @@ impl<T> Mutex<T> {
     /// # Panics
     ///
     /// If the calling thread already holds this lock (that would deadlock).
+    #[inline]
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
         let me = thread_id::owner();
         match self.raw().lock(&me, None, &ProcLiveness) {
@@ -227,9 +262,8 @@ impl<T> Mutex<T> {
     /// taken over (after one liveness check).
     pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, TryLockError<MutexGuard<'_, T>>> {
         let me = thread_id::owner();
-        match self.raw().try_lock(&me) {
-            Ok(how) => return self.guard(me, how).map_err(TryLockError::from),
-            Err(_) => {}
+        if let Ok(how) = self.raw().try_lock(&me) {
+            return self.guard(me, how).map_err(TryLockError::from);
         }
         match self.raw().try_lock_checked(&me, &ProcLiveness) {
             Ok(how) => self.guard(me, how).map_err(TryLockError::from),
@@ -238,9 +272,15 @@ impl<T> Mutex<T> {
     }
 
     /// Locks, waiting at most `timeout`.
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<MutexGuard<'_, T>, LockTimeoutError<MutexGuard<'_, T>>> {
+    pub fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<MutexGuard<'_, T>, LockTimeoutError<MutexGuard<'_, T>>> {
         let me = thread_id::owner();
-        match self.raw().lock(&me, Some(Deadline::after(timeout)), &ProcLiveness) {
+        match self
+            .raw()
+            .lock(&me, Some(Deadline::after(timeout)), &ProcLiveness)
+        {
             Ok(how) => self.guard(me, how).map_err(LockTimeoutError::from),
             Err(_) => Err(LockTimeoutError::Timeout),
         }
@@ -264,6 +304,7 @@ impl<T> Mutex<T> {
         self.obj.segment()
     }
 
+    #[inline]
     fn data(&self) -> *mut T {
         self.obj.at(DATA_OFFSET).as_ptr().cast::<T>()
     }
@@ -302,6 +343,7 @@ impl<T> DerefMut for MutexGuard<'_, T> {
 }
 
 impl<T> Drop for MutexGuard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         self.mutex.raw().unlock(&self.owner);
     }
@@ -327,7 +369,7 @@ impl<'a, T> MutexGuard<'a, T> {
 /// Python's `Lock`: a [`Mutex`] with no data. Derefs to `Mutex<()>` for
 /// `lock`, `try_lock`, `lock_timeout` and `owner`.
 ///
-/// ```no_run
+/// ```
 /// let lock = shmproc::Lock::new()?;
 /// {
 ///     let _held = lock.acquire();
@@ -380,7 +422,9 @@ pub struct RLock {
 
 impl fmt::Debug for RLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RLock").field("owner", &self.raw().owner(&ProcLiveness)).finish()
+        f.debug_struct("RLock")
+            .field("owner", &self.raw().owner(&ProcLiveness))
+            .finish()
     }
 }
 
@@ -396,20 +440,30 @@ impl RLock {
     }
 
     fn create(seg: Option<&Segment>, name: &str) -> Result<RLock, Error> {
-        let obj = Object::create(seg, name, kind::MUTEX, std::mem::size_of::<RawMutex>(), |p| {
-            // SAFETY: p is aligned and large enough for a RawMutex (atomics only).
-            unsafe { (*p.as_ptr().cast::<RawMutex>()).init() }
-        })?;
+        let obj = Object::create(
+            seg,
+            name,
+            kind::MUTEX,
+            std::mem::size_of::<RawMutex>(),
+            |p| {
+                // SAFETY: p is aligned and large enough for a RawMutex (atomics only).
+                unsafe { (*p.as_ptr().cast::<RawMutex>()).init() }
+            },
+        )?;
         Ok(RLock { obj })
     }
 
     /// Opens the recursive lock named `name` in `seg`.
     pub fn open_in(seg: &Segment, name: &str) -> Result<RLock, Error> {
-        Ok(RLock { obj: Object::open(seg, name, kind::MUTEX, std::mem::size_of::<RawMutex>())? })
+        Ok(RLock {
+            obj: Object::open(seg, name, kind::MUTEX, std::mem::size_of::<RawMutex>())?,
+        })
     }
 
     fn from_parts(seg: Segment, index: u32) -> Result<RLock, Error> {
-        Ok(RLock { obj: Object::from_index(seg, index, kind::MUTEX, std::mem::size_of::<RawMutex>())? })
+        Ok(RLock {
+            obj: Object::from_index(seg, index, kind::MUTEX, std::mem::size_of::<RawMutex>())?,
+        })
     }
 
     fn raw(&self) -> &RawMutex {
@@ -417,7 +471,11 @@ impl RLock {
     }
 
     fn guard(&self, owner: Owner, how: Acquired) -> LockResult<RLockGuard<'_>> {
-        let g = RLockGuard { lock: self, owner, _not_send: PhantomData };
+        let g = RLockGuard {
+            lock: self,
+            owner,
+            _not_send: PhantomData,
+        };
         match how {
             Acquired::Locked => Ok(g),
             Acquired::OwnerDied => Err(OwnerDied(g)),
@@ -443,9 +501,15 @@ impl RLock {
     }
 
     /// Locks, waiting at most `timeout`.
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<RLockGuard<'_>, LockTimeoutError<RLockGuard<'_>>> {
+    pub fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<RLockGuard<'_>, LockTimeoutError<RLockGuard<'_>>> {
         let me = thread_id::owner();
-        match self.raw().lock_recursive(&me, Some(Deadline::after(timeout)), &ProcLiveness) {
+        match self
+            .raw()
+            .lock_recursive(&me, Some(Deadline::after(timeout)), &ProcLiveness)
+        {
             Ok(how) => self.guard(me, how).map_err(LockTimeoutError::from),
             Err(_) => Err(LockTimeoutError::Timeout),
         }

@@ -61,25 +61,43 @@ impl Object {
             Some(s) => s.clone(),
             None => Segment::anonymous_with_directory(size.max(MIN_SEGMENT) + OBJECT_ALIGN, 1)?,
         };
-        let info = seg.region().alloc_raw(kind, name.as_bytes(), size, OBJECT_ALIGN, init)?;
+        let info = seg
+            .region()
+            .alloc_raw(kind, name.as_bytes(), size, OBJECT_ALIGN, init)?;
         Object::from_index(seg, info.index, kind, size)
     }
 
     /// The object called `name` in `seg`, of `kind` and at least `min_size`.
-    pub(crate) fn open(seg: &Segment, name: &str, kind: u32, min_size: usize) -> Result<Object, Error> {
+    pub(crate) fn open(
+        seg: &Segment,
+        name: &str,
+        kind: u32,
+        min_size: usize,
+    ) -> Result<Object, Error> {
         let info = seg.region().find(name.as_bytes())?;
         Object::from_index(seg.clone(), info.index, kind, min_size)
     }
 
-    pub(crate) fn from_index(seg: Segment, index: u32, kind: u32, min_size: usize) -> Result<Object, Error> {
+    pub(crate) fn from_index(
+        seg: Segment,
+        index: u32,
+        kind: u32,
+        min_size: usize,
+    ) -> Result<Object, Error> {
         let (base, size) = seg.region().raw(index, kind)?;
         if size < min_size {
             return Err(Error::Layout("object smaller than its type"));
         }
-        Ok(Object { seg, index, base, size })
+        Ok(Object {
+            seg,
+            index,
+            base,
+            size,
+        })
     }
 
     /// A typed reference to the object's head.
+    #[inline]
     pub(crate) fn head<T: RegionObject>(&self) -> &T {
         debug_assert!(self.size >= std::mem::size_of::<T>());
         // SAFETY: validated at construction: base is OBJECT_ALIGN-aligned inside
@@ -89,6 +107,7 @@ impl Object {
     }
 
     /// Address `offset` bytes into the object (`offset <= size`).
+    #[inline]
     pub(crate) fn at(&self, offset: usize) -> NonNull<u8> {
         assert!(offset <= self.size);
         // SAFETY: offset <= size, and base..base+size lies inside the mapping.
@@ -104,7 +123,10 @@ impl Object {
     }
 
     pub(crate) fn repr(&self) -> HandleRepr {
-        HandleRepr { fd: self.seg.as_raw_fd(), index: self.index }
+        HandleRepr {
+            fd: self.seg.as_raw_fd(),
+            index: self.index,
+        }
     }
 }
 
@@ -123,7 +145,9 @@ thread_local! {
 pub(crate) fn collecting_fds<R>(f: impl FnOnce() -> R) -> (R, Vec<RawFd>) {
     COLLECTED.with(|c| *c.borrow_mut() = Some(Vec::new()));
     let r = f();
-    let fds = COLLECTED.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    let fds = COLLECTED
+        .with(|c| c.borrow_mut().take())
+        .unwrap_or_default();
     (r, fds)
 }
 
@@ -150,7 +174,9 @@ pub(crate) fn inherited_segment(fd: i32) -> Result<Segment, Error> {
     // test) the fd is one of our own open segments; mapping it again is fine.
     // SAFETY: fcntl(F_GETFD) only queries the descriptor.
     if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(Error::Layout("handle names a descriptor this process does not have"));
+        return Err(Error::Layout(
+            "handle names a descriptor this process does not have",
+        ));
     }
     // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor that the segment owns.
     let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };

@@ -31,7 +31,7 @@
 //! it, and a still-running child whose handle is dropped is reaped by the next
 //! call into this module (any spawn, [`active_children`]) or at exit.
 //!
-//! ```no_run
+//! ```
 //! let mut p = shmproc::Process::builder().name("worker").spawn(|| {
 //!     println!("hello from {}", shmproc::current_process().name());
 //! })?;

@@ -5,7 +5,7 @@
 //! permit is lost, as in Python, since a semaphore does not record who holds
 //! permits. Use a deadline (`acquire_timeout`) where that matters.
 //!
-//! ```no_run
+//! ```
 //! let sem = shmproc::Semaphore::new(2)?;
 //! {
 //!     let _permit = sem.access(); // released on drop
@@ -67,20 +67,40 @@ impl Semaphore {
     }
 
     fn create(seg: Option<&Segment>, name: &str, value: u32, max: u32) -> Result<Semaphore, Error> {
-        let obj = Object::create(seg, name, kind::SEMAPHORE, std::mem::size_of::<RawSemaphore>(), |p| {
-            // SAFETY: p is aligned and sized for a RawSemaphore (atomics only).
-            unsafe { (*p.as_ptr().cast::<RawSemaphore>()).init(value, max) }
-        })?;
+        let obj = Object::create(
+            seg,
+            name,
+            kind::SEMAPHORE,
+            std::mem::size_of::<RawSemaphore>(),
+            |p| {
+                // SAFETY: p is aligned and sized for a RawSemaphore (atomics only).
+                unsafe { (*p.as_ptr().cast::<RawSemaphore>()).init(value, max) }
+            },
+        )?;
         Ok(Semaphore { obj })
     }
 
     /// Opens the semaphore named `name` in `seg`.
     pub fn open_in(seg: &Segment, name: &str) -> Result<Semaphore, Error> {
-        Ok(Semaphore { obj: Object::open(seg, name, kind::SEMAPHORE, std::mem::size_of::<RawSemaphore>())? })
+        Ok(Semaphore {
+            obj: Object::open(
+                seg,
+                name,
+                kind::SEMAPHORE,
+                std::mem::size_of::<RawSemaphore>(),
+            )?,
+        })
     }
 
     fn from_parts(seg: Segment, index: u32) -> Result<Semaphore, Error> {
-        Ok(Semaphore { obj: Object::from_index(seg, index, kind::SEMAPHORE, std::mem::size_of::<RawSemaphore>())? })
+        Ok(Semaphore {
+            obj: Object::from_index(
+                seg,
+                index,
+                kind::SEMAPHORE,
+                std::mem::size_of::<RawSemaphore>(),
+            )?,
+        })
     }
 
     fn raw(&self) -> &RawSemaphore {
@@ -132,7 +152,8 @@ impl Semaphore {
 
     /// Like [`access`](Semaphore::access), waiting at most `timeout`.
     pub fn access_timeout(&self, timeout: Duration) -> Option<SemaphoreGuard<'_>> {
-        self.acquire_timeout(timeout).then_some(SemaphoreGuard { sem: self })
+        self.acquire_timeout(timeout)
+            .then_some(SemaphoreGuard { sem: self })
     }
 }
 
@@ -166,7 +187,12 @@ impl BoundedSemaphore {
 
     /// A bounded semaphore named `name` in `seg`.
     pub fn new_in(seg: &Segment, name: &str, value: u32) -> Result<BoundedSemaphore, Error> {
-        Ok(BoundedSemaphore(Semaphore::create(Some(seg), name, value, value)?))
+        Ok(BoundedSemaphore(Semaphore::create(
+            Some(seg),
+            name,
+            value,
+            value,
+        )?))
     }
 }
 

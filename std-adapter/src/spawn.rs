@@ -268,8 +268,5 @@ fn run_child(value: &str) -> i32 {
     // SAFETY: the parent encoded the address of a `Trampoline` relative to the
     // anchor; this process runs the same image (exec of /proc/self/exe).
     let tramp: Trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(tramp_addr) };
-    match std::panic::catch_unwind(move || tramp(fn_addr, &p.arg)) {
-        Ok(code) => code,
-        Err(_) => 1,
-    }
+    std::panic::catch_unwind(move || tramp(fn_addr, &p.arg)).unwrap_or(1)
 }
