@@ -17,6 +17,11 @@
 //! | [`condvar`] | condition variable for the mutex |
 //! | [`barrier`] | barrier that breaks on timeout or a dead party |
 //! | [`owner`] | lock owner identities and liveness checks |
+//! | [`spsc`] | single-producer single-consumer byte ring of frames (pipes) |
+//! | [`mpmc`] | multi-producer multi-consumer slot ring that survives dead peers (queues) |
+//! | [`notify`] | the rings' blocking layer: futex word + waiter count |
+//! | [`participants`] | which processes hold handles, for `Disconnected` |
+//! | [`cache_padded`] | 128-byte padding |
 //!
 //! Supported platforms: Linux (tested). macOS compiles a `__ulock` futex path
 //! that is not tested in CI; other Unix systems get a polling fallback.
@@ -28,15 +33,20 @@
 extern crate std;
 
 pub mod barrier;
+pub mod cache_padded;
 pub mod condvar;
 pub mod event;
 pub mod futex;
 pub mod identity;
+pub mod mpmc;
+pub mod notify;
 pub mod owner;
+pub mod participants;
 mod primitive;
 pub mod raw_mutex;
 pub mod region;
 pub mod semaphore;
+pub mod spsc;
 pub mod time;
 
 #[cfg(all(test, loom))]

@@ -1,0 +1,765 @@
+//! A bounded multi-producer multi-consumer ring of fixed-size slots with
+//! per-slot sequence numbers (Vyukov), payload inline, that survives peers
+//! killed mid-operation.
+//!
+//! # Algorithm
+//!
+//! `enqueue` and `dequeue` are monotonically increasing positions on their own
+//! cache lines; position `p` lives in slot `p % slots`. A slot's `seq` says
+//! whose turn it is: `p` means "free for the producer of `p`", `p + 1`
+//! "published, for the consumer of `p`", and the consumer frees it for the
+//! next lap by setting `p + slots`. A producer claims `p` by a
+//! compare-and-swap of `enqueue` from `p` to `p + 1` after seeing
+//! `seq == p`; a consumer claims by moving `dequeue` after seeing
+//! `seq == p + 1`.
+//!
+//! # Dead peers
+//!
+//! Plain Vyukov blocks forever if a producer dies between claiming and
+//! publishing (or a consumer between claiming and freeing). Here each
+//! claimant also *registers* in the slot's `claim` word: its tid and a tag
+//! naming the position and role, after storing its thread start time in
+//! `start`. A peer stuck behind an unpublished (or unreleased) slot checks the
+//! registered claimant's liveness; if it is dead, the peer *poisons* the claim
+//! with a compare-and-swap (tid 0) and completes the step for it: a dead
+//! producer's slot is published as a skip marker (never a torn message), a
+//! dead consumer's slot is freed. A claimant that has not registered yet after
+//! [`UNREGISTERED_GRACE`] is poisoned the same way; because registration is a
+//! compare-and-swap too, a slow-but-alive claimant then finds its claim
+//! poisoned and simply retries with a new position (a producer loses nothing;
+//! a consumer that was frozen between two instructions for that long loses
+//! the message it claimed).
+//!
+//! # Orderings
+//!
+//! As in Vyukov's queue: publishing and freeing are `Release` writes of
+//! `seq`, observed with `Acquire` loads before touching the payload, so the
+//! payload written by the producer happens-before the consumer's read and the
+//! consumer's read happens-before the next producer's write. The position
+//! counters only arbitrate claims and use `Relaxed`. Claim registration uses
+//! `AcqRel` compare-and-swap so a poisoner that reads the claim also sees the
+//! `start` stored before it.
+//!
+//! # Untrusted memory
+//!
+//! Slot indices are reduced modulo the validated slot count; lengths are
+//! checked against the slot size; a retry happens only when a position moved
+//! (someone made progress), otherwise the state is reported as
+//! [`MpmcError::Corrupt`]. No loop runs unbounded on garbage.
+
+use core::ptr::NonNull;
+use core::time::Duration;
+
+use crate::cache_padded::CachePadded;
+use crate::notify::Notifier;
+use crate::owner::{Owner, OwnerCheck};
+use crate::participants::Participants;
+use crate::primitive::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::region::{align_up, OBJECT_ALIGN};
+
+/// How long a claimed slot may stay unregistered before it is poisoned.
+pub const UNREGISTERED_GRACE: Duration = Duration::from_millis(500);
+/// Slot length marking a skipped position (dead or failed producer).
+pub const SKIP: u32 = u32::MAX;
+const POISON_TID: u64 = 0;
+const SLOT_HEAD: usize = 32;
+
+/// Errors of ring operations.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum MpmcError {
+    /// No free slot (push) right now.
+    Full,
+    /// No published message (pop) right now.
+    Empty,
+    /// The message does not fit in a slot.
+    TooLarge,
+    /// The ring holds impossible values.
+    Corrupt(&'static str),
+    /// The memory is too small or misaligned.
+    Layout(&'static str),
+}
+
+#[repr(C)]
+struct Meta {
+    slots: AtomicU64,
+    slot_size: AtomicU64,
+    closed: AtomicU32,
+}
+
+/// The shared header.
+#[repr(C, align(128))]
+pub struct MpmcHeader {
+    enqueue: CachePadded<AtomicU64>,
+    dequeue: CachePadded<AtomicU64>,
+    meta: CachePadded<Meta>,
+    /// Signalled after a publish.
+    pub not_empty: CachePadded<Notifier>,
+    /// Signalled after a slot is freed.
+    pub not_full: CachePadded<Notifier>,
+    /// Processes holding handles, by role.
+    pub participants: Participants,
+}
+
+#[repr(C)]
+struct SlotHead {
+    seq: AtomicU64,
+    claim: AtomicU64,
+    start: AtomicU64,
+    len: AtomicU32,
+    _pad: AtomicU32,
+}
+
+const HEADER_SPAN: usize = match align_up(core::mem::size_of::<MpmcHeader>(), OBJECT_ALIGN) {
+    Some(v) => v,
+    None => panic!("header size"),
+};
+
+/// Bytes between slots for a payload of `slot_size` bytes.
+#[must_use]
+pub const fn stride(slot_size: usize) -> usize {
+    match align_up(SLOT_HEAD + slot_size, 64) {
+        Some(v) => v,
+        None => usize::MAX,
+    }
+}
+
+/// The ring, over memory handed to it; `Copy`, like a pointer.
+#[derive(Copy, Clone, Debug)]
+pub struct MpmcRing {
+    hdr: NonNull<MpmcHeader>,
+    slots_base: NonNull<u8>,
+    slots: u64,
+    slot_size: usize,
+    stride: usize,
+    pow2: bool,
+}
+
+// SAFETY: shared memory accessed through atomics and under the ring protocol.
+unsafe impl Send for MpmcRing {}
+// SAFETY: as above.
+unsafe impl Sync for MpmcRing {}
+
+/// A slot claimed by a consumer; read its payload, then release it.
+#[derive(Debug)]
+#[must_use = "a claimed slot blocks the ring until released"]
+pub struct Claimed {
+    pos: u64,
+    len: usize,
+}
+
+impl Claimed {
+    /// Payload length.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the payload is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+fn tag(pos: u64, reader: bool) -> u64 {
+    u64::from(((pos << 1) | u64::from(reader)) as u32)
+}
+
+impl MpmcRing {
+    /// Bytes needed for `slots` slots of `slot_size` payload bytes.
+    #[must_use]
+    pub fn required_size(slots: usize, slot_size: usize) -> Option<usize> {
+        HEADER_SPAN.checked_add(slots.checked_mul(stride(slot_size))?)
+    }
+
+    /// Initialises an empty ring.
+    ///
+    /// # Safety
+    ///
+    /// `base..base+len` must be valid for reads and writes, aligned to
+    /// [`OBJECT_ALIGN`], and stay so while the ring (or a copy) is used.
+    pub unsafe fn init(
+        base: NonNull<u8>,
+        len: usize,
+        slots: usize,
+        slot_size: usize,
+    ) -> Result<MpmcRing, MpmcError> {
+        if slots == 0 || slot_size == 0 || slot_size > (u32::MAX - 1) as usize {
+            return Err(MpmcError::Layout("slots and slot size must be positive"));
+        }
+        if base.as_ptr() as usize % OBJECT_ALIGN != 0 {
+            return Err(MpmcError::Layout("misaligned"));
+        }
+        match MpmcRing::required_size(slots, slot_size) {
+            Some(n) if n <= len => {}
+            _ => return Err(MpmcError::Layout("memory too small")),
+        }
+        // SAFETY: aligned and large enough (checked); the header is atomics.
+        let hdr = unsafe { &*base.as_ptr().cast::<MpmcHeader>() };
+        hdr.enqueue.store(0, Ordering::Relaxed);
+        hdr.dequeue.store(0, Ordering::Relaxed);
+        hdr.meta.slots.store(slots as u64, Ordering::Relaxed);
+        hdr.meta
+            .slot_size
+            .store(slot_size as u64, Ordering::Relaxed);
+        hdr.meta.closed.store(0, Ordering::Relaxed);
+        hdr.not_empty.init();
+        hdr.not_full.init();
+        hdr.participants.init();
+        // SAFETY: forwarded contract; layout validated above.
+        let ring = unsafe { MpmcRing::attach(base, len)? };
+        for p in 0..slots as u64 {
+            let s = ring.slot(p);
+            s.claim.store(u64::MAX, Ordering::Relaxed);
+            s.start.store(0, Ordering::Relaxed);
+            s.len.store(0, Ordering::Relaxed);
+            s.seq.store(p, Ordering::Release);
+        }
+        Ok(ring)
+    }
+
+    /// Attaches to an initialised ring, validating its layout against `len`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`init`](MpmcRing::init); the contents may be anything.
+    pub unsafe fn attach(base: NonNull<u8>, len: usize) -> Result<MpmcRing, MpmcError> {
+        if base.as_ptr() as usize % OBJECT_ALIGN != 0 {
+            return Err(MpmcError::Layout("misaligned"));
+        }
+        if len < HEADER_SPAN {
+            return Err(MpmcError::Layout("memory too small"));
+        }
+        // SAFETY: aligned and at least HEADER_SPAN bytes (checked).
+        let hdr = unsafe { &*base.as_ptr().cast::<MpmcHeader>() };
+        let slots = hdr.meta.slots.load(Ordering::Relaxed);
+        let slot_size = hdr.meta.slot_size.load(Ordering::Relaxed);
+        let ok = slots > 0
+            && slot_size > 0
+            && slot_size < u64::from(u32::MAX)
+            && usize::try_from(slots)
+                .ok()
+                .zip(usize::try_from(slot_size).ok())
+                .and_then(|(n, s)| MpmcRing::required_size(n, s))
+                .is_some_and(|need| need <= len);
+        if !ok {
+            return Err(MpmcError::Corrupt("slot layout"));
+        }
+        Ok(MpmcRing {
+            hdr: base.cast(),
+            // SAFETY: HEADER_SPAN <= len (checked).
+            slots_base: unsafe { NonNull::new_unchecked(base.as_ptr().add(HEADER_SPAN)) },
+            slots,
+            slot_size: slot_size as usize,
+            stride: stride(slot_size as usize),
+            pow2: slots.is_power_of_two(),
+        })
+    }
+
+    /// The shared header (notifiers, participants).
+    #[inline]
+    pub fn header(&self) -> &MpmcHeader {
+        // SAFETY: validated at attach; the memory outlives self (contract).
+        unsafe { self.hdr.as_ref() }
+    }
+
+    /// Number of slots (the capacity in messages).
+    #[must_use]
+    pub fn slots(&self) -> usize {
+        self.slots as usize
+    }
+
+    /// Payload bytes per slot (the largest message).
+    #[must_use]
+    pub fn slot_size(&self) -> usize {
+        self.slot_size
+    }
+
+    #[inline]
+    fn index(&self, pos: u64) -> usize {
+        (if self.pow2 {
+            pos & (self.slots - 1)
+        } else {
+            pos % self.slots
+        }) as usize
+    }
+
+    #[inline]
+    fn slot_ptr(&self, pos: u64) -> *mut u8 {
+        // SAFETY: index < slots and HEADER_SPAN + slots * stride <= len
+        // (validated at attach).
+        unsafe { self.slots_base.as_ptr().add(self.index(pos) * self.stride) }
+    }
+
+    #[inline]
+    fn slot(&self, pos: u64) -> &SlotHead {
+        // SAFETY: slot_ptr is in bounds and 64-aligned; SlotHead is atomics.
+        unsafe { &*self.slot_ptr(pos).cast::<SlotHead>() }
+    }
+
+    #[inline]
+    fn payload(&self, pos: u64) -> *mut u8 {
+        // SAFETY: the payload area SLOT_HEAD..SLOT_HEAD+slot_size lies inside
+        // the slot's stride.
+        unsafe { self.slot_ptr(pos).add(SLOT_HEAD) }
+    }
+
+    /// Messages published or being written and not yet consumed (a snapshot,
+    /// clamped to the capacity).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        let d = self.header().dequeue.load(Ordering::Relaxed);
+        let e = self.header().enqueue.load(Ordering::Relaxed);
+        e.saturating_sub(d).min(self.slots) as usize
+    }
+
+    /// Whether no message is waiting (a snapshot).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Marks the ring closed and wakes everyone.
+    pub fn close(&self) {
+        self.header().meta.closed.store(1, Ordering::Release);
+        self.header().not_empty.wake_all();
+        self.header().not_full.wake_all();
+    }
+
+    /// Whether the ring was closed.
+    #[inline]
+    pub fn is_closed(&self) -> bool {
+        self.header().meta.closed.load(Ordering::Acquire) != 0
+    }
+
+    /// Registers `me` as the claimant of `pos` in `role`; false if the claim
+    /// was poisoned first.
+    fn register(&self, pos: u64, reader: bool, me: &Owner) -> bool {
+        let s = self.slot(pos);
+        let t = tag(pos, reader);
+        s.start.store(me.thread.start, Ordering::Relaxed);
+        let mut c = s.claim.load(Ordering::Relaxed);
+        for _ in 0..2 {
+            if c & 0xffff_ffff == t {
+                // Only a poisoner writes our tag before us.
+                return false;
+            }
+            match s.claim.compare_exchange(
+                c,
+                (u64::from(me.thread.id) << 32) | t,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(cur) => c = cur,
+            }
+        }
+        false
+    }
+
+    /// Claims a slot and lets `write` fill it; `write` returns the bytes used,
+    /// or `None` if the message does not fit (the slot is then published as a
+    /// skip and `TooLarge` returned).
+    pub fn try_push_with(
+        &self,
+        me: &Owner,
+        mut write: impl FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<(), MpmcError> {
+        let hdr = self.header();
+        loop {
+            let pos = hdr.enqueue.load(Ordering::Relaxed);
+            let s = self.slot(pos);
+            let seq = s.seq.load(Ordering::Acquire);
+            let dif = seq.wrapping_sub(pos) as i64;
+            if dif == 0 {
+                if hdr
+                    .enqueue
+                    .compare_exchange_weak(
+                        pos,
+                        pos.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+                {
+                    continue;
+                }
+                if !self.register(pos, false, me) {
+                    // Poisoned while we were slow: someone published a skip for
+                    // this position. Try another.
+                    continue;
+                }
+                // SAFETY: we own the slot for `pos` (claimed and registered); its
+                // payload area is slot_size bytes inside the ring.
+                let buf =
+                    unsafe { core::slice::from_raw_parts_mut(self.payload(pos), self.slot_size) };
+                let (len, result) = match write(buf) {
+                    Some(n) if n <= self.slot_size => (n as u32, Ok(())),
+                    _ => (SKIP, Err(MpmcError::TooLarge)),
+                };
+                s.len.store(len, Ordering::Relaxed);
+                if s.seq
+                    .compare_exchange(
+                        pos,
+                        pos.wrapping_add(1),
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+                {
+                    return Err(MpmcError::Corrupt("slot poisoned under a live producer"));
+                }
+                hdr.not_empty.notify();
+                return result;
+            } else if dif < 0 {
+                return Err(MpmcError::Full);
+            } else if hdr.enqueue.load(Ordering::Relaxed) == pos {
+                return Err(MpmcError::Corrupt("slot sequence ahead of the producers"));
+            }
+        }
+    }
+
+    /// Copies `bytes` into a slot.
+    pub fn try_push(&self, me: &Owner, bytes: &[u8]) -> Result<(), MpmcError> {
+        if bytes.len() > self.slot_size {
+            return Err(MpmcError::TooLarge);
+        }
+        self.try_push_with(me, |buf| {
+            buf[..bytes.len()].copy_from_slice(bytes);
+            Some(bytes.len())
+        })
+    }
+
+    /// Claims the next published message. Skip markers are consumed silently.
+    pub fn try_pop(&self, me: &Owner) -> Result<Claimed, MpmcError> {
+        let hdr = self.header();
+        loop {
+            let pos = hdr.dequeue.load(Ordering::Relaxed);
+            let s = self.slot(pos);
+            let seq = s.seq.load(Ordering::Acquire);
+            let dif = seq.wrapping_sub(pos.wrapping_add(1)) as i64;
+            if dif == 0 {
+                if hdr
+                    .dequeue
+                    .compare_exchange_weak(
+                        pos,
+                        pos.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+                {
+                    continue;
+                }
+                if !self.register(pos, true, me) {
+                    // A producer reclaimed it, judging us dead: that message is gone.
+                    continue;
+                }
+                let len = s.len.load(Ordering::Relaxed);
+                if len == SKIP {
+                    self.release(Claimed { pos, len: 0 });
+                    continue;
+                }
+                if len as usize > self.slot_size {
+                    self.release(Claimed { pos, len: 0 });
+                    return Err(MpmcError::Corrupt("message length"));
+                }
+                return Ok(Claimed {
+                    pos,
+                    len: len as usize,
+                });
+            } else if dif < 0 {
+                return Err(MpmcError::Empty);
+            } else if hdr.dequeue.load(Ordering::Relaxed) == pos {
+                return Err(MpmcError::Corrupt("slot sequence ahead of the consumers"));
+            }
+        }
+    }
+
+    /// The payload of a claimed slot.
+    pub fn bytes(&self, c: &Claimed) -> &[u8] {
+        // SAFETY: the slot is claimed by us (not reused until release) and
+        // len <= slot_size was checked.
+        unsafe { core::slice::from_raw_parts(self.payload(c.pos), c.len) }
+    }
+
+    /// Frees a claimed slot for the next lap.
+    pub fn release(&self, c: Claimed) {
+        let s = self.slot(c.pos);
+        let next = c.pos.wrapping_add(self.slots);
+        // Fails only if a producer reclaimed the slot believing us dead.
+        let _ = s.seq.compare_exchange(
+            c.pos.wrapping_add(1),
+            next,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+        self.header().not_full.notify();
+    }
+
+    /// Whether the next push would find a free slot (a snapshot).
+    #[must_use]
+    pub fn has_room(&self) -> bool {
+        let pos = self.header().enqueue.load(Ordering::Relaxed);
+        self.slot(pos).seq.load(Ordering::Acquire).wrapping_sub(pos) as i64 >= 0
+    }
+
+    /// Whether the next pop would find a message (a snapshot).
+    #[must_use]
+    pub fn has_message(&self) -> bool {
+        let pos = self.header().dequeue.load(Ordering::Relaxed);
+        self.slot(pos)
+            .seq
+            .load(Ordering::Acquire)
+            .wrapping_sub(pos.wrapping_add(1)) as i64
+            >= 0
+    }
+
+    /// Called by a consumer blocked on an unpublished slot: if its producer is
+    /// dead (or unregistered for longer than the grace, which the caller
+    /// tracks and passes as `grace_passed`), publishes a skip for it. Returns
+    /// the position examined and whether it made progress.
+    pub fn recover_writer(&self, check: &impl OwnerCheck, grace_passed: bool) -> (u64, bool) {
+        let hdr = self.header();
+        let pos = hdr.dequeue.load(Ordering::Relaxed);
+        let s = self.slot(pos);
+        if s.seq.load(Ordering::Acquire) != pos
+            || hdr.enqueue.load(Ordering::Relaxed).wrapping_sub(pos) as i64 <= 0
+        {
+            return (pos, false);
+        }
+        let t = tag(pos, false);
+        let c = s.claim.load(Ordering::Acquire);
+        let poison = (POISON_TID << 32) | t;
+        let take = if c & 0xffff_ffff == t {
+            let tid = (c >> 32) as u32;
+            u64::from(tid) == POISON_TID
+                || !check.is_alive(tid, Some(s.start.load(Ordering::Relaxed)))
+        } else {
+            grace_passed
+        };
+        if !take {
+            return (pos, false);
+        }
+        if c != poison
+            && s.claim
+                .compare_exchange(c, poison, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return (pos, false);
+        }
+        s.len.store(SKIP, Ordering::Relaxed);
+        let done = s
+            .seq
+            .compare_exchange(
+                pos,
+                pos.wrapping_add(1),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if done {
+            hdr.not_empty.notify();
+        }
+        (pos, done)
+    }
+
+    /// Called by a producer blocked on a full ring: if the consumer holding the
+    /// slot it needs is dead (or unregistered past the grace), frees the slot;
+    /// the message that consumer claimed is lost with it.
+    pub fn recover_reader(&self, check: &impl OwnerCheck, grace_passed: bool) -> (u64, bool) {
+        let hdr = self.header();
+        let pos = hdr.enqueue.load(Ordering::Relaxed);
+        let rpos = pos.wrapping_sub(self.slots);
+        let s = self.slot(pos);
+        if s.seq.load(Ordering::Acquire) != rpos.wrapping_add(1)
+            || hdr.dequeue.load(Ordering::Relaxed).wrapping_sub(rpos) as i64 <= 0
+        {
+            return (pos, false);
+        }
+        let t = tag(rpos, true);
+        let c = s.claim.load(Ordering::Acquire);
+        let poison = (POISON_TID << 32) | t;
+        let take = if c & 0xffff_ffff == t {
+            let tid = (c >> 32) as u32;
+            u64::from(tid) == POISON_TID
+                || !check.is_alive(tid, Some(s.start.load(Ordering::Relaxed)))
+        } else {
+            grace_passed
+        };
+        if !take {
+            return (pos, false);
+        }
+        if c != poison
+            && s.claim
+                .compare_exchange(c, poison, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return (pos, false);
+        }
+        let done = s
+            .seq
+            .compare_exchange(
+                rpos.wrapping_add(1),
+                pos,
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if done {
+            hdr.not_full.notify();
+        }
+        (pos, done)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+    use std::vec;
+    use std::vec::Vec;
+
+    #[repr(C, align(128))]
+    struct Mem([u8; 16384]);
+
+    fn owner(tid: u32) -> Owner {
+        Owner {
+            thread: Identity { id: tid, start: 3 },
+            pid: tid,
+        }
+    }
+
+    fn ring(mem: &mut Mem, slots: usize, size: usize) -> MpmcRing {
+        // SAFETY: the buffer is aligned, large enough and outlives the ring.
+        unsafe {
+            MpmcRing::init(
+                NonNull::new(mem.0.as_mut_ptr()).unwrap(),
+                mem.0.len(),
+                slots,
+                size,
+            )
+        }
+        .unwrap()
+    }
+
+    fn pop_vec(r: &MpmcRing, me: &Owner) -> Result<Vec<u8>, MpmcError> {
+        let c = r.try_pop(me)?;
+        let v = r.bytes(&c).to_vec();
+        r.release(c);
+        Ok(v)
+    }
+
+    #[test]
+    fn fifo_full_empty_and_non_power_of_two() {
+        let mut mem = Mem([0; 16384]);
+        let r = ring(&mut mem, 3, 16);
+        let me = owner(5);
+        assert_eq!(pop_vec(&r, &me), Err(MpmcError::Empty));
+        for i in 0..3u8 {
+            r.try_push(&me, &[i; 4]).unwrap();
+        }
+        assert_eq!(r.try_push(&me, &[9]), Err(MpmcError::Full));
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.try_push(&me, &[0; 17]), Err(MpmcError::TooLarge));
+        for round in 0..10u8 {
+            assert_eq!(pop_vec(&r, &me).unwrap()[0], round % 3);
+            r.try_push(&me, &[(round + 3) % 3; 4]).unwrap();
+        }
+    }
+
+    #[test]
+    fn dead_producer_slot_is_skipped() {
+        let mut mem = Mem([0; 16384]);
+        let r = ring(&mut mem, 4, 8);
+        let live = owner(5);
+        let dead = owner(6);
+        // The dead producer claims and registers, then never publishes.
+        let hdr = r.header();
+        assert!(hdr
+            .enqueue
+            .compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok());
+        assert!(r.register(0, false, &dead));
+        r.try_push(&live, b"after").unwrap();
+        assert_eq!(pop_vec(&r, &live), Err(MpmcError::Empty));
+        let alive = |tid: u32, _: Option<u64>| tid != 6;
+        assert_eq!(r.recover_writer(&alive, false), (0, true));
+        assert_eq!(pop_vec(&r, &live).unwrap(), b"after");
+    }
+
+    #[test]
+    fn unregistered_producer_is_poisoned_after_grace_and_retries() {
+        let mut mem = Mem([0; 16384]);
+        let r = ring(&mut mem, 4, 8);
+        let me = owner(5);
+        let hdr = r.header();
+        assert!(hdr
+            .enqueue
+            .compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok());
+        let alive = |_: u32, _: Option<u64>| true;
+        assert_eq!(r.recover_writer(&alive, false), (0, false));
+        assert_eq!(r.recover_writer(&alive, true), (0, true));
+        // The slow producer now finds its claim poisoned.
+        assert!(!r.register(0, false, &me));
+        assert_eq!(pop_vec(&r, &me), Err(MpmcError::Empty));
+    }
+
+    #[test]
+    fn dead_consumer_slot_is_freed() {
+        let mut mem = Mem([0; 16384]);
+        let r = ring(&mut mem, 2, 8);
+        let me = owner(5);
+        let dead = owner(7);
+        r.try_push(&me, b"a").unwrap();
+        r.try_push(&me, b"b").unwrap();
+        let _lost = r.try_pop(&dead).unwrap(); // never released
+        assert_eq!(pop_vec(&r, &me).unwrap(), b"b");
+        // Position 2 needs slot 0, still held by the dead consumer.
+        assert_eq!(r.try_push(&me, b"c"), Err(MpmcError::Full));
+        let all_alive = |_: u32, _: Option<u64>| true;
+        assert!(!r.recover_reader(&all_alive, false).1);
+        let alive = |tid: u32, _: Option<u64>| tid != 7;
+        assert!(r.recover_reader(&alive, false).1);
+        r.try_push(&me, b"c").unwrap();
+        r.try_push(&me, b"d").unwrap();
+        assert_eq!(pop_vec(&r, &me).unwrap(), b"c");
+        assert_eq!(pop_vec(&r, &me).unwrap(), b"d");
+    }
+
+    #[test]
+    fn garbage_never_loops_or_overruns() {
+        let mut mem = Mem([0; 16384]);
+        let r = ring(&mut mem, 4, 8);
+        let me = owner(5);
+        let size = MpmcRing::required_size(4, 8).unwrap();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for round in 0..2000 {
+            // Scribble over the positions and slot heads.
+            for _ in 0..8 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let off = (x as usize % (size - 8)) & !7;
+                mem.0[off..off + 8].copy_from_slice(&(x >> (round % 8)).to_le_bytes());
+            }
+            // SAFETY: same buffer, re-validated.
+            let Ok(r2) = (unsafe {
+                MpmcRing::attach(NonNull::new(mem.0.as_mut_ptr()).unwrap(), mem.0.len())
+            }) else {
+                continue;
+            };
+            let _ = r2.try_push(&me, b"x");
+            if let Ok(c) = r2.try_pop(&me) {
+                assert!(r2.bytes(&c).len() <= 8);
+                r2.release(c);
+            }
+            let alive = |_: u32, _: Option<u64>| false;
+            let _ = r2.recover_writer(&alive, true);
+            let _ = r2.recover_reader(&alive, true);
+        }
+        let _ = r;
+        let _ = vec![0u8; 1];
+    }
+}

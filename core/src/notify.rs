@@ -1,0 +1,91 @@
+//! The blocking layer of the rings: a notification word with a waiter count.
+//!
+//! A side that finds the ring empty (or full) sleeps on `seq` through the
+//! shared futex; the other side, after making progress, calls
+//! [`Notifier::notify`], which costs one fence and one load when nobody waits
+//! and makes the wake syscall only when the waiter count says someone might.
+//!
+//! # Orderings
+//!
+//! The handshake is the classic store-buffer (Dekker) pattern. The waker
+//! publishes its progress (say, a ring index, `Release`), then executes a
+//! `SeqCst` fence, then reads `waiters`. The sleeper increments `waiters` with
+//! a `SeqCst` read-modify-write and then re-checks the ring. By the fence
+//! rules, either the waker sees the incremented count (and wakes), or the
+//! sleeper's re-check sees the progress (and does not sleep). `seq` is read
+//! *before* the re-check and bumped by the waker before `FUTEX_WAKE`, so a
+//! wake between the re-check and the sleep makes `FUTEX_WAIT` return at once.
+
+use crate::futex::{self, WaitOutcome};
+use crate::primitive::sync::atomic::{fence, AtomicU32, Ordering};
+use crate::time::Deadline;
+
+/// A futex word plus a count of sleepers.
+#[repr(C)]
+pub struct Notifier {
+    seq: AtomicU32,
+    waiters: AtomicU32,
+}
+
+impl Notifier {
+    /// A notifier with no sleepers.
+    #[must_use]
+    pub fn new() -> Notifier {
+        Notifier {
+            seq: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+        }
+    }
+
+    /// (Re)initialises in place.
+    pub fn init(&self) {
+        self.seq.store(0, Ordering::Relaxed);
+        self.waiters.store(0, Ordering::Relaxed);
+    }
+
+    /// Wakes every sleeper if there may be one. Call after publishing progress.
+    #[inline]
+    pub fn notify(&self) {
+        fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::Relaxed) != 0 {
+            self.notify_slow();
+        }
+    }
+
+    #[cold]
+    fn notify_slow(&self) {
+        self.seq.fetch_add(1, Ordering::Release);
+        futex::wake_all(&self.seq);
+    }
+
+    /// Wakes every sleeper unconditionally (closing, disconnecting).
+    pub fn wake_all(&self) {
+        self.notify_slow();
+    }
+
+    /// Sleepers (a snapshot; a peer may have left garbage).
+    pub fn waiters(&self) -> u32 {
+        self.waiters.load(Ordering::Relaxed)
+    }
+
+    /// Sleeps once unless `ready()` holds after registering: returns
+    /// `ValueChanged` if `ready()` was true, otherwise the futex outcome.
+    /// Callers loop: re-check their condition, then call again.
+    pub fn sleep(&self, deadline: Option<Deadline>, ready: impl FnOnce() -> bool) -> WaitOutcome {
+        let s = self.seq.load(Ordering::Acquire);
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let outcome = if ready() {
+            WaitOutcome::ValueChanged
+        } else {
+            futex::wait(&self.seq, s, deadline)
+        };
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        outcome
+    }
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier::new()
+    }
+}

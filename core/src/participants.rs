@@ -1,0 +1,280 @@
+//! Which processes hold handles to a shared object, by role.
+//!
+//! A fixed table of per-process entries `(pid, start time, senders,
+//! receivers)`. Handles add and remove themselves; a process killed with
+//! SIGKILL cannot remove its entry, so readers judge entries by liveness
+//! (pid and start time) and clear dead ones. This is what lets a receiver get
+//! `Disconnected` when every sender is gone, dropped *or* dead.
+//!
+//! # Protocol
+//!
+//! The `pid` word is the entry's claim: 0 is free, [`RECLAIMING`] is being
+//! cleared, anything else is owned by that process. A process claims a free
+//! entry with a compare-and-swap `0 -> pid`, then writes its start time and
+//! counts. A reader that finds an owner dead swaps the pid to `RECLAIMING`,
+//! zeroes the entry and frees it. Counts are only ever changed by the owning
+//! process (or zeroed by a reclaimer after the owner's death), so relaxed
+//! read-modify-writes suffice; the claim uses `AcqRel` so the reclaimer's
+//! zeroing happens-before the next owner's writes.
+//!
+//! If the table is full, [`Participants::attach`] sets the `overflow` flag:
+//! from then on liveness answers "unknown" and callers must not declare a
+//! disconnection from liveness alone.
+
+use crate::identity::Identity;
+use crate::primitive::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Entries per table.
+pub const MAX_PARTICIPANTS: usize = 64;
+/// `pid` value of an entry being cleared.
+pub const RECLAIMING: u32 = u32::MAX;
+
+/// A handle role.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// May send.
+    Sender,
+    /// May receive.
+    Receiver,
+}
+
+#[repr(C)]
+struct Entry {
+    pid: AtomicU32,
+    senders: AtomicU32,
+    start: AtomicU64,
+    receivers: AtomicU32,
+    _pad: AtomicU32,
+}
+
+impl Entry {
+    fn count(&self, role: Role) -> &AtomicU32 {
+        match role {
+            Role::Sender => &self.senders,
+            Role::Receiver => &self.receivers,
+        }
+    }
+}
+
+/// Whether any live process holds a role.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Presence {
+    /// At least one live process holds a handle in that role.
+    Present,
+    /// None does.
+    Absent,
+    /// The table overflowed: it cannot tell.
+    Unknown,
+}
+
+/// The table, as laid out in shared memory.
+#[repr(C)]
+pub struct Participants {
+    overflow: AtomicU32,
+    _pad: AtomicU32,
+    entries: [Entry; MAX_PARTICIPANTS],
+}
+
+impl Participants {
+    /// (Re)initialises in place: empty.
+    pub fn init(&self) {
+        self.overflow.store(0, Ordering::Relaxed);
+        for e in &self.entries {
+            e.senders.store(0, Ordering::Relaxed);
+            e.receivers.store(0, Ordering::Relaxed);
+            e.start.store(0, Ordering::Relaxed);
+            e.pid.store(0, Ordering::Release);
+        }
+    }
+
+    fn find(&self, me: Identity) -> Option<&Entry> {
+        self.entries.iter().find(|e| {
+            e.pid.load(Ordering::Acquire) == me.id && e.start.load(Ordering::Relaxed) == me.start
+        })
+    }
+
+    /// Adds `n` handles of `role` for process `me`. Returns false if the table
+    /// is full (the overflow flag is then set).
+    pub fn attach(
+        &self,
+        me: Identity,
+        role: Role,
+        n: u32,
+        alive: impl Fn(Identity) -> bool,
+    ) -> bool {
+        if n == 0 {
+            return true;
+        }
+        if let Some(e) = self.find(me) {
+            e.count(role).fetch_add(n, Ordering::Relaxed);
+            return true;
+        }
+        // Claim a free entry; if none, reclaim a dead one and retry once.
+        for round in 0..2 {
+            for e in &self.entries {
+                if e.pid
+                    .compare_exchange(0, me.id, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    e.start.store(me.start, Ordering::Relaxed);
+                    e.count(role).fetch_add(n, Ordering::Relaxed);
+                    return true;
+                }
+            }
+            if round == 0 {
+                self.reclaim_dead(&alive);
+            }
+        }
+        self.overflow.store(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Removes `n` handles of `role` for process `me`; frees the entry when
+    /// both counts reach zero.
+    pub fn detach(&self, me: Identity, role: Role, n: u32) {
+        let Some(e) = self.find(me) else { return };
+        let c = e.count(role);
+        let mut cur = c.load(Ordering::Relaxed);
+        loop {
+            let new = cur.saturating_sub(n);
+            match c.compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(v) => cur = v,
+            }
+        }
+        if e.senders.load(Ordering::Relaxed) == 0
+            && e.receivers.load(Ordering::Relaxed) == 0
+            && e.pid
+                .compare_exchange(me.id, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            e.start.store(0, Ordering::Relaxed);
+            e.pid.store(0, Ordering::Release);
+        }
+    }
+
+    fn reclaim_dead(&self, alive: &impl Fn(Identity) -> bool) {
+        for e in &self.entries {
+            let pid = e.pid.load(Ordering::Acquire);
+            if pid == 0 || pid == RECLAIMING {
+                continue;
+            }
+            let id = Identity {
+                id: pid,
+                start: e.start.load(Ordering::Relaxed),
+            };
+            if !alive(id)
+                && e.pid
+                    .compare_exchange(pid, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                e.senders.store(0, Ordering::Relaxed);
+                e.receivers.store(0, Ordering::Relaxed);
+                e.start.store(0, Ordering::Relaxed);
+                e.pid.store(0, Ordering::Release);
+            }
+        }
+    }
+
+    /// Whether a live process holds a handle of `role`; dead entries found on
+    /// the way are cleared.
+    pub fn presence(&self, role: Role, alive: impl Fn(Identity) -> bool) -> Presence {
+        if self.overflow.load(Ordering::Relaxed) != 0 {
+            return Presence::Unknown;
+        }
+        let mut found = false;
+        for e in &self.entries {
+            let pid = e.pid.load(Ordering::Acquire);
+            if pid == 0 {
+                continue;
+            }
+            if pid == RECLAIMING {
+                // Being cleared or being claimed: cannot tell yet.
+                found = true;
+                continue;
+            }
+            if e.count(role).load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let id = Identity {
+                id: pid,
+                start: e.start.load(Ordering::Relaxed),
+            };
+            if alive(id) {
+                found = true;
+            } else if e
+                .pid
+                .compare_exchange(pid, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                e.senders.store(0, Ordering::Relaxed);
+                e.receivers.store(0, Ordering::Relaxed);
+                e.start.store(0, Ordering::Relaxed);
+                e.pid.store(0, Ordering::Release);
+            }
+        }
+        if found {
+            Presence::Present
+        } else {
+            Presence::Absent
+        }
+    }
+
+    /// `(pid, senders, receivers)` of every claimed entry, for inspection.
+    pub fn snapshot(&self) -> impl Iterator<Item = (Identity, u32, u32)> + '_ {
+        self.entries.iter().filter_map(|e| {
+            let pid = e.pid.load(Ordering::Acquire);
+            (pid != 0 && pid != RECLAIMING).then(|| {
+                (
+                    Identity {
+                        id: pid,
+                        start: e.start.load(Ordering::Relaxed),
+                    },
+                    e.senders.load(Ordering::Relaxed),
+                    e.receivers.load(Ordering::Relaxed),
+                )
+            })
+        })
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_detach_presence_and_dead_cleanup() {
+        // SAFETY: all-zero bytes are a valid (empty) table of atomics.
+        let t: Participants = unsafe { core::mem::zeroed() };
+        t.init();
+        let a = Identity { id: 10, start: 1 };
+        let b = Identity { id: 11, start: 1 };
+        let all_alive = |_: Identity| true;
+        assert_eq!(t.presence(Role::Sender, all_alive), Presence::Absent);
+        assert!(t.attach(a, Role::Sender, 2, all_alive));
+        assert!(t.attach(b, Role::Receiver, 1, all_alive));
+        assert_eq!(t.presence(Role::Sender, all_alive), Presence::Present);
+        t.detach(a, Role::Sender, 1);
+        assert_eq!(t.presence(Role::Sender, all_alive), Presence::Present);
+        t.detach(a, Role::Sender, 1);
+        assert_eq!(t.presence(Role::Sender, all_alive), Presence::Absent);
+        assert!(t.attach(a, Role::Sender, 1, all_alive));
+        let a_dead = |i: Identity| i.id != 10;
+        assert_eq!(t.presence(Role::Sender, a_dead), Presence::Absent);
+        assert_eq!(t.snapshot().count(), 1);
+        // Fill the table, then overflow.
+        for i in 0..MAX_PARTICIPANTS as u32 - 1 {
+            assert!(t.attach(
+                Identity {
+                    id: 100 + i,
+                    start: 1
+                },
+                Role::Receiver,
+                1,
+                all_alive
+            ));
+        }
+        assert!(!t.attach(Identity { id: 5000, start: 1 }, Role::Sender, 1, all_alive));
+        assert_eq!(t.presence(Role::Sender, all_alive), Presence::Unknown);
+    }
+}

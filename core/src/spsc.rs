@@ -1,0 +1,671 @@
+//! A single-producer single-consumer byte ring of length-prefixed frames.
+//!
+//! ```text
+//! header: head | tail | capacity ... | not_empty | not_full | participants
+//! data:   [len u64][payload, padded to 8] [len u64][payload] ... [WRAP] ...
+//! ```
+//!
+//! `head` (bytes consumed) and `tail` (bytes produced) are monotonically
+//! increasing `u64` positions, each on its own 128-byte line, written only by
+//! the consumer and the producer respectively. Each side caches the other's
+//! position (rtrb-style) and re-reads it only when the cache says the ring is
+//! full (producer) or empty (consumer). A frame is an 8-byte header holding
+//! the payload length, then the payload padded to 8 bytes. A frame never
+//! wraps: if it does not fit before the end of the buffer, the producer writes
+//! a [`WRAP`] marker and starts the frame at offset 0.
+//!
+//! The producer writes a frame in place ([`Producer::reserve`] →
+//! [`Producer::commit`]) and publishes it with one `Release` store of `tail`;
+//! the consumer `Acquire`-loads `tail`, reads the frame in place
+//! ([`Consumer::peek`]) and hands the space back with a `Release` store of
+//! `head`, which the producer `Acquire`-loads before reusing it. A producer
+//! that dies before publishing leaves nothing visible: no torn frame.
+//!
+//! # Untrusted memory
+//!
+//! Positions, lengths and markers read from the ring are checked against the
+//! capacity before any access: a frame must lie inside the published range and
+//! inside the buffer, a marker must be followed by a frame, positions must be
+//! 8-aligned and at most `capacity` apart. Violations give
+//! [`RingError::Corrupt`]; nothing reads or writes outside the buffer, and
+//! every loop is bounded.
+
+use core::ptr::NonNull;
+
+use crate::cache_padded::CachePadded;
+use crate::notify::Notifier;
+use crate::participants::Participants;
+use crate::primitive::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::region::{align_up, OBJECT_ALIGN};
+
+/// Frame header value marking "skip to the start of the buffer".
+pub const WRAP: u64 = u64::MAX;
+/// Frame header size.
+pub const FRAME_HEADER: usize = 8;
+/// Smallest capacity.
+pub const MIN_CAPACITY: usize = 64;
+/// Largest payload a frame can carry (the length is stored in 32 bits).
+pub const MAX_FRAME: usize = u32::MAX as usize - 8;
+
+/// Errors of ring operations.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum RingError {
+    /// No room (producer) right now.
+    Full,
+    /// The frame can never fit.
+    TooLarge,
+    /// The ring holds impossible values.
+    Corrupt(&'static str),
+    /// The memory is too small or misaligned for the ring.
+    Layout(&'static str),
+}
+
+/// The shared header of a ring.
+#[repr(C, align(128))]
+pub struct SpscHeader {
+    head: CachePadded<AtomicU64>,
+    tail: CachePadded<AtomicU64>,
+    meta: CachePadded<Meta>,
+    /// Signalled by the producer after publishing.
+    pub not_empty: CachePadded<Notifier>,
+    /// Signalled by the consumer after releasing.
+    pub not_full: CachePadded<Notifier>,
+    /// Processes holding handles, by role.
+    pub participants: Participants,
+}
+
+#[repr(C)]
+struct Meta {
+    capacity: AtomicU64,
+    closed: AtomicU32,
+}
+
+const HEADER_SPAN: usize = match align_up(core::mem::size_of::<SpscHeader>(), OBJECT_ALIGN) {
+    Some(v) => v,
+    None => panic!("header size"),
+};
+
+/// A ring in memory handed to it; `Copy`, like a pointer.
+#[derive(Copy, Clone, Debug)]
+pub struct SpscRing {
+    hdr: NonNull<SpscHeader>,
+    data: NonNull<u8>,
+    cap: u64,
+}
+
+// SAFETY: the ring is shared memory accessed through atomics and under the
+// single-producer / single-consumer protocol, like between processes.
+unsafe impl Send for SpscRing {}
+// SAFETY: as above.
+unsafe impl Sync for SpscRing {}
+
+#[inline]
+fn padded(len: usize) -> usize {
+    (len + 7) & !7
+}
+
+impl SpscRing {
+    /// Bytes of memory needed for a ring of `capacity` data bytes.
+    #[must_use]
+    pub const fn required_size(capacity: usize) -> usize {
+        HEADER_SPAN + capacity
+    }
+
+    /// The data capacity that fits in `len` bytes (a power of two).
+    #[must_use]
+    pub fn capacity_for(len: usize) -> usize {
+        let avail = len.saturating_sub(HEADER_SPAN);
+        if avail < MIN_CAPACITY {
+            0
+        } else {
+            1usize << (usize::BITS - 1 - avail.leading_zeros())
+        }
+    }
+
+    /// Initialises an empty ring of `capacity` bytes (a power of two, at least
+    /// [`MIN_CAPACITY`]) at `base`.
+    ///
+    /// # Safety
+    ///
+    /// `base..base+len` must be valid for reads and writes, aligned to
+    /// [`OBJECT_ALIGN`], and stay so while the ring (or a copy) is used.
+    pub unsafe fn init(
+        base: NonNull<u8>,
+        len: usize,
+        capacity: usize,
+    ) -> Result<SpscRing, RingError> {
+        if !capacity.is_power_of_two() || capacity < MIN_CAPACITY {
+            return Err(RingError::Layout("capacity must be a power of two >= 64"));
+        }
+        if base.as_ptr() as usize % OBJECT_ALIGN != 0 {
+            return Err(RingError::Layout("misaligned"));
+        }
+        if len < SpscRing::required_size(capacity) {
+            return Err(RingError::Layout("memory too small"));
+        }
+        // SAFETY: aligned and large enough (checked); the header is atomics.
+        let hdr = unsafe { &*base.as_ptr().cast::<SpscHeader>() };
+        hdr.head.store(0, Ordering::Relaxed);
+        hdr.tail.store(0, Ordering::Relaxed);
+        hdr.meta.capacity.store(capacity as u64, Ordering::Relaxed);
+        hdr.meta.closed.store(0, Ordering::Relaxed);
+        hdr.not_empty.init();
+        hdr.not_full.init();
+        hdr.participants.init();
+        // SAFETY: forwarded contract; capacity validated above.
+        unsafe { SpscRing::attach(base, len) }
+    }
+
+    /// Attaches to a ring someone else initialised, validating its capacity
+    /// against `len`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`init`](SpscRing::init); the contents may be anything.
+    pub unsafe fn attach(base: NonNull<u8>, len: usize) -> Result<SpscRing, RingError> {
+        if base.as_ptr() as usize % OBJECT_ALIGN != 0 {
+            return Err(RingError::Layout("misaligned"));
+        }
+        if len < HEADER_SPAN {
+            return Err(RingError::Layout("memory too small"));
+        }
+        // SAFETY: aligned and at least HEADER_SPAN bytes (checked).
+        let hdr = unsafe { &*base.as_ptr().cast::<SpscHeader>() };
+        let cap = hdr.meta.capacity.load(Ordering::Relaxed);
+        if !cap.is_power_of_two() || cap < MIN_CAPACITY as u64 || cap > (len - HEADER_SPAN) as u64 {
+            return Err(RingError::Corrupt("capacity"));
+        }
+        Ok(SpscRing {
+            hdr: base.cast(),
+            // SAFETY: HEADER_SPAN + cap <= len (checked), so in bounds.
+            data: unsafe { NonNull::new_unchecked(base.as_ptr().add(HEADER_SPAN)) },
+            cap,
+        })
+    }
+
+    /// The shared header (notifiers, participants).
+    #[inline]
+    pub fn header(&self) -> &SpscHeader {
+        // SAFETY: validated at attach; the memory outlives self (contract).
+        unsafe { self.hdr.as_ref() }
+    }
+
+    /// Data capacity in bytes.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.cap as usize
+    }
+
+    /// The largest payload a single frame can carry in this ring.
+    #[must_use]
+    pub fn max_frame(&self) -> usize {
+        (self.cap as usize - FRAME_HEADER).min(MAX_FRAME)
+    }
+
+    /// Marks the ring closed (no more frames will be sent).
+    pub fn close(&self) {
+        self.header().meta.closed.store(1, Ordering::Release);
+        self.header().not_empty.wake_all();
+        self.header().not_full.wake_all();
+    }
+
+    /// Whether [`close`](SpscRing::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.header().meta.closed.load(Ordering::Acquire) != 0
+    }
+
+    /// Bytes published and not yet consumed (a snapshot, validated).
+    pub fn used(&self) -> Result<u64, RingError> {
+        let head = self.header().head.load(Ordering::Acquire);
+        let tail = self.header().tail.load(Ordering::Acquire);
+        self.check_span(head, tail)
+    }
+
+    fn check_span(&self, head: u64, tail: u64) -> Result<u64, RingError> {
+        match tail.checked_sub(head) {
+            Some(n) if n <= self.cap && head % 8 == 0 && tail % 8 == 0 => Ok(n),
+            _ => Err(RingError::Corrupt("positions")),
+        }
+    }
+
+    /// The producer side. Use one at a time.
+    #[must_use]
+    pub fn producer(&self) -> Producer {
+        Producer {
+            ring: *self,
+            head_cache: self.header().head.load(Ordering::Acquire),
+        }
+    }
+
+    /// The consumer side. Use one at a time.
+    #[must_use]
+    pub fn consumer(&self) -> Consumer {
+        Consumer {
+            ring: *self,
+            tail_cache: self.header().tail.load(Ordering::Acquire),
+        }
+    }
+
+    #[inline]
+    fn word(&self, off: usize) -> &AtomicU64 {
+        debug_assert!(off % 8 == 0 && off + 8 <= self.cap as usize);
+        // SAFETY: off is 8-aligned and off + 8 <= cap (callers check), the data
+        // area starts 128-aligned; an AtomicU64 is valid for any bits.
+        unsafe { &*self.data.as_ptr().add(off).cast::<AtomicU64>() }
+    }
+
+    #[inline]
+    fn bytes(&self, off: usize, len: usize) -> *mut u8 {
+        debug_assert!(off + len <= self.cap as usize);
+        // SAFETY: callers guarantee off + len <= cap.
+        unsafe { self.data.as_ptr().add(off) }
+    }
+}
+
+/// Space reserved by [`Producer::reserve`], not yet published.
+#[derive(Debug)]
+#[must_use = "a reservation is published only by commit"]
+pub struct Reservation {
+    frame_pos: u64,
+    off: usize,
+    len: usize,
+}
+
+impl Reservation {
+    /// Bytes reserved for the payload.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether zero bytes were reserved.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The producing side of a ring.
+#[derive(Debug)]
+pub struct Producer {
+    ring: SpscRing,
+    head_cache: u64,
+}
+
+impl Producer {
+    /// The ring.
+    #[must_use]
+    pub fn ring(&self) -> &SpscRing {
+        &self.ring
+    }
+
+    fn tail(&self) -> Result<u64, RingError> {
+        let tail = self.ring.header().tail.load(Ordering::Relaxed);
+        if tail % 8 != 0 {
+            return Err(RingError::Corrupt("tail"));
+        }
+        Ok(tail)
+    }
+
+    /// Free bytes ahead of `tail`, re-reading `head` if the cache says fewer
+    /// than `need`.
+    fn room(&mut self, tail: u64, need: u64) -> Result<u64, RingError> {
+        let cap = self.ring.cap;
+        let used = self.ring.check_span(self.head_cache, tail);
+        match used {
+            Ok(u) if cap - u >= need => return Ok(cap - u),
+            _ => {}
+        }
+        self.head_cache = self.ring.header().head.load(Ordering::Acquire);
+        Ok(cap - self.ring.check_span(self.head_cache, tail)?)
+    }
+
+    /// Reserves room for a `len`-byte payload, written in place through
+    /// [`buffer`](Producer::buffer) and published by [`commit`](Producer::commit).
+    pub fn reserve(&mut self, len: usize) -> Result<Reservation, RingError> {
+        if len > self.ring.max_frame() {
+            return Err(RingError::TooLarge);
+        }
+        let need = (FRAME_HEADER + padded(len)) as u64;
+        let tail = self.tail()?;
+        let off = (tail & (self.ring.cap - 1)) as usize;
+        let till_end = self.ring.cap - off as u64;
+        let total = if need <= till_end {
+            need
+        } else {
+            till_end + need
+        };
+        if self.room(tail, total)? < total {
+            return Err(RingError::Full);
+        }
+        if need <= till_end {
+            Ok(Reservation {
+                frame_pos: tail,
+                off,
+                len,
+            })
+        } else {
+            // Not published until commit moves the tail past it.
+            self.ring.word(off).store(WRAP, Ordering::Relaxed);
+            Ok(Reservation {
+                frame_pos: tail + till_end,
+                off: 0,
+                len,
+            })
+        }
+    }
+
+    /// The reserved payload bytes, to be written.
+    pub fn buffer(&mut self, r: &Reservation) -> &mut [u8] {
+        // SAFETY: reserve() checked off + 8 + padded(len) <= cap; these bytes
+        // are beyond the published tail, so the consumer does not read them.
+        unsafe {
+            core::slice::from_raw_parts_mut(self.ring.bytes(r.off + FRAME_HEADER, r.len), r.len)
+        }
+    }
+
+    /// Publishes a reservation with `written` payload bytes (at most what was
+    /// reserved).
+    pub fn commit(&mut self, r: Reservation, written: usize) {
+        let written = written.min(r.len);
+        self.ring
+            .word(r.off)
+            .store(written as u64, Ordering::Relaxed);
+        let end = r.frame_pos + (FRAME_HEADER + padded(written)) as u64;
+        self.ring.header().tail.store(end, Ordering::Release);
+        self.ring.header().not_empty.notify();
+    }
+
+    /// Copies `bytes` in as one frame.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), RingError> {
+        let r = self.reserve(bytes.len())?;
+        self.buffer(&r).copy_from_slice(bytes);
+        self.commit(r, bytes.len());
+        Ok(())
+    }
+
+    /// Pushes frames from `items` until one does not fit, publishing them all
+    /// with a single tail update. Returns how many were pushed.
+    pub fn push_batch<'a>(
+        &mut self,
+        items: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<usize, RingError> {
+        let start = self.tail()?;
+        let mut tail = start;
+        let mut n = 0;
+        for bytes in items {
+            if bytes.len() > self.ring.max_frame() {
+                if n == 0 {
+                    return Err(RingError::TooLarge);
+                }
+                break;
+            }
+            let need = (FRAME_HEADER + padded(bytes.len())) as u64;
+            let off = (tail & (self.ring.cap - 1)) as usize;
+            let till_end = self.ring.cap - off as u64;
+            let total = if need <= till_end {
+                need
+            } else {
+                till_end + need
+            };
+            let used = tail - start;
+            if self.room(start, used + total)? < used + total {
+                break;
+            }
+            let (frame_pos, foff) = if need <= till_end {
+                (tail, off)
+            } else {
+                self.ring.word(off).store(WRAP, Ordering::Relaxed);
+                (tail + till_end, 0)
+            };
+            // SAFETY: foff + 8 + padded(len) <= cap (fits before the end), and the
+            // bytes are beyond the published tail.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    self.ring.bytes(foff + FRAME_HEADER, bytes.len()),
+                    bytes.len(),
+                )
+            };
+            self.ring
+                .word(foff)
+                .store(bytes.len() as u64, Ordering::Relaxed);
+            tail = frame_pos + need;
+            n += 1;
+        }
+        if n > 0 {
+            self.ring.header().tail.store(tail, Ordering::Release);
+            self.ring.header().not_empty.notify();
+        } else if tail == start {
+            // Nothing fitted.
+            return Err(RingError::Full);
+        }
+        Ok(n)
+    }
+}
+
+/// A frame found by [`Consumer::peek`].
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a frame is consumed only by release"]
+pub struct Frame {
+    next_head: u64,
+    off: usize,
+    len: usize,
+}
+
+impl Frame {
+    /// Payload length.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the payload is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The consuming side of a ring.
+#[derive(Debug)]
+pub struct Consumer {
+    ring: SpscRing,
+    tail_cache: u64,
+}
+
+impl Consumer {
+    /// The ring.
+    #[must_use]
+    pub fn ring(&self) -> &SpscRing {
+        &self.ring
+    }
+
+    /// The next frame, if one is published; `Ok(None)` when empty.
+    pub fn peek(&mut self) -> Result<Option<Frame>, RingError> {
+        let head = self.ring.header().head.load(Ordering::Relaxed);
+        self.peek_at(head)
+    }
+
+    /// The frame starting at position `head` (the shared head, or the end of
+    /// frames read but not yet released by a batch).
+    fn peek_at(&mut self, head: u64) -> Result<Option<Frame>, RingError> {
+        if head == self.tail_cache {
+            self.tail_cache = self.ring.header().tail.load(Ordering::Acquire);
+            if head == self.tail_cache {
+                return Ok(None);
+            }
+        }
+        let mut avail = match self.ring.check_span(head, self.tail_cache) {
+            Ok(a) => a,
+            Err(_) => {
+                // The cache may be stale; judge by a fresh tail.
+                self.tail_cache = self.ring.header().tail.load(Ordering::Acquire);
+                match self.ring.check_span(head, self.tail_cache)? {
+                    0 => return Ok(None),
+                    a => a,
+                }
+            }
+        };
+        let cap = self.ring.cap;
+        let mut pos = head;
+        let mut off = (pos & (cap - 1)) as usize;
+        let mut word = self.ring.word(off).load(Ordering::Relaxed);
+        if word == WRAP {
+            let till_end = cap - off as u64;
+            if off == 0 || till_end >= avail {
+                return Err(RingError::Corrupt("wrap marker"));
+            }
+            pos += till_end;
+            avail -= till_end;
+            off = 0;
+            word = self.ring.word(0).load(Ordering::Relaxed);
+        }
+        let len = usize::try_from(word).map_err(|_| RingError::Corrupt("frame length"))?;
+        if len > MAX_FRAME {
+            return Err(RingError::Corrupt("frame length"));
+        }
+        let frame = (FRAME_HEADER + padded(len)) as u64;
+        if frame > avail || off as u64 + frame > cap {
+            return Err(RingError::Corrupt("frame length"));
+        }
+        Ok(Some(Frame {
+            next_head: pos + frame,
+            off,
+            len,
+        }))
+    }
+
+    /// The payload of `frame`, read in place.
+    pub fn bytes(&self, frame: &Frame) -> &[u8] {
+        // SAFETY: peek() checked off + 8 + padded(len) <= cap and that the frame
+        // is published; the producer does not write it until `release`.
+        unsafe {
+            core::slice::from_raw_parts(
+                self.ring.bytes(frame.off + FRAME_HEADER, frame.len),
+                frame.len,
+            )
+        }
+    }
+
+    /// Hands the frame's space back to the producer.
+    pub fn release(&mut self, frame: Frame) {
+        self.ring
+            .header()
+            .head
+            .store(frame.next_head, Ordering::Release);
+        self.ring.header().not_full.notify();
+    }
+
+    /// Reads the next frame with `f` and releases it.
+    pub fn pop<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, RingError> {
+        match self.peek()? {
+            None => Ok(None),
+            Some(frame) => {
+                let r = f(self.bytes(&frame));
+                self.release(frame);
+                Ok(Some(r))
+            }
+        }
+    }
+
+    /// Reads up to `max` frames with `f`, releasing them with one head update.
+    pub fn pop_batch(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> Result<usize, RingError> {
+        let mut pos = self.ring.header().head.load(Ordering::Relaxed);
+        let mut last: Option<Frame> = None;
+        let mut n = 0;
+        let result = loop {
+            if n == max {
+                break Ok(n);
+            }
+            match self.peek_at(pos) {
+                Ok(Some(fr)) => {
+                    f(self.bytes(&fr));
+                    pos = fr.next_head;
+                    last = Some(fr);
+                    n += 1;
+                }
+                Ok(None) => break Ok(n),
+                Err(e) if n == 0 => break Err(e),
+                Err(_) => break Ok(n),
+            }
+        };
+        if let Some(fr) = last {
+            self.release(fr);
+        }
+        result
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    #[repr(C, align(128))]
+    struct Mem([u8; 8192]);
+
+    fn ring(mem: &mut Mem, cap: usize) -> SpscRing {
+        // SAFETY: the buffer is aligned, large enough and outlives the ring.
+        unsafe { SpscRing::init(NonNull::new(mem.0.as_mut_ptr()).unwrap(), mem.0.len(), cap) }
+            .unwrap()
+    }
+
+    #[test]
+    fn frames_wrap_in_order() {
+        let mut mem = Mem([0; 8192]);
+        let r = ring(&mut mem, 256);
+        let (mut p, mut c) = (r.producer(), r.consumer());
+        let mut expect = 0u32;
+        let mut next = 0u32;
+        for _ in 0..500 {
+            while p
+                .push(&next.to_le_bytes().repeat((next % 9) as usize + 1))
+                .is_ok()
+            {
+                next += 1;
+            }
+            while let Some(v) = c.pop(|b| b.to_vec()).unwrap() {
+                assert_eq!(v, expect.to_le_bytes().repeat((expect % 9) as usize + 1));
+                expect += 1;
+            }
+        }
+        assert_eq!(expect, next);
+        assert!(next > 1000);
+        assert_eq!(p.reserve(300).unwrap_err(), RingError::TooLarge);
+    }
+
+    #[test]
+    fn batches_and_in_place_writes() {
+        let mut mem = Mem([0; 8192]);
+        let r = ring(&mut mem, 128);
+        let (mut p, mut c) = (r.producer(), r.consumer());
+        let items: [&[u8]; 5] = [b"a", b"bb", b"ccc", b"dddd", b"eeeee"];
+        assert_eq!(p.push_batch(items).unwrap(), 5);
+        let mut got = Vec::new();
+        assert_eq!(c.pop_batch(3, |b| got.push(b.to_vec())).unwrap(), 3);
+        assert_eq!(c.pop_batch(10, |b| got.push(b.to_vec())).unwrap(), 2);
+        assert_eq!(got.concat(), b"abbcccddddeeeee");
+        let res = p.reserve(5).unwrap();
+        p.buffer(&res)[..3].copy_from_slice(b"xyz");
+        p.commit(res, 3);
+        assert_eq!(c.pop(|b| b.to_vec()).unwrap().unwrap(), b"xyz");
+        assert_eq!(c.pop(|b| b.len()).unwrap(), None);
+    }
+
+    #[test]
+    fn corrupt_positions_and_lengths_are_errors() {
+        let mut mem = Mem([0; 8192]);
+        let r = ring(&mut mem, 128);
+        let (mut p, mut c) = (r.producer(), r.consumer());
+        p.push(b"hello").unwrap();
+        // Overwrite the frame length with something past the published range.
+        let data = SpscRing::required_size(0);
+        mem.0[data..data + 8].copy_from_slice(&1000u64.to_le_bytes());
+        assert!(matches!(c.peek(), Err(RingError::Corrupt(_))));
+        // A tail far beyond the head.
+        r.header().tail.store(1 << 40, Ordering::Relaxed);
+        assert!(matches!(c.peek(), Err(RingError::Corrupt(_))));
+        assert!(matches!(p.reserve(8), Err(RingError::Corrupt(_))));
+    }
+}
