@@ -28,14 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::thread::sleep(Duration::from_millis(1000));
     p1.terminate()?;
     let code = p1.join()?;
-    println!(
-        "p1 alive: {}, exit code {code} (-15 = SIGTERM)",
-        p1.is_alive()
-    );
-    println!(
-        "daemon {} alive: {}; main exits now and takes it down",
-        daemon.pid(),
-        daemon.is_alive()
-    );
+    println!("p1 alive: {}, exit code {code} (-15 = SIGTERM)", p1.is_alive());
+    println!("daemon {} alive: {}; main exits now and takes it down", daemon.pid(), daemon.is_alive());
     Ok(())
 }

@@ -22,11 +22,7 @@ fn func(arg1: usize, arg2: usize) {
 
 /// Spawn mode runs a plain `fn(A) -> R` in a fresh copy of this binary.
 fn square(x: u64) -> i32 {
-    println!(
-        "spawned {}: {x}^2 = {}",
-        shmproc::current_process().name(),
-        x * x
-    );
+    println!("spawned {}: {x}^2 = {}", shmproc::current_process().name(), x * x);
     0
 }
 
@@ -41,17 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Ten children at once; join them all ("the order is up to the OS").
     let mut children = Vec::new();
     for i in 0..10 {
-        children.push(
-            Process::builder()
-                .name(format!("writer-{i}"))
-                .spawn(move || {
-                    println!(
-                        "{} writes {}",
-                        shmproc::current_process().name(),
-                        "*".repeat(i)
-                    );
-                })?,
-        );
+        children.push(Process::builder().name(format!("writer-{i}")).spawn(move || {
+            println!("{} writes {}", shmproc::current_process().name(), "*".repeat(i));
+        })?);
     }
     for c in &mut children {
         c.join()?;

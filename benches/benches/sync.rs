@@ -113,11 +113,7 @@ fn main() {
     report(
         "locks",
         &[
-            (
-                "uncontended_lock_unlock",
-                "shmproc_mutex",
-                "parking_lot_mutex",
-            ),
+            ("uncontended_lock_unlock", "shmproc_mutex", "parking_lot_mutex"),
             ("uncontended_lock_unlock", "shmproc_mutex", "std_mutex"),
             ("two_process_handoff", "shmproc_semaphore", "pipe_token"),
         ],

@@ -16,12 +16,7 @@ pub fn pipe() -> (fs::File, fs::File) {
     let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
     assert_eq!(r, 0, "pipe2 failed");
     // SAFETY: both descriptors are fresh and owned by us from here on.
-    unsafe {
-        (
-            fs::File::from(OwnedFd::from_raw_fd(fds[0])),
-            fs::File::from(OwnedFd::from_raw_fd(fds[1])),
-        )
-    }
+    unsafe { (fs::File::from(OwnedFd::from_raw_fd(fds[0])), fs::File::from(OwnedFd::from_raw_fd(fds[1]))) }
 }
 
 /// Writes one token byte and reads one back: a pipe ping-pong half.
@@ -32,26 +27,19 @@ pub fn pipe_roundtrip(tx: &mut fs::File, rx: &mut fs::File) {
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            // benches run from the package directory; the workspace target is
-            // one level up.
-            let here = std::env::current_dir().expect("cwd");
-            let ws = here.parent().map(PathBuf::from).unwrap_or(here);
-            ws.join("target")
-        })
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        // benches run from the package directory; the workspace target is
+        // one level up.
+        let here = std::env::current_dir().expect("cwd");
+        let ws = here.parent().map(PathBuf::from).unwrap_or(here);
+        ws.join("target")
+    })
 }
 
 /// Criterion's mean estimate (ns) for `group/bench`, if it was measured.
 #[must_use]
 pub fn mean_ns(group: &str, bench: &str) -> Option<f64> {
-    let path = target_dir()
-        .join("criterion")
-        .join(group)
-        .join(bench)
-        .join("new")
-        .join("estimates.json");
+    let path = target_dir().join("criterion").join(group).join(bench).join("new").join("estimates.json");
     let text = fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v.get("mean")?.get("point_estimate")?.as_f64()
@@ -61,16 +49,10 @@ pub fn mean_ns(group: &str, bench: &str) -> Option<f64> {
 /// faster ours is.
 pub fn report(title: &str, rows: &[(&str, &str, &str)]) {
     println!("\n== {title}: shmproc vs baseline (criterion means, same run) ==");
-    println!(
-        "{:<28} {:<22} {:>14} {:<22} {:>14} {:>9}",
-        "group", "shmproc", "ns", "baseline", "ns", "ratio"
-    );
+    println!("{:<28} {:<22} {:>14} {:<22} {:>14} {:>9}", "group", "shmproc", "ns", "baseline", "ns", "ratio");
     for &(group, ours, base) in rows {
         match (mean_ns(group, ours), mean_ns(group, base)) {
-            (Some(a), Some(b)) => println!(
-                "{group:<28} {ours:<22} {a:>14.1} {base:<22} {b:>14.1} {:>8.2}x",
-                b / a
-            ),
+            (Some(a), Some(b)) => println!("{group:<28} {ours:<22} {a:>14.1} {base:<22} {b:>14.1} {:>8.2}x", b / a),
             _ => println!("{group:<28} {ours:<22} (not measured in this run)"),
         }
     }

@@ -166,10 +166,7 @@ impl RawBarrier {
         };
         if leader {
             futex::wake_all(&self.generation);
-            return Ok(BarrierWait {
-                index,
-                leader: true,
-            });
+            return Ok(BarrierWait { index, leader: true });
         }
         loop {
             let slice = Deadline::after(LIVENESS_SLICE);
@@ -178,10 +175,7 @@ impl RawBarrier {
                 if self.reset_of.load(Ordering::Relaxed) == g.wrapping_add(1) {
                     return Err(BarrierError::Broken);
                 }
-                return Ok(BarrierWait {
-                    index,
-                    leader: false,
-                });
+                return Ok(BarrierWait { index, leader: false });
             }
             if self.is_broken() {
                 return Err(BarrierError::Broken);
@@ -198,10 +192,7 @@ impl RawBarrier {
                     false
                 });
                 if tripped && self.reset_of.load(Ordering::Relaxed) != g.wrapping_add(1) {
-                    return Ok(BarrierWait {
-                        index,
-                        leader: false,
-                    });
+                    return Ok(BarrierWait { index, leader: false });
                 }
                 return Err(BarrierError::Timeout);
             }

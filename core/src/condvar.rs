@@ -42,10 +42,7 @@ impl RawCondvar {
     /// A condition variable with no waiters.
     #[must_use]
     pub fn new() -> RawCondvar {
-        RawCondvar {
-            seq: AtomicU32::new(0),
-            waiters: AtomicU32::new(0),
-        }
+        RawCondvar { seq: AtomicU32::new(0), waiters: AtomicU32::new(0) }
     }
 
     /// (Re)initialises in place.

@@ -44,10 +44,7 @@ impl RawEvent {
     /// A clear event.
     #[must_use]
     pub fn new() -> RawEvent {
-        RawEvent {
-            flag: AtomicU32::new(0),
-            waiters: AtomicU32::new(0),
-        }
+        RawEvent { flag: AtomicU32::new(0), waiters: AtomicU32::new(0) }
     }
 
     /// (Re)initialises in place as clear.
@@ -79,10 +76,7 @@ impl RawEvent {
                 break;
             }
             let new = (v & !SET).wrapping_add(2) | SET;
-            match self
-                .flag
-                .compare_exchange_weak(v, new, Ordering::SeqCst, Ordering::Relaxed)
-            {
+            match self.flag.compare_exchange_weak(v, new, Ordering::SeqCst, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(cur) => v = cur,
             }
@@ -124,11 +118,7 @@ impl RawEvent {
         loop {
             self.waiters.fetch_add(1, Ordering::SeqCst);
             let v = self.flag.load(Ordering::SeqCst);
-            let outcome = if happened(v) {
-                WaitOutcome::ValueChanged
-            } else {
-                futex::wait(&self.flag, v, deadline)
-            };
+            let outcome = if happened(v) { WaitOutcome::ValueChanged } else { futex::wait(&self.flag, v, deadline) };
             self.waiters.fetch_sub(1, Ordering::Relaxed);
             if happened(self.flag.load(Ordering::Acquire)) {
                 return true;

@@ -66,9 +66,7 @@ mod imp {
 
     pub(super) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> WaitOutcome {
         let ts = deadline.map(Deadline::to_timespec);
-        let ts_ptr = ts
-            .as_ref()
-            .map_or(core::ptr::null(), |t| t as *const libc::timespec);
+        let ts_ptr = ts.as_ref().map_or(core::ptr::null(), |t| t as *const libc::timespec);
         loop {
             if word.load(Ordering::Relaxed) != expected {
                 return WaitOutcome::ValueChanged;
@@ -107,14 +105,7 @@ mod imp {
         let n: i32 = if all { i32::MAX } else { 1 };
         // SAFETY: `word` is a valid, aligned u32 (borrowed); FUTEX_WAKE reads no
         // other argument.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word as *const AtomicU32,
-                libc::FUTEX_WAKE,
-                n,
-            )
-        };
+        let r = unsafe { libc::syscall(libc::SYS_futex, word as *const AtomicU32, libc::FUTEX_WAKE, n) };
         if r < 0 {
             0
         } else {
@@ -220,10 +211,7 @@ mod imp {
                 unsafe { libc::sched_yield() };
             } else {
                 let us = (1u32 << ((round - 128).min(10))).min(1000);
-                let ts = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: (us * 1000) as _,
-                };
+                let ts = libc::timespec { tv_sec: 0, tv_nsec: (us * 1000) as _ };
                 // SAFETY: `ts` is a valid timespec; the remainder pointer may be null.
                 unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
             }
@@ -242,11 +230,7 @@ mod imp {
     use crate::primitive::sync::atomic::{AtomicU32, Ordering};
     use crate::time::Deadline;
 
-    pub(super) fn wait(
-        word: &AtomicU32,
-        expected: u32,
-        _deadline: Option<Deadline>,
-    ) -> WaitOutcome {
+    pub(super) fn wait(word: &AtomicU32, expected: u32, _deadline: Option<Deadline>) -> WaitOutcome {
         if word.load(Ordering::SeqCst) != expected {
             return WaitOutcome::ValueChanged;
         }

@@ -35,10 +35,7 @@ impl Identity {
     pub fn current_process() -> Identity {
         // SAFETY: getpid has no preconditions and cannot fail.
         let pid = unsafe { libc::getpid() } as u32;
-        Identity {
-            id: pid,
-            start: start_time(pid).unwrap_or(0),
-        }
+        Identity { id: pid, start: start_time(pid).unwrap_or(0) }
     }
 
     /// The identity of the calling thread (its kernel tid). Costs a syscall and a
@@ -46,10 +43,7 @@ impl Identity {
     #[must_use]
     pub fn current_thread() -> Identity {
         let tid = current_tid();
-        Identity {
-            id: tid,
-            start: start_time(tid).unwrap_or(0),
-        }
+        Identity { id: tid, start: start_time(tid).unwrap_or(0) }
     }
 
     /// Checks whether this process or thread is still the one that was recorded.
@@ -195,10 +189,7 @@ fn parse_stat(line: &[u8]) -> Option<Stat> {
         }
         start = start.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
     }
-    Some(Stat {
-        start,
-        zombie: state == b'Z' || state == b'X' || state == b'x',
-    })
+    Some(Stat { start, zombie: state == b'Z' || state == b'X' || state == b'x' })
 }
 
 /// Writes `v` in decimal into `out`, returns the number of bytes written.
@@ -243,10 +234,7 @@ mod tests {
         let me = Identity::current_process();
         assert_ne!(me.start, 0);
         assert!(me.is_alive());
-        let fake = Identity {
-            id: me.id,
-            start: me.start + 1,
-        };
+        let fake = Identity { id: me.id, start: me.start + 1 };
         assert_eq!(fake.liveness(), Liveness::Dead);
         assert_eq!(liveness(0, 0), Liveness::Dead);
         assert_eq!(liveness(u32::MAX, 0), Liveness::Dead);

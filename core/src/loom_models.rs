@@ -17,10 +17,7 @@ use crate::raw_mutex::{Acquired, LockError, RawMutex};
 use crate::semaphore::RawSemaphore;
 
 fn owner(tid: u32) -> Owner {
-    Owner {
-        thread: Identity { id: tid, start: 1 },
-        pid: tid,
-    }
+    Owner { thread: Identity { id: tid, start: 1 }, pid: tid }
 }
 
 fn always_alive(_: u32, _: Option<u64>) -> bool {
@@ -70,8 +67,7 @@ fn loom_mutex_dead_owner_taken_over_exactly_once() {
                 let dead = dead.clone();
                 thread::spawn(move || {
                     let me = owner(tid);
-                    let check =
-                        |t: u32, _: Option<u64>| !(t == 1 && dead.load(Ordering::SeqCst) == 1);
+                    let check = |t: u32, _: Option<u64>| !(t == 1 && dead.load(Ordering::SeqCst) == 1);
                     loop {
                         match m.try_lock_checked(&me, &check) {
                             Ok(a) => {
@@ -85,16 +81,9 @@ fn loom_mutex_dead_owner_taken_over_exactly_once() {
                 })
             })
             .collect();
-        let results: std::vec::Vec<Acquired> =
-            takers.into_iter().map(|h| h.join().unwrap()).collect();
-        let died = results
-            .iter()
-            .filter(|&&r| r == Acquired::OwnerDied)
-            .count();
-        assert_eq!(
-            died, 1,
-            "exactly one taker is told the owner died: {results:?}"
-        );
+        let results: std::vec::Vec<Acquired> = takers.into_iter().map(|h| h.join().unwrap()).collect();
+        let died = results.iter().filter(|&&r| r == Acquired::OwnerDied).count();
+        assert_eq!(died, 1, "exactly one taker is told the owner died: {results:?}");
     });
 }
 

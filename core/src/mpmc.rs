@@ -84,6 +84,10 @@ struct Meta {
     slots: AtomicU64,
     slot_size: AtomicU64,
     closed: AtomicU32,
+    _pad: AtomicU32,
+    /// Messages allowed at once (== slots, except a capacity of 1, which
+    /// uses two slots because Vyukov's sequence numbers need at least two).
+    limit: AtomicU64,
 }
 
 /// The shared header.
@@ -129,6 +133,7 @@ pub struct MpmcRing {
     hdr: NonNull<MpmcHeader>,
     slots_base: NonNull<u8>,
     slots: u64,
+    limit: u64,
     slot_size: usize,
     stride: usize,
     pow2: bool,
@@ -169,7 +174,7 @@ impl MpmcRing {
     /// Bytes needed for `slots` slots of `slot_size` payload bytes.
     #[must_use]
     pub fn required_size(slots: usize, slot_size: usize) -> Option<usize> {
-        HEADER_SPAN.checked_add(slots.checked_mul(stride(slot_size))?)
+        HEADER_SPAN.checked_add(slots.max(2).checked_mul(stride(slot_size))?)
     }
 
     /// Initialises an empty ring.
@@ -178,12 +183,7 @@ impl MpmcRing {
     ///
     /// `base..base+len` must be valid for reads and writes, aligned to
     /// [`OBJECT_ALIGN`], and stay so while the ring (or a copy) is used.
-    pub unsafe fn init(
-        base: NonNull<u8>,
-        len: usize,
-        slots: usize,
-        slot_size: usize,
-    ) -> Result<MpmcRing, MpmcError> {
+    pub unsafe fn init(base: NonNull<u8>, len: usize, slots: usize, slot_size: usize) -> Result<MpmcRing, MpmcError> {
         if slots == 0 || slot_size == 0 || slot_size > (u32::MAX - 1) as usize {
             return Err(MpmcError::Layout("slots and slot size must be positive"));
         }
@@ -198,17 +198,16 @@ impl MpmcRing {
         let hdr = unsafe { &*base.as_ptr().cast::<MpmcHeader>() };
         hdr.enqueue.store(0, Ordering::Relaxed);
         hdr.dequeue.store(0, Ordering::Relaxed);
-        hdr.meta.slots.store(slots as u64, Ordering::Relaxed);
-        hdr.meta
-            .slot_size
-            .store(slot_size as u64, Ordering::Relaxed);
+        hdr.meta.slots.store(slots.max(2) as u64, Ordering::Relaxed);
+        hdr.meta.limit.store(slots as u64, Ordering::Relaxed);
+        hdr.meta.slot_size.store(slot_size as u64, Ordering::Relaxed);
         hdr.meta.closed.store(0, Ordering::Relaxed);
         hdr.not_empty.init();
         hdr.not_full.init();
         hdr.participants.init();
         // SAFETY: forwarded contract; layout validated above.
         let ring = unsafe { MpmcRing::attach(base, len)? };
-        for p in 0..slots as u64 {
+        for p in 0..slots.max(2) as u64 {
             let s = ring.slot(p);
             s.claim.store(u64::MAX, Ordering::Relaxed);
             s.start.store(0, Ordering::Relaxed);
@@ -233,8 +232,11 @@ impl MpmcRing {
         // SAFETY: aligned and at least HEADER_SPAN bytes (checked).
         let hdr = unsafe { &*base.as_ptr().cast::<MpmcHeader>() };
         let slots = hdr.meta.slots.load(Ordering::Relaxed);
+        let limit = hdr.meta.limit.load(Ordering::Relaxed);
         let slot_size = hdr.meta.slot_size.load(Ordering::Relaxed);
-        let ok = slots > 0
+        let ok = slots >= 2
+            && limit > 0
+            && limit <= slots
             && slot_size > 0
             && slot_size < u64::from(u32::MAX)
             && usize::try_from(slots)
@@ -250,6 +252,7 @@ impl MpmcRing {
             // SAFETY: HEADER_SPAN <= len (checked).
             slots_base: unsafe { NonNull::new_unchecked(base.as_ptr().add(HEADER_SPAN)) },
             slots,
+            limit,
             slot_size: slot_size as usize,
             stride: stride(slot_size as usize),
             pow2: slots.is_power_of_two(),
@@ -263,10 +266,17 @@ impl MpmcRing {
         unsafe { self.hdr.as_ref() }
     }
 
-    /// Number of slots (the capacity in messages).
+    /// The capacity in messages.
     #[must_use]
     pub fn slots(&self) -> usize {
-        self.slots as usize
+        self.limit as usize
+    }
+
+    /// Whether the capacity limit (not the slots) says `pos` must wait.
+    #[inline]
+    fn over_limit(&self, pos: u64) -> bool {
+        self.limit < self.slots
+            && pos.wrapping_sub(self.header().dequeue.load(Ordering::Acquire)) as i64 >= self.limit as i64
     }
 
     /// Payload bytes per slot (the largest message).
@@ -277,11 +287,7 @@ impl MpmcRing {
 
     #[inline]
     fn index(&self, pos: u64) -> usize {
-        (if self.pow2 {
-            pos & (self.slots - 1)
-        } else {
-            pos % self.slots
-        }) as usize
+        (if self.pow2 { pos & (self.slots - 1) } else { pos % self.slots }) as usize
     }
 
     #[inline]
@@ -310,7 +316,7 @@ impl MpmcRing {
     pub fn len(&self) -> usize {
         let d = self.header().dequeue.load(Ordering::Relaxed);
         let e = self.header().enqueue.load(Ordering::Relaxed);
-        e.saturating_sub(d).min(self.slots) as usize
+        e.saturating_sub(d).min(self.limit) as usize
     }
 
     /// Whether no message is waiting (a snapshot).
@@ -344,12 +350,8 @@ impl MpmcRing {
                 // Only a poisoner writes our tag before us.
                 return false;
             }
-            match s.claim.compare_exchange(
-                c,
-                (u64::from(me.thread.id) << 32) | t,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            match s.claim.compare_exchange(c, (u64::from(me.thread.id) << 32) | t, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => return true,
                 Err(cur) => c = cur,
             }
@@ -372,14 +374,12 @@ impl MpmcRing {
             let seq = s.seq.load(Ordering::Acquire);
             let dif = seq.wrapping_sub(pos) as i64;
             if dif == 0 {
+                if self.over_limit(pos) {
+                    return Err(MpmcError::Full);
+                }
                 if hdr
                     .enqueue
-                    .compare_exchange_weak(
-                        pos,
-                        pos.wrapping_add(1),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    )
+                    .compare_exchange_weak(pos, pos.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed)
                     .is_err()
                 {
                     continue;
@@ -391,22 +391,13 @@ impl MpmcRing {
                 }
                 // SAFETY: we own the slot for `pos` (claimed and registered); its
                 // payload area is slot_size bytes inside the ring.
-                let buf =
-                    unsafe { core::slice::from_raw_parts_mut(self.payload(pos), self.slot_size) };
+                let buf = unsafe { core::slice::from_raw_parts_mut(self.payload(pos), self.slot_size) };
                 let (len, result) = match write(buf) {
                     Some(n) if n <= self.slot_size => (n as u32, Ok(())),
                     _ => (SKIP, Err(MpmcError::TooLarge)),
                 };
                 s.len.store(len, Ordering::Relaxed);
-                if s.seq
-                    .compare_exchange(
-                        pos,
-                        pos.wrapping_add(1),
-                        Ordering::Release,
-                        Ordering::Relaxed,
-                    )
-                    .is_err()
-                {
+                if s.seq.compare_exchange(pos, pos.wrapping_add(1), Ordering::Release, Ordering::Relaxed).is_err() {
                     return Err(MpmcError::Corrupt("slot poisoned under a live producer"));
                 }
                 hdr.not_empty.notify();
@@ -441,12 +432,7 @@ impl MpmcRing {
             if dif == 0 {
                 if hdr
                     .dequeue
-                    .compare_exchange_weak(
-                        pos,
-                        pos.wrapping_add(1),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    )
+                    .compare_exchange_weak(pos, pos.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed)
                     .is_err()
                 {
                     continue;
@@ -464,10 +450,7 @@ impl MpmcRing {
                     self.release(Claimed { pos, len: 0 });
                     return Err(MpmcError::Corrupt("message length"));
                 }
-                return Ok(Claimed {
-                    pos,
-                    len: len as usize,
-                });
+                return Ok(Claimed { pos, len: len as usize });
             } else if dif < 0 {
                 return Err(MpmcError::Empty);
             } else if hdr.dequeue.load(Ordering::Relaxed) == pos {
@@ -488,12 +471,7 @@ impl MpmcRing {
         let s = self.slot(c.pos);
         let next = c.pos.wrapping_add(self.slots);
         // Fails only if a producer reclaimed the slot believing us dead.
-        let _ = s.seq.compare_exchange(
-            c.pos.wrapping_add(1),
-            next,
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
+        let _ = s.seq.compare_exchange(c.pos.wrapping_add(1), next, Ordering::Release, Ordering::Relaxed);
         self.header().not_full.notify();
     }
 
@@ -501,18 +479,14 @@ impl MpmcRing {
     #[must_use]
     pub fn has_room(&self) -> bool {
         let pos = self.header().enqueue.load(Ordering::Relaxed);
-        self.slot(pos).seq.load(Ordering::Acquire).wrapping_sub(pos) as i64 >= 0
+        self.slot(pos).seq.load(Ordering::Acquire).wrapping_sub(pos) as i64 >= 0 && !self.over_limit(pos)
     }
 
     /// Whether the next pop would find a message (a snapshot).
     #[must_use]
     pub fn has_message(&self) -> bool {
         let pos = self.header().dequeue.load(Ordering::Relaxed);
-        self.slot(pos)
-            .seq
-            .load(Ordering::Acquire)
-            .wrapping_sub(pos.wrapping_add(1)) as i64
-            >= 0
+        self.slot(pos).seq.load(Ordering::Acquire).wrapping_sub(pos.wrapping_add(1)) as i64 >= 0
     }
 
     /// Called by a consumer blocked on an unpublished slot: if its producer is
@@ -523,9 +497,7 @@ impl MpmcRing {
         let hdr = self.header();
         let pos = hdr.dequeue.load(Ordering::Relaxed);
         let s = self.slot(pos);
-        if s.seq.load(Ordering::Acquire) != pos
-            || hdr.enqueue.load(Ordering::Relaxed).wrapping_sub(pos) as i64 <= 0
-        {
+        if s.seq.load(Ordering::Acquire) != pos || hdr.enqueue.load(Ordering::Relaxed).wrapping_sub(pos) as i64 <= 0 {
             return (pos, false);
         }
         let t = tag(pos, false);
@@ -533,31 +505,18 @@ impl MpmcRing {
         let poison = (POISON_TID << 32) | t;
         let take = if c & 0xffff_ffff == t {
             let tid = (c >> 32) as u32;
-            u64::from(tid) == POISON_TID
-                || !check.is_alive(tid, Some(s.start.load(Ordering::Relaxed)))
+            u64::from(tid) == POISON_TID || !check.is_alive(tid, Some(s.start.load(Ordering::Relaxed)))
         } else {
             grace_passed
         };
         if !take {
             return (pos, false);
         }
-        if c != poison
-            && s.claim
-                .compare_exchange(c, poison, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-        {
+        if c != poison && s.claim.compare_exchange(c, poison, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return (pos, false);
         }
         s.len.store(SKIP, Ordering::Relaxed);
-        let done = s
-            .seq
-            .compare_exchange(
-                pos,
-                pos.wrapping_add(1),
-                Ordering::Release,
-                Ordering::Relaxed,
-            )
-            .is_ok();
+        let done = s.seq.compare_exchange(pos, pos.wrapping_add(1), Ordering::Release, Ordering::Relaxed).is_ok();
         if done {
             hdr.not_empty.notify();
         }
@@ -582,30 +541,17 @@ impl MpmcRing {
         let poison = (POISON_TID << 32) | t;
         let take = if c & 0xffff_ffff == t {
             let tid = (c >> 32) as u32;
-            u64::from(tid) == POISON_TID
-                || !check.is_alive(tid, Some(s.start.load(Ordering::Relaxed)))
+            u64::from(tid) == POISON_TID || !check.is_alive(tid, Some(s.start.load(Ordering::Relaxed)))
         } else {
             grace_passed
         };
         if !take {
             return (pos, false);
         }
-        if c != poison
-            && s.claim
-                .compare_exchange(c, poison, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-        {
+        if c != poison && s.claim.compare_exchange(c, poison, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return (pos, false);
         }
-        let done = s
-            .seq
-            .compare_exchange(
-                rpos.wrapping_add(1),
-                pos,
-                Ordering::Release,
-                Ordering::Relaxed,
-            )
-            .is_ok();
+        let done = s.seq.compare_exchange(rpos.wrapping_add(1), pos, Ordering::Release, Ordering::Relaxed).is_ok();
         if done {
             hdr.not_full.notify();
         }
@@ -624,23 +570,12 @@ mod tests {
     struct Mem([u8; 16384]);
 
     fn owner(tid: u32) -> Owner {
-        Owner {
-            thread: Identity { id: tid, start: 3 },
-            pid: tid,
-        }
+        Owner { thread: Identity { id: tid, start: 3 }, pid: tid }
     }
 
     fn ring(mem: &mut Mem, slots: usize, size: usize) -> MpmcRing {
         // SAFETY: the buffer is aligned, large enough and outlives the ring.
-        unsafe {
-            MpmcRing::init(
-                NonNull::new(mem.0.as_mut_ptr()).unwrap(),
-                mem.0.len(),
-                slots,
-                size,
-            )
-        }
-        .unwrap()
+        unsafe { MpmcRing::init(NonNull::new(mem.0.as_mut_ptr()).unwrap(), mem.0.len(), slots, size) }.unwrap()
     }
 
     fn pop_vec(r: &MpmcRing, me: &Owner) -> Result<Vec<u8>, MpmcError> {
@@ -676,10 +611,7 @@ mod tests {
         let dead = owner(6);
         // The dead producer claims and registers, then never publishes.
         let hdr = r.header();
-        assert!(hdr
-            .enqueue
-            .compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok());
+        assert!(hdr.enqueue.compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed).is_ok());
         assert!(r.register(0, false, &dead));
         r.try_push(&live, b"after").unwrap();
         assert_eq!(pop_vec(&r, &live), Err(MpmcError::Empty));
@@ -694,10 +626,7 @@ mod tests {
         let r = ring(&mut mem, 4, 8);
         let me = owner(5);
         let hdr = r.header();
-        assert!(hdr
-            .enqueue
-            .compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok());
+        assert!(hdr.enqueue.compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed).is_ok());
         let alive = |_: u32, _: Option<u64>| true;
         assert_eq!(r.recover_writer(&alive, false), (0, false));
         assert_eq!(r.recover_writer(&alive, true), (0, true));
@@ -745,9 +674,7 @@ mod tests {
                 mem.0[off..off + 8].copy_from_slice(&(x >> (round % 8)).to_le_bytes());
             }
             // SAFETY: same buffer, re-validated.
-            let Ok(r2) = (unsafe {
-                MpmcRing::attach(NonNull::new(mem.0.as_mut_ptr()).unwrap(), mem.0.len())
-            }) else {
+            let Ok(r2) = (unsafe { MpmcRing::attach(NonNull::new(mem.0.as_mut_ptr()).unwrap(), mem.0.len()) }) else {
                 continue;
             };
             let _ = r2.try_push(&me, b"x");

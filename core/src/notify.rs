@@ -31,10 +31,7 @@ impl Notifier {
     /// A notifier with no sleepers.
     #[must_use]
     pub fn new() -> Notifier {
-        Notifier {
-            seq: AtomicU32::new(0),
-            waiters: AtomicU32::new(0),
-        }
+        Notifier { seq: AtomicU32::new(0), waiters: AtomicU32::new(0) }
     }
 
     /// (Re)initialises in place.
@@ -74,11 +71,7 @@ impl Notifier {
     pub fn sleep(&self, deadline: Option<Deadline>, ready: impl FnOnce() -> bool) -> WaitOutcome {
         let s = self.seq.load(Ordering::Acquire);
         self.waiters.fetch_add(1, Ordering::SeqCst);
-        let outcome = if ready() {
-            WaitOutcome::ValueChanged
-        } else {
-            futex::wait(&self.seq, s, deadline)
-        };
+        let outcome = if ready() { WaitOutcome::ValueChanged } else { futex::wait(&self.seq, s, deadline) };
         self.waiters.fetch_sub(1, Ordering::Relaxed);
         outcome
     }

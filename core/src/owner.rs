@@ -19,10 +19,7 @@ impl Owner {
     pub fn current() -> Owner {
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() } as u32;
-        Owner {
-            thread: Identity::current_thread(),
-            pid,
-        }
+        Owner { thread: Identity::current_thread(), pid }
     }
 }
 

@@ -88,20 +88,14 @@ impl Participants {
     }
 
     fn find(&self, me: Identity) -> Option<&Entry> {
-        self.entries.iter().find(|e| {
-            e.pid.load(Ordering::Acquire) == me.id && e.start.load(Ordering::Relaxed) == me.start
-        })
+        self.entries
+            .iter()
+            .find(|e| e.pid.load(Ordering::Acquire) == me.id && e.start.load(Ordering::Relaxed) == me.start)
     }
 
     /// Adds `n` handles of `role` for process `me`. Returns false if the table
     /// is full (the overflow flag is then set).
-    pub fn attach(
-        &self,
-        me: Identity,
-        role: Role,
-        n: u32,
-        alive: impl Fn(Identity) -> bool,
-    ) -> bool {
+    pub fn attach(&self, me: Identity, role: Role, n: u32, alive: impl Fn(Identity) -> bool) -> bool {
         if n == 0 {
             return true;
         }
@@ -112,12 +106,38 @@ impl Participants {
         // Claim a free entry; if none, reclaim a dead one and retry once.
         for round in 0..2 {
             for e in &self.entries {
-                if e.pid
-                    .compare_exchange(0, me.id, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-                {
+                if e.pid.compare_exchange(0, me.id, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                     e.start.store(me.start, Ordering::Relaxed);
                     e.count(role).fetch_add(n, Ordering::Relaxed);
+                    return true;
+                }
+            }
+            if round == 0 {
+                self.reclaim_dead(&alive);
+            }
+        }
+        self.overflow.store(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Sets process `me`'s count of `role` handles to exactly `n` (claiming
+    /// an entry if needed). Idempotent: used when both a parent and its forked
+    /// child record the handles the child inherited.
+    pub fn set(&self, me: Identity, role: Role, n: u32, alive: impl Fn(Identity) -> bool) -> bool {
+        if let Some(e) = self.find(me) {
+            e.count(role).store(n, Ordering::Relaxed);
+            return true;
+        }
+        for round in 0..2 {
+            // Re-check: a concurrent `set` for the same process may have won.
+            if let Some(e) = self.find(me) {
+                e.count(role).store(n, Ordering::Relaxed);
+                return true;
+            }
+            for e in &self.entries {
+                if e.pid.compare_exchange(0, me.id, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                    e.start.store(me.start, Ordering::Relaxed);
+                    e.count(role).store(n, Ordering::Relaxed);
                     return true;
                 }
             }
@@ -144,9 +164,7 @@ impl Participants {
         }
         if e.senders.load(Ordering::Relaxed) == 0
             && e.receivers.load(Ordering::Relaxed) == 0
-            && e.pid
-                .compare_exchange(me.id, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+            && e.pid.compare_exchange(me.id, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
             e.start.store(0, Ordering::Relaxed);
             e.pid.store(0, Ordering::Release);
@@ -159,15 +177,8 @@ impl Participants {
             if pid == 0 || pid == RECLAIMING {
                 continue;
             }
-            let id = Identity {
-                id: pid,
-                start: e.start.load(Ordering::Relaxed),
-            };
-            if !alive(id)
-                && e.pid
-                    .compare_exchange(pid, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-            {
+            let id = Identity { id: pid, start: e.start.load(Ordering::Relaxed) };
+            if !alive(id) && e.pid.compare_exchange(pid, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                 e.senders.store(0, Ordering::Relaxed);
                 e.receivers.store(0, Ordering::Relaxed);
                 e.start.store(0, Ordering::Relaxed);
@@ -196,17 +207,10 @@ impl Participants {
             if e.count(role).load(Ordering::Relaxed) == 0 {
                 continue;
             }
-            let id = Identity {
-                id: pid,
-                start: e.start.load(Ordering::Relaxed),
-            };
+            let id = Identity { id: pid, start: e.start.load(Ordering::Relaxed) };
             if alive(id) {
                 found = true;
-            } else if e
-                .pid
-                .compare_exchange(pid, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
+            } else if e.pid.compare_exchange(pid, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                 e.senders.store(0, Ordering::Relaxed);
                 e.receivers.store(0, Ordering::Relaxed);
                 e.start.store(0, Ordering::Relaxed);
@@ -226,10 +230,7 @@ impl Participants {
             let pid = e.pid.load(Ordering::Acquire);
             (pid != 0 && pid != RECLAIMING).then(|| {
                 (
-                    Identity {
-                        id: pid,
-                        start: e.start.load(Ordering::Relaxed),
-                    },
+                    Identity { id: pid, start: e.start.load(Ordering::Relaxed) },
                     e.senders.load(Ordering::Relaxed),
                     e.receivers.load(Ordering::Relaxed),
                 )
@@ -264,15 +265,7 @@ mod tests {
         assert_eq!(t.snapshot().count(), 1);
         // Fill the table, then overflow.
         for i in 0..MAX_PARTICIPANTS as u32 - 1 {
-            assert!(t.attach(
-                Identity {
-                    id: 100 + i,
-                    start: 1
-                },
-                Role::Receiver,
-                1,
-                all_alive
-            ));
+            assert!(t.attach(Identity { id: 100 + i, start: 1 }, Role::Receiver, 1, all_alive));
         }
         assert!(!t.attach(Identity { id: 5000, start: 1 }, Role::Sender, 1, all_alive));
         assert_eq!(t.presence(Role::Sender, all_alive), Presence::Unknown);

@@ -178,10 +178,7 @@ impl RawMutex {
     /// and by [`try_lock_checked`](RawMutex::try_lock_checked).
     #[inline]
     pub fn try_lock(&self, me: &Owner) -> Result<Acquired, LockError> {
-        match self
-            .state
-            .compare_exchange(0, Self::my_tid(me), Ordering::Acquire, Ordering::Relaxed)
-        {
+        match self.state.compare_exchange(0, Self::my_tid(me), Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => {
                 self.record(me);
                 Ok(Acquired::Locked)
@@ -192,22 +189,13 @@ impl RawMutex {
 
     /// Like [`try_lock`](RawMutex::try_lock), but if the lock is held, checks
     /// the owner's liveness once and takes over from a dead owner.
-    pub fn try_lock_checked(
-        &self,
-        me: &Owner,
-        check: &impl OwnerCheck,
-    ) -> Result<Acquired, LockError> {
+    pub fn try_lock_checked(&self, me: &Owner, check: &impl OwnerCheck) -> Result<Acquired, LockError> {
         loop {
             let s = self.state.load(Ordering::Relaxed);
             if s & TID_MASK == 0 {
                 if self
                     .state
-                    .compare_exchange(
-                        s,
-                        Self::my_tid(me) | (s & WAITERS),
-                        Ordering::Acquire,
-                        Ordering::Relaxed,
-                    )
+                    .compare_exchange(s, Self::my_tid(me) | (s & WAITERS), Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
                     self.record(me);
@@ -229,12 +217,7 @@ impl RawMutex {
 
     /// Locks, waiting until `deadline` (`None`: forever).
     #[inline]
-    pub fn lock(
-        &self,
-        me: &Owner,
-        deadline: Option<Deadline>,
-        check: &impl OwnerCheck,
-    ) -> Result<Acquired, LockError> {
+    pub fn lock(&self, me: &Owner, deadline: Option<Deadline>, check: &impl OwnerCheck) -> Result<Acquired, LockError> {
         if let Ok(a) = self.try_lock(me) {
             return Ok(a);
         }
@@ -270,11 +253,7 @@ impl RawMutex {
             if s & TID_MASK == 0 {
                 // Free (perhaps with WAITERS left set): take it, keeping the bit
                 // conservatively, since we cannot know whether others sleep.
-                if self
-                    .state
-                    .compare_exchange(s, mine | WAITERS, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
+                if self.state.compare_exchange(s, mine | WAITERS, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                     self.record(me);
                     return Ok(Acquired::Locked);
                 }
@@ -284,10 +263,7 @@ impl RawMutex {
                 return Err(LockError::Deadlock);
             }
             if s & WAITERS == 0
-                && self
-                    .state
-                    .compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
+                && self.state.compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed).is_err()
             {
                 continue;
             }
@@ -313,29 +289,20 @@ impl RawMutex {
     }
 
     /// If the word still holds `observed` and its owner is dead, takes the lock.
-    fn take_over_if_dead(
-        &self,
-        observed: u32,
-        me: &Owner,
-        check: &impl OwnerCheck,
-    ) -> Option<Acquired> {
+    fn take_over_if_dead(&self, observed: u32, me: &Owner, check: &impl OwnerCheck) -> Option<Acquired> {
         let tid = observed & TID_MASK;
         if tid == 0 {
             return None;
         }
         let recorded_tid = self.owner_tid.load(Ordering::Relaxed);
-        let start =
-            (recorded_tid & TID_MASK == tid).then(|| self.owner_start.load(Ordering::Relaxed));
+        let start = (recorded_tid & TID_MASK == tid).then(|| self.owner_start.load(Ordering::Relaxed));
         if check.is_alive(tid, start) {
             return None;
         }
         // The owner is dead: take over exactly the state we judged. If it
         // changed meanwhile, someone else took over (or it was a new owner).
         let new = Self::my_tid(me) | (observed & WAITERS);
-        match self
-            .state
-            .compare_exchange(observed, new, Ordering::Acquire, Ordering::Relaxed)
-        {
+        match self.state.compare_exchange(observed, new, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => {
                 self.record(me);
                 Some(Acquired::OwnerDied)
@@ -355,10 +322,7 @@ impl RawMutex {
                 return false;
             }
             self.owner_tid.store(0, Ordering::Relaxed);
-            match self
-                .state
-                .compare_exchange_weak(s, 0, Ordering::Release, Ordering::Relaxed)
-            {
+            match self.state.compare_exchange_weak(s, 0, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(cur) => s = cur,
             }
@@ -390,11 +354,7 @@ impl RawMutex {
     }
 
     /// Recursive try-lock.
-    pub fn try_lock_recursive(
-        &self,
-        me: &Owner,
-        check: &impl OwnerCheck,
-    ) -> Result<Acquired, LockError> {
+    pub fn try_lock_recursive(&self, me: &Owner, check: &impl OwnerCheck) -> Result<Acquired, LockError> {
         match self.lock_recursive_probe(me) {
             Some(a) => Ok(a),
             None => self.try_lock_checked(me, check),
@@ -436,11 +396,7 @@ impl RawMutex {
         let start = recorded.then(|| self.owner_start.load(Ordering::Relaxed));
         Some(OwnerInfo {
             tid,
-            pid: if recorded {
-                self.owner_pid.load(Ordering::Relaxed)
-            } else {
-                0
-            },
+            pid: if recorded { self.owner_pid.load(Ordering::Relaxed) } else { 0 },
             alive: check.is_alive(tid, start),
             waiters: s & WAITERS != 0,
         })
@@ -465,10 +421,7 @@ mod tests {
     use crate::identity::Identity;
 
     fn owner(tid: u32) -> Owner {
-        Owner {
-            thread: Identity { id: tid, start: 7 },
-            pid: tid,
-        }
+        Owner { thread: Identity { id: tid, start: 7 }, pid: tid }
     }
 
     #[test]

@@ -190,27 +190,17 @@ impl fmt::Display for RegionError {
             RegionError::Misaligned => write!(f, "region base is not {OBJECT_ALIGN}-byte aligned"),
             RegionError::BadMagic(m) => write!(f, "not a shmproc region (magic {m:#018x})"),
             RegionError::VersionMismatch { found, expected } => {
-                write!(
-                    f,
-                    "region layout version {found}, this build understands {expected}"
-                )
+                write!(f, "region layout version {found}, this build understands {expected}")
             }
             RegionError::NotReady => {
                 write!(f, "region creator did not finish initialising in time")
             }
             RegionError::Corrupt(what) => write!(f, "corrupt region: {what}"),
             RegionError::DirectoryFull => write!(f, "region directory is full"),
-            RegionError::OutOfSpace {
-                requested,
-                available,
-            } => write!(
-                f,
-                "region out of space: {requested} bytes requested, {available} available"
-            ),
-            RegionError::BadName => write!(
-                f,
-                "object name longer than {NAME_LEN} bytes or contains NUL"
-            ),
+            RegionError::OutOfSpace { requested, available } => {
+                write!(f, "region out of space: {requested} bytes requested, {available} available")
+            }
+            RegionError::BadName => write!(f, "object name longer than {NAME_LEN} bytes or contains NUL"),
             RegionError::NoSuchObject => write!(f, "no such object in region"),
             RegionError::WrongKind { expected, found } => {
                 write!(f, "object is of kind {found}, expected kind {expected}")
@@ -339,18 +329,9 @@ impl Region {
         }
         let heap_start = required_size(dir_capacity, 0).ok_or(RegionError::Corrupt("overflow"))?;
         if len < heap_start {
-            return Err(RegionError::TooSmall {
-                len,
-                need: heap_start,
-            });
+            return Err(RegionError::TooSmall { len, need: heap_start });
         }
-        let region = Region {
-            base,
-            len,
-            dir_offset: HEADER_SIZE,
-            dir_capacity: dir_capacity as usize,
-            heap_start,
-        };
+        let region = Region { base, len, dir_offset: HEADER_SIZE, dir_capacity: dir_capacity as usize, heap_start };
         let h = region.header();
         h.init.store(INIT_BUSY, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Relaxed);
@@ -383,19 +364,12 @@ impl Region {
     /// `base..base+len` must be valid, readable and writable memory that stays
     /// mapped while the returned `Region` or anything obtained from it is used.
     /// Its *contents* may be anything.
-    pub unsafe fn open(
-        base: NonNull<u8>,
-        len: usize,
-        deadline: Option<Deadline>,
-    ) -> Result<Region, RegionError> {
+    pub unsafe fn open(base: NonNull<u8>, len: usize, deadline: Option<Deadline>) -> Result<Region, RegionError> {
         if base.as_ptr() as usize % OBJECT_ALIGN != 0 {
             return Err(RegionError::Misaligned);
         }
         if len < HEADER_SIZE {
-            return Err(RegionError::TooSmall {
-                len,
-                need: HEADER_SIZE,
-            });
+            return Err(RegionError::TooSmall { len, need: HEADER_SIZE });
         }
         // SAFETY: base is aligned for RegionHeader (checked above) and at least
         // HEADER_SIZE bytes are valid (checked above; caller guarantees validity);
@@ -424,10 +398,7 @@ impl Region {
         }
         let version = h.version.load(Ordering::Relaxed);
         if version != LAYOUT_VERSION {
-            return Err(RegionError::VersionMismatch {
-                found: version,
-                expected: LAYOUT_VERSION,
-            });
+            return Err(RegionError::VersionMismatch { found: version, expected: LAYOUT_VERSION });
         }
         if h.header_size.load(Ordering::Relaxed) as usize != HEADER_SIZE {
             return Err(RegionError::Corrupt("header size"));
@@ -435,14 +406,9 @@ impl Region {
         let total = h.total_size.load(Ordering::Relaxed);
         if total != len as u64 {
             if total > len as u64 {
-                return Err(RegionError::TooSmall {
-                    len,
-                    need: usize::try_from(total).unwrap_or(usize::MAX),
-                });
+                return Err(RegionError::TooSmall { len, need: usize::try_from(total).unwrap_or(usize::MAX) });
             }
-            return Err(RegionError::Corrupt(
-                "total size does not match the mapping",
-            ));
+            return Err(RegionError::Corrupt("total size does not match the mapping"));
         }
         let dir_offset = h.dir_offset.load(Ordering::Relaxed);
         let dir_capacity = h.dir_capacity.load(Ordering::Relaxed);
@@ -452,8 +418,7 @@ impl Region {
         if dir_capacity == 0 || dir_capacity > MAX_DIR_CAPACITY {
             return Err(RegionError::Corrupt("directory capacity"));
         }
-        let expected_heap =
-            required_size(dir_capacity, 0).ok_or(RegionError::Corrupt("overflow"))?;
+        let expected_heap = required_size(dir_capacity, 0).ok_or(RegionError::Corrupt("overflow"))?;
         if expected_heap > len {
             return Err(RegionError::Corrupt("directory extends past the end"));
         }
@@ -526,10 +491,7 @@ impl Region {
             },
             creator_uid: h.creator_uid.load(Ordering::Relaxed),
             dir_capacity: self.dir_capacity as u32,
-            dir_len: h
-                .dir_len
-                .load(Ordering::Relaxed)
-                .min(self.dir_capacity as u32),
+            dir_len: h.dir_len.load(Ordering::Relaxed).min(self.dir_capacity as u32),
             heap_start: self.heap_start,
             heap_used: heap_next - self.heap_start,
         })
@@ -564,10 +526,7 @@ impl Region {
             if n as usize >= self.dir_capacity {
                 return Err(RegionError::DirectoryFull);
             }
-            if h.dir_len
-                .compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-            {
+            if h.dir_len.compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
                 break n as usize;
             }
         };
@@ -580,22 +539,14 @@ impl Region {
             match end {
                 Some(end) if end <= self.len => {
                     if h.heap_next
-                        .compare_exchange_weak(
-                            cur as u64,
-                            end as u64,
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        )
+                        .compare_exchange_weak(cur as u64, end as u64, Ordering::Relaxed, Ordering::Relaxed)
                         .is_ok()
                     {
                         break (start, end);
                     }
                 }
                 _ => {
-                    return Err(RegionError::OutOfSpace {
-                        requested: size,
-                        available: self.len.saturating_sub(start),
-                    })
+                    return Err(RegionError::OutOfSpace { requested: size, available: self.len.saturating_sub(start) })
                 }
             }
         };
@@ -618,11 +569,7 @@ impl Region {
     }
 
     /// Allocates a `T`, initialises it with `init`, and publishes it.
-    pub fn alloc<T: RegionObject>(
-        &self,
-        name: &[u8],
-        init: impl FnOnce(&T),
-    ) -> Result<ObjectInfo, RegionError> {
+    pub fn alloc<T: RegionObject>(&self, name: &[u8], init: impl FnOnce(&T)) -> Result<ObjectInfo, RegionError> {
         self.alloc_raw(T::KIND, name, size_of::<T>(), align_of::<T>(), |p| {
             // SAFETY: `p` is aligned for T and points at size_of::<T>() bytes of
             // the region; RegionObject guarantees any bit pattern is a valid T.
@@ -658,24 +605,13 @@ impl Region {
             *dst = src.load(Ordering::Relaxed);
         }
         let name_len = name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN) as u8;
-        Ok(ObjectInfo {
-            index,
-            kind,
-            offset: offset as usize,
-            size: size as usize,
-            name,
-            name_len,
-        })
+        Ok(ObjectInfo { index, kind, offset: offset as usize, size: size as usize, name, name_len })
     }
 
     /// Every published object, in directory order. A corrupt entry is yielded as
     /// an error and the scan goes on; the scan is bounded by the capacity.
     pub fn objects(&self) -> impl Iterator<Item = Result<ObjectInfo, RegionError>> + '_ {
-        let n = self
-            .header()
-            .dir_len
-            .load(Ordering::Relaxed)
-            .min(self.dir_capacity as u32);
+        let n = self.header().dir_len.load(Ordering::Relaxed).min(self.dir_capacity as u32);
         (0..n).filter_map(move |i| match self.object(i) {
             Err(RegionError::NoSuchObject) => None,
             other => Some(other),
@@ -698,10 +634,7 @@ impl Region {
     pub fn get<T: RegionObject>(&self, index: u32) -> Result<&T, RegionError> {
         let info = self.object(index)?;
         if info.kind != T::KIND || info.size < size_of::<T>() {
-            return Err(RegionError::WrongKind {
-                expected: T::KIND,
-                found: info.kind,
-            });
+            return Err(RegionError::WrongKind { expected: T::KIND, found: info.kind });
         }
         // SAFETY: offset..offset+size is inside the mapping and size >=
         // size_of::<T>() (validated by `object` and above); offset is a multiple
@@ -715,10 +648,7 @@ impl Region {
     pub fn raw(&self, index: u32, kind: u32) -> Result<(NonNull<u8>, usize), RegionError> {
         let info = self.object(index)?;
         if info.kind != kind {
-            return Err(RegionError::WrongKind {
-                expected: kind,
-                found: info.kind,
-            });
+            return Err(RegionError::WrongKind { expected: kind, found: info.kind });
         }
         // SAFETY: offset < len (validated by `object`).
         let p = unsafe { NonNull::new_unchecked(self.base.as_ptr().add(info.offset)) };
@@ -755,19 +685,14 @@ mod tests {
     fn create_alloc_open_find() {
         let mut buf = Buf([0; 8192]);
         let r = fresh(&mut buf);
-        let info = r
-            .alloc::<Counter>(b"hits", |c| c.0.store(7, Ordering::Relaxed))
-            .unwrap();
+        let info = r.alloc::<Counter>(b"hits", |c| c.0.store(7, Ordering::Relaxed)).unwrap();
         assert_eq!(info.name(), b"hits");
         assert_eq!(info.offset % OBJECT_ALIGN, 0);
         let r2 = reopen(&mut buf, 8192).unwrap();
         let found = r2.find(b"hits").unwrap();
         let c: &Counter = r2.get(found.index).unwrap();
         assert_eq!(c.0.load(Ordering::Relaxed), 7);
-        assert!(matches!(
-            r2.get::<Counter>(5),
-            Err(RegionError::NoSuchObject)
-        ));
+        assert!(matches!(r2.get::<Counter>(5), Err(RegionError::NoSuchObject)));
         let info = r2.info().unwrap();
         assert_eq!(info.creator, Identity { id: 1, start: 2 });
         assert_eq!(info.dir_len, 1);
@@ -777,30 +702,18 @@ mod tests {
     fn rejects_bad_headers() {
         let mut buf = Buf([0; 8192]);
         assert_eq!(reopen(&mut buf, 8192).unwrap_err(), RegionError::NotReady);
-        assert!(matches!(
-            reopen(&mut buf, 10),
-            Err(RegionError::TooSmall { .. })
-        ));
+        assert!(matches!(reopen(&mut buf, 10), Err(RegionError::TooSmall { .. })));
         fresh(&mut buf);
         buf.0[0] ^= 1;
-        assert!(matches!(
-            reopen(&mut buf, 8192),
-            Err(RegionError::BadMagic(_))
-        ));
+        assert!(matches!(reopen(&mut buf, 8192), Err(RegionError::BadMagic(_))));
         buf.0[0] ^= 1;
         buf.0[8] = 9;
         assert_eq!(
             reopen(&mut buf, 8192).unwrap_err(),
-            RegionError::VersionMismatch {
-                found: 9,
-                expected: LAYOUT_VERSION
-            }
+            RegionError::VersionMismatch { found: 9, expected: LAYOUT_VERSION }
         );
         buf.0[8] = 1;
-        assert!(matches!(
-            reopen(&mut buf, 4096),
-            Err(RegionError::TooSmall { .. })
-        ));
+        assert!(matches!(reopen(&mut buf, 4096), Err(RegionError::TooSmall { .. })));
         assert!(reopen(&mut buf, 8192).is_ok());
     }
 
@@ -813,10 +726,7 @@ mod tests {
         let off = HEADER_SIZE + 8;
         buf.0[off..off + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
         let r = reopen(&mut buf, 8192).unwrap();
-        assert!(matches!(
-            r.get::<Counter>(info.index),
-            Err(RegionError::Corrupt(_))
-        ));
+        assert!(matches!(r.get::<Counter>(info.index), Err(RegionError::Corrupt(_))));
         assert_eq!(r.objects().count(), 1);
     }
 
@@ -824,20 +734,11 @@ mod tests {
     fn full_directory_and_heap() {
         let mut buf = Buf([0; 8192]);
         let r = fresh(&mut buf);
-        assert!(matches!(
-            r.alloc_raw(kind::BYTES, b"big", 1 << 20, 8, |_| {}),
-            Err(RegionError::OutOfSpace { .. })
-        ));
+        assert!(matches!(r.alloc_raw(kind::BYTES, b"big", 1 << 20, 8, |_| {}), Err(RegionError::OutOfSpace { .. })));
         for i in 0..7u8 {
             r.alloc::<Counter>(&[b'a' + i], |_| {}).unwrap();
         }
-        assert_eq!(
-            r.alloc::<Counter>(b"last", |_| {}).unwrap_err(),
-            RegionError::DirectoryFull
-        );
-        assert_eq!(
-            r.alloc::<Counter>(&[b'x'; 41], |_| {}).unwrap_err(),
-            RegionError::BadName
-        );
+        assert_eq!(r.alloc::<Counter>(b"last", |_| {}).unwrap_err(), RegionError::DirectoryFull);
+        assert_eq!(r.alloc::<Counter>(&[b'x'; 41], |_| {}).unwrap_err(), RegionError::BadName);
     }
 }

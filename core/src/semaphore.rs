@@ -61,11 +61,7 @@ impl RawSemaphore {
     /// for none).
     #[must_use]
     pub fn new(value: u32, max: u32) -> RawSemaphore {
-        RawSemaphore {
-            count: AtomicU32::new(value),
-            waiters: AtomicU32::new(0),
-            max: AtomicU32::new(max),
-        }
+        RawSemaphore { count: AtomicU32::new(value), waiters: AtomicU32::new(0), max: AtomicU32::new(max) }
     }
 
     /// (Re)initialises in place.
@@ -98,10 +94,7 @@ impl RawSemaphore {
             if c == 0 {
                 return Err(SemaphoreError::WouldBlock);
             }
-            match self
-                .count
-                .compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed)
-            {
+            match self.count.compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => return Ok(()),
                 Err(cur) => c = cur,
             }
@@ -128,11 +121,7 @@ impl RawSemaphore {
         loop {
             self.waiters.fetch_add(1, Ordering::SeqCst);
             let c = self.count.load(Ordering::SeqCst);
-            let outcome = if c == 0 {
-                futex::wait(&self.count, 0, deadline)
-            } else {
-                WaitOutcome::ValueChanged
-            };
+            let outcome = if c == 0 { futex::wait(&self.count, 0, deadline) } else { WaitOutcome::ValueChanged };
             self.waiters.fetch_sub(1, Ordering::Relaxed);
             if self.try_acquire().is_ok() {
                 return Ok(());
@@ -152,10 +141,7 @@ impl RawSemaphore {
                 Some(v) if v <= max => v,
                 _ => return Err(SemaphoreError::Overflow),
             };
-            match self
-                .count
-                .compare_exchange_weak(c, new, Ordering::SeqCst, Ordering::Relaxed)
-            {
+            match self.count.compare_exchange_weak(c, new, Ordering::SeqCst, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(cur) => c = cur,
             }

@@ -129,11 +129,7 @@ impl SpscRing {
     ///
     /// `base..base+len` must be valid for reads and writes, aligned to
     /// [`OBJECT_ALIGN`], and stay so while the ring (or a copy) is used.
-    pub unsafe fn init(
-        base: NonNull<u8>,
-        len: usize,
-        capacity: usize,
-    ) -> Result<SpscRing, RingError> {
+    pub unsafe fn init(base: NonNull<u8>, len: usize, capacity: usize) -> Result<SpscRing, RingError> {
         if !capacity.is_power_of_two() || capacity < MIN_CAPACITY {
             return Err(RingError::Layout("capacity must be a power of two >= 64"));
         }
@@ -231,19 +227,13 @@ impl SpscRing {
     /// The producer side. Use one at a time.
     #[must_use]
     pub fn producer(&self) -> Producer {
-        Producer {
-            ring: *self,
-            head_cache: self.header().head.load(Ordering::Acquire),
-        }
+        Producer { ring: *self, head_cache: self.header().head.load(Ordering::Acquire) }
     }
 
     /// The consumer side. Use one at a time.
     #[must_use]
     pub fn consumer(&self) -> Consumer {
-        Consumer {
-            ring: *self,
-            tail_cache: self.header().tail.load(Ordering::Acquire),
-        }
+        Consumer { ring: *self, tail_cache: self.header().tail.load(Ordering::Acquire) }
     }
 
     #[inline]
@@ -330,28 +320,16 @@ impl Producer {
         let tail = self.tail()?;
         let off = (tail & (self.ring.cap - 1)) as usize;
         let till_end = self.ring.cap - off as u64;
-        let total = if need <= till_end {
-            need
-        } else {
-            till_end + need
-        };
+        let total = if need <= till_end { need } else { till_end + need };
         if self.room(tail, total)? < total {
             return Err(RingError::Full);
         }
         if need <= till_end {
-            Ok(Reservation {
-                frame_pos: tail,
-                off,
-                len,
-            })
+            Ok(Reservation { frame_pos: tail, off, len })
         } else {
             // Not published until commit moves the tail past it.
             self.ring.word(off).store(WRAP, Ordering::Relaxed);
-            Ok(Reservation {
-                frame_pos: tail + till_end,
-                off: 0,
-                len,
-            })
+            Ok(Reservation { frame_pos: tail + till_end, off: 0, len })
         }
     }
 
@@ -359,18 +337,14 @@ impl Producer {
     pub fn buffer(&mut self, r: &Reservation) -> &mut [u8] {
         // SAFETY: reserve() checked off + 8 + padded(len) <= cap; these bytes
         // are beyond the published tail, so the consumer does not read them.
-        unsafe {
-            core::slice::from_raw_parts_mut(self.ring.bytes(r.off + FRAME_HEADER, r.len), r.len)
-        }
+        unsafe { core::slice::from_raw_parts_mut(self.ring.bytes(r.off + FRAME_HEADER, r.len), r.len) }
     }
 
     /// Publishes a reservation with `written` payload bytes (at most what was
     /// reserved).
     pub fn commit(&mut self, r: Reservation, written: usize) {
         let written = written.min(r.len);
-        self.ring
-            .word(r.off)
-            .store(written as u64, Ordering::Relaxed);
+        self.ring.word(r.off).store(written as u64, Ordering::Relaxed);
         let end = r.frame_pos + (FRAME_HEADER + padded(written)) as u64;
         self.ring.header().tail.store(end, Ordering::Release);
         self.ring.header().not_empty.notify();
@@ -386,10 +360,7 @@ impl Producer {
 
     /// Pushes frames from `items` until one does not fit, publishing them all
     /// with a single tail update. Returns how many were pushed.
-    pub fn push_batch<'a>(
-        &mut self,
-        items: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Result<usize, RingError> {
+    pub fn push_batch<'a>(&mut self, items: impl IntoIterator<Item = &'a [u8]>) -> Result<usize, RingError> {
         let start = self.tail()?;
         let mut tail = start;
         let mut n = 0;
@@ -403,11 +374,7 @@ impl Producer {
             let need = (FRAME_HEADER + padded(bytes.len())) as u64;
             let off = (tail & (self.ring.cap - 1)) as usize;
             let till_end = self.ring.cap - off as u64;
-            let total = if need <= till_end {
-                need
-            } else {
-                till_end + need
-            };
+            let total = if need <= till_end { need } else { till_end + need };
             let used = tail - start;
             if self.room(start, used + total)? < used + total {
                 break;
@@ -427,9 +394,7 @@ impl Producer {
                     bytes.len(),
                 )
             };
-            self.ring
-                .word(foff)
-                .store(bytes.len() as u64, Ordering::Relaxed);
+            self.ring.word(foff).store(bytes.len() as u64, Ordering::Relaxed);
             tail = frame_pos + need;
             n += 1;
         }
@@ -529,31 +494,19 @@ impl Consumer {
         if frame > avail || off as u64 + frame > cap {
             return Err(RingError::Corrupt("frame length"));
         }
-        Ok(Some(Frame {
-            next_head: pos + frame,
-            off,
-            len,
-        }))
+        Ok(Some(Frame { next_head: pos + frame, off, len }))
     }
 
     /// The payload of `frame`, read in place.
     pub fn bytes(&self, frame: &Frame) -> &[u8] {
         // SAFETY: peek() checked off + 8 + padded(len) <= cap and that the frame
         // is published; the producer does not write it until `release`.
-        unsafe {
-            core::slice::from_raw_parts(
-                self.ring.bytes(frame.off + FRAME_HEADER, frame.len),
-                frame.len,
-            )
-        }
+        unsafe { core::slice::from_raw_parts(self.ring.bytes(frame.off + FRAME_HEADER, frame.len), frame.len) }
     }
 
     /// Hands the frame's space back to the producer.
     pub fn release(&mut self, frame: Frame) {
-        self.ring
-            .header()
-            .head
-            .store(frame.next_head, Ordering::Release);
+        self.ring.header().head.store(frame.next_head, Ordering::Release);
         self.ring.header().not_full.notify();
     }
 
@@ -607,8 +560,7 @@ mod tests {
 
     fn ring(mem: &mut Mem, cap: usize) -> SpscRing {
         // SAFETY: the buffer is aligned, large enough and outlives the ring.
-        unsafe { SpscRing::init(NonNull::new(mem.0.as_mut_ptr()).unwrap(), mem.0.len(), cap) }
-            .unwrap()
+        unsafe { SpscRing::init(NonNull::new(mem.0.as_mut_ptr()).unwrap(), mem.0.len(), cap) }.unwrap()
     }
 
     #[test]
@@ -619,10 +571,7 @@ mod tests {
         let mut expect = 0u32;
         let mut next = 0u32;
         for _ in 0..500 {
-            while p
-                .push(&next.to_le_bytes().repeat((next % 9) as usize + 1))
-                .is_ok()
-            {
+            while p.push(&next.to_le_bytes().repeat((next % 9) as usize + 1)).is_ok() {
                 next += 1;
             }
             while let Some(v) = c.pop(|b| b.to_vec()).unwrap() {

@@ -18,16 +18,11 @@ impl Deadline {
     /// The current time.
     #[must_use]
     pub fn now() -> Deadline {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on
         // the platforms this crate supports, so the call cannot fail.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        let nanos = (ts.tv_sec as u64)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(ts.tv_nsec as u64);
+        let nanos = (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64);
         Deadline { nanos }
     }
 
@@ -36,9 +31,7 @@ impl Deadline {
     #[must_use]
     pub fn after(timeout: Duration) -> Deadline {
         let add = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-        Deadline {
-            nanos: Deadline::now().nanos.saturating_add(add),
-        }
+        Deadline { nanos: Deadline::now().nanos.saturating_add(add) }
     }
 
     /// `Some(Deadline::after(t))` for `Some(t)`, `None` (wait forever) for `None`.

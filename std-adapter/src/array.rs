@@ -57,19 +57,13 @@ pub struct Array<T> {
 
 impl<T> Clone for Array<T> {
     fn clone(&self) -> Self {
-        Array {
-            obj: self.obj.clone(),
-            len: self.len,
-            _t: PhantomData,
-        }
+        Array { obj: self.obj.clone(), len: self.len, _t: PhantomData }
     }
 }
 
 impl<T> fmt::Debug for Array<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Array")
-            .field("len", &self.len)
-            .finish_non_exhaustive()
+        f.debug_struct("Array").field("len", &self.len).finish_non_exhaustive()
     }
 }
 
@@ -98,12 +92,7 @@ impl<T: Plain> Array<T> {
         Array::create(Some(seg), name, len, |_| T::zeroed())
     }
 
-    fn create(
-        seg: Option<&Segment>,
-        name: &str,
-        len: usize,
-        item: impl Fn(usize) -> T,
-    ) -> Result<Array<T>, Error> {
+    fn create(seg: Option<&Segment>, name: &str, len: usize, item: impl Fn(usize) -> T) -> Result<Array<T>, Error> {
         let size = bytes_for::<T>(len)?;
         let obj = Object::create(seg, name, kind::ARRAY, size, |p| {
             // SAFETY: `p` is OBJECT_ALIGN-aligned with `size` bytes: the head at
@@ -118,11 +107,7 @@ impl<T: Plain> Array<T> {
                 }
             }
         })?;
-        Ok(Array {
-            obj,
-            len,
-            _t: PhantomData,
-        })
+        Ok(Array { obj, len, _t: PhantomData })
     }
 
     /// Opens the array named `name` in `seg`.
@@ -141,11 +126,7 @@ impl<T: Plain> Array<T> {
         if bytes_for::<T>(len)? > obj.size() {
             return Err(Error::Layout("array length exceeds its object"));
         }
-        Ok(Array {
-            obj,
-            len,
-            _t: PhantomData,
-        })
+        Ok(Array { obj, len, _t: PhantomData })
     }
 
     /// Number of elements.
@@ -171,11 +152,7 @@ impl<T: Plain> Array<T> {
             Ok(h) => h,
             Err(e) => panic!("shmproc::Array locked twice by the same thread ({e:?})"),
         };
-        let g = ArrayGuard {
-            array: self,
-            owner: me,
-            _not_send: PhantomData,
-        };
+        let g = ArrayGuard { array: self, owner: me, _not_send: PhantomData };
         match how {
             Acquired::Locked => Ok(g),
             Acquired::OwnerDied => Err(OwnerDied(g)),

@@ -42,9 +42,7 @@ impl fmt::Display for BarrierError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BarrierError::Broken => f.write_str("the barrier is broken"),
-            BarrierError::Timeout => {
-                f.write_str("timed out waiting at the barrier (it is now broken)")
-            }
+            BarrierError::Timeout => f.write_str("timed out waiting at the barrier (it is now broken)"),
         }
     }
 }
@@ -97,30 +95,20 @@ impl Barrier {
     }
 
     fn create(seg: Option<&Segment>, name: &str, parties: u32) -> Result<Barrier, Error> {
-        let obj = Object::create(
-            seg,
-            name,
-            kind::BARRIER,
-            std::mem::size_of::<RawBarrier>(),
-            |p| {
-                // SAFETY: p is aligned and sized for a RawBarrier (atomics only).
-                unsafe { (*p.as_ptr().cast::<RawBarrier>()).init(parties) }
-            },
-        )?;
+        let obj = Object::create(seg, name, kind::BARRIER, std::mem::size_of::<RawBarrier>(), |p| {
+            // SAFETY: p is aligned and sized for a RawBarrier (atomics only).
+            unsafe { (*p.as_ptr().cast::<RawBarrier>()).init(parties) }
+        })?;
         Ok(Barrier { obj })
     }
 
     /// Opens the barrier named `name` in `seg`.
     pub fn open_in(seg: &Segment, name: &str) -> Result<Barrier, Error> {
-        Ok(Barrier {
-            obj: Object::open(seg, name, kind::BARRIER, std::mem::size_of::<RawBarrier>())?,
-        })
+        Ok(Barrier { obj: Object::open(seg, name, kind::BARRIER, std::mem::size_of::<RawBarrier>())? })
     }
 
     fn from_parts(seg: Segment, index: u32) -> Result<Barrier, Error> {
-        Ok(Barrier {
-            obj: Object::from_index(seg, index, kind::BARRIER, std::mem::size_of::<RawBarrier>())?,
-        })
+        Ok(Barrier { obj: Object::from_index(seg, index, kind::BARRIER, std::mem::size_of::<RawBarrier>())? })
     }
 
     fn raw(&self) -> &RawBarrier {
@@ -128,10 +116,7 @@ impl Barrier {
     }
 
     fn wait_until(&self, deadline: Option<Deadline>) -> Result<BarrierWaitResult, BarrierError> {
-        match self
-            .raw()
-            .wait(&thread_id::owner(), deadline, &ProcLiveness)
-        {
+        match self.raw().wait(&thread_id::owner(), deadline, &ProcLiveness) {
             Ok(w) => Ok(BarrierWaitResult(w)),
             Err(RawError::Broken) => Err(BarrierError::Broken),
             Err(RawError::Timeout) => Err(BarrierError::Timeout),

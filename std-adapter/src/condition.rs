@@ -56,9 +56,7 @@ pub struct Condition {
 
 impl fmt::Debug for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Condition")
-            .field("waiters", &self.raw().waiters())
-            .finish()
+        f.debug_struct("Condition").field("waiters", &self.raw().waiters()).finish()
     }
 }
 
@@ -78,30 +76,20 @@ impl Condition {
     }
 
     fn create(seg: Option<&Segment>, name: &str) -> Result<Condition, Error> {
-        let obj = Object::create(
-            seg,
-            name,
-            kind::CONDVAR,
-            std::mem::size_of::<RawCondvar>(),
-            |p| {
-                // SAFETY: p is aligned and sized for a RawCondvar (atomics only).
-                unsafe { (*p.as_ptr().cast::<RawCondvar>()).init() }
-            },
-        )?;
+        let obj = Object::create(seg, name, kind::CONDVAR, std::mem::size_of::<RawCondvar>(), |p| {
+            // SAFETY: p is aligned and sized for a RawCondvar (atomics only).
+            unsafe { (*p.as_ptr().cast::<RawCondvar>()).init() }
+        })?;
         Ok(Condition { obj })
     }
 
     /// Opens the condition variable named `name` in `seg`.
     pub fn open_in(seg: &Segment, name: &str) -> Result<Condition, Error> {
-        Ok(Condition {
-            obj: Object::open(seg, name, kind::CONDVAR, std::mem::size_of::<RawCondvar>())?,
-        })
+        Ok(Condition { obj: Object::open(seg, name, kind::CONDVAR, std::mem::size_of::<RawCondvar>())? })
     }
 
     fn from_parts(seg: Segment, index: u32) -> Result<Condition, Error> {
-        Ok(Condition {
-            obj: Object::from_index(seg, index, kind::CONDVAR, std::mem::size_of::<RawCondvar>())?,
-        })
+        Ok(Condition { obj: Object::from_index(seg, index, kind::CONDVAR, std::mem::size_of::<RawCondvar>())? })
     }
 
     fn raw(&self) -> &RawCondvar {
@@ -144,11 +132,7 @@ impl Condition {
     }
 
     /// Waits while `condition` holds for the protected data.
-    pub fn wait_while<'a, T, F>(
-        &self,
-        guard: MutexGuard<'a, T>,
-        condition: F,
-    ) -> LockResult<MutexGuard<'a, T>>
+    pub fn wait_while<'a, T, F>(&self, guard: MutexGuard<'a, T>, condition: F) -> LockResult<MutexGuard<'a, T>>
     where
         F: FnMut(&mut T) -> bool,
     {
@@ -186,18 +170,10 @@ impl Condition {
         let mut died = false;
         loop {
             if !condition(&mut *guard) {
-                return if died {
-                    Err(OwnerDied((guard, false)))
-                } else {
-                    Ok((guard, false))
-                };
+                return if died { Err(OwnerDied((guard, false))) } else { Ok((guard, false)) };
             }
             if deadline.is_some_and(|d| d.has_passed()) {
-                return if died {
-                    Err(OwnerDied((guard, true)))
-                } else {
-                    Ok((guard, true))
-                };
+                return if died { Err(OwnerDied((guard, true))) } else { Ok((guard, true)) };
             }
             guard = match self.wait_until(guard, deadline) {
                 Ok((g, _)) => g,

@@ -32,9 +32,7 @@ pub struct Event {
 
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Event")
-            .field("is_set", &self.is_set())
-            .finish()
+        f.debug_struct("Event").field("is_set", &self.is_set()).finish()
     }
 }
 
@@ -50,30 +48,20 @@ impl Event {
     }
 
     fn create(seg: Option<&Segment>, name: &str) -> Result<Event, Error> {
-        let obj = Object::create(
-            seg,
-            name,
-            kind::EVENT,
-            std::mem::size_of::<RawEvent>(),
-            |p| {
-                // SAFETY: p is aligned and sized for a RawEvent (atomics only).
-                unsafe { (*p.as_ptr().cast::<RawEvent>()).init() }
-            },
-        )?;
+        let obj = Object::create(seg, name, kind::EVENT, std::mem::size_of::<RawEvent>(), |p| {
+            // SAFETY: p is aligned and sized for a RawEvent (atomics only).
+            unsafe { (*p.as_ptr().cast::<RawEvent>()).init() }
+        })?;
         Ok(Event { obj })
     }
 
     /// Opens the event named `name` in `seg`.
     pub fn open_in(seg: &Segment, name: &str) -> Result<Event, Error> {
-        Ok(Event {
-            obj: Object::open(seg, name, kind::EVENT, std::mem::size_of::<RawEvent>())?,
-        })
+        Ok(Event { obj: Object::open(seg, name, kind::EVENT, std::mem::size_of::<RawEvent>())? })
     }
 
     fn from_parts(seg: Segment, index: u32) -> Result<Event, Error> {
-        Ok(Event {
-            obj: Object::from_index(seg, index, kind::EVENT, std::mem::size_of::<RawEvent>())?,
-        })
+        Ok(Event { obj: Object::from_index(seg, index, kind::EVENT, std::mem::size_of::<RawEvent>())? })
     }
 
     fn raw(&self) -> &RawEvent {

@@ -21,20 +21,13 @@ unsafe impl<T: Send> Sync for ForkSafe<T> {}
 
 impl<T> ForkSafe<T> {
     pub(crate) const fn new(value: T) -> Self {
-        ForkSafe {
-            locked: AtomicBool::new(false),
-            value: UnsafeCell::new(value),
-        }
+        ForkSafe { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
     }
 
     /// Runs `f` with exclusive access. Critical sections are a few instructions
     /// long (no blocking calls inside), so spinning is appropriate.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        while self
-            .locked
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        while self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             std::hint::spin_loop();
             std::thread::yield_now();
         }
@@ -47,6 +40,22 @@ impl<T> ForkSafe<T> {
         let _unlock = Unlock(&self.locked);
         // SAFETY: we hold the lock, so no other reference to the value exists.
         f(unsafe { &mut *self.value.get() })
+    }
+
+    /// In a freshly forked child: if the lock was held at the fork (by a thread
+    /// that no longer exists, perhaps mid-update), unlocks it and returns false
+    /// (the value may be inconsistent); otherwise returns true.
+    ///
+    /// # Safety
+    ///
+    /// Only in a freshly forked child, before it starts any thread.
+    pub(crate) unsafe fn unlock_in_child(&self) -> bool {
+        let was_locked = self.locked.load(Ordering::Relaxed);
+        if was_locked {
+            // The value may be half-updated: reset it to empty by leaking it.
+            self.locked.store(false, Ordering::Release);
+        }
+        !was_locked
     }
 
     /// Forcibly unlocks and replaces the value, leaking the old one (its

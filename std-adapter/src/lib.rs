@@ -87,15 +87,20 @@
 
 pub mod array;
 pub mod barrier;
+mod blocking;
 pub mod condition;
 mod error;
 pub mod event;
 mod globals;
+pub mod joinable;
 mod message;
 pub mod mutex;
 mod object;
+pub mod pipe;
 mod plain;
 pub mod process;
+pub mod queue;
+mod roles;
 pub mod segment;
 pub mod semaphore;
 mod spawn;
@@ -109,15 +114,18 @@ pub use bytemuck;
 pub use condition::{Condition, WaitTimeoutResult};
 pub use error::Error;
 pub use event::Event;
+pub use joinable::{JoinableQueue, TaskDoneError};
 pub use message::Message;
-pub use mutex::{
-    Lock, LockResult, LockTimeoutError, Mutex, MutexGuard, OwnerDied, RLock, RLockGuard,
-    TryLockError,
-};
+pub use mutex::{Lock, LockResult, LockTimeoutError, Mutex, MutexGuard, OwnerDied, RLock, RLockGuard, TryLockError};
+pub use pipe::{Connection, Pipe, PipeReceiver, PipeSender, RecvBytesIntoError};
 pub use plain::Plain;
 pub use process::{
-    active_children, cpu_count, current_process, parent_process, Builder, ChildInfo, ChildResult,
-    CurrentProcess, ParentProcess, Process, ProcessError,
+    active_children, cpu_count, current_process, parent_process, Builder, ChildInfo, ChildResult, CurrentProcess,
+    ParentProcess, Process, ProcessError,
+};
+pub use queue::{
+    Queue, QueueBuilder, Receiver, RecvError, RecvRef, RecvTimeoutError, SendError, SendTimeoutError, Sender,
+    TryRecvError, TrySendError,
 };
 pub use segment::{Segment, SegmentError, SegmentInfo, SegmentStatus};
 pub use semaphore::{BoundedSemaphore, ReleaseError, Semaphore, SemaphoreGuard};

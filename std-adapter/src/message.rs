@@ -6,6 +6,7 @@ use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
+use rkyv::ser::writer::Buffer;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -24,6 +25,7 @@ pub trait Message:
         Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
                       + Deserialize<Self, HighDeserializer<rancor::Error>>,
     > + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+    + for<'a, 'b> Serialize<HighSerializer<Buffer<'b>, ArenaHandle<'a>, rancor::Error>>
 {
 }
 
@@ -32,6 +34,7 @@ impl<T> Message for T where
             Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
                           + Deserialize<T, HighDeserializer<rancor::Error>>,
         > + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+        + for<'a, 'b> Serialize<HighSerializer<Buffer<'b>, ArenaHandle<'a>, rancor::Error>>
 {
 }
 
@@ -44,4 +47,27 @@ pub(crate) fn encode<T: Message>(value: &T) -> Result<AlignedVec, rancor::Error>
 /// for `T::Archived` (an `AlignedVec` is).
 pub(crate) fn decode<T: Message>(bytes: &[u8]) -> Result<T, rancor::Error> {
     rkyv::from_bytes::<T, rancor::Error>(bytes)
+}
+
+/// Serialises `value` straight into `buf` (a slot in shared memory); returns
+/// the bytes used, or `None` if it does not fit.
+pub(crate) fn encode_into<T: Message>(value: &T, buf: &mut [u8]) -> Result<usize, EncodeError> {
+    match rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, Buffer::from(buf)) {
+        Ok(written) => Ok(written.len()),
+        Err(e) => {
+            let msg = e.to_string();
+            if msg.contains("overflow") || msg.contains("capacity") {
+                Err(EncodeError::TooLarge)
+            } else {
+                Err(EncodeError::Other(msg))
+            }
+        }
+    }
+}
+
+/// Why [`encode_into`] failed.
+#[derive(Debug)]
+pub(crate) enum EncodeError {
+    TooLarge,
+    Other(String),
 }

@@ -101,12 +101,8 @@ macro_rules! lock_error_impls {
         impl<G> fmt::Debug for $name<G> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 match self {
-                    $name::OwnerDied(_) => {
-                        f.write_str(concat!(stringify!($name), "::OwnerDied(..)"))
-                    }
-                    $name::$other => {
-                        f.write_str(concat!(stringify!($name), "::", stringify!($other)))
-                    }
+                    $name::OwnerDied(_) => f.write_str(concat!(stringify!($name), "::OwnerDied(..)")),
+                    $name::$other => f.write_str(concat!(stringify!($name), "::", stringify!($other))),
                 }
             }
         }
@@ -150,18 +146,13 @@ pub struct Mutex<T> {
 
 impl<T> Clone for Mutex<T> {
     fn clone(&self) -> Self {
-        Mutex {
-            obj: self.obj.clone(),
-            _t: PhantomData,
-        }
+        Mutex { obj: self.obj.clone(), _t: PhantomData }
     }
 }
 
 impl<T> fmt::Debug for Mutex<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Mutex")
-            .field("owner", &self.owner())
-            .finish_non_exhaustive()
+        f.debug_struct("Mutex").field("owner", &self.owner()).finish_non_exhaustive()
     }
 }
 
@@ -188,39 +179,20 @@ impl<T: Plain> Mutex<T> {
                 p.as_ptr().add(DATA_OFFSET).cast::<T>().write(value);
             }
         })?;
-        Ok(Mutex {
-            obj,
-            _t: PhantomData,
-        })
+        Ok(Mutex { obj, _t: PhantomData })
     }
 
     /// Opens the mutex named `name` in `seg` (created by another process).
     pub fn open_in(seg: &Segment, name: &str) -> Result<Mutex<T>, Error> {
         check_layout::<T>()?;
-        let obj = Object::open(
-            seg,
-            name,
-            kind::MUTEX,
-            DATA_OFFSET + std::mem::size_of::<T>(),
-        )?;
-        Ok(Mutex {
-            obj,
-            _t: PhantomData,
-        })
+        let obj = Object::open(seg, name, kind::MUTEX, DATA_OFFSET + std::mem::size_of::<T>())?;
+        Ok(Mutex { obj, _t: PhantomData })
     }
 
     pub(crate) fn from_parts(seg: Segment, index: u32) -> Result<Mutex<T>, Error> {
         check_layout::<T>()?;
-        let obj = Object::from_index(
-            seg,
-            index,
-            kind::MUTEX,
-            DATA_OFFSET + std::mem::size_of::<T>(),
-        )?;
-        Ok(Mutex {
-            obj,
-            _t: PhantomData,
-        })
+        let obj = Object::from_index(seg, index, kind::MUTEX, DATA_OFFSET + std::mem::size_of::<T>())?;
+        Ok(Mutex { obj, _t: PhantomData })
     }
 }
 
@@ -232,11 +204,7 @@ impl<T> Mutex<T> {
 
     #[inline]
     fn guard(&self, owner: Owner, how: Acquired) -> LockResult<MutexGuard<'_, T>> {
-        let g = MutexGuard {
-            mutex: self,
-            owner,
-            _not_send: PhantomData,
-        };
+        let g = MutexGuard { mutex: self, owner, _not_send: PhantomData };
         match how {
             Acquired::Locked => Ok(g),
             Acquired::OwnerDied => Err(OwnerDied(g)),
@@ -272,15 +240,9 @@ impl<T> Mutex<T> {
     }
 
     /// Locks, waiting at most `timeout`.
-    pub fn lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<MutexGuard<'_, T>, LockTimeoutError<MutexGuard<'_, T>>> {
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<MutexGuard<'_, T>, LockTimeoutError<MutexGuard<'_, T>>> {
         let me = thread_id::owner();
-        match self
-            .raw()
-            .lock(&me, Some(Deadline::after(timeout)), &ProcLiveness)
-        {
+        match self.raw().lock(&me, Some(Deadline::after(timeout)), &ProcLiveness) {
             Ok(how) => self.guard(me, how).map_err(LockTimeoutError::from),
             Err(_) => Err(LockTimeoutError::Timeout),
         }
@@ -422,9 +384,7 @@ pub struct RLock {
 
 impl fmt::Debug for RLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RLock")
-            .field("owner", &self.raw().owner(&ProcLiveness))
-            .finish()
+        f.debug_struct("RLock").field("owner", &self.raw().owner(&ProcLiveness)).finish()
     }
 }
 
@@ -440,30 +400,20 @@ impl RLock {
     }
 
     fn create(seg: Option<&Segment>, name: &str) -> Result<RLock, Error> {
-        let obj = Object::create(
-            seg,
-            name,
-            kind::MUTEX,
-            std::mem::size_of::<RawMutex>(),
-            |p| {
-                // SAFETY: p is aligned and large enough for a RawMutex (atomics only).
-                unsafe { (*p.as_ptr().cast::<RawMutex>()).init() }
-            },
-        )?;
+        let obj = Object::create(seg, name, kind::MUTEX, std::mem::size_of::<RawMutex>(), |p| {
+            // SAFETY: p is aligned and large enough for a RawMutex (atomics only).
+            unsafe { (*p.as_ptr().cast::<RawMutex>()).init() }
+        })?;
         Ok(RLock { obj })
     }
 
     /// Opens the recursive lock named `name` in `seg`.
     pub fn open_in(seg: &Segment, name: &str) -> Result<RLock, Error> {
-        Ok(RLock {
-            obj: Object::open(seg, name, kind::MUTEX, std::mem::size_of::<RawMutex>())?,
-        })
+        Ok(RLock { obj: Object::open(seg, name, kind::MUTEX, std::mem::size_of::<RawMutex>())? })
     }
 
     fn from_parts(seg: Segment, index: u32) -> Result<RLock, Error> {
-        Ok(RLock {
-            obj: Object::from_index(seg, index, kind::MUTEX, std::mem::size_of::<RawMutex>())?,
-        })
+        Ok(RLock { obj: Object::from_index(seg, index, kind::MUTEX, std::mem::size_of::<RawMutex>())? })
     }
 
     fn raw(&self) -> &RawMutex {
@@ -471,11 +421,7 @@ impl RLock {
     }
 
     fn guard(&self, owner: Owner, how: Acquired) -> LockResult<RLockGuard<'_>> {
-        let g = RLockGuard {
-            lock: self,
-            owner,
-            _not_send: PhantomData,
-        };
+        let g = RLockGuard { lock: self, owner, _not_send: PhantomData };
         match how {
             Acquired::Locked => Ok(g),
             Acquired::OwnerDied => Err(OwnerDied(g)),
@@ -501,15 +447,9 @@ impl RLock {
     }
 
     /// Locks, waiting at most `timeout`.
-    pub fn lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<RLockGuard<'_>, LockTimeoutError<RLockGuard<'_>>> {
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<RLockGuard<'_>, LockTimeoutError<RLockGuard<'_>>> {
         let me = thread_id::owner();
-        match self
-            .raw()
-            .lock_recursive(&me, Some(Deadline::after(timeout)), &ProcLiveness)
-        {
+        match self.raw().lock_recursive(&me, Some(Deadline::after(timeout)), &ProcLiveness) {
             Ok(how) => self.guard(me, how).map_err(LockTimeoutError::from),
             Err(_) => Err(LockTimeoutError::Timeout),
         }

@@ -23,6 +23,7 @@ use std::ptr::NonNull;
 use std::sync::Mutex as StdMutex;
 
 use rkyv::{Archive, Deserialize, Serialize};
+use shmproc_core::participants::{Participants, Role};
 use shmproc_core::region::{RegionObject, OBJECT_ALIGN};
 
 use crate::error::Error;
@@ -61,39 +62,22 @@ impl Object {
             Some(s) => s.clone(),
             None => Segment::anonymous_with_directory(size.max(MIN_SEGMENT) + OBJECT_ALIGN, 1)?,
         };
-        let info = seg
-            .region()
-            .alloc_raw(kind, name.as_bytes(), size, OBJECT_ALIGN, init)?;
+        let info = seg.region().alloc_raw(kind, name.as_bytes(), size, OBJECT_ALIGN, init)?;
         Object::from_index(seg, info.index, kind, size)
     }
 
     /// The object called `name` in `seg`, of `kind` and at least `min_size`.
-    pub(crate) fn open(
-        seg: &Segment,
-        name: &str,
-        kind: u32,
-        min_size: usize,
-    ) -> Result<Object, Error> {
+    pub(crate) fn open(seg: &Segment, name: &str, kind: u32, min_size: usize) -> Result<Object, Error> {
         let info = seg.region().find(name.as_bytes())?;
         Object::from_index(seg.clone(), info.index, kind, min_size)
     }
 
-    pub(crate) fn from_index(
-        seg: Segment,
-        index: u32,
-        kind: u32,
-        min_size: usize,
-    ) -> Result<Object, Error> {
+    pub(crate) fn from_index(seg: Segment, index: u32, kind: u32, min_size: usize) -> Result<Object, Error> {
         let (base, size) = seg.region().raw(index, kind)?;
         if size < min_size {
             return Err(Error::Layout("object smaller than its type"));
         }
-        Ok(Object {
-            seg,
-            index,
-            base,
-            size,
-        })
+        Ok(Object { seg, index, base, size })
     }
 
     /// A typed reference to the object's head.
@@ -123,10 +107,7 @@ impl Object {
     }
 
     pub(crate) fn repr(&self) -> HandleRepr {
-        HandleRepr {
-            fd: self.seg.as_raw_fd(),
-            index: self.index,
-        }
+        HandleRepr { fd: self.seg.as_raw_fd(), index: self.index }
     }
 }
 
@@ -137,25 +118,40 @@ pub struct HandleRepr {
     index: u32,
 }
 
+type Roles = Vec<(usize, Role)>;
+
 thread_local! {
-    static COLLECTED: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
+    static COLLECTED: RefCell<Option<(Vec<RawFd>, Roles)>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` while collecting the descriptors of serialised handles.
-pub(crate) fn collecting_fds<R>(f: impl FnOnce() -> R) -> (R, Vec<RawFd>) {
-    COLLECTED.with(|c| *c.borrow_mut() = Some(Vec::new()));
+/// Runs `f` while collecting the descriptors (and queue roles) of serialised
+/// handles.
+pub(crate) fn collecting_fds<R>(f: impl FnOnce() -> R) -> (R, (Vec<RawFd>, Roles)) {
+    COLLECTED.with(|c| *c.borrow_mut() = Some((Vec::new(), Vec::new())));
     let r = f();
-    let fds = COLLECTED
-        .with(|c| c.borrow_mut().take())
-        .unwrap_or_default();
-    (r, fds)
+    let got = COLLECTED.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    (r, got)
 }
 
 pub(crate) fn note_fd(fd: RawFd) {
     COLLECTED.with(|c| {
-        if let Some(v) = c.borrow_mut().as_mut() {
+        if let Some((v, _)) = c.borrow_mut().as_mut() {
             if !v.contains(&fd) {
                 v.push(fd);
+            }
+        }
+    });
+}
+
+/// Notes that a serialised handle holds `role` on the table at `table`.
+pub(crate) fn note_role(table: &Participants, role: Role) {
+    COLLECTED.with(|c| {
+        if let Some((_, r)) = c.borrow_mut().as_mut() {
+            let key = (table as *const Participants as usize, role);
+            // Resolving and serialising both pass here; once per role is all
+            // a pre-registration needs.
+            if !r.contains(&key) {
+                r.push(key);
             }
         }
     });
@@ -174,9 +170,7 @@ pub(crate) fn inherited_segment(fd: i32) -> Result<Segment, Error> {
     // test) the fd is one of our own open segments; mapping it again is fine.
     // SAFETY: fcntl(F_GETFD) only queries the descriptor.
     if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(Error::Layout(
-            "handle names a descriptor this process does not have",
-        ));
+        return Err(Error::Layout("handle names a descriptor this process does not have"));
     }
     // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor that the segment owns.
     let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };

@@ -107,10 +107,7 @@ impl fmt::Display for ProcessError {
 impl std::error::Error for ProcessError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ProcessError::Fork(e)
-            | ProcessError::Spawn(e)
-            | ProcessError::Wait(e)
-            | ProcessError::Signal(e) => Some(e),
+            ProcessError::Fork(e) | ProcessError::Spawn(e) | ProcessError::Wait(e) | ProcessError::Signal(e) => Some(e),
             _ => None,
         }
     }
@@ -193,12 +190,7 @@ pub(crate) static GLOBALS: ForkSafe<Globals> = ForkSafe::new(Globals::main());
 ///
 /// Only in a new child process before it starts any thread (see
 /// [`ForkSafe::reset_in_child`]).
-pub(crate) unsafe fn become_child(
-    name: String,
-    identity: String,
-    daemon: bool,
-    parent: (u32, String, u64),
-) {
+pub(crate) unsafe fn become_child(name: String, identity: String, daemon: bool, parent: (u32, String, u64)) {
     // SAFETY: forwarded from the caller: we are the only thread of a new child.
     unsafe {
         GLOBALS.reset_in_child(Globals {
@@ -279,11 +271,7 @@ impl ChildShared {
             }
             match &self.pidfd {
                 Some(fd) => {
-                    let mut pfd = libc::pollfd {
-                        fd: fd.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    };
+                    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
                     let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
                     // SAFETY: `pfd` is one valid pollfd.
                     let r = unsafe { libc::poll(&mut pfd, 1, ms) };
@@ -310,13 +298,7 @@ impl ChildShared {
         let r = match &self.pidfd {
             // SAFETY: a valid pidfd; null siginfo means "as if by kill".
             Some(fd) => unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd.as_raw_fd(),
-                    sig,
-                    std::ptr::null::<u8>(),
-                    0,
-                ) as i32
+                libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig, std::ptr::null::<u8>(), 0) as i32
             },
             // SAFETY: the pid is our unreaped child, so it cannot have been reused.
             None => unsafe { libc::kill(self.pid as libc::pid_t, sig) },
@@ -456,20 +438,14 @@ impl Builder {
         sweep_children();
         let (daemon_parent, identity) = GLOBALS.with(|g| {
             g.counter += 1;
-            let id = if g.identity.is_empty() {
-                g.counter.to_string()
-            } else {
-                format!("{}:{}", g.identity, g.counter)
-            };
+            let id =
+                if g.identity.is_empty() { g.counter.to_string() } else { format!("{}:{}", g.identity, g.counter) };
             (g.daemon, id)
         });
         if daemon_parent {
             return Err(ProcessError::DaemonChildren);
         }
-        let name = self
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("Process-{identity}"));
+        let name = self.name.clone().unwrap_or_else(|| format!("Process-{identity}"));
         Ok((name, identity, self.daemon))
     }
 
@@ -485,6 +461,7 @@ impl Builder {
         }
         let (name, identity, daemon) = self.prepare()?;
         let parent = parent_triple();
+        let handles = crate::roles::snapshot();
         // Flush buffered output so the child does not print it a second time.
         let _ = io::stdout().flush();
         let _ = io::stderr().flush();
@@ -512,6 +489,9 @@ impl Builder {
             // handlers or destructors of state that belongs to the parent.
             unsafe { libc::_exit(code) };
         }
+        if let Some(start) = shmproc_core::identity::start_time(pid as u32) {
+            crate::roles::register_child(Identity { id: pid as u32, start }, &handles);
+        }
         Ok(self.finish(pid as u32, name, daemon))
     }
 
@@ -526,20 +506,18 @@ impl Builder {
             return Err(ProcessError::InitNotCalled);
         }
         let (name, identity, daemon) = self.prepare()?;
-        let payload =
-            crate::spawn::Payload::new(f, &arg, &name, &identity, daemon, &parent_triple())?;
+        let payload = crate::spawn::Payload::new(f, &arg, &name, &identity, daemon, &parent_triple())?;
+        let roles = payload.roles.clone();
         let pid = crate::spawn::spawn(payload, daemon)?;
+        if let Some(start) = shmproc_core::identity::start_time(pid) {
+            crate::roles::register_spawned(Identity { id: pid, start }, &roles);
+        }
         Ok(self.finish(pid, name, daemon))
     }
 
     fn finish(&self, pid: u32, name: String, daemon: bool) -> Process {
-        let shared = Arc::new(ChildShared {
-            pid,
-            name,
-            daemon,
-            status: AtomicI64::new(RUNNING),
-            pidfd: open_pidfd(pid),
-        });
+        let shared =
+            Arc::new(ChildShared { pid, name, daemon, status: AtomicI64::new(RUNNING), pidfd: open_pidfd(pid) });
         register_child(&shared);
         Process { shared }
     }
@@ -553,15 +531,7 @@ fn parent_triple() -> (u32, String, u64) {
 
 pub(crate) fn set_parent_death_signal(parent_pid: u32) {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
     // The parent may have died before the prctl: then we were re-parented.
     // SAFETY: getppid has no preconditions.
     if unsafe { libc::getppid() } as u32 != parent_pid {
@@ -629,9 +599,7 @@ impl Process {
 
     fn code(&self, s: i64) -> Result<i32, ProcessError> {
         if s == LOST {
-            Err(ProcessError::Lost {
-                pid: self.shared.pid,
-            })
+            Err(ProcessError::Lost { pid: self.shared.pid })
         } else {
             Ok(s as i32)
         }
@@ -715,11 +683,7 @@ impl CurrentProcess {
 #[must_use]
 pub fn current_process() -> CurrentProcess {
     let (name, daemon) = GLOBALS.with(|g| (display_name(&g.name).to_owned(), g.daemon));
-    CurrentProcess {
-        name,
-        pid: std::process::id(),
-        daemon,
-    }
+    CurrentProcess { name, pid: std::process::id(), daemon }
 }
 
 /// The process that started this one (Python's `parent_process()`); `None` in
@@ -747,20 +711,14 @@ impl ParentProcess {
     /// Whether the parent still runs (pid and start time match).
     #[must_use]
     pub fn is_alive(&self) -> bool {
-        Identity {
-            id: self.pid,
-            start: self.start,
-        }
-        .is_alive()
+        Identity { id: self.pid, start: self.start }.is_alive()
     }
 }
 
 /// The parent of the calling process, if it was started by shmproc.
 #[must_use]
 pub fn parent_process() -> Option<ParentProcess> {
-    GLOBALS
-        .with(|g| g.parent.clone())
-        .map(|(pid, name, start)| ParentProcess { pid, name, start })
+    GLOBALS.with(|g| g.parent.clone()).map(|(pid, name, start)| ParentProcess { pid, name, start })
 }
 
 /// A live child, from [`active_children`].
@@ -783,11 +741,7 @@ pub fn active_children() -> Vec<ChildInfo> {
         g.children
             .iter()
             .filter(|c| c.exit_status().is_none())
-            .map(|c| ChildInfo {
-                pid: c.pid,
-                name: c.name.clone(),
-                daemon: c.daemon,
-            })
+            .map(|c| ChildInfo { pid: c.pid, name: c.name.clone(), daemon: c.daemon })
             .collect()
     })
 }

@@ -110,11 +110,9 @@ impl fmt::Display for SegmentError {
             }
             SegmentError::InvalidName { name } => write!(f, "invalid segment name {name:?}"),
             SegmentError::InvalidSize { size } => write!(f, "invalid segment size {size}"),
-            SegmentError::NoSpace { name, requested } => write!(
-                f,
-                "no room in shared memory for segment {} ({requested} bytes)",
-                n(name)
-            ),
+            SegmentError::NoSpace { name, requested } => {
+                write!(f, "no room in shared memory for segment {} ({requested} bytes)", n(name))
+            }
             SegmentError::Region { name, source } => write!(f, "segment {}: {source}", n(name)),
         }
     }
@@ -131,11 +129,7 @@ impl std::error::Error for SegmentError {
 }
 
 fn os<'a>(op: &'static str, name: Option<&'a str>) -> impl FnOnce(io::Error) -> SegmentError + 'a {
-    move |source| SegmentError::Os {
-        op,
-        name: name.map(str::to_owned),
-        source,
-    }
+    move |source| SegmentError::Os { op, name: name.map(str::to_owned), source }
 }
 
 /// A mapped shared-memory segment holding a [`Region`]. Cloning gives another
@@ -217,27 +211,15 @@ impl SegmentInfo {
     /// Whether the segment is a leftover: its creator is dead.
     #[must_use]
     pub fn is_stale(&self) -> bool {
-        matches!(
-            self.status,
-            SegmentStatus::Valid {
-                creator_alive: false,
-                ..
-            }
-        )
+        matches!(self.status, SegmentStatus::Valid { creator_alive: false, .. })
     }
 }
 
 fn validate_name(name: &str) -> Result<(), SegmentError> {
-    let bad = name.is_empty()
-        || name.len() > 200
-        || name.contains('/')
-        || name.contains('\0')
-        || name == "."
-        || name == "..";
+    let bad =
+        name.is_empty() || name.len() > 200 || name.contains('/') || name.contains('\0') || name == "." || name == "..";
     if bad {
-        Err(SegmentError::InvalidName {
-            name: name.to_owned(),
-        })
+        Err(SegmentError::InvalidName { name: name.to_owned() })
     } else {
         Ok(())
     }
@@ -245,9 +227,7 @@ fn validate_name(name: &str) -> Result<(), SegmentError> {
 
 fn shm_name(name: &str) -> Result<CString, SegmentError> {
     validate_name(name)?;
-    CString::new(format!("/{NAME_PREFIX}{name}")).map_err(|_| SegmentError::InvalidName {
-        name: name.to_owned(),
-    })
+    CString::new(format!("/{NAME_PREFIX}{name}")).map_err(|_| SegmentError::InvalidName { name: name.to_owned() })
 }
 
 fn page_size() -> usize {
@@ -305,11 +285,7 @@ impl Segment {
     }
 
     /// Like [`create_named`](Segment::create_named) with a directory of `dir` slots.
-    pub fn create_named_with_directory(
-        name: &str,
-        size: usize,
-        dir: u32,
-    ) -> Result<Segment, SegmentError> {
+    pub fn create_named_with_directory(name: &str, size: usize, dir: u32) -> Result<Segment, SegmentError> {
         let c = shm_name(name)?;
         let total = layout_size(size, dir)?;
         // SAFETY: `c` is a valid C string; O_EXCL makes creation atomic.
@@ -323,9 +299,7 @@ impl Segment {
         if raw < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EEXIST) {
-                return Err(SegmentError::AlreadyExists {
-                    name: name.to_owned(),
-                });
+                return Err(SegmentError::AlreadyExists { name: name.to_owned() });
             }
             return Err(os("shm_open", Some(name))(e));
         }
@@ -371,13 +345,8 @@ impl Segment {
         if raw < 0 {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::ENOENT) => SegmentError::NotFound {
-                    name: name.to_owned(),
-                },
-                Some(libc::EACCES) => SegmentError::NotOwner {
-                    name: name.to_owned(),
-                    uid: u32::MAX,
-                },
+                Some(libc::ENOENT) => SegmentError::NotFound { name: name.to_owned() },
+                Some(libc::EACCES) => SegmentError::NotOwner { name: name.to_owned(), uid: u32::MAX },
                 _ => os("shm_open", Some(name))(e),
             });
         }
@@ -387,20 +356,13 @@ impl Segment {
         let len = loop {
             let meta = fd_metadata(&fd).map_err(os("fstat", Some(name)))?;
             if meta.uid() != current_uid() {
-                return Err(SegmentError::NotOwner {
-                    name: name.to_owned(),
-                    uid: meta.uid(),
-                });
+                return Err(SegmentError::NotOwner { name: name.to_owned(), uid: meta.uid() });
             }
             if meta.len() > 0 {
-                break usize::try_from(meta.len())
-                    .map_err(|_| SegmentError::InvalidSize { size: usize::MAX })?;
+                break usize::try_from(meta.len()).map_err(|_| SegmentError::InvalidSize { size: usize::MAX })?;
             }
             if deadline.has_passed() {
-                return Err(SegmentError::Region {
-                    name: Some(name.to_owned()),
-                    source: RegionError::NotReady,
-                });
+                return Err(SegmentError::Region { name: Some(name.to_owned()), source: RegionError::NotReady });
             }
             std::thread::sleep(Duration::from_millis(1));
         };
@@ -418,8 +380,7 @@ impl Segment {
         // SAFETY: ownership of `fd` is transferred by the caller.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let len = fd_metadata(&fd).map_err(os("fstat", None))?.len();
-        let len =
-            usize::try_from(len).map_err(|_| SegmentError::InvalidSize { size: usize::MAX })?;
+        let len = usize::try_from(len).map_err(|_| SegmentError::InvalidSize { size: usize::MAX })?;
         Segment::map_and_open(fd, len, None, Some(Deadline::after(DEFAULT_OPEN_TIMEOUT)))
     }
 
@@ -433,39 +394,20 @@ impl Segment {
         // MmapRaw maps MAP_SHARED | PROT_READ | PROT_WRITE: writes are seen by
         // every process mapping the same fd (never `map_anon`, which is private
         // after fork).
-        memmap2::MmapOptions::new()
-            .len(len)
-            .map_raw(fd.as_raw_fd())
-            .map_err(os("mmap", name))
+        memmap2::MmapOptions::new().len(len).map_raw(fd.as_raw_fd()).map_err(os("mmap", name))
     }
 
-    fn map_and_create(
-        fd: OwnedFd,
-        len: usize,
-        name: Option<String>,
-        dir: u32,
-    ) -> Result<Segment, SegmentError> {
+    fn map_and_create(fd: OwnedFd, len: usize, name: Option<String>, dir: u32) -> Result<Segment, SegmentError> {
         let map = Segment::map(&fd, len, name.as_deref())?;
         let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
         // SAFETY: the mapping is `len` writable bytes, page-aligned, kept alive by
         // `Inner` for as long as the Region is reachable; we just created the
         // segment, so nobody else initialises it.
-        let region =
-            unsafe { Region::create(base, len, Identity::current_process(), current_uid(), dir) }
-                .map_err(|source| SegmentError::Region {
-                name: name.clone(),
-                source,
-            })?;
+        let region = unsafe { Region::create(base, len, Identity::current_process(), current_uid(), dir) }
+            .map_err(|source| SegmentError::Region { name: name.clone(), source })?;
         let unlink_by = name.as_ref().map(|_| std::process::id());
         Ok(Segment {
-            inner: Arc::new(Inner {
-                map,
-                fd,
-                name,
-                unlink_by,
-                unlink_on_drop: AtomicBool::new(true),
-                region,
-            }),
+            inner: Arc::new(Inner { map, fd, name, unlink_by, unlink_on_drop: AtomicBool::new(true), region }),
         })
     }
 
@@ -479,21 +421,10 @@ impl Segment {
         let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
         // SAFETY: the mapping is `len` readable/writable bytes, page-aligned and
         // kept alive by `Inner`; its contents are validated by `open`.
-        let region = unsafe { Region::open(base, len, deadline) }.map_err(|source| {
-            SegmentError::Region {
-                name: name.clone(),
-                source,
-            }
-        })?;
+        let region = unsafe { Region::open(base, len, deadline) }
+            .map_err(|source| SegmentError::Region { name: name.clone(), source })?;
         Ok(Segment {
-            inner: Arc::new(Inner {
-                map,
-                fd,
-                name,
-                unlink_by: None,
-                unlink_on_drop: AtomicBool::new(false),
-                region,
-            }),
+            inner: Arc::new(Inner { map, fd, name, unlink_by: None, unlink_on_drop: AtomicBool::new(false), region }),
         })
     }
 
@@ -573,22 +504,14 @@ impl Segment {
                             Err(e) => SegmentStatus::Corrupt(e),
                         }
                     }
-                    Err(SegmentError::Region {
-                        source: RegionError::NotReady,
-                        ..
-                    }) => SegmentStatus::NotReady,
+                    Err(SegmentError::Region { source: RegionError::NotReady, .. }) => SegmentStatus::NotReady,
                     Err(SegmentError::Region { source, .. }) => SegmentStatus::Corrupt(source),
                     Err(SegmentError::NotFound { .. }) => continue,
                     Err(SegmentError::NotOwner { .. }) => SegmentStatus::NotOwner,
                     Err(e) => return Err(e),
                 }
             };
-            out.push(SegmentInfo {
-                name: name.to_owned(),
-                size: meta.len(),
-                uid: meta.uid(),
-                status,
-            });
+            out.push(SegmentInfo { name: name.to_owned(), size: meta.len(), uid: meta.uid(), status });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -601,15 +524,10 @@ impl Segment {
         let path = format!("{SHM_DIR}/{NAME_PREFIX}{name}");
         match std::fs::metadata(&path) {
             Ok(meta) if meta.uid() != current_uid() => {
-                return Err(SegmentError::NotOwner {
-                    name: name.to_owned(),
-                    uid: meta.uid(),
-                })
+                return Err(SegmentError::NotOwner { name: name.to_owned(), uid: meta.uid() })
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(SegmentError::NotFound {
-                    name: name.to_owned(),
-                })
+                return Err(SegmentError::NotFound { name: name.to_owned() })
             }
             _ => {}
         }
@@ -617,9 +535,7 @@ impl Segment {
         if unsafe { libc::shm_unlink(c.as_ptr()) } != 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::ENOENT) {
-                return Err(SegmentError::NotFound {
-                    name: name.to_owned(),
-                });
+                return Err(SegmentError::NotFound { name: name.to_owned() });
             }
             return Err(os("shm_unlink", Some(name))(e));
         }
@@ -661,10 +577,9 @@ fn size_fd(fd: &OwnedFd, len: usize, name: Option<&str>) -> Result<(), SegmentEr
     let r = unsafe { libc::posix_fallocate(fd.as_raw_fd(), 0, off) };
     match r {
         0 => Ok(()),
-        libc::ENOSPC | libc::ENOMEM | libc::EFBIG => Err(SegmentError::NoSpace {
-            name: name.map(str::to_owned),
-            requested: len,
-        }),
+        libc::ENOSPC | libc::ENOMEM | libc::EFBIG => {
+            Err(SegmentError::NoSpace { name: name.map(str::to_owned), requested: len })
+        }
         // Filesystems without fallocate support: fall back to lazy allocation.
         libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL => Ok(()),
         e => Err(os("posix_fallocate", name)(io::Error::from_raw_os_error(e))),

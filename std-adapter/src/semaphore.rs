@@ -48,10 +48,7 @@ pub struct Semaphore {
 
 impl fmt::Debug for Semaphore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Semaphore")
-            .field("value", &self.value())
-            .field("waiters", &self.raw().waiters())
-            .finish()
+        f.debug_struct("Semaphore").field("value", &self.value()).field("waiters", &self.raw().waiters()).finish()
     }
 }
 
@@ -67,40 +64,20 @@ impl Semaphore {
     }
 
     fn create(seg: Option<&Segment>, name: &str, value: u32, max: u32) -> Result<Semaphore, Error> {
-        let obj = Object::create(
-            seg,
-            name,
-            kind::SEMAPHORE,
-            std::mem::size_of::<RawSemaphore>(),
-            |p| {
-                // SAFETY: p is aligned and sized for a RawSemaphore (atomics only).
-                unsafe { (*p.as_ptr().cast::<RawSemaphore>()).init(value, max) }
-            },
-        )?;
+        let obj = Object::create(seg, name, kind::SEMAPHORE, std::mem::size_of::<RawSemaphore>(), |p| {
+            // SAFETY: p is aligned and sized for a RawSemaphore (atomics only).
+            unsafe { (*p.as_ptr().cast::<RawSemaphore>()).init(value, max) }
+        })?;
         Ok(Semaphore { obj })
     }
 
     /// Opens the semaphore named `name` in `seg`.
     pub fn open_in(seg: &Segment, name: &str) -> Result<Semaphore, Error> {
-        Ok(Semaphore {
-            obj: Object::open(
-                seg,
-                name,
-                kind::SEMAPHORE,
-                std::mem::size_of::<RawSemaphore>(),
-            )?,
-        })
+        Ok(Semaphore { obj: Object::open(seg, name, kind::SEMAPHORE, std::mem::size_of::<RawSemaphore>())? })
     }
 
     fn from_parts(seg: Segment, index: u32) -> Result<Semaphore, Error> {
-        Ok(Semaphore {
-            obj: Object::from_index(
-                seg,
-                index,
-                kind::SEMAPHORE,
-                std::mem::size_of::<RawSemaphore>(),
-            )?,
-        })
+        Ok(Semaphore { obj: Object::from_index(seg, index, kind::SEMAPHORE, std::mem::size_of::<RawSemaphore>())? })
     }
 
     fn raw(&self) -> &RawSemaphore {
@@ -152,8 +129,7 @@ impl Semaphore {
 
     /// Like [`access`](Semaphore::access), waiting at most `timeout`.
     pub fn access_timeout(&self, timeout: Duration) -> Option<SemaphoreGuard<'_>> {
-        self.acquire_timeout(timeout)
-            .then_some(SemaphoreGuard { sem: self })
+        self.acquire_timeout(timeout).then_some(SemaphoreGuard { sem: self })
     }
 }
 
@@ -187,12 +163,7 @@ impl BoundedSemaphore {
 
     /// A bounded semaphore named `name` in `seg`.
     pub fn new_in(seg: &Segment, name: &str, value: u32) -> Result<BoundedSemaphore, Error> {
-        Ok(BoundedSemaphore(Semaphore::create(
-            Some(seg),
-            name,
-            value,
-            value,
-        )?))
+        Ok(BoundedSemaphore(Semaphore::create(Some(seg), name, value, value)?))
     }
 }
 

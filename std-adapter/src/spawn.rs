@@ -68,6 +68,8 @@ pub(crate) struct Payload {
     /// Descriptors of the segments behind handles in the argument; the child
     /// inherits exactly these.
     fds: Vec<std::os::fd::RawFd>,
+    /// Queue roles carried by handles in the argument.
+    pub(crate) roles: Vec<(usize, shmproc_core::participants::Role)>,
 }
 
 fn put_str(out: &mut Vec<u8>, s: &[u8]) {
@@ -84,7 +86,7 @@ impl Payload {
         daemon: bool,
         parent: &(u32, String, u64),
     ) -> Result<Payload, ProcessError> {
-        let (arg, fds) = crate::object::collecting_fds(|| encode(arg));
+        let (arg, (fds, roles)) = crate::object::collecting_fds(|| encode(arg));
         let arg = arg.map_err(|e| ProcessError::Serialize(e.to_string()))?;
         let base = anchor_addr() as i64;
         let tramp: Trampoline = trampoline::<A, R>;
@@ -101,7 +103,7 @@ impl Payload {
         put_str(&mut b, parent.1.as_bytes());
         b.extend_from_slice(&(arg.len() as u64).to_le_bytes());
         b.extend_from_slice(&arg);
-        Ok(Payload { bytes: b, fds })
+        Ok(Payload { bytes: b, fds, roles })
     }
 }
 
@@ -158,17 +160,7 @@ fn parse(bytes: &[u8]) -> Option<Parsed> {
     let parent_name = r.string()?;
     let n = usize::try_from(r.u64()?).ok()?;
     let arg = r.take(n)?.to_vec();
-    Some(Parsed {
-        tramp_off,
-        fn_off,
-        daemon,
-        parent_pid,
-        parent_start,
-        name,
-        identity,
-        parent_name,
-        arg,
-    })
+    Some(Parsed { tramp_off, fn_off, daemon, parent_pid, parent_start, name, identity, parent_name, arg })
 }
 
 /// Starts the child; returns its pid.
@@ -181,8 +173,7 @@ pub(crate) fn spawn(payload: Payload, daemon: bool) -> Result<u32, ProcessError>
     // SAFETY: a fresh fd that we own.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let mut file = std::fs::File::from(fd);
-    file.write_all(&payload.bytes)
-        .map_err(ProcessError::Spawn)?;
+    file.write_all(&payload.bytes).map_err(ProcessError::Spawn)?;
     file.rewind().map_err(ProcessError::Spawn)?;
     let data_fd = file.as_raw_fd();
     let parent_pid = std::process::id();
@@ -207,7 +198,7 @@ pub(crate) fn spawn(payload: Payload, daemon: bool) -> Result<u32, ProcessError>
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(ProcessError::Spawn)?;
+    let child = crate::roles::while_spawning(|| cmd.spawn()).map_err(ProcessError::Spawn)?;
     // The std handle is dropped without waiting: the pid is managed (and reaped)
     // by our `Process`.
     Ok(child.id())
@@ -252,12 +243,7 @@ fn run_child(value: &str) -> i32 {
     };
     // SAFETY: init() runs first in main, before the program starts threads.
     unsafe {
-        become_child(
-            p.name,
-            p.identity,
-            p.daemon,
-            (p.parent_pid, p.parent_name, p.parent_start),
-        );
+        become_child(p.name, p.identity, p.daemon, (p.parent_pid, p.parent_name, p.parent_start));
     }
     if p.daemon {
         set_parent_death_signal(p.parent_pid);

@@ -18,6 +18,7 @@ static ATFORK: Once = Once::new();
 
 extern "C" fn atfork_child() {
     reset_after_fork();
+    crate::roles::reattach_in_child();
 }
 
 /// Installs the `pthread_atfork` child handler (idempotent).

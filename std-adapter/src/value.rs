@@ -29,9 +29,7 @@ pub struct Value<T> {
 
 impl<T> Clone for Value<T> {
     fn clone(&self) -> Self {
-        Value {
-            mutex: self.mutex.clone(),
-        }
+        Value { mutex: self.mutex.clone() }
     }
 }
 
@@ -44,23 +42,17 @@ impl<T: Plain + fmt::Debug> fmt::Debug for Value<T> {
 impl<T: Plain> Value<T> {
     /// A shared value, in a segment of its own.
     pub fn new(value: T) -> Result<Value<T>, Error> {
-        Ok(Value {
-            mutex: Mutex::new(value)?,
-        })
+        Ok(Value { mutex: Mutex::new(value)? })
     }
 
     /// A shared value named `name` in `seg`.
     pub fn new_in(seg: &Segment, name: &str, value: T) -> Result<Value<T>, Error> {
-        Ok(Value {
-            mutex: Mutex::new_in(seg, name, value)?,
-        })
+        Ok(Value { mutex: Mutex::new_in(seg, name, value)? })
     }
 
     /// Opens the value named `name` in `seg`.
     pub fn open_in(seg: &Segment, name: &str) -> Result<Value<T>, Error> {
-        Ok(Value {
-            mutex: Mutex::open_in(seg, name)?,
-        })
+        Ok(Value { mutex: Mutex::open_in(seg, name)? })
     }
 
     /// A copy of the value (Python's `v.value`).

@@ -19,9 +19,7 @@ unsafe impl RegionObject for Word {
 
 fn word_segment() -> Result<(Segment, u32), Box<dyn std::error::Error>> {
     let seg = Segment::anonymous(4096)?;
-    let info = seg
-        .region()
-        .alloc::<Word>(b"word", |w| w.0.store(0, Ordering::Relaxed))?;
+    let info = seg.region().alloc::<Word>(b"word", |w| w.0.store(0, Ordering::Relaxed))?;
     Ok((seg, info.index))
 }
 
@@ -30,17 +28,11 @@ fn word(seg: &Segment, index: u32) -> &AtomicU32 {
 }
 
 fn unique(tag: &str) -> String {
-    format!(
-        "t-{tag}-{}-{:?}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos() ^ rand_ish()
-    )
+    format!("t-{tag}-{}-{:?}", std::process::id(), Instant::now().elapsed().as_nanos() ^ rand_ish())
 }
 
 fn rand_ish() -> u128 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
     t.as_nanos() % 1_000_000_007
 }
 
@@ -61,10 +53,7 @@ fn futex_parent_wakes_child_across_processes() -> TestResult {
         }
     })?;
     // The child must really be asleep in the kernel before we wake it.
-    ensure!(
-        eventually(HANG_LIMIT, || proc_state(child.pid()) == Some('S')),
-        "child never went to sleep"
-    );
+    ensure!(eventually(HANG_LIMIT, || proc_state(child.pid()) == Some('S')), "child never went to sleep");
     std::thread::sleep(Duration::from_millis(50));
     ensure!(child.is_alive(), "child left the wait without being woken");
     let w = word(&seg, idx);
@@ -151,10 +140,7 @@ fn named_segment_rejects_garbage_truncation_and_wrong_version() -> TestResult {
     f.seek(SeekFrom::Start(8))?;
     f.write_all(&99u32.to_le_bytes())?;
     match Segment::open_timeout(&name, Duration::ZERO) {
-        Err(SegmentError::Region {
-            source: RegionError::VersionMismatch { found: 99, .. },
-            ..
-        }) => {}
+        Err(SegmentError::Region { source: RegionError::VersionMismatch { found: 99, .. }, .. }) => {}
         other => return Err(format!("wrong version: {other:?}").into()),
     }
     f.seek(SeekFrom::Start(8))?;
@@ -165,10 +151,7 @@ fn named_segment_rejects_garbage_truncation_and_wrong_version() -> TestResult {
     f.seek(SeekFrom::Start(0))?;
     f.write_all(b"GARBAGE!")?;
     match Segment::open_timeout(&name, Duration::ZERO) {
-        Err(SegmentError::Region {
-            source: RegionError::BadMagic(_),
-            ..
-        }) => {}
+        Err(SegmentError::Region { source: RegionError::BadMagic(_), .. }) => {}
         other => return Err(format!("garbage: {other:?}").into()),
     }
     f.seek(SeekFrom::Start(0))?;
@@ -178,29 +161,20 @@ fn named_segment_rejects_garbage_truncation_and_wrong_version() -> TestResult {
     f.seek(SeekFrom::Start(128 + 8))?;
     f.write_all(&u64::MAX.to_le_bytes())?;
     let reopened = Segment::open_timeout(&name, Duration::ZERO)?;
-    ensure!(matches!(
-        reopened.region().get::<Word>(0),
-        Err(RegionError::Corrupt(_))
-    ));
+    ensure!(matches!(reopened.region().get::<Word>(0), Err(RegionError::Corrupt(_))));
     drop(reopened);
 
     // Truncated.
     f.set_len(len / 2)?;
     match Segment::open_timeout(&name, Duration::ZERO) {
-        Err(SegmentError::Region {
-            source: RegionError::TooSmall { .. },
-            ..
-        }) => {}
+        Err(SegmentError::Region { source: RegionError::TooSmall { .. }, .. }) => {}
         other => return Err(format!("truncated: {other:?}").into()),
     }
     // Truncated to nothing: the opener waits for a creator, then gives up.
     f.set_len(0)?;
     let start = Instant::now();
     match Segment::open_timeout(&name, Duration::from_millis(100)) {
-        Err(SegmentError::Region {
-            source: RegionError::NotReady,
-            ..
-        }) => {}
+        Err(SegmentError::Region { source: RegionError::NotReady, .. }) => {}
         other => return Err(format!("empty: {other:?}").into()),
     }
     ensure!(start.elapsed() < HANG_LIMIT);
@@ -220,20 +194,8 @@ fn named_segment_open_waits_for_a_slow_creator() -> TestResult {
     let r = Segment::open_timeout(&name, Duration::from_millis(200));
     let elapsed = start.elapsed();
     std::fs::remove_file(&path)?;
-    ensure!(
-        matches!(
-            r,
-            Err(SegmentError::Region {
-                source: RegionError::NotReady,
-                ..
-            })
-        ),
-        "{r:?}"
-    );
-    ensure!(
-        elapsed >= Duration::from_millis(200) && elapsed < HANG_LIMIT,
-        "{elapsed:?}"
-    );
+    ensure!(matches!(r, Err(SegmentError::Region { source: RegionError::NotReady, .. })), "{r:?}");
+    ensure!(elapsed >= Duration::from_millis(200) && elapsed < HANG_LIMIT, "{elapsed:?}");
     Ok(())
 }
 
@@ -244,18 +206,9 @@ fn named_segment_mode_exclusive_shared_and_unlinked() -> TestResult {
     let path = format!("/dev/shm/{}{name}", shmproc::segment::NAME_PREFIX);
     let seg = Segment::create_named(&name, 4096)?;
     let meta = std::fs::metadata(&path)?;
-    ensure!(
-        meta.permissions().mode() & 0o777 == 0o600,
-        "mode {:o}",
-        meta.permissions().mode()
-    );
-    ensure!(matches!(
-        Segment::create_named(&name, 4096),
-        Err(SegmentError::AlreadyExists { .. })
-    ));
-    let info = seg
-        .region()
-        .alloc::<Word>(b"answer", |w| w.0.store(42, Ordering::Relaxed))?;
+    ensure!(meta.permissions().mode() & 0o777 == 0o600, "mode {:o}", meta.permissions().mode());
+    ensure!(matches!(Segment::create_named(&name, 4096), Err(SegmentError::AlreadyExists { .. })));
+    let info = seg.region().alloc::<Word>(b"answer", |w| w.0.store(42, Ordering::Relaxed))?;
     // A forked child opens it by name (a fresh mapping) and updates it.
     let n2 = name.clone();
     let mut child = Process::spawn(move || {
@@ -271,38 +224,17 @@ fn named_segment_mode_exclusive_shared_and_unlinked() -> TestResult {
         0
     })?;
     ensure!(child.join()? == 0);
-    ensure!(
-        seg.region()
-            .get::<Word>(info.index)?
-            .0
-            .load(Ordering::Relaxed)
-            == 43
-    );
+    ensure!(seg.region().get::<Word>(info.index)?.0.load(Ordering::Relaxed) == 43);
     // The child's inherited handle did not unlink it.
     ensure!(std::path::Path::new(&path).exists());
     let clone = seg.clone();
     drop(seg);
-    ensure!(
-        std::path::Path::new(&path).exists(),
-        "unlinked while a handle remains"
-    );
+    ensure!(std::path::Path::new(&path).exists(), "unlinked while a handle remains");
     drop(clone);
-    ensure!(
-        !std::path::Path::new(&path).exists(),
-        "still there after drop"
-    );
-    ensure!(matches!(
-        Segment::open(&name),
-        Err(SegmentError::NotFound { .. })
-    ));
-    ensure!(matches!(
-        Segment::create_named("a/b", 10),
-        Err(SegmentError::InvalidName { .. })
-    ));
-    ensure!(matches!(
-        Segment::anonymous(0),
-        Err(SegmentError::InvalidSize { .. })
-    ));
+    ensure!(!std::path::Path::new(&path).exists(), "still there after drop");
+    ensure!(matches!(Segment::open(&name), Err(SegmentError::NotFound { .. })));
+    ensure!(matches!(Segment::create_named("a/b", 10), Err(SegmentError::InvalidName { .. })));
+    ensure!(matches!(Segment::anonymous(0), Err(SegmentError::InvalidSize { .. })));
     Ok(())
 }
 
@@ -328,14 +260,8 @@ fn other_users_segment_is_refused() -> TestResult {
     let removed = Segment::remove(&name);
     let listed = Segment::list()?;
     std::fs::remove_file(&path)?;
-    ensure!(
-        matches!(opened, Err(SegmentError::NotOwner { uid: 65534, .. })),
-        "{opened:?}"
-    );
-    ensure!(
-        matches!(removed, Err(SegmentError::NotOwner { .. })),
-        "{removed:?}"
-    );
+    ensure!(matches!(opened, Err(SegmentError::NotOwner { uid: 65534, .. })), "{opened:?}");
+    ensure!(matches!(removed, Err(SegmentError::NotOwner { .. })), "{removed:?}");
     let entry = listed.iter().find(|i| i.name == name).ok_or("not listed")?;
     ensure!(matches!(entry.status, SegmentStatus::NotOwner));
     Ok(())
@@ -355,30 +281,15 @@ fn stale_segments_are_listed_and_removed() -> TestResult {
     let live_name = unique("live");
     let live = Segment::create_named(&live_name, 4096)?;
     let list = Segment::list()?;
-    let stale = list
-        .iter()
-        .find(|i| i.name == name)
-        .ok_or("stale not listed")?;
+    let stale = list.iter().find(|i| i.name == name).ok_or("stale not listed")?;
     ensure!(stale.is_stale(), "{stale:?}");
-    ensure!(matches!(
-        stale.status,
-        SegmentStatus::Valid {
-            creator_alive: false,
-            ..
-        }
-    ));
-    let alive = list
-        .iter()
-        .find(|i| i.name == live_name)
-        .ok_or("live not listed")?;
+    ensure!(matches!(stale.status, SegmentStatus::Valid { creator_alive: false, .. }));
+    let alive = list.iter().find(|i| i.name == live_name).ok_or("live not listed")?;
     ensure!(!alive.is_stale(), "{alive:?}");
     let removed = Segment::remove_stale()?;
     ensure!(removed.contains(&name), "{removed:?}");
     ensure!(!removed.contains(&live_name));
-    ensure!(matches!(
-        Segment::open(&name),
-        Err(SegmentError::NotFound { .. })
-    ));
+    ensure!(matches!(Segment::open(&name), Err(SegmentError::NotFound { .. })));
     ensure!(Segment::open(&live_name).is_ok());
     drop(live);
     Ok(())
@@ -436,10 +347,7 @@ fn join_timeout_on_a_sleeping_child_returns_none() -> TestResult {
     let r = p.join_timeout(Duration::from_millis(100))?;
     let elapsed = start.elapsed();
     ensure!(r.is_none(), "{r:?}");
-    ensure!(
-        elapsed >= Duration::from_millis(100) && elapsed < HANG_LIMIT,
-        "{elapsed:?}"
-    );
+    ensure!(elapsed >= Duration::from_millis(100) && elapsed < HANG_LIMIT, "{elapsed:?}");
     ensure!(p.is_alive());
     p.kill()?;
     ensure!(p.join_timeout(HANG_LIMIT)? == Some(-libc::SIGKILL));
@@ -481,18 +389,10 @@ fn reports_identity(expected_parent: u32) -> i32 {
 }
 
 fn exitcodes_follow_python_in_spawn_mode() -> TestResult {
-    let mut sum = Process::spawn_fn(
-        sum_job,
-        Job {
-            name: "sum".into(),
-            values: vec![10, 20, 12],
-        },
-    )?;
+    let mut sum = Process::spawn_fn(sum_job, Job { name: "sum".into(), values: vec![10, 20, 12] })?;
     let mut panics = Process::spawn_fn(panics_in_spawn, 0u8)?;
     let mut exits = Process::spawn_fn(exits_in_spawn, 7)?;
-    let mut ident = Process::builder()
-        .name("spawned")
-        .spawn_fn(reports_identity, std::process::id())?;
+    let mut ident = Process::builder().name("spawned").spawn_fn(reports_identity, std::process::id())?;
     let sleeper = Process::spawn_fn(sleeps_in_spawn, 60)?;
     ensure!(sum.join()? == 42);
     ensure!(panics.join()? == 1);
@@ -517,8 +417,7 @@ fn current_parent_and_active_children() -> TestResult {
         let p = shmproc::parent_process();
         let ok = me.name() == "w1"
             && me.pid() == std::process::id()
-            && p.as_ref()
-                .is_some_and(|p| p.pid() == parent_pid && p.name() == "MainProcess");
+            && p.as_ref().is_some_and(|p| p.pid() == parent_pid && p.name() == "MainProcess");
         if ok {
             0
         } else {
@@ -530,9 +429,7 @@ fn current_parent_and_active_children() -> TestResult {
     let b = Process::spawn(|| {})?;
     ensure!(a.name().starts_with("Process-"), "{}", a.name());
     let bpid = b.pid();
-    ensure!(eventually(HANG_LIMIT, || !shmproc::active_children()
-        .iter()
-        .any(|c| c.pid == bpid)));
+    ensure!(eventually(HANG_LIMIT, || !shmproc::active_children().iter().any(|c| c.pid == bpid)));
     let active = shmproc::active_children();
     ensure!(active.iter().any(|c| c.pid == a.pid()), "{active:?}");
     a.kill()?;
@@ -543,13 +440,11 @@ fn current_parent_and_active_children() -> TestResult {
 }
 
 fn daemon_children_may_not_start_children() -> TestResult {
-    let mut d = Process::builder()
-        .daemon(true)
-        .spawn(|| match Process::spawn(|| {}) {
-            Err(ProcessError::DaemonChildren) => 0,
-            Ok(_) => 1,
-            Err(_) => 2,
-        })?;
+    let mut d = Process::builder().daemon(true).spawn(|| match Process::spawn(|| {}) {
+        Err(ProcessError::DaemonChildren) => 0,
+        Ok(_) => 1,
+        Err(_) => 2,
+    })?;
     ensure!(d.daemon());
     ensure!(d.join()? == 0, "daemon was allowed to start a child");
     Ok(())
@@ -559,10 +454,7 @@ fn daemon_dies_with_its_parent() -> TestResult {
     let (seg, idx) = word_segment()?;
     // An intermediate child starts a daemon, records its pid, and exits.
     let mut middle = Process::spawn(|| -> () {
-        let d = Process::builder()
-            .daemon(true)
-            .spawn(|| std::thread::sleep(Duration::from_secs(60)))
-            .expect("daemon");
+        let d = Process::builder().daemon(true).spawn(|| std::thread::sleep(Duration::from_secs(60))).expect("daemon");
         word(&seg, idx).store(d.pid(), Ordering::Release);
         std::mem::forget(d);
         // SAFETY: exit without running destructors or atexit handlers: the
@@ -584,33 +476,22 @@ fn non_daemon_outlives_a_killed_parent_but_daemon_does_not() -> TestResult {
     let seg2 = Segment::anonymous(4096)?;
     let idx2 = seg2.region().alloc::<Word>(b"w", |_| {})?.index;
     let middle = Process::spawn(|| {
-        let d = Process::builder()
-            .daemon(true)
-            .spawn(|| std::thread::sleep(Duration::from_secs(60)))
-            .unwrap();
+        let d = Process::builder().daemon(true).spawn(|| std::thread::sleep(Duration::from_secs(60))).unwrap();
         let n = Process::spawn(|| std::thread::sleep(Duration::from_millis(500))).unwrap();
         word(&seg, idx).store(d.pid(), Ordering::Release);
         word(&seg2, idx2).store(n.pid(), Ordering::Release);
         std::thread::sleep(Duration::from_secs(60));
     })?;
-    ensure!(eventually(HANG_LIMIT, || word(&seg2, idx2)
-        .load(Ordering::Acquire)
-        != 0));
+    ensure!(eventually(HANG_LIMIT, || word(&seg2, idx2).load(Ordering::Acquire) != 0));
     middle.kill()?;
     let mut middle = middle;
     ensure!(middle.join()? == -libc::SIGKILL);
     let dpid = word(&seg, idx).load(Ordering::Acquire);
     let npid = word(&seg2, idx2).load(Ordering::Acquire);
-    ensure!(
-        eventually(HANG_LIMIT, || matches!(proc_state(dpid), None | Some('Z'))),
-        "daemon survived"
-    );
+    ensure!(eventually(HANG_LIMIT, || matches!(proc_state(dpid), None | Some('Z'))), "daemon survived");
     // The non-daemon child was still running right after the parent died.
     let n_state = proc_state(npid);
-    ensure!(
-        matches!(n_state, Some('S') | Some('R') | None | Some('Z')),
-        "{n_state:?}"
-    );
+    ensure!(matches!(n_state, Some('S') | Some('R') | None | Some('Z')), "{n_state:?}");
     Ok(())
 }
 
@@ -619,11 +500,7 @@ fn no_zombies_after_join_or_drop() -> TestResult {
     let mut p = Process::spawn(|| {})?;
     let pid = p.pid();
     p.join()?;
-    ensure!(
-        is_gone(pid),
-        "joined child {pid} left a zombie: {:?}",
-        proc_state(pid)
-    );
+    ensure!(is_gone(pid), "joined child {pid} left a zombie: {:?}", proc_state(pid));
     // Exited, then the handle dropped without join.
     let p = Process::spawn(|| {})?;
     let pid = p.pid();
@@ -659,10 +536,7 @@ fn threaded_parent_refuses_fork_but_spawn_works() -> TestResult {
     let mut allowed = Process::builder().allow_threaded_fork(true).spawn(|| {})?;
     tx.send(())?;
     helper.join().map_err(|_| "helper panicked")?;
-    ensure!(
-        matches!(refused, Err(ProcessError::ThreadedParent { threads: 2.. })),
-        "{refused:?}"
-    );
+    ensure!(matches!(refused, Err(ProcessError::ThreadedParent { threads: 2.. })), "{refused:?}");
     ensure!(spawned.join()? == 0);
     ensure!(allowed.join()? == 0);
     Ok(())

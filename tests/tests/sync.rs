@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use shmproc::core::region::{kind, RegionObject};
 use shmproc::{
-    Array, Barrier, BarrierError, BoundedSemaphore, Condition, Event, Lock, LockTimeoutError,
-    Mutex, OwnerDied, Process, RLock, Segment, Semaphore, TryLockError, Value,
+    Array, Barrier, BarrierError, BoundedSemaphore, Condition, Event, Lock, LockTimeoutError, Mutex, OwnerDied,
+    Process, RLock, Segment, Semaphore, TryLockError, Value,
 };
 use shmproc_tests::{ensure, eventually, proc_state, trials, TestResult, HANG_LIMIT};
 
@@ -28,12 +28,8 @@ impl Counters {
         let seg = Segment::anonymous(4096 + n as usize * 128).unwrap();
         let mut first = u32::MAX;
         for i in 0..n {
-            let info = seg
-                .region()
-                .alloc::<Word>(format!("c{i}").as_bytes(), |w| {
-                    w.0.store(0, Ordering::Relaxed)
-                })
-                .unwrap();
+            let info =
+                seg.region().alloc::<Word>(format!("c{i}").as_bytes(), |w| w.0.store(0, Ordering::Relaxed)).unwrap();
             first = first.min(info.index);
         }
         Counters { seg, first }
@@ -79,11 +75,7 @@ fn killed_holder_gives_owner_died_with_its_value() -> TestResult {
         drop(g);
     })?;
     ensure!(ready.wait_timeout(HANG_LIMIT), "holder never locked");
-    ensure!(
-        m.owner().is_some_and(|o| o.alive && o.pid == holder.pid()),
-        "{:?}",
-        m.owner()
-    );
+    ensure!(m.owner().is_some_and(|o| o.alive && o.pid == holder.pid()), "{:?}", m.owner());
     // A second process blocks in lock() while the holder lives.
     let m3 = m.clone();
     let mut waiter = Process::spawn(move || match m3.lock() {
@@ -95,10 +87,7 @@ fn killed_holder_gives_owner_died_with_its_value() -> TestResult {
     let killed_at = Instant::now();
     holder.kill()?;
     let code = waiter.join_timeout(HANG_LIMIT)?;
-    eprintln!(
-        "blocked waiter recovered {:?} after the kill",
-        killed_at.elapsed()
-    );
+    eprintln!("blocked waiter recovered {:?} after the kill", killed_at.elapsed());
     ensure!(code == Some(0), "waiter exit {code:?}");
     // The lock works normally afterwards.
     let mut g = m.lock().map_err(|_| "OwnerDied reported twice")?;
@@ -132,9 +121,7 @@ fn killed_holder_detected_by_lock_and_try_lock() -> TestResult {
         let value = if use_try {
             match m.try_lock() {
                 Err(TryLockError::OwnerDied(e)) => *e.into_inner(),
-                other => {
-                    return Err(format!("try_lock after death: {:?}", other.map(|_| ())).into())
-                }
+                other => return Err(format!("try_lock after death: {:?}", other.map(|_| ())).into()),
             }
         } else {
             match m.lock() {
@@ -142,11 +129,7 @@ fn killed_holder_detected_by_lock_and_try_lock() -> TestResult {
                 Ok(_) => return Err("lock after death did not report OwnerDied".into()),
             }
         };
-        eprintln!(
-            "recovered with {} in {:?}",
-            if use_try { "try_lock" } else { "lock" },
-            start.elapsed()
-        );
+        eprintln!("recovered with {} in {:?}", if use_try { "try_lock" } else { "lock" }, start.elapsed());
         ensure!(value == 77);
         ensure!(m.lock().is_ok());
     }
@@ -167,20 +150,13 @@ fn lock_timeouts_return_on_time() -> TestResult {
     let start = Instant::now();
     let r = l.lock_timeout(t);
     let elapsed = start.elapsed();
-    ensure!(
-        matches!(r, Err(LockTimeoutError::Timeout)),
-        "{:?}",
-        r.map(|_| ())
-    );
+    ensure!(matches!(r, Err(LockTimeoutError::Timeout)), "{:?}", r.map(|_| ()));
     ensure!(elapsed >= t && elapsed < HANG_LIMIT, "{elapsed:?}");
     holder.kill()?;
     let mut holder = holder;
     holder.join()?;
     // Now the owner is dead: lock_timeout recovers instead of timing out.
-    ensure!(matches!(
-        l.lock_timeout(HANG_LIMIT),
-        Err(LockTimeoutError::OwnerDied(_))
-    ));
+    ensure!(matches!(l.lock_timeout(HANG_LIMIT), Err(LockTimeoutError::OwnerDied(_))));
     Ok(())
 }
 
@@ -255,10 +231,7 @@ fn semaphore_timeouts_and_bounds() -> TestResult {
     s.release()?;
     ensure!(child.join_timeout(HANG_LIMIT)? == Some(0));
     let b = BoundedSemaphore::new(1)?;
-    ensure!(
-        b.release().is_err(),
-        "bounded semaphore released above its initial value"
-    );
+    ensure!(b.release().is_err(), "bounded semaphore released above its initial value");
     ensure!(b.try_acquire());
     ensure!(!b.try_acquire());
     b.release()?;
@@ -271,15 +244,10 @@ fn event_set_wakes_every_waiting_child() -> TestResult {
     let mut kids = Vec::new();
     for _ in 0..3 {
         let e = e.clone();
-        kids.push(Process::spawn(
-            move || if e.wait() && e.is_set() { 0 } else { 1 },
-        )?);
+        kids.push(Process::spawn(move || if e.wait() && e.is_set() { 0 } else { 1 })?);
     }
     for k in &kids {
-        ensure!(
-            eventually(HANG_LIMIT, || proc_state(k.pid()) == Some('S')),
-            "child not asleep"
-        );
+        ensure!(eventually(HANG_LIMIT, || proc_state(k.pid()) == Some('S')), "child not asleep");
     }
     ensure!(kids.iter().all(Process::is_alive));
     e.set();
@@ -311,9 +279,7 @@ fn condition_hands_off_between_processes() -> TestResult {
         0
     })?;
     for _ in 0..100 {
-        let mut g = cond
-            .wait_while(state.lock().map_err(|_| "died")?, |s| s[0] != s[1])
-            .map_err(|_| "died")?;
+        let mut g = cond.wait_while(state.lock().map_err(|_| "died")?, |s| s[0] != s[1]).map_err(|_| "died")?;
         g[0] += 1;
         drop(g);
         cond.notify_all();
@@ -324,17 +290,10 @@ fn condition_hands_off_between_processes() -> TestResult {
     drop(g);
     let t = Duration::from_millis(60);
     let start = Instant::now();
-    let (g, r) = cond
-        .wait_timeout(state.lock().map_err(|_| "died")?, t)
-        .map_err(|_| "died")?;
-    ensure!(
-        r.timed_out() || start.elapsed() < t,
-        "spurious early return must not claim a timeout"
-    );
+    let (g, r) = cond.wait_timeout(state.lock().map_err(|_| "died")?, t).map_err(|_| "died")?;
+    ensure!(r.timed_out() || start.elapsed() < t, "spurious early return must not claim a timeout");
     drop(g);
-    let (_g, r) = cond
-        .wait_timeout_while(state.lock().map_err(|_| "died")?, t, |_| true)
-        .map_err(|_| "died")?;
+    let (_g, r) = cond.wait_timeout_while(state.lock().map_err(|_| "died")?, t, |_| true).map_err(|_| "died")?;
     ensure!(r.timed_out() && start.elapsed() >= t && start.elapsed() < HANG_LIMIT);
     Ok(())
 }
@@ -363,10 +322,7 @@ fn barrier_releases_all_with_one_leader() -> TestResult {
     for k in &mut kids {
         ensure!(k.join_timeout(HANG_LIMIT * 3)? == Some(0));
     }
-    ensure!(
-        leaders.get(0).load(Ordering::SeqCst) == 20,
-        "one leader per round"
-    );
+    ensure!(leaders.get(0).load(Ordering::SeqCst) == 20, "one leader per round");
     ensure!(!b.is_broken());
     Ok(())
 }
@@ -383,10 +339,7 @@ fn dead_barrier_party_breaks_the_barrier() -> TestResult {
     let victim = Process::spawn(move || {
         let _ = b2.wait();
     })?;
-    ensure!(
-        eventually(HANG_LIMIT, || b.n_waiting() == 2),
-        "parties never arrived"
-    );
+    ensure!(eventually(HANG_LIMIT, || b.n_waiting() == 2), "parties never arrived");
     victim.kill()?;
     let code = survivor.join_timeout(HANG_LIMIT)?;
     ensure!(code == Some(0), "survivor exit {code:?}");
@@ -417,10 +370,7 @@ fn barrier_timeout_breaks_it_for_the_others() -> TestResult {
     let b3 = b.clone();
     let mut p1 = Process::spawn(move || b2.wait().map(|_| ()).map_err(|e| e.to_string()))?;
     let mut p2 = Process::spawn(move || b3.wait().map(|_| ()).map_err(|e| e.to_string()))?;
-    ensure!(
-        b.wait_timeout(HANG_LIMIT).is_ok(),
-        "barrier unusable after reset"
-    );
+    ensure!(b.wait_timeout(HANG_LIMIT).is_ok(), "barrier unusable after reset");
     ensure!(p1.join()? == 0 && p2.join()? == 0);
     Ok(())
 }
@@ -451,10 +401,7 @@ fn value_and_array_are_shared_not_copied() -> TestResult {
     named.set(4, 9);
     let opened = Array::<u32>::open_in(&seg, "xs")?;
     ensure!(opened.len() == 5 && opened.get(4) == Some(9));
-    ensure!(
-        Mutex::<u64>::open_in(&seg, "xs").is_err(),
-        "an array opened as a mutex"
-    );
+    ensure!(Mutex::<u64>::open_in(&seg, "xs").is_err(), "an array opened as a mutex");
     Ok(())
 }
 
@@ -478,10 +425,7 @@ fn handles_move_into_spawn_mode_children() -> TestResult {
     let m = Mutex::new(10u64)?;
     let e = Event::new()?;
     let v = Value::new(0u32)?;
-    let mut child = Process::spawn_fn(
-        spawned_child_uses_handles,
-        (m.clone(), e.clone(), v.clone()),
-    )?;
+    let mut child = Process::spawn_fn(spawned_child_uses_handles, (m.clone(), e.clone(), v.clone()))?;
     ensure!(child.join_timeout(HANG_LIMIT)? == Some(0));
     ensure!(e.is_set());
     ensure!(*m.lock().map_err(|_| "died")? == 15);

@@ -1,0 +1,452 @@
+//! `Pipe`: point-to-point connections between two processes (Python's
+//! `Pipe()`), on the crate's single-producer single-consumer byte ring.
+//!
+//! * [`Pipe::duplex`] gives two [`Connection`]s; each can send to and receive
+//!   from the other.
+//! * [`Pipe::oneway`] gives a [`PipeSender`] and a [`PipeReceiver`]
+//!   (Python's `Pipe(duplex=False)`).
+//!
+//! Typed messages travel with rkyv (`send` / `recv`, validated on receipt);
+//! raw bytes with `send_bytes` / `recv_bytes` / `recv_bytes_into`.
+//!
+//! As with Python's `Connection`, each end is meant for **one process at a
+//! time**: two processes sending (or receiving) on the same end at once break
+//! the single-producer protocol. That cannot corrupt memory (every frame is
+//! bounds-checked, every message validated) but garbles messages, which are
+//! then reported as `Corrupt`.
+//!
+//! A receiver gets `Disconnected` once the pipe is empty and no live process
+//! holds the other end's sending side (dropped, closed, or dead), and a sender
+//! blocked on a full pipe gets it when the receiving side is gone. A sender
+//! that dies mid-message leaves nothing visible: frames are published whole.
+//!
+//! ```
+//! let (a, b) = shmproc::Pipe::<String>::duplex()?;
+//! let mut child = shmproc::Process::spawn(move || {
+//!     let msg = b.recv().unwrap();
+//!     b.send(&format!("{msg} pong")).unwrap();
+//! })?;
+//! a.send(&"ping".to_string())?;
+//! assert_eq!(a.recv()?, "ping pong");
+//! child.join()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use rkyv::util::AlignedVec;
+use shmproc_core::participants::{Presence, Role};
+use shmproc_core::region::kind;
+use shmproc_core::spsc::{Consumer, Producer, RingError, SpscRing};
+use shmproc_core::Deadline;
+
+use crate::blocking::{wait, Waited};
+use crate::error::Error;
+use crate::message::{decode, encode, Message};
+use crate::object::Object;
+use crate::queue::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError};
+use crate::roles;
+use crate::segment::Segment;
+
+/// Ring bytes per direction unless set with [`Pipe::with_capacity`].
+pub const DEFAULT_PIPE_CAPACITY: usize = 1 << 20;
+
+/// `recv_bytes_into` was given a buffer shorter than the message (Python's
+/// `BufferTooShort`). The message stays in the pipe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecvBytesIntoError {
+    /// The buffer is too short; the message is this long.
+    TooShort {
+        /// The message length.
+        needed: usize,
+    },
+    /// The receive failed.
+    Recv(RecvError),
+}
+
+impl fmt::Display for RecvBytesIntoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvBytesIntoError::TooShort { needed } => write!(f, "buffer too short for a {needed}-byte message"),
+            RecvBytesIntoError::Recv(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl std::error::Error for RecvBytesIntoError {}
+
+/// One direction: a ring in its own object.
+#[derive(Clone)]
+struct Channel {
+    /// Keeps the mapping (and so `ring`) alive.
+    _obj: Object,
+    ring: SpscRing,
+}
+
+impl Channel {
+    fn create(seg: &Segment, capacity: usize) -> Result<Channel, Error> {
+        let cap = capacity.max(64).next_power_of_two();
+        let size = SpscRing::required_size(cap);
+        let mut failed = false;
+        let obj = Object::create(Some(seg), "", kind::SPSC_RING, size, |p| {
+            // SAFETY: p is OBJECT_ALIGN-aligned with `size` bytes.
+            failed = unsafe { SpscRing::init(p, size, cap) }.is_err();
+        })?;
+        if failed {
+            return Err(Error::Layout("pipe ring initialisation failed"));
+        }
+        Channel::from_object(obj)
+    }
+
+    fn from_object(obj: Object) -> Result<Channel, Error> {
+        // SAFETY: the object's bytes are inside the mapping kept alive by `obj`;
+        // attach validates the ring's contents.
+        let ring =
+            unsafe { SpscRing::attach(obj.at(0), obj.size()) }.map_err(|_| Error::Layout("corrupt pipe ring"))?;
+        Ok(Channel { _obj: obj, ring })
+    }
+
+    fn presence(&self, role: Role) -> Presence {
+        self.ring.header().participants.presence(role, |id| id.is_alive())
+    }
+}
+
+/// The sending side of one direction.
+struct TxEnd {
+    ch: Channel,
+    producer: RefCell<Producer>,
+}
+
+impl TxEnd {
+    fn new(ch: Channel) -> TxEnd {
+        roles::attach(&ch.ring.header().participants, Role::Sender);
+        let producer = RefCell::new(ch.ring.producer());
+        TxEnd { ch, producer }
+    }
+
+    fn send_bytes_deadline(&self, bytes: &[u8], deadline: Option<Deadline>) -> Result<(), SendTimeoutError> {
+        let ring = &self.ch.ring;
+        loop {
+            if ring.is_closed() {
+                return Err(SendTimeoutError::Disconnected);
+            }
+            match self.producer.borrow_mut().push(bytes) {
+                Ok(()) => return Ok(()),
+                Err(RingError::Full) => {}
+                Err(RingError::TooLarge) => return Err(SendTimeoutError::TooLarge { limit: ring.max_frame() }),
+                Err(RingError::Corrupt(r) | RingError::Layout(r)) => {
+                    return Err(SendTimeoutError::Corrupt { reason: r })
+                }
+            }
+            if self.ch.presence(Role::Receiver) == Presence::Absent {
+                return Err(SendTimeoutError::Disconnected);
+            }
+            let need = bytes.len() as u64 + 16;
+            let has_room = || ring.used().map_or(true, |u| ring.capacity() as u64 - u >= need);
+            match wait(
+                deadline,
+                &ring.header().not_full,
+                has_room,
+                || ring.is_closed(),
+                || self.ch.presence(Role::Receiver) == Presence::Absent,
+                |_| (0, false),
+            ) {
+                Waited::Ready => {}
+                Waited::Timeout => return Err(SendTimeoutError::Timeout),
+                Waited::Disconnected => return Err(SendTimeoutError::Disconnected),
+            }
+        }
+    }
+
+    fn send<T: Message>(&self, v: &T, deadline: Option<Deadline>) -> Result<(), SendTimeoutError> {
+        let bytes = encode(v).map_err(|e| SendTimeoutError::Serialize { reason: e.to_string() })?;
+        self.send_bytes_deadline(&bytes, deadline)
+    }
+}
+
+impl Drop for TxEnd {
+    fn drop(&mut self) {
+        roles::detach(&self.ch.ring.header().participants, Role::Sender);
+        self.ch.ring.header().not_empty.wake_all();
+    }
+}
+
+/// The receiving side of one direction.
+struct RxEnd {
+    ch: Channel,
+    consumer: RefCell<Consumer>,
+}
+
+impl RxEnd {
+    fn new(ch: Channel) -> RxEnd {
+        roles::attach(&ch.ring.header().participants, Role::Receiver);
+        let consumer = RefCell::new(ch.ring.consumer());
+        RxEnd { ch, consumer }
+    }
+
+    fn has_frame(&self) -> bool {
+        self.ch.ring.used().map_or(true, |u| u > 0)
+    }
+
+    /// Waits for a frame and runs `f` on it; `f` returns whether to consume it.
+    fn with_frame<R>(
+        &self,
+        deadline: Option<Deadline>,
+        mut f: impl FnMut(&[u8]) -> (R, bool),
+    ) -> Result<R, RecvTimeoutError> {
+        let ring = &self.ch.ring;
+        loop {
+            {
+                let mut c = self.consumer.borrow_mut();
+                match c.peek() {
+                    Ok(Some(frame)) => {
+                        let (r, consume) = f(c.bytes(&frame));
+                        if consume {
+                            c.release(frame);
+                        }
+                        return Ok(r);
+                    }
+                    Ok(None) => {}
+                    Err(RingError::Corrupt(r) | RingError::Layout(r)) => {
+                        return Err(RecvTimeoutError::Corrupt { reason: r.to_owned() })
+                    }
+                    Err(e) => return Err(RecvTimeoutError::Corrupt { reason: format!("{e:?}") }),
+                }
+            }
+            let gone = || !self.has_frame() && (ring.is_closed() || self.ch.presence(Role::Sender) == Presence::Absent);
+            if gone() {
+                return Err(RecvTimeoutError::Disconnected);
+            }
+            match wait(
+                deadline,
+                &ring.header().not_empty,
+                || self.has_frame(),
+                || ring.is_closed(),
+                gone,
+                |_| (0, false),
+            ) {
+                Waited::Ready => {}
+                Waited::Timeout => return Err(RecvTimeoutError::Timeout),
+                Waited::Disconnected => {
+                    if !self.has_frame() {
+                        return Err(RecvTimeoutError::Disconnected);
+                    }
+                }
+            }
+        }
+    }
+
+    fn recv<T: Message>(&self, deadline: Option<Deadline>) -> Result<T, RecvTimeoutError> {
+        let bytes = self.with_frame(deadline, |b| {
+            let mut v = AlignedVec::<16>::with_capacity(b.len());
+            v.extend_from_slice(b);
+            (v, true)
+        })?;
+        decode::<T>(&bytes).map_err(|e| RecvTimeoutError::Corrupt { reason: e.to_string() })
+    }
+
+    fn poll(&self, timeout: Duration) -> bool {
+        let ring = &self.ch.ring;
+        if self.has_frame() {
+            return true;
+        }
+        let deadline = Some(Deadline::after(timeout));
+        matches!(
+            wait(
+                deadline,
+                &ring.header().not_empty,
+                || self.has_frame(),
+                || ring.is_closed(),
+                || false,
+                |_| (0, false)
+            ),
+            Waited::Ready
+        )
+    }
+}
+
+impl Drop for RxEnd {
+    fn drop(&mut self) {
+        roles::detach(&self.ch.ring.header().participants, Role::Receiver);
+        self.ch.ring.header().not_full.wake_all();
+    }
+}
+
+/// Constructors for pipes of `T`.
+pub struct Pipe<T>(PhantomData<T>);
+
+impl<T: Message> Pipe<T> {
+    /// Two connected [`Connection`]s (Python's `Pipe()`), 1 MiB per direction.
+    pub fn duplex() -> Result<(Connection<T>, Connection<T>), Error> {
+        Pipe::duplex_with_capacity(DEFAULT_PIPE_CAPACITY)
+    }
+
+    /// [`duplex`](Pipe::duplex) with `bytes` of ring per direction (rounded up
+    /// to a power of two; a message may take up to that minus 8 bytes).
+    pub fn duplex_with_capacity(bytes: usize) -> Result<(Connection<T>, Connection<T>), Error> {
+        let size = 2 * (SpscRing::required_size(bytes.max(64).next_power_of_two()) + 256);
+        let seg = Segment::anonymous_with_directory(size, 2)?;
+        let ab = Channel::create(&seg, bytes)?;
+        let ba = Channel::create(&seg, bytes)?;
+        Ok((Connection::new(ab.clone(), ba.clone()), Connection::new(ba, ab)))
+    }
+
+    /// A one-way pipe (Python's `Pipe(duplex=False)`): `(sender, receiver)`.
+    pub fn oneway() -> Result<(PipeSender<T>, PipeReceiver<T>), Error> {
+        Pipe::oneway_with_capacity(DEFAULT_PIPE_CAPACITY)
+    }
+
+    /// [`oneway`](Pipe::oneway) with `bytes` of ring.
+    pub fn oneway_with_capacity(bytes: usize) -> Result<(PipeSender<T>, PipeReceiver<T>), Error> {
+        let size = SpscRing::required_size(bytes.max(64).next_power_of_two()) + 256;
+        let seg = Segment::anonymous_with_directory(size, 1)?;
+        let ch = Channel::create(&seg, bytes)?;
+        Ok((
+            PipeSender { tx: TxEnd::new(ch.clone()), _t: PhantomData },
+            PipeReceiver { rx: RxEnd::new(ch), _t: PhantomData },
+        ))
+    }
+}
+
+macro_rules! send_side {
+    ($ty:ident, $tx:ident) => {
+        impl<T: Message> $ty<T> {
+            /// Sends a message, waiting for room.
+            pub fn send(&self, value: &T) -> Result<(), SendError> {
+                self.$tx.send(value, None).map_err(SendError::from)
+            }
+            /// Sends a message, waiting at most `timeout` for room.
+            pub fn send_timeout(&self, value: &T, timeout: Duration) -> Result<(), SendTimeoutError> {
+                self.$tx.send(value, Some(Deadline::after(timeout)))
+            }
+            /// Sends raw bytes as one message.
+            pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
+                self.$tx.send_bytes_deadline(bytes, None).map_err(SendError::from)
+            }
+            /// The largest message this end can send, in bytes.
+            #[must_use]
+            pub fn max_message_size(&self) -> usize {
+                self.$tx.ch.ring.max_frame()
+            }
+        }
+    };
+}
+
+macro_rules! recv_side {
+    ($ty:ident, $rx:ident) => {
+        impl<T: Message> $ty<T> {
+            /// Receives a message, waiting as long as it takes.
+            pub fn recv(&self) -> Result<T, RecvError> {
+                self.$rx.recv(None).map_err(RecvError::from)
+            }
+            /// Receives a message if one is waiting.
+            pub fn try_recv(&self) -> Result<T, TryRecvError> {
+                match self.$rx.recv(Some(Deadline::now())) {
+                    Ok(v) => Ok(v),
+                    Err(RecvTimeoutError::Timeout) => Err(TryRecvError::Empty),
+                    Err(RecvTimeoutError::Disconnected) => Err(TryRecvError::Disconnected),
+                    Err(RecvTimeoutError::Corrupt { reason }) => Err(TryRecvError::Corrupt { reason }),
+                }
+            }
+            /// Receives a message, waiting at most `timeout`.
+            pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+                self.$rx.recv(Some(Deadline::after(timeout)))
+            }
+            /// Receives one message as raw bytes.
+            pub fn recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
+                self.$rx.with_frame(None, |b| (b.to_vec(), true)).map_err(RecvError::from)
+            }
+            /// Receives one message into `buf`; returns its length. A message
+            /// longer than `buf` stays in the pipe.
+            pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, RecvBytesIntoError> {
+                let r = self.$rx.with_frame(None, |b| {
+                    if b.len() > buf.len() {
+                        (Err(b.len()), false)
+                    } else {
+                        buf[..b.len()].copy_from_slice(b);
+                        (Ok(b.len()), true)
+                    }
+                });
+                match r {
+                    Ok(Ok(n)) => Ok(n),
+                    Ok(Err(needed)) => Err(RecvBytesIntoError::TooShort { needed }),
+                    Err(e) => Err(RecvBytesIntoError::Recv(e.into())),
+                }
+            }
+            /// Whether a message arrives within `timeout` (`Duration::ZERO`:
+            /// whether one is waiting now).
+            #[must_use]
+            pub fn poll(&self, timeout: Duration) -> bool {
+                self.$rx.poll(timeout)
+            }
+        }
+    };
+}
+
+/// One end of a duplex pipe: sends to and receives from the other end.
+/// `Send`, not `Sync`: one thread (of one process) at a time.
+pub struct Connection<T> {
+    tx: TxEnd,
+    rx: RxEnd,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Connection<T> {
+    fn new(tx: Channel, rx: Channel) -> Connection<T> {
+        Connection { tx: TxEnd::new(tx), rx: RxEnd::new(rx), _t: PhantomData }
+    }
+
+    /// Closes this end (Python's `close()`): the other end's receives drain
+    /// and then report `Disconnected`.
+    pub fn close(self) {}
+}
+
+send_side!(Connection, tx);
+recv_side!(Connection, rx);
+
+impl<T> fmt::Debug for Connection<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Connection")
+    }
+}
+
+/// The sending end of a one-way pipe.
+pub struct PipeSender<T> {
+    tx: TxEnd,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> PipeSender<T> {
+    /// Closes this end.
+    pub fn close(self) {}
+}
+
+send_side!(PipeSender, tx);
+
+impl<T> fmt::Debug for PipeSender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PipeSender")
+    }
+}
+
+/// The receiving end of a one-way pipe.
+pub struct PipeReceiver<T> {
+    rx: RxEnd,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> PipeReceiver<T> {
+    /// Closes this end.
+    pub fn close(self) {}
+}
+
+recv_side!(PipeReceiver, rx);
+
+impl<T> fmt::Debug for PipeReceiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PipeReceiver")
+    }
+}

@@ -1,0 +1,145 @@
+//! Which processes hold sender and receiver handles, kept up to date across
+//! `fork()`.
+//!
+//! Every queue or pipe handle registers its role in the object's shared
+//! [`Participants`] table under this process's identity, and removes it on
+//! drop. A process killed with SIGKILL cannot remove its entries; readers
+//! judge entries by liveness instead (see the core module).
+//!
+//! `fork()` duplicates every handle the parent holds into the child, and the
+//! child never runs their destructors (it ends with `_exit`), so the child
+//! must be registered as holding them: this module keeps a per-process list of
+//! registrations, and the `pthread_atfork` child handler re-registers all of
+//! them under the child's identity. (A child forked by `Command::spawn` with a
+//! `pre_exec` hook also runs the handler and so counts as a holder until it
+//! exits; shmproc's own spawn mode suppresses that.) If another thread was in
+//! the middle of changing the list at the moment of the fork, the child skips
+//! the re-registration: it then does not count as a holder.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use shmproc_core::participants::{Participants, Role};
+use shmproc_core::Identity;
+
+use crate::globals::ForkSafe;
+
+struct Reg {
+    table: usize,
+    role: Role,
+    count: u32,
+}
+
+static REGISTRY: ForkSafe<Vec<Reg>> = ForkSafe::new(Vec::new());
+/// This process's identity: pid in the high half, 0 until computed; the start
+/// time beside it.
+static PROCESS_PID: AtomicU64 = AtomicU64::new(0);
+static PROCESS_START: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Set while this thread forks for spawn mode: that child execs at once.
+    static SPAWNING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The calling process's identity (cached; reset in forked children).
+pub(crate) fn process() -> Identity {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as u64;
+    if PROCESS_PID.load(Ordering::Acquire) == pid {
+        return Identity { id: pid as u32, start: PROCESS_START.load(Ordering::Relaxed) };
+    }
+    let me = Identity::current_process();
+    PROCESS_START.store(me.start, Ordering::Relaxed);
+    PROCESS_PID.store(pid, Ordering::Release);
+    me
+}
+
+fn alive(id: Identity) -> bool {
+    id.is_alive()
+}
+
+/// Registers one handle of `role` for this process.
+pub(crate) fn attach(table: &Participants, role: Role) {
+    crate::thread_id::install_atfork();
+    let key = table as *const Participants as usize;
+    REGISTRY.with(|r| match r.iter_mut().find(|e| e.table == key && e.role == role) {
+        Some(e) => e.count += 1,
+        None => r.push(Reg { table: key, role, count: 1 }),
+    });
+    table.attach(process(), role, 1, alive);
+}
+
+/// Removes one handle of `role` for this process.
+pub(crate) fn detach(table: &Participants, role: Role) {
+    let key = table as *const Participants as usize;
+    REGISTRY.with(|r| {
+        if let Some(i) = r.iter().position(|e| e.table == key && e.role == role) {
+            r[i].count -= 1;
+            if r[i].count == 0 {
+                r.swap_remove(i);
+            }
+        }
+    });
+    table.detach(process(), role, 1);
+}
+
+/// The registrations of this process, to hand to a child being forked.
+pub(crate) fn snapshot() -> Vec<(usize, Role, u32)> {
+    REGISTRY.with(|r| r.iter().map(|e| (e.table, e.role, e.count)).collect())
+}
+
+/// In the parent, right after a fork: records the child as holding the
+/// handles it inherited, before the parent can drop its own copies (the
+/// child does the same, idempotently, in its fork handler).
+pub(crate) fn register_child(child: Identity, snap: &[(usize, Role, u32)]) {
+    for &(table, role, count) in snap {
+        // SAFETY: the table lives in a mapping kept alive by the handle that
+        // registered it, which still exists in this process.
+        let t = unsafe { &*(table as *const Participants) };
+        t.set(child, role, count, alive);
+    }
+}
+
+/// Records a spawn-mode child as holding one handle of each role its argument
+/// carried, before the parent can drop its own; the child's deserialised
+/// handles add their own registrations, so until the child drops them or exits
+/// it counts twice (harmless: it only delays a disconnection to the child's
+/// exit).
+pub(crate) fn register_spawned(child: Identity, roles: &[(usize, Role)]) {
+    for &(table, role) in roles {
+        // SAFETY: as in `register_child`.
+        let t = unsafe { &*(table as *const Participants) };
+        t.attach(child, role, 1, alive);
+    }
+}
+
+/// Runs `f` with re-registration in forked children suppressed (spawn mode).
+pub(crate) fn while_spawning<R>(f: impl FnOnce() -> R) -> R {
+    SPAWNING.with(|s| s.set(true));
+    let r = f();
+    SPAWNING.with(|s| s.set(false));
+    r
+}
+
+/// In a freshly forked child: register every inherited handle under the
+/// child's identity.
+pub(crate) fn reattach_in_child() {
+    PROCESS_PID.store(0, Ordering::Release);
+    if SPAWNING.try_with(Cell::get).unwrap_or(false) {
+        return;
+    }
+    let me = process();
+    // SAFETY: called only in the single thread of a freshly forked child.
+    let usable = unsafe { REGISTRY.unlock_in_child() };
+    if !usable {
+        return;
+    }
+    REGISTRY.with(|r| {
+        for e in r.iter() {
+            // SAFETY: the table lives in a MAP_SHARED mapping that the handle
+            // keeps alive; fork duplicated both the handle and the mapping.
+            let table = unsafe { &*(e.table as *const Participants) };
+            table.set(me, e.role, e.count, alive);
+        }
+    });
+}

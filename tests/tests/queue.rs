@@ -1,0 +1,343 @@
+//! Queues, joinable queues and pipes across real processes, including peers
+//! killed with SIGKILL.
+
+use std::time::{Duration, Instant};
+
+use shmproc::{
+    JoinableQueue, Pipe, Process, Queue, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+    TrySendError, Value,
+};
+use shmproc_tests::{ensure, eventually, proc_state, trials, TestResult, HANG_LIMIT};
+
+fn million_u64_in_order_between_two_processes() -> TestResult {
+    let q = Queue::<u64>::builder().capacity(4096).message_size(16).build::<u64>()?;
+    let (tx, rx) = q.into_split();
+    let mut producer = Process::spawn(move || {
+        for i in 0..1_000_000u64 {
+            tx.send(&i).unwrap();
+        }
+    })?;
+    for expected in 0..1_000_000u64 {
+        let v = rx.recv_timeout(HANG_LIMIT)?;
+        ensure!(v == expected, "got {v}, expected {expected}");
+    }
+    ensure!(producer.join_timeout(HANG_LIMIT)? == Some(0));
+    // The producer's handles died with it: the queue is now disconnected.
+    ensure!(rx.recv_timeout(HANG_LIMIT) == Err(RecvTimeoutError::Disconnected));
+    Ok(())
+}
+
+fn two_producers_two_consumers_exactly_once() -> TestResult {
+    const PER: u64 = 30_000;
+    let q = Queue::<u64>::bounded(256)?;
+    let (tx, rx) = q.into_split();
+    let count = Value::new(0u64)?;
+    let sum = Value::new(0u64)?;
+    let mut producers = Vec::new();
+    for p in 0..2u64 {
+        let tx = tx.clone();
+        producers.push(Process::spawn(move || {
+            for i in 0..PER {
+                tx.send(&(p * PER + i + 1)).unwrap();
+            }
+        })?);
+    }
+    // Consumers must not inherit a sender, or they would never see the end.
+    drop(tx);
+    let mut consumers = Vec::new();
+    for _ in 0..2 {
+        let (rx, count, sum) = (rx.clone(), count.clone(), sum.clone());
+        consumers.push(Process::spawn(move || {
+            let (mut n, mut s) = (0u64, 0u64);
+            loop {
+                match rx.recv() {
+                    Ok(v) => {
+                        n += 1;
+                        s += v;
+                    }
+                    Err(RecvError::Disconnected) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            count.update(|c| *c += n);
+            sum.update(|c| *c += s);
+        })?);
+    }
+    drop(rx);
+    for p in producers.iter_mut().chain(consumers.iter_mut()) {
+        ensure!(p.join_timeout(HANG_LIMIT * 3)? == Some(0));
+    }
+    let n = 2 * PER;
+    ensure!(count.get() == n, "count {}", count.get());
+    ensure!(sum.get() == n * (n + 1) / 2, "sum {}", sum.get());
+    Ok(())
+}
+
+fn large_messages_and_oversize_errors() -> TestResult {
+    let q = Queue::<Vec<u8>>::builder().capacity(4).message_size(70_000).build::<Vec<u8>>()?;
+    let tx = q.clone();
+    let mut child = Process::spawn(move || {
+        for len in [1024usize, 65536, 1024, 65536] {
+            tx.send(&(0..len).map(|i| (i % 251) as u8).collect()).unwrap();
+        }
+    })?;
+    for len in [1024usize, 65536, 1024, 65536] {
+        let v = q.recv_timeout(HANG_LIMIT)?;
+        ensure!(v.len() == len && v.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    }
+    ensure!(child.join()? == 0);
+    let big = vec![7u8; 80_000];
+    ensure!(matches!(q.try_send(&big), Err(TrySendError::TooLarge { limit: 70_000 })));
+    ensure!(matches!(q.send(&big), Err(SendError::TooLarge { .. })));
+    // Still usable, and the skipped slot never surfaces.
+    q.send(&vec![1, 2, 3])?;
+    ensure!(q.recv()? == vec![1, 2, 3]);
+    ensure!(q.try_recv() == Err(TryRecvError::Empty));
+    let small = Queue::<String>::bounded(2)?;
+    ensure!(matches!(small.try_send(&"x".repeat(5000)), Err(TrySendError::TooLarge { .. })));
+    small.send(&"ok".into())?;
+    ensure!(small.recv()? == "ok");
+    Ok(())
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq, Clone)]
+struct Order {
+    id: u64,
+    customer: String,
+    items: Vec<u32>,
+}
+
+fn recv_ref_reads_a_struct_in_place() -> TestResult {
+    let q = Queue::<Order>::bounded(8)?;
+    let tx = q.clone();
+    let mut child = Process::spawn(move || {
+        for id in 0..5u64 {
+            tx.send(&Order { id, customer: format!("customer-{id}"), items: (0..id as u32).collect() }).unwrap();
+        }
+    })?;
+    for id in 0..5u64 {
+        let r = q.recv_ref()?;
+        ensure!(r.id == id);
+        ensure!(r.customer.as_str() == format!("customer-{id}"));
+        ensure!(r.items.len() == id as usize);
+        ensure!(r.items.iter().map(|x| x.to_native()).eq(0..id as u32));
+        let owned = r.to_owned()?;
+        ensure!(owned.customer == format!("customer-{id}"));
+    }
+    ensure!(child.join()? == 0);
+    Ok(())
+}
+
+fn killed_producer_gives_disconnected() -> TestResult {
+    let (tx, rx) = Queue::<u32>::bounded(16)?.into_split();
+    let producer = Process::spawn(move || -> () {
+        for i in 0..3 {
+            tx.send(&i).unwrap();
+        }
+        std::thread::sleep(Duration::from_secs(60));
+    })?;
+    for i in 0..3 {
+        ensure!(rx.recv_timeout(HANG_LIMIT)? == i);
+    }
+    ensure!(rx.recv_timeout(Duration::from_millis(50)) == Err(RecvTimeoutError::Timeout));
+    let mut waiter = Process::spawn({
+        let rx = rx.clone();
+        move || match rx.recv() {
+            Err(RecvError::Disconnected) => 0,
+            _ => 1,
+        }
+    })?;
+    ensure!(eventually(HANG_LIMIT, || proc_state(waiter.pid()) == Some('S')));
+    producer.kill()?;
+    ensure!(waiter.join_timeout(HANG_LIMIT)? == Some(0), "blocked receiver not told");
+    ensure!(rx.recv() == Err(RecvError::Disconnected));
+    let mut producer = producer;
+    producer.join()?;
+    Ok(())
+}
+
+fn producer_killed_mid_message_leaves_no_torn_message() -> TestResult {
+    let (tx, rx) = Queue::<String>::bounded(8)?.into_split();
+    let started = shmproc::Event::new()?;
+    let (tx2, s2) = (tx.clone(), started.clone());
+    // This producer claims a slot, writes half a message, and hangs there.
+    let stuck = Process::spawn(move || -> () {
+        let _ = tx2.try_send_with(|buf| {
+            buf[..4].copy_from_slice(b"TORN");
+            s2.set();
+            std::thread::sleep(Duration::from_secs(60));
+            Some(4)
+        });
+    })?;
+    ensure!(started.wait_timeout(HANG_LIMIT));
+    tx.send(&"after".to_string())?;
+    stuck.kill()?;
+    let start = Instant::now();
+    ensure!(rx.recv_timeout(HANG_LIMIT)? == "after", "a torn message surfaced");
+    eprintln!("skipped the dead producer's slot after {:?}", start.elapsed());
+    drop(tx);
+    ensure!(rx.recv_timeout(HANG_LIMIT) == Err(RecvTimeoutError::Disconnected));
+    let mut stuck = stuck;
+    stuck.join()?;
+    Ok(())
+}
+
+fn sender_blocked_on_full_queue_sees_dead_receivers() -> TestResult {
+    let (tx, rx) = Queue::<u8>::bounded(2)?.into_split();
+    tx.send(&1)?;
+    tx.send(&2)?;
+    let receiver = Process::spawn(move || -> () {
+        let _keep = rx;
+        std::thread::sleep(Duration::from_secs(60));
+    })?;
+    ensure!(tx.send_timeout(&3, Duration::from_millis(50)) == Err(SendTimeoutError::Timeout));
+    receiver.kill()?;
+    ensure!(tx.send_timeout(&3, HANG_LIMIT) == Err(SendTimeoutError::Disconnected));
+    let mut receiver = receiver;
+    receiver.join()?;
+    Ok(())
+}
+
+fn timeouts_return_on_time() -> TestResult {
+    let q = Queue::<u8>::bounded(1)?;
+    let t = Duration::from_millis(100);
+    let start = Instant::now();
+    ensure!(q.recv_timeout(t) == Err(RecvTimeoutError::Timeout));
+    ensure!(start.elapsed() >= t && start.elapsed() < HANG_LIMIT);
+    q.send(&1)?;
+    ensure!(q.is_full() && q.len() == 1 && q.capacity() == 1);
+    let start = Instant::now();
+    let r = q.send_timeout(&2, t);
+    ensure!(r == Err(SendTimeoutError::Timeout), "{r:?}");
+    ensure!(start.elapsed() >= t && start.elapsed() < HANG_LIMIT);
+    q.close();
+    ensure!(q.try_send(&3) == Err(TrySendError::Disconnected));
+    ensure!(q.recv()? == 1, "messages sent before close are still delivered");
+    ensure!(q.recv() == Err(RecvError::Disconnected));
+    Ok(())
+}
+
+fn joinable_queue_join_waits_for_every_task() -> TestResult {
+    let q = JoinableQueue::<u32>::bounded(16)?;
+    let done = Value::new(0u32)?;
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let (q, done) = (q.clone(), done.clone());
+        workers.push(Process::builder().daemon(true).spawn(move || -> () {
+            while let Ok(_item) = q.recv() {
+                std::thread::sleep(Duration::from_millis(2));
+                done.update(|d| *d += 1);
+                q.task_done().unwrap();
+            }
+        })?);
+    }
+    for i in 0..40 {
+        q.send(&i)?;
+    }
+    ensure!(q.join_timeout(HANG_LIMIT), "join timed out with {} unfinished", q.unfinished());
+    ensure!(done.get() == 40, "join returned with only {} done", done.get());
+    ensure!(q.unfinished() == 0);
+    ensure!(q.task_done().is_err(), "task_done below zero must fail");
+    for w in &workers {
+        w.kill()?;
+    }
+    for w in &mut workers {
+        w.join()?;
+    }
+    Ok(())
+}
+
+fn pipe_duplex_ping_pong_and_poll() -> TestResult {
+    let (a, b) = Pipe::<u64>::duplex()?;
+    let mut child = Process::spawn(move || {
+        while let Ok(v) = b.recv() {
+            if v == u64::MAX {
+                break;
+            }
+            b.send(&(v + 1)).unwrap();
+        }
+    })?;
+    let mut v = 0;
+    for _ in 0..10_000 {
+        a.send(&v)?;
+        v = a.recv_timeout(HANG_LIMIT)? + 1;
+    }
+    ensure!(v == 20_000);
+    let t = Duration::from_millis(80);
+    let start = Instant::now();
+    ensure!(!a.poll(t), "poll saw a message that was never sent");
+    ensure!(start.elapsed() >= t && start.elapsed() < HANG_LIMIT);
+    a.send(&u64::MAX)?;
+    ensure!(child.join_timeout(HANG_LIMIT)? == Some(0));
+    // The child's end is gone: receiving reports Disconnected.
+    ensure!(a.recv_timeout(HANG_LIMIT) == Err(RecvTimeoutError::Disconnected));
+    Ok(())
+}
+
+fn pipe_oneway_bytes_and_oversize() -> TestResult {
+    let (tx, rx) = Pipe::<String>::oneway_with_capacity(4096)?;
+    let mut child = Process::spawn(move || {
+        tx.send_bytes(b"raw bytes").unwrap();
+        tx.send(&"typed".to_string()).unwrap();
+        tx.send_bytes(&[9u8; 100]).unwrap();
+        let too_big = vec![0u8; 5000];
+        match tx.send_bytes(&too_big) {
+            Err(SendError::TooLarge { .. }) => {}
+            _ => return 2,
+        }
+        tx.send(&"still usable".to_string()).unwrap();
+        0
+    })?;
+    ensure!(rx.poll(HANG_LIMIT));
+    ensure!(rx.recv_bytes()? == b"raw bytes");
+    ensure!(rx.recv()? == "typed");
+    let mut small = [0u8; 10];
+    match rx.recv_bytes_into(&mut small) {
+        Err(shmproc::RecvBytesIntoError::TooShort { needed: 100 }) => {}
+        other => return Err(format!("{other:?}").into()),
+    }
+    let mut big = [0u8; 200];
+    ensure!(rx.recv_bytes_into(&mut big)? == 100 && big[..100].iter().all(|&b| b == 9));
+    ensure!(rx.recv()? == "still usable");
+    ensure!(child.join()? == 0);
+    ensure!(rx.recv() == Err(RecvError::Disconnected));
+    Ok(())
+}
+
+fn queue_handles_move_into_spawn_mode_children() -> TestResult {
+    let q = Queue::<u32>::bounded(8)?;
+    let mut child = Process::spawn_fn(spawned_producer, q.sender())?;
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(q.recv_timeout(HANG_LIMIT)?);
+    }
+    ensure!(got == [10, 11, 12, 13]);
+    ensure!(child.join()? == 0);
+    Ok(())
+}
+
+fn spawned_producer(tx: shmproc::Sender<u32>) -> i32 {
+    for i in 10..14 {
+        if tx.send(&i).is_err() {
+            return 1;
+        }
+    }
+    0
+}
+
+fn main() {
+    shmproc_tests::run(trials![
+        million_u64_in_order_between_two_processes,
+        two_producers_two_consumers_exactly_once,
+        large_messages_and_oversize_errors,
+        recv_ref_reads_a_struct_in_place,
+        killed_producer_gives_disconnected,
+        producer_killed_mid_message_leaves_no_torn_message,
+        sender_blocked_on_full_queue_sees_dead_receivers,
+        timeouts_return_on_time,
+        joinable_queue_join_waits_for_every_task,
+        pipe_duplex_ping_pong_and_poll,
+        pipe_oneway_bytes_and_oversize,
+        queue_handles_move_into_spawn_mode_children,
+    ]);
+}
