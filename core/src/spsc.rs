@@ -312,6 +312,12 @@ impl Producer {
 
     /// Reserves room for a `len`-byte payload, written in place through
     /// [`buffer`](Producer::buffer) and published by [`commit`](Producer::commit).
+    ///
+    /// A frame that does not fit before the end of the buffer starts at offset
+    /// 0 after a wrap marker. If the marker fits but the frame does not fit
+    /// beside it yet, the marker is published on its own (the consumer skips
+    /// it) and `Full` is returned: once the consumer has caught up, any frame
+    /// up to [`max_frame`](SpscRing::max_frame) fits.
     pub fn reserve(&mut self, len: usize) -> Result<Reservation, RingError> {
         if len > self.ring.max_frame() {
             return Err(RingError::TooLarge);
@@ -320,17 +326,24 @@ impl Producer {
         let tail = self.tail()?;
         let off = (tail & (self.ring.cap - 1)) as usize;
         let till_end = self.ring.cap - off as u64;
-        let total = if need <= till_end { need } else { till_end + need };
-        if self.room(tail, total)? < total {
-            return Err(RingError::Full);
-        }
         if need <= till_end {
-            Ok(Reservation { frame_pos: tail, off, len })
-        } else {
+            if self.room(tail, need)? < need {
+                return Err(RingError::Full);
+            }
+            return Ok(Reservation { frame_pos: tail, off, len });
+        }
+        let room = self.room(tail, till_end + need)?;
+        if room >= till_end + need {
             // Not published until commit moves the tail past it.
             self.ring.word(off).store(WRAP, Ordering::Relaxed);
-            Ok(Reservation { frame_pos: tail + till_end, off: 0, len })
+            return Ok(Reservation { frame_pos: tail + till_end, off: 0, len });
         }
+        if room >= till_end {
+            self.ring.word(off).store(WRAP, Ordering::Relaxed);
+            self.ring.header().tail.store(tail + till_end, Ordering::Release);
+            self.ring.header().not_empty.notify();
+        }
+        Err(RingError::Full)
     }
 
     /// The reserved payload bytes, to be written.
@@ -364,7 +377,11 @@ impl Producer {
         let start = self.tail()?;
         let mut tail = start;
         let mut n = 0;
+        let mut first = None;
         for bytes in items {
+            if n == 0 {
+                first = Some(bytes);
+            }
             if bytes.len() > self.ring.max_frame() {
                 if n == 0 {
                     return Err(RingError::TooLarge);
@@ -401,11 +418,14 @@ impl Producer {
         if n > 0 {
             self.ring.header().tail.store(tail, Ordering::Release);
             self.ring.header().not_empty.notify();
-        } else if tail == start {
-            // Nothing fitted.
-            return Err(RingError::Full);
+            return Ok(n);
         }
-        Ok(n)
+        // Nothing fitted beside the others: the single-frame path may still
+        // make progress (a standalone wrap marker).
+        match first {
+            Some(bytes) => self.push(bytes).map(|()| 1),
+            None => Ok(0),
+        }
     }
 }
 
@@ -478,8 +498,17 @@ impl Consumer {
         let mut word = self.ring.word(off).load(Ordering::Relaxed);
         if word == WRAP {
             let till_end = cap - off as u64;
-            if off == 0 || till_end >= avail {
+            if off == 0 || till_end > avail {
                 return Err(RingError::Corrupt("wrap marker"));
+            }
+            if till_end == avail {
+                // A wrap marker published on its own (as far as our cached
+                // tail shows): skip it and look again from the buffer start.
+                // That position has offset 0, where a marker is corrupt, so
+                // this recurses at most once.
+                self.ring.header().head.store(pos + till_end, Ordering::Release);
+                self.ring.header().not_full.notify();
+                return self.peek_at(pos + till_end);
             }
             pos += till_end;
             avail -= till_end;
@@ -544,7 +573,11 @@ impl Consumer {
             }
         };
         if let Some(fr) = last {
-            self.release(fr);
+            // A standalone wrap marker skipped on the way may already have
+            // moved the head past these frames.
+            if fr.next_head > self.ring.header().head.load(Ordering::Relaxed) {
+                self.release(fr);
+            }
         }
         result
     }

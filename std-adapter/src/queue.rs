@@ -181,16 +181,12 @@ pub enum RecvTimeoutError {
     },
 }
 
-fn describe(f: &mut fmt::Formatter<'_>, what: &str) -> fmt::Result {
-    f.write_str(what)
-}
-
 macro_rules! display {
     ($ty:ident { $($pat:pat => $msg:expr),* $(,)? }) => {
         impl fmt::Display for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 match self {
-                    $($pat => describe(f, &$msg)),*
+                    $($pat => write!(f, "{}", $msg)),*
                 }
             }
         }
@@ -199,37 +195,37 @@ macro_rules! display {
 }
 
 display!(SendError {
-    SendError::Disconnected => "the queue is disconnected".to_owned(),
+    SendError::Disconnected => "the queue is disconnected",
     SendError::TooLarge { limit } => format!("message larger than the {limit}-byte slots"),
     SendError::Serialize { reason } => format!("serialising the message failed: {reason}"),
     SendError::Corrupt { reason } => format!("corrupt queue: {reason}"),
 });
 display!(TrySendError {
-    TrySendError::Full => "the queue is full".to_owned(),
-    TrySendError::Disconnected => "the queue is disconnected".to_owned(),
+    TrySendError::Full => "the queue is full",
+    TrySendError::Disconnected => "the queue is disconnected",
     TrySendError::TooLarge { limit } => format!("message larger than the {limit}-byte slots"),
     TrySendError::Serialize { reason } => format!("serialising the message failed: {reason}"),
     TrySendError::Corrupt { reason } => format!("corrupt queue: {reason}"),
 });
 display!(SendTimeoutError {
-    SendTimeoutError::Timeout => "timed out waiting for room".to_owned(),
-    SendTimeoutError::Disconnected => "the queue is disconnected".to_owned(),
+    SendTimeoutError::Timeout => "timed out waiting for room",
+    SendTimeoutError::Disconnected => "the queue is disconnected",
     SendTimeoutError::TooLarge { limit } => format!("message larger than the {limit}-byte slots"),
     SendTimeoutError::Serialize { reason } => format!("serialising the message failed: {reason}"),
     SendTimeoutError::Corrupt { reason } => format!("corrupt queue: {reason}"),
 });
 display!(RecvError {
-    RecvError::Disconnected => "the queue is empty and disconnected".to_owned(),
+    RecvError::Disconnected => "the queue is empty and disconnected",
     RecvError::Corrupt { reason } => format!("corrupt message or queue: {reason}"),
 });
 display!(TryRecvError {
-    TryRecvError::Empty => "the queue is empty".to_owned(),
-    TryRecvError::Disconnected => "the queue is empty and disconnected".to_owned(),
+    TryRecvError::Empty => "the queue is empty",
+    TryRecvError::Disconnected => "the queue is empty and disconnected",
     TryRecvError::Corrupt { reason } => format!("corrupt message or queue: {reason}"),
 });
 display!(RecvTimeoutError {
-    RecvTimeoutError::Timeout => "timed out waiting for a message".to_owned(),
-    RecvTimeoutError::Disconnected => "the queue is empty and disconnected".to_owned(),
+    RecvTimeoutError::Timeout => "timed out waiting for a message",
+    RecvTimeoutError::Disconnected => "the queue is empty and disconnected",
     RecvTimeoutError::Corrupt { reason } => format!("corrupt message or queue: {reason}"),
 });
 
