@@ -25,7 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::thread::sleep(Duration::from_secs(5));
         println!("in func1 end (never printed: terminated first)");
     })?;
-    std::thread::sleep(Duration::from_millis(1000));
+    // join with a timeout: p1 is still running after 1 s.
+    assert_eq!(p1.join_timeout(Duration::from_millis(1000))?, None);
     p1.terminate()?;
     let code = p1.join()?;
     println!("p1 alive: {}, exit code {code} (-15 = SIGTERM)", p1.is_alive());

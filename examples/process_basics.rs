@@ -55,6 +55,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     p.join()?;
     println!("parent pid={} n={n} (unchanged)", std::process::id());
 
+    // ...but a `Value` lives in shared memory: the child's change is seen.
+    let shared = shmproc::Value::new(100i64)?;
+    let s = shared.clone();
+    Process::spawn(move || s.set(0))?.join()?;
+    println!("parent sees the shared Value = {}", shared.get());
+    assert_eq!(shared.get(), 0);
+
     // Spawn mode.
     let mut s = Process::builder().name("squarer").spawn_fn(square, 12u64)?;
     println!("spawn-mode child exited with {}", s.join()?);

@@ -57,3 +57,54 @@ pub fn report(title: &str, rows: &[(&str, &str, &str)]) {
         }
     }
 }
+
+/// A message queue over a byte stream (a pipe or a unix socket), the way a
+/// pipe-based `multiprocessing.Queue` moves data: each message is written as
+/// a 4-byte length and the payload in one `write`, and read back through a
+/// buffered reader.
+pub mod stream_queue {
+    use std::io::{BufReader, Read, Write};
+
+    /// The sending half.
+    pub struct StreamSender<W: Write> {
+        w: W,
+        buf: Vec<u8>,
+    }
+
+    impl<W: Write> StreamSender<W> {
+        /// Wraps a writable stream.
+        pub fn new(w: W) -> Self {
+            StreamSender { w, buf: Vec::with_capacity(4096) }
+        }
+
+        /// Sends one message (one `write` syscall for the frame).
+        pub fn send(&mut self, payload: &[u8]) {
+            self.buf.clear();
+            self.buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            self.buf.extend_from_slice(payload);
+            self.w.write_all(&self.buf).expect("stream write");
+        }
+    }
+
+    /// The receiving half.
+    pub struct StreamReceiver<R: Read> {
+        r: BufReader<R>,
+    }
+
+    impl<R: Read> StreamReceiver<R> {
+        /// Wraps a readable stream.
+        pub fn new(r: R) -> Self {
+            StreamReceiver { r: BufReader::with_capacity(64 * 1024, r) }
+        }
+
+        /// Receives one message into `out`; false at end of stream.
+        pub fn recv(&mut self, out: &mut Vec<u8>) -> bool {
+            let mut len = [0u8; 4];
+            if self.r.read_exact(&mut len).is_err() {
+                return false;
+            }
+            out.resize(u32::from_le_bytes(len) as usize, 0);
+            self.r.read_exact(out).is_ok()
+        }
+    }
+}

@@ -9,7 +9,7 @@ use shmproc_core::raw_mutex::LIVENESS_SLICE;
 use shmproc_core::time::earliest;
 use shmproc_core::Deadline;
 
-const SPIN: u32 = 64;
+const SPIN: u32 = 200;
 
 /// How a wait ended.
 pub(crate) enum Waited {
@@ -34,11 +34,23 @@ pub(crate) fn wait(
     disconnected: impl Fn() -> bool,
     mut recover: impl FnMut(bool) -> (u64, bool),
 ) -> Waited {
-    for _ in 0..SPIN {
+    // Spin, then yield, before sleeping: a peer on another core usually makes
+    // progress within a few microseconds, and a futex sleep plus wake-up costs
+    // more than that.
+    for i in 0..SPIN {
         if ready() {
             return Waited::Ready;
         }
-        std::hint::spin_loop();
+        if i < SPIN / 2 {
+            for _ in 0..8 {
+                std::hint::spin_loop();
+            }
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    if closed() {
+        return Waited::Disconnected;
     }
     let mut stuck: Option<(u64, Deadline)> = None;
     loop {

@@ -5,7 +5,7 @@
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
-use rkyv::ser::allocator::ArenaHandle;
+use rkyv::ser::allocator::{ArenaHandle, SubAllocator};
 use rkyv::ser::writer::Buffer;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
@@ -26,6 +26,7 @@ pub trait Message:
                       + Deserialize<Self, HighDeserializer<rancor::Error>>,
     > + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
     + for<'a, 'b> Serialize<HighSerializer<Buffer<'b>, ArenaHandle<'a>, rancor::Error>>
+    + for<'a, 'b> Serialize<HighSerializer<Buffer<'b>, SubAllocator<'a>, rancor::Error>>
 {
 }
 
@@ -35,6 +36,7 @@ impl<T> Message for T where
                           + Deserialize<T, HighDeserializer<rancor::Error>>,
         > + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
         + for<'a, 'b> Serialize<HighSerializer<Buffer<'b>, ArenaHandle<'a>, rancor::Error>>
+    + for<'a, 'b> Serialize<HighSerializer<Buffer<'b>, SubAllocator<'a>, rancor::Error>>
 {
 }
 
@@ -50,19 +52,70 @@ pub(crate) fn decode<T: Message>(bytes: &[u8]) -> Result<T, rancor::Error> {
 }
 
 /// Serialises `value` straight into `buf` (a slot in shared memory); returns
-/// the bytes used, or `None` if it does not fit.
+/// the bytes used.
+///
+/// Scratch space comes first from a small buffer on the stack (enough for
+/// plain values and short collections, and free of the thread-local arena's
+/// bookkeeping); if that runs out, the serialisation is redone with rkyv's
+/// arena.
 pub(crate) fn encode_into<T: Message>(value: &T, buf: &mut [u8]) -> Result<usize, EncodeError> {
-    match rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, Buffer::from(buf)) {
+    let mut scratch = [core::mem::MaybeUninit::<u8>::uninit(); 512];
+    let fast = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
+        value,
+        Buffer::from(&mut *buf),
+        SubAllocator::new(&mut scratch),
+    );
+    let result = match fast {
+        Ok(written) => return Ok(written.len()),
+        Err(_) => rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, Buffer::from(buf)),
+    };
+    match result {
         Ok(written) => Ok(written.len()),
         Err(e) => {
+            // rkyv reports a full buffer as "overflowed buffer ...".
             let msg = e.to_string();
-            if msg.contains("overflow") || msg.contains("capacity") {
+            if msg.contains("overflow") {
                 Err(EncodeError::TooLarge)
             } else {
                 Err(EncodeError::Other(msg))
             }
         }
     }
+}
+
+/// Deserialises a `T` from `bytes` (copied out of shared memory by the
+/// caller): small messages are validated from an aligned stack copy, larger
+/// ones from a per-thread buffer, so receiving does not allocate for the
+/// bytes themselves.
+pub(crate) fn decode_copy<T: Message>(bytes: &[u8]) -> Result<T, rancor::Error> {
+    #[repr(C, align(16))]
+    struct Small([core::mem::MaybeUninit<u8>; 256]);
+    if bytes.len() <= 256 {
+        let mut small = Small([core::mem::MaybeUninit::uninit(); 256]);
+        // SAFETY: bytes.len() <= 256 bytes fit; the copy initialises exactly the
+        // first bytes.len() bytes, which are all that is read afterwards.
+        let copy = unsafe {
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), small.0.as_mut_ptr().cast::<u8>(), bytes.len());
+            core::slice::from_raw_parts(small.0.as_ptr().cast::<u8>(), bytes.len())
+        };
+        return decode::<T>(copy);
+    }
+    thread_local! {
+        static BIG: core::cell::RefCell<AlignedVec> = core::cell::RefCell::new(AlignedVec::new());
+    }
+    BIG.with(|b| match b.try_borrow_mut() {
+        Ok(mut v) => {
+            v.clear();
+            v.extend_from_slice(bytes);
+            decode::<T>(&v)
+        }
+        // Re-entered (a Deserialize impl receiving from a queue): use a fresh buffer.
+        Err(_) => {
+            let mut v = AlignedVec::<16>::with_capacity(bytes.len());
+            v.extend_from_slice(bytes);
+            decode::<T>(&v)
+        }
+    })
 }
 
 /// Why [`encode_into`] failed.

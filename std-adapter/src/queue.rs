@@ -49,7 +49,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rkyv::util::AlignedVec;
 use rkyv::Archive;
 use shmproc_core::mpmc::{stride, Claimed, MpmcError, MpmcRing};
 use shmproc_core::notify::Notifier;
@@ -60,7 +59,7 @@ use shmproc_core::Deadline;
 
 use crate::blocking::{wait, Waited};
 use crate::error::Error;
-use crate::message::{decode, encode_into, EncodeError, Message};
+use crate::message::{decode_copy, encode_into, EncodeError, Message};
 use crate::object::{impl_handle_archive, Object};
 use crate::roles;
 use crate::segment::Segment;
@@ -362,9 +361,6 @@ impl Core {
                 Err(TrySendError::Serialize { reason }) => return Err(SendTimeoutError::Serialize { reason }),
                 Err(TrySendError::Corrupt { reason }) => return Err(SendTimeoutError::Corrupt { reason }),
             }
-            if self.presence(Role::Receiver) == Presence::Absent {
-                return Err(SendTimeoutError::Disconnected);
-            }
             match wait(
                 deadline,
                 &self.ring.header().not_full,
@@ -405,9 +401,6 @@ impl Core {
                 Err(TryRecvError::Corrupt { reason }) => return Err(RecvTimeoutError::Corrupt { reason }),
             }
             let drained = || self.ring.is_empty() && self.presence(Role::Sender) == Presence::Absent;
-            if drained() {
-                return Err(RecvTimeoutError::Disconnected);
-            }
             match wait(
                 deadline,
                 &self.ring.header().not_empty,
@@ -430,10 +423,10 @@ impl Core {
     }
 
     fn take<T: Message>(&self, c: Claimed) -> Result<T, String> {
-        let mut buf = AlignedVec::<16>::with_capacity(c.len());
-        buf.extend_from_slice(self.ring.bytes(&c));
+        // Copy out before validating: a peer cannot change what we validate.
+        let r = decode_copy::<T>(self.ring.bytes(&c));
         self.ring.release(c);
-        decode::<T>(&buf).map_err(|e| e.to_string())
+        r.map_err(|e| e.to_string())
     }
 }
 
