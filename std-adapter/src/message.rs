@@ -36,7 +36,7 @@ impl<T> Message for T where
                           + Deserialize<T, HighDeserializer<rancor::Error>>,
         > + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
         + for<'a, 'b> Serialize<HighSerializer<Buffer<'b>, ArenaHandle<'a>, rancor::Error>>
-    + for<'a, 'b> Serialize<HighSerializer<Buffer<'b>, SubAllocator<'a>, rancor::Error>>
+        + for<'a, 'b> Serialize<HighSerializer<Buffer<'b>, SubAllocator<'a>, rancor::Error>>
 {
 }
 

@@ -20,7 +20,10 @@ fn run_example(name: &str, expect: &[&str]) -> TestResult {
         // (`-p shmproc-tests`) neither builds nor rebuilds them: make sure the
         // binary is current (a no-op when it is).
         let profile = if path.to_string_lossy().contains("/release/") { vec!["--release"] } else { vec![] };
-        let st = Command::new(cargo).args(["build", "-q", "-p", "shmproc-examples", "--example", name]).args(profile).status()?;
+        let st = Command::new(cargo)
+            .args(["build", "-q", "-p", "shmproc-examples", "--example", name])
+            .args(profile)
+            .status()?;
         ensure!(st.success(), "building example {name} failed");
     }
     ensure!(path.exists(), "{} was not built", path.display());
