@@ -489,6 +489,48 @@ impl MpmcRing {
         self.slot(pos).seq.load(Ordering::Acquire).wrapping_sub(pos.wrapping_add(1)) as i64 >= 0
     }
 
+    /// Visits every published message still in the ring: `f(claimant,
+    /// bytes)` where `claimant` is `None` for a message waiting to be
+    /// received and `Some(tid)` for one a consumer has claimed and not yet
+    /// released (tid 0: claimed but not registered yet, or poisoned).
+    ///
+    /// A diagnostic scan for supervisors (which messages did a dead consumer
+    /// hold?): slots can change while it runs, so `f` may see a message that
+    /// is being released or overwritten; callers validate what they read.
+    pub fn scan(&self, mut f: impl FnMut(Option<u32>, &[u8])) {
+        let hdr = self.header();
+        let dequeue = hdr.dequeue.load(Ordering::Acquire);
+        let enqueue = hdr.enqueue.load(Ordering::Acquire);
+        for i in 0..self.slots {
+            // The position this slot would hold a published message for.
+            let s = self.slot(i);
+            let seq = s.seq.load(Ordering::Acquire);
+            let p = seq.wrapping_sub(1);
+            if self.index(p) != i as usize {
+                continue;
+            }
+            let in_ring =
+                p.wrapping_sub(dequeue.wrapping_sub(self.slots)) as i64 >= 0 && enqueue.wrapping_sub(p) as i64 > 0;
+            if !in_ring {
+                continue;
+            }
+            let len = s.len.load(Ordering::Relaxed);
+            if len == SKIP || len as usize > self.slot_size {
+                continue;
+            }
+            let claimant = if p.wrapping_sub(dequeue) as i64 >= 0 {
+                None
+            } else {
+                let c = s.claim.load(Ordering::Acquire);
+                Some(if c & 0xffff_ffff == tag(p, true) { (c >> 32) as u32 } else { 0 })
+            };
+            // SAFETY: the payload area of slot i is slot_size bytes inside the
+            // ring and len <= slot_size (checked).
+            let bytes = unsafe { core::slice::from_raw_parts(self.payload(i), len as usize) };
+            f(claimant, bytes);
+        }
+    }
+
     /// Called by a consumer blocked on an unpublished slot: if its producer is
     /// dead (or unregistered for longer than the grace, which the caller
     /// tracks and passes as `grace_passed`), publishes a skip for it. Returns

@@ -98,6 +98,7 @@ pub mod mutex;
 mod object;
 pub mod pipe;
 mod plain;
+pub mod pool;
 pub mod process;
 pub mod queue;
 mod roles;
@@ -119,6 +120,7 @@ pub use message::Message;
 pub use mutex::{Lock, LockResult, LockTimeoutError, Mutex, MutexGuard, OwnerDied, RLock, RLockGuard, TryLockError};
 pub use pipe::{Connection, Pipe, PipeReceiver, PipeSender, RecvBytesIntoError};
 pub use plain::Plain;
+pub use pool::{AsyncResult, Pool, PoolBuilder, PoolError, TaskError};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Builder, ChildInfo, ChildResult, CurrentProcess,
     ParentProcess, Process, ProcessError,

@@ -593,6 +593,11 @@ impl<T> Queue<T> {
     pub(crate) fn archived_object(&self) -> &Object {
         self.reg.archived_object()
     }
+
+    /// Visits the messages still in the ring (see `MpmcRing::scan`).
+    pub(crate) fn core_scan(&self, f: impl FnMut(Option<u32>, &[u8])) {
+        self.reg.core.ring.scan(f);
+    }
 }
 handle_common!(Sender, true, false);
 handle_common!(Receiver, false, true);

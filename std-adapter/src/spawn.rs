@@ -43,6 +43,17 @@ fn anchor_addr() -> usize {
     anchor as fn() as usize
 }
 
+/// A function address as an offset from the anchor: the same in every process
+/// running this image (fork or re-exec), whatever the ASLR base.
+pub(crate) fn fn_offset(addr: usize) -> i64 {
+    (addr as i64).wrapping_sub(anchor_addr() as i64)
+}
+
+/// The address in this process of a function encoded by [`fn_offset`].
+pub(crate) fn fn_address(offset: i64) -> usize {
+    (anchor_addr() as i64).wrapping_add(offset) as usize
+}
+
 type Trampoline = fn(usize, &[u8]) -> i32;
 
 fn trampoline<A: Message, R: ChildResult>(f: usize, arg: &[u8]) -> i32 {

@@ -1,0 +1,816 @@
+//! `Pool`: a pool of worker processes (Python's `multiprocessing.Pool`) that
+//! survives dying workers.
+//!
+//! Tasks are plain functions `fn(A) -> R` with rkyv-serialisable `A` and `R`;
+//! they travel to the workers and back on the crate's own shared-memory
+//! queues. A task that panics fails with [`TaskError::Panicked`] and the
+//! worker carries on. A worker that dies (abort, SIGKILL, out of memory) fails
+//! exactly the task it was running with [`TaskError::WorkerDied`], is
+//! replaced, and every other task completes (CPython's pool hangs here).
+//!
+//! ```
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//! let pool = shmproc::Pool::new(2)?;
+//! assert_eq!(pool.apply(square, 7)?, 49);
+//! assert_eq!(pool.map(square, 0..5u64)?, vec![0, 1, 4, 9, 16]);
+//! let r = pool.apply_async(square, 3)?;
+//! assert_eq!(r.get()?, 9);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # How it works, and what differs from Python
+//!
+//! There is no background thread in the parent (threads would make later
+//! `fork()`s unsafe). Workers start on tasks as soon as they are submitted;
+//! *results* are collected whenever the parent calls into the pool (`get`,
+//! `wait`, `ready`, `map`, `join`, ...), and `apply_async` callbacks run then,
+//! on the calling thread. A worker holds its task's message in the queue
+//! until it has sent the result, so when a worker dies the parent can tell
+//! from the queue which task it held.
+//!
+//! Workers are forked by default (a closure-free loop, so a fork is cheap and
+//! safe from a single-threaded parent); [`PoolBuilder::spawn_mode`] re-executes
+//! the binary instead (needs [`crate::init`] in `main`), which is the mode to
+//! use from a multi-threaded parent.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard as StdGuard};
+use std::time::Duration;
+
+use rkyv::util::AlignedVec;
+use shmproc_core::Deadline;
+
+use crate::error::Error;
+use crate::message::{decode, encode, Message};
+use crate::process::{cpu_count, Process, ProcessError};
+use crate::queue::{Queue, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crate::spawn::{fn_address, fn_offset};
+
+/// Why a task did not produce a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskError {
+    /// The task panicked; the message is the panic payload.
+    Panicked(String),
+    /// The worker running the task died.
+    WorkerDied {
+        /// The worker's pid.
+        pid: u32,
+        /// The signal that killed it, if a signal did.
+        signal: Option<i32>,
+    },
+    /// The pool was closed or terminated before the task could run.
+    Closed,
+    /// `get_timeout`'s timeout passed (the task may still complete).
+    Timeout,
+    /// The argument or result could not be (de)serialised, or did not fit.
+    Message(String),
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskError::Panicked(m) => write!(f, "task panicked: {m}"),
+            TaskError::WorkerDied { pid, signal: Some(s) } => write!(f, "worker {pid} died from signal {s}"),
+            TaskError::WorkerDied { pid, signal: None } => write!(f, "worker {pid} exited while running the task"),
+            TaskError::Closed => f.write_str("the pool is closed"),
+            TaskError::Timeout => f.write_str("timed out waiting for the task"),
+            TaskError::Message(m) => write!(f, "task message: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+/// Why a pool could not be created or managed.
+#[derive(Debug)]
+pub enum PoolError {
+    /// Creating the shared queues failed.
+    Shm(Error),
+    /// Starting a worker failed.
+    Process(ProcessError),
+    /// `join` was called before `close` or `terminate` (as in Python).
+    StillRunning,
+}
+
+impl fmt::Display for PoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolError::Shm(e) => write!(f, "pool queues: {e}"),
+            PoolError::Process(e) => write!(f, "pool worker: {e}"),
+            PoolError::StillRunning => f.write_str("close() or terminate() the pool before join()"),
+        }
+    }
+}
+
+impl std::error::Error for PoolError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PoolError::Shm(e) => Some(e),
+            PoolError::Process(e) => Some(e),
+            PoolError::StillRunning => None,
+        }
+    }
+}
+
+impl From<Error> for PoolError {
+    fn from(e: Error) -> Self {
+        PoolError::Shm(e)
+    }
+}
+
+impl From<ProcessError> for PoolError {
+    fn from(e: ProcessError) -> Self {
+        PoolError::Process(e)
+    }
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+struct TaskMsg {
+    id: u64,
+    tramp: i64,
+    func: i64,
+    arg: Vec<u8>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+struct ResultMsg {
+    id: u64,
+    ok: bool,
+    payload: Vec<u8>,
+}
+
+/// What a worker needs; also the argument of spawn-mode workers.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct WorkerArgs {
+    tasks: Receiver<TaskMsg>,
+    results: Sender<ResultMsg>,
+    init: i64,
+    max_tasks: u64,
+}
+
+type PoolTramp = fn(usize, &[u8]) -> Result<Vec<u8>, String>;
+
+thread_local! {
+    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+fn aligned(bytes: &[u8]) -> AlignedVec {
+    let mut v = AlignedVec::with_capacity(bytes.len());
+    v.extend_from_slice(bytes);
+    v
+}
+
+fn tramp_one<A: Message, R: Message>(f: usize, arg: &[u8]) -> Result<Vec<u8>, String> {
+    let a = decode::<A>(&aligned(arg)).map_err(|e| format!("argument: {e}"))?;
+    // SAFETY: `f` is a `fn(A) -> R` of this image, encoded by the parent for
+    // exactly this trampoline instance.
+    let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(f) };
+    encode(&f(a)).map(|v| v.to_vec()).map_err(|e| format!("result: {e}"))
+}
+
+fn tramp_chunk<A: Message, R: Message>(f: usize, arg: &[u8]) -> Result<Vec<u8>, String> {
+    let items = decode::<Vec<A>>(&aligned(arg)).map_err(|e| format!("argument: {e}"))?;
+    // SAFETY: as in `tramp_one`.
+    let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(f) };
+    let out: Vec<R> = items.into_iter().map(f).collect();
+    encode(&out).map(|v| v.to_vec()).map_err(|e| format!("result: {e}"))
+}
+
+fn tramp_star<A: Message, B: Message, R: Message>(f: usize, arg: &[u8]) -> Result<Vec<u8>, String> {
+    let items = decode::<Vec<(A, B)>>(&aligned(arg)).map_err(|e| format!("argument: {e}"))?;
+    // SAFETY: `f` is a `fn(A, B) -> R` of this image, encoded for this instance.
+    let f: fn(A, B) -> R = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(f) };
+    let out: Vec<R> = items.into_iter().map(|(a, b)| f(a, b)).collect();
+    encode(&out).map(|v| v.to_vec()).map_err(|e| format!("result: {e}"))
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// The worker loop (fork mode calls it directly; spawn mode through
+/// `spawn_fn`). Returns the exit code.
+fn worker_main(args: WorkerArgs) -> i32 {
+    // A task's panic is reported to the parent (message and location), not
+    // printed by the worker.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = match info.payload().downcast_ref::<&str>() {
+            Some(s) => (*s).to_owned(),
+            None => info.payload().downcast_ref::<String>().cloned().unwrap_or_else(|| "panic".to_owned()),
+        };
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        LAST_PANIC.with(|p| *p.borrow_mut() = Some(format!("{msg}{at}")));
+    }));
+    if args.init != 0 {
+        // SAFETY: the parent encoded a `fn()` of this image.
+        let init: fn() = unsafe { std::mem::transmute::<usize, fn()>(fn_address(args.init)) };
+        init();
+    }
+    let mut done = 0u64;
+    loop {
+        if args.max_tasks != 0 && done >= args.max_tasks {
+            return 0;
+        }
+        // Hold the task's message until its result is sent: if this process
+        // dies in between, the parent finds the task claimed by our tid.
+        let task = match args.tasks.recv_ref() {
+            Ok(t) => t,
+            Err(_) => return 0,
+        };
+        let id = task.id.to_native();
+        let tramp = fn_address(task.tramp.to_native());
+        let func = fn_address(task.func.to_native());
+        let arg: Vec<u8> = task.arg.as_slice().to_vec();
+        // SAFETY: the parent encoded a `PoolTramp` of this image.
+        let tramp: PoolTramp = unsafe { std::mem::transmute::<usize, PoolTramp>(tramp) };
+        let (ok, payload) = match std::panic::catch_unwind(move || tramp(func, &arg)) {
+            Ok(Ok(bytes)) => (true, bytes),
+            Ok(Err(msg)) => (false, format!("\u{0}{msg}").into_bytes()),
+            Err(p) => {
+                let msg = LAST_PANIC.with(|l| l.borrow_mut().take()).unwrap_or_else(|| panic_message(p));
+                (false, msg.into_bytes())
+            }
+        };
+        let msg = ResultMsg { id, ok, payload };
+        if let Err(e) = args.results.send(&msg) {
+            let fallback =
+                ResultMsg { id, ok: false, payload: format!("\u{0}result could not be sent: {e}").into_bytes() };
+            if args.results.send(&fallback).is_err() {
+                return 1;
+            }
+        }
+        drop(task);
+        done += 1;
+    }
+}
+
+/// Configures a [`Pool`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct PoolBuilder {
+    processes: usize,
+    initializer: Option<fn()>,
+    max_tasks_per_child: u64,
+    spawn_mode: bool,
+    capacity: usize,
+    message_size: usize,
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        PoolBuilder {
+            processes: cpu_count(),
+            initializer: None,
+            max_tasks_per_child: 0,
+            spawn_mode: false,
+            capacity: 1024,
+            message_size: 8 * 1024 - 32,
+        }
+    }
+}
+
+impl PoolBuilder {
+    /// Number of workers (default: [`cpu_count`]).
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = n.max(1);
+        self
+    }
+
+    /// A function each worker runs once when it starts.
+    pub fn initializer(mut self, f: fn()) -> Self {
+        self.initializer = Some(f);
+        self
+    }
+
+    /// Replace each worker after it has run `k` tasks (0: never).
+    pub fn max_tasks_per_child(mut self, k: u64) -> Self {
+        self.max_tasks_per_child = k;
+        self
+    }
+
+    /// Start workers by re-executing the binary instead of forking.
+    pub fn spawn_mode(mut self, yes: bool) -> Self {
+        self.spawn_mode = yes;
+        self
+    }
+
+    /// Largest serialised task argument or result, in bytes (default 8 KiB).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.message_size = bytes.max(64);
+        self
+    }
+
+    /// Creates the pool and starts its workers.
+    pub fn build(self) -> Result<Pool, PoolError> {
+        let tasks = Queue::<TaskMsg>::builder().capacity(self.capacity).message_size(self.message_size).build()?;
+        let results = Queue::<ResultMsg>::builder().capacity(self.capacity).message_size(self.message_size).build()?;
+        let inner =
+            Arc::new(PoolInner { tasks, results, config: self.clone(), state: StdMutex::new(State::default()) });
+        {
+            let mut st = inner.lock();
+            for _ in 0..self.processes {
+                let w = inner.start_worker()?;
+                st.workers.push(w);
+            }
+        }
+        Ok(Pool { inner })
+    }
+}
+
+#[derive(Default)]
+struct State {
+    workers: Vec<Process>,
+    next_id: u64,
+    outstanding: HashSet<u64>,
+    done: HashMap<u64, Result<Vec<u8>, TaskError>>,
+    callbacks: HashMap<u64, Callback>,
+    closed: bool,
+    terminated: bool,
+}
+
+type Callback = Box<dyn FnOnce(&Result<Vec<u8>, TaskError>) + Send>;
+
+struct PoolInner {
+    tasks: Queue<TaskMsg>,
+    results: Queue<ResultMsg>,
+    config: PoolBuilder,
+    state: StdMutex<State>,
+}
+
+/// How often a waiting parent checks on its workers.
+const CHECK: Duration = Duration::from_millis(20);
+
+impl PoolInner {
+    fn lock(&self) -> StdGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn start_worker(&self) -> Result<Process, ProcessError> {
+        let args = WorkerArgs {
+            tasks: self.tasks.receiver(),
+            results: self.results.sender(),
+            init: self.config.initializer.map_or(0, |f| fn_offset(f as usize)),
+            max_tasks: self.config.max_tasks_per_child,
+        };
+        let b = Process::builder().name("PoolWorker").daemon(true);
+        if self.config.spawn_mode {
+            b.spawn_fn(worker_main, args)
+        } else {
+            b.spawn(move || worker_main(args))
+        }
+    }
+
+    fn complete(&self, st: &mut State, id: u64, r: Result<Vec<u8>, TaskError>) {
+        if !st.outstanding.remove(&id) {
+            return;
+        }
+        if let Some(cb) = st.callbacks.remove(&id) {
+            cb(&r);
+        }
+        st.done.insert(id, r);
+    }
+
+    fn take_result(&self, st: &mut State, msg: ResultMsg) {
+        let r = if msg.ok {
+            Ok(msg.payload)
+        } else {
+            let text = String::from_utf8_lossy(&msg.payload).into_owned();
+            match text.strip_prefix('\u{0}') {
+                Some(m) => Err(TaskError::Message(m.to_owned())),
+                None => Err(TaskError::Panicked(text)),
+            }
+        };
+        self.complete(st, msg.id, r);
+    }
+
+    /// Collects available results; waits up to `wait` for one.
+    fn pump(&self, st: &mut State, wait: Duration) {
+        match self.results.recv_timeout(wait) {
+            Ok(msg) => {
+                self.take_result(st, msg);
+                while let Ok(msg) = self.results.try_recv() {
+                    self.take_result(st, msg);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+            Err(RecvTimeoutError::Corrupt { .. }) => {}
+        }
+        self.check_workers(st);
+    }
+
+    /// Finds dead workers, fails the tasks they held, replaces them.
+    fn check_workers(&self, st: &mut State) {
+        let mut dead = Vec::new();
+        st.workers.retain(|w| {
+            if w.is_alive() {
+                true
+            } else {
+                dead.push((w.pid(), w.exitcode()));
+                false
+            }
+        });
+        if dead.is_empty() {
+            return;
+        }
+        // Which outstanding tasks are still in the task queue (waiting, or
+        // held by a live worker)? Scan first, then drain results: a task
+        // released after the scan has its result published before.
+        let mut present = HashSet::new();
+        let mut held_by_dead: HashMap<u64, u32> = HashMap::new();
+        self.tasks.core_scan(|claimant, bytes| {
+            let buf = aligned(bytes);
+            if let Ok(t) = rkyv::access::<ArchivedTaskMsg, rkyv::rancor::Error>(&buf) {
+                let id = t.id.to_native();
+                match claimant {
+                    Some(tid) if dead.iter().any(|&(pid, _)| pid == tid) => {
+                        held_by_dead.insert(id, tid);
+                    }
+                    _ => {
+                        present.insert(id);
+                    }
+                }
+            }
+        });
+        while let Ok(msg) = self.results.try_recv() {
+            self.take_result(st, msg);
+        }
+        let lost: Vec<u64> = st.outstanding.iter().copied().filter(|id| !present.contains(id)).collect();
+        for id in lost {
+            let pid = held_by_dead.get(&id).copied().unwrap_or(dead[0].0);
+            let code = dead.iter().find(|&&(p, _)| p == pid).and_then(|&(_, c)| c);
+            let signal = code.filter(|&c| c < 0).map(|c| -c);
+            self.complete(st, id, Err(TaskError::WorkerDied { pid, signal }));
+        }
+        // The claimed slots of dead workers are freed by the ring's own
+        // recovery when producers need them.
+        if !st.closed && !st.terminated {
+            for _ in 0..dead.len() {
+                if let Ok(w) = self.start_worker() {
+                    st.workers.push(w);
+                }
+            }
+        }
+    }
+
+    fn submit(&self, tramp: PoolTramp, func: usize, arg: &[u8], cb: Option<Callback>) -> Result<u64, TaskError> {
+        let mut st = self.lock();
+        if st.closed || st.terminated {
+            return Err(TaskError::Closed);
+        }
+        st.next_id += 1;
+        let id = st.next_id;
+        if let Some(cb) = cb {
+            st.callbacks.insert(id, cb);
+        }
+        let msg = TaskMsg { id, tramp: fn_offset(tramp as usize), func: fn_offset(func), arg: arg.to_vec() };
+        st.outstanding.insert(id);
+        loop {
+            match self.tasks.try_send(&msg) {
+                Ok(()) => return Ok(id),
+                Err(TrySendError::Full) => self.pump(&mut st, Duration::from_millis(1)),
+                Err(e) => {
+                    st.outstanding.remove(&id);
+                    st.callbacks.remove(&id);
+                    return Err(TaskError::Message(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Waits for task `id`; returns its result, leaving a copy stored.
+    fn wait_for(&self, id: u64, deadline: Option<Deadline>) -> Option<Result<Vec<u8>, TaskError>> {
+        let mut st = self.lock();
+        loop {
+            if let Some(r) = st.done.get(&id) {
+                return Some(r.clone());
+            }
+            if !st.outstanding.contains(&id) {
+                return Some(Err(TaskError::Closed));
+            }
+            let wait = match deadline {
+                Some(d) if d.has_passed() => return None,
+                Some(d) => d.remaining().min(CHECK),
+                None => CHECK,
+            };
+            self.pump(&mut st, wait);
+        }
+    }
+
+    fn forget(&self, id: u64) {
+        let mut st = self.lock();
+        st.done.remove(&id);
+    }
+}
+
+/// A pool of worker processes.
+pub struct Pool {
+    inner: Arc<PoolInner>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.inner.lock();
+        f.debug_struct("Pool")
+            .field("workers", &st.workers.iter().map(Process::pid).collect::<Vec<_>>())
+            .field("outstanding", &st.outstanding.len())
+            .field("closed", &st.closed)
+            .finish()
+    }
+}
+
+/// The pending result of a task submitted with [`Pool::apply_async`].
+pub struct AsyncResult<R> {
+    inner: Arc<PoolInner>,
+    id: u64,
+    _r: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: Message> AsyncResult<R> {
+    fn decode(r: Result<Vec<u8>, TaskError>) -> Result<R, TaskError> {
+        let bytes = r?;
+        decode::<R>(&aligned(&bytes)).map_err(|e| TaskError::Message(e.to_string()))
+    }
+
+    /// Waits for the result.
+    pub fn get(&self) -> Result<R, TaskError> {
+        Self::decode(self.inner.wait_for(self.id, None).unwrap_or(Err(TaskError::Closed)))
+    }
+
+    /// Waits at most `timeout`; `Err(TaskError::Timeout)` if not ready then.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R, TaskError> {
+        match self.inner.wait_for(self.id, Some(Deadline::after(timeout))) {
+            Some(r) => Self::decode(r),
+            None => Err(TaskError::Timeout),
+        }
+    }
+
+    /// Waits until the task has finished (successfully or not).
+    pub fn wait(&self) {
+        let _ = self.inner.wait_for(self.id, None);
+    }
+
+    /// Waits at most `timeout`; returns whether the task has finished.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.inner.wait_for(self.id, Some(Deadline::after(timeout))).is_some()
+    }
+
+    /// Whether the task has finished (collects results without waiting).
+    pub fn ready(&self) -> bool {
+        self.inner.wait_for(self.id, Some(Deadline::now())).is_some()
+    }
+
+    /// `Some(true)` if it finished with a result, `Some(false)` if it failed,
+    /// `None` if it has not finished (Python raises there).
+    pub fn successful(&self) -> Option<bool> {
+        self.inner.wait_for(self.id, Some(Deadline::now())).map(|r| r.is_ok())
+    }
+}
+
+impl<R> Drop for AsyncResult<R> {
+    fn drop(&mut self) {
+        self.inner.forget(self.id);
+    }
+}
+
+impl<R> fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncResult").field("id", &self.id).finish()
+    }
+}
+
+fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut it = items.into_iter().peekable();
+    while it.peek().is_some() {
+        out.push(it.by_ref().take(size).collect());
+    }
+    out
+}
+
+impl Pool {
+    /// A pool of `processes` forked workers.
+    pub fn new(processes: usize) -> Result<Pool, PoolError> {
+        PoolBuilder::default().processes(processes).build()
+    }
+
+    /// A builder (processes, initializer, max_tasks_per_child, spawn mode).
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// The worker pids right now.
+    #[must_use]
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.inner.lock().workers.iter().map(Process::pid).collect()
+    }
+
+    /// Runs `f(arg)` in a worker and waits for the result.
+    pub fn apply<A: Message, R: Message>(&self, f: fn(A) -> R, arg: A) -> Result<R, TaskError> {
+        self.apply_async(f, arg)?.get()
+    }
+
+    /// Submits `f(arg)`; returns at once.
+    pub fn apply_async<A: Message, R: Message>(&self, f: fn(A) -> R, arg: A) -> Result<AsyncResult<R>, TaskError> {
+        let bytes = encode(&arg).map_err(|e| TaskError::Message(e.to_string()))?;
+        let id = self.inner.submit(tramp_one::<A, R>, f as usize, &bytes, None)?;
+        Ok(AsyncResult { inner: self.inner.clone(), id, _r: std::marker::PhantomData })
+    }
+
+    /// Like [`apply_async`](Pool::apply_async), with a callback for the result
+    /// and one for a failure; one of them runs exactly once, in this process,
+    /// when the result is collected.
+    pub fn apply_async_with<A, R, C, E>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        callback: C,
+        error_callback: E,
+    ) -> Result<AsyncResult<R>, TaskError>
+    where
+        A: Message,
+        R: Message,
+        C: FnOnce(R) + Send + 'static,
+        E: FnOnce(&TaskError) + Send + 'static,
+    {
+        let bytes = encode(&arg).map_err(|e| TaskError::Message(e.to_string()))?;
+        let cb: Callback = Box::new(move |r: &Result<Vec<u8>, TaskError>| match AsyncResult::<R>::decode(r.clone()) {
+            Ok(v) => callback(v),
+            Err(e) => error_callback(&e),
+        });
+        let id = self.inner.submit(tramp_one::<A, R>, f as usize, &bytes, Some(cb))?;
+        Ok(AsyncResult { inner: self.inner.clone(), id, _r: std::marker::PhantomData })
+    }
+
+    fn chunk_size(&self, len: usize) -> usize {
+        // CPython: chunksize, extra = divmod(len, 4 * processes); +1 if extra.
+        let workers = self.inner.config.processes.max(1) * 4;
+        (len / workers + usize::from(len % workers != 0)).max(1)
+    }
+
+    fn submit_chunks<A: Message, R: Message>(
+        &self,
+        f: fn(A) -> R,
+        items: Vec<A>,
+    ) -> Result<Vec<AsyncResult<Vec<R>>>, TaskError> {
+        let size = self.chunk_size(items.len());
+        let mut out = Vec::new();
+        for chunk in chunks(items, size) {
+            self.submit_chunk(f, chunk, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Submits one chunk, halving it while its encoding would take more than
+    /// half a message slot (leaving room for results of similar size).
+    fn submit_chunk<A: Message, R: Message>(
+        &self,
+        f: fn(A) -> R,
+        mut chunk: Vec<A>,
+        out: &mut Vec<AsyncResult<Vec<R>>>,
+    ) -> Result<(), TaskError> {
+        let bytes = encode(&chunk).map_err(|e| TaskError::Message(e.to_string()))?;
+        if bytes.len() > self.inner.config.message_size / 2 && chunk.len() > 1 {
+            let tail = chunk.split_off(chunk.len() / 2);
+            self.submit_chunk(f, chunk, out)?;
+            return self.submit_chunk(f, tail, out);
+        }
+        let id = self.inner.submit(tramp_chunk::<A, R>, f as usize, &bytes, None)?;
+        out.push(AsyncResult { inner: self.inner.clone(), id, _r: std::marker::PhantomData });
+        Ok(())
+    }
+
+    /// Applies `f` to every item in parallel, in chunks, keeping the order.
+    pub fn map<A: Message, R: Message>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>, TaskError> {
+        let mut out = Vec::new();
+        for r in self.submit_chunks(f, items.into_iter().collect())? {
+            out.extend(r.get()?);
+        }
+        Ok(out)
+    }
+
+    /// Like [`map`](Pool::map) for two-argument functions (Python's `starmap`).
+    pub fn starmap<A: Message, B: Message, R: Message>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+    ) -> Result<Vec<R>, TaskError> {
+        let items: Vec<(A, B)> = items.into_iter().collect();
+        let size = self.chunk_size(items.len());
+        let mut pending = Vec::new();
+        for chunk in chunks(items, size) {
+            let bytes = encode(&chunk).map_err(|e| TaskError::Message(e.to_string()))?;
+            let id = self.inner.submit(tramp_star::<A, B, R>, f as usize, &bytes, None)?;
+            pending.push(AsyncResult::<Vec<R>> { inner: self.inner.clone(), id, _r: std::marker::PhantomData });
+        }
+        let mut out = Vec::new();
+        for r in pending {
+            out.extend(r.get()?);
+        }
+        Ok(out)
+    }
+
+    /// An iterator over `f(item)` results in order, each yielded as soon as
+    /// it (and those before it) are done. All items are submitted up front
+    /// (one task each, as CPython's default `chunksize=1`).
+    pub fn imap<A: Message, R: Message>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> impl Iterator<Item = Result<R, TaskError>> {
+        let pending: Vec<Result<AsyncResult<R>, TaskError>> =
+            items.into_iter().map(|a| self.apply_async(f, a)).collect();
+        pending.into_iter().map(|r| r.and_then(|r| r.get()))
+    }
+
+    /// Like [`imap`](Pool::imap), but in completion order.
+    pub fn imap_unordered<A: Message, R: Message>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> impl Iterator<Item = Result<R, TaskError>> {
+        let mut pending: Vec<Result<AsyncResult<R>, TaskError>> =
+            items.into_iter().map(|a| self.apply_async(f, a)).collect();
+        std::iter::from_fn(move || {
+            if pending.is_empty() {
+                return None;
+            }
+            if let Some(i) = pending.iter().position(|r| r.is_err()) {
+                return Some(pending.swap_remove(i).map(|_| unreachable!()));
+            }
+            loop {
+                for i in 0..pending.len() {
+                    if let Ok(r) = &pending[i] {
+                        if r.ready() {
+                            return Some(pending.swap_remove(i).and_then(|r| r.get()));
+                        }
+                    }
+                }
+                if let Ok(r) = &pending[0] {
+                    let _ = r.wait_timeout(CHECK);
+                }
+            }
+        })
+    }
+
+    /// No more tasks may be submitted; workers exit once the queue is empty.
+    pub fn close(&self) {
+        self.inner.lock().closed = true;
+    }
+
+    /// Waits for every submitted task (running callbacks), then for the
+    /// workers to exit. Call [`close`](Pool::close) or
+    /// [`terminate`](Pool::terminate) first.
+    pub fn join(&self) -> Result<(), PoolError> {
+        let mut st = self.inner.lock();
+        if !st.closed && !st.terminated {
+            return Err(PoolError::StillRunning);
+        }
+        while !st.outstanding.is_empty() && !st.terminated {
+            self.inner.pump(&mut st, CHECK);
+        }
+        self.inner.tasks.close();
+        for w in &mut st.workers {
+            let _ = w.join();
+        }
+        st.workers.clear();
+        Ok(())
+    }
+
+    /// Kills the workers at once; unfinished tasks fail with `Closed`.
+    pub fn terminate(&self) {
+        let mut st = self.inner.lock();
+        st.terminated = true;
+        st.closed = true;
+        self.inner.tasks.close();
+        for w in &st.workers {
+            let _ = w.kill();
+        }
+        for w in &mut st.workers {
+            let _ = w.join();
+        }
+        st.workers.clear();
+        let ids: Vec<u64> = st.outstanding.iter().copied().collect();
+        for id in ids {
+            self.inner.complete(&mut st, id, Err(TaskError::Closed));
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
