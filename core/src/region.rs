@@ -95,6 +95,10 @@ pub mod kind {
     pub const MPMC_RING: u32 = 8;
     /// A lock-protected array (`Array<T>`).
     pub const ARRAY: u32 = 9;
+    /// A shared hash map (`SharedMap<K, V>`).
+    pub const SHARED_MAP: u32 = 10;
+    /// A shared list (`SharedList<T>`).
+    pub const SHARED_LIST: u32 = 11;
 }
 
 /// The region header at offset 0. All fields are atomics: a peer may write them

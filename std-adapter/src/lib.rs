@@ -104,6 +104,7 @@ pub mod queue;
 mod roles;
 pub mod segment;
 pub mod semaphore;
+pub mod shared_map;
 mod spawn;
 mod thread_id;
 pub mod value;
@@ -131,6 +132,7 @@ pub use queue::{
 };
 pub use segment::{Segment, SegmentError, SegmentInfo, SegmentStatus};
 pub use semaphore::{BoundedSemaphore, ReleaseError, Semaphore, SemaphoreGuard};
+pub use shared_map::{SharedError, SharedList, SharedMap};
 /// The `no_std` core: regions, futex, identities.
 pub use shmproc_core as core;
 pub use shmproc_core::{Deadline, Identity};

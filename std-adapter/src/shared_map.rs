@@ -1,0 +1,676 @@
+//! `SharedMap<K, V>` and `SharedList<T>`: a dict and a list in shared memory,
+//! the role of Python's `Manager().dict()` / `Manager().list()` without a
+//! server process.
+//!
+//! Both are bounded (a clear [`SharedError::Full`] when out of room), hold
+//! rkyv-serialised entries in fixed-size slots, and are protected by one
+//! robust lock, so they are safe under concurrent use by many processes.
+//!
+//! # Consistency after a holder's death
+//!
+//! Every change becomes visible through a single atomic store made after the
+//! new bytes are written: a map entry is written to a free slot and then
+//! published, the replaced entry retired afterwards; a list element is written
+//! to the inactive half of a double-buffered slot and then switched to. A
+//! process killed mid-change therefore leaves either the old or the new state,
+//! plus at most a duplicate map entry, which the next user (told by the robust
+//! lock that the holder died) resolves by keeping the newer version. Bytes
+//! that fail validation are reported as [`SharedError::Corrupt`].
+//!
+//! ```
+//! let scores = shmproc::SharedMap::<String, u32>::with_capacity(16)?;
+//! let s = scores.clone();
+//! let mut child = shmproc::Process::spawn(move || {
+//!     s.insert(&"alice".to_string(), &3).unwrap();
+//! })?;
+//! child.join()?;
+//! assert_eq!(scores.get(&"alice".to_string())?, Some(3));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use shmproc_core::owner::{Owner, ProcLiveness};
+use shmproc_core::raw_mutex::{Acquired, RawMutex};
+use shmproc_core::region::{align_up, kind, RegionObject};
+
+use crate::error::Error;
+use crate::message::{decode_copy, encode, Message};
+use crate::object::Object;
+use crate::segment::Segment;
+use crate::thread_id;
+
+/// Why a shared map or list operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedError {
+    /// No free slot (map) or the list is at capacity.
+    Full,
+    /// A serialised key or value is larger than its slot.
+    TooLarge,
+    /// A key or value could not be serialised.
+    Serialize(String),
+    /// Stored bytes failed validation.
+    Corrupt(String),
+    /// The index is past the end (list).
+    OutOfBounds,
+}
+
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SharedError::Full => f.write_str("shared container is full"),
+            SharedError::TooLarge => f.write_str("serialised entry larger than its slot"),
+            SharedError::Serialize(e) => write!(f, "serialising failed: {e}"),
+            SharedError::Corrupt(e) => write!(f, "corrupt shared container: {e}"),
+            SharedError::OutOfBounds => f.write_str("index out of bounds"),
+        }
+    }
+}
+
+impl std::error::Error for SharedError {}
+
+const EMPTY: u32 = 0;
+const LIVE: u32 = 1;
+const TOMBSTONE: u32 = 2;
+const SLOT_HEAD: usize = 32;
+
+#[repr(C, align(128))]
+struct Head {
+    lock: RawMutex,
+    slots: AtomicU64,
+    key_size: AtomicU64,
+    val_size: AtomicU64,
+    len: AtomicU64,
+    version: AtomicU64,
+}
+
+// SAFETY: atomics only (RawMutex too), valid for any bits; align 128.
+unsafe impl RegionObject for Head {
+    const KIND: u32 = kind::BYTES;
+}
+
+const HEAD_SPAN: usize = std::mem::size_of::<Head>();
+
+#[repr(C)]
+struct SlotHead {
+    state: AtomicU32,
+    key_len: AtomicU32,
+    val_len: AtomicU32,
+    _pad: AtomicU32,
+    version: AtomicU64,
+    _pad2: AtomicU64,
+}
+
+fn pad16(n: usize) -> usize {
+    align_up(n, 16).unwrap_or(usize::MAX)
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The raw table: validated geometry plus the object keeping it mapped.
+#[derive(Clone)]
+struct Table {
+    obj: Object,
+    slots: usize,
+    key_size: usize,
+    val_size: usize,
+    stride: usize,
+}
+
+struct Locked<'a> {
+    t: &'a Table,
+    me: Owner,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.t.head().lock.unlock(&self.me);
+    }
+}
+
+impl Table {
+    fn create(
+        seg: Option<&Segment>,
+        name: &str,
+        kind_: u32,
+        slots: usize,
+        key_size: usize,
+        val_size: usize,
+    ) -> Result<Table, Error> {
+        let stride = pad16(SLOT_HEAD + pad16(key_size) + val_size);
+        let size = slots
+            .checked_mul(stride)
+            .and_then(|b| b.checked_add(HEAD_SPAN))
+            .ok_or(Error::Layout("shared container too large"))?;
+        let obj = Object::create(seg, name, kind_, size, |p| {
+            // SAFETY: p is aligned with `size` bytes: Head then `slots` slots.
+            unsafe {
+                let h = &*p.as_ptr().cast::<Head>();
+                h.lock.init();
+                h.slots.store(slots as u64, Ordering::Relaxed);
+                h.key_size.store(key_size as u64, Ordering::Relaxed);
+                h.val_size.store(val_size as u64, Ordering::Relaxed);
+                h.len.store(0, Ordering::Relaxed);
+                h.version.store(0, Ordering::Relaxed);
+                for i in 0..slots {
+                    let s = &*p.as_ptr().add(HEAD_SPAN + i * stride).cast::<SlotHead>();
+                    s.state.store(EMPTY, Ordering::Relaxed);
+                    s.key_len.store(0, Ordering::Relaxed);
+                    s.val_len.store(0, Ordering::Relaxed);
+                    s.version.store(0, Ordering::Relaxed);
+                }
+            }
+        })?;
+        Table::validate(obj)
+    }
+
+    fn validate(obj: Object) -> Result<Table, Error> {
+        let h = obj.head::<Head>();
+        let slots = usize::try_from(h.slots.load(Ordering::Relaxed)).map_err(|_| Error::Layout("slots"))?;
+        let key_size = usize::try_from(h.key_size.load(Ordering::Relaxed)).map_err(|_| Error::Layout("key size"))?;
+        let val_size = usize::try_from(h.val_size.load(Ordering::Relaxed)).map_err(|_| Error::Layout("value size"))?;
+        let stride = SLOT_HEAD
+            .checked_add(pad16(key_size))
+            .and_then(|n| n.checked_add(val_size))
+            .map(pad16)
+            .ok_or(Error::Layout("slot size"))?;
+        let need = slots.checked_mul(stride).and_then(|b| b.checked_add(HEAD_SPAN)).ok_or(Error::Layout("size"))?;
+        if slots == 0 || need > obj.size() {
+            return Err(Error::Layout("shared container geometry does not fit its object"));
+        }
+        Ok(Table { obj, slots, key_size, val_size, stride })
+    }
+
+    fn head(&self) -> &Head {
+        self.obj.head::<Head>()
+    }
+
+    fn slot(&self, i: usize) -> &SlotHead {
+        let off = HEAD_SPAN + (i % self.slots) * self.stride;
+        // SAFETY: i % slots < slots and HEAD_SPAN + slots * stride <= size
+        // (validated); slots are 16-aligned; SlotHead is atomics.
+        unsafe { &*self.obj.at(off).as_ptr().cast::<SlotHead>() }
+    }
+
+    fn key_ptr(&self, i: usize) -> *mut u8 {
+        self.obj.at(HEAD_SPAN + (i % self.slots) * self.stride + SLOT_HEAD).as_ptr()
+    }
+
+    fn val_ptr(&self, i: usize) -> *mut u8 {
+        self.obj.at(HEAD_SPAN + (i % self.slots) * self.stride + SLOT_HEAD + pad16(self.key_size)).as_ptr()
+    }
+
+    /// Bytes of slot `i`'s key and value, lengths validated against the slot.
+    fn entry(&self, i: usize) -> Result<(&[u8], &[u8]), SharedError> {
+        let s = self.slot(i);
+        let kl = s.key_len.load(Ordering::Relaxed) as usize;
+        let vl = s.val_len.load(Ordering::Relaxed) as usize;
+        if kl > self.key_size || vl > self.val_size {
+            return Err(SharedError::Corrupt("entry length".into()));
+        }
+        // SAFETY: kl <= key_size and vl <= val_size bytes lie inside slot i;
+        // we hold the lock, so no conforming writer changes them.
+        unsafe {
+            Ok((std::slice::from_raw_parts(self.key_ptr(i), kl), std::slice::from_raw_parts(self.val_ptr(i), vl)))
+        }
+    }
+
+    fn write(&self, i: usize, key: &[u8], val: &[u8]) {
+        debug_assert!(key.len() <= self.key_size && val.len() <= self.val_size);
+        // SAFETY: lengths fit the slot (checked by callers); the slot is not
+        // LIVE (or is being rewritten under the lock by us only).
+        unsafe {
+            std::ptr::copy_nonoverlapping(key.as_ptr(), self.key_ptr(i), key.len());
+            std::ptr::copy_nonoverlapping(val.as_ptr(), self.val_ptr(i), val.len());
+        }
+        let s = self.slot(i);
+        s.key_len.store(key.len() as u32, Ordering::Relaxed);
+        s.val_len.store(val.len() as u32, Ordering::Relaxed);
+    }
+
+    fn lock(&self, recover: impl FnOnce(&Table)) -> Locked<'_> {
+        let me = thread_id::owner();
+        // A lock without deadline: Ok, or Deadlock if this thread already holds
+        // it (a callback re-entering the container): that is a bug in the caller.
+        match self.head().lock.lock(&me, None, &ProcLiveness) {
+            Ok(Acquired::Locked) => {}
+            Ok(Acquired::OwnerDied) => recover(self),
+            Err(e) => panic!("shared container locked twice by one thread ({e:?})"),
+        }
+        Locked { t: self, me }
+    }
+}
+
+// ------------------------------------------------------------------ map ----
+
+/// A bounded hash map in shared memory (Python's `Manager().dict()`). Keys
+/// are compared by their rkyv-archived bytes.
+pub struct SharedMap<K, V> {
+    t: Table,
+    _kv: PhantomData<fn(K, V) -> (K, V)>,
+}
+
+impl<K, V> Clone for SharedMap<K, V> {
+    fn clone(&self) -> Self {
+        SharedMap { t: self.t.clone(), _kv: PhantomData }
+    }
+}
+
+impl<K, V> fmt::Debug for SharedMap<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedMap").field("slots", &self.t.slots).finish_non_exhaustive()
+    }
+}
+
+/// Default serialised key and value sizes.
+pub const DEFAULT_ENTRY_SIZE: usize = 256;
+
+fn map_recover(t: &Table) {
+    // Resolve duplicates a dead writer may have left (keep the newest version)
+    // and recount.
+    let mut live: Vec<(usize, Vec<u8>, u64)> = Vec::new();
+    for i in 0..t.slots {
+        let s = t.slot(i);
+        if s.state.load(Ordering::Relaxed) != LIVE {
+            continue;
+        }
+        match t.entry(i) {
+            Ok((k, _)) => live.push((i, k.to_vec(), s.version.load(Ordering::Relaxed))),
+            Err(_) => s.state.store(TOMBSTONE, Ordering::Release),
+        }
+    }
+    live.sort_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)));
+    let mut count = 0u64;
+    for w in 0..live.len() {
+        if w > 0 && live[w].1 == live[w - 1].1 {
+            t.slot(live[w].0).state.store(TOMBSTONE, Ordering::Release);
+        } else {
+            count += 1;
+        }
+    }
+    t.head().len.store(count, Ordering::Relaxed);
+}
+
+impl<K: Message, V: Message> SharedMap<K, V> {
+    /// A map for up to `capacity` entries with keys and values of up to
+    /// [`DEFAULT_ENTRY_SIZE`] serialised bytes each, in a segment of its own.
+    pub fn with_capacity(capacity: usize) -> Result<SharedMap<K, V>, Error> {
+        SharedMap::with_sizes(capacity, DEFAULT_ENTRY_SIZE, DEFAULT_ENTRY_SIZE)
+    }
+
+    /// A map with explicit serialised key and value size limits.
+    pub fn with_sizes(capacity: usize, key_size: usize, value_size: usize) -> Result<SharedMap<K, V>, Error> {
+        let slots = capacity.max(1).checked_mul(2).ok_or(Error::Layout("capacity"))?;
+        Ok(SharedMap { t: Table::create(None, "", kind::SHARED_MAP, slots, key_size, value_size)?, _kv: PhantomData })
+    }
+
+    /// A map named `name` in `seg`.
+    pub fn new_in(seg: &Segment, name: &str, capacity: usize) -> Result<SharedMap<K, V>, Error> {
+        let slots = capacity.max(1) * 2;
+        Ok(SharedMap {
+            t: Table::create(Some(seg), name, kind::SHARED_MAP, slots, DEFAULT_ENTRY_SIZE, DEFAULT_ENTRY_SIZE)?,
+            _kv: PhantomData,
+        })
+    }
+
+    /// Opens the map named `name` in `seg`.
+    pub fn open_in(seg: &Segment, name: &str) -> Result<SharedMap<K, V>, Error> {
+        Ok(SharedMap { t: Table::validate(Object::open(seg, name, kind::SHARED_MAP, HEAD_SPAN)?)?, _kv: PhantomData })
+    }
+
+    fn encode_key(&self, k: &K) -> Result<Vec<u8>, SharedError> {
+        let b = encode(k).map_err(|e| SharedError::Serialize(e.to_string()))?;
+        if b.len() > self.t.key_size {
+            return Err(SharedError::TooLarge);
+        }
+        Ok(b.to_vec())
+    }
+
+    /// The slot holding `key`, if any, and the first free slot on its probe
+    /// path. Probing visits each slot at most once.
+    fn find(&self, key: &[u8]) -> Result<(Option<usize>, Option<usize>), SharedError> {
+        let n = self.t.slots;
+        let start = (fnv(key) % n as u64) as usize;
+        let mut free = None;
+        for step in 0..n {
+            let i = (start + step) % n;
+            match self.t.slot(i).state.load(Ordering::Acquire) {
+                EMPTY => return Ok((None, free.or(Some(i)))),
+                LIVE => {
+                    if self.t.entry(i)?.0 == key {
+                        return Ok((Some(i), free));
+                    }
+                }
+                _ => {
+                    if free.is_none() {
+                        free = Some(i);
+                    }
+                }
+            }
+        }
+        Ok((None, free))
+    }
+
+    fn value_at(&self, i: usize) -> Result<V, SharedError> {
+        decode_copy::<V>(self.t.entry(i)?.1).map_err(|e| SharedError::Corrupt(e.to_string()))
+    }
+
+    /// Inserts or replaces; returns the previous value.
+    pub fn insert(&self, key: &K, value: &V) -> Result<Option<V>, SharedError> {
+        let vb = self.encode_value(value)?;
+        self.modify(key, |_| Ok(Some(vb)))
+    }
+
+    /// The value for `key`.
+    pub fn get(&self, key: &K) -> Result<Option<V>, SharedError> {
+        let k = self.encode_key(key)?;
+        let _g = self.t.lock(map_recover);
+        match self.find(&k)?.0 {
+            Some(i) => self.value_at(i).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key(&self, key: &K) -> Result<bool, SharedError> {
+        let k = self.encode_key(key)?;
+        let _g = self.t.lock(map_recover);
+        Ok(self.find(&k)?.0.is_some())
+    }
+
+    /// Removes `key`; returns its value.
+    pub fn remove(&self, key: &K) -> Result<Option<V>, SharedError> {
+        self.modify(key, |_| Ok(None))
+    }
+
+    fn encode_value(&self, v: &V) -> Result<Vec<u8>, SharedError> {
+        let b = encode(v).map_err(|e| SharedError::Serialize(e.to_string()))?;
+        if b.len() > self.t.val_size {
+            return Err(SharedError::TooLarge);
+        }
+        Ok(b.to_vec())
+    }
+
+    /// Atomically replaces the value of `key` by `f(old)` (`None` removes it,
+    /// or leaves it absent); returns the old value. Across processes this is
+    /// the way to do `d[k] += 1`.
+    pub fn update(&self, key: &K, f: impl FnOnce(Option<&V>) -> Option<V>) -> Result<Option<V>, SharedError> {
+        self.modify(key, |old| f(old).map(|v| self.encode_value(&v)).transpose())
+    }
+
+    /// The one mutation path: under the lock, `f` maps the old value to the
+    /// new value's bytes (`None`: absent).
+    fn modify(
+        &self,
+        key: &K,
+        f: impl FnOnce(Option<&V>) -> Result<Option<Vec<u8>>, SharedError>,
+    ) -> Result<Option<V>, SharedError> {
+        let k = self.encode_key(key)?;
+        let _g = self.t.lock(map_recover);
+        let (found, free) = self.find(&k)?;
+        let old = match found {
+            Some(i) => Some(self.value_at(i)?),
+            None => None,
+        };
+        let new = f(old.as_ref())?;
+        let head = self.t.head();
+        match new {
+            Some(vb) => {
+                let target = match (free, found) {
+                    (Some(i), _) => i,
+                    (None, Some(i)) => {
+                        // No free slot before the old entry on the probe path:
+                        // take the first one after it. Everything between stays
+                        // LIVE and the old slot becomes a tombstone, so lookups
+                        // still reach the new entry.
+                        let n = self.t.slots;
+                        (1..n)
+                            .map(|d| (i + d) % n)
+                            .find(|&j| self.t.slot(j).state.load(Ordering::Relaxed) != LIVE)
+                            .ok_or(SharedError::Full)?
+                    }
+                    (None, None) => return Err(SharedError::Full),
+                };
+                if found.is_none() && head.len.load(Ordering::Relaxed) as usize >= self.t.slots / 2 {
+                    return Err(SharedError::Full);
+                }
+                let version = head.version.load(Ordering::Relaxed).wrapping_add(1);
+                head.version.store(version, Ordering::Relaxed);
+                self.t.write(target, &k, &vb);
+                let s = self.t.slot(target);
+                s.version.store(version, Ordering::Relaxed);
+                // Publish the new entry, then retire the old one.
+                s.state.store(LIVE, Ordering::Release);
+                match found {
+                    Some(i) => self.t.slot(i).state.store(TOMBSTONE, Ordering::Release),
+                    None => {
+                        head.len.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            None => {
+                if let Some(i) = found {
+                    self.t.slot(i).state.store(TOMBSTONE, Ordering::Release);
+                    head.len.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(old)
+    }
+
+    /// Number of entries.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        let _g = self.t.lock(map_recover);
+        self.t.head().len.load(Ordering::Relaxed) as usize
+    }
+
+    /// Whether the map is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entries the map can hold.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.t.slots / 2
+    }
+
+    /// Removes every entry.
+    pub fn clear(&self) {
+        let _g = self.t.lock(map_recover);
+        for i in 0..self.t.slots {
+            self.t.slot(i).state.store(EMPTY, Ordering::Release);
+        }
+        self.t.head().len.store(0, Ordering::Relaxed);
+    }
+
+    /// A consistent copy of every entry (taken under the lock).
+    pub fn snapshot(&self) -> Result<Vec<(K, V)>, SharedError> {
+        let _g = self.t.lock(map_recover);
+        let mut out = Vec::new();
+        for i in 0..self.t.slots {
+            if self.t.slot(i).state.load(Ordering::Acquire) != LIVE {
+                continue;
+            }
+            let (kb, vb) = self.t.entry(i)?;
+            let k = decode_copy::<K>(kb).map_err(|e| SharedError::Corrupt(e.to_string()))?;
+            let v = decode_copy::<V>(vb).map_err(|e| SharedError::Corrupt(e.to_string()))?;
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+
+    /// Iterates over a [`snapshot`](SharedMap::snapshot).
+    pub fn iter(&self) -> Result<std::vec::IntoIter<(K, V)>, SharedError> {
+        Ok(self.snapshot()?.into_iter())
+    }
+}
+
+crate::object::impl_handle_archive!(
+    [K: Message, V: Message,] SharedMap<K, V>, m => &m.t.obj,
+    |seg, idx| Object::from_index(seg, idx, kind::SHARED_MAP, HEAD_SPAN).and_then(Table::validate).map(|t| SharedMap { t, _kv: PhantomData })
+);
+
+// ----------------------------------------------------------------- list ----
+
+/// A bounded list in shared memory (Python's `Manager().list()`): `push`,
+/// `pop`, `get`, `set`, `len`, `to_vec`.
+///
+/// Each element slot is double-buffered (two halves and a selector), so a
+/// `set` interrupted by a holder's death leaves the old element intact.
+pub struct SharedList<T> {
+    t: Table,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for SharedList<T> {
+    fn clone(&self) -> Self {
+        SharedList { t: self.t.clone(), _t: PhantomData }
+    }
+}
+
+impl<T> fmt::Debug for SharedList<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedList").field("capacity", &self.t.slots).finish_non_exhaustive()
+    }
+}
+
+impl<T: Message> SharedList<T> {
+    /// A list of up to `capacity` elements of up to [`DEFAULT_ENTRY_SIZE`]
+    /// serialised bytes, in a segment of its own.
+    pub fn with_capacity(capacity: usize) -> Result<SharedList<T>, Error> {
+        SharedList::with_element_size(capacity, DEFAULT_ENTRY_SIZE)
+    }
+
+    /// A list with an explicit serialised element size limit.
+    pub fn with_element_size(capacity: usize, element_size: usize) -> Result<SharedList<T>, Error> {
+        // The "key" half and the "value" half of a slot are the two buffers.
+        let size = pad16(element_size);
+        Ok(SharedList { t: Table::create(None, "", kind::SHARED_LIST, capacity.max(1), size, size)?, _t: PhantomData })
+    }
+
+    fn half(&self, i: usize, which: u32) -> Result<&[u8], SharedError> {
+        let (a, b) = self.t.entry(i)?;
+        Ok(if which == 0 { a } else { b })
+    }
+
+    fn read(&self, i: usize) -> Result<T, SharedError> {
+        let which = self.t.slot(i).state.load(Ordering::Acquire) & 1;
+        decode_copy::<T>(self.half(i, which)?).map_err(|e| SharedError::Corrupt(e.to_string()))
+    }
+
+    /// Writes `bytes` to the inactive half of slot `i` and switches to it.
+    fn write_elem(&self, i: usize, bytes: &[u8]) {
+        let s = self.t.slot(i);
+        let active = s.state.load(Ordering::Relaxed) & 1;
+        let target = active ^ 1;
+        let ptr = if target == 0 { self.t.key_ptr(i) } else { self.t.val_ptr(i) };
+        // SAFETY: bytes.len() <= element size (checked by callers) fits the
+        // inactive half, which no reader uses.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len()) };
+        if target == 0 {
+            s.key_len.store(bytes.len() as u32, Ordering::Relaxed);
+        } else {
+            s.val_len.store(bytes.len() as u32, Ordering::Relaxed);
+        }
+        s.state.store(target, Ordering::Release);
+    }
+
+    fn encode_elem(&self, v: &T) -> Result<Vec<u8>, SharedError> {
+        let b = encode(v).map_err(|e| SharedError::Serialize(e.to_string()))?;
+        if b.len() > self.t.key_size {
+            return Err(SharedError::TooLarge);
+        }
+        Ok(b.to_vec())
+    }
+
+    fn len_locked(&self) -> usize {
+        (self.t.head().len.load(Ordering::Relaxed) as usize).min(self.t.slots)
+    }
+
+    /// Appends (Python's `append`).
+    pub fn push(&self, v: &T) -> Result<(), SharedError> {
+        let b = self.encode_elem(v)?;
+        let _g = self.t.lock(|_| {});
+        let n = self.len_locked();
+        if n >= self.t.slots {
+            return Err(SharedError::Full);
+        }
+        self.write_elem(n, &b);
+        self.t.head().len.store(n as u64 + 1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Removes and returns the last element.
+    pub fn pop(&self) -> Result<Option<T>, SharedError> {
+        let _g = self.t.lock(|_| {});
+        let n = self.len_locked();
+        if n == 0 {
+            return Ok(None);
+        }
+        let v = self.read(n - 1)?;
+        self.t.head().len.store(n as u64 - 1, Ordering::Release);
+        Ok(Some(v))
+    }
+
+    /// Element `i`.
+    pub fn get(&self, i: usize) -> Result<T, SharedError> {
+        let _g = self.t.lock(|_| {});
+        if i >= self.len_locked() {
+            return Err(SharedError::OutOfBounds);
+        }
+        self.read(i)
+    }
+
+    /// Replaces element `i`.
+    pub fn set(&self, i: usize, v: &T) -> Result<(), SharedError> {
+        let b = self.encode_elem(v)?;
+        let _g = self.t.lock(|_| {});
+        if i >= self.len_locked() {
+            return Err(SharedError::OutOfBounds);
+        }
+        self.write_elem(i, &b);
+        Ok(())
+    }
+
+    /// Number of elements.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        let _g = self.t.lock(|_| {});
+        self.len_locked()
+    }
+
+    /// Whether the list is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes every element.
+    pub fn clear(&self) {
+        let _g = self.t.lock(|_| {});
+        self.t.head().len.store(0, Ordering::Release);
+    }
+
+    /// A consistent copy of the elements (Python's `list(l)`).
+    pub fn to_vec(&self) -> Result<Vec<T>, SharedError> {
+        let _g = self.t.lock(|_| {});
+        (0..self.len_locked()).map(|i| self.read(i)).collect()
+    }
+}
+
+crate::object::impl_handle_archive!(
+    [T: Message,] SharedList<T>, l => &l.t.obj,
+    |seg, idx| Object::from_index(seg, idx, kind::SHARED_LIST, HEAD_SPAN).and_then(Table::validate).map(|t| SharedList { t, _t: PhantomData })
+);

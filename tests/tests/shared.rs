@@ -1,0 +1,133 @@
+//! SharedMap and SharedList across processes, including writers killed
+//! mid-update.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use shmproc::{Process, SharedError, SharedList, SharedMap};
+use shmproc_tests::{ensure, trials, TestResult, HANG_LIMIT};
+
+fn map_updated_by_four_processes_is_exact() -> TestResult {
+    let m = SharedMap::<String, u64>::with_capacity(512)?;
+    let mut kids = Vec::new();
+    for p in 0..4u64 {
+        let m = m.clone();
+        kids.push(Process::spawn(move || {
+            for j in 0..50u64 {
+                m.insert(&format!("p{p}-{j}"), &(p * 1000 + j)).unwrap();
+                m.update(&"total".to_string(), |old| Some(old.copied().unwrap_or(0) + 1)).unwrap();
+            }
+            // Replace and remove some of our own keys.
+            for j in 0..10u64 {
+                m.insert(&format!("p{p}-{j}"), &(j + 7)).unwrap();
+            }
+            m.remove(&format!("p{p}-49")).unwrap();
+        })?);
+    }
+    for k in &mut kids {
+        ensure!(k.join_timeout(HANG_LIMIT)? == Some(0));
+    }
+    let snap: BTreeMap<String, u64> = m.snapshot()?.into_iter().collect();
+    let mut expected = BTreeMap::new();
+    for p in 0..4u64 {
+        for j in 0..49u64 {
+            expected.insert(format!("p{p}-{j}"), if j < 10 { j + 7 } else { p * 1000 + j });
+        }
+    }
+    expected.insert("total".to_string(), 200);
+    ensure!(snap == expected, "map content differs: {} vs {} entries", snap.len(), expected.len());
+    ensure!(m.len() == expected.len());
+    ensure!(m.get(&"p2-20".to_string())? == Some(2020));
+    ensure!(m.get(&"nope".to_string())?.is_none());
+    Ok(())
+}
+
+fn map_capacity_and_size_limits() -> TestResult {
+    let m = SharedMap::<u32, String>::with_sizes(4, 64, 64)?;
+    for i in 0..4 {
+        m.insert(&i, &format!("v{i}"))?;
+    }
+    ensure!(m.insert(&99, &"x".into()) == Err(SharedError::Full));
+    ensure!(m.insert(&1, &"replaced".into())? == Some("v1".into()), "replacing works when full");
+    ensure!(m.insert(&2, &"y".repeat(500)) == Err(SharedError::TooLarge));
+    ensure!(m.remove(&3)? == Some("v3".into()));
+    m.insert(&99, &"now fits".into())?;
+    ensure!(m.len() == 4 && m.capacity() == 4);
+    m.clear();
+    ensure!(m.is_empty() && m.snapshot()?.is_empty());
+    Ok(())
+}
+
+fn map_stays_consistent_when_writers_are_killed() -> TestResult {
+    let m = SharedMap::<u64, Vec<u64>>::with_sizes(64, 32, 256)?;
+    for round in 0..12u64 {
+        let m2 = m.clone();
+        let writer = Process::spawn(move || -> () {
+            let mut i = 0u64;
+            loop {
+                let k = i % 40;
+                m2.insert(&k, &vec![k; (i % 20) as usize]).unwrap();
+                if i % 3 == 0 {
+                    m2.remove(&((i + 7) % 40)).unwrap();
+                }
+                i += 1;
+            }
+        })?;
+        std::thread::sleep(Duration::from_micros(300 + 700 * round));
+        writer.kill()?;
+        let mut writer = writer;
+        writer.join()?;
+        // Consistent: every entry decodes, values match keys, no duplicates,
+        // len agrees with the contents.
+        let snap = m.snapshot()?;
+        let mut keys: Vec<u64> = snap.iter().map(|(k, _)| *k).collect();
+        keys.sort_unstable();
+        let n = keys.len();
+        keys.dedup();
+        ensure!(keys.len() == n, "duplicate keys after a kill in round {round}");
+        ensure!(snap.iter().all(|(k, v)| v.iter().all(|x| x == k)), "torn value in round {round}");
+        ensure!(m.len() == n, "len {} vs {} entries", m.len(), n);
+    }
+    Ok(())
+}
+
+fn list_pushed_by_four_processes() -> TestResult {
+    let l = SharedList::<String>::with_capacity(128)?;
+    let mut kids = Vec::new();
+    for p in 0..4 {
+        let l = l.clone();
+        kids.push(Process::spawn(move || {
+            for j in 0..25 {
+                l.push(&format!("{p}:{j}")).unwrap();
+            }
+        })?);
+    }
+    for k in &mut kids {
+        ensure!(k.join_timeout(HANG_LIMIT)? == Some(0));
+    }
+    let mut all = l.to_vec()?;
+    ensure!(all.len() == 100 && l.len() == 100);
+    all.sort();
+    let mut expected: Vec<String> = (0..4).flat_map(|p| (0..25).map(move |j| format!("{p}:{j}"))).collect();
+    expected.sort();
+    ensure!(all == expected);
+    l.set(0, &"first".into())?;
+    ensure!(l.get(0)? == "first");
+    ensure!(l.get(100) == Err(SharedError::OutOfBounds));
+    let last = l.pop()?.ok_or("empty")?;
+    ensure!(l.len() == 99 && !last.is_empty());
+    let small = SharedList::<u8>::with_capacity(2)?;
+    small.push(&1)?;
+    small.push(&2)?;
+    ensure!(small.push(&3) == Err(SharedError::Full));
+    Ok(())
+}
+
+fn main() {
+    shmproc_tests::run(trials![
+        map_updated_by_four_processes_is_exact,
+        map_capacity_and_size_limits,
+        map_stays_consistent_when_writers_are_killed,
+        list_pushed_by_four_processes,
+    ]);
+}
