@@ -256,7 +256,7 @@ impl Table {
 /// are compared by their rkyv-archived bytes.
 pub struct SharedMap<K, V> {
     t: Table,
-    _kv: PhantomData<fn(K, V) -> (K, V)>,
+    _kv: PhantomData<fn(K) -> V>,
 }
 
 impl<K, V> Clone for SharedMap<K, V> {
