@@ -67,7 +67,7 @@ fn map_stays_consistent_when_writers_are_killed() -> TestResult {
             loop {
                 let k = i % 40;
                 m2.insert(&k, &vec![k; (i % 20) as usize]).unwrap();
-                if i % 3 == 0 {
+                if i.is_multiple_of(3) {
                     m2.remove(&((i + 7) % 40)).unwrap();
                 }
                 i += 1;
