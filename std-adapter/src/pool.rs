@@ -261,6 +261,7 @@ pub struct PoolBuilder {
     initializer: Option<fn()>,
     max_tasks_per_child: u64,
     spawn_mode: bool,
+    allow_threaded_fork: bool,
     capacity: usize,
     message_size: usize,
 }
@@ -272,6 +273,7 @@ impl Default for PoolBuilder {
             initializer: None,
             max_tasks_per_child: 0,
             spawn_mode: false,
+            allow_threaded_fork: false,
             capacity: 1024,
             message_size: 8 * 1024 - 32,
         }
@@ -300,6 +302,14 @@ impl PoolBuilder {
     /// Start workers by re-executing the binary instead of forking.
     pub fn spawn_mode(mut self, yes: bool) -> Self {
         self.spawn_mode = yes;
+        self
+    }
+
+    /// Fork workers even from a multi-threaded parent (see
+    /// [`crate::Builder::allow_threaded_fork`]; the workers run only the
+    /// pool's loop and your task functions).
+    pub fn allow_threaded_fork(mut self, yes: bool) -> Self {
+        self.allow_threaded_fork = yes;
         self
     }
 
@@ -361,7 +371,7 @@ impl PoolInner {
             init: self.config.initializer.map_or(0, |f| fn_offset(f as usize)),
             max_tasks: self.config.max_tasks_per_child,
         };
-        let b = Process::builder().name("PoolWorker").daemon(true);
+        let b = Process::builder().name("PoolWorker").daemon(true).allow_threaded_fork(self.config.allow_threaded_fork);
         if self.config.spawn_mode {
             b.spawn_fn(worker_main, args)
         } else {
