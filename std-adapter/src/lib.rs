@@ -1,9 +1,10 @@
 //! # shmproc
 //!
 //! Process-parallel programming on shared memory: Python's `multiprocessing`,
-//! rebuilt for Rust. Processes, segments and (in later modules) locks, queues
-//! and pools share state through `MAP_SHARED` memory and the shared futex
-//! instead of pipes and pickling.
+//! rebuilt for Rust. Processes, locks, queues, pipes, pools and shared
+//! containers share state through `MAP_SHARED` memory and the shared futex
+//! instead of pipes and pickling; messages are rkyv archives written in place
+//! and validated before use.
 //!
 //! ## Getting started
 //!
@@ -49,6 +50,21 @@
 //! | `Barrier(n)`: `wait`, `abort`, `reset`, `broken` | [`Barrier::new`]: [`Barrier::wait`], [`Barrier::abort`], [`Barrier::reset`], [`Barrier::is_broken`] |
 //! | `Value('i', 0)`: `.value`, `get_lock()` | [`Value::new`]: [`Value::get`] / [`Value::set`], [`Value::lock`] |
 //! | `Array('d', n)` | [`Array::zeroed`] / [`Array::from_slice`], [`Array::lock`] |
+//! | `Queue(maxsize)` | [`Queue::bounded`] (+ [`Queue::builder`] for message size) |
+//! | `q.put(x)` / `put(x, block=False)` / `put(x, timeout=t)` / `put_nowait` | [`Queue::send`] / [`Queue::try_send`] / [`Queue::send_timeout`] |
+//! | `q.get()` / `get(block=False)` / `get(timeout=t)` / `get_nowait` | [`Queue::recv`] / [`Queue::try_recv`] / [`Queue::recv_timeout`]; in place: [`Queue::recv_ref`] |
+//! | `q.qsize()`, `q.empty()`, `q.full()`, `q.close()` | [`Queue::len`], [`Queue::is_empty`], [`Queue::is_full`], [`Queue::close`] |
+//! | `queue.Full` / `queue.Empty` | [`TrySendError::Full`] / [`TryRecvError::Empty`] |
+//! | `JoinableQueue(maxsize)`: `task_done`, `join` | [`JoinableQueue::bounded`]: [`JoinableQueue::task_done`], [`JoinableQueue::join`] |
+//! | `Pipe()` / `Pipe(duplex=False)` | [`Pipe::duplex`] / [`Pipe::oneway`] |
+//! | `conn.send`, `recv`, `poll(t)`, `send_bytes`, `recv_bytes`, `recv_bytes_into`, `close` | [`Connection::send`], [`Connection::recv`], [`Connection::poll`], [`Connection::send_bytes`], [`Connection::recv_bytes`], [`Connection::recv_bytes_into`], [`Connection::close`] |
+//! | `EOFError` from `recv` | [`RecvError::Disconnected`] |
+//! | `Pool(processes, initializer, maxtasksperchild)` | [`Pool::new`] / [`Pool::builder`]`().processes(n).initializer(f).max_tasks_per_child(k).build()` |
+//! | `pool.apply`, `apply_async(f, args, callback, error_callback)` | [`Pool::apply`], [`Pool::apply_async`] / [`Pool::apply_async_with`] |
+//! | `AsyncResult.get(timeout)`, `ready`, `successful`, `wait` | [`AsyncResult::get`] / [`AsyncResult::get_timeout`], [`AsyncResult::ready`], [`AsyncResult::successful`], [`AsyncResult::wait`] |
+//! | `pool.map`, `imap`, `imap_unordered`, `starmap` | [`Pool::map`], [`Pool::imap`], [`Pool::imap_unordered`], [`Pool::starmap`] |
+//! | `pool.close()`, `join()`, `terminate()` | [`Pool::close`], [`Pool::join`], [`Pool::terminate`] |
+//! | `Manager().dict()` / `Manager().list()` | [`SharedMap::with_capacity`] / [`SharedList::with_capacity`] (no server process) |
 //! | `shared_memory.SharedMemory(name, create=True)` | [`Segment::create_named`] / [`Segment::open`] |
 //! | `set_start_method("fork" / "spawn")` | choose per call: `spawn` (fork) or `spawn_fn` (re-exec) |
 //!
@@ -61,6 +77,10 @@
 //! | [`Event`] | nothing is owned: no effect | any non-zero flag reads as set |
 //! | [`Condition`] | nothing is owned; the mutex reports its own dead owner on re-lock | spurious wake-ups |
 //! | [`Barrier`] | a party that dies *while waiting* breaks the barrier for the others (`Broken`); one that dies before arriving looks slow: use `wait_timeout` | impossible counts break the barrier |
+//! | [`Queue`], [`JoinableQueue`] | a producer killed mid-message: its slot is skipped, no torn message; a consumer killed holding a slot: the slot is freed (its message is lost with it); every sender gone (dropped or dead): receivers get `Disconnected`, and blocked senders when every receiver is gone; a consumer that dies before `task_done` leaves the task unfinished (use `join_timeout`) | lengths and positions checked, messages validated (`Corrupt`) |
+//! | [`Pipe`] ends | frames are published whole, so a dead sender leaves nothing torn; the other end gets `Disconnected` | frames bounds-checked, messages validated |
+//! | [`Pool`] | a worker that dies fails exactly the task it ran (`WorkerDied`) and is replaced; a panicking task fails with `Panicked` and the worker goes on | results validated |
+//! | [`SharedMap`], [`SharedList`] | a writer killed mid-update leaves the old or the new entry (duplicates resolved by version on the next access) | entries validated (`Corrupt`) |
 //! | [`Segment`] / regions | anonymous: freed with the last mapping; named: listed as stale, removable | opening validates magic, version, sizes, offsets: a typed error |
 //!
 //! ## Trust model

@@ -51,7 +51,7 @@ use crate::queue::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, Try
 use crate::roles;
 use crate::segment::Segment;
 
-/// Ring bytes per direction unless set with [`Pipe::with_capacity`].
+/// Ring bytes per direction unless set with [`Pipe::duplex_with_capacity`].
 pub const DEFAULT_PIPE_CAPACITY: usize = 1 << 20;
 
 /// `recv_bytes_into` was given a buffer shorter than the message (Python's

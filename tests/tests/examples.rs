@@ -61,6 +61,8 @@ fn main() {
         ("joinable_queue", &["all items were processed", "consumed"]),
         ("pipe_ping_pong", &["task2 received", "task1 received: task2-4", "the other end closed"]),
         ("zero_copy", &["probe-2: 1000 samples"]),
+        ("pool", &["apply: 144", "map: [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]", "10 callbacks ran"]),
+        ("shared_dict", &["(\"count\", 4)", "hello from"]),
     ];
     let trials: Vec<Trial> = cases
         .into_iter()
