@@ -112,6 +112,7 @@ pub mod condition;
 mod error;
 pub mod event;
 mod globals;
+pub mod inspect;
 pub mod joinable;
 mod message;
 pub mod mutex;

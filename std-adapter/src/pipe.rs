@@ -444,3 +444,17 @@ impl<T> fmt::Debug for PipeReceiver<T> {
         f.write_str("PipeReceiver")
     }
 }
+
+/// The state of pipe ring object `index` in `seg`, for [`crate::inspect`].
+pub(crate) fn describe(seg: &Segment, index: u32) -> crate::inspect::ObjectState {
+    use crate::inspect::ObjectState;
+    match Object::from_index(seg.clone(), index, kind::SPSC_RING, SpscRing::required_size(0))
+        .and_then(Channel::from_object)
+    {
+        Ok(ch) => match ch.ring.used() {
+            Ok(used) => ObjectState::PipeRing { used, capacity: ch.ring.capacity() },
+            Err(e) => ObjectState::Corrupt(format!("{e:?}")),
+        },
+        Err(e) => ObjectState::Corrupt(e.to_string()),
+    }
+}

@@ -794,3 +794,22 @@ where
         fmt::Debug::fmt(&**self, f)
     }
 }
+
+/// The state of queue object `index` in `seg`, for [`crate::inspect`].
+pub(crate) fn describe(seg: &Segment, index: u32) -> crate::inspect::ObjectState {
+    use crate::inspect::ObjectState;
+    let obj = match Object::from_index(seg.clone(), index, kind::MPMC_RING, RING_OFFSET + 128) {
+        Ok(o) => o,
+        Err(e) => return ObjectState::Corrupt(e.to_string()),
+    };
+    match Core::from_object(obj) {
+        Ok(core) => ObjectState::Queue {
+            depth: core.ring.len(),
+            capacity: core.ring.slots(),
+            message_size: core.ring.slot_size(),
+            closed: core.ring.is_closed(),
+            holders: core.participants().snapshot().map(|(id, s, r)| (id, s, r, id.is_alive())).collect(),
+        },
+        Err(e) => ObjectState::Corrupt(e.to_string()),
+    }
+}

@@ -1,0 +1,133 @@
+//! `shmproc`: list, inspect, remove and clean the named shared-memory
+//! segments of shmproc programs.
+//!
+//! ```text
+//! shmproc list              # name, size, owner, creator pid, alive?
+//! shmproc inspect NAME      # every object: queue depth, lock owner, ...
+//! shmproc remove NAME       # unlink one segment
+//! shmproc clean             # unlink every segment whose creator is dead
+//! ```
+//!
+//! Other users' segments are listed but never opened or removed; a segment
+//! that fails validation is reported as corrupt (exit status 1).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shmproc::segment::{SegmentError, SegmentStatus};
+use shmproc::Segment;
+
+#[derive(Parser)]
+#[command(name = "shmproc", version, about = "Inspect and clean up shmproc shared-memory segments")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List named segments with owner, size, creator and whether it is alive.
+    List,
+    /// Show every object in a segment.
+    Inspect {
+        /// Segment name (as given to `Segment::create_named`).
+        name: String,
+    },
+    /// Remove a named segment (processes that mapped it keep their mapping).
+    Remove {
+        /// Segment name.
+        name: String,
+    },
+    /// Remove every segment of ours whose creator is dead.
+    Clean,
+}
+
+fn list() -> Result<(), SegmentError> {
+    let segs = Segment::list()?;
+    if segs.is_empty() {
+        println!("no shmproc segments");
+        return Ok(());
+    }
+    println!("{:<32} {:>10} {:>6} {:>8} {:<8} {:>7}  status", "NAME", "SIZE", "UID", "CREATOR", "ALIVE", "OBJECTS");
+    for s in segs {
+        match &s.status {
+            SegmentStatus::Valid { creator, creator_alive, objects } => println!(
+                "{:<32} {:>10} {:>6} {:>8} {:<8} {:>7}  {}",
+                s.name,
+                s.size,
+                s.uid,
+                creator.id,
+                if *creator_alive { "yes" } else { "no" },
+                objects,
+                if *creator_alive { "ok" } else { "stale (creator dead)" }
+            ),
+            SegmentStatus::NotOwner => {
+                println!(
+                    "{:<32} {:>10} {:>6} {:>8} {:<8} {:>7}  other user's (not opened)",
+                    s.name, s.size, s.uid, "-", "-", "-"
+                )
+            }
+            SegmentStatus::NotReady => {
+                println!("{:<32} {:>10} {:>6} {:>8} {:<8} {:>7}  not initialised", s.name, s.size, s.uid, "-", "-", "-")
+            }
+            SegmentStatus::Corrupt(e) => {
+                println!("{:<32} {:>10} {:>6} {:>8} {:<8} {:>7}  CORRUPT: {e}", s.name, s.size, s.uid, "-", "-", "-")
+            }
+        }
+    }
+    Ok(())
+}
+
+fn inspect(name: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let seg = Segment::open_timeout(name, std::time::Duration::from_millis(500)).map_err(|e| match e {
+        SegmentError::Region { source, .. } => format!("segment {name} is corrupt: {source}").into(),
+        other => Box::<dyn std::error::Error>::from(other.to_string()),
+    })?;
+    let report = shmproc::inspect::inspect(&seg).map_err(|e| format!("segment {name} is corrupt: {e}"))?;
+    let h = &report.header;
+    println!("segment {name}: {} bytes, heap {}/{} used", h.total_size, h.heap_used, h.total_size - h.heap_start);
+    println!(
+        "creator pid {} ({}), uid {}, {} of {} directory slots",
+        h.creator.id,
+        if report.creator_alive { "alive" } else { "dead" },
+        h.creator_uid,
+        h.dir_len,
+        h.dir_capacity
+    );
+    let mut corrupt = false;
+    for o in &report.objects {
+        corrupt |= matches!(o.state, shmproc::inspect::ObjectState::Corrupt(_));
+        let name = if o.name.is_empty() { "(unnamed)" } else { &o.name };
+        println!("  [{}] {:<12} {:<20} {}", o.index, o.kind, name, o.state);
+    }
+    if corrupt {
+        return Err(format!("segment {name} has corrupt objects").into());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Command::List => list().map_err(Into::into),
+        Command::Inspect { name } => inspect(&name),
+        Command::Remove { name } => Segment::remove(&name).map(|()| println!("removed {name}")).map_err(Into::into),
+        Command::Clean => Segment::remove_stale()
+            .map(|removed| {
+                if removed.is_empty() {
+                    println!("nothing to clean");
+                }
+                for n in removed {
+                    println!("removed stale segment {n}");
+                }
+            })
+            .map_err(Into::into),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shmproc: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

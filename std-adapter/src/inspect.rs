@@ -1,0 +1,242 @@
+//! Read-only inspection of the objects in a segment, for tools such as the
+//! `shmproc` CLI: queue depth and capacity, lock owner and whether it is
+//! alive, semaphore value, waiters.
+//!
+//! Everything is read from shared memory and validated like any other access:
+//! a corrupt object is reported as such, never trusted.
+//!
+//! ```
+//! let seg = shmproc::Segment::anonymous(1 << 16)?;
+//! let _sem = shmproc::Semaphore::new_in(&seg, "slots", 3)?;
+//! let report = shmproc::inspect::inspect(&seg)?;
+//! assert_eq!(report.objects[0].name, "slots");
+//! assert!(report.objects[0].state.to_string().contains("value 3"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+
+use shmproc_core::barrier::RawBarrier;
+use shmproc_core::condvar::RawCondvar;
+use shmproc_core::event::RawEvent;
+use shmproc_core::owner::ProcLiveness;
+use shmproc_core::raw_mutex::RawMutex;
+use shmproc_core::region::{kind, HeaderInfo, RegionError};
+use shmproc_core::semaphore::{RawSemaphore, UNBOUNDED};
+use shmproc_core::Identity;
+
+use crate::segment::Segment;
+
+/// What an object looks like right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ObjectState {
+    /// A lock (also `Mutex<T>`, `Value<T>`, `RLock`).
+    Mutex {
+        /// `(tid, pid, alive)` of the holder, if held.
+        owner: Option<(u32, u32, bool)>,
+        /// Whether waiters may be sleeping.
+        waiters: bool,
+        /// Bytes of protected data.
+        data_bytes: usize,
+    },
+    /// A semaphore.
+    Semaphore {
+        /// Free permits.
+        value: u32,
+        /// Bound (`None`: unbounded).
+        max: Option<u32>,
+        /// Sleeping waiters.
+        waiters: u32,
+    },
+    /// An event.
+    Event {
+        /// Whether it is set.
+        set: bool,
+        /// Sleeping waiters.
+        waiters: u32,
+    },
+    /// A condition variable.
+    Condition {
+        /// Sleeping waiters.
+        waiters: u32,
+    },
+    /// A barrier.
+    Barrier {
+        /// Parties.
+        parties: u32,
+        /// Parties waiting now.
+        waiting: u32,
+        /// Whether it is broken.
+        broken: bool,
+    },
+    /// A queue.
+    Queue {
+        /// Messages waiting.
+        depth: usize,
+        /// Capacity in messages.
+        capacity: usize,
+        /// Largest message in bytes.
+        message_size: usize,
+        /// Whether it was closed.
+        closed: bool,
+        /// `(process, senders, receivers, alive)` holding handles.
+        holders: Vec<(Identity, u32, u32, bool)>,
+    },
+    /// One direction of a pipe.
+    PipeRing {
+        /// Bytes waiting.
+        used: u64,
+        /// Ring capacity in bytes.
+        capacity: usize,
+    },
+    /// Another kind (arrays, shared containers, raw bytes, newer kinds).
+    Other {
+        /// The object's size in bytes.
+        size: usize,
+    },
+    /// The object's contents fail validation.
+    Corrupt(String),
+}
+
+impl fmt::Display for ObjectState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ObjectState::Mutex { owner: None, waiters, data_bytes } => {
+                write!(f, "unlocked, {data_bytes} data bytes{}", if *waiters { ", waiters" } else { "" })
+            }
+            ObjectState::Mutex { owner: Some((tid, pid, alive)), waiters, data_bytes } => write!(
+                f,
+                "locked by pid {pid} tid {tid} ({}), {data_bytes} data bytes{}",
+                if *alive { "alive" } else { "dead: the next locker gets OwnerDied" },
+                if *waiters { ", waiters" } else { "" }
+            ),
+            ObjectState::Semaphore { value, max, waiters } => match max {
+                Some(m) => write!(f, "value {value} (bounded at {m}), {waiters} waiting"),
+                None => write!(f, "value {value}, {waiters} waiting"),
+            },
+            ObjectState::Event { set, waiters } => {
+                write!(f, "{}, {waiters} waiting", if *set { "set" } else { "clear" })
+            }
+            ObjectState::Condition { waiters } => write!(f, "{waiters} waiting"),
+            ObjectState::Barrier { parties, waiting, broken } => {
+                write!(f, "{waiting}/{parties} waiting{}", if *broken { ", BROKEN" } else { "" })
+            }
+            ObjectState::Queue { depth, capacity, message_size, closed, holders } => {
+                write!(
+                    f,
+                    "{depth}/{capacity} messages of up to {message_size} bytes{}",
+                    if *closed { ", closed" } else { "" }
+                )?;
+                for (id, s, r, alive) in holders {
+                    write!(f, "; pid {} holds {s} send/{r} recv ({})", id.id, if *alive { "alive" } else { "dead" })?;
+                }
+                Ok(())
+            }
+            ObjectState::PipeRing { used, capacity } => write!(f, "{used}/{capacity} bytes waiting"),
+            ObjectState::Other { size } => write!(f, "{size} bytes"),
+            ObjectState::Corrupt(why) => write!(f, "CORRUPT: {why}"),
+        }
+    }
+}
+
+/// One object of a segment.
+#[derive(Clone, Debug)]
+pub struct ObjectReport {
+    /// Directory index.
+    pub index: u32,
+    /// Name (lossy UTF-8).
+    pub name: String,
+    /// Kind name (`mutex`, `queue`, ...).
+    pub kind: &'static str,
+    /// State.
+    pub state: ObjectState,
+}
+
+/// A segment's header and objects.
+#[derive(Clone, Debug)]
+pub struct SegmentReport {
+    /// Validated header fields.
+    pub header: HeaderInfo,
+    /// Whether the creating process still runs.
+    pub creator_alive: bool,
+    /// Objects in directory order.
+    pub objects: Vec<ObjectReport>,
+}
+
+fn kind_name(k: u32) -> &'static str {
+    match k {
+        kind::BYTES => "bytes",
+        kind::MUTEX => "mutex",
+        kind::SEMAPHORE => "semaphore",
+        kind::EVENT => "event",
+        kind::CONDVAR => "condition",
+        kind::BARRIER => "barrier",
+        kind::SPSC_RING => "pipe",
+        kind::MPMC_RING => "queue",
+        kind::ARRAY => "array",
+        kind::SHARED_MAP => "shared map",
+        kind::SHARED_LIST => "shared list",
+        _ => "unknown",
+    }
+}
+
+/// Describes every object in `seg`.
+pub fn inspect(seg: &Segment) -> Result<SegmentReport, RegionError> {
+    let region = seg.region();
+    let header = region.info()?;
+    let mut objects = Vec::new();
+    for info in region.objects() {
+        let info = match info {
+            Ok(i) => i,
+            Err(e) => {
+                objects.push(ObjectReport {
+                    index: u32::MAX,
+                    name: String::new(),
+                    kind: "unknown",
+                    state: ObjectState::Corrupt(e.to_string()),
+                });
+                continue;
+            }
+        };
+        let state = match info.kind {
+            kind::MUTEX => match region.get::<RawMutex>(info.index) {
+                Ok(m) => ObjectState::Mutex {
+                    owner: m.owner(&ProcLiveness).map(|o| (o.tid, o.pid, o.alive)),
+                    waiters: m.owner(&ProcLiveness).is_some_and(|o| o.waiters),
+                    data_bytes: info.size.saturating_sub(std::mem::size_of::<RawMutex>()),
+                },
+                Err(e) => ObjectState::Corrupt(e.to_string()),
+            },
+            kind::SEMAPHORE => match region.get::<RawSemaphore>(info.index) {
+                Ok(s) => ObjectState::Semaphore {
+                    value: s.value(),
+                    max: (s.max() != UNBOUNDED).then(|| s.max()),
+                    waiters: s.waiters(),
+                },
+                Err(e) => ObjectState::Corrupt(e.to_string()),
+            },
+            kind::EVENT => match region.get::<RawEvent>(info.index) {
+                Ok(e) => ObjectState::Event { set: e.is_set(), waiters: e.waiters() },
+                Err(e) => ObjectState::Corrupt(e.to_string()),
+            },
+            kind::CONDVAR => match region.get::<RawCondvar>(info.index) {
+                Ok(c) => ObjectState::Condition { waiters: c.waiters() },
+                Err(e) => ObjectState::Corrupt(e.to_string()),
+            },
+            kind::BARRIER => match region.get::<RawBarrier>(info.index) {
+                Ok(b) => ObjectState::Barrier { parties: b.parties(), waiting: b.n_waiting(), broken: b.is_broken() },
+                Err(e) => ObjectState::Corrupt(e.to_string()),
+            },
+            kind::MPMC_RING => crate::queue::describe(seg, info.index),
+            kind::SPSC_RING => crate::pipe::describe(seg, info.index),
+            _ => ObjectState::Other { size: info.size },
+        };
+        objects.push(ObjectReport {
+            index: info.index,
+            name: String::from_utf8_lossy(info.name()).into_owned(),
+            kind: kind_name(info.kind),
+            state,
+        });
+    }
+    Ok(SegmentReport { creator_alive: header.creator.is_alive(), header, objects })
+}

@@ -1,0 +1,138 @@
+//! The `shmproc` command end to end: list, inspect, remove, clean, other
+//! users' segments, corrupt segments.
+
+use std::io::{Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use shmproc::{Event, Mutex, Process, Queue, Segment, Semaphore};
+use shmproc_tests::{ensure, trials, TestResult, HANG_LIMIT};
+
+fn cli() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(|d| d.parent()).ok_or("target dir")?.to_path_buf();
+    let path = dir.join("shmproc");
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let release = dir.ends_with("release");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "shmproc-cli", "--bin", "shmproc"]);
+        if release {
+            cmd.arg("--release");
+        }
+        ensure!(cmd.status()?.success(), "building the CLI failed");
+    }
+    ensure!(path.exists(), "{} not built", path.display());
+    Ok(path)
+}
+
+fn run(args: &[&str]) -> Result<(bool, String), Box<dyn std::error::Error>> {
+    let out = Command::new(cli()?).args(args).output()?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}
+
+fn unique(tag: &str) -> String {
+    format!("cli-{tag}-{}", std::process::id())
+}
+
+fn inspect_shows_every_object() -> TestResult {
+    let name = unique("inspect");
+    let seg = Segment::create_named(&name, 1 << 20)?;
+    let m = Mutex::new_in(&seg, "counter", 0u64)?;
+    let q = Queue::<u64>::builder().capacity(16).message_size(16).build_in::<u64>(&seg, "jobs")?;
+    let s = Semaphore::new_in(&seg, "slots", 3)?;
+    let e = Event::new_in(&seg, "go")?;
+    e.set();
+    for i in 0..5 {
+        q.send(&i)?;
+    }
+    // A holder that dies holding the mutex.
+    let ready = Event::new()?;
+    let (m2, r2) = (m.clone(), ready.clone());
+    let holder = Process::spawn(move || {
+        let _g = m2.lock().unwrap();
+        r2.set();
+        std::thread::sleep(Duration::from_secs(60));
+    })?;
+    ensure!(ready.wait_timeout(HANG_LIMIT));
+    let holder_pid = holder.pid();
+    holder.kill()?;
+    let mut holder = holder;
+    holder.join()?;
+    let (ok, out) = run(&["inspect", &name])?;
+    ensure!(ok, "{out}");
+    ensure!(
+        out.contains("counter") && out.contains(&format!("locked by pid {holder_pid}")) && out.contains("dead"),
+        "{out}"
+    );
+    ensure!(out.contains("jobs") && out.contains("5/16 messages"), "{out}");
+    ensure!(out.contains(&format!("pid {} holds", std::process::id())), "{out}");
+    ensure!(out.contains("slots") && out.contains("value 3"), "{out}");
+    ensure!(out.contains("go") && out.contains("set, 0 waiting"), "{out}");
+    let (ok, out) = run(&["list"])?;
+    ensure!(ok && out.contains(&name) && out.contains("ok"), "{out}");
+    // Every handle keeps the segment mapped; the last one unlinks it.
+    drop((m, q, s, e, seg));
+    let (ok, out) = run(&["inspect", &name])?;
+    ensure!(!ok && out.contains("does not exist"), "{out}");
+    Ok(())
+}
+
+fn clean_and_remove() -> TestResult {
+    let stale = unique("stale");
+    let s2 = stale.clone();
+    let mut child = Process::spawn(move || -> () {
+        let s = Segment::create_named(&s2, 4096).unwrap();
+        s.persist();
+        // SAFETY: simulate a crash: no destructors run.
+        unsafe { libc::_exit(0) }
+    })?;
+    child.join()?;
+    let live = unique("live");
+    let live_seg = Segment::create_named(&live, 4096)?;
+    live_seg.persist();
+    let (_, out) = run(&["list"])?;
+    ensure!(out.lines().any(|l| l.contains(&stale) && l.contains("stale")), "{out}");
+    let (ok, out) = run(&["clean"])?;
+    ensure!(ok && out.contains(&format!("removed stale segment {stale}")), "{out}");
+    ensure!(!out.contains(&live), "clean removed a live segment: {out}");
+    let (ok, out) = run(&["remove", &live])?;
+    ensure!(ok && out.contains("removed"), "{out}");
+    ensure!(matches!(Segment::open(&live), Err(shmproc::SegmentError::NotFound { .. })));
+    let (ok, out) = run(&["remove", &live])?;
+    ensure!(!ok && out.contains("does not exist"), "{out}");
+    Ok(())
+}
+
+fn corrupt_and_foreign_segments() -> TestResult {
+    let bad = unique("corrupt");
+    let seg = Segment::create_named(&bad, 4096)?;
+    seg.persist();
+    drop(seg);
+    let path = format!("/dev/shm/{}{bad}", shmproc::segment::NAME_PREFIX);
+    let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
+    f.seek(SeekFrom::Start(0))?;
+    f.write_all(b"NOTMAGIC")?;
+    let (ok, out) = run(&["inspect", &bad])?;
+    ensure!(!ok && out.contains("corrupt"), "{out}");
+    let (_, out) = run(&["list"])?;
+    ensure!(out.lines().any(|l| l.contains(&bad) && l.contains("CORRUPT")), "{out}");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534))?;
+        let (ok, out) = run(&["remove", &bad])?;
+        ensure!(!ok && out.contains("belongs to uid 65534"), "{out}");
+        let (ok, out) = run(&["inspect", &bad])?;
+        ensure!(!ok && out.contains("65534"), "{out}");
+        let (_, out) = run(&["list"])?;
+        ensure!(out.lines().any(|l| l.contains(&bad) && l.contains("other user")), "{out}");
+    }
+    std::fs::remove_file(&path)?;
+    Ok(())
+}
+
+fn main() {
+    shmproc_tests::run(trials![inspect_shows_every_object, clean_and_remove, corrupt_and_foreign_segments]);
+}
