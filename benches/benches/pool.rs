@@ -144,7 +144,12 @@ fn python_baseline() -> Option<serde_json::Value> {
         eprintln!("python baseline failed: {}", String::from_utf8_lossy(&out.stderr));
         return None;
     }
-    serde_json::from_slice(&out.stdout).ok()
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    // Kept for the summary report (benches/z_report.rs).
+    let dir = shmproc_benches::report_dir();
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("python.json"), v.to_string());
+    Some(v)
 }
 
 fn main() {

@@ -26,6 +26,12 @@ pub fn pipe_roundtrip(tx: &mut fs::File, rx: &mut fs::File) {
     rx.read_exact(&mut b).expect("pipe read");
 }
 
+/// Where the summary report writes its CSV and SVG: `target/shmproc-bench/`.
+#[must_use]
+pub fn report_dir() -> PathBuf {
+    target_dir().join("shmproc-bench")
+}
+
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
         // benches run from the package directory; the workspace target is
