@@ -62,7 +62,12 @@ pub const UNREGISTERED_GRACE: Duration = Duration::from_millis(500);
 /// Slot length marking a skipped position (dead or failed producer).
 pub const SKIP: u32 = u32::MAX;
 const POISON_TID: u64 = 0;
-const SLOT_HEAD: usize = 32;
+/// Bytes before a slot's payload: the slot head, padded so the payload is
+/// 16-byte aligned (32 on real atomics; larger under loom).
+const SLOT_HEAD: usize = match align_up(core::mem::size_of::<SlotHead>(), 16) {
+    Some(v) => v,
+    None => panic!("slot head size"),
+};
 
 /// Errors of ring operations.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -124,6 +129,28 @@ pub const fn stride(slot_size: usize) -> usize {
     match align_up(SLOT_HEAD + slot_size, 64) {
         Some(v) => v,
         None => usize::MAX,
+    }
+}
+
+#[cfg(loom)]
+unsafe fn loom_construct(base: NonNull<u8>, slots: usize, slot_size: usize) {
+    let u64_ = || AtomicU64::new(0);
+    let u32_ = || AtomicU32::new(0);
+    let hdr = MpmcHeader {
+        enqueue: CachePadded(u64_()),
+        dequeue: CachePadded(u64_()),
+        meta: CachePadded(Meta { slots: u64_(), slot_size: u64_(), closed: u32_(), _pad: u32_(), limit: u64_() }),
+        not_empty: CachePadded(Notifier::new()),
+        not_full: CachePadded(Notifier::new()),
+        participants: Participants::new_for_loom(),
+    };
+    // SAFETY: the caller guarantees the memory; we write whole values.
+    unsafe {
+        base.as_ptr().cast::<MpmcHeader>().write(hdr);
+        for i in 0..slots {
+            let slot = base.as_ptr().add(HEADER_SPAN + i * stride(slot_size)).cast::<SlotHead>();
+            slot.write(SlotHead { seq: u64_(), claim: u64_(), start: u64_(), len: u32_(), _pad: u32_() });
+        }
     }
 }
 
@@ -194,6 +221,14 @@ impl MpmcRing {
             Some(n) if n <= len => {}
             _ => return Err(MpmcError::Layout("memory too small")),
         }
+        // Under loom, atomics are model objects that must be constructed, not
+        // just stored to: build the header and slot heads in place first.
+        #[cfg(loom)]
+        // SAFETY: the memory is large enough and aligned (checked above) and
+        // not yet shared.
+        unsafe {
+            loom_construct(base, slots.max(2), slot_size)
+        };
         // SAFETY: aligned and large enough (checked); the header is atomics.
         let hdr = unsafe { &*base.as_ptr().cast::<MpmcHeader>() };
         hdr.enqueue.store(0, Ordering::Relaxed);

@@ -25,7 +25,12 @@ use crate::identity::Identity;
 use crate::primitive::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Entries per table.
+#[cfg(not(loom))]
 pub const MAX_PARTICIPANTS: usize = 64;
+/// Entries per table (kept small under loom, where each atomic is a model
+/// object).
+#[cfg(loom)]
+pub const MAX_PARTICIPANTS: usize = 2;
 /// `pid` value of an entry being cleared.
 pub const RECLAIMING: u32 = u32::MAX;
 
@@ -76,6 +81,23 @@ pub struct Participants {
 }
 
 impl Participants {
+    /// A constructed, empty table (loom models only: real tables live in
+    /// shared memory and are initialised in place).
+    #[cfg(loom)]
+    pub(crate) fn new_for_loom() -> Participants {
+        Participants {
+            overflow: AtomicU32::new(0),
+            _pad: AtomicU32::new(0),
+            entries: core::array::from_fn(|_| Entry {
+                pid: AtomicU32::new(0),
+                senders: AtomicU32::new(0),
+                start: AtomicU64::new(0),
+                receivers: AtomicU32::new(0),
+                _pad: AtomicU32::new(0),
+            }),
+        }
+    }
+
     /// (Re)initialises in place: empty.
     pub fn init(&self) {
         self.overflow.store(0, Ordering::Relaxed);

@@ -80,6 +80,14 @@ struct Meta {
     closed: AtomicU32,
 }
 
+/// Under loom, frame-header words cannot live at byte offsets of the data area
+/// (loom's atomics are model objects larger than 8 bytes), so they live in a
+/// side array after it, one per 8 data bytes; this is its size per data byte.
+#[cfg(loom)]
+const LOOM_WORDS_PER_BYTE: usize = core::mem::size_of::<AtomicU64>().div_ceil(8);
+#[cfg(not(loom))]
+const LOOM_WORDS_PER_BYTE: usize = 0;
+
 const HEADER_SPAN: usize = match align_up(core::mem::size_of::<SpscHeader>(), OBJECT_ALIGN) {
     Some(v) => v,
     None => panic!("header size"),
@@ -108,7 +116,7 @@ impl SpscRing {
     /// Bytes of memory needed for a ring of `capacity` data bytes.
     #[must_use]
     pub const fn required_size(capacity: usize) -> usize {
-        HEADER_SPAN + capacity
+        HEADER_SPAN + capacity + LOOM_WORDS_PER_BYTE * capacity
     }
 
     /// The data capacity that fits in `len` bytes (a power of two).
@@ -139,6 +147,24 @@ impl SpscRing {
         if len < SpscRing::required_size(capacity) {
             return Err(RingError::Layout("memory too small"));
         }
+        #[cfg(loom)]
+        // SAFETY: aligned and large enough (checked); not yet shared. Loom's
+        // atomics must be constructed before use.
+        unsafe {
+            use crate::participants::Participants;
+            base.as_ptr().cast::<SpscHeader>().write(SpscHeader {
+                head: CachePadded(AtomicU64::new(0)),
+                tail: CachePadded(AtomicU64::new(0)),
+                meta: CachePadded(Meta { capacity: AtomicU64::new(0), closed: AtomicU32::new(0) }),
+                not_empty: CachePadded(Notifier::new()),
+                not_full: CachePadded(Notifier::new()),
+                participants: Participants::new_for_loom(),
+            });
+            let words = base.as_ptr().add(HEADER_SPAN + capacity).cast::<AtomicU64>();
+            for i in 0..capacity / 8 {
+                words.add(i).write(AtomicU64::new(0));
+            }
+        }
         // SAFETY: aligned and large enough (checked); the header is atomics.
         let hdr = unsafe { &*base.as_ptr().cast::<SpscHeader>() };
         hdr.head.store(0, Ordering::Relaxed);
@@ -168,7 +194,10 @@ impl SpscRing {
         // SAFETY: aligned and at least HEADER_SPAN bytes (checked).
         let hdr = unsafe { &*base.as_ptr().cast::<SpscHeader>() };
         let cap = hdr.meta.capacity.load(Ordering::Relaxed);
-        if !cap.is_power_of_two() || cap < MIN_CAPACITY as u64 || cap > (len - HEADER_SPAN) as u64 {
+        if !cap.is_power_of_two()
+            || cap < MIN_CAPACITY as u64
+            || cap > ((len - HEADER_SPAN) / (1 + LOOM_WORDS_PER_BYTE)) as u64
+        {
             return Err(RingError::Corrupt("capacity"));
         }
         Ok(SpscRing {
@@ -239,9 +268,18 @@ impl SpscRing {
     #[inline]
     fn word(&self, off: usize) -> &AtomicU64 {
         debug_assert!(off % 8 == 0 && off + 8 <= self.cap as usize);
+        #[cfg(not(loom))]
         // SAFETY: off is 8-aligned and off + 8 <= cap (callers check), the data
         // area starts 128-aligned; an AtomicU64 is valid for any bits.
-        unsafe { &*self.data.as_ptr().add(off).cast::<AtomicU64>() }
+        unsafe {
+            &*self.data.as_ptr().add(off).cast::<AtomicU64>()
+        }
+        #[cfg(loom)]
+        // SAFETY: the side array after the data area holds cap / 8 constructed
+        // words (see `init`); off / 8 < cap / 8.
+        unsafe {
+            &*self.data.as_ptr().add(self.cap as usize).cast::<AtomicU64>().add(off / 8)
+        }
     }
 
     #[inline]
