@@ -351,6 +351,17 @@ impl Core {
         }
     }
 
+    fn wait_for_room(&self, deadline: Option<Deadline>) -> Waited {
+        wait(
+            deadline,
+            &self.ring.header().not_full,
+            || self.ring.has_room(),
+            || self.ring.is_closed(),
+            || self.presence(Role::Receiver) == Presence::Absent,
+            |grace| self.ring.recover_reader(&ProcLiveness, grace),
+        )
+    }
+
     fn send_deadline<T: Message>(&self, v: &T, deadline: Option<Deadline>) -> Result<(), SendTimeoutError> {
         loop {
             match self.try_send(v) {
@@ -361,14 +372,7 @@ impl Core {
                 Err(TrySendError::Serialize { reason }) => return Err(SendTimeoutError::Serialize { reason }),
                 Err(TrySendError::Corrupt { reason }) => return Err(SendTimeoutError::Corrupt { reason }),
             }
-            match wait(
-                deadline,
-                &self.ring.header().not_full,
-                || self.ring.has_room(),
-                || self.ring.is_closed(),
-                || self.presence(Role::Receiver) == Presence::Absent,
-                |grace| self.ring.recover_reader(&ProcLiveness, grace),
-            ) {
+            match self.wait_for_room(deadline) {
                 Waited::Ready => {}
                 Waited::Timeout => return Err(SendTimeoutError::Timeout),
                 Waited::Disconnected => return Err(SendTimeoutError::Disconnected),
@@ -616,6 +620,28 @@ macro_rules! send_methods {
             /// Sends, waiting at most `timeout` for room.
             pub fn send_timeout(&self, value: &T, timeout: Duration) -> Result<(), SendTimeoutError> {
                 self.reg.core.send_deadline(value, Some(Deadline::after(timeout)))
+            }
+            /// Writes a message in place, waiting for room as long as it takes:
+            /// `write` gets the slot's bytes and returns how many it used (the
+            /// archived bytes of a `T`), or `None` to give up (the slot is then
+            /// skipped and `TooLarge` returned). `write` may run more than once
+            /// if a slot is lost to a race; it must be repeatable.
+            pub fn send_with(&self, mut write: impl FnMut(&mut [u8]) -> Option<usize>) -> Result<(), SendError> {
+                let core = &self.reg.core;
+                loop {
+                    match core.try_send_with(&mut write) {
+                        Ok(()) => return Ok(()),
+                        Err(TrySendError::Full) => {}
+                        Err(TrySendError::Disconnected) => return Err(SendError::Disconnected),
+                        Err(TrySendError::TooLarge { limit }) => return Err(SendError::TooLarge { limit }),
+                        Err(TrySendError::Serialize { reason }) => return Err(SendError::Serialize { reason }),
+                        Err(TrySendError::Corrupt { reason }) => return Err(SendError::Corrupt { reason }),
+                    }
+                    match core.wait_for_room(None) {
+                        Waited::Ready => {}
+                        Waited::Timeout | Waited::Disconnected => return Err(SendError::Disconnected),
+                    }
+                }
             }
             /// Writes a message in place: `write` gets the slot's bytes and
             /// returns how many it used (the archived bytes of a `T`, e.g. from

@@ -93,6 +93,16 @@ fn large_messages_and_oversize_errors() -> TestResult {
     q.send(&vec![1, 2, 3])?;
     ensure!(q.recv()? == vec![1, 2, 3]);
     ensure!(q.try_recv() == Err(TryRecvError::Empty));
+    // Writing in place: archive straight into the slot.
+    let q2 = Queue::<u64>::builder().capacity(2).message_size(16).build::<u64>()?;
+    q2.send_with(|buf| {
+        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&77u64, rkyv::ser::writer::Buffer::from(buf))
+            .ok()
+            .map(|b| b.len())
+    })?;
+    ensure!(q2.recv()? == 77);
+    ensure!(matches!(q2.send_with(|_| None), Err(SendError::TooLarge { .. })));
+    ensure!(q2.try_recv() == Err(TryRecvError::Empty), "a refused in-place write must not surface");
     let small = Queue::<String>::bounded(2)?;
     ensure!(matches!(small.try_send(&"x".repeat(5000)), Err(TrySendError::TooLarge { .. })));
     small.send(&"ok".into())?;
