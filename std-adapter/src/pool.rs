@@ -40,11 +40,10 @@ use std::fmt;
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard as StdGuard};
 use std::time::Duration;
 
-use rkyv::util::AlignedVec;
 use shmproc_core::Deadline;
 
 use crate::error::Error;
-use crate::message::{decode, encode, Message};
+use crate::message::{decode_copy, encode, Message};
 use crate::process::{cpu_count, Process, ProcessError};
 use crate::queue::{Queue, Receiver, RecvTimeoutError, Sender, TrySendError};
 use crate::spawn::{fn_address, fn_offset};
@@ -157,14 +156,8 @@ thread_local! {
     static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
-fn aligned(bytes: &[u8]) -> AlignedVec {
-    let mut v = AlignedVec::with_capacity(bytes.len());
-    v.extend_from_slice(bytes);
-    v
-}
-
 fn tramp_one<A: Message, R: Message>(f: usize, arg: &[u8]) -> Result<Vec<u8>, String> {
-    let a = decode::<A>(&aligned(arg)).map_err(|e| format!("argument: {e}"))?;
+    let a = decode_copy::<A>(arg).map_err(|e| format!("argument: {e}"))?;
     // SAFETY: `f` is a `fn(A) -> R` of this image, encoded by the parent for
     // exactly this trampoline instance.
     let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(f) };
@@ -172,7 +165,7 @@ fn tramp_one<A: Message, R: Message>(f: usize, arg: &[u8]) -> Result<Vec<u8>, St
 }
 
 fn tramp_chunk<A: Message, R: Message>(f: usize, arg: &[u8]) -> Result<Vec<u8>, String> {
-    let items = decode::<Vec<A>>(&aligned(arg)).map_err(|e| format!("argument: {e}"))?;
+    let items = decode_copy::<Vec<A>>(arg).map_err(|e| format!("argument: {e}"))?;
     // SAFETY: as in `tramp_one`.
     let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(f) };
     let out: Vec<R> = items.into_iter().map(f).collect();
@@ -180,7 +173,7 @@ fn tramp_chunk<A: Message, R: Message>(f: usize, arg: &[u8]) -> Result<Vec<u8>, 
 }
 
 fn tramp_star<A: Message, B: Message, R: Message>(f: usize, arg: &[u8]) -> Result<Vec<u8>, String> {
-    let items = decode::<Vec<(A, B)>>(&aligned(arg)).map_err(|e| format!("argument: {e}"))?;
+    let items = decode_copy::<Vec<(A, B)>>(arg).map_err(|e| format!("argument: {e}"))?;
     // SAFETY: `f` is a `fn(A, B) -> R` of this image, encoded for this instance.
     let f: fn(A, B) -> R = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(f) };
     let out: Vec<R> = items.into_iter().map(|(a, b)| f(a, b)).collect();
@@ -437,9 +430,8 @@ impl PoolInner {
         let mut present = HashSet::new();
         let mut held_by_dead: HashMap<u64, u32> = HashMap::new();
         self.tasks.core_scan(|claimant, bytes| {
-            let buf = aligned(bytes);
-            if let Ok(t) = rkyv::access::<ArchivedTaskMsg, rkyv::rancor::Error>(&buf) {
-                let id = t.id.to_native();
+            if let Ok(t) = crate::message::decode_copy::<TaskMsg>(bytes) {
+                let id = t.id;
                 match claimant {
                     Some(tid) if dead.iter().any(|&(pid, _)| pid == tid) => {
                         held_by_dead.insert(id, tid);
@@ -547,7 +539,7 @@ pub struct AsyncResult<R> {
 impl<R: Message> AsyncResult<R> {
     fn decode(r: Result<Vec<u8>, TaskError>) -> Result<R, TaskError> {
         let bytes = r?;
-        decode::<R>(&aligned(&bytes)).map_err(|e| TaskError::Message(e.to_string()))
+        decode_copy::<R>(&bytes).map_err(|e| TaskError::Message(e.to_string()))
     }
 
     /// Waits for the result.

@@ -82,3 +82,31 @@ pub fn is_gone(pid: u32) -> bool {
 
 /// A generous upper bound for "returns on time": catches hangs, not slowness.
 pub const HANG_LIMIT: Duration = Duration::from_secs(10);
+
+/// One futex word (or counter) in a region, for tests that need raw shared
+/// atomics beside the primitives under test.
+pub struct Word(pub std::sync::atomic::AtomicU32);
+
+// SAFETY: a single atomic: valid for any bits, mutated only atomically.
+unsafe impl shmproc::core::region::RegionObject for Word {
+    const KIND: u32 = shmproc::core::region::kind::BYTES;
+}
+
+/// `n` zeroed [`Word`]s in a fresh anonymous segment, returned with the
+/// directory index of the first (the others follow in order).
+pub fn words(n: u32) -> Result<(shmproc::Segment, u32), Box<dyn Error>> {
+    let seg = shmproc::Segment::anonymous(4096 + n as usize * 128)?;
+    let mut first = u32::MAX;
+    for i in 0..n {
+        let info = seg
+            .region()
+            .alloc::<Word>(format!("w{i}").as_bytes(), |w| w.0.store(0, std::sync::atomic::Ordering::Relaxed))?;
+        first = first.min(info.index);
+    }
+    Ok((seg, first))
+}
+
+/// Word `i` of a segment made by [`words`].
+pub fn word(seg: &shmproc::Segment, first: u32, i: u32) -> &std::sync::atomic::AtomicU32 {
+    &seg.region().get::<Word>(first + i).expect("word object").0
+}

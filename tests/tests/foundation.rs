@@ -6,25 +6,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use shmproc::core::futex::{self, WaitOutcome};
-use shmproc::core::region::{kind, RegionError, RegionObject};
+use shmproc::core::region::RegionError;
 use shmproc::{Deadline, Process, ProcessError, Segment, SegmentError, SegmentStatus};
-use shmproc_tests::{ensure, eventually, is_gone, proc_state, trials, TestResult, HANG_LIMIT};
-
-/// One futex word in a region.
-struct Word(AtomicU32);
-// SAFETY: a single atomic: valid for any bits, mutated only atomically.
-unsafe impl RegionObject for Word {
-    const KIND: u32 = kind::BYTES;
-}
+use shmproc_tests::{ensure, eventually, is_gone, proc_state, trials, TestResult, Word, HANG_LIMIT};
 
 fn word_segment() -> Result<(Segment, u32), Box<dyn std::error::Error>> {
-    let seg = Segment::anonymous(4096)?;
-    let info = seg.region().alloc::<Word>(b"word", |w| w.0.store(0, Ordering::Relaxed))?;
-    Ok((seg, info.index))
+    shmproc_tests::words(1)
 }
 
 fn word(seg: &Segment, index: u32) -> &AtomicU32 {
-    &seg.region().get::<Word>(index).expect("word object").0
+    shmproc_tests::word(seg, index, 0)
 }
 
 fn unique(tag: &str) -> String {
