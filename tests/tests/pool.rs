@@ -175,6 +175,26 @@ fn max_tasks_per_child_gives_fresh_workers() -> TestResult {
     Ok(())
 }
 
+static INITIALISED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn init_worker() {
+    INITIALISED.store(42, Ordering::SeqCst);
+}
+
+fn read_init(_: u8) -> u32 {
+    INITIALISED.load(Ordering::SeqCst)
+}
+
+fn initializer_runs_in_every_worker() -> TestResult {
+    for spawn in [false, true] {
+        let pool = Pool::builder().processes(2).initializer(init_worker).spawn_mode(spawn).build()?;
+        let seen = pool.map(read_init, vec![0u8; 16])?;
+        ensure!(seen.iter().all(|&v| v == 42), "spawn mode {spawn}: {seen:?}");
+    }
+    ensure!(INITIALISED.load(Ordering::SeqCst) == 0, "the initializer ran in the parent");
+    Ok(())
+}
+
 fn spawn_mode_pool_works() -> TestResult {
     let pool = Pool::builder().processes(2).spawn_mode(true).build()?;
     ensure!(pool.map(square, 0..1000u64)?.iter().sum::<u64>() == (0..1000u64).map(|x| x * x).sum::<u64>());
@@ -193,6 +213,7 @@ fn main() {
         killed_worker_fails_its_task_with_the_signal,
         terminate_leaves_no_child_behind,
         max_tasks_per_child_gives_fresh_workers,
+        initializer_runs_in_every_worker,
         spawn_mode_pool_works,
     ]);
 }
