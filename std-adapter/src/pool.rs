@@ -336,6 +336,9 @@ struct State {
     outstanding: HashSet<u64>,
     done: HashMap<u64, Result<Vec<u8>, TaskError>>,
     callbacks: HashMap<u64, Callback>,
+    /// Callbacks whose results are in, run once the state lock is released
+    /// (a callback may call into the pool).
+    due: Vec<(Callback, Result<Vec<u8>, TaskError>)>,
     closed: bool,
     terminated: bool,
 }
@@ -377,7 +380,7 @@ impl PoolInner {
             return;
         }
         if let Some(cb) = st.callbacks.remove(&id) {
-            cb(&r);
+            st.due.push((cb, r.clone()));
         }
         st.done.insert(id, r);
     }
@@ -465,6 +468,19 @@ impl PoolInner {
 
     fn submit(&self, tramp: PoolTramp, func: usize, arg: &[u8], cb: Option<Callback>) -> Result<u64, TaskError> {
         let mut st = self.lock();
+        let r = self.submit_locked(&mut st, tramp, func, arg, cb);
+        self.run_due(st);
+        r
+    }
+
+    fn submit_locked(
+        &self,
+        st: &mut State,
+        tramp: PoolTramp,
+        func: usize,
+        arg: &[u8],
+        cb: Option<Callback>,
+    ) -> Result<u64, TaskError> {
         if st.closed || st.terminated {
             return Err(TaskError::Closed);
         }
@@ -478,7 +494,7 @@ impl PoolInner {
         loop {
             match self.tasks.try_send(&msg) {
                 Ok(()) => return Ok(id),
-                Err(TrySendError::Full) => self.pump(&mut st, Duration::from_millis(1)),
+                Err(TrySendError::Full) => self.pump(st, Duration::from_millis(1)),
                 Err(e) => {
                     st.outstanding.remove(&id);
                     st.callbacks.remove(&id);
@@ -488,22 +504,34 @@ impl PoolInner {
         }
     }
 
+    /// Runs the callbacks that are due, outside the state lock.
+    fn run_due(&self, mut st: StdGuard<'_, State>) {
+        let due = std::mem::take(&mut st.due);
+        drop(st);
+        for (cb, r) in due {
+            cb(&r);
+        }
+    }
+
     /// Waits for task `id`; returns its result, leaving a copy stored.
     fn wait_for(&self, id: u64, deadline: Option<Deadline>) -> Option<Result<Vec<u8>, TaskError>> {
-        let mut st = self.lock();
         loop {
-            if let Some(r) = st.done.get(&id) {
-                return Some(r.clone());
-            }
-            if !st.outstanding.contains(&id) {
-                return Some(Err(TaskError::Closed));
-            }
-            let wait = match deadline {
-                Some(d) if d.has_passed() => return None,
-                Some(d) => d.remaining().min(CHECK),
-                None => CHECK,
+            let mut st = self.lock();
+            let found = match st.done.get(&id) {
+                Some(r) => Some(Some(r.clone())),
+                None if !st.outstanding.contains(&id) => Some(Some(Err(TaskError::Closed))),
+                None => match deadline {
+                    Some(d) if d.has_passed() => Some(None),
+                    _ => None,
+                },
             };
+            if let Some(result) = found {
+                self.run_due(st);
+                return result;
+            }
+            let wait = deadline.map_or(CHECK, |d| d.remaining().min(CHECK));
             self.pump(&mut st, wait);
+            self.run_due(st);
         }
     }
 
@@ -629,7 +657,8 @@ impl Pool {
 
     /// Like [`apply_async`](Pool::apply_async), with a callback for the result
     /// and one for a failure; one of them runs exactly once, in this process,
-    /// when the result is collected.
+    /// when the result is collected (on the thread that collects it, outside
+    /// the pool's lock, so a callback may submit more tasks).
     pub fn apply_async_with<A, R, C, E>(
         &self,
         f: fn(A) -> R,
@@ -782,6 +811,8 @@ impl Pool {
         }
         while !st.outstanding.is_empty() && !st.terminated {
             self.inner.pump(&mut st, CHECK);
+            self.inner.run_due(st);
+            st = self.inner.lock();
         }
         self.inner.tasks.close();
         for w in &mut st.workers {
@@ -808,6 +839,7 @@ impl Pool {
         for id in ids {
             self.inner.complete(&mut st, id, Err(TaskError::Closed));
         }
+        self.inner.run_due(st);
     }
 }
 

@@ -86,6 +86,26 @@ fn every_callback_fires_once() -> TestResult {
     Ok(())
 }
 
+fn callbacks_may_call_into_the_pool() -> TestResult {
+    let pool = Arc::new(Pool::new(2)?);
+    let chained = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (p2, c2) = (pool.clone(), chained.clone());
+    let first = pool.apply_async_with(
+        square,
+        3,
+        move |v| {
+            // Submitting from a callback must not deadlock.
+            let next = p2.apply_async(square, v).expect("submit from a callback");
+            c2.lock().unwrap().push(next);
+        },
+        |_| {},
+    )?;
+    ensure!(first.get_timeout(HANG_LIMIT)? == 9);
+    let next = chained.lock().unwrap().pop().ok_or("callback did not run")?;
+    ensure!(next.get_timeout(HANG_LIMIT)? == 81);
+    Ok(())
+}
+
 fn panicking_task_fails_and_worker_carries_on() -> TestResult {
     let pool = Pool::new(1)?;
     let before = pool.worker_pids();
@@ -208,6 +228,7 @@ fn main() {
     shmproc_tests::run(trials![
         map_100k_is_correct_and_ordered,
         every_callback_fires_once,
+        callbacks_may_call_into_the_pool,
         panicking_task_fails_and_worker_carries_on,
         aborting_task_fails_only_itself,
         killed_worker_fails_its_task_with_the_signal,
