@@ -1,6 +1,9 @@
 //! loom models of the lock, semaphore and event state machines.
 //!
-//! Run with `RUSTFLAGS="--cfg loom" cargo test -p shmproc-core --release --lib -- loom_`.
+//! Run with `RUSTFLAGS="--cfg loom" cargo test -p shmproc-core --release --lib -- loom_`
+//! (CI runs them without a preemption bound: with `LOOM_MAX_PREEMPTIONS=2`
+//! the SPSC model misses a Relaxed tail publish that the exhaustive run
+//! catches).
 //! Under loom the futex layer turns every wait into a yield and a spurious
 //! wake-up (see `futex`), so the models check the state machines' atomics and
 //! their handling of spurious wake-ups, not the kernel's wait queue.
