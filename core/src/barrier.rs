@@ -17,7 +17,7 @@
 //! * [`abort`](RawBarrier::abort) is called;
 //! * a party that has arrived in the current generation dies before the
 //!   barrier trips: sleepers check the recorded arrivals' liveness every
-//!   [`LIVENESS_SLICE`](crate::raw_mutex::LIVENESS_SLICE);
+//!   [`LIVENESS_SLICE`];
 //! * a party died while updating the bookkeeping (owner-died on the internal
 //!   lock), or the bookkeeping holds impossible values.
 //!
