@@ -49,6 +49,19 @@ impl Notifier {
         }
     }
 
+    /// Like [`notify`](Notifier::notify), for a caller that published its
+    /// progress with a `SeqCst` read-modify-write (on x86 a locked
+    /// instruction, cheaper than the fence it replaces). The sleeper's fence
+    /// after registering (see [`sleep`](Notifier::sleep)) makes the handshake
+    /// hold: if this load misses the sleeper's registration, the sleeper's
+    /// re-check after its fence sees the published progress.
+    #[inline]
+    pub fn notify_after_rmw(&self) {
+        if self.waiters.load(Ordering::SeqCst) != 0 {
+            self.notify_slow();
+        }
+    }
+
     #[cold]
     fn notify_slow(&self) {
         self.seq.fetch_add(1, Ordering::Release);
@@ -71,6 +84,9 @@ impl Notifier {
     pub fn sleep(&self, deadline: Option<Deadline>, ready: impl FnOnce() -> bool) -> WaitOutcome {
         let s = self.seq.load(Ordering::Acquire);
         self.waiters.fetch_add(1, Ordering::SeqCst);
+        // Pairs with `notify_after_rmw` (see there); redundant with `notify`'s
+        // fence, and on the slow path anyway.
+        fence(Ordering::SeqCst);
         let outcome = if ready() { WaitOutcome::ValueChanged } else { futex::wait(&self.seq, s, deadline) };
         self.waiters.fetch_sub(1, Ordering::Relaxed);
         outcome
