@@ -346,7 +346,11 @@ impl Segment {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
                 Some(libc::ENOENT) => SegmentError::NotFound { name: name.to_owned() },
-                Some(libc::EACCES) => SegmentError::NotOwner { name: name.to_owned(), uid: u32::MAX },
+                Some(libc::EACCES) => SegmentError::NotOwner {
+                    name: name.to_owned(),
+                    // The owner, when the file can at least be stat'ed.
+                    uid: std::fs::metadata(format!("{SHM_DIR}/{NAME_PREFIX}{name}")).map_or(u32::MAX, |m| m.uid()),
+                },
                 _ => os("shm_open", Some(name))(e),
             });
         }
