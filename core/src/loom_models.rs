@@ -40,6 +40,7 @@ fn loom_mutex_excludes_and_publishes() {
                     let me = owner(tid);
                     assert_eq!(m.lock(&me, None, &always_alive), Ok(Acquired::Locked));
                     // loom reports a data race here if two owners overlap.
+                    // SAFETY: the mutex is held: no other access to the cell.
                     data.with_mut(|p| unsafe { *p += 1 });
                     assert!(m.unlock(&me));
                 })
@@ -50,6 +51,7 @@ fn loom_mutex_excludes_and_publishes() {
         }
         let me = owner(9);
         let _ = m.lock(&me, None, &always_alive).unwrap();
+        // SAFETY: the mutex is held and both writers have been joined.
         assert_eq!(data.with(|p| unsafe { *p }), 2);
         assert!(m.unlock(&me));
     });
@@ -124,9 +126,12 @@ fn loom_event_set_is_seen_with_its_data() {
             let data = data.clone();
             thread::spawn(move || {
                 assert!(e.wait(None));
+                // SAFETY: the event's set happens-after the write (what the
+                // model checks); loom reports a race otherwise.
                 assert_eq!(data.with(|p| unsafe { *p }), 42);
             })
         };
+        // SAFETY: the only writer; the reader waits for the event first.
         data.with_mut(|p| unsafe { *p = 42 });
         e.set();
         waiter.join().unwrap();

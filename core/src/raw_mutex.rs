@@ -408,7 +408,6 @@ impl RawMutex {
     }
 }
 
-#[cfg(not(loom))]
 impl Default for RawMutex {
     fn default() -> Self {
         RawMutex::new()
