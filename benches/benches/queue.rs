@@ -38,6 +38,27 @@ fn shm_spsc<T: shmproc::Message + Clone>(iters: u64, msg: T, message_size: usize
     t
 }
 
+/// The same through a one-way `Pipe` (the SPSC byte ring).
+fn shm_pipe<T: shmproc::Message + Clone>(iters: u64, msg: T) -> Duration {
+    let (tx, rx) = shmproc::Pipe::<T>::oneway().expect("pipe");
+    let go = Event::new().expect("event");
+    let g = go.clone();
+    let mut child = fork(move || {
+        g.wait();
+        for _ in 0..iters {
+            tx.send(&msg).expect("send");
+        }
+    });
+    go.set();
+    let start = Instant::now();
+    for _ in 0..iters {
+        black_box(rx.recv().expect("recv"));
+    }
+    let t = start.elapsed();
+    child.join().expect("join");
+    t
+}
+
 fn stream_spsc(iters: u64, payload: &[u8], socket: bool) -> Duration {
     let payload = payload.to_vec();
     let go = Event::new().expect("event");
@@ -78,6 +99,7 @@ fn stream_spsc(iters: u64, payload: &[u8], socket: bool) -> Duration {
 fn spsc(c: &mut Criterion) {
     let mut g = c.benchmark_group("spsc_u64");
     g.bench_function("shmproc_queue", |b| b.iter_custom(|n| shm_spsc(n, 42u64, 16)));
+    g.bench_function("shmproc_pipe", |b| b.iter_custom(|n| shm_pipe(n, 42u64)));
     g.bench_function("pipe_queue", |b| b.iter_custom(|n| stream_spsc(n, &42u64.to_le_bytes(), false)));
     g.bench_function("unix_socket_queue", |b| b.iter_custom(|n| stream_spsc(n, &42u64.to_le_bytes(), true)));
     g.finish();
@@ -88,6 +110,7 @@ fn spsc(c: &mut Criterion) {
     g.finish();
     let mut g = c.benchmark_group("spsc_1KiB");
     g.bench_function("shmproc_queue", |b| b.iter_custom(|n| shm_spsc(n, [7u8; 1024], 1024)));
+    g.bench_function("shmproc_pipe", |b| b.iter_custom(|n| shm_pipe(n, [7u8; 1024])));
     g.bench_function("pipe_queue", |b| b.iter_custom(|n| stream_spsc(n, &[7u8; 1024], false)));
     g.bench_function("unix_socket_queue", |b| b.iter_custom(|n| stream_spsc(n, &[7u8; 1024], true)));
     g.finish();
@@ -267,10 +290,12 @@ fn main() {
         "queues",
         &[
             ("spsc_u64", "shmproc_queue", "pipe_queue"),
+            ("spsc_u64", "shmproc_pipe", "pipe_queue"),
             ("spsc_u64", "shmproc_queue", "unix_socket_queue"),
             ("spsc_64B", "shmproc_queue", "pipe_queue"),
             ("spsc_64B", "shmproc_queue", "unix_socket_queue"),
             ("spsc_1KiB", "shmproc_queue", "pipe_queue"),
+            ("spsc_1KiB", "shmproc_pipe", "pipe_queue"),
             ("spsc_1KiB", "shmproc_queue", "unix_socket_queue"),
             ("mpmc_2p2c_u64", "shmproc_queue", "pipe_queue"),
             ("one_way_latency", "shmproc_queue_blocking", "pipe"),

@@ -45,6 +45,12 @@ pub(crate) fn encode<T: Message>(value: &T) -> Result<AlignedVec, rancor::Error>
     rkyv::to_bytes::<rancor::Error>(value)
 }
 
+/// Serialises `value` into `buf` (cleared first), reusing its allocation.
+pub(crate) fn encode_reusing<T: Message>(value: &T, mut buf: AlignedVec) -> Result<AlignedVec, rancor::Error> {
+    buf.clear();
+    rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, buf)
+}
+
 /// Validates `bytes` and deserialises a `T` from them. `bytes` must be aligned
 /// for `T::Archived` (an `AlignedVec` is).
 pub(crate) fn decode<T: Message>(bytes: &[u8]) -> Result<T, rancor::Error> {

@@ -38,6 +38,10 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use rkyv::util::AlignedVec;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<AlignedVec> = std::cell::RefCell::new(AlignedVec::new());
+}
 use shmproc_core::participants::{Presence, Role};
 use shmproc_core::region::kind;
 use shmproc_core::spsc::{Consumer, Producer, RingError, SpscRing};
@@ -45,7 +49,7 @@ use shmproc_core::Deadline;
 
 use crate::blocking::{wait, Waited};
 use crate::error::Error;
-use crate::message::{decode, encode, Message};
+use crate::message::{decode_copy, encode, encode_reusing, Message};
 use crate::object::Object;
 use crate::queue::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError};
 use crate::roles;
@@ -159,8 +163,22 @@ impl TxEnd {
     }
 
     fn send<T: Message>(&self, v: &T, deadline: Option<Deadline>) -> Result<(), SendTimeoutError> {
-        let bytes = encode(v).map_err(|e| SendTimeoutError::Serialize { reason: e.to_string() })?;
-        self.send_bytes_deadline(&bytes, deadline)
+        // Serialise into a per-thread buffer (no allocation once warm), then
+        // copy the frame in.
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                let taken = std::mem::take(&mut *buf);
+                let bytes =
+                    encode_reusing(v, taken).map_err(|e| SendTimeoutError::Serialize { reason: e.to_string() })?;
+                let r = self.send_bytes_deadline(&bytes, deadline);
+                *buf = bytes;
+                r
+            }
+            Err(_) => {
+                let bytes = encode(v).map_err(|e| SendTimeoutError::Serialize { reason: e.to_string() })?;
+                self.send_bytes_deadline(&bytes, deadline)
+            }
+        })
     }
 }
 
@@ -234,12 +252,10 @@ impl RxEnd {
     }
 
     fn recv<T: Message>(&self, deadline: Option<Deadline>) -> Result<T, RecvTimeoutError> {
-        let bytes = self.with_frame(deadline, |b| {
-            let mut v = AlignedVec::<16>::with_capacity(b.len());
-            v.extend_from_slice(b);
-            (v, true)
-        })?;
-        decode::<T>(&bytes).map_err(|e| RecvTimeoutError::Corrupt { reason: e.to_string() })
+        // Copied out (decode_copy) before validation; the frame is released
+        // after the copy.
+        let r = self.with_frame(deadline, |b| (decode_copy::<T>(b), true))?;
+        r.map_err(|e| RecvTimeoutError::Corrupt { reason: e.to_string() })
     }
 
     fn poll(&self, timeout: Duration) -> bool {
