@@ -34,6 +34,18 @@ fn main() {
             baseline: c("spsc_u64", "unix_socket_queue"),
         },
         Row {
+            what: "SPSC u64 via Pipe (byte ring)",
+            ours: c("spsc_u64", "shmproc_pipe"),
+            baseline_name: "pipe queue",
+            baseline: c("spsc_u64", "pipe_queue"),
+        },
+        Row {
+            what: "SPSC 1 KiB via Pipe",
+            ours: c("spsc_1KiB", "shmproc_pipe"),
+            baseline_name: "pipe queue",
+            baseline: c("spsc_1KiB", "pipe_queue"),
+        },
+        Row {
             what: "SPSC 64 B per message",
             ours: c("spsc_64B", "shmproc_queue"),
             baseline_name: "pipe queue",
