@@ -90,6 +90,14 @@ impl Event {
     }
 
     /// Waits at most `timeout`; returns whether the flag was set.
+    ///
+    /// ```
+    /// let e = shmproc::Event::new()?;
+    /// assert!(!e.wait_timeout(std::time::Duration::from_millis(10)));
+    /// e.set();
+    /// assert!(e.wait_timeout(std::time::Duration::from_millis(10)));
+    /// # Ok::<(), shmproc::Error>(())
+    /// ```
     #[must_use]
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         self.raw().wait(Some(Deadline::after(timeout)))

@@ -240,6 +240,21 @@ impl<T> Mutex<T> {
     }
 
     /// Locks, waiting at most `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let m = shmproc::Mutex::new(5u32)?;
+    /// let held = m.lock().unwrap();
+    /// let other = m.clone();
+    /// // Another process cannot get it while we hold it.
+    /// let mut child = shmproc::Process::spawn(move || {
+    ///     other.lock_timeout(Duration::from_millis(20)).is_err() as i32
+    /// })?;
+    /// assert_eq!(child.join()?, 1);
+    /// drop(held);
+    /// assert_eq!(*m.lock_timeout(Duration::from_millis(20)).unwrap(), 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> Result<MutexGuard<'_, T>, LockTimeoutError<MutexGuard<'_, T>>> {
         let me = thread_id::owner();
         match self.raw().lock(&me, Some(Deadline::after(timeout)), &ProcLiveness) {

@@ -720,6 +720,15 @@ impl Pool {
     }
 
     /// Applies `f` to every item in parallel, in chunks, keeping the order.
+    ///
+    /// ```
+    /// fn double(x: i64) -> i64 {
+    ///     2 * x
+    /// }
+    /// let pool = shmproc::Pool::new(2)?;
+    /// assert_eq!(pool.map(double, vec![1, 2, 3])?, vec![2, 4, 6]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn map<A: Message, R: Message>(
         &self,
         f: fn(A) -> R,

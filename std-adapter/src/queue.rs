@@ -614,6 +614,14 @@ macro_rules! send_methods {
                 self.reg.core.send_deadline(value, None).map_err(SendError::from)
             }
             /// Sends if there is room now.
+            ///
+            /// ```
+            /// use shmproc::{Queue, TrySendError};
+            /// let q = Queue::<u8>::bounded(1)?;
+            /// q.try_send(&1)?;
+            /// assert_eq!(q.try_send(&2), Err(TrySendError::Full));
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn try_send(&self, value: &T) -> Result<(), TrySendError> {
                 self.reg.core.try_send(value)
             }
@@ -669,6 +677,16 @@ macro_rules! recv_methods {
                 self.reg.core.take(c).map_err(|reason| TryRecvError::Corrupt { reason })
             }
             /// Receives, waiting at most `timeout`.
+            ///
+            /// ```
+            /// use shmproc::{Queue, RecvTimeoutError};
+            /// use std::time::Duration;
+            /// let q = Queue::<u8>::bounded(4)?;
+            /// assert_eq!(q.recv_timeout(Duration::from_millis(10)), Err(RecvTimeoutError::Timeout));
+            /// q.send(&9)?;
+            /// assert_eq!(q.recv_timeout(Duration::from_millis(10))?, 9);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
                 let c = self.reg.core.claim_deadline(Some(Deadline::after(timeout)))?;
                 self.reg.core.take(c).map_err(|reason| RecvTimeoutError::Corrupt { reason })

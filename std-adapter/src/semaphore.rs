@@ -97,6 +97,13 @@ impl Semaphore {
     }
 
     /// Takes a permit, waiting at most `timeout`; false if none came.
+    ///
+    /// ```
+    /// let s = shmproc::Semaphore::new(1)?;
+    /// assert!(s.acquire_timeout(std::time::Duration::from_millis(10)));
+    /// assert!(!s.acquire_timeout(std::time::Duration::from_millis(10)));
+    /// # Ok::<(), shmproc::Error>(())
+    /// ```
     #[must_use]
     pub fn acquire_timeout(&self, timeout: Duration) -> bool {
         self.raw().acquire(Some(Deadline::after(timeout))).is_ok()
