@@ -129,6 +129,17 @@ impl Barrier {
     }
 
     /// Waits at most `timeout`; on timeout the barrier breaks for everyone.
+    ///
+    /// ```
+    /// use shmproc::{Barrier, BarrierError};
+    /// let b = Barrier::new(2)?;
+    /// // Nobody else arrives: this party times out and the barrier breaks.
+    /// assert_eq!(b.wait_timeout(std::time::Duration::from_millis(20)), Err(BarrierError::Timeout));
+    /// assert!(b.is_broken());
+    /// b.reset();
+    /// assert!(!b.is_broken());
+    /// # Ok::<(), shmproc::Error>(())
+    /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> Result<BarrierWaitResult, BarrierError> {
         self.wait_until(Some(Deadline::after(timeout)))
     }

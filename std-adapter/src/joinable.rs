@@ -123,6 +123,17 @@ impl<T> JoinableQueue<T> {
 
     /// Like [`join`](JoinableQueue::join), giving up after `timeout`; returns
     /// whether all tasks were done.
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::bounded(4)?;
+    /// q.send(&1)?;
+    /// // Nobody processes it: join gives up.
+    /// assert!(!q.join_timeout(std::time::Duration::from_millis(20)));
+    /// q.recv()?;
+    /// q.task_done()?;
+    /// assert!(q.join_timeout(std::time::Duration::from_millis(20)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn join_timeout(&self, timeout: Duration) -> bool {
         self.join_until(Some(Deadline::after(timeout)))

@@ -305,6 +305,21 @@ impl<T: Message> Pipe<T> {
     }
 
     /// A one-way pipe (Python's `Pipe(duplex=False)`): `(sender, receiver)`.
+    ///
+    /// ```
+    /// let (tx, rx) = shmproc::Pipe::<u32>::oneway()?;
+    /// let mut child = shmproc::Process::spawn(move || {
+    ///     for i in 0..3 {
+    ///         tx.send(&i).unwrap();
+    ///     }
+    /// })?;
+    /// let got: Vec<u32> = (0..3).map(|_| rx.recv().unwrap()).collect();
+    /// assert_eq!(got, [0, 1, 2]);
+    /// child.join()?;
+    /// // The child's end is gone: Python's EOFError.
+    /// assert_eq!(rx.recv(), Err(shmproc::RecvError::Disconnected));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn oneway() -> Result<(PipeSender<T>, PipeReceiver<T>), Error> {
         Pipe::oneway_with_capacity(DEFAULT_PIPE_CAPACITY)
     }

@@ -765,6 +765,16 @@ impl Pool {
     /// An iterator over `f(item)` results in order, each yielded as soon as
     /// it (and those before it) are done. All items are submitted up front
     /// (one task each, as CPython's default `chunksize=1`).
+    ///
+    /// ```
+    /// fn inc(x: u8) -> u8 {
+    ///     x + 1
+    /// }
+    /// let pool = shmproc::Pool::new(2)?;
+    /// let out: Result<Vec<u8>, _> = pool.imap(inc, [1, 2, 3]).collect();
+    /// assert_eq!(out?, vec![2, 3, 4]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn imap<A: Message, R: Message>(
         &self,
         f: fn(A) -> R,

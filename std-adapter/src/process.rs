@@ -614,6 +614,15 @@ impl Process {
     }
 
     /// Waits at most `timeout`; `None` if the child is still running then.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut p = shmproc::Process::spawn(|| std::thread::sleep(Duration::from_secs(30)))?;
+    /// assert_eq!(p.join_timeout(Duration::from_millis(20))?, None);
+    /// p.terminate()?;
+    /// assert_eq!(p.join()?, -15); // -SIGTERM, as Python reports it
+    /// # Ok::<(), shmproc::ProcessError>(())
+    /// ```
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<i32>, ProcessError> {
         match self.shared.wait_until(Deadline::after(timeout))? {
             Some(s) => self.code(s).map(Some),

@@ -280,6 +280,18 @@ impl Segment {
     /// Creates a named segment (`/dev/shm/shmproc-<name>`, mode 0600). Fails with
     /// [`SegmentError::AlreadyExists`] if the name is taken. The name is removed
     /// when the creating process drops its last handle.
+    ///
+    /// ```
+    /// use shmproc::{Segment, SegmentError};
+    /// let name = format!("doc-{}", std::process::id());
+    /// let seg = Segment::create_named(&name, 4096)?;
+    /// assert!(matches!(Segment::create_named(&name, 4096), Err(SegmentError::AlreadyExists { .. })));
+    /// let other = Segment::open(&name)?; // what another process would do
+    /// assert_eq!(other.len(), seg.len());
+    /// drop((seg, other));
+    /// assert!(matches!(Segment::open(&name), Err(SegmentError::NotFound { .. })));
+    /// # Ok::<(), SegmentError>(())
+    /// ```
     pub fn create_named(name: &str, size: usize) -> Result<Segment, SegmentError> {
         Segment::create_named_with_directory(name, size, DEFAULT_DIR_CAPACITY)
     }

@@ -67,6 +67,22 @@ impl<T: Plain> Value<T> {
     }
 
     /// Applies `f` under the lock and returns the new value (for `v.value += 1`).
+    ///
+    /// ```
+    /// let hits = shmproc::Value::new(0u64)?;
+    /// let h = hits.clone();
+    /// let mut child = shmproc::Process::spawn(move || {
+    ///     for _ in 0..100 {
+    ///         h.update(|n| *n += 1);
+    ///     }
+    /// })?;
+    /// for _ in 0..100 {
+    ///     hits.update(|n| *n += 1);
+    /// }
+    /// child.join()?;
+    /// assert_eq!(hits.get(), 200);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn update(&self, f: impl FnOnce(&mut T)) -> T {
         let mut g = self.mutex.lock().unwrap_or_else(OwnerDied::into_inner);
         f(&mut g);
