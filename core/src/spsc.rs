@@ -112,6 +112,12 @@ fn padded(len: usize) -> usize {
     (len + 7) & !7
 }
 
+/// Bytes a frame with a `len`-byte payload occupies, header included.
+#[inline]
+fn frame_size(len: usize) -> u64 {
+    (FRAME_HEADER + padded(len)) as u64
+}
+
 impl SpscRing {
     /// Bytes of memory needed for a ring of `capacity` data bytes.
     #[must_use]
@@ -360,28 +366,41 @@ impl Producer {
         if len > self.ring.max_frame() {
             return Err(RingError::TooLarge);
         }
-        let need = (FRAME_HEADER + padded(len)) as u64;
         let tail = self.tail()?;
+        if let Some((frame_pos, off)) = self.place(tail, tail, len)? {
+            return Ok(Reservation { frame_pos, off, len });
+        }
+        // The frame does not fit. If it needs a wrap and the marker alone
+        // fits, publish the marker so the consumer moves past it.
         let off = (tail & (self.ring.cap - 1)) as usize;
         let till_end = self.ring.cap - off as u64;
-        if need <= till_end {
-            if self.room(tail, need)? < need {
-                return Err(RingError::Full);
-            }
-            return Ok(Reservation { frame_pos: tail, off, len });
-        }
-        let room = self.room(tail, till_end + need)?;
-        if room >= till_end + need {
-            // Not published until commit moves the tail past it.
-            self.ring.word(off).store(WRAP, Ordering::Relaxed);
-            return Ok(Reservation { frame_pos: tail + till_end, off: 0, len });
-        }
-        if room >= till_end {
+        if frame_size(len) > till_end && self.room(tail, till_end)? >= till_end {
             self.ring.word(off).store(WRAP, Ordering::Relaxed);
             self.ring.header().tail.store(tail + till_end, Ordering::Release);
             self.ring.header().not_empty.notify();
         }
         Err(RingError::Full)
+    }
+
+    /// Where a `len`-byte frame goes after the unpublished frames written from
+    /// `start` up to `tail`: `Some((frame_pos, offset))`, writing the wrap marker
+    /// if it must start at offset 0, or `None` if there is no room yet.
+    fn place(&mut self, start: u64, tail: u64, len: usize) -> Result<Option<(u64, usize)>, RingError> {
+        let need = frame_size(len);
+        let off = (tail & (self.ring.cap - 1)) as usize;
+        let till_end = self.ring.cap - off as u64;
+        let total = if need <= till_end { need } else { till_end + need };
+        let used = tail - start;
+        if self.room(start, used + total)? < used + total {
+            return Ok(None);
+        }
+        if need <= till_end {
+            Ok(Some((tail, off)))
+        } else {
+            // Not published until the tail moves past it.
+            self.ring.word(off).store(WRAP, Ordering::Relaxed);
+            Ok(Some((tail + till_end, 0)))
+        }
     }
 
     /// The reserved payload bytes, to be written.
@@ -396,7 +415,7 @@ impl Producer {
     pub fn commit(&mut self, r: Reservation, written: usize) {
         let written = written.min(r.len);
         self.ring.word(r.off).store(written as u64, Ordering::Relaxed);
-        let end = r.frame_pos + (FRAME_HEADER + padded(written)) as u64;
+        let end = r.frame_pos + frame_size(written);
         self.ring.header().tail.store(end, Ordering::Release);
         self.ring.header().not_empty.notify();
     }
@@ -426,20 +445,7 @@ impl Producer {
                 }
                 break;
             }
-            let need = (FRAME_HEADER + padded(bytes.len())) as u64;
-            let off = (tail & (self.ring.cap - 1)) as usize;
-            let till_end = self.ring.cap - off as u64;
-            let total = if need <= till_end { need } else { till_end + need };
-            let used = tail - start;
-            if self.room(start, used + total)? < used + total {
-                break;
-            }
-            let (frame_pos, foff) = if need <= till_end {
-                (tail, off)
-            } else {
-                self.ring.word(off).store(WRAP, Ordering::Relaxed);
-                (tail + till_end, 0)
-            };
+            let Some((frame_pos, foff)) = self.place(start, tail, bytes.len())? else { break };
             // SAFETY: foff + 8 + padded(len) <= cap (fits before the end), and the
             // bytes are beyond the published tail.
             unsafe {
@@ -450,7 +456,7 @@ impl Producer {
                 )
             };
             self.ring.word(foff).store(bytes.len() as u64, Ordering::Relaxed);
-            tail = frame_pos + need;
+            tail = frame_pos + frame_size(bytes.len());
             n += 1;
         }
         if n > 0 {
@@ -557,7 +563,7 @@ impl Consumer {
         if len > MAX_FRAME {
             return Err(RingError::Corrupt("frame length"));
         }
-        let frame = (FRAME_HEADER + padded(len)) as u64;
+        let frame = frame_size(len);
         if frame > avail || off as u64 + frame > cap {
             return Err(RingError::Corrupt("frame length"));
         }
