@@ -566,6 +566,21 @@ impl MpmcRing {
         }
     }
 
+    /// Poisons the claim `t` of slot `s` if its claimant is dead, or has not
+    /// registered and `grace_passed`; true if the claim is (now) poisoned, so
+    /// the caller may complete the step for the claimant.
+    fn poison_abandoned(s: &SlotHead, t: u64, check: &impl OwnerCheck, grace_passed: bool) -> bool {
+        let c = s.claim.load(Ordering::Acquire);
+        let poison = (POISON_TID << 32) | t;
+        let take = if c & 0xffff_ffff == t {
+            let tid = (c >> 32) as u32;
+            u64::from(tid) == POISON_TID || !check.is_alive(tid, Some(s.start.load(Ordering::Relaxed)))
+        } else {
+            grace_passed
+        };
+        take && (c == poison || s.claim.compare_exchange(c, poison, Ordering::AcqRel, Ordering::Relaxed).is_ok())
+    }
+
     /// Called by a consumer blocked on an unpublished slot: if its producer is
     /// dead (or unregistered for longer than the grace, which the caller
     /// tracks and passes as `grace_passed`), publishes a skip for it. Returns
@@ -577,19 +592,7 @@ impl MpmcRing {
         if s.seq.load(Ordering::Acquire) != pos || hdr.enqueue.load(Ordering::Relaxed).wrapping_sub(pos) as i64 <= 0 {
             return (pos, false);
         }
-        let t = tag(pos, false);
-        let c = s.claim.load(Ordering::Acquire);
-        let poison = (POISON_TID << 32) | t;
-        let take = if c & 0xffff_ffff == t {
-            let tid = (c >> 32) as u32;
-            u64::from(tid) == POISON_TID || !check.is_alive(tid, Some(s.start.load(Ordering::Relaxed)))
-        } else {
-            grace_passed
-        };
-        if !take {
-            return (pos, false);
-        }
-        if c != poison && s.claim.compare_exchange(c, poison, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        if !Self::poison_abandoned(s, tag(pos, false), check, grace_passed) {
             return (pos, false);
         }
         s.len.store(SKIP, Ordering::Relaxed);
@@ -613,19 +616,7 @@ impl MpmcRing {
         {
             return (pos, false);
         }
-        let t = tag(rpos, true);
-        let c = s.claim.load(Ordering::Acquire);
-        let poison = (POISON_TID << 32) | t;
-        let take = if c & 0xffff_ffff == t {
-            let tid = (c >> 32) as u32;
-            u64::from(tid) == POISON_TID || !check.is_alive(tid, Some(s.start.load(Ordering::Relaxed)))
-        } else {
-            grace_passed
-        };
-        if !take {
-            return (pos, false);
-        }
-        if c != poison && s.claim.compare_exchange(c, poison, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        if !Self::poison_abandoned(s, tag(rpos, true), check, grace_passed) {
             return (pos, false);
         }
         let done = s.seq.compare_exchange(rpos.wrapping_add(1), pos, Ordering::Release, Ordering::Relaxed).is_ok();
