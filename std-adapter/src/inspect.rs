@@ -200,11 +200,15 @@ pub fn inspect(seg: &Segment) -> Result<SegmentReport, RegionError> {
         };
         let state = match info.kind {
             kind::MUTEX => match region.get::<RawMutex>(info.index) {
-                Ok(m) => ObjectState::Mutex {
-                    owner: m.owner(&ProcLiveness).map(|o| (o.tid, o.pid, o.alive)),
-                    waiters: m.owner(&ProcLiveness).is_some_and(|o| o.waiters),
-                    data_bytes: info.size.saturating_sub(std::mem::size_of::<RawMutex>()),
-                },
+                Ok(m) => {
+                    // One snapshot (and one liveness check) for both fields.
+                    let owner = m.owner(&ProcLiveness);
+                    ObjectState::Mutex {
+                        owner: owner.map(|o| (o.tid, o.pid, o.alive)),
+                        waiters: owner.is_some_and(|o| o.waiters),
+                        data_bytes: info.size.saturating_sub(std::mem::size_of::<RawMutex>()),
+                    }
+                }
                 Err(e) => ObjectState::Corrupt(e.to_string()),
             },
             kind::SEMAPHORE => match region.get::<RawSemaphore>(info.index) {

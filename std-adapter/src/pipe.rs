@@ -114,7 +114,7 @@ impl Channel {
     }
 
     fn presence(&self, role: Role) -> Presence {
-        self.ring.header().participants.presence(role, |id| id.is_alive())
+        roles::presence(&self.ring.header().participants, role)
     }
 }
 

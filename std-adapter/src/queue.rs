@@ -317,7 +317,7 @@ impl Core {
     }
 
     fn presence(&self, role: Role) -> Presence {
-        self.participants().presence(role, |id| id.is_alive())
+        roles::presence(self.participants(), role)
     }
 
     fn try_send_with(&self, write: impl FnMut(&mut [u8]) -> Option<usize>) -> Result<(), TrySendError> {

@@ -19,7 +19,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use shmproc_core::participants::{Participants, Role};
+use shmproc_core::participants::{Participants, Presence, Role};
 use shmproc_core::Identity;
 
 use crate::globals::ForkSafe;
@@ -56,6 +56,11 @@ pub(crate) fn process() -> Identity {
 
 fn alive(id: Identity) -> bool {
     id.is_alive()
+}
+
+/// Whether a live process holds a handle of `role` on `table`.
+pub(crate) fn presence(table: &Participants, role: Role) -> Presence {
+    table.presence(role, alive)
 }
 
 /// Registers one handle of `role` for this process.
