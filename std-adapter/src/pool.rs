@@ -687,34 +687,42 @@ impl Pool {
         (len / workers + usize::from(len % workers != 0)).max(1)
     }
 
-    fn submit_chunks<A: Message, R: Message>(
+    /// Submits `items` in chunks to `tramp` (which runs `func` over a chunk)
+    /// and collects the results in order.
+    fn run_chunked<I: Message, R: Message>(
         &self,
-        f: fn(A) -> R,
-        items: Vec<A>,
-    ) -> Result<Vec<AsyncResult<Vec<R>>>, TaskError> {
+        tramp: PoolTramp,
+        func: usize,
+        items: Vec<I>,
+    ) -> Result<Vec<R>, TaskError> {
         let size = self.chunk_size(items.len());
-        let mut out = Vec::new();
+        let mut pending = Vec::new();
         for chunk in chunks(items, size) {
-            self.submit_chunk(f, chunk, &mut out)?;
+            self.submit_chunk(tramp, func, chunk, &mut pending)?;
+        }
+        let mut out = Vec::new();
+        for r in pending {
+            out.extend(r.get()?);
         }
         Ok(out)
     }
 
     /// Submits one chunk, halving it while its encoding would take more than
     /// half a message slot (leaving room for results of similar size).
-    fn submit_chunk<A: Message, R: Message>(
+    fn submit_chunk<I: Message, R: Message>(
         &self,
-        f: fn(A) -> R,
-        mut chunk: Vec<A>,
+        tramp: PoolTramp,
+        func: usize,
+        mut chunk: Vec<I>,
         out: &mut Vec<AsyncResult<Vec<R>>>,
     ) -> Result<(), TaskError> {
         let bytes = encode(&chunk).map_err(|e| TaskError::Message(e.to_string()))?;
         if bytes.len() > self.inner.config.message_size / 2 && chunk.len() > 1 {
             let tail = chunk.split_off(chunk.len() / 2);
-            self.submit_chunk(f, chunk, out)?;
-            return self.submit_chunk(f, tail, out);
+            self.submit_chunk(tramp, func, chunk, out)?;
+            return self.submit_chunk(tramp, func, tail, out);
         }
-        let id = self.inner.submit(tramp_chunk::<A, R>, f as usize, &bytes, None)?;
+        let id = self.inner.submit(tramp, func, &bytes, None)?;
         out.push(AsyncResult { inner: self.inner.clone(), id, _r: std::marker::PhantomData });
         Ok(())
     }
@@ -734,32 +742,17 @@ impl Pool {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
     ) -> Result<Vec<R>, TaskError> {
-        let mut out = Vec::new();
-        for r in self.submit_chunks(f, items.into_iter().collect())? {
-            out.extend(r.get()?);
-        }
-        Ok(out)
+        self.run_chunked(tramp_chunk::<A, R>, f as usize, items.into_iter().collect())
     }
 
-    /// Like [`map`](Pool::map) for two-argument functions (Python's `starmap`).
+    /// Like [`map`](Pool::map) for two-argument functions (Python's `starmap`);
+    /// chunks too large for a message are split, as in `map`.
     pub fn starmap<A: Message, B: Message, R: Message>(
         &self,
         f: fn(A, B) -> R,
         items: impl IntoIterator<Item = (A, B)>,
     ) -> Result<Vec<R>, TaskError> {
-        let items: Vec<(A, B)> = items.into_iter().collect();
-        let size = self.chunk_size(items.len());
-        let mut pending = Vec::new();
-        for chunk in chunks(items, size) {
-            let bytes = encode(&chunk).map_err(|e| TaskError::Message(e.to_string()))?;
-            let id = self.inner.submit(tramp_star::<A, B, R>, f as usize, &bytes, None)?;
-            pending.push(AsyncResult::<Vec<R>> { inner: self.inner.clone(), id, _r: std::marker::PhantomData });
-        }
-        let mut out = Vec::new();
-        for r in pending {
-            out.extend(r.get()?);
-        }
-        Ok(out)
+        self.run_chunked(tramp_star::<A, B, R>, f as usize, items.into_iter().collect::<Vec<_>>())
     }
 
     /// An iterator over `f(item)` results in order, each yielded as soon as
