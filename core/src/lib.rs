@@ -20,6 +20,7 @@
 //! | [`spsc`] | single-producer single-consumer byte ring of frames (pipes) |
 //! | [`mpmc`] | multi-producer multi-consumer slot ring that survives dead peers (queues) |
 //! | [`notify`] | the rings' blocking layer: futex word + waiter count |
+//! | [`asymmetric_fence`] | free fence for the hot side, `membarrier` for the sleeper |
 //! | [`participants`] | which processes hold handles, for `Disconnected` |
 //! | [`cache_padded`] | 128-byte padding |
 //!
@@ -32,6 +33,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod asymmetric_fence;
 pub mod barrier;
 pub mod cache_padded;
 pub mod condvar;

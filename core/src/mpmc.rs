@@ -434,8 +434,8 @@ impl MpmcRing {
                 s.len.store(len, Ordering::Relaxed);
                 // A registered, live producer is never poisoned, so the slot is
                 // still ours: publish with a plain Release store.
-                s.seq.swap(pos.wrapping_add(1), Ordering::SeqCst);
-                hdr.not_empty.notify_after_rmw();
+                s.seq.store(pos.wrapping_add(1), Ordering::Release);
+                hdr.not_empty.notify();
                 return result;
             } else if dif < 0 {
                 return Err(MpmcError::Full);
@@ -506,8 +506,8 @@ impl MpmcRing {
         let s = self.slot(c.pos);
         // A registered, live consumer is never reclaimed from, so the slot is
         // still ours: free it with a plain Release store.
-        s.seq.swap(c.pos.wrapping_add(self.slots), Ordering::SeqCst);
-        self.header().not_full.notify_after_rmw();
+        s.seq.store(c.pos.wrapping_add(self.slots), Ordering::Release);
+        self.header().not_full.notify();
     }
 
     /// Whether the next push would find a free slot (a snapshot).

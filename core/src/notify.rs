@@ -2,22 +2,28 @@
 //!
 //! A side that finds the ring empty (or full) sleeps on `seq` through the
 //! shared futex; the other side, after making progress, calls
-//! [`Notifier::notify`], which costs one fence and one load when nobody waits
+//! [`Notifier::notify`], which costs one (light) fence and one load when nobody waits
 //! and makes the wake syscall only when the waiter count says someone might.
 //!
 //! # Orderings
 //!
 //! The handshake is the classic store-buffer (Dekker) pattern. The waker
 //! publishes its progress (say, a ring index, `Release`), then executes a
-//! `SeqCst` fence, then reads `waiters`. The sleeper increments `waiters` with
-//! a `SeqCst` read-modify-write and then re-checks the ring. By the fence
-//! rules, either the waker sees the incremented count (and wakes), or the
-//! sleeper's re-check sees the progress (and does not sleep). `seq` is read
+//! fence, then reads `waiters`. The sleeper increments `waiters` with a
+//! `SeqCst` read-modify-write, executes a fence, and then re-checks the ring.
+//! By the fence rules, either the waker sees the incremented count (and
+//! wakes), or the sleeper's re-check sees the progress (and does not sleep).
+//! The waker's fence is [`asymmetric_fence::light`] (free in a registered
+//! process) and the sleeper's is [`asymmetric_fence::heavy`] (a
+//! `membarrier` system call), because the waker runs once per message and the
+//! sleeper only before a futex sleep; see [`asymmetric_fence`] for why this is
+//! sound across processes and what happens where the kernel lacks it. `seq` is read
 //! *before* the re-check and bumped by the waker before `FUTEX_WAKE`, so a
 //! wake between the re-check and the sleep makes `FUTEX_WAIT` return at once.
 
+use crate::asymmetric_fence;
 use crate::futex::{self, WaitOutcome};
-use crate::primitive::sync::atomic::{fence, AtomicU32, Ordering};
+use crate::primitive::sync::atomic::{AtomicU32, Ordering};
 use crate::time::Deadline;
 
 /// A futex word plus a count of sleepers.
@@ -43,21 +49,8 @@ impl Notifier {
     /// Wakes every sleeper if there may be one. Call after publishing progress.
     #[inline]
     pub fn notify(&self) {
-        fence(Ordering::SeqCst);
+        asymmetric_fence::light();
         if self.waiters.load(Ordering::Relaxed) != 0 {
-            self.notify_slow();
-        }
-    }
-
-    /// Like [`notify`](Notifier::notify), for a caller that published its
-    /// progress with a `SeqCst` read-modify-write (on x86 a locked
-    /// instruction, cheaper than the fence it replaces). The sleeper's fence
-    /// after registering (see [`sleep`](Notifier::sleep)) makes the handshake
-    /// hold: if this load misses the sleeper's registration, the sleeper's
-    /// re-check after its fence sees the published progress.
-    #[inline]
-    pub fn notify_after_rmw(&self) {
-        if self.waiters.load(Ordering::SeqCst) != 0 {
             self.notify_slow();
         }
     }
@@ -84,9 +77,8 @@ impl Notifier {
     pub fn sleep(&self, deadline: Option<Deadline>, ready: impl FnOnce() -> bool) -> WaitOutcome {
         let s = self.seq.load(Ordering::Acquire);
         self.waiters.fetch_add(1, Ordering::SeqCst);
-        // Pairs with `notify_after_rmw` (see there); redundant with `notify`'s
-        // fence, and on the slow path anyway.
-        fence(Ordering::SeqCst);
+        // Pairs with `notify`'s light fence (see the module docs).
+        asymmetric_fence::heavy();
         let outcome = if ready() { WaitOutcome::ValueChanged } else { futex::wait(&self.seq, s, deadline) };
         self.waiters.fetch_sub(1, Ordering::Relaxed);
         outcome

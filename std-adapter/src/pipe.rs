@@ -32,7 +32,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -49,11 +49,14 @@ use shmproc_core::Deadline;
 
 use crate::blocking::{wait, Waited};
 use crate::error::Error;
-use crate::message::{decode_copy, encode, encode_reusing, Message};
+use crate::message::{decode_copy, encode, encode_into, encode_reusing, EncodeError, Message};
 use crate::object::Object;
 use crate::queue::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError};
 use crate::roles;
 use crate::segment::Segment;
+
+/// What a send from inside a `Serialize` impl on the same pipe end reports.
+const REENTERED: &str = "pipe end re-entered from a Serialize impl";
 
 /// Ring bytes per direction unless set with [`Pipe::duplex_with_capacity`].
 pub const DEFAULT_PIPE_CAPACITY: usize = 1 << 20;
@@ -122,13 +125,16 @@ impl Channel {
 struct TxEnd {
     ch: Channel,
     producer: RefCell<Producer>,
+    /// Bytes to reserve for serialising the next message in place: the last
+    /// message's size (at least the archived root's).
+    size_hint: Cell<usize>,
 }
 
 impl TxEnd {
     fn new(ch: Channel) -> TxEnd {
         roles::attach(&ch.ring.header().participants, Role::Sender);
         let producer = RefCell::new(ch.ring.producer());
-        TxEnd { ch, producer }
+        TxEnd { ch, producer, size_hint: Cell::new(0) }
     }
 
     fn send_bytes_deadline(&self, bytes: &[u8], deadline: Option<Deadline>) -> Result<(), SendTimeoutError> {
@@ -137,7 +143,12 @@ impl TxEnd {
             if ring.is_closed() {
                 return Err(SendTimeoutError::Disconnected);
             }
-            match self.producer.borrow_mut().push(bytes) {
+            let Ok(mut producer) = self.producer.try_borrow_mut() else {
+                return Err(SendTimeoutError::Serialize { reason: REENTERED.to_owned() });
+            };
+            let pushed = producer.push(bytes);
+            drop(producer);
+            match pushed {
                 Ok(()) => return Ok(()),
                 Err(RingError::Full) => {}
                 Err(RingError::TooLarge) => return Err(SendTimeoutError::TooLarge { limit: ring.max_frame() }),
@@ -163,19 +174,40 @@ impl TxEnd {
     }
 
     fn send<T: Message>(&self, v: &T, deadline: Option<Deadline>) -> Result<(), SendTimeoutError> {
+        // Fast path: serialise straight into a frame reserved for the size of
+        // the previous message. Anything else (no room, a bigger message, a
+        // closed ring) takes the general path below.
+        let hint = self.size_hint.get().max(std::mem::size_of::<T::Archived>()).max(8);
+        if let Ok(mut p) = self.producer.try_borrow_mut() {
+            if hint <= self.ch.ring.max_frame() && !self.ch.ring.is_closed() {
+                if let Ok(r) = p.reserve(hint) {
+                    match encode_into(v, p.buffer(&r)) {
+                        Ok(n) => {
+                            p.commit(r, n);
+                            return Ok(());
+                        }
+                        // Never published: the reservation is simply dropped.
+                        Err(EncodeError::TooLarge) => {}
+                        Err(EncodeError::Other(reason)) => return Err(SendTimeoutError::Serialize { reason }),
+                    }
+                }
+            }
+        }
         // Serialise into a per-thread buffer (no allocation once warm), then
-        // copy the frame in.
+        // copy the frame in, waiting for room as needed.
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut buf) => {
                 let taken = std::mem::take(&mut *buf);
                 let bytes =
                     encode_reusing(v, taken).map_err(|e| SendTimeoutError::Serialize { reason: e.to_string() })?;
+                self.size_hint.set(bytes.len());
                 let r = self.send_bytes_deadline(&bytes, deadline);
                 *buf = bytes;
                 r
             }
             Err(_) => {
                 let bytes = encode(v).map_err(|e| SendTimeoutError::Serialize { reason: e.to_string() })?;
+                self.size_hint.set(bytes.len());
                 self.send_bytes_deadline(&bytes, deadline)
             }
         })
