@@ -12,6 +12,7 @@
 //! | [`identity`] | process/thread identities (id + start time) and liveness checks |
 //! | [`region`] | the region header, object directory and validation |
 //! | [`raw_mutex`] | robust process-shared mutex (owner-died detection), recursive mode |
+//! | [`biased_lock`] | robust lock whose steady single-thread use costs no atomic read-modify-write |
 //! | [`semaphore`] | counting / bounded semaphore |
 //! | [`event`] | event flag |
 //! | [`condvar`] | condition variable for the mutex |
@@ -35,6 +36,7 @@ extern crate std;
 
 pub mod asymmetric_fence;
 pub mod barrier;
+pub mod biased_lock;
 pub mod cache_padded;
 pub mod condvar;
 pub mod event;

@@ -12,6 +12,7 @@ use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
 
+use crate::biased_lock::BiasedLock;
 use crate::event::RawEvent;
 use crate::identity::Identity;
 use crate::owner::Owner;
@@ -262,5 +263,75 @@ fn loom_spsc_frames_wrap_in_order() {
         producer.join().unwrap();
         assert_eq!(c.pop(|b| b.len()).unwrap(), None);
         drop(mem);
+    });
+}
+
+/// Makes owner `a` the bias holder (`BIAS_AFTER` is 1 under loom).
+fn grant_bias(l: &BiasedLock, a: &Owner) {
+    for _ in 0..2 {
+        let h = l.lock(a, None, &always_alive).unwrap();
+        l.unlock(a, h);
+    }
+}
+
+#[test]
+fn loom_biased_lock_excludes_holder_and_revoker() {
+    loom::model(|| {
+        let l = Arc::new(BiasedLock::new());
+        let data = Arc::new(UnsafeCell::new(0u32));
+        grant_bias(&l, &owner(1));
+        let handles: std::vec::Vec<_> = (1..=2)
+            .map(|tid| {
+                let l = l.clone();
+                let data = data.clone();
+                thread::spawn(move || {
+                    let me = owner(tid);
+                    let h = l.lock(&me, None, &always_alive).unwrap();
+                    // loom reports a data race here if the bias holder and the
+                    // revoker are ever inside together.
+                    // SAFETY: the lock is held: no other access to the cell.
+                    data.with_mut(|p| unsafe { *p += 1 });
+                    l.unlock(&me, h);
+                    h.owner_died()
+                })
+            })
+            .collect();
+        for h in handles {
+            assert!(!h.join().unwrap(), "nobody died");
+        }
+        let me = owner(3);
+        let h = l.lock(&me, None, &always_alive).unwrap();
+        // SAFETY: the lock is held and both threads have been joined.
+        assert_eq!(data.with(|p| unsafe { *p }), 2);
+        l.unlock(&me, h);
+    });
+}
+
+#[test]
+fn loom_biased_holder_dead_inside_reported_exactly_once() {
+    loom::model(|| {
+        let l = Arc::new(BiasedLock::new());
+        let dead = Arc::new(AtomicU32::new(0));
+        let a = owner(1);
+        grant_bias(&l, &a);
+        let h = l.lock(&a, None, &always_alive).unwrap();
+        assert!(h.is_biased());
+        // Owner 1 dies inside its critical section.
+        dead.store(1, Ordering::SeqCst);
+        let takers: std::vec::Vec<_> = (2..=3)
+            .map(|tid| {
+                let l = l.clone();
+                let dead = dead.clone();
+                thread::spawn(move || {
+                    let me = owner(tid);
+                    let check = |t: u32, _: Option<u64>| !(t == 1 && dead.load(Ordering::SeqCst) == 1);
+                    let h = l.lock(&me, None, &check).unwrap();
+                    l.unlock(&me, h);
+                    h.owner_died()
+                })
+            })
+            .collect();
+        let died = takers.into_iter().filter(|_| true).map(|h| h.join().unwrap()).filter(|&d| d).count();
+        assert_eq!(died, 1, "exactly one taker is told the holder died");
     });
 }

@@ -316,6 +316,7 @@ impl MpmcRing {
 
     /// Payload bytes per slot (the largest message).
     #[must_use]
+    #[inline]
     pub fn slot_size(&self) -> usize {
         self.slot_size
     }
@@ -375,6 +376,7 @@ impl MpmcRing {
 
     /// Registers `me` as the claimant of `pos` in `role`; false if the claim
     /// was poisoned first.
+    #[inline]
     fn register(&self, pos: u64, reader: bool, me: &Owner) -> bool {
         let s = self.slot(pos);
         let t = tag(pos, reader);
@@ -397,6 +399,7 @@ impl MpmcRing {
     /// Claims a slot and lets `write` fill it; `write` returns the bytes used,
     /// or `None` if the message does not fit (the slot is then published as a
     /// skip and `TooLarge` returned).
+    #[inline]
     pub fn try_push_with(
         &self,
         me: &Owner,
@@ -457,6 +460,7 @@ impl MpmcRing {
     }
 
     /// Claims the next published message. Skip markers are consumed silently.
+    #[inline]
     pub fn try_pop(&self, me: &Owner) -> Result<Claimed, MpmcError> {
         let hdr = self.header();
         loop {
@@ -495,6 +499,7 @@ impl MpmcRing {
     }
 
     /// The payload of a claimed slot.
+    #[inline]
     pub fn bytes(&self, c: &Claimed) -> &[u8] {
         // SAFETY: the slot is claimed by us (not reused until release) and
         // len <= slot_size was checked.
@@ -502,6 +507,7 @@ impl MpmcRing {
     }
 
     /// Frees a claimed slot for the next lap.
+    #[inline]
     pub fn release(&self, c: Claimed) {
         let s = self.slot(c.pos);
         // A registered, live consumer is never reclaimed from, so the slot is
@@ -512,6 +518,7 @@ impl MpmcRing {
 
     /// Whether the next push would find a free slot (a snapshot).
     #[must_use]
+    #[inline]
     pub fn has_room(&self) -> bool {
         let pos = self.header().enqueue.load(Ordering::Relaxed);
         self.slot(pos).seq.load(Ordering::Acquire).wrapping_sub(pos) as i64 >= 0 && !self.over_limit(pos)
@@ -519,6 +526,7 @@ impl MpmcRing {
 
     /// Whether the next pop would find a message (a snapshot).
     #[must_use]
+    #[inline]
     pub fn has_message(&self) -> bool {
         let pos = self.header().dequeue.load(Ordering::Relaxed);
         self.slot(pos).seq.load(Ordering::Acquire).wrapping_sub(pos.wrapping_add(1)) as i64 >= 0

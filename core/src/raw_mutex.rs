@@ -402,6 +402,11 @@ impl RawMutex {
         })
     }
 
+    /// Whether waiters may be sleeping on the lock (a snapshot).
+    pub fn has_waiters(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & WAITERS != 0
+    }
+
     /// Whether the lock is held by anyone (a snapshot).
     pub fn is_locked(&self) -> bool {
         self.state.load(Ordering::Relaxed) & TID_MASK != 0
