@@ -1,7 +1,7 @@
 //! A single-producer single-consumer byte ring of length-prefixed frames.
 //!
 //! ```text
-//! header: head | tail | consumer_head | producer_tail | capacity ... | not_empty | not_full | participants
+//! header: head | tail | consumer {head, tail cache} | producer {tail, head cache} | capacity ... | not_empty | not_full | participants
 //! data:   [len u64][payload, padded to 8] [len u64][payload] ... [WRAP] ...
 //! ```
 //!
@@ -9,13 +9,14 @@
 //! increasing `u64` positions, each on its own 128-byte line, written only by
 //! the consumer and the producer respectively. Each side caches the other's
 //! position (rtrb-style) and re-reads it only when the cache says the ring is
-//! full (producer) or empty (consumer). Each side also keeps its own position
-//! in a second, private line (`producer_tail`, `consumer_head`) and reads it
-//! from there: the public line is polled by the other process, and on the
+//! full (producer) or empty (consumer). Each side keeps its own position and
+//! that cache in a second, private line and reads its position from there: the public line is polled by the other process, and on the
 //! 2-core machines we measured, re-reading one's own index from a line the
 //! peer keeps pulling away cost a cache miss per message (about 90% of the
-//! producer's time in `reserve`). The private copies live in the region, not
-//! in the handle, so a side can still be handed from one process to another.
+//! producer's time in `reserve`). The private lines live in the region, not
+//! in the handle, so a side can be handed from one thread or process to
+//! another (a queue's producers take turns under a lock); a stale cache only
+//! underestimates the other side's progress, and a garbage one is re-read.
 //! A frame is an 8-byte header holding
 //! the payload length, then the payload padded to 8 bytes. A frame never
 //! wraps: if it does not fit before the end of the buffer, the producer writes
@@ -72,10 +73,12 @@ pub enum RingError {
 pub struct SpscHeader {
     head: CachePadded<AtomicU64>,
     tail: CachePadded<AtomicU64>,
-    /// The consumer's own copy of `head`, on a line the producer never reads.
-    consumer_head: CachePadded<AtomicU64>,
-    /// The producer's own copy of `tail`, on a line the consumer never reads.
-    producer_tail: CachePadded<AtomicU64>,
+    /// The consumer's own copy of `head` and its cache of `tail`, on a line
+    /// the producer never reads.
+    consumer: CachePadded<Side>,
+    /// The producer's own copy of `tail` and its cache of `head`, on a line
+    /// the consumer never reads.
+    producer: CachePadded<Side>,
     meta: CachePadded<Meta>,
     /// Signalled by the producer after publishing.
     pub not_empty: CachePadded<Notifier>,
@@ -83,6 +86,13 @@ pub struct SpscHeader {
     pub not_full: CachePadded<Notifier>,
     /// Processes holding handles, by role.
     pub participants: Participants,
+}
+
+/// One side's private line: its own position and its cache of the other's.
+#[repr(C)]
+struct Side {
+    pos: AtomicU64,
+    cache: AtomicU64,
 }
 
 #[repr(C)]
@@ -172,8 +182,8 @@ impl SpscRing {
             base.as_ptr().cast::<SpscHeader>().write(SpscHeader {
                 head: CachePadded(AtomicU64::new(0)),
                 tail: CachePadded(AtomicU64::new(0)),
-                consumer_head: CachePadded(AtomicU64::new(0)),
-                producer_tail: CachePadded(AtomicU64::new(0)),
+                consumer: CachePadded(Side { pos: AtomicU64::new(0), cache: AtomicU64::new(0) }),
+                producer: CachePadded(Side { pos: AtomicU64::new(0), cache: AtomicU64::new(0) }),
                 meta: CachePadded(Meta { capacity: AtomicU64::new(0), closed: AtomicU32::new(0) }),
                 not_empty: CachePadded(Notifier::new()),
                 not_full: CachePadded(Notifier::new()),
@@ -188,8 +198,10 @@ impl SpscRing {
         let hdr = unsafe { &*base.as_ptr().cast::<SpscHeader>() };
         hdr.head.store(0, Ordering::Relaxed);
         hdr.tail.store(0, Ordering::Relaxed);
-        hdr.consumer_head.store(0, Ordering::Relaxed);
-        hdr.producer_tail.store(0, Ordering::Relaxed);
+        for side in [&hdr.consumer, &hdr.producer] {
+            side.pos.store(0, Ordering::Relaxed);
+            side.cache.store(0, Ordering::Relaxed);
+        }
         hdr.meta.capacity.store(capacity as u64, Ordering::Relaxed);
         hdr.meta.closed.store(0, Ordering::Relaxed);
         hdr.not_empty.init();
@@ -282,13 +294,13 @@ impl SpscRing {
     /// The producer side. Use one at a time.
     #[must_use]
     pub fn producer(&self) -> Producer {
-        Producer { ring: *self, head_cache: self.header().head.load(Ordering::Acquire) }
+        Producer { ring: *self }
     }
 
     /// The consumer side. Use one at a time.
     #[must_use]
     pub fn consumer(&self) -> Consumer {
-        Consumer { ring: *self, tail_cache: self.header().tail.load(Ordering::Acquire) }
+        Consumer { ring: *self }
     }
 
     #[inline]
@@ -343,7 +355,6 @@ impl Reservation {
 #[derive(Debug)]
 pub struct Producer {
     ring: SpscRing,
-    head_cache: u64,
 }
 
 impl Producer {
@@ -355,7 +366,7 @@ impl Producer {
 
     #[inline]
     fn tail(&self) -> Result<u64, RingError> {
-        let tail = self.ring.header().producer_tail.load(Ordering::Relaxed);
+        let tail = self.ring.header().producer.pos.load(Ordering::Relaxed);
         if tail % 8 != 0 {
             return Err(RingError::Corrupt("tail"));
         }
@@ -367,13 +378,15 @@ impl Producer {
     #[inline]
     fn room(&mut self, tail: u64, need: u64) -> Result<u64, RingError> {
         let cap = self.ring.cap;
-        let used = self.ring.check_span(self.head_cache, tail);
+        let hdr = self.ring.header();
+        let used = self.ring.check_span(hdr.producer.cache.load(Ordering::Relaxed), tail);
         match used {
             Ok(u) if cap - u >= need => return Ok(cap - u),
             _ => {}
         }
-        self.head_cache = self.ring.header().head.load(Ordering::Acquire);
-        Ok(cap - self.ring.check_span(self.head_cache, tail)?)
+        let head = hdr.head.load(Ordering::Acquire);
+        hdr.producer.cache.store(head, Ordering::Relaxed);
+        Ok(cap - self.ring.check_span(head, tail)?)
     }
 
     /// Reserves room for a `len`-byte payload, written in place through
@@ -450,7 +463,7 @@ impl Producer {
     #[inline]
     fn publish(&mut self, tail: u64) {
         let hdr = self.ring.header();
-        hdr.producer_tail.store(tail, Ordering::Relaxed);
+        hdr.producer.pos.store(tail, Ordering::Relaxed);
         hdr.tail.store(tail, Ordering::Release);
         hdr.not_empty.notify();
     }
@@ -535,7 +548,6 @@ impl Frame {
 #[derive(Debug)]
 pub struct Consumer {
     ring: SpscRing,
-    tail_cache: u64,
 }
 
 impl Consumer {
@@ -548,7 +560,7 @@ impl Consumer {
     /// The next frame, if one is published; `Ok(None)` when empty.
     #[inline]
     pub fn peek(&mut self) -> Result<Option<Frame>, RingError> {
-        let head = self.ring.header().consumer_head.load(Ordering::Relaxed);
+        let head = self.ring.header().consumer.pos.load(Ordering::Relaxed);
         self.peek_at(head)
     }
 
@@ -556,18 +568,19 @@ impl Consumer {
     /// frames read but not yet released by a batch).
     #[inline]
     fn peek_at(&mut self, head: u64) -> Result<Option<Frame>, RingError> {
-        if head == self.tail_cache {
-            self.tail_cache = self.ring.header().tail.load(Ordering::Acquire);
-            if head == self.tail_cache {
+        let mut tail = self.ring.header().consumer.cache.load(Ordering::Relaxed);
+        if head == tail {
+            tail = self.refresh_tail();
+            if head == tail {
                 return Ok(None);
             }
         }
-        let mut avail = match self.ring.check_span(head, self.tail_cache) {
+        let mut avail = match self.ring.check_span(head, tail) {
             Ok(a) => a,
             Err(_) => {
                 // The cache may be stale; judge by a fresh tail.
-                self.tail_cache = self.ring.header().tail.load(Ordering::Acquire);
-                match self.ring.check_span(head, self.tail_cache)? {
+                let fresh = self.refresh_tail();
+                match self.ring.check_span(head, fresh)? {
                     0 => return Ok(None),
                     a => a,
                 }
@@ -606,6 +619,15 @@ impl Consumer {
         Ok(Some(Frame { next_head: pos + frame, off, len }))
     }
 
+    /// Re-reads the published tail into the cache.
+    #[inline]
+    fn refresh_tail(&mut self) -> u64 {
+        let hdr = self.ring.header();
+        let tail = hdr.tail.load(Ordering::Acquire);
+        hdr.consumer.cache.store(tail, Ordering::Relaxed);
+        tail
+    }
+
     /// The payload of `frame`, read in place.
     #[inline]
     pub fn bytes(&self, frame: &Frame) -> &[u8] {
@@ -625,7 +647,7 @@ impl Consumer {
     #[inline]
     fn publish(&mut self, head: u64) {
         let hdr = self.ring.header();
-        hdr.consumer_head.store(head, Ordering::Relaxed);
+        hdr.consumer.pos.store(head, Ordering::Relaxed);
         hdr.head.store(head, Ordering::Release);
         hdr.not_full.notify();
     }
@@ -645,7 +667,7 @@ impl Consumer {
 
     /// Reads up to `max` frames with `f`, releasing them with one head update.
     pub fn pop_batch(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> Result<usize, RingError> {
-        let mut pos = self.ring.header().consumer_head.load(Ordering::Relaxed);
+        let mut pos = self.ring.header().consumer.pos.load(Ordering::Relaxed);
         let mut last: Option<Frame> = None;
         let mut n = 0;
         let result = loop {
@@ -667,7 +689,7 @@ impl Consumer {
         if let Some(fr) = last {
             // A standalone wrap marker skipped on the way may already have
             // moved the head past these frames.
-            if fr.next_head > self.ring.header().consumer_head.load(Ordering::Relaxed) {
+            if fr.next_head > self.ring.header().consumer.pos.load(Ordering::Relaxed) {
                 self.release(fr);
             }
         }
@@ -740,7 +762,7 @@ mod tests {
         // A tail far beyond the head.
         r.header().tail.store(1 << 40, Ordering::Relaxed);
         assert!(matches!(c.peek(), Err(RingError::Corrupt(_))));
-        r.header().producer_tail.store(1 << 40, Ordering::Relaxed);
+        r.header().producer.pos.store(1 << 40, Ordering::Relaxed);
         assert!(matches!(p.reserve(8), Err(RingError::Corrupt(_))));
     }
 }
