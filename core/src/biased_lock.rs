@@ -140,7 +140,8 @@ pub enum Holder {
     Free,
     /// The mutex is held.
     Locked(OwnerInfo),
-    /// A thread holds the bias (`busy`: it is inside a critical section now).
+    /// A thread holds the bias, or held it and is still inside the critical
+    /// section it entered before the bias was revoked (`busy`).
     Biased {
         /// The bias holder's thread id.
         tid: u32,
@@ -192,7 +193,8 @@ impl BiasedLock {
     #[inline]
     pub fn lock(&self, me: &Owner, deadline: Option<Deadline>, check: &impl OwnerCheck) -> Result<Held, LockError> {
         let mine = Self::mine(me);
-        if self.bias.holder.load(Ordering::Relaxed) == mine && self.bias.start.load(Ordering::Relaxed) == me.thread.start
+        if self.bias.holder.load(Ordering::Relaxed) == mine
+            && self.bias.start.load(Ordering::Relaxed) == me.thread.start
         {
             if self.busy.load(Ordering::Relaxed) != 0 {
                 // Only we set `busy`: this is a nested acquisition.
@@ -308,15 +310,12 @@ impl BiasedLock {
 
     /// Who holds the lock (a snapshot).
     pub fn holder(&self, check: &impl OwnerCheck) -> Holder {
-        let h = self.bias.holder.load(Ordering::Relaxed);
-        if h & BIASED != 0 {
-            let tid = h as u32;
+        let busy = self.busy.load(Ordering::Relaxed) != 0;
+        // A revoked holder still inside its critical section counts too.
+        if busy || self.bias.holder.load(Ordering::Relaxed) & BIASED != 0 {
+            let tid = self.bias.tid.load(Ordering::Relaxed);
             let start = self.bias.start.load(Ordering::Relaxed);
-            return Holder::Biased {
-                tid,
-                busy: self.busy.load(Ordering::Relaxed) != 0,
-                alive: check.is_alive(tid, Some(start)),
-            };
+            return Holder::Biased { tid, busy, alive: check.is_alive(tid, Some(start)) };
         }
         match self.mutex.owner(check) {
             Some(o) => Holder::Locked(o),
@@ -360,7 +359,10 @@ mod tests {
         assert!(h.is_biased());
         assert_eq!(l.lock(&a, None, &alive), Err(LockError::Deadlock));
         // While the holder is inside, another thread times out...
-        assert_eq!(l.lock(&b, Some(Deadline::after(core::time::Duration::from_millis(30))), &alive), Err(LockError::Timeout));
+        assert_eq!(
+            l.lock(&b, Some(Deadline::after(core::time::Duration::from_millis(30))), &alive),
+            Err(LockError::Timeout)
+        );
         // ...and the holder, revoked meanwhile, finishes normally.
         l.unlock(&a, h);
         let hb = l.lock(&b, None, &alive).unwrap();

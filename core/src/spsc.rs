@@ -275,6 +275,27 @@ impl SpscRing {
         self.header().meta.closed.load(Ordering::Acquire) != 0
     }
 
+    /// The payload of `frame` (found by a [`Consumer`] of this ring), read in
+    /// place. The bytes stay unchanged until the frame is released.
+    #[inline]
+    pub fn payload(&self, frame: &Frame) -> &[u8] {
+        if frame.off + FRAME_HEADER + frame.len > self.cap as usize {
+            // A frame of another, larger ring: nothing of this one.
+            return &[];
+        }
+        // SAFETY: in bounds (checked above; peek() also checked it against the
+        // ring it came from); a published frame is not written by the producer
+        // until `release`.
+        unsafe { core::slice::from_raw_parts(self.bytes(frame.off + FRAME_HEADER, frame.len), frame.len) }
+    }
+
+    /// The consumed position (a snapshot): it moves whenever the consumer
+    /// hands space back, so a blocked producer can wait for it to change.
+    #[inline]
+    pub fn head(&self) -> u64 {
+        self.header().head.load(Ordering::Acquire)
+    }
+
     /// Bytes published and not yet consumed (a snapshot, validated).
     #[inline]
     pub fn used(&self) -> Result<u64, RingError> {
@@ -557,6 +578,12 @@ impl Consumer {
         &self.ring
     }
 
+    /// The position of the next frame to read (the consumer's own copy).
+    #[inline]
+    pub fn position(&self) -> u64 {
+        self.ring.header().consumer.pos.load(Ordering::Relaxed)
+    }
+
     /// The next frame, if one is published; `Ok(None)` when empty.
     #[inline]
     pub fn peek(&mut self) -> Result<Option<Frame>, RingError> {
@@ -631,9 +658,7 @@ impl Consumer {
     /// The payload of `frame`, read in place.
     #[inline]
     pub fn bytes(&self, frame: &Frame) -> &[u8] {
-        // SAFETY: peek() checked off + 8 + padded(len) <= cap and that the frame
-        // is published; the producer does not write it until `release`.
-        unsafe { core::slice::from_raw_parts(self.ring.bytes(frame.off + FRAME_HEADER, frame.len), frame.len) }
+        self.ring.payload(frame)
     }
 
     /// Hands the frame's space back to the producer.

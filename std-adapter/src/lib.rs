@@ -122,6 +122,7 @@ mod plain;
 pub mod pool;
 pub mod process;
 pub mod queue;
+mod queue_bytes;
 mod roles;
 pub mod segment;
 pub mod semaphore;

@@ -314,7 +314,9 @@ impl PoolBuilder {
 
     /// Creates the pool and starts its workers.
     pub fn build(self) -> Result<Pool, PoolError> {
-        let tasks = Queue::<TaskMsg>::builder().capacity(self.capacity).message_size(self.message_size).build()?;
+        // A slot ring: workers hold their task's slot while they run it.
+        let tasks =
+            Queue::<TaskMsg>::builder().capacity(self.capacity).message_size(self.message_size).slot_ring().build()?;
         let results = Queue::<ResultMsg>::builder().capacity(self.capacity).message_size(self.message_size).build()?;
         let inner =
             Arc::new(PoolInner { tasks, results, config: self.clone(), state: StdMutex::new(State::default()) });

@@ -45,7 +45,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,12 +55,14 @@ use shmproc_core::notify::Notifier;
 use shmproc_core::owner::ProcLiveness;
 use shmproc_core::participants::{Presence, Role};
 use shmproc_core::region::{kind, OBJECT_ALIGN};
+use shmproc_core::spsc::FRAME_HEADER;
 use shmproc_core::Deadline;
 
 use crate::blocking::{wait, Waited};
 use crate::error::Error;
 use crate::message::{decode_copy, encode_into, EncodeError, Message};
 use crate::object::{impl_handle_archive, Object};
+use crate::queue_bytes::{ByteRing, FrameClaim};
 use crate::roles;
 use crate::segment::Segment;
 use crate::thread_id;
@@ -250,11 +252,13 @@ impl From<RecvTimeoutError> for RecvError {
 
 // ------------------------------------------------------------ the shared core
 
-/// Shared state after the ring: the JoinableQueue's task counter.
+/// Shared state in front of the ring: the layout tag and the JoinableQueue's
+/// task counter.
 #[repr(C, align(128))]
 pub(crate) struct Extra {
     pub(crate) unfinished: AtomicU64,
     pub(crate) all_done: Notifier,
+    layout: AtomicU32,
 }
 
 // SAFETY: atomics only, valid for any bits; alignment 128.
@@ -264,36 +268,68 @@ unsafe impl shmproc_core::region::RegionObject for Extra {
 
 const RING_OFFSET: usize = std::mem::size_of::<Extra>();
 const _: () = assert!(RING_OFFSET % OBJECT_ALIGN == 0);
+const LAYOUT_SLOTS: u32 = 1;
+const LAYOUT_BYTES: u32 = 2;
+
+/// The ring behind a queue (see [`QueueBuilder::slot_ring`]).
+#[derive(Copy, Clone, Debug)]
+pub(crate) enum Layout {
+    /// Vyukov's slot ring: several `RecvRef`s at once.
+    Slots(MpmcRing),
+    /// The byte ring with biased side locks: the fast default.
+    Bytes(ByteRing),
+}
+
+/// A message taken by a receiver, not yet released.
+#[derive(Debug)]
+pub(crate) enum Claim {
+    Slot(Claimed),
+    Frame(FrameClaim),
+}
 
 /// The mapped queue: object + validated ring. Shared by every handle of a
 /// process through an `Arc`.
 pub(crate) struct Core {
     obj: Object,
-    ring: MpmcRing,
+    ring: Layout,
+    /// Bytes of the last message sent through this mapping: the frame size a
+    /// byte-ring send reserves first.
+    hint: AtomicUsize,
 }
 
 impl Core {
-    fn create(seg: Option<&Segment>, name: &str, slots: usize, message_size: usize) -> Result<Core, Error> {
+    fn create(seg: Option<&Segment>, name: &str, b: &QueueBuilder) -> Result<Core, Error> {
+        let (slots, message_size) = (b.capacity, b.message_size);
         if slots == 0 {
             return Err(Error::Layout("a queue needs at least one slot"));
         }
-        let ring_size = MpmcRing::required_size(slots, message_size).ok_or(Error::Layout("queue too large"))?;
+        let ring_size = if b.slot_ring {
+            MpmcRing::required_size(slots, message_size)
+        } else {
+            ByteRing::required_size(slots, message_size)
+        };
+        let ring_size = ring_size.ok_or(Error::Layout("queue too large"))?;
         let size = RING_OFFSET.checked_add(ring_size).ok_or(Error::Layout("queue too large"))?;
-        let mut failed = None;
+        let mut failed = false;
         let obj = Object::create(seg, name, kind::MPMC_RING, size, |p| {
             // SAFETY: p is OBJECT_ALIGN-aligned with `size` bytes: Extra at 0,
-            // the ring at RING_OFFSET (a multiple of 128) with ring_size bytes.
+            // the ring at RING_OFFSET (a multiple of 128) with ring_size bytes;
+            // nobody else sees it before this returns.
             unsafe {
                 let extra = &*p.as_ptr().cast::<Extra>();
                 extra.unfinished.store(0, Ordering::Relaxed);
                 extra.all_done.init();
                 let base = std::ptr::NonNull::new_unchecked(p.as_ptr().add(RING_OFFSET));
-                if let Err(e) = MpmcRing::init(base, ring_size, slots, message_size) {
-                    failed = Some(e);
+                if b.slot_ring {
+                    extra.layout.store(LAYOUT_SLOTS, Ordering::Relaxed);
+                    failed = MpmcRing::init(base, ring_size, slots, message_size).is_err();
+                } else {
+                    extra.layout.store(LAYOUT_BYTES, Ordering::Relaxed);
+                    failed = ByteRing::init(base, ring_size, slots, message_size).is_err();
                 }
             }
         })?;
-        if failed.is_some() {
+        if failed {
             return Err(Error::Layout("queue ring initialisation failed"));
         }
         Core::from_object(obj)
@@ -301,11 +337,23 @@ impl Core {
 
     fn from_object(obj: Object) -> Result<Core, Error> {
         let base = obj.at(RING_OFFSET);
-        // SAFETY: the object's bytes from RING_OFFSET to its end are inside the
-        // mapping kept alive by `obj`; attach validates the ring's contents.
-        let ring = unsafe { MpmcRing::attach(base, obj.size() - RING_OFFSET) }
-            .map_err(|_| Error::Layout("corrupt queue ring"))?;
-        Ok(Core { obj, ring })
+        let len = obj.size() - RING_OFFSET;
+        let ring = match obj.head::<Extra>().layout.load(Ordering::Relaxed) {
+            LAYOUT_SLOTS => {
+                // SAFETY: the object's bytes from RING_OFFSET to its end are
+                // inside the mapping kept alive by `obj`; attach validates the
+                // ring's contents.
+                let r = unsafe { MpmcRing::attach(base, len) };
+                Layout::Slots(r.map_err(|_| Error::Layout("corrupt queue ring"))?)
+            }
+            LAYOUT_BYTES => {
+                // SAFETY: as above.
+                let r = unsafe { ByteRing::attach(base, len) };
+                Layout::Bytes(r.map_err(Error::Layout)?)
+            }
+            _ => return Err(Error::Layout("unknown queue layout")),
+        };
+        Ok(Core { obj, ring, hint: AtomicUsize::new(0) })
     }
 
     pub(crate) fn extra(&self) -> &Extra {
@@ -313,30 +361,112 @@ impl Core {
     }
 
     fn participants(&self) -> &shmproc_core::participants::Participants {
-        &self.ring.header().participants
+        match &self.ring {
+            Layout::Slots(r) => &r.header().participants,
+            Layout::Bytes(r) => r.participants(),
+        }
+    }
+
+    fn not_empty(&self) -> &Notifier {
+        match &self.ring {
+            Layout::Slots(r) => &r.header().not_empty,
+            Layout::Bytes(r) => r.not_empty(),
+        }
+    }
+
+    fn not_full(&self) -> &Notifier {
+        match &self.ring {
+            Layout::Slots(r) => &r.header().not_full,
+            Layout::Bytes(r) => r.not_full(),
+        }
     }
 
     fn presence(&self, role: Role) -> Presence {
         roles::presence(self.participants(), role)
     }
 
-    fn try_send_with(&self, write: impl FnMut(&mut [u8]) -> Option<usize>) -> Result<(), TrySendError> {
-        if self.ring.is_closed() {
-            return Err(TrySendError::Disconnected);
-        }
-        let me = thread_id::owner();
-        match self.ring.try_push_with(&me, write) {
-            Ok(()) => Ok(()),
-            Err(MpmcError::Full) => Err(TrySendError::Full),
-            Err(MpmcError::TooLarge) => Err(TrySendError::TooLarge { limit: self.ring.slot_size() }),
-            Err(MpmcError::Corrupt(r) | MpmcError::Layout(r)) => Err(TrySendError::Corrupt { reason: r }),
-            Err(MpmcError::Empty) => unreachable!("push never reports Empty"),
+    fn len(&self) -> usize {
+        match &self.ring {
+            Layout::Slots(r) => r.len(),
+            Layout::Bytes(r) => r.len(),
         }
     }
 
-    fn try_send<T: Message>(&self, v: &T) -> Result<(), TrySendError> {
+    fn capacity(&self) -> usize {
+        match &self.ring {
+            Layout::Slots(r) => r.slots(),
+            Layout::Bytes(r) => r.capacity(),
+        }
+    }
+
+    fn message_size(&self) -> usize {
+        match &self.ring {
+            Layout::Slots(r) => r.slot_size(),
+            Layout::Bytes(r) => r.message_size(),
+        }
+    }
+
+    fn close(&self) {
+        match &self.ring {
+            Layout::Slots(r) => r.close(),
+            Layout::Bytes(r) => r.close(),
+        }
+    }
+
+    #[inline]
+    fn is_closed(&self) -> bool {
+        match &self.ring {
+            Layout::Slots(r) => r.is_closed(),
+            Layout::Bytes(r) => r.is_closed(),
+        }
+    }
+
+    #[inline]
+    fn has_message(&self) -> bool {
+        match &self.ring {
+            Layout::Slots(r) => r.has_message(),
+            Layout::Bytes(r) => r.has_message(),
+        }
+    }
+
+    /// Writes one message with `write`, which gets `hint` bytes first on the
+    /// byte ring (the whole message size if it returns `None`) and a whole
+    /// slot on the slot ring. Waits for the producing side's lock (byte ring)
+    /// until `lock_deadline`, never for room.
+    #[inline]
+    fn try_send_with(
+        &self,
+        lock_deadline: Option<Deadline>,
+        hint: usize,
+        write: impl FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<(), TrySendError> {
+        if self.is_closed() {
+            return Err(TrySendError::Disconnected);
+        }
+        let me = thread_id::owner();
+        match &self.ring {
+            Layout::Slots(r) => match r.try_push_with(&me, write) {
+                Ok(()) => Ok(()),
+                Err(MpmcError::Full) => Err(TrySendError::Full),
+                Err(MpmcError::TooLarge) => Err(TrySendError::TooLarge { limit: r.slot_size() }),
+                Err(MpmcError::Corrupt(r) | MpmcError::Layout(r)) => Err(TrySendError::Corrupt { reason: r }),
+                Err(MpmcError::Empty) => unreachable!("push never reports Empty"),
+            },
+            Layout::Bytes(r) => {
+                let n = r.try_send_with(&me, lock_deadline, hint, write)?;
+                if n != hint {
+                    self.hint.store(n, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    #[inline]
+    fn try_send<T: Message>(&self, v: &T, lock_deadline: Option<Deadline>) -> Result<(), TrySendError> {
+        let hint = self.hint.load(Ordering::Relaxed).max(std::mem::size_of::<T::Archived>());
         let mut failure = None;
-        let r = self.try_send_with(|buf| match encode_into(v, buf) {
+        let r = self.try_send_with(lock_deadline, hint, |buf| match encode_into(v, buf) {
             Ok(n) => Some(n),
             Err(e) => {
                 failure = Some(e);
@@ -351,28 +481,63 @@ impl Core {
         }
     }
 
-    fn wait_for_room(&self, deadline: Option<Deadline>) -> Waited {
-        wait(
-            deadline,
-            &self.ring.header().not_full,
-            || self.ring.has_room(),
-            || self.ring.is_closed(),
-            || self.presence(Role::Receiver) == Presence::Absent,
-            |grace| self.ring.recover_reader(&ProcLiveness, grace),
-        )
+    /// A value that changes whenever receivers make room (see
+    /// [`wait_for_room`](Core::wait_for_room)); read it *before* an attempt
+    /// that fails, then wait for it to change.
+    #[inline]
+    fn progress(&self) -> u64 {
+        match &self.ring {
+            Layout::Slots(_) => 0,
+            Layout::Bytes(r) => r.progress(),
+        }
     }
 
-    fn send_deadline<T: Message>(&self, v: &T, deadline: Option<Deadline>) -> Result<(), SendTimeoutError> {
+    /// Waits until receivers may have made room since `progress` was read.
+    fn wait_for_room(&self, deadline: Option<Deadline>, progress: u64) -> Waited {
+        let absent = || self.presence(Role::Receiver) == Presence::Absent;
+        match &self.ring {
+            Layout::Slots(r) => wait(
+                deadline,
+                self.not_full(),
+                || r.has_room(),
+                || r.is_closed(),
+                absent,
+                |grace| r.recover_reader(&ProcLiveness, grace),
+            ),
+            Layout::Bytes(r) => wait(
+                deadline,
+                self.not_full(),
+                || r.progress() != progress,
+                || r.is_closed(),
+                absent,
+                |_| (0, r.recover_dead_reader(&thread_id::owner())),
+            ),
+        }
+    }
+
+    /// Sends `attempt`'s message, waiting for room until `deadline`.
+    fn send_loop(
+        &self,
+        deadline: Option<Deadline>,
+        mut attempt: impl FnMut() -> Result<(), TrySendError>,
+    ) -> Result<(), SendTimeoutError> {
+        let mut progress = None;
         loop {
-            match self.try_send(v) {
+            match attempt() {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Full) => {}
-                Err(TrySendError::Disconnected) => return Err(SendTimeoutError::Disconnected),
-                Err(TrySendError::TooLarge { limit }) => return Err(SendTimeoutError::TooLarge { limit }),
-                Err(TrySendError::Serialize { reason }) => return Err(SendTimeoutError::Serialize { reason }),
-                Err(TrySendError::Corrupt { reason }) => return Err(SendTimeoutError::Corrupt { reason }),
+                Err(e) => return Err(waited_error(e)),
             }
-            match self.wait_for_room(deadline) {
+            // Read the receivers' progress only once the queue was found full
+            // (it lives on lines they write), then try once more before
+            // waiting: room made before the read is seen by that attempt,
+            // room made after it ends the wait.
+            let Some(seen) = progress else {
+                progress = Some(self.progress());
+                continue;
+            };
+            progress = None;
+            match self.wait_for_room(deadline, seen) {
                 Waited::Ready => {}
                 Waited::Timeout => return Err(SendTimeoutError::Timeout),
                 Waited::Disconnected => return Err(SendTimeoutError::Disconnected),
@@ -380,57 +545,156 @@ impl Core {
         }
     }
 
-    fn try_claim(&self) -> Result<Claimed, TryRecvError> {
+    fn send_deadline<T: Message>(&self, v: &T, deadline: Option<Deadline>) -> Result<(), SendTimeoutError> {
+        self.send_loop(deadline, || self.try_send(v, deadline))
+    }
+
+    #[inline]
+    fn try_claim(&self, lock_deadline: Option<Deadline>) -> Result<Claim, TryRecvError> {
         let me = thread_id::owner();
-        match self.ring.try_pop(&me) {
-            Ok(c) => Ok(c),
-            Err(MpmcError::Empty) => {
-                if self.ring.is_closed() && self.ring.is_empty() {
-                    Err(TryRecvError::Disconnected)
-                } else {
-                    Err(TryRecvError::Empty)
-                }
+        let empty = || {
+            if self.is_closed() && !self.has_message() {
+                Err(TryRecvError::Disconnected)
+            } else {
+                Err(TryRecvError::Empty)
             }
-            Err(MpmcError::Corrupt(r) | MpmcError::Layout(r)) => Err(TryRecvError::Corrupt { reason: r.to_owned() }),
-            Err(MpmcError::Full | MpmcError::TooLarge) => unreachable!("pop never reports these"),
+        };
+        match &self.ring {
+            Layout::Slots(r) => match r.try_pop(&me) {
+                Ok(c) => Ok(Claim::Slot(c)),
+                Err(MpmcError::Empty) => empty(),
+                Err(MpmcError::Corrupt(r) | MpmcError::Layout(r)) => {
+                    Err(TryRecvError::Corrupt { reason: r.to_owned() })
+                }
+                Err(MpmcError::Full | MpmcError::TooLarge) => unreachable!("pop never reports these"),
+            },
+            Layout::Bytes(r) => match r.try_claim(&me, lock_deadline)? {
+                Some(c) => Ok(Claim::Frame(c)),
+                None => empty(),
+            },
         }
     }
 
-    fn claim_deadline(&self, deadline: Option<Deadline>) -> Result<Claimed, RecvTimeoutError> {
+    fn claim_deadline(&self, deadline: Option<Deadline>) -> Result<Claim, RecvTimeoutError> {
         loop {
-            match self.try_claim() {
+            match self.try_claim(deadline) {
                 Ok(c) => return Ok(c),
                 Err(TryRecvError::Empty) => {}
                 Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
                 Err(TryRecvError::Corrupt { reason }) => return Err(RecvTimeoutError::Corrupt { reason }),
             }
-            let drained = || self.ring.is_empty() && self.presence(Role::Sender) == Presence::Absent;
-            match wait(
-                deadline,
-                &self.ring.header().not_empty,
-                || self.ring.has_message(),
-                || self.ring.is_closed(),
-                drained,
-                |grace| self.ring.recover_writer(&ProcLiveness, grace),
-            ) {
-                Waited::Ready => {}
-                Waited::Timeout => return Err(RecvTimeoutError::Timeout),
-                Waited::Disconnected => {
-                    // Messages still queued are delivered first.
-                    if self.ring.has_message() {
-                        continue;
-                    }
-                    return Err(RecvTimeoutError::Disconnected);
-                }
-            }
+            Core::check_deadline(deadline)?;
+            self.wait_for_message(deadline)?;
         }
     }
 
-    fn take<T: Message>(&self, c: Claimed) -> Result<T, String> {
+    /// After an attempt that found nothing: `Timeout` once the deadline has
+    /// passed. (On the byte ring an attempt also gives up when another
+    /// receiver holds the side past the deadline while messages wait, so
+    /// waiting for a message alone would not end.)
+    #[inline]
+    fn check_deadline(deadline: Option<Deadline>) -> Result<(), RecvTimeoutError> {
+        match deadline {
+            Some(d) if d.has_passed() => Err(RecvTimeoutError::Timeout),
+            _ => Ok(()),
+        }
+    }
+
+    /// Receives a `T`, waiting until `deadline`.
+    #[inline]
+    fn recv_deadline<T: Message>(&self, deadline: Option<Deadline>) -> Result<T, RecvTimeoutError> {
+        let Layout::Bytes(r) = &self.ring else {
+            let c = self.claim_deadline(deadline)?;
+            return self.take(c).map_err(|reason| RecvTimeoutError::Corrupt { reason });
+        };
+        // The byte ring's fast path: read and release in one call.
+        let me = thread_id::owner();
+        loop {
+            match r.try_take(&me, deadline, decode_copy::<T>) {
+                Ok(Some(v)) => return v.map_err(|e| RecvTimeoutError::Corrupt { reason: e.to_string() }),
+                Ok(None) => {}
+                Err(TryRecvError::Corrupt { reason }) => return Err(RecvTimeoutError::Corrupt { reason }),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => unreachable!("try_take reports neither"),
+            }
+            if self.is_closed() && !self.has_message() {
+                return Err(RecvTimeoutError::Disconnected);
+            }
+            Core::check_deadline(deadline)?;
+            self.wait_for_message(deadline)?;
+        }
+    }
+
+    /// Receives a `T` if one is waiting now.
+    fn try_recv<T: Message>(&self) -> Result<T, TryRecvError> {
+        let c = self.try_claim(Some(Deadline::now()))?;
+        self.take(c).map_err(|reason| TryRecvError::Corrupt { reason })
+    }
+
+    /// Waits until a message may be there (`Ok`), the deadline passes, or the
+    /// queue is drained and disconnected.
+    fn wait_for_message(&self, deadline: Option<Deadline>) -> Result<(), RecvTimeoutError> {
+        let drained = || !self.has_message() && self.presence(Role::Sender) == Presence::Absent;
+        let waited = match &self.ring {
+            Layout::Slots(r) => wait(
+                deadline,
+                self.not_empty(),
+                || r.has_message(),
+                || r.is_closed(),
+                drained,
+                |grace| r.recover_writer(&ProcLiveness, grace),
+            ),
+            // A dead producer publishes nothing and blocks nobody.
+            Layout::Bytes(r) => {
+                wait(deadline, self.not_empty(), || r.has_message(), || r.is_closed(), drained, |_| (0, false))
+            }
+        };
+        match waited {
+            Waited::Ready => Ok(()),
+            Waited::Timeout => Err(RecvTimeoutError::Timeout),
+            // Messages still queued are delivered first.
+            Waited::Disconnected if self.has_message() => Ok(()),
+            Waited::Disconnected => Err(RecvTimeoutError::Disconnected),
+        }
+    }
+
+    #[inline]
+    fn bytes(&self, c: &Claim) -> &[u8] {
+        match (&self.ring, c) {
+            (Layout::Slots(r), Claim::Slot(c)) => r.bytes(c),
+            (Layout::Bytes(r), Claim::Frame(c)) => r.bytes(c),
+            _ => unreachable!("a claim comes from its own queue"),
+        }
+    }
+
+    #[inline]
+    fn release(&self, c: Claim) {
+        match (&self.ring, c) {
+            (Layout::Slots(r), Claim::Slot(c)) => r.release(c),
+            (Layout::Bytes(r), Claim::Frame(c)) => r.release(c),
+            _ => unreachable!("a claim comes from its own queue"),
+        }
+    }
+
+    #[inline]
+    fn take<T: Message>(&self, c: Claim) -> Result<T, String> {
         // Copy out before validating: a peer cannot change what we validate.
-        let r = decode_copy::<T>(self.ring.bytes(&c));
-        self.ring.release(c);
+        let r = decode_copy::<T>(self.bytes(&c));
+        self.release(c);
         r.map_err(|e| e.to_string())
+    }
+}
+
+/// A failed attempt as a waiting send reports it (`Full` only ends a wait
+/// that timed out).
+fn waited_error(e: TrySendError) -> SendTimeoutError {
+    {
+        match e {
+            TrySendError::Full => SendTimeoutError::Timeout,
+            TrySendError::Disconnected => SendTimeoutError::Disconnected,
+            TrySendError::TooLarge { limit } => SendTimeoutError::TooLarge { limit },
+            TrySendError::Serialize { reason } => SendTimeoutError::Serialize { reason },
+            TrySendError::Corrupt { reason } => SendTimeoutError::Corrupt { reason },
+        }
     }
 }
 
@@ -460,11 +724,11 @@ impl Drop for Registered {
         if self.send {
             roles::detach(self.core.participants(), Role::Sender);
             // Receivers may be waiting to learn that the last sender left.
-            self.core.ring.header().not_empty.wake_all();
+            self.core.not_empty().wake_all();
         }
         if self.recv {
             roles::detach(self.core.participants(), Role::Receiver);
-            self.core.ring.header().not_full.wake_all();
+            self.core.not_full().wake_all();
         }
     }
 }
@@ -475,11 +739,13 @@ impl Drop for Registered {
 pub struct QueueBuilder {
     capacity: usize,
     message_size: usize,
+    byte_budget: Option<usize>,
+    slot_ring: bool,
 }
 
 impl Default for QueueBuilder {
     fn default() -> Self {
-        QueueBuilder { capacity: 1024, message_size: DEFAULT_MESSAGE_SIZE }
+        QueueBuilder { capacity: 1024, message_size: DEFAULT_MESSAGE_SIZE, byte_budget: None, slot_ring: false }
     }
 }
 
@@ -490,26 +756,66 @@ impl QueueBuilder {
         self
     }
 
-    /// Largest serialised message in bytes (each slot reserves this much).
+    /// Largest serialised message in bytes. The ring is sized so that
+    /// `capacity` messages of this size fit at once; a larger message fails
+    /// with `TooLarge`.
     pub fn message_size(mut self, bytes: usize) -> Self {
         self.message_size = bytes.max(1);
         self
     }
 
-    /// Capacity from a byte budget for the slots (at least one slot).
+    /// Capacity from a byte budget: as many messages of the largest size as
+    /// the budget holds (at least one). Overrides [`capacity`](Self::capacity).
     pub fn byte_capacity(mut self, bytes: usize) -> Self {
-        self.capacity = (bytes / stride(self.message_size)).max(1);
+        self.byte_budget = Some(bytes);
+        self
+    }
+
+    /// Uses the slot ring instead of the default byte ring.
+    ///
+    /// The slot ring (Vyukov's, one fixed-size slot per message) lets several
+    /// receivers each hold a [`RecvRef`] at once, and a receiver that dies
+    /// holding one loses only that message while the others go on. It costs
+    /// a compare-and-swap per message on each side, which makes it several
+    /// times slower between two processes. The default byte ring keeps the
+    /// receiving side while a `RecvRef` lives: other receivers wait for it to
+    /// drop. [`Pool`](crate::Pool)'s task queue is a slot ring, so that idle
+    /// workers can take tasks while others run theirs.
+    ///
+    /// ```
+    /// let q = shmproc::Queue::<u32>::builder().capacity(8).slot_ring().build::<u32>()?;
+    /// q.send(&1)?;
+    /// q.send(&2)?;
+    /// let first = q.recv_ref()?;
+    /// let second = q.recv_ref()?; // a second guard while the first lives
+    /// assert_eq!((first.to_native(), second.to_native()), (1, 2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn slot_ring(mut self) -> Self {
+        self.slot_ring = true;
+        self
+    }
+
+    fn resolved(mut self) -> Self {
+        if let Some(bytes) = self.byte_budget {
+            let per_message = if self.slot_ring {
+                stride(self.message_size)
+            } else {
+                FRAME_HEADER + self.message_size.next_multiple_of(8)
+            };
+            self.capacity = (bytes / per_message).max(1);
+        }
         self
     }
 
     /// Creates the queue in a segment of its own.
     pub fn build<T: Message>(self) -> Result<Queue<T>, Error> {
-        Queue::from_core(Core::create(None, "", self.capacity, self.message_size)?)
+        Queue::from_core(Core::create(None, "", &self.resolved())?)
     }
 
     /// Creates the queue as object `name` of `seg`.
     pub fn build_in<T: Message>(self, seg: &Segment, name: &str) -> Result<Queue<T>, Error> {
-        Queue::from_core(Core::create(Some(seg), name, self.capacity, self.message_size)?)
+        Queue::from_core(Core::create(Some(seg), name, &self.resolved())?)
     }
 }
 
@@ -542,8 +848,8 @@ macro_rules! handle_common {
         impl<T> fmt::Debug for $ty<T> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($ty))
-                    .field("len", &self.reg.core.ring.len())
-                    .field("capacity", &self.reg.core.ring.slots())
+                    .field("len", &self.reg.core.len())
+                    .field("capacity", &self.reg.core.capacity())
                     .finish()
             }
         }
@@ -551,12 +857,12 @@ macro_rules! handle_common {
             /// Messages waiting (a snapshot; Python's `qsize`).
             #[must_use]
             pub fn len(&self) -> usize {
-                self.reg.core.ring.len()
+                self.reg.core.len()
             }
             /// Whether no message is waiting (a snapshot).
             #[must_use]
             pub fn is_empty(&self) -> bool {
-                self.reg.core.ring.is_empty()
+                self.reg.core.len() == 0
             }
             /// Whether every slot is taken (a snapshot).
             #[must_use]
@@ -566,22 +872,22 @@ macro_rules! handle_common {
             /// Capacity in messages.
             #[must_use]
             pub fn capacity(&self) -> usize {
-                self.reg.core.ring.slots()
+                self.reg.core.capacity()
             }
             /// Largest serialised message in bytes.
             #[must_use]
             pub fn message_size(&self) -> usize {
-                self.reg.core.ring.slot_size()
+                self.reg.core.message_size()
             }
             /// Disconnects the queue for every process: sends fail, receives
             /// drain what is left and then report `Disconnected`.
             pub fn close(&self) {
-                self.reg.core.ring.close();
+                self.reg.core.close();
             }
             /// Whether [`close`](Self::close) was called.
             #[must_use]
             pub fn is_closed(&self) -> bool {
-                self.reg.core.ring.is_closed()
+                self.reg.core.is_closed()
             }
         }
     };
@@ -598,9 +904,13 @@ impl<T> Queue<T> {
         self.reg.archived_object()
     }
 
-    /// Visits the messages still in the ring (see `MpmcRing::scan`).
+    /// Visits the messages still in a slot-ring queue (see `MpmcRing::scan`):
+    /// the pool's task queue. A byte-ring queue has no per-message claimants
+    /// to report and is not scanned.
     pub(crate) fn core_scan(&self, f: impl FnMut(Option<u32>, &[u8])) {
-        self.reg.core.ring.scan(f);
+        if let Layout::Slots(r) = &self.reg.core.ring {
+            r.scan(f);
+        }
     }
 }
 handle_common!(Sender, true, false);
@@ -623,7 +933,7 @@ macro_rules! send_methods {
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn try_send(&self, value: &T) -> Result<(), TrySendError> {
-                self.reg.core.try_send(value)
+                self.reg.core.try_send(value, Some(Deadline::now()))
             }
             /// Sends, waiting at most `timeout` for room.
             pub fn send_timeout(&self, value: &T, timeout: Duration) -> Result<(), SendTimeoutError> {
@@ -636,20 +946,8 @@ macro_rules! send_methods {
             /// if a slot is lost to a race; it must be repeatable.
             pub fn send_with(&self, mut write: impl FnMut(&mut [u8]) -> Option<usize>) -> Result<(), SendError> {
                 let core = &self.reg.core;
-                loop {
-                    match core.try_send_with(&mut write) {
-                        Ok(()) => return Ok(()),
-                        Err(TrySendError::Full) => {}
-                        Err(TrySendError::Disconnected) => return Err(SendError::Disconnected),
-                        Err(TrySendError::TooLarge { limit }) => return Err(SendError::TooLarge { limit }),
-                        Err(TrySendError::Serialize { reason }) => return Err(SendError::Serialize { reason }),
-                        Err(TrySendError::Corrupt { reason }) => return Err(SendError::Corrupt { reason }),
-                    }
-                    match core.wait_for_room(None) {
-                        Waited::Ready => {}
-                        Waited::Timeout | Waited::Disconnected => return Err(SendError::Disconnected),
-                    }
-                }
+                let size = core.message_size();
+                core.send_loop(None, || core.try_send_with(None, size, &mut write)).map_err(SendError::from)
             }
             /// Writes a message in place: `write` gets the slot's bytes and
             /// returns how many it used (the archived bytes of a `T`, e.g. from
@@ -657,7 +955,8 @@ macro_rules! send_methods {
             /// Receivers validate the bytes like any other message. Does not
             /// wait for room.
             pub fn try_send_with(&self, write: impl FnMut(&mut [u8]) -> Option<usize>) -> Result<(), TrySendError> {
-                self.reg.core.try_send_with(write)
+                let core = &self.reg.core;
+                core.try_send_with(Some(Deadline::now()), core.message_size(), write)
             }
         }
     };
@@ -667,14 +966,13 @@ macro_rules! recv_methods {
     ($ty:ident) => {
         impl<T: Message> $ty<T> {
             /// Receives, waiting as long as it takes.
+            #[inline]
             pub fn recv(&self) -> Result<T, RecvError> {
-                let c = self.reg.core.claim_deadline(None).map_err(RecvError::from)?;
-                self.reg.core.take(c).map_err(|reason| RecvError::Corrupt { reason })
+                self.reg.core.recv_deadline(None).map_err(RecvError::from)
             }
             /// Receives if a message is waiting now.
             pub fn try_recv(&self) -> Result<T, TryRecvError> {
-                let c = self.reg.core.try_claim()?;
-                self.reg.core.take(c).map_err(|reason| TryRecvError::Corrupt { reason })
+                self.reg.core.try_recv()
             }
             /// Receives, waiting at most `timeout`.
             ///
@@ -688,8 +986,7 @@ macro_rules! recv_methods {
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-                let c = self.reg.core.claim_deadline(Some(Deadline::after(timeout)))?;
-                self.reg.core.take(c).map_err(|reason| RecvTimeoutError::Corrupt { reason })
+                self.reg.core.recv_deadline(Some(Deadline::after(timeout)))
             }
             /// Receives in place: the guard derefs to the validated
             /// `&Archived<T>` inside the slot and frees the slot on drop.
@@ -788,20 +1085,20 @@ impl_handle_archive!([T: Message,] Receiver<T>, q => q.reg.archived_object(), |s
 /// A message read in place from a queue slot; frees the slot on drop.
 pub struct RecvRef<'a, T: Archive> {
     core: &'a Core,
-    claimed: Option<Claimed>,
+    claimed: Option<Claim>,
     archived: *const T::Archived,
 }
 
 impl<'a, T: Message> RecvRef<'a, T> {
-    fn new(core: &'a Core, c: Claimed) -> Result<RecvRef<'a, T>, String> {
-        let bytes = core.ring.bytes(&c);
+    fn new(core: &'a Core, c: Claim) -> Result<RecvRef<'a, T>, String> {
+        let bytes = core.bytes(&c);
         match rkyv::access::<T::Archived, rkyv::rancor::Error>(bytes) {
             Ok(a) => {
                 let archived = a as *const T::Archived;
                 Ok(RecvRef { core, claimed: Some(c), archived })
             }
             Err(e) => {
-                core.ring.release(c);
+                core.release(c);
                 Err(e.to_string())
             }
         }
@@ -825,7 +1122,7 @@ impl<T: Archive> Deref for RecvRef<'_, T> {
 impl<T: Archive> Drop for RecvRef<'_, T> {
     fn drop(&mut self) {
         if let Some(c) = self.claimed.take() {
-            self.core.ring.release(c);
+            self.core.release(c);
         }
     }
 }
@@ -848,10 +1145,10 @@ pub(crate) fn describe(seg: &Segment, index: u32) -> crate::inspect::ObjectState
     };
     match Core::from_object(obj) {
         Ok(core) => ObjectState::Queue {
-            depth: core.ring.len(),
-            capacity: core.ring.slots(),
-            message_size: core.ring.slot_size(),
-            closed: core.ring.is_closed(),
+            depth: core.len(),
+            capacity: core.capacity(),
+            message_size: core.message_size(),
+            closed: core.is_closed(),
             holders: core.participants().snapshot().map(|(id, s, r)| (id, s, r, id.is_alive())).collect(),
         },
         Err(e) => ObjectState::Corrupt(e.to_string()),

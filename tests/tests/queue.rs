@@ -167,29 +167,55 @@ fn killed_producer_gives_disconnected() -> TestResult {
 }
 
 fn producer_killed_mid_message_leaves_no_torn_message() -> TestResult {
+    // The byte ring (default): producers take turns, so the stuck producer
+    // holds the producing side until it is killed; then the next send takes
+    // it over and the half-written message never surfaces.
     let (tx, rx) = Queue::<String>::bounded(8)?.into_split();
     let started = shmproc::Event::new()?;
-    let (tx2, s2) = (tx.clone(), started.clone());
-    // This producer claims a slot, writes half a message, and hangs there.
-    let stuck = Process::spawn(move || -> () {
-        let _ = tx2.try_send_with(|buf| {
-            buf[..4].copy_from_slice(b"TORN");
-            s2.set();
-            std::thread::sleep(Duration::from_secs(60));
-            Some(4)
-        });
-    })?;
+    let stuck = spawn_stuck_producer(tx.clone(), started.clone())?;
+    ensure!(started.wait_timeout(HANG_LIMIT));
+    ensure!(tx.send_timeout(&"blocked".to_string(), Duration::from_millis(50)) == Err(SendTimeoutError::Timeout));
+    stuck.kill()?;
+    let start = Instant::now();
+    tx.send_timeout(&"after".to_string(), HANG_LIMIT)?;
+    eprintln!("byte ring: took the dead producer's side over after {:?}", start.elapsed());
+    ensure!(rx.recv_timeout(HANG_LIMIT)? == "after", "a torn message surfaced");
+    drop(tx);
+    ensure!(rx.recv_timeout(HANG_LIMIT) == Err(RecvTimeoutError::Disconnected));
+    let mut stuck = stuck;
+    stuck.join()?;
+
+    // The slot ring: other producers go on past the stuck one's slot, which
+    // consumers skip once its producer is dead.
+    let (tx, rx) = Queue::<String>::builder().capacity(8).slot_ring().build::<String>()?.into_split();
+    let stuck = spawn_stuck_producer(tx.clone(), started.clone())?;
     ensure!(started.wait_timeout(HANG_LIMIT));
     tx.send(&"after".to_string())?;
     stuck.kill()?;
     let start = Instant::now();
     ensure!(rx.recv_timeout(HANG_LIMIT)? == "after", "a torn message surfaced");
-    eprintln!("skipped the dead producer's slot after {:?}", start.elapsed());
+    eprintln!("slot ring: skipped the dead producer's slot after {:?}", start.elapsed());
     drop(tx);
     ensure!(rx.recv_timeout(HANG_LIMIT) == Err(RecvTimeoutError::Disconnected));
     let mut stuck = stuck;
     stuck.join()?;
     Ok(())
+}
+
+/// A producer that writes half a message in place and hangs there.
+fn spawn_stuck_producer(
+    tx: shmproc::Sender<String>,
+    started: shmproc::Event,
+) -> Result<Process, shmproc::ProcessError> {
+    started.clear();
+    Process::spawn(move || -> () {
+        let _ = tx.try_send_with(|buf| {
+            buf[..4].copy_from_slice(b"TORN");
+            started.set();
+            std::thread::sleep(Duration::from_secs(60));
+            Some(4)
+        });
+    })
 }
 
 fn sender_blocked_on_full_queue_sees_dead_receivers() -> TestResult {
@@ -335,6 +361,94 @@ fn spawned_producer(tx: shmproc::Sender<u32>) -> i32 {
     0
 }
 
+/// A producer that has sent long enough to hold the producing side's bias
+/// (200 uncontended sends from one thread; the bias comes after 64) is killed
+/// inside a send: the next producer takes the side over, and the half-written
+/// message never surfaces.
+fn biased_producer_killed_inside_a_send() -> TestResult {
+    let (tx, rx) = Queue::<u64>::bounded(256)?.into_split();
+    let started = shmproc::Event::new()?;
+    let (tx2, s2) = (tx.clone(), started.clone());
+    let child = Process::spawn(move || -> () {
+        for i in 0..200u64 {
+            tx2.send(&i).unwrap();
+        }
+        let _ = tx2.try_send_with(|buf| {
+            buf[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+            s2.set();
+            std::thread::sleep(Duration::from_secs(60));
+            Some(8)
+        });
+    })?;
+    ensure!(started.wait_timeout(HANG_LIMIT));
+    ensure!(tx.send_timeout(&1000, Duration::from_millis(50)) == Err(SendTimeoutError::Timeout));
+    child.kill()?;
+    let start = Instant::now();
+    tx.send_timeout(&1000, HANG_LIMIT)?;
+    eprintln!("took the dead biased producer's side over after {:?}", start.elapsed());
+    let got: Vec<u64> = (0..201).map(|_| rx.recv_timeout(HANG_LIMIT)).collect::<Result<_, _>>()?;
+    ensure!(got[..200].iter().copied().eq(0..200) && got[200] == 1000, "{got:?}");
+    ensure!(rx.try_recv() == Err(TryRecvError::Empty));
+    let mut child = child;
+    child.join()?;
+    Ok(())
+}
+
+/// A receiver that dies holding a `RecvRef` (after enough receives to hold the
+/// consuming side's bias) blocks neither producers nor other receivers: the
+/// message it held is dropped with it, the rest arrive in order.
+fn receiver_killed_holding_a_recv_ref() -> TestResult {
+    let (tx, rx) = Queue::<u64>::bounded(4)?.into_split();
+    let started = shmproc::Event::new()?;
+    let mut next = 0u64;
+    // First a blocked producer recovers the queue, then a receiver does.
+    for producer_recovers in [true, false] {
+        let (rx2, s2) = (rx.clone(), started.clone());
+        started.clear();
+        let child = Process::spawn(move || -> () {
+            for _ in 0..100 {
+                rx2.recv().unwrap();
+            }
+            let held = rx2.recv_ref().unwrap();
+            s2.set();
+            std::thread::sleep(Duration::from_secs(60));
+            drop(held);
+        })?;
+        for _ in 0..101 {
+            tx.send(&next)?;
+            next += 1;
+        }
+        ensure!(started.wait_timeout(HANG_LIMIT));
+        let dropped = next - 1;
+        for _ in 0..3 {
+            tx.send(&next)?;
+            next += 1;
+        }
+        // Full (the held message still counts), and the receiving side is
+        // held by the sleeping child.
+        ensure!(tx.send_timeout(&next, Duration::from_millis(50)) == Err(SendTimeoutError::Timeout));
+        ensure!(rx.recv_timeout(Duration::from_millis(50)) == Err(RecvTimeoutError::Timeout));
+        child.kill()?;
+        let start = Instant::now();
+        if producer_recovers {
+            tx.send_timeout(&next, HANG_LIMIT)?;
+            next += 1;
+            eprintln!("a blocked producer freed the dead reader's side after {:?}", start.elapsed());
+        } else {
+            ensure!(rx.recv_timeout(HANG_LIMIT)? == dropped + 1);
+            eprintln!("a receiver took the dead reader's side over after {:?}", start.elapsed());
+        }
+        let expect_from = if producer_recovers { dropped + 1 } else { dropped + 2 };
+        for want in expect_from..next {
+            ensure!(rx.recv_timeout(HANG_LIMIT)? == want, "message {want}");
+        }
+        ensure!(rx.try_recv() == Err(TryRecvError::Empty));
+        let mut child = child;
+        child.join()?;
+    }
+    Ok(())
+}
+
 fn main() {
     shmproc_tests::run(trials![
         million_u64_in_order_between_two_processes,
@@ -343,6 +457,8 @@ fn main() {
         recv_ref_reads_a_struct_in_place,
         killed_producer_gives_disconnected,
         producer_killed_mid_message_leaves_no_torn_message,
+        biased_producer_killed_inside_a_send,
+        receiver_killed_holding_a_recv_ref,
         sender_blocked_on_full_queue_sees_dead_receivers,
         timeouts_return_on_time,
         joinable_queue_join_waits_for_every_task,
