@@ -2,6 +2,8 @@
 //! notifier in liveness slices, checking at each slice for a disconnection
 //! and giving the ring a chance to recover from a dead peer.
 
+use std::time::Duration;
+
 use shmproc_core::futex::WaitOutcome;
 use shmproc_core::mpmc::UNREGISTERED_GRACE;
 use shmproc_core::notify::Notifier;
@@ -9,7 +11,22 @@ use shmproc_core::raw_mutex::LIVENESS_SLICE;
 use shmproc_core::time::earliest;
 use shmproc_core::Deadline;
 
-const SPIN: u32 = 200;
+/// How long a spinning waiter lets pass between looks at the ring.
+///
+/// A consumer that keeps looking at the producer's index pulls that cache
+/// line, and the frame the producer writes next, away from the producer on
+/// every message: both sides then pay a cache-line transfer per message.
+/// Looking every couple of microseconds lets the producer write a batch
+/// undisturbed, which the consumer then takes in a row. Measured between two
+/// processes on a 2-core VM (`Queue<u64>`, medians of 7 runs): looking at
+/// once 68–82 ns per message, after 0.5 µs 42 ns, after 1 µs 36 ns, after
+/// 2 µs 31 ns. The price is up to this much latency for a *blocking* receive
+/// whose message arrives while it spins; a `try_recv` loop does not wait here.
+const LOOK_EVERY: Duration = Duration::from_micros(2);
+/// How long to spin (looking every [`LOOK_EVERY`]) before yielding.
+const SPIN_FOR: Duration = Duration::from_micros(60);
+/// Yields (looking after each) before sleeping on the futex.
+const YIELDS: u32 = 100;
 
 /// How a wait ended.
 pub(crate) enum Waited {
@@ -35,18 +52,29 @@ pub(crate) fn wait(
     mut recover: impl FnMut(bool) -> (u64, bool),
 ) -> Waited {
     // Spin, then yield, before sleeping: a peer on another core usually makes
-    // progress within a few microseconds, and a futex sleep plus wake-up costs
-    // more than that.
-    for i in 0..SPIN {
+    // progress within microseconds, and a futex sleep plus wake-up costs more.
+    // While spinning, look only every LOOK_EVERY (see there). A deadline that
+    // ends during the spin ends it too.
+    let spin_until = earliest(deadline, Deadline::after(SPIN_FOR));
+    loop {
+        let next = Deadline::after(LOOK_EVERY);
+        while !next.has_passed() {
+            std::hint::spin_loop();
+        }
         if ready() {
             return Waited::Ready;
         }
-        if i < SPIN / 2 {
-            for _ in 0..8 {
-                std::hint::spin_loop();
-            }
-        } else {
-            std::thread::yield_now();
+        if spin_until.has_passed() {
+            break;
+        }
+    }
+    for _ in 0..YIELDS {
+        if deadline.is_some_and(|d| d.has_passed()) {
+            break;
+        }
+        std::thread::yield_now();
+        if ready() {
+            return Waited::Ready;
         }
     }
     if closed() {

@@ -74,9 +74,8 @@ pub(crate) struct ByteHead {
     /// Messages consumed; written by consumers, read by producers when their
     /// cache says the limit is reached.
     received: CachePadded<AtomicU64>,
-    /// Consumers only: 1 + the consumer position of the frame handed to the
-    /// current reader, 0 when none.
-    reading: CachePadded<AtomicU64>,
+    /// Consumers only.
+    reader: CachePadded<Reader>,
     meta: CachePadded<Meta>,
 }
 
@@ -85,6 +84,17 @@ pub(crate) struct ByteHead {
 struct Sent {
     sent: AtomicU64,
     received_cache: AtomicU64,
+}
+
+/// Consumers only: the frame being read and their own copy of `received`
+/// (the public one is polled by waiting producers, so consumers only store
+/// to it).
+#[repr(C)]
+struct Reader {
+    /// 1 + the consumer position of the frame handed to the current reader,
+    /// 0 when none.
+    reading: AtomicU64,
+    received: AtomicU64,
 }
 
 #[repr(C)]
@@ -152,7 +162,9 @@ impl ByteRing {
         let head = unsafe { &*base.as_ptr().cast::<ByteHead>() };
         head.producer.init();
         head.consumer.init();
-        for a in [&head.sent.sent, &head.sent.received_cache, &head.received, &head.reading] {
+        for a in
+            [&head.sent.sent, &head.sent.received_cache, &head.received, &head.reader.reading, &head.reader.received]
+        {
             a.store(0, Ordering::Relaxed);
         }
         head.meta.limit.store(capacity as u64, Ordering::Relaxed);
@@ -335,7 +347,7 @@ impl ByteRing {
         let mut c = self.ring.consumer();
         match c.peek() {
             Ok(Some(frame)) => {
-                h.reading.store(c.position().wrapping_add(1), Ordering::Relaxed);
+                h.reader.reading.store(c.position().wrapping_add(1), Ordering::Relaxed);
                 Ok(Some(FrameClaim { frame, held, me: *me }))
             }
             Ok(None) => {
@@ -375,11 +387,11 @@ impl ByteRing {
         let mut c = self.ring.consumer();
         let r = match c.peek() {
             Ok(Some(frame)) => {
-                h.reading.store(c.position().wrapping_add(1), Ordering::Relaxed);
+                h.reader.reading.store(c.position().wrapping_add(1), Ordering::Relaxed);
                 let r = read(self.ring.payload(&frame));
-                h.received.store(h.received.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+                self.count_received();
                 c.release(frame);
-                h.reading.store(0, Ordering::Relaxed);
+                h.reader.reading.store(0, Ordering::Relaxed);
                 Ok(Some(r))
             }
             Ok(None) => Ok(None),
@@ -390,6 +402,16 @@ impl ByteRing {
         };
         h.consumer.unlock(me, held);
         r
+    }
+
+    /// Counts one consumed message (before its space is handed back: see the
+    /// module docs).
+    #[inline]
+    fn count_received(&self) {
+        let r = &self.head().reader;
+        let n = r.received.load(Ordering::Relaxed).wrapping_add(1);
+        r.received.store(n, Ordering::Relaxed);
+        self.head().received.store(n, Ordering::Release);
     }
 
     /// The claimed frame's payload, in place.
@@ -403,9 +425,9 @@ impl ByteRing {
     pub(crate) fn release(&self, c: FrameClaim) {
         let h = self.head();
         // Counted before the space is handed back (module docs).
-        h.received.store(h.received.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+        self.count_received();
         self.ring.consumer().release(c.frame);
-        h.reading.store(0, Ordering::Relaxed);
+        h.reader.reading.store(0, Ordering::Relaxed);
         h.consumer.unlock(&c.me, c.held);
     }
 
@@ -414,14 +436,14 @@ impl ByteRing {
     fn drop_dead_readers_frame(&self) {
         let h = self.head();
         let mut c = self.ring.consumer();
-        let reading = h.reading.load(Ordering::Relaxed);
+        let reading = h.reader.reading.load(Ordering::Relaxed);
         if reading != 0 && reading == c.position().wrapping_add(1) {
             if let Ok(Some(frame)) = c.peek() {
-                h.received.store(h.received.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+                self.count_received();
                 c.release(frame);
             }
         }
-        h.reading.store(0, Ordering::Relaxed);
+        h.reader.reading.store(0, Ordering::Relaxed);
     }
 
     /// For producers blocked on a full queue: if the consuming side is held by
