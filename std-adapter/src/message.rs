@@ -64,6 +64,7 @@ pub(crate) fn decode<T: Message>(bytes: &[u8]) -> Result<T, rancor::Error> {
 /// plain values and short collections, and free of the thread-local arena's
 /// bookkeeping); if that runs out, the serialisation is redone with rkyv's
 /// arena.
+#[inline(always)]
 pub(crate) fn encode_into<T: Message>(value: &T, buf: &mut [u8]) -> Result<usize, EncodeError> {
     let mut scratch = [core::mem::MaybeUninit::<u8>::uninit(); 512];
     let fast = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
