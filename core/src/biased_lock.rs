@@ -32,10 +32,18 @@
 //! unlocks cannot let a later thread in beside a holder still inside. The bias
 //! fields are written only under the mutex.
 //!
-//! A revocation costs a `membarrier` system call (a few µs), so the bias is
-//! granted only after a streak of uncontended acquisitions, and a revocation
-//! restarts the streak: a lock passed between threads all the time stays a
-//! plain mutex.
+//! The bias is granted only after a streak of uncontended acquisitions, and
+//! only **once** in the lock's life: after the first revocation the lock stays
+//! a plain mutex. Two reasons. A revocation costs a `membarrier` system call
+//! (a few µs), so a lock that has seen contention should not flip back and
+//! forth. And a second bias would be unsound with a single `busy` word: a
+//! former holder that read "the bias is mine" just before it was revoked, and
+//! was then descheduled, can store `busy = 1` much later, on top of the new
+//! holder's critical section, and clear it again when its re-check fails,
+//! letting a revoker in beside the new holder. With one bias in the lock's
+//! life, the only thread that ever stores to `busy` is that one holder (and
+//! waiters clearing it for a dead holder), and the handshake below covers it.
+//! (The 2-process, 4-process stress test found the second-bias race.)
 //!
 //! # Dead holders
 //!
@@ -292,7 +300,7 @@ impl BiasedLock {
         let b = &self.bias;
         if b.last.load(Ordering::Relaxed) == me.thread.id {
             let streak = b.streak.load(Ordering::Relaxed).saturating_add(1);
-            if streak >= BIAS_AFTER && !self.mutex.has_waiters() {
+            if streak >= BIAS_AFTER && !self.mutex.has_waiters() && b.revocations.load(Ordering::Relaxed) == 0 {
                 // Grant the bias to ourselves (module docs).
                 b.streak.store(0, Ordering::Relaxed);
                 b.tid.store(me.thread.id, Ordering::Relaxed);
@@ -369,10 +377,14 @@ mod tests {
         assert!(!hb.is_biased() && !hb.owner_died());
         assert_eq!(l.revocations(), 1);
         l.unlock(&b, hb);
-        // The former holder now goes through the mutex.
-        let h = l.lock(&a, None, &alive).unwrap();
-        assert!(!h.is_biased());
-        l.unlock(&a, h);
+        // The former holder now goes through the mutex, and no streak brings a
+        // second bias.
+        for _ in 0..2 * BIAS_AFTER {
+            let h = l.lock(&a, None, &alive).unwrap();
+            assert!(!h.is_biased());
+            l.unlock(&a, h);
+        }
+        assert!(matches!(l.holder(&alive), Holder::Free));
     }
 
     #[test]

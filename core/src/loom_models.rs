@@ -335,3 +335,39 @@ fn loom_biased_holder_dead_inside_reported_exactly_once() {
         assert_eq!(died, 1, "exactly one taker is told the holder died");
     });
 }
+
+/// The former bias holder tries again while the revoker takes the lock
+/// several times in a row (enough for a second bias, were one granted): its
+/// late `busy` store must never overlap another critical section.
+#[test]
+fn loom_biased_lock_stale_holder_and_repeated_revoker() {
+    loom::model(|| {
+        let l = Arc::new(BiasedLock::new());
+        let data = Arc::new(UnsafeCell::new(0u32));
+        grant_bias(&l, &owner(1));
+        let handles: std::vec::Vec<_> = [(1u32, 1u32), (2, 3)]
+            .into_iter()
+            .map(|(tid, times)| {
+                let l = l.clone();
+                let data = data.clone();
+                thread::spawn(move || {
+                    let me = owner(tid);
+                    for _ in 0..times {
+                        let h = l.lock(&me, None, &always_alive).unwrap();
+                        // SAFETY: the lock is held: no other access to the cell.
+                        data.with_mut(|p| unsafe { *p += 1 });
+                        l.unlock(&me, h);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let me = owner(3);
+        let h = l.lock(&me, None, &always_alive).unwrap();
+        // SAFETY: the lock is held and both threads have been joined.
+        assert_eq!(data.with(|p| unsafe { *p }), 4);
+        l.unlock(&me, h);
+    });
+}
