@@ -18,7 +18,12 @@ fn fork(f: impl FnOnce()) -> Process {
 
 /// Times `iters` messages from a child producer to this process.
 fn shm_spsc<T: shmproc::Message + Clone>(iters: u64, msg: T, message_size: usize) -> Duration {
-    let q = Queue::<T>::builder().capacity(4096).message_size(message_size).build::<T>().expect("queue");
+    shm_spsc_in(iters, msg, Queue::<T>::builder().capacity(4096).message_size(message_size))
+}
+
+/// [`shm_spsc`] through a queue built by `b` (the slot ring, say).
+fn shm_spsc_in<T: shmproc::Message + Clone>(iters: u64, msg: T, b: shmproc::QueueBuilder) -> Duration {
+    let q = b.build::<T>().expect("queue");
     let (tx, rx) = q.into_split();
     let go = Event::new().expect("event");
     let g = go.clone();
@@ -99,6 +104,9 @@ fn stream_spsc(iters: u64, payload: &[u8], socket: bool) -> Duration {
 fn spsc(c: &mut Criterion) {
     let mut g = c.benchmark_group("spsc_u64");
     g.bench_function("shmproc_queue", |b| b.iter_custom(|n| shm_spsc(n, 42u64, 16)));
+    g.bench_function("shmproc_slot_queue", |b| {
+        b.iter_custom(|n| shm_spsc_in(n, 42u64, Queue::<u64>::builder().capacity(4096).message_size(16).slot_ring()))
+    });
     g.bench_function("shmproc_pipe", |b| b.iter_custom(|n| shm_pipe(n, 42u64)));
     g.bench_function("pipe_queue", |b| b.iter_custom(|n| stream_spsc(n, &42u64.to_le_bytes(), false)));
     g.bench_function("unix_socket_queue", |b| b.iter_custom(|n| stream_spsc(n, &42u64.to_le_bytes(), true)));
@@ -196,9 +204,12 @@ fn mpmc(c: &mut Criterion) {
 }
 
 /// Round trips through two queues; returns the time for `iters` one-way hops.
-fn shm_pingpong(iters: u64, spin: bool) -> Duration {
-    let req = Queue::<u64>::builder().capacity(16).message_size(16).build::<u64>().expect("queue");
-    let resp = Queue::<u64>::builder().capacity(16).message_size(16).build::<u64>().expect("queue");
+fn shm_pingpong(iters: u64, spin: bool, slots: bool) -> Duration {
+    let build = || {
+        let b = Queue::<u64>::builder().capacity(16).message_size(16);
+        if slots { b.slot_ring() } else { b }.build::<u64>().expect("queue")
+    };
+    let (req, resp) = (build(), build());
     let (rq, rs) = (req.clone(), resp.clone());
     let rounds = iters.div_ceil(2);
     let recv = move |q: &Queue<u64>| -> u64 {
@@ -265,8 +276,9 @@ fn stream_pingpong(iters: u64, socket: bool) -> Duration {
 
 fn latency(c: &mut Criterion) {
     let mut g = c.benchmark_group("one_way_latency");
-    g.bench_function("shmproc_queue_blocking", |b| b.iter_custom(|n| shm_pingpong(n, false)));
-    g.bench_function("shmproc_queue_spinning", |b| b.iter_custom(|n| shm_pingpong(n, true)));
+    g.bench_function("shmproc_queue_blocking", |b| b.iter_custom(|n| shm_pingpong(n, false, false)));
+    g.bench_function("shmproc_queue_spinning", |b| b.iter_custom(|n| shm_pingpong(n, true, false)));
+    g.bench_function("shmproc_slot_queue_spinning", |b| b.iter_custom(|n| shm_pingpong(n, true, true)));
     g.bench_function("pipe", |b| b.iter_custom(|n| stream_pingpong(n, false)));
     g.bench_function("unix_socket", |b| b.iter_custom(|n| stream_pingpong(n, true)));
     g.finish();
@@ -290,6 +302,7 @@ fn main() {
         "queues",
         &[
             ("spsc_u64", "shmproc_queue", "pipe_queue"),
+            ("spsc_u64", "shmproc_slot_queue", "pipe_queue"),
             ("spsc_u64", "shmproc_pipe", "pipe_queue"),
             ("spsc_u64", "shmproc_queue", "unix_socket_queue"),
             ("spsc_64B", "shmproc_queue", "pipe_queue"),
@@ -301,6 +314,7 @@ fn main() {
             ("one_way_latency", "shmproc_queue_blocking", "pipe"),
             ("one_way_latency", "shmproc_queue_blocking", "unix_socket"),
             ("one_way_latency", "shmproc_queue_spinning", "pipe"),
+            ("one_way_latency", "shmproc_slot_queue_spinning", "pipe"),
         ],
     );
 }

@@ -34,6 +34,12 @@ fn main() {
             baseline: c("spsc_u64", "unix_socket_queue"),
         },
         Row {
+            what: "SPSC Queue<u64>, slot ring",
+            ours: c("spsc_u64", "shmproc_slot_queue"),
+            baseline_name: "pipe queue",
+            baseline: c("spsc_u64", "pipe_queue"),
+        },
+        Row {
             what: "SPSC u64 via Pipe (byte ring)",
             ours: c("spsc_u64", "shmproc_pipe"),
             baseline_name: "pipe queue",
@@ -78,6 +84,12 @@ fn main() {
         Row {
             what: "one-way latency, spinning",
             ours: c("one_way_latency", "shmproc_queue_spinning"),
+            baseline_name: "pipe",
+            baseline: c("one_way_latency", "pipe"),
+        },
+        Row {
+            what: "one-way latency, spinning, slot ring",
+            ours: c("one_way_latency", "shmproc_slot_queue_spinning"),
             baseline_name: "pipe",
             baseline: c("one_way_latency", "pipe"),
         },

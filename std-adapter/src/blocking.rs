@@ -55,9 +55,19 @@ pub(crate) fn wait(
     // progress within microseconds, and a futex sleep plus wake-up costs more.
     // While spinning, look only every LOOK_EVERY (see there). A deadline that
     // ends during the spin ends it too.
+    if deadline.is_some_and(|d| d.has_passed()) {
+        // A `try_` call or an expired timeout: one look, no waiting.
+        return if ready() {
+            Waited::Ready
+        } else if closed() || disconnected() {
+            Waited::Disconnected
+        } else {
+            Waited::Timeout
+        };
+    }
     let spin_until = earliest(deadline, Deadline::after(SPIN_FOR));
     loop {
-        let next = Deadline::after(LOOK_EVERY);
+        let next = Deadline::after(LOOK_EVERY).min(spin_until);
         while !next.has_passed() {
             std::hint::spin_loop();
         }

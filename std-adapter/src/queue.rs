@@ -1,12 +1,12 @@
 //! `Queue<T>`: a bounded multi-producer multi-consumer queue of typed messages
-//! between processes, on the crate's lock-free slot ring.
+//! between processes.
 //!
-//! Messages are serialised with rkyv **directly into a slot** of shared memory
-//! (no intermediate buffer) and validated with bytecheck before they are
-//! handed out: [`recv`](Queue::recv) copies the bytes out, validates and
-//! deserialises (sound even against a malicious peer); [`recv_ref`](Queue::recv_ref)
+//! Messages are serialised with rkyv **directly into shared memory** (no
+//! intermediate buffer) and validated with bytecheck before they are handed
+//! out: [`recv`](Queue::recv) copies the bytes out, validates and deserialises
+//! (sound even against a malicious peer); [`recv_ref`](Queue::recv_ref)
 //! validates in place and hands out `&Archived<T>` without copying, holding
-//! the slot until the guard drops.
+//! the message until the guard drops.
 //!
 //! ```
 //! let q = shmproc::Queue::<u64>::bounded(16)?;
@@ -35,13 +35,34 @@
 //! the handles a child should not hold before forking it).
 //! [`close`](Queue::close) disconnects the queue for everyone at once.
 //!
+//! # Layouts
+//!
+//! By default a queue is a **byte ring** of packed frames whose producers take
+//! turns under one lock and whose consumers take turns under another (see
+//! `queue_bytes.rs` for the design). Each lock is *biased*: while one thread
+//! keeps taking it, it costs no atomic read-modify-write, so a queue with one
+//! producer and one consumer costs each side a few plain loads and stores per
+//! message. A [`RecvRef`] holds the receiving side while it lives.
+//!
+//! [`QueueBuilder::slot_ring`] selects Vyukov's **slot ring** instead: fixed
+//! slots with a sequence number each, claimed by compare-and-swap, so several
+//! receivers can each hold a `RecvRef` at once, and a stalled producer does
+//! not hold up the others. It is slower between two processes.
+//!
+//! Measured between two processes on a 2-core VM, `Queue<u64>`, criterion
+//! means, the pipe-based queue in the same run: byte ring 30 ns per message
+//! (27x the pipe queue), slot ring 54–62 ns.
+//!
 //! # Dead peers
 //!
-//! A producer killed between claiming a slot and publishing it never exposes a
-//! torn message: consumers that reach the slot check the producer's liveness
-//! and skip it. A consumer killed while holding a slot has its slot freed by
-//! producers that need it (its message is lost with it).
-
+//! A producer killed mid-message never exposes a torn message. In the byte
+//! ring nothing was published, and the next producer takes the producing side
+//! over once it sees the holder dead (within a liveness slice, ~20 ms); in the
+//! slot ring the consumers that reach its slot skip it. A consumer killed
+//! while holding a message (a `RecvRef`) loses that message: the byte ring's
+//! next receiver, or a producer blocked on the full queue, takes the receiving
+//! side over and drops it; the slot ring frees the slot.
+//!
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
@@ -67,7 +88,7 @@ use crate::roles;
 use crate::segment::Segment;
 use crate::thread_id;
 
-/// Payload bytes per slot unless set with [`QueueBuilder::message_size`].
+/// Largest message in bytes unless set with [`QueueBuilder::message_size`].
 pub const DEFAULT_MESSAGE_SIZE: usize = 1024 - 32;
 
 // ---------------------------------------------------------------- errors ----
@@ -77,9 +98,9 @@ pub const DEFAULT_MESSAGE_SIZE: usize = 1024 - 32;
 pub enum SendError {
     /// No live receiver is left, or the queue was closed.
     Disconnected,
-    /// The message does not fit in a slot.
+    /// The message is larger than the queue's message size.
     TooLarge {
-        /// The slot size in bytes.
+        /// The message size in bytes.
         limit: usize,
     },
     /// rkyv could not serialise the value.
@@ -101,9 +122,9 @@ pub enum TrySendError {
     Full,
     /// No live receiver is left, or the queue was closed.
     Disconnected,
-    /// The message does not fit in a slot.
+    /// The message is larger than the queue's message size.
     TooLarge {
-        /// The slot size in bytes.
+        /// The message size in bytes.
         limit: usize,
     },
     /// rkyv could not serialise the value.
@@ -125,9 +146,9 @@ pub enum SendTimeoutError {
     Timeout,
     /// No live receiver is left, or the queue was closed.
     Disconnected,
-    /// The message does not fit in a slot.
+    /// The message is larger than the queue's message size.
     TooLarge {
-        /// The slot size in bytes.
+        /// The message size in bytes.
         limit: usize,
     },
     /// rkyv could not serialise the value.
@@ -197,21 +218,21 @@ macro_rules! display {
 
 display!(SendError {
     SendError::Disconnected => "the queue is disconnected",
-    SendError::TooLarge { limit } => format!("message larger than the {limit}-byte slots"),
+    SendError::TooLarge { limit } => format!("message larger than the queue's {limit}-byte limit"),
     SendError::Serialize { reason } => format!("serialising the message failed: {reason}"),
     SendError::Corrupt { reason } => format!("corrupt queue: {reason}"),
 });
 display!(TrySendError {
     TrySendError::Full => "the queue is full",
     TrySendError::Disconnected => "the queue is disconnected",
-    TrySendError::TooLarge { limit } => format!("message larger than the {limit}-byte slots"),
+    TrySendError::TooLarge { limit } => format!("message larger than the queue's {limit}-byte limit"),
     TrySendError::Serialize { reason } => format!("serialising the message failed: {reason}"),
     TrySendError::Corrupt { reason } => format!("corrupt queue: {reason}"),
 });
 display!(SendTimeoutError {
     SendTimeoutError::Timeout => "timed out waiting for room",
     SendTimeoutError::Disconnected => "the queue is disconnected",
-    SendTimeoutError::TooLarge { limit } => format!("message larger than the {limit}-byte slots"),
+    SendTimeoutError::TooLarge { limit } => format!("message larger than the queue's {limit}-byte limit"),
     SendTimeoutError::Serialize { reason } => format!("serialising the message failed: {reason}"),
     SendTimeoutError::Corrupt { reason } => format!("corrupt queue: {reason}"),
 });
@@ -940,17 +961,19 @@ macro_rules! send_methods {
                 self.reg.core.send_deadline(value, Some(Deadline::after(timeout)))
             }
             /// Writes a message in place, waiting for room as long as it takes:
-            /// `write` gets the slot's bytes and returns how many it used (the
-            /// archived bytes of a `T`), or `None` to give up (the slot is then
-            /// skipped and `TooLarge` returned). `write` may run more than once
-            /// if a slot is lost to a race; it must be repeatable.
+            /// `write` gets [`message_size`](Self::message_size) bytes of
+            /// shared memory and returns how many it used (the archived bytes
+            /// of a `T`), or `None` to give up (`TooLarge` is returned and
+            /// nothing is published). `write` may run more than once (a slot
+            /// lost to a race); it must be repeatable. On the byte ring it runs
+            /// with the producing side locked: other producers wait for it.
             pub fn send_with(&self, mut write: impl FnMut(&mut [u8]) -> Option<usize>) -> Result<(), SendError> {
                 let core = &self.reg.core;
                 let size = core.message_size();
                 core.send_loop(None, || core.try_send_with(None, size, &mut write)).map_err(SendError::from)
             }
-            /// Writes a message in place: `write` gets the slot's bytes and
-            /// returns how many it used (the archived bytes of a `T`, e.g. from
+            /// Writes a message in place: `write` gets the message buffer and
+            /// returns how many bytes it used (the archived bytes of a `T`, e.g. from
             /// rkyv's `to_bytes_in` with a `Buffer`), or `None` to give up.
             /// Receivers validate the bytes like any other message. Does not
             /// wait for room.
@@ -989,7 +1012,10 @@ macro_rules! recv_methods {
                 self.reg.core.recv_deadline(Some(Deadline::after(timeout)))
             }
             /// Receives in place: the guard derefs to the validated
-            /// `&Archived<T>` inside the slot and frees the slot on drop.
+            /// `&Archived<T>` in shared memory and consumes the message on
+            /// drop. On the byte ring (the default) other receivers wait while
+            /// it lives, and a second `recv_ref` by the same thread reports
+            /// `Corrupt` rather than deadlock; see [`QueueBuilder::slot_ring`].
             pub fn recv_ref(&self) -> Result<RecvRef<'_, T>, RecvError> {
                 let c = self.reg.core.claim_deadline(None).map_err(RecvError::from)?;
                 RecvRef::new(&self.reg.core, c).map_err(|reason| RecvError::Corrupt { reason })
