@@ -113,8 +113,10 @@ fn init_light() {
 
 /// The fence for the rare side: a full barrier on every CPU running a
 /// registered process (see the module docs), or a `SeqCst` fence where the
-/// kernel offers no such barrier.
-pub fn heavy() {
+/// kernel offers no such barrier. Returns whether the expedited barrier ran
+/// (always `true` under loom, whose fences model it); with `false`, a peer's
+/// light fence is ordered only if that peer could not register either.
+pub fn heavy() -> bool {
     #[cfg(all(target_os = "linux", not(loom)))]
     {
         let mut state = HEAVY.load(Ordering::Relaxed);
@@ -123,10 +125,11 @@ pub fn heavy() {
             HEAVY.store(state, Ordering::Relaxed);
         }
         if state == ASYMMETRIC && sys::membarrier(sys::CMD_GLOBAL_EXPEDITED) == 0 {
-            return;
+            return true;
         }
     }
     fence(crate::primitive::sync::atomic::Ordering::SeqCst);
+    cfg!(loom)
 }
 
 /// Whether this process's [`light`] fences are compiler fences (registered
@@ -159,11 +162,14 @@ mod tests {
     #[test]
     fn light_and_heavy_run_and_registration_is_stable() {
         light();
-        heavy();
+        let expedited = heavy();
         let first = is_asymmetric();
         light();
         assert_eq!(is_asymmetric(), first);
         #[cfg(target_os = "linux")]
-        assert_eq!(first, sys::supported(), "registration should succeed where the kernel supports it");
+        {
+            assert_eq!(first, sys::supported(), "registration should succeed where the kernel supports it");
+            assert_eq!(expedited, sys::supported());
+        }
     }
 }

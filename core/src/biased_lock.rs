@@ -45,6 +45,18 @@
 //! waiters clearing it for a dead holder), and the handshake below covers it.
 //! (The 2-process, 4-process stress test found the second-bias race.)
 //!
+//! # Without membarrier
+//!
+//! A process that cannot register for the expedited barrier uses real fences
+//! on the holder side, and the handshake is then an ordinary fenced Dekker.
+//! The one configuration the handshake does not cover is mixed: the holder's
+//! process registered (its light fence is a compiler fence) but the revoker's
+//! process cannot issue the barrier (a seccomp filter that differs between
+//! the two, say). The revoker then waits a millisecond before judging `busy`,
+//! so that a `busy = 1` still sitting in the holder's store buffer (drained
+//! within nanoseconds in practice) is seen. That is a practical bound, not a
+//! proof; run all processes of an application under the same policy.
+//!
 //! # Dead holders
 //!
 //! The mutex handles its own dead owners ([`RawMutex`]). A bias holder that
@@ -88,6 +100,9 @@ pub const BIAS_AFTER: u32 = 64;
 pub const BIAS_AFTER: u32 = 1;
 
 const BIASED: u64 = 1 << 63;
+/// How long a revoker without the expedited barrier waits before judging
+/// `busy` (see [`BiasedLock`]'s module docs, "Without membarrier").
+const SETTLE: core::time::Duration = core::time::Duration::from_millis(1);
 #[cfg(not(loom))]
 const SPIN_LIMIT: u32 = 100;
 #[cfg(loom)]
@@ -229,7 +244,9 @@ impl BiasedLock {
             b.revocations.store(b.revocations.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
             // Pairs with the holder's light fence between `busy = 1` and its
             // re-check of `holder` (module docs).
-            asymmetric_fence::heavy();
+            if !asymmetric_fence::heavy() {
+                self.settle(deadline);
+            }
         }
         match self.wait_not_busy(deadline, check) {
             Ok(d) => {
@@ -240,6 +257,22 @@ impl BiasedLock {
                 let _ = self.mutex.unlock(me);
                 Err(e)
             }
+        }
+    }
+
+    /// Without the expedited barrier (this process may not issue it, while the
+    /// holder's light fence may be only a compiler fence): wait a moment so
+    /// that a `busy = 1` still sitting in the holder's store buffer becomes
+    /// visible before `busy` is judged. See the module docs.
+    #[cold]
+    fn settle(&self, deadline: Option<Deadline>) {
+        let until = earliest(deadline, Deadline::after(SETTLE));
+        while !until.has_passed() {
+            let busy = self.busy.load(Ordering::Relaxed);
+            if busy != 0 {
+                return;
+            }
+            let _ = futex::wait(&self.busy, 0, Some(until));
         }
     }
 

@@ -78,7 +78,9 @@ impl Notifier {
         let s = self.seq.load(Ordering::Acquire);
         self.waiters.fetch_add(1, Ordering::SeqCst);
         // Pairs with `notify`'s light fence (see the module docs).
-        asymmetric_fence::heavy();
+        // Without the expedited barrier a wake-up can be missed (module docs
+        // of `asymmetric_fence`); the callers' sleeps are cut into slices.
+        let _ = asymmetric_fence::heavy();
         let outcome = if ready() { WaitOutcome::ValueChanged } else { futex::wait(&self.seq, s, deadline) };
         self.waiters.fetch_sub(1, Ordering::Relaxed);
         outcome

@@ -102,6 +102,21 @@
 //! Linux is the supported and tested platform. The core's futex layer has a
 //! macOS `__ulock` path that compiles there but is not tested in CI; process
 //! management (memfd, pidfd, `PR_SET_PDEATHSIG`) is Linux-only today.
+//!
+//! The rings' wake-up handshake and the queues' biased locks use
+//! `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` (Linux 4.16+) so that the
+//! per-message side needs no fence. Each process registers on first use; where
+//! the kernel (or a seccomp filter) refuses, that process falls back to real
+//! fences, which is always correct for its own stores. A sleeper whose kernel
+//! refuses the barrier while its peers use the free fence can miss a wake-up;
+//! every sleep is cut into 20 ms liveness slices, so that costs at most a
+//! slice of latency, never a hang (see `shmproc_core::asymmetric_fence`). For
+//! the queues' biased locks the same mixed case is a matter of exclusion, not
+//! latency: a revoker that cannot issue the barrier waits a millisecond before
+//! it trusts the holder's `busy` flag, a practical bound rather than a proof
+//! (see `shmproc_core::biased_lock`). Run all processes of an application
+//! under the same seccomp policy, or use [`QueueBuilder::slot_ring`], which
+//! needs no bias.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
