@@ -449,6 +449,65 @@ fn receiver_killed_holding_a_recv_ref() -> TestResult {
     Ok(())
 }
 
+/// Garbage written over a live queue's shared state (both layouts): every
+/// operation returns, with a value or an error; nothing panics or hangs. Runs
+/// in a child process so that a hang or an abort fails the test.
+fn garbage_over_a_live_queue_gives_errors_not_hangs() -> TestResult {
+    for slots in [false, true] {
+        let mut child = Process::spawn(move || {
+            let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(slots);
+            let mut rand = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            let short = Duration::from_millis(1);
+            let (mut ok, mut errors) = (0u32, 0u32);
+            // A fresh queue per trial, so that each garbage pattern is met by
+            // a queue in a normal state.
+            for _ in 0..200 {
+                let seg = shmproc::Segment::anonymous(2 << 20).unwrap();
+                let b = Queue::<u64>::builder().capacity(64).message_size(16);
+                let q = if slots { b.slot_ring() } else { b }.build_in::<u64>(&seg, "q").unwrap();
+                let info = seg.region().find(b"q").unwrap();
+                let base = seg.region().base().as_ptr();
+                // The queue's head: locks, counters, ring header, first frames.
+                let span = info.size.min(8192);
+                for i in 0..8 {
+                    q.try_send(&i).unwrap();
+                }
+                for _ in 0..1 + rand() % 64 {
+                    let off = info.offset + (rand() as usize % span);
+                    // SAFETY: inside the mapped object; the queue's shared state
+                    // is atomics and plain bytes, valid for any value (that is
+                    // what this test checks).
+                    unsafe { base.add(off).write_volatile(rand() as u8) };
+                }
+                let results = [
+                    q.try_send(&7).is_ok(),
+                    q.send_timeout(&8, short).is_ok(),
+                    q.try_recv().is_ok(),
+                    q.recv_timeout(short).is_ok(),
+                    q.recv_ref_timeout(short).map(|r| r.to_native()).is_ok(),
+                    q.try_recv().is_ok(),
+                ];
+                let _ = (q.len(), q.is_empty(), q.is_full());
+                for r in results {
+                    if r {
+                        ok += 1;
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            eprintln!("slot ring {slots}: {ok} operations succeeded, {errors} failed");
+        })?;
+        ensure!(child.join_timeout(HANG_LIMIT * 6)? == Some(0), "the queue hung or panicked on garbage");
+    }
+    Ok(())
+}
+
 fn main() {
     shmproc_tests::run(trials![
         million_u64_in_order_between_two_processes,
@@ -459,6 +518,7 @@ fn main() {
         producer_killed_mid_message_leaves_no_torn_message,
         biased_producer_killed_inside_a_send,
         receiver_killed_holding_a_recv_ref,
+        garbage_over_a_live_queue_gives_errors_not_hangs,
         sender_blocked_on_full_queue_sees_dead_receivers,
         timeouts_return_on_time,
         joinable_queue_join_waits_for_every_task,
