@@ -41,6 +41,12 @@ use crate::segment::Segment;
 
 /// `task_done` was called more times than items were sent (Python's
 /// `ValueError`).
+///
+/// ```
+/// let q = shmproc::JoinableQueue::<u8>::bounded(2)?;
+/// assert_eq!(q.task_done(), Err(shmproc::TaskDoneError));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct TaskDoneError;
 
@@ -53,6 +59,24 @@ impl fmt::Display for TaskDoneError {
 impl std::error::Error for TaskDoneError {}
 
 /// A queue whose producers can wait until every item has been processed.
+///
+/// ```
+/// let q = shmproc::JoinableQueue::<u32>::bounded(8)?;
+/// let worker_q = q.clone();
+/// let mut worker = shmproc::Process::spawn(move || {
+///     while let Ok(job) = worker_q.recv() {
+///         println!("job {job}");
+///         worker_q.task_done().unwrap();
+///     }
+/// })?;
+/// for job in 0..4 {
+///     q.send(&job)?;
+/// }
+/// q.join(); // every job was processed
+/// q.close();
+/// worker.join()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct JoinableQueue<T> {
     q: Queue<T>,
 }
@@ -71,6 +95,16 @@ impl<T> fmt::Debug for JoinableQueue<T> {
 
 impl<T> JoinableQueue<T> {
     /// Tasks sent and not yet marked done (a snapshot).
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::bounded(4)?;
+    /// q.send(&1)?;
+    /// assert_eq!(q.unfinished(), 1);
+    /// q.recv()?;
+    /// q.task_done()?;
+    /// assert_eq!(q.unfinished(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn unfinished(&self) -> u64 {
         self.q.core().extra().unfinished.load(Ordering::Acquire)
@@ -99,6 +133,15 @@ impl<T> JoinableQueue<T> {
     }
 
     /// Marks one received item as processed.
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::bounded(4)?;
+    /// q.send(&1)?;
+    /// let _item = q.recv()?;
+    /// q.task_done()?;
+    /// q.join(); // returns at once: nothing unfinished
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
         self.sub()
     }
@@ -117,6 +160,19 @@ impl<T> JoinableQueue<T> {
     }
 
     /// Blocks until every item sent so far has been marked done.
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::bounded(4)?;
+    /// let q2 = q.clone();
+    /// let mut child = shmproc::Process::spawn(move || {
+    ///     q2.recv().unwrap();
+    ///     q2.task_done().unwrap();
+    /// })?;
+    /// q.send(&1)?;
+    /// q.join();
+    /// child.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn join(&self) {
         self.join_until(None);
     }
@@ -140,6 +196,12 @@ impl<T> JoinableQueue<T> {
     }
 
     /// The underlying queue (sending through it bypasses the task count).
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::bounded(4)?;
+    /// assert_eq!(q.queue().capacity(), 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn queue(&self) -> &Queue<T> {
         &self.q
@@ -148,21 +210,66 @@ impl<T> JoinableQueue<T> {
 
 impl<T: Message> JoinableQueue<T> {
     /// A joinable queue of at most `capacity` messages, in a segment of its own.
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<String>::bounded(16)?;
+    /// q.send(&"task".to_string())?;
+    /// assert_eq!(q.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn bounded(capacity: usize) -> Result<JoinableQueue<T>, Error> {
         Ok(JoinableQueue { q: Queue::bounded(capacity)? })
     }
 
     /// A joinable queue from a [`QueueBuilder`].
+    ///
+    /// ```
+    /// let b = shmproc::Queue::<u8>::builder().capacity(2).message_size(8);
+    /// let q = shmproc::JoinableQueue::<u8>::from_builder(b)?;
+    /// assert_eq!(q.queue().message_size(), 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_builder(b: QueueBuilder) -> Result<JoinableQueue<T>, Error> {
         Ok(JoinableQueue { q: b.build()? })
     }
 
+    /// A joinable queue from a [`QueueBuilder`], as object `name` of `seg`
+    /// (other processes open it with [`open_in`](JoinableQueue::open_in)).
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 20)?;
+    /// let q = shmproc::JoinableQueue::<u8>::from_builder_in(shmproc::Queue::<u8>::builder().capacity(4), &seg, "jobs")?;
+    /// q.send(&1)?;
+    /// assert_eq!(q.unfinished(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_builder_in(b: QueueBuilder, seg: &Segment, name: &str) -> Result<JoinableQueue<T>, Error> {
+        Ok(JoinableQueue { q: b.build_in(seg, name)? })
+    }
+
     /// Opens the joinable queue `name` in `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 20)?;
+    /// let b = shmproc::Queue::<u8>::builder().capacity(4);
+    /// let q = shmproc::JoinableQueue::<u8>::from_builder_in(b, &seg, "tasks")?;
+    /// let again = shmproc::JoinableQueue::<u8>::open_in(&seg, "tasks")?;
+    /// q.send(&1)?;
+    /// assert_eq!(again.unfinished(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<JoinableQueue<T>, Error> {
         Ok(JoinableQueue { q: Queue::open_in(seg, name)? })
     }
 
     /// Sends one task, waiting for room.
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::bounded(4)?;
+    /// q.send(&1)?;
+    /// assert_eq!(q.unfinished(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send(&self, value: &T) -> Result<(), SendError> {
         self.add();
         self.q.send(value).inspect_err(|_| {
@@ -171,6 +278,14 @@ impl<T: Message> JoinableQueue<T> {
     }
 
     /// Sends one task if there is room now.
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::bounded(1)?;
+    /// q.try_send(&1)?;
+    /// assert!(q.try_send(&2).is_err());
+    /// assert_eq!(q.unfinished(), 1); // only the item that went in counts
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_send(&self, value: &T) -> Result<(), TrySendError> {
         self.add();
         self.q.try_send(value).inspect_err(|_| {
@@ -179,6 +294,13 @@ impl<T: Message> JoinableQueue<T> {
     }
 
     /// Sends one task, waiting at most `timeout` for room.
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::bounded(1)?;
+    /// q.send_timeout(&1, std::time::Duration::from_millis(5))?;
+    /// assert!(q.send_timeout(&2, std::time::Duration::from_millis(5)).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send_timeout(&self, value: &T, timeout: Duration) -> Result<(), SendTimeoutError> {
         self.add();
         self.q.send_timeout(value, timeout).inspect_err(|_| {
@@ -187,38 +309,86 @@ impl<T: Message> JoinableQueue<T> {
     }
 
     /// Receives a task.
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::bounded(2)?;
+    /// q.send(&4)?;
+    /// assert_eq!(q.recv()?, 4);
+    /// q.task_done()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv(&self) -> Result<T, RecvError> {
         self.q.recv()
     }
 
     /// Receives a task if one is waiting.
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::bounded(2)?;
+    /// assert!(q.try_recv().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
         self.q.try_recv()
     }
 
     /// Receives a task, waiting at most `timeout`.
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::bounded(2)?;
+    /// assert!(q.recv_timeout(std::time::Duration::from_millis(5)).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
         self.q.recv_timeout(timeout)
     }
 
     /// Receives a task in place.
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u32>::bounded(2)?;
+    /// q.send(&10)?;
+    /// assert_eq!(q.recv_ref()?.to_native(), 10);
+    /// q.task_done()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv_ref(&self) -> Result<RecvRef<'_, T>, RecvError> {
         self.q.recv_ref()
     }
 
     /// Messages waiting.
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::bounded(2)?;
+    /// q.send(&1)?;
+    /// assert_eq!(q.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn len(&self) -> usize {
         self.q.len()
     }
 
     /// Whether no message is waiting.
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::bounded(2)?;
+    /// assert!(q.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.q.is_empty()
     }
 
     /// Disconnects the queue for everyone.
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::bounded(2)?;
+    /// q.close();
+    /// assert!(q.send(&1).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(&self) {
         self.q.close();
     }

@@ -59,10 +59,27 @@ use crate::segment::Segment;
 const REENTERED: &str = "pipe end re-entered from a Serialize impl";
 
 /// Ring bytes per direction unless set with [`Pipe::duplex_with_capacity`].
+///
+/// ```
+/// let (tx, _rx) = shmproc::Pipe::<Vec<u8>>::oneway()?;
+/// assert_eq!(tx.max_message_size(), shmproc::pipe::DEFAULT_PIPE_CAPACITY - 8);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub const DEFAULT_PIPE_CAPACITY: usize = 1 << 20;
 
 /// `recv_bytes_into` was given a buffer shorter than the message (Python's
 /// `BufferTooShort`). The message stays in the pipe.
+///
+/// ```
+/// use shmproc::{Pipe, RecvBytesIntoError};
+/// let (tx, rx) = Pipe::<u8>::oneway()?;
+/// tx.send_bytes(b"hello")?;
+/// let mut small = [0u8; 2];
+/// assert!(matches!(rx.recv_bytes_into(&mut small), Err(RecvBytesIntoError::TooShort { needed: 5 })));
+/// let mut big = [0u8; 16];
+/// assert_eq!(rx.recv_bytes_into(&mut big)?, 5); // it stayed in the pipe
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecvBytesIntoError {
     /// The buffer is too short; the message is this long.
@@ -318,16 +335,41 @@ impl Drop for RxEnd {
 }
 
 /// Constructors for pipes of `T`.
+///
+/// ```
+/// let (a, b) = shmproc::Pipe::<String>::duplex()?;
+/// a.send(&"ping".to_string())?;
+/// assert_eq!(b.recv()?, "ping");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Pipe<T>(PhantomData<T>);
 
 impl<T: Message> Pipe<T> {
     /// Two connected [`Connection`]s (Python's `Pipe()`), 1 MiB per direction.
+    ///
+    /// ```
+    /// let (a, b) = shmproc::Pipe::<u32>::duplex()?;
+    /// let mut child = shmproc::Process::spawn(move || {
+    ///     let x = b.recv().unwrap();
+    ///     b.send(&(x * 2)).unwrap();
+    /// })?;
+    /// a.send(&21)?;
+    /// assert_eq!(a.recv()?, 42);
+    /// child.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn duplex() -> Result<(Connection<T>, Connection<T>), Error> {
         Pipe::duplex_with_capacity(DEFAULT_PIPE_CAPACITY)
     }
 
     /// [`duplex`](Pipe::duplex) with `bytes` of ring per direction (rounded up
     /// to a power of two; a message may take up to that minus 8 bytes).
+    ///
+    /// ```
+    /// let (a, _b) = shmproc::Pipe::<Vec<u8>>::duplex_with_capacity(4096)?;
+    /// assert_eq!(a.max_message_size(), 4096 - 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn duplex_with_capacity(bytes: usize) -> Result<(Connection<T>, Connection<T>), Error> {
         let size = 2 * (SpscRing::required_size(bytes.max(64).next_power_of_two()) + 256);
         let seg = Segment::anonymous_with_directory(size, 2)?;
@@ -357,6 +399,13 @@ impl<T: Message> Pipe<T> {
     }
 
     /// [`oneway`](Pipe::oneway) with `bytes` of ring.
+    ///
+    /// ```
+    /// let (tx, rx) = shmproc::Pipe::<u64>::oneway_with_capacity(64 << 10)?;
+    /// tx.send(&1)?;
+    /// assert_eq!(rx.recv()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn oneway_with_capacity(bytes: usize) -> Result<(PipeSender<T>, PipeReceiver<T>), Error> {
         let size = SpscRing::required_size(bytes.max(64).next_power_of_two()) + 256;
         let seg = Segment::anonymous_with_directory(size, 1)?;
@@ -372,18 +421,47 @@ macro_rules! send_side {
     ($ty:ident, $tx:ident) => {
         impl<T: Message> $ty<T> {
             /// Sends a message, waiting for room.
+            ///
+            /// ```
+            /// let (tx, rx) = shmproc::Pipe::<(u8, bool)>::oneway()?;
+            /// tx.send(&(1, true))?;
+            /// assert_eq!(rx.recv()?, (1, true));
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn send(&self, value: &T) -> Result<(), SendError> {
                 self.$tx.send(value, None).map_err(SendError::from)
             }
             /// Sends a message, waiting at most `timeout` for room.
+            ///
+            /// ```
+            /// let (tx, _rx) = shmproc::Pipe::<Vec<u8>>::oneway_with_capacity(256)?;
+            /// let big = vec![0u8; 200];
+            /// tx.send_timeout(&big, std::time::Duration::from_millis(10))?;
+            /// // No room for a second one until the receiver reads.
+            /// assert!(tx.send_timeout(&big, std::time::Duration::from_millis(10)).is_err());
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn send_timeout(&self, value: &T, timeout: Duration) -> Result<(), SendTimeoutError> {
                 self.$tx.send(value, Some(Deadline::after(timeout)))
             }
             /// Sends raw bytes as one message.
+            ///
+            /// ```
+            /// let (tx, rx) = shmproc::Pipe::<()>::oneway()?;
+            /// tx.send_bytes(b"raw")?;
+            /// assert_eq!(rx.recv_bytes()?, b"raw");
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
                 self.$tx.send_bytes_deadline(bytes, None).map_err(SendError::from)
             }
             /// The largest message this end can send, in bytes.
+            ///
+            /// ```
+            /// let (tx, _rx) = shmproc::Pipe::<u8>::oneway_with_capacity(1024)?;
+            /// assert_eq!(tx.max_message_size(), 1016);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             #[must_use]
             pub fn max_message_size(&self) -> usize {
                 self.$tx.ch.ring.max_frame()
@@ -396,10 +474,27 @@ macro_rules! recv_side {
     ($ty:ident, $rx:ident) => {
         impl<T: Message> $ty<T> {
             /// Receives a message, waiting as long as it takes.
+            ///
+            /// ```
+            /// let (tx, rx) = shmproc::Pipe::<String>::oneway()?;
+            /// tx.send(&"x".to_string())?;
+            /// assert_eq!(rx.recv()?, "x");
+            /// drop(tx);
+            /// assert!(rx.recv().is_err()); // EOF: every sender is gone
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn recv(&self) -> Result<T, RecvError> {
                 self.$rx.recv(None).map_err(RecvError::from)
             }
             /// Receives a message if one is waiting.
+            ///
+            /// ```
+            /// let (tx, rx) = shmproc::Pipe::<u8>::oneway()?;
+            /// assert_eq!(rx.try_recv(), Err(shmproc::TryRecvError::Empty));
+            /// tx.send(&5)?;
+            /// assert_eq!(rx.try_recv()?, 5);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn try_recv(&self) -> Result<T, TryRecvError> {
                 match self.$rx.recv(Some(Deadline::now())) {
                     Ok(v) => Ok(v),
@@ -409,15 +504,38 @@ macro_rules! recv_side {
                 }
             }
             /// Receives a message, waiting at most `timeout`.
+            ///
+            /// ```
+            /// let (_tx, rx) = shmproc::Pipe::<u8>::oneway()?;
+            /// let r = rx.recv_timeout(std::time::Duration::from_millis(10));
+            /// assert_eq!(r, Err(shmproc::RecvTimeoutError::Timeout));
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
                 self.$rx.recv(Some(Deadline::after(timeout)))
             }
             /// Receives one message as raw bytes.
+            ///
+            /// ```
+            /// let (tx, rx) = shmproc::Pipe::<u8>::oneway()?;
+            /// tx.send_bytes(&[1, 2, 3])?;
+            /// assert_eq!(rx.recv_bytes()?, vec![1, 2, 3]);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
                 self.$rx.with_frame(None, |b| (b.to_vec(), true)).map_err(RecvError::from)
             }
             /// Receives one message into `buf`; returns its length. A message
             /// longer than `buf` stays in the pipe.
+            ///
+            /// ```
+            /// let (tx, rx) = shmproc::Pipe::<u8>::oneway()?;
+            /// tx.send_bytes(b"abc")?;
+            /// let mut buf = [0u8; 8];
+            /// let n = rx.recv_bytes_into(&mut buf)?;
+            /// assert_eq!(&buf[..n], b"abc");
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, RecvBytesIntoError> {
                 let r = self.$rx.with_frame(None, |b| {
                     if b.len() > buf.len() {
@@ -435,6 +553,14 @@ macro_rules! recv_side {
             }
             /// Whether a message arrives within `timeout` (`Duration::ZERO`:
             /// whether one is waiting now).
+            ///
+            /// ```
+            /// let (tx, rx) = shmproc::Pipe::<u8>::oneway()?;
+            /// assert!(!rx.poll(std::time::Duration::ZERO));
+            /// tx.send(&1)?;
+            /// assert!(rx.poll(std::time::Duration::from_millis(10)));
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             #[must_use]
             pub fn poll(&self, timeout: Duration) -> bool {
                 self.$rx.poll(timeout)
@@ -445,6 +571,13 @@ macro_rules! recv_side {
 
 /// One end of a duplex pipe: sends to and receives from the other end.
 /// `Send`, not `Sync`: one thread (of one process) at a time.
+///
+/// ```
+/// let (a, b): (shmproc::Connection<u8>, shmproc::Connection<u8>) = shmproc::Pipe::duplex()?;
+/// b.send(&2)?;
+/// assert_eq!(a.recv()?, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Connection<T> {
     tx: TxEnd,
     rx: RxEnd,
@@ -458,6 +591,13 @@ impl<T> Connection<T> {
 
     /// Closes this end (Python's `close()`): the other end's receives drain
     /// and then report `Disconnected`.
+    ///
+    /// ```
+    /// let (a, b) = shmproc::Pipe::<u8>::duplex()?;
+    /// a.close();
+    /// assert!(b.recv().is_err()); // the other end sees EOF
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(self) {}
 }
 
@@ -471,6 +611,13 @@ impl<T> fmt::Debug for Connection<T> {
 }
 
 /// The sending end of a one-way pipe.
+///
+/// ```
+/// let (tx, rx): (shmproc::PipeSender<u8>, shmproc::PipeReceiver<u8>) = shmproc::Pipe::oneway()?;
+/// tx.send(&1)?;
+/// assert_eq!(rx.recv()?, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct PipeSender<T> {
     tx: TxEnd,
     _t: PhantomData<fn(T) -> T>,
@@ -478,6 +625,15 @@ pub struct PipeSender<T> {
 
 impl<T> PipeSender<T> {
     /// Closes this end.
+    ///
+    /// ```
+    /// let (tx, rx) = shmproc::Pipe::<u8>::oneway()?;
+    /// tx.send(&1)?;
+    /// tx.close();
+    /// assert_eq!(rx.recv()?, 1);
+    /// assert!(rx.recv().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(self) {}
 }
 
@@ -490,6 +646,14 @@ impl<T> fmt::Debug for PipeSender<T> {
 }
 
 /// The receiving end of a one-way pipe.
+///
+/// ```
+/// let (tx, rx) = shmproc::Pipe::<u8>::oneway()?;
+/// let mut child = shmproc::Process::spawn(move || tx.send(&3).unwrap())?;
+/// assert_eq!(rx.recv()?, 3);
+/// child.join()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct PipeReceiver<T> {
     rx: RxEnd,
     _t: PhantomData<fn(T) -> T>,
@@ -497,6 +661,21 @@ pub struct PipeReceiver<T> {
 
 impl<T> PipeReceiver<T> {
     /// Closes this end.
+    ///
+    /// ```
+    /// let (tx, rx) = shmproc::Pipe::<u8>::oneway_with_capacity(64)?;
+    /// rx.close();
+    /// // A sender waiting for room learns that nobody will read.
+    /// let mut r = Ok(());
+    /// for i in 0..100 {
+    ///     r = tx.send_timeout(&i, std::time::Duration::from_secs(5));
+    ///     if r.is_err() {
+    ///         break;
+    ///     }
+    /// }
+    /// assert_eq!(r, Err(shmproc::SendTimeoutError::Disconnected));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(self) {}
 }
 

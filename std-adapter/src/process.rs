@@ -52,6 +52,17 @@ use crate::globals::ForkSafe;
 use crate::message::Message;
 
 /// Errors from starting, waiting for or signalling a process.
+///
+/// ```
+/// use shmproc::{Process, ProcessError};
+/// let daemon = Process::builder().daemon(true).spawn(|| {
+///     // A daemon may not start children, as in Python.
+///     assert!(matches!(Process::spawn(|| ()), Err(ProcessError::DaemonChildren)));
+/// })?;
+/// let mut daemon = daemon;
+/// assert_eq!(daemon.join()?, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub enum ProcessError {
     /// `fork()` failed.
@@ -114,6 +125,16 @@ impl std::error::Error for ProcessError {
 }
 
 /// What a child's function may return; turned into the exit code.
+///
+/// ```
+/// // `()` exits with 0, an `i32` is the exit code, `Result<(), E>` exits
+/// // with 1 (and prints the error) on `Err`.
+/// let mut p = shmproc::Process::spawn(|| -> Result<(), String> { Err("no".into()) })?;
+/// assert_eq!(p.join()?, 1);
+/// let mut q = shmproc::Process::spawn(|| 7)?;
+/// assert_eq!(q.join()?, 7);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait ChildResult {
     /// The exit code for this value.
     fn exit_code(self) -> i32;
@@ -374,6 +395,12 @@ pub(crate) fn thread_count() -> usize {
 /// A child process. Dropping the handle does not kill the child (use
 /// [`terminate`](Process::terminate) or [`kill`](Process::kill)); it is reaped
 /// when it exits.
+///
+/// ```
+/// let mut p = shmproc::Process::spawn(|| println!("hello from the child"))?;
+/// assert_eq!(p.join()?, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Process {
     shared: Arc<ChildShared>,
 }
@@ -399,6 +426,14 @@ impl Drop for Process {
 }
 
 /// Configures a child process before starting it.
+///
+/// ```
+/// let mut p = shmproc::Process::builder().name("worker-1").spawn(|| {
+///     assert_eq!(shmproc::current_process().name(), "worker-1");
+/// })?;
+/// assert_eq!(p.join()?, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 #[must_use]
 pub struct Builder {
@@ -409,11 +444,26 @@ pub struct Builder {
 
 impl Builder {
     /// A builder with Python's defaults: named `Process-N`, not a daemon.
+    ///
+    /// ```
+    /// let b = shmproc::Builder::new().name("job");
+    /// let mut p = b.spawn(|| ())?;
+    /// assert_eq!(p.name(), "job");
+    /// p.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new() -> Builder {
         Builder::default()
     }
 
     /// The child's name (what [`current_process`] reports in it).
+    ///
+    /// ```
+    /// let mut p = shmproc::Process::builder().name("named").spawn(|| ())?;
+    /// assert_eq!(p.name(), "named");
+    /// p.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn name(mut self, name: impl Into<String>) -> Builder {
         self.name = Some(name.into());
         self
@@ -421,6 +471,13 @@ impl Builder {
 
     /// Whether the child is a daemon: killed when the parent dies, terminated
     /// when the parent exits, not allowed to start children.
+    ///
+    /// ```
+    /// let mut p = shmproc::Process::builder().daemon(true).spawn(|| ())?;
+    /// assert!(p.daemon());
+    /// p.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn daemon(mut self, daemon: bool) -> Builder {
         self.daemon = daemon;
         self
@@ -429,6 +486,17 @@ impl Builder {
     /// Allows fork mode in a multi-threaded parent. Only sound if no other thread
     /// can hold a lock the child will need (including stdout's and the
     /// allocator's).
+    ///
+    /// ```
+    /// std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
+    /// // With another thread running, fork mode is refused unless allowed (the
+    /// // child must then touch nothing another thread might have locked).
+    /// let refused = shmproc::Process::spawn(|| ());
+    /// assert!(matches!(refused, Err(shmproc::ProcessError::ThreadedParent { .. })));
+    /// let mut p = shmproc::Process::builder().allow_threaded_fork(true).spawn(|| ())?;
+    /// p.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn allow_threaded_fork(mut self, allow: bool) -> Builder {
         self.allow_threaded_fork = allow;
         self
@@ -450,6 +518,15 @@ impl Builder {
     }
 
     /// Forks a child that runs `f` (fork mode).
+    ///
+    /// ```
+    /// let v = shmproc::Value::new(0u32)?;
+    /// let v2 = v.clone();
+    /// let mut p = shmproc::Process::builder().name("setter").spawn(move || v2.set(5))?;
+    /// p.join()?;
+    /// assert_eq!(v.get(), 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn spawn<F, R>(self, f: F) -> Result<Process, ProcessError>
     where
         F: FnOnce() -> R,
@@ -497,6 +574,19 @@ impl Builder {
 
     /// Re-executes the current binary and runs `f(arg)` in it (spawn mode).
     /// `main` must call [`crate::init`] first.
+    ///
+    /// ```
+    /// fn add_one(x: u32) -> i32 {
+    ///     x as i32 + 1
+    /// }
+    ///
+    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     shmproc::init();
+    ///     let mut p = shmproc::Process::builder().name("adder").spawn_fn(add_one, 41)?;
+    ///     assert_eq!(p.join()?, 42);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn spawn_fn<A, R>(self, f: fn(A) -> R, arg: A) -> Result<Process, ProcessError>
     where
         A: Message,
@@ -550,6 +640,12 @@ fn display_name(name: &str) -> &str {
 
 impl Process {
     /// Forks a child that runs `f`, with default settings (fork mode).
+    ///
+    /// ```
+    /// let mut p = shmproc::Process::spawn(|| 3)?;
+    /// assert_eq!(p.join()?, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn spawn<F, R>(f: F) -> Result<Process, ProcessError>
     where
         F: FnOnce() -> R,
@@ -560,6 +656,19 @@ impl Process {
 
     /// Re-executes this binary to run `f(arg)` (spawn mode; needs
     /// [`crate::init`] at the top of `main`).
+    ///
+    /// ```
+    /// fn child(name: String) {
+    ///     println!("hello, {name}");
+    /// }
+    ///
+    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     shmproc::init();
+    ///     let mut p = shmproc::Process::spawn_fn(child, "spawned".to_string())?;
+    ///     assert_eq!(p.join()?, 0);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn spawn_fn<A, R>(f: fn(A) -> R, arg: A) -> Result<Process, ProcessError>
     where
         A: Message,
@@ -569,29 +678,68 @@ impl Process {
     }
 
     /// A builder for name and daemon flag.
+    ///
+    /// ```
+    /// let mut p = shmproc::Process::builder().name("b").spawn(|| ())?;
+    /// p.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn builder() -> Builder {
         Builder::new()
     }
 
     /// The child's pid.
+    ///
+    /// ```
+    /// let pid = shmproc::Value::new(0u32)?;
+    /// let seen = pid.clone();
+    /// let mut p = shmproc::Process::spawn(move || seen.set(std::process::id()))?;
+    /// p.join()?;
+    /// assert_eq!(p.pid(), pid.get());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn pid(&self) -> u32 {
         self.shared.pid
     }
 
     /// The child's name.
+    ///
+    /// ```
+    /// let mut p = shmproc::Process::builder().name("n").spawn(|| ())?;
+    /// assert_eq!(p.name(), "n");
+    /// p.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn name(&self) -> &str {
         &self.shared.name
     }
 
     /// Whether the child is a daemon.
+    ///
+    /// ```
+    /// let mut p = shmproc::Process::spawn(|| ())?;
+    /// assert!(!p.daemon());
+    /// p.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn daemon(&self) -> bool {
         self.shared.daemon
     }
 
     /// Whether the child is still running (reaps it if it has exited).
+    ///
+    /// ```
+    /// let p = shmproc::Process::spawn(|| std::thread::sleep(std::time::Duration::from_secs(10)))?;
+    /// assert!(p.is_alive());
+    /// p.kill()?;
+    /// let mut p = p;
+    /// p.join()?;
+    /// assert!(!p.is_alive());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn is_alive(&self) -> bool {
         matches!(self.shared.reap(false), Ok(None))
@@ -606,6 +754,14 @@ impl Process {
     }
 
     /// Waits for the child to exit and returns its exit code.
+    ///
+    /// ```
+    /// let mut p = shmproc::Process::spawn(|| 4)?;
+    /// assert_eq!(p.join()?, 4);
+    /// // Joining again returns the same code.
+    /// assert_eq!(p.join()?, 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn join(&mut self) -> Result<i32, ProcessError> {
         match self.shared.reap(true)? {
             Some(s) => self.code(s),
@@ -632,6 +788,13 @@ impl Process {
 
     /// The exit code if the child has exited (Python's `exitcode`): 0 for a
     /// normal return, 1 for a panic, `n` for `exit(n)`, `-signal` if killed.
+    ///
+    /// ```
+    /// let mut p = shmproc::Process::spawn(|| 2)?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn exitcode(&self) -> Option<i32> {
         match self.shared.reap(false) {
@@ -641,16 +804,38 @@ impl Process {
     }
 
     /// Sends SIGTERM (Python's `terminate`). A no-op if it already exited.
+    ///
+    /// ```
+    /// let mut p = shmproc::Process::spawn(|| std::thread::sleep(std::time::Duration::from_secs(10)))?;
+    /// p.terminate()?;
+    /// // Python's convention: minus the signal number.
+    /// assert_eq!(p.join()?, -libc::SIGTERM);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn terminate(&self) -> Result<(), ProcessError> {
         self.shared.signal(libc::SIGTERM)
     }
 
     /// Sends SIGKILL. A no-op if it already exited.
+    ///
+    /// ```
+    /// let mut p = shmproc::Process::spawn(|| std::thread::sleep(std::time::Duration::from_secs(10)))?;
+    /// p.kill()?;
+    /// assert_eq!(p.join()?, -libc::SIGKILL);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn kill(&self) -> Result<(), ProcessError> {
         self.shared.signal(libc::SIGKILL)
     }
 
     /// Sends an arbitrary signal. A no-op if it already exited.
+    ///
+    /// ```
+    /// let mut p = shmproc::Process::spawn(|| std::thread::sleep(std::time::Duration::from_secs(10)))?;
+    /// p.signal(libc::SIGINT)?;
+    /// assert_eq!(p.join()?, -libc::SIGINT);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn signal(&self, sig: i32) -> Result<(), ProcessError> {
         self.shared.signal(sig)
     }
@@ -661,6 +846,13 @@ impl Process {
 // ---------------------------------------------------------------------------
 
 /// The calling process as [`current_process`] sees it.
+///
+/// ```
+/// let me = shmproc::current_process();
+/// assert_eq!(me.pid(), std::process::id());
+/// assert!(!me.daemon());
+/// println!("running as {}", me.name());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CurrentProcess {
     name: String,
@@ -670,18 +862,38 @@ pub struct CurrentProcess {
 
 impl CurrentProcess {
     /// `"MainProcess"` in the main process, the child's name otherwise.
+    ///
+    /// ```
+    /// let mut p = shmproc::Process::builder().name("inner").spawn(|| {
+    ///     assert_eq!(shmproc::current_process().name(), "inner");
+    /// })?;
+    /// assert_eq!(p.join()?, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The pid.
+    ///
+    /// ```
+    /// assert_eq!(shmproc::current_process().pid(), std::process::id());
+    /// ```
     #[must_use]
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Whether this process is a daemon.
+    ///
+    /// ```
+    /// let mut p = shmproc::Process::builder().daemon(true).spawn(|| {
+    ///     assert!(shmproc::current_process().daemon());
+    /// })?;
+    /// assert_eq!(p.join()?, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn daemon(&self) -> bool {
         self.daemon
@@ -689,6 +901,11 @@ impl CurrentProcess {
 }
 
 /// The calling process (Python's `multiprocessing.current_process()`).
+///
+/// ```
+/// let me = shmproc::current_process();
+/// println!("{} (pid {})", me.name(), me.pid());
+/// ```
 #[must_use]
 pub fn current_process() -> CurrentProcess {
     let (name, daemon) = GLOBALS.with(|g| (display_name(&g.name).to_owned(), g.daemon));
@@ -697,6 +914,17 @@ pub fn current_process() -> CurrentProcess {
 
 /// The process that started this one (Python's `parent_process()`); `None` in
 /// the main process.
+///
+/// ```
+/// let parent = std::process::id();
+/// let mut p = shmproc::Process::spawn(move || {
+///     let pp = shmproc::parent_process().expect("started by shmproc");
+///     assert_eq!(pp.pid(), parent);
+///     assert!(pp.is_alive());
+/// })?;
+/// assert_eq!(p.join()?, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParentProcess {
     pid: u32,
@@ -706,18 +934,37 @@ pub struct ParentProcess {
 
 impl ParentProcess {
     /// The parent's pid.
+    ///
+    /// ```
+    /// let parent = std::process::id();
+    /// let mut p = shmproc::Process::spawn(move || assert_eq!(shmproc::parent_process().unwrap().pid(), parent))?;
+    /// assert_eq!(p.join()?, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
     /// The parent's name.
+    ///
+    /// ```
+    /// let mut p = shmproc::Process::spawn(|| println!("parent: {}", shmproc::parent_process().unwrap().name()))?;
+    /// assert_eq!(p.join()?, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// Whether the parent still runs (pid and start time match).
+    ///
+    /// ```
+    /// let mut p = shmproc::Process::spawn(|| assert!(shmproc::parent_process().unwrap().is_alive()))?;
+    /// assert_eq!(p.join()?, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn is_alive(&self) -> bool {
         Identity { id: self.pid, start: self.start }.is_alive()
@@ -725,12 +972,27 @@ impl ParentProcess {
 }
 
 /// The parent of the calling process, if it was started by shmproc.
+///
+/// ```
+/// // The main process has no shmproc parent.
+/// assert!(shmproc::parent_process().is_none());
+/// ```
 #[must_use]
 pub fn parent_process() -> Option<ParentProcess> {
     GLOBALS.with(|g| g.parent.clone()).map(|(pid, name, start)| ParentProcess { pid, name, start })
 }
 
 /// A live child, from [`active_children`].
+///
+/// ```
+/// let p = shmproc::Process::builder().name("sleeper").spawn(|| std::thread::sleep(std::time::Duration::from_secs(10)))?;
+/// let kids = shmproc::active_children();
+/// assert!(kids.iter().any(|c| c.pid == p.pid() && c.name == "sleeper" && !c.daemon));
+/// p.kill()?;
+/// # let mut p = p;
+/// # p.join()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChildInfo {
     /// The child's pid.
@@ -743,6 +1005,14 @@ pub struct ChildInfo {
 
 /// The children of this process that are still running (reaping those that
 /// have exited, as Python's `active_children()` does).
+///
+/// ```
+/// let mut p = shmproc::Process::spawn(|| ())?;
+/// p.join()?;
+/// // Exited children are not listed.
+/// assert!(shmproc::active_children().iter().all(|c| c.pid != p.pid()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use]
 pub fn active_children() -> Vec<ChildInfo> {
     sweep_children();
@@ -757,6 +1027,12 @@ pub fn active_children() -> Vec<ChildInfo> {
 
 /// Number of CPUs this process may run on (respects affinity masks and cgroup
 /// quotas, unlike Python's `os.cpu_count()`), at least 1.
+///
+/// ```
+/// let n = shmproc::cpu_count();
+/// assert!(n >= 1);
+/// println!("{n} CPUs");
+/// ```
 #[must_use]
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -89,11 +89,26 @@ use crate::segment::Segment;
 use crate::thread_id;
 
 /// Largest message in bytes unless set with [`QueueBuilder::message_size`].
+///
+/// ```
+/// let q = shmproc::Queue::<Vec<u8>>::bounded(4)?;
+/// assert_eq!(q.message_size(), shmproc::queue::DEFAULT_MESSAGE_SIZE);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub const DEFAULT_MESSAGE_SIZE: usize = 1024 - 32;
 
 // ---------------------------------------------------------------- errors ----
 
 /// Why a blocking `send` failed.
+///
+/// ```
+/// use shmproc::{Queue, SendError};
+/// let (tx, rx) = Queue::<u8>::bounded(1)?.into_split();
+/// tx.send(&1)?; // now full
+/// drop(rx); // no receiver left: a send waiting for room gives up
+/// assert_eq!(tx.send(&2), Err(SendError::Disconnected));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
     /// No live receiver is left, or the queue was closed.
@@ -116,6 +131,15 @@ pub enum SendError {
 }
 
 /// Why `try_send` failed.
+///
+/// ```
+/// use shmproc::{Queue, TrySendError};
+/// let q = Queue::<Vec<u8>>::builder().capacity(1).message_size(64).build::<Vec<u8>>()?;
+/// assert!(matches!(q.try_send(&vec![0; 1000]), Err(TrySendError::TooLarge { limit: 64 })));
+/// q.try_send(&vec![1])?;
+/// assert_eq!(q.try_send(&vec![2]), Err(TrySendError::Full));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrySendError {
     /// No free slot right now.
@@ -140,6 +164,15 @@ pub enum TrySendError {
 }
 
 /// Why `send_timeout` failed.
+///
+/// ```
+/// use shmproc::{Queue, SendTimeoutError};
+/// use std::time::Duration;
+/// let q = Queue::<u8>::bounded(1)?;
+/// q.send(&1)?;
+/// assert_eq!(q.send_timeout(&2, Duration::from_millis(10)), Err(SendTimeoutError::Timeout));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendTimeoutError {
     /// Still full when the timeout passed.
@@ -164,6 +197,16 @@ pub enum SendTimeoutError {
 }
 
 /// Why a blocking `recv` failed.
+///
+/// ```
+/// use shmproc::{Queue, RecvError};
+/// let (tx, rx) = Queue::<u8>::bounded(4)?.into_split();
+/// tx.send(&1)?;
+/// drop(tx); // every sender gone: what is queued is still delivered
+/// assert_eq!(rx.recv(), Ok(1));
+/// assert_eq!(rx.recv(), Err(RecvError::Disconnected));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecvError {
     /// Empty, and no live sender is left (or the queue was closed).
@@ -176,6 +219,15 @@ pub enum RecvError {
 }
 
 /// Why `try_recv` failed.
+///
+/// ```
+/// use shmproc::{Queue, TryRecvError};
+/// let q = Queue::<u8>::bounded(4)?;
+/// assert_eq!(q.try_recv(), Err(TryRecvError::Empty));
+/// q.close();
+/// assert_eq!(q.try_recv(), Err(TryRecvError::Disconnected));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TryRecvError {
     /// No message right now.
@@ -190,6 +242,14 @@ pub enum TryRecvError {
 }
 
 /// Why `recv_timeout` failed.
+///
+/// ```
+/// use shmproc::{Queue, RecvTimeoutError};
+/// use std::time::Duration;
+/// let q = Queue::<u8>::bounded(4)?;
+/// assert_eq!(q.recv_timeout(Duration::from_millis(10)), Err(RecvTimeoutError::Timeout));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecvTimeoutError {
     /// Still empty when the timeout passed.
@@ -755,6 +815,12 @@ impl Drop for Registered {
 }
 
 /// Configures a [`Queue`] before creating it.
+///
+/// ```
+/// let q = shmproc::Queue::<String>::builder().capacity(16).message_size(256).build::<String>()?;
+/// assert_eq!((q.capacity(), q.message_size()), (16, 256));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct QueueBuilder {
@@ -772,6 +838,12 @@ impl Default for QueueBuilder {
 
 impl QueueBuilder {
     /// Capacity in messages (Python's `maxsize`).
+    ///
+    /// ```
+    /// let q = shmproc::Queue::<u64>::builder().capacity(3).build::<u64>()?;
+    /// assert_eq!(q.capacity(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn capacity(mut self, messages: usize) -> Self {
         self.capacity = messages;
         self
@@ -780,6 +852,13 @@ impl QueueBuilder {
     /// Largest serialised message in bytes. The ring is sized so that
     /// `capacity` messages of this size fit at once; a larger message fails
     /// with `TooLarge`.
+    ///
+    /// ```
+    /// let q = shmproc::Queue::<String>::builder().message_size(32).build::<String>()?;
+    /// assert!(q.send(&"x".repeat(100)).is_err());
+    /// q.send(&"short".to_string())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn message_size(mut self, bytes: usize) -> Self {
         self.message_size = bytes.max(1);
         self
@@ -787,6 +866,12 @@ impl QueueBuilder {
 
     /// Capacity from a byte budget: as many messages of the largest size as
     /// the budget holds (at least one). Overrides [`capacity`](Self::capacity).
+    ///
+    /// ```
+    /// let q = shmproc::Queue::<u64>::builder().message_size(8).byte_capacity(1600).build::<u64>()?;
+    /// assert_eq!(q.capacity(), 100); // 16 bytes a frame
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn byte_capacity(mut self, bytes: usize) -> Self {
         self.byte_budget = Some(bytes);
         self
@@ -830,11 +915,27 @@ impl QueueBuilder {
     }
 
     /// Creates the queue in a segment of its own.
+    ///
+    /// ```
+    /// let q = shmproc::Queue::<u32>::builder().capacity(8).build::<u32>()?;
+    /// q.send(&1)?;
+    /// assert_eq!(q.recv()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn build<T: Message>(self) -> Result<Queue<T>, Error> {
         Queue::from_core(Core::create(None, "", &self.resolved())?)
     }
 
     /// Creates the queue as object `name` of `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 20)?;
+    /// let q = shmproc::Queue::<u32>::builder().capacity(8).build_in::<u32>(&seg, "jobs")?;
+    /// let again = shmproc::Queue::<u32>::open_in(&seg, "jobs")?;
+    /// q.send(&5)?;
+    /// assert_eq!(again.recv()?, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn build_in<T: Message>(self, seg: &Segment, name: &str) -> Result<Queue<T>, Error> {
         Queue::from_core(Core::create(Some(seg), name, &self.resolved())?)
     }
@@ -842,18 +943,43 @@ impl QueueBuilder {
 
 /// A bounded MPMC queue of `T` shared between processes (Python's `Queue`).
 /// `Clone` gives another handle (sending and receiving).
+///
+/// ```
+/// let q = shmproc::Queue::<String>::bounded(8)?;
+/// let tx = q.clone();
+/// let mut child = shmproc::Process::spawn(move || tx.send(&"from the child".to_string()).unwrap())?;
+/// assert_eq!(q.recv()?, "from the child");
+/// child.join()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Queue<T> {
     reg: Registered,
     _t: PhantomData<fn(T) -> T>,
 }
 
 /// A send-only handle (see [`Queue::into_split`]).
+///
+/// ```
+/// let (tx, rx) = shmproc::Queue::<u8>::bounded(4)?.into_split();
+/// let tx2: shmproc::Sender<u8> = tx.clone();
+/// tx2.send(&1)?;
+/// assert_eq!(rx.recv()?, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Sender<T> {
     reg: Registered,
     _t: PhantomData<fn(T) -> T>,
 }
 
 /// A receive-only handle (see [`Queue::into_split`]).
+///
+/// ```
+/// let (tx, rx) = shmproc::Queue::<u8>::bounded(4)?.into_split();
+/// let rx: shmproc::Receiver<u8> = rx;
+/// tx.send(&9)?;
+/// assert_eq!(rx.try_recv()?, 9);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Receiver<T> {
     reg: Registered,
     _t: PhantomData<fn(T) -> T>,
@@ -876,36 +1002,86 @@ macro_rules! handle_common {
         }
         impl<T> $ty<T> {
             /// Messages waiting (a snapshot; Python's `qsize`).
+            ///
+            /// ```
+            /// let q = shmproc::Queue::<u8>::bounded(4)?;
+            /// q.send(&1)?;
+            /// q.send(&2)?;
+            /// assert_eq!(q.len(), 2);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             #[must_use]
             pub fn len(&self) -> usize {
                 self.reg.core.len()
             }
             /// Whether no message is waiting (a snapshot).
+            ///
+            /// ```
+            /// let q = shmproc::Queue::<u8>::bounded(4)?;
+            /// assert!(q.is_empty());
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             #[must_use]
             pub fn is_empty(&self) -> bool {
                 self.reg.core.len() == 0
             }
             /// Whether every slot is taken (a snapshot).
+            ///
+            /// ```
+            /// let q = shmproc::Queue::<u8>::bounded(1)?;
+            /// q.send(&1)?;
+            /// assert!(q.is_full());
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             #[must_use]
             pub fn is_full(&self) -> bool {
                 self.len() >= self.capacity()
             }
             /// Capacity in messages.
+            ///
+            /// ```
+            /// assert_eq!(shmproc::Queue::<u8>::bounded(7)?.capacity(), 7);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             #[must_use]
             pub fn capacity(&self) -> usize {
                 self.reg.core.capacity()
             }
             /// Largest serialised message in bytes.
+            ///
+            /// ```
+            /// let q = shmproc::Queue::<u8>::builder().message_size(64).build::<u8>()?;
+            /// assert_eq!(q.message_size(), 64);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             #[must_use]
             pub fn message_size(&self) -> usize {
                 self.reg.core.message_size()
             }
             /// Disconnects the queue for every process: sends fail, receives
             /// drain what is left and then report `Disconnected`.
+            ///
+            /// ```
+            /// let q = shmproc::Queue::<u8>::bounded(4)?;
+            /// q.send(&1)?;
+            /// q.close();
+            /// assert!(q.send(&2).is_err());
+            /// assert_eq!(q.recv()?, 1); // still delivered
+            /// assert!(q.recv().is_err());
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn close(&self) {
                 self.reg.core.close();
             }
             /// Whether [`close`](Self::close) was called.
+            ///
+            /// ```
+            /// let q = shmproc::Queue::<u8>::bounded(4)?;
+            /// assert!(!q.is_closed());
+            /// q.close();
+            /// assert!(q.is_closed());
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             #[must_use]
             pub fn is_closed(&self) -> bool {
                 self.reg.core.is_closed()
@@ -941,6 +1117,13 @@ macro_rules! send_methods {
     ($ty:ident) => {
         impl<T: Message> $ty<T> {
             /// Sends, waiting for room as long as it takes.
+            ///
+            /// ```
+            /// let q = shmproc::Queue::<(u32, String)>::bounded(4)?;
+            /// q.send(&(1, "one".to_string()))?;
+            /// assert_eq!(q.recv()?, (1, "one".to_string()));
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn send(&self, value: &T) -> Result<(), SendError> {
                 self.reg.core.send_deadline(value, None).map_err(SendError::from)
             }
@@ -957,6 +1140,13 @@ macro_rules! send_methods {
                 self.reg.core.try_send(value, Some(Deadline::EXPIRED))
             }
             /// Sends, waiting at most `timeout` for room.
+            ///
+            /// ```
+            /// let q = shmproc::Queue::<u8>::bounded(1)?;
+            /// q.send_timeout(&1, std::time::Duration::from_millis(10))?;
+            /// assert!(q.send_timeout(&2, std::time::Duration::from_millis(10)).is_err());
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn send_timeout(&self, value: &T, timeout: Duration) -> Result<(), SendTimeoutError> {
                 self.reg.core.send_deadline(value, Some(Deadline::after(timeout)))
             }
@@ -967,6 +1157,14 @@ macro_rules! send_methods {
             /// nothing is published). `write` may run more than once (a slot
             /// lost to a race); it must be repeatable. On the byte ring it runs
             /// with the producing side locked: other producers wait for it.
+            ///
+            /// ```
+            /// use rkyv::{rancor, ser::writer::Buffer};
+            /// let q = shmproc::Queue::<u64>::bounded(4)?;
+            /// q.send_with(|buf| rkyv::api::high::to_bytes_in::<_, rancor::Error>(&42u64, Buffer::from(buf)).ok().map(|b| b.len()))?;
+            /// assert_eq!(q.recv()?, 42);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn send_with(&self, mut write: impl FnMut(&mut [u8]) -> Option<usize>) -> Result<(), SendError> {
                 let core = &self.reg.core;
                 let size = core.message_size();
@@ -977,6 +1175,16 @@ macro_rules! send_methods {
             /// rkyv's `to_bytes_in` with a `Buffer`), or `None` to give up.
             /// Receivers validate the bytes like any other message. Does not
             /// wait for room.
+            ///
+            /// ```
+            /// use rkyv::{rancor, ser::writer::Buffer};
+            /// let q = shmproc::Queue::<u32>::bounded(1)?;
+            /// let write = |buf: &mut [u8]| rkyv::api::high::to_bytes_in::<_, rancor::Error>(&7u32, Buffer::from(buf)).ok().map(|b| b.len());
+            /// q.try_send_with(write)?;
+            /// assert!(q.try_send_with(write).is_err()); // full
+            /// assert_eq!(q.recv()?, 7);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn try_send_with(&self, write: impl FnMut(&mut [u8]) -> Option<usize>) -> Result<(), TrySendError> {
                 let core = &self.reg.core;
                 core.try_send_with(Some(Deadline::EXPIRED), core.message_size(), write)
@@ -989,11 +1197,26 @@ macro_rules! recv_methods {
     ($ty:ident) => {
         impl<T: Message> $ty<T> {
             /// Receives, waiting as long as it takes.
+            ///
+            /// ```
+            /// let q = shmproc::Queue::<String>::bounded(4)?;
+            /// q.send(&"hi".to_string())?;
+            /// assert_eq!(q.recv()?, "hi");
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             #[inline]
             pub fn recv(&self) -> Result<T, RecvError> {
                 self.reg.core.recv_deadline(None).map_err(RecvError::from)
             }
             /// Receives if a message is waiting now.
+            ///
+            /// ```
+            /// let q = shmproc::Queue::<u8>::bounded(4)?;
+            /// assert!(q.try_recv().is_err());
+            /// q.send(&3)?;
+            /// assert_eq!(q.try_recv()?, 3);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn try_recv(&self) -> Result<T, TryRecvError> {
                 self.reg.core.try_recv()
             }
@@ -1016,16 +1239,47 @@ macro_rules! recv_methods {
             /// drop. On the byte ring (the default) other receivers wait while
             /// it lives, and a second `recv_ref` by the same thread reports
             /// `Corrupt` rather than deadlock; see [`QueueBuilder::slot_ring`].
+            ///
+            /// ```
+            /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+            /// struct Row {
+            ///     id: u32,
+            ///     name: String,
+            /// }
+            /// let q = shmproc::Queue::<Row>::bounded(4)?;
+            /// q.send(&Row { id: 1, name: "ada".into() })?;
+            /// let row = q.recv_ref()?; // validated in place, no copy
+            /// assert_eq!((row.id.to_native(), row.name.as_str()), (1, "ada"));
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn recv_ref(&self) -> Result<RecvRef<'_, T>, RecvError> {
                 let c = self.reg.core.claim_deadline(None).map_err(RecvError::from)?;
                 RecvRef::new(&self.reg.core, c).map_err(|reason| RecvError::Corrupt { reason })
             }
             /// [`recv_ref`](Self::recv_ref) with a timeout.
+            ///
+            /// ```
+            /// let q = shmproc::Queue::<u16>::bounded(4)?;
+            /// assert!(q.recv_ref_timeout(std::time::Duration::from_millis(5)).is_err());
+            /// q.send(&8)?;
+            /// assert_eq!(q.recv_ref_timeout(std::time::Duration::from_millis(5))?.to_native(), 8);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn recv_ref_timeout(&self, timeout: Duration) -> Result<RecvRef<'_, T>, RecvTimeoutError> {
                 let c = self.reg.core.claim_deadline(Some(Deadline::after(timeout)))?;
                 RecvRef::new(&self.reg.core, c).map_err(|reason| RecvTimeoutError::Corrupt { reason })
             }
             /// An iterator that receives until the queue disconnects.
+            ///
+            /// ```
+            /// let (tx, rx) = shmproc::Queue::<u32>::bounded(8)?.into_split();
+            /// for i in 0..3 {
+            ///     tx.send(&i)?;
+            /// }
+            /// drop(tx);
+            /// assert_eq!(rx.iter().collect::<Vec<_>>(), [0, 1, 2]);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
                 std::iter::from_fn(move || self.recv().ok())
             }
@@ -1041,21 +1295,48 @@ recv_methods!(Receiver);
 impl<T: Message> Queue<T> {
     /// A queue holding at most `capacity` messages of up to
     /// [`DEFAULT_MESSAGE_SIZE`] bytes, in a segment of its own.
+    ///
+    /// ```
+    /// let q = shmproc::Queue::<u64>::bounded(100)?;
+    /// assert_eq!(q.capacity(), 100);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn bounded(capacity: usize) -> Result<Queue<T>, Error> {
         QueueBuilder::default().capacity(capacity).build()
     }
 
     /// A queue whose slots take about `bytes` bytes in total.
+    ///
+    /// ```
+    /// let q = shmproc::Queue::<u64>::with_byte_capacity(1 << 20)?;
+    /// assert!(q.capacity() >= 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_byte_capacity(bytes: usize) -> Result<Queue<T>, Error> {
         QueueBuilder::default().byte_capacity(bytes).build()
     }
 
     /// A builder for capacity and message size.
+    ///
+    /// ```
+    /// let q = shmproc::Queue::<u8>::builder().capacity(2).build::<u8>()?;
+    /// assert_eq!(q.capacity(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn builder() -> QueueBuilder {
         QueueBuilder::default()
     }
 
     /// Opens the queue `name` in `seg` (created by another process).
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 20)?;
+    /// let q = shmproc::Queue::<u8>::builder().capacity(8).build_in::<u8>(&seg, "q")?;
+    /// q.send(&1)?;
+    /// let opened = shmproc::Queue::<u8>::open_in(&seg, "q")?;
+    /// assert_eq!(opened.recv()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<Queue<T>, Error> {
         let obj = Object::open(seg, name, kind::MPMC_RING, RING_OFFSET + 128)?;
         Queue::from_core(Core::from_object(obj)?)
@@ -1071,16 +1352,39 @@ impl<T: Message> Queue<T> {
     }
 
     /// Splits into a send-only and a receive-only handle.
+    ///
+    /// ```
+    /// let (tx, rx) = shmproc::Queue::<u8>::bounded(2)?.into_split();
+    /// tx.send(&1)?;
+    /// assert_eq!(rx.recv()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn into_split(self) -> (Sender<T>, Receiver<T>) {
         (self.sender(), self.receiver())
     }
 
     /// A new send-only handle.
+    ///
+    /// ```
+    /// let q = shmproc::Queue::<u8>::bounded(2)?;
+    /// let tx = q.sender();
+    /// tx.send(&4)?;
+    /// assert_eq!(q.recv()?, 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn sender(&self) -> Sender<T> {
         Sender { reg: Registered::new(self.reg.core.clone(), true, false), _t: PhantomData }
     }
 
     /// A new receive-only handle.
+    ///
+    /// ```
+    /// let q = shmproc::Queue::<u8>::bounded(2)?;
+    /// let rx = q.receiver();
+    /// q.send(&6)?;
+    /// assert_eq!(rx.recv()?, 6);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn receiver(&self) -> Receiver<T> {
         Receiver { reg: Registered::new(self.reg.core.clone(), false, true), _t: PhantomData }
     }
@@ -1109,6 +1413,17 @@ impl_handle_archive!([T: Message,] Sender<T>, q => q.reg.archived_object(), |seg
 impl_handle_archive!([T: Message,] Receiver<T>, q => q.reg.archived_object(), |seg, idx| Queue::<T>::from_parts(seg, idx).map(|q| q.receiver()));
 
 /// A message read in place from a queue slot; frees the slot on drop.
+///
+/// ```
+/// let q = shmproc::Queue::<Vec<u32>>::bounded(2)?;
+/// q.send(&vec![1, 2, 3])?;
+/// let guard = q.recv_ref()?;
+/// let sum: u32 = guard.iter().map(|x| x.to_native()).sum();
+/// assert_eq!(sum, 6);
+/// drop(guard); // consumed here
+/// assert!(q.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct RecvRef<'a, T: Archive> {
     core: &'a Core,
     claimed: Option<Claim>,
@@ -1131,6 +1446,14 @@ impl<'a, T: Message> RecvRef<'a, T> {
     }
 
     /// Deserialises an owned `T` from the archived message.
+    ///
+    /// ```
+    /// let q = shmproc::Queue::<String>::bounded(2)?;
+    /// q.send(&"copy me".to_string())?;
+    /// let owned: String = q.recv_ref()?.to_owned()?;
+    /// assert_eq!(owned, "copy me");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn to_owned(&self) -> Result<T, String> {
         rkyv::deserialize::<T, rkyv::rancor::Error>(&**self).map_err(|e| e.to_string())
     }
