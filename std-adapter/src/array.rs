@@ -49,6 +49,17 @@ const DATA_OFFSET: usize = 2 * OBJECT_ALIGN;
 const _: () = assert!(std::mem::size_of::<ArrayHead>() <= DATA_OFFSET);
 
 /// A shared fixed-length array of `T` behind one lock.
+///
+/// ```
+/// let a = shmproc::Array::<u32>::zeroed(4)?;
+/// let a2 = a.clone();
+/// let mut child = shmproc::Process::spawn(move || {
+///     a2.set(2, 7);
+/// })?;
+/// child.join()?;
+/// assert_eq!(a.to_vec(), [0, 0, 7, 0]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Array<T> {
     obj: Object,
     len: usize,
@@ -78,16 +89,35 @@ fn bytes_for<T>(len: usize) -> Result<usize, Error> {
 
 impl<T: Plain> Array<T> {
     /// `len` zeroed elements, in a segment of their own.
+    ///
+    /// ```
+    /// let a = shmproc::Array::<f64>::zeroed(3)?;
+    /// assert_eq!(a.to_vec(), [0.0; 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn zeroed(len: usize) -> Result<Array<T>, Error> {
         Array::create(None, "", len, |_| T::zeroed())
     }
 
     /// A copy of `items`, in a segment of its own.
+    ///
+    /// ```
+    /// let a = shmproc::Array::from_slice(&[1u8, 2, 3])?;
+    /// assert_eq!(a.get(1), Some(2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_slice(items: &[T]) -> Result<Array<T>, Error> {
         Array::create(None, "", items.len(), |i| items[i])
     }
 
     /// `len` zeroed elements named `name` in `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// let a = shmproc::Array::<i32>::zeroed_in(&seg, "grid", 8)?;
+    /// assert_eq!(a.len(), 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn zeroed_in(seg: &Segment, name: &str, len: usize) -> Result<Array<T>, Error> {
         Array::create(Some(seg), name, len, |_| T::zeroed())
     }
@@ -111,6 +141,13 @@ impl<T: Plain> Array<T> {
     }
 
     /// Opens the array named `name` in `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// shmproc::Array::<i32>::zeroed_in(&seg, "grid", 8)?.set(0, 5);
+    /// assert_eq!(shmproc::Array::<i32>::open_in(&seg, "grid")?.get(0), Some(5));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<Array<T>, Error> {
         let obj = Object::open(seg, name, kind::ARRAY, DATA_OFFSET)?;
         Array::validate(obj)
@@ -130,12 +167,22 @@ impl<T: Plain> Array<T> {
     }
 
     /// Number of elements.
+    ///
+    /// ```
+    /// assert_eq!(shmproc::Array::<u8>::zeroed(10)?.len(), 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Whether the array has no elements.
+    ///
+    /// ```
+    /// assert!(!shmproc::Array::<u8>::zeroed(1)?.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len == 0
@@ -146,6 +193,16 @@ impl<T: Plain> Array<T> {
     }
 
     /// Locks the whole array; the guard derefs to `[T]`.
+    ///
+    /// ```
+    /// let a = shmproc::Array::<u32>::zeroed(3)?;
+    /// {
+    ///     let mut all = a.lock().unwrap(); // the whole array, under its lock
+    ///     all.copy_from_slice(&[1, 2, 3]);
+    /// }
+    /// assert_eq!(a.to_vec(), [1, 2, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
         let me = thread_id::owner();
         let how = match self.head().lock.lock(&me, None, &ProcLiveness) {
@@ -160,6 +217,13 @@ impl<T: Plain> Array<T> {
     }
 
     /// A copy of element `i`, or `None` past the end.
+    ///
+    /// ```
+    /// let a = shmproc::Array::from_slice(&[9u16])?;
+    /// assert_eq!(a.get(0), Some(9));
+    /// assert_eq!(a.get(1), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn get(&self, i: usize) -> Option<T> {
         let g = self.lock().unwrap_or_else(OwnerDied::into_inner);
@@ -167,6 +231,13 @@ impl<T: Plain> Array<T> {
     }
 
     /// Sets element `i`; returns false (and changes nothing) past the end.
+    ///
+    /// ```
+    /// let a = shmproc::Array::<u8>::zeroed(2)?;
+    /// assert!(a.set(1, 4));
+    /// assert!(!a.set(2, 4)); // out of bounds
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set(&self, i: usize, value: T) -> bool {
         let mut g = self.lock().unwrap_or_else(OwnerDied::into_inner);
         match g.get_mut(i) {
@@ -179,6 +250,12 @@ impl<T: Plain> Array<T> {
     }
 
     /// A copy of all elements.
+    ///
+    /// ```
+    /// let a = shmproc::Array::from_slice(&[3i8, -3])?;
+    /// assert_eq!(a.to_vec(), vec![3, -3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn to_vec(&self) -> Vec<T> {
         self.lock().unwrap_or_else(OwnerDied::into_inner).to_vec()
@@ -192,6 +269,14 @@ impl<T: Plain> Array<T> {
 impl_handle_archive!([T: Plain,] Array<T>, a => &a.obj, |seg, idx| Array::<T>::from_parts(seg, idx));
 
 /// The locked contents of an [`Array`]; unlocks on drop.
+///
+/// ```
+/// let a = shmproc::Array::<u8>::zeroed(4)?;
+/// let mut guard: shmproc::ArrayGuard<'_, u8> = a.lock().unwrap();
+/// guard[0] = 1;
+/// assert_eq!(guard.iter().sum::<u8>(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "if unused the Array will immediately unlock"]
 pub struct ArrayGuard<'a, T: Plain> {
     array: &'a Array<T>,

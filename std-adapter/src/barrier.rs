@@ -30,6 +30,15 @@ use crate::segment::Segment;
 use crate::thread_id;
 
 /// Why a barrier wait failed.
+///
+/// ```
+/// use shmproc::{Barrier, BarrierError};
+/// let b = Barrier::new(2)?;
+/// // Nobody else arrives: this party times out and breaks the barrier.
+/// assert_eq!(b.wait_timeout(std::time::Duration::from_millis(10)).unwrap_err(), BarrierError::Timeout);
+/// assert_eq!(b.wait().unwrap_err(), BarrierError::Broken);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum BarrierError {
     /// The barrier is broken: a party timed out or died, or it was aborted.
@@ -50,17 +59,39 @@ impl fmt::Display for BarrierError {
 impl std::error::Error for BarrierError {}
 
 /// A successful barrier wait.
+///
+/// ```
+/// let b = shmproc::Barrier::new(1)?;
+/// let r: shmproc::BarrierWaitResult = b.wait()?;
+/// assert!(r.is_leader());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct BarrierWaitResult(BarrierWait);
 
 impl BarrierWaitResult {
     /// Exactly one party per round is the leader (std's `is_leader`).
+    ///
+    /// ```
+    /// let b = shmproc::Barrier::new(2)?;
+    /// let b2 = b.clone();
+    /// let mut child = shmproc::Process::spawn(move || b2.wait().unwrap().is_leader() as i32)?;
+    /// let me = b.wait()?.is_leader() as i32;
+    /// assert_eq!(me + child.join()?, 1); // exactly one leader
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn is_leader(&self) -> bool {
         self.0.leader
     }
 
     /// Arrival index in `0..parties` (Python's return value of `wait`).
+    ///
+    /// ```
+    /// let b = shmproc::Barrier::new(1)?;
+    /// assert_eq!(b.wait()?.index(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn index(&self) -> u32 {
         self.0.index
@@ -68,6 +99,23 @@ impl BarrierWaitResult {
 }
 
 /// A process-shared barrier.
+///
+/// ```
+/// let b = shmproc::Barrier::new(3)?;
+/// let kids: Vec<_> = (0..2)
+///     .map(|_| {
+///         let b = b.clone();
+///         shmproc::Process::spawn(move || {
+///             b.wait().unwrap();
+///         })
+///     })
+///     .collect::<Result<_, _>>()?;
+/// b.wait()?; // all three meet here
+/// for mut k in kids {
+///     k.join()?;
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Barrier {
     obj: Object,
@@ -85,11 +133,24 @@ impl fmt::Debug for Barrier {
 
 impl Barrier {
     /// A barrier for `parties` parties (at least 1), in a segment of its own.
+    ///
+    /// ```
+    /// let b = shmproc::Barrier::new(4)?;
+    /// assert_eq!(b.parties(), 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(parties: u32) -> Result<Barrier, Error> {
         Barrier::create(None, "", parties)
     }
 
     /// A barrier named `name` in `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// let b = shmproc::Barrier::new_in(&seg, "meet", 2)?;
+    /// assert_eq!(b.parties(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new_in(seg: &Segment, name: &str, parties: u32) -> Result<Barrier, Error> {
         Barrier::create(Some(seg), name, parties)
     }
@@ -103,6 +164,13 @@ impl Barrier {
     }
 
     /// Opens the barrier named `name` in `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// shmproc::Barrier::new_in(&seg, "meet", 2)?;
+    /// assert_eq!(shmproc::Barrier::open_in(&seg, "meet")?.parties(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<Barrier, Error> {
         Ok(Barrier { obj: Object::open(seg, name, kind::BARRIER, std::mem::size_of::<RawBarrier>())? })
     }
@@ -124,6 +192,17 @@ impl Barrier {
     }
 
     /// Waits until all parties have arrived (or the barrier breaks).
+    ///
+    /// ```
+    /// let b = shmproc::Barrier::new(2)?;
+    /// let b2 = b.clone();
+    /// let mut child = shmproc::Process::spawn(move || {
+    ///     b2.wait().unwrap();
+    /// })?;
+    /// b.wait()?;
+    /// child.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait(&self) -> Result<BarrierWaitResult, BarrierError> {
         self.wait_until(None)
     }
@@ -145,28 +224,62 @@ impl Barrier {
     }
 
     /// Breaks the barrier.
+    ///
+    /// ```
+    /// let b = shmproc::Barrier::new(2)?;
+    /// b.abort();
+    /// assert!(b.is_broken());
+    /// assert!(b.wait().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn abort(&self) {
         self.raw().abort(&thread_id::owner(), &ProcLiveness);
     }
 
     /// Back to the initial state; parties waiting now get `Broken`.
+    ///
+    /// ```
+    /// let b = shmproc::Barrier::new(1)?;
+    /// b.abort();
+    /// b.reset();
+    /// assert!(!b.is_broken());
+    /// b.wait()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn reset(&self) {
         self.raw().reset(&thread_id::owner(), &ProcLiveness);
     }
 
     /// The number of parties.
+    ///
+    /// ```
+    /// assert_eq!(shmproc::Barrier::new(5)?.parties(), 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn parties(&self) -> u32 {
         self.raw().parties()
     }
 
     /// Parties waiting now (a snapshot).
+    ///
+    /// ```
+    /// let b = shmproc::Barrier::new(2)?;
+    /// assert_eq!(b.n_waiting(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn n_waiting(&self) -> u32 {
         self.raw().n_waiting()
     }
 
     /// Whether the barrier is broken.
+    ///
+    /// ```
+    /// let b = shmproc::Barrier::new(2)?;
+    /// assert!(!b.is_broken());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn is_broken(&self) -> bool {
         self.raw().is_broken()

@@ -36,11 +36,27 @@ use crate::object::{impl_handle_archive, Object};
 use crate::segment::Segment;
 
 /// Whether a timed condition wait timed out.
+///
+/// ```
+/// let m = shmproc::Mutex::new(0u8)?;
+/// let c = shmproc::Condition::new()?;
+/// let (_g, r) = c.wait_timeout(m.lock().unwrap(), std::time::Duration::from_millis(10)).unwrap();
+/// assert!(r.timed_out());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct WaitTimeoutResult(bool);
 
 impl WaitTimeoutResult {
     /// True if the wait ended because the timeout passed.
+    ///
+    /// ```
+    /// let m = shmproc::Mutex::new(0u8)?;
+    /// let c = shmproc::Condition::new()?;
+    /// let (_g, r) = c.wait_timeout(m.lock().unwrap(), std::time::Duration::from_millis(5)).unwrap();
+    /// assert!(r.timed_out());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn timed_out(&self) -> bool {
         self.0
@@ -49,6 +65,21 @@ impl WaitTimeoutResult {
 
 /// A process-shared condition variable (Python's `Condition`, std's
 /// `Condvar`). Use it with one [`Mutex`] at a time.
+///
+/// ```
+/// let state = shmproc::Mutex::new(0u32)?;
+/// let ready = shmproc::Condition::new()?;
+/// let (s, r) = (state.clone(), ready.clone());
+/// let mut child = shmproc::Process::spawn(move || {
+///     *s.lock().unwrap() = 1;
+///     r.notify_all();
+/// })?;
+/// let g = ready.wait_while(state.lock().unwrap(), |v| *v == 0).unwrap();
+/// assert_eq!(*g, 1);
+/// drop(g);
+/// child.join()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Condition {
     obj: Object,
@@ -66,11 +97,24 @@ fn relock<'a, T>(m: &'a Mutex<T>) -> LockResult<MutexGuard<'a, T>> {
 
 impl Condition {
     /// A new condition variable in a segment of its own.
+    ///
+    /// ```
+    /// let c = shmproc::Condition::new()?;
+    /// c.notify_all(); // nobody waits: nothing happens
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new() -> Result<Condition, Error> {
         Condition::create(None, "")
     }
 
     /// A new condition variable named `name` in `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// let c = shmproc::Condition::new_in(&seg, "changed")?;
+    /// c.notify_one();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new_in(seg: &Segment, name: &str) -> Result<Condition, Error> {
         Condition::create(Some(seg), name)
     }
@@ -84,6 +128,13 @@ impl Condition {
     }
 
     /// Opens the condition variable named `name` in `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// shmproc::Condition::new_in(&seg, "changed")?;
+    /// shmproc::Condition::open_in(&seg, "changed")?.notify_all();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<Condition, Error> {
         Ok(Condition { obj: Object::open(seg, name, kind::CONDVAR, std::mem::size_of::<RawCondvar>())? })
     }
@@ -112,6 +163,23 @@ impl Condition {
     }
 
     /// Releases the lock, sleeps until notified, re-acquires the lock.
+    ///
+    /// ```
+    /// let m = shmproc::Mutex::new(0u8)?;
+    /// let c = shmproc::Condition::new()?;
+    /// let (m2, c2) = (m.clone(), c.clone());
+    /// let mut child = shmproc::Process::spawn(move || {
+    ///     *m2.lock().unwrap() = 1;
+    ///     c2.notify_one();
+    /// })?;
+    /// let mut g = m.lock().unwrap();
+    /// while *g == 0 {
+    ///     g = c.wait(g).unwrap();
+    /// }
+    /// drop(g);
+    /// child.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
         match self.wait_until(guard, None) {
             Ok((g, _)) => Ok(g),
@@ -120,6 +188,15 @@ impl Condition {
     }
 
     /// Like [`wait`](Condition::wait), giving up after `timeout`.
+    ///
+    /// ```
+    /// let m = shmproc::Mutex::new(0u8)?;
+    /// let c = shmproc::Condition::new()?;
+    /// let (g, r) = c.wait_timeout(m.lock().unwrap(), std::time::Duration::from_millis(5)).unwrap();
+    /// assert!(r.timed_out());
+    /// drop(g);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait_timeout<'a, T>(
         &self,
         guard: MutexGuard<'a, T>,
@@ -132,6 +209,15 @@ impl Condition {
     }
 
     /// Waits while `condition` holds for the protected data.
+    ///
+    /// ```
+    /// let m = shmproc::Mutex::new(1u8)?;
+    /// let c = shmproc::Condition::new()?;
+    /// // The condition is already false: returns at once.
+    /// let g = c.wait_while(m.lock().unwrap(), |v| *v == 0).unwrap();
+    /// assert_eq!(*g, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait_while<'a, T, F>(&self, guard: MutexGuard<'a, T>, condition: F) -> LockResult<MutexGuard<'a, T>>
     where
         F: FnMut(&mut T) -> bool,
@@ -143,6 +229,14 @@ impl Condition {
     }
 
     /// Waits while `condition` holds, at most `timeout` in total.
+    ///
+    /// ```
+    /// let m = shmproc::Mutex::new(0u8)?;
+    /// let c = shmproc::Condition::new()?;
+    /// let (g, r) = c.wait_timeout_while(m.lock().unwrap(), std::time::Duration::from_millis(5), |v| *v == 0).unwrap();
+    /// assert!(r.timed_out() && *g == 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait_timeout_while<'a, T, F>(
         &self,
         guard: MutexGuard<'a, T>,
@@ -186,11 +280,23 @@ impl Condition {
     }
 
     /// Wakes one waiter.
+    ///
+    /// ```
+    /// let c = shmproc::Condition::new()?;
+    /// c.notify_one();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn notify_one(&self) {
         self.raw().notify_one();
     }
 
     /// Wakes every waiter in every process.
+    ///
+    /// ```
+    /// let c = shmproc::Condition::new()?;
+    /// c.notify_all();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn notify_all(&self) {
         self.raw().notify_all();
     }

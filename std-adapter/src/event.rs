@@ -25,6 +25,18 @@ use crate::object::{impl_handle_archive, Object};
 use crate::segment::Segment;
 
 /// A process-shared event flag, initially clear.
+///
+/// ```
+/// let go = shmproc::Event::new()?;
+/// let g = go.clone();
+/// let mut child = shmproc::Process::spawn(move || {
+///     g.wait(); // the start signal
+///     println!("started");
+/// })?;
+/// go.set();
+/// child.join()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Event {
     obj: Object,
@@ -38,11 +50,24 @@ impl fmt::Debug for Event {
 
 impl Event {
     /// A clear event in a segment of its own.
+    ///
+    /// ```
+    /// let e = shmproc::Event::new()?;
+    /// assert!(!e.is_set());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new() -> Result<Event, Error> {
         Event::create(None, "")
     }
 
     /// A clear event named `name` in `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// let e = shmproc::Event::new_in(&seg, "ready")?;
+    /// e.set();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new_in(seg: &Segment, name: &str) -> Result<Event, Error> {
         Event::create(Some(seg), name)
     }
@@ -56,6 +81,13 @@ impl Event {
     }
 
     /// Opens the event named `name` in `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// shmproc::Event::new_in(&seg, "ready")?.set();
+    /// assert!(shmproc::Event::open_in(&seg, "ready")?.is_set());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<Event, Error> {
         Ok(Event { obj: Object::open(seg, name, kind::EVENT, std::mem::size_of::<RawEvent>())? })
     }
@@ -69,22 +101,54 @@ impl Event {
     }
 
     /// Sets the flag and wakes every waiter in every process.
+    ///
+    /// ```
+    /// let e = shmproc::Event::new()?;
+    /// e.set();
+    /// assert!(e.wait()); // returns at once
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set(&self) {
         self.raw().set();
     }
 
     /// Clears the flag.
+    ///
+    /// ```
+    /// let e = shmproc::Event::new()?;
+    /// e.set();
+    /// e.clear();
+    /// assert!(!e.is_set());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn clear(&self) {
         self.raw().clear();
     }
 
     /// Whether the flag is set.
+    ///
+    /// ```
+    /// let e = shmproc::Event::new()?;
+    /// assert!(!e.is_set());
+    /// e.set();
+    /// assert!(e.is_set());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn is_set(&self) -> bool {
         self.raw().is_set()
     }
 
     /// Waits until the flag is set; returns true (Python's `wait()`).
+    ///
+    /// ```
+    /// let e = shmproc::Event::new()?;
+    /// let e2 = e.clone();
+    /// let mut child = shmproc::Process::spawn(move || e2.set())?;
+    /// assert!(e.wait());
+    /// child.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait(&self) -> bool {
         self.raw().wait(None)
     }

@@ -44,20 +44,64 @@ use crate::thread_id;
 
 /// The previous owner died holding the lock. Carries the guard: the lock *is*
 /// held by the caller now, and the data can be inspected and repaired.
+///
+/// ```
+/// use shmproc::{Mutex, OwnerDied};
+/// let m = Mutex::new(0u32)?;
+/// let m2 = m.clone();
+/// // A child takes the lock and dies holding it.
+/// let mut child = shmproc::Process::spawn(move || std::mem::forget(m2.lock()))?;
+/// child.join()?;
+/// match m.lock() {
+///     Err(OwnerDied(mut guard)) => *guard = 0, // repair, then go on
+///     Ok(_) => unreachable!("the owner died holding it"),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct OwnerDied<G>(pub G);
 
 impl<G> OwnerDied<G> {
     /// The guard, for using the lock anyway.
+    ///
+    /// ```
+    /// # let m = shmproc::Mutex::new(1u8)?;
+    /// # let m2 = m.clone();
+    /// # shmproc::Process::spawn(move || std::mem::forget(m2.lock()))?.join()?;
+    /// let guard = m.lock().unwrap_or_else(shmproc::OwnerDied::into_inner);
+    /// assert_eq!(*guard, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn into_inner(self) -> G {
         self.0
     }
 
     /// A reference to the guard.
+    ///
+    /// ```
+    /// # let m = shmproc::Mutex::new(5u8)?;
+    /// # let m2 = m.clone();
+    /// # shmproc::Process::spawn(move || std::mem::forget(m2.lock()))?.join()?;
+    /// if let Err(died) = m.lock() {
+    ///     assert_eq!(**died.get_ref(), 5);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get_ref(&self) -> &G {
         &self.0
     }
 
     /// A mutable reference to the guard.
+    ///
+    /// ```
+    /// # let m = shmproc::Mutex::new(5u8)?;
+    /// # let m2 = m.clone();
+    /// # shmproc::Process::spawn(move || std::mem::forget(m2.lock()))?.join()?;
+    /// if let Err(mut died) = m.lock() {
+    ///     **died.get_mut() = 0; // repair in place
+    /// }
+    /// assert_eq!(*m.lock().unwrap(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get_mut(&mut self) -> &mut G {
         &mut self.0
     }
@@ -78,9 +122,28 @@ impl<G> fmt::Display for OwnerDied<G> {
 impl<G> std::error::Error for OwnerDied<G> {}
 
 /// The result of `lock`: `Err(OwnerDied(guard))` after a dead owner.
+///
+/// ```
+/// let m = shmproc::Mutex::new(0u32)?;
+/// let r: shmproc::LockResult<shmproc::MutexGuard<'_, u32>> = m.lock();
+/// // Nothing to repair here: treat a dead previous owner like any other.
+/// let mut g = r.unwrap_or_else(shmproc::OwnerDied::into_inner);
+/// *g += 1;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub type LockResult<G> = Result<G, OwnerDied<G>>;
 
 /// Why `try_lock` did not return a clean guard.
+///
+/// ```
+/// use shmproc::{Mutex, TryLockError};
+/// let m = Mutex::new(0u8)?;
+/// let _held = m.lock().unwrap();
+/// let m2 = m.clone();
+/// let mut child = shmproc::Process::spawn(move || assert!(matches!(m2.try_lock(), Err(TryLockError::WouldBlock))))?;
+/// assert_eq!(child.join()?, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub enum TryLockError<G> {
     /// Acquired, but the previous owner had died holding the lock.
     OwnerDied(OwnerDied<G>),
@@ -89,6 +152,19 @@ pub enum TryLockError<G> {
 }
 
 /// Why `lock_timeout` did not return a clean guard.
+///
+/// ```
+/// use shmproc::{LockTimeoutError, Mutex};
+/// use std::time::Duration;
+/// let m = Mutex::new(0u8)?;
+/// let _held = m.lock().unwrap();
+/// let m2 = m.clone();
+/// let mut child = shmproc::Process::spawn(move || {
+///     assert!(matches!(m2.lock_timeout(Duration::from_millis(20)), Err(LockTimeoutError::Timeout)));
+/// })?;
+/// assert_eq!(child.join()?, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub enum LockTimeoutError<G> {
     /// Acquired, but the previous owner had died holding the lock.
     OwnerDied(OwnerDied<G>),
@@ -139,6 +215,25 @@ fn check_layout<T>() -> Result<(), Error> {
 /// lock; handles move into fork-mode closures and spawn-mode arguments.
 ///
 /// `T` must be [`Plain`] data: no pointers, valid for any bit pattern.
+///
+/// ```
+/// let counter = shmproc::Mutex::new(0u64)?;
+/// let kids: Vec<_> = (0..2)
+///     .map(|_| {
+///         let c = counter.clone();
+///         shmproc::Process::spawn(move || {
+///             for _ in 0..100 {
+///                 *c.lock().unwrap() += 1;
+///             }
+///         })
+///     })
+///     .collect::<Result<_, _>>()?;
+/// for mut k in kids {
+///     k.join()?;
+/// }
+/// assert_eq!(*counter.lock().unwrap(), 200);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Mutex<T> {
     pub(crate) obj: Object,
     _t: PhantomData<T>,
@@ -158,11 +253,25 @@ impl<T> fmt::Debug for Mutex<T> {
 
 impl<T: Plain> Mutex<T> {
     /// A new mutex holding `value`, in a segment of its own.
+    ///
+    /// ```
+    /// let m = shmproc::Mutex::new([0u8; 16])?;
+    /// m.lock().unwrap()[0] = 1;
+    /// assert_eq!(m.lock().unwrap()[0], 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(value: T) -> Result<Mutex<T>, Error> {
         Mutex::create(None, "", value)
     }
 
     /// A new mutex named `name` inside `seg` (many objects, one segment).
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// let m = shmproc::Mutex::new_in(&seg, "total", 7u32)?;
+    /// assert_eq!(*m.lock().unwrap(), 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new_in(seg: &Segment, name: &str, value: T) -> Result<Mutex<T>, Error> {
         Mutex::create(Some(seg), name, value)
     }
@@ -183,6 +292,14 @@ impl<T: Plain> Mutex<T> {
     }
 
     /// Opens the mutex named `name` in `seg` (created by another process).
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// let _m = shmproc::Mutex::new_in(&seg, "total", 7u32)?;
+    /// let again = shmproc::Mutex::<u32>::open_in(&seg, "total")?;
+    /// assert_eq!(*again.lock().unwrap(), 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<Mutex<T>, Error> {
         check_layout::<T>()?;
         let obj = Object::open(seg, name, kind::MUTEX, DATA_OFFSET + std::mem::size_of::<T>())?;
@@ -216,6 +333,16 @@ impl<T> Mutex<T> {
     /// # Panics
     ///
     /// If the calling thread already holds this lock (that would deadlock).
+    ///
+    /// ```
+    /// let m = shmproc::Mutex::new(1i32)?;
+    /// {
+    ///     let mut g = m.lock().unwrap();
+    ///     *g *= 10;
+    /// } // unlocked here
+    /// assert_eq!(*m.lock().unwrap(), 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[inline]
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
         let me = thread_id::owner();
@@ -228,6 +355,13 @@ impl<T> Mutex<T> {
 
     /// Locks if that is possible right now. A lock whose owner is dead is
     /// taken over (after one liveness check).
+    ///
+    /// ```
+    /// let m = shmproc::Mutex::new(0u8)?;
+    /// let g = m.try_lock().ok().expect("free");
+    /// drop(g);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, TryLockError<MutexGuard<'_, T>>> {
         let me = thread_id::owner();
         if let Ok(how) = self.raw().try_lock(&me) {
@@ -264,18 +398,43 @@ impl<T> Mutex<T> {
     }
 
     /// Who holds the lock now (tid, pid, whether alive), if anyone.
+    ///
+    /// ```
+    /// let m = shmproc::Mutex::new(0u8)?;
+    /// assert!(m.owner().is_none());
+    /// let _g = m.lock().unwrap();
+    /// let o = m.owner().expect("held");
+    /// assert!(o.alive);
+    /// assert_eq!(o.pid, std::process::id());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn owner(&self) -> Option<OwnerInfo> {
         self.raw().owner(&ProcLiveness)
     }
 
     /// Whether the lock is held (a snapshot).
+    ///
+    /// ```
+    /// let m = shmproc::Mutex::new(0u8)?;
+    /// assert!(!m.is_locked());
+    /// let _g = m.lock().unwrap();
+    /// assert!(m.is_locked());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn is_locked(&self) -> bool {
         self.raw().is_locked()
     }
 
     /// The segment the mutex lives in.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// let m = shmproc::Mutex::new_in(&seg, "m", 0u8)?;
+    /// assert!(m.segment().same_as(&seg));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn segment(&self) -> &Segment {
         self.obj.segment()
@@ -291,6 +450,13 @@ impl_handle_archive!([T: Plain,] Mutex<T>, m => &m.obj, |seg, idx| Mutex::<T>::f
 
 /// Access to the data of a locked [`Mutex`]; unlocks on drop. Not `Send`: a
 /// lock is released by the thread that took it.
+///
+/// ```
+/// let m = shmproc::Mutex::new(String::new().len() as u32)?;
+/// let mut guard: shmproc::MutexGuard<'_, u32> = m.lock().unwrap();
+/// *guard = 3;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "if unused the Mutex will immediately unlock"]
 pub struct MutexGuard<'a, T> {
     mutex: &'a Mutex<T>,
@@ -359,22 +525,58 @@ pub struct Lock(Mutex<()>);
 
 impl Lock {
     /// A new lock in a segment of its own.
+    ///
+    /// ```
+    /// let lock = shmproc::Lock::new()?;
+    /// let _g = lock.acquire();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new() -> Result<Lock, Error> {
         Ok(Lock(Mutex::new(())?))
     }
 
     /// A new lock named `name` in `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// let lock = shmproc::Lock::new_in(&seg, "print")?;
+    /// drop(lock.acquire());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new_in(seg: &Segment, name: &str) -> Result<Lock, Error> {
         Ok(Lock(Mutex::new_in(seg, name, ())?))
     }
 
     /// Opens the lock named `name` in `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// let _lock = shmproc::Lock::new_in(&seg, "print")?;
+    /// let again = shmproc::Lock::open_in(&seg, "print")?;
+    /// drop(again.acquire());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<Lock, Error> {
         Ok(Lock(Mutex::open_in(seg, name)?))
     }
 
     /// Python's `acquire()`: locks, treating a dead previous owner as a normal
     /// acquisition (there is no data to repair).
+    ///
+    /// ```
+    /// let lock = shmproc::Lock::new()?;
+    /// let l2 = lock.clone();
+    /// let mut child = shmproc::Process::spawn(move || {
+    ///     let _g = l2.acquire();
+    ///     println!("one printer at a time");
+    /// })?;
+    /// {
+    ///     let _g = lock.acquire();
+    ///     println!("one printer at a time");
+    /// }
+    /// child.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn acquire(&self) -> MutexGuard<'_, ()> {
         self.0.lock().unwrap_or_else(OwnerDied::into_inner)
     }
@@ -392,6 +594,15 @@ impl_handle_archive!([] Lock, l => &l.0.obj, |seg, idx| Mutex::<()>::from_parts(
 /// Python's `RLock`: a lock the owning thread may take again; it is released
 /// when every acquisition has been released. Survives dead owners like
 /// [`Mutex`].
+///
+/// ```
+/// let r = shmproc::RLock::new()?;
+/// let outer = r.lock().unwrap();
+/// let inner = r.lock().unwrap(); // the same thread may re-enter
+/// drop(inner);
+/// drop(outer);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct RLock {
     obj: Object,
@@ -405,11 +616,24 @@ impl fmt::Debug for RLock {
 
 impl RLock {
     /// A new recursive lock in a segment of its own.
+    ///
+    /// ```
+    /// let r = shmproc::RLock::new()?;
+    /// assert!(!r.is_locked());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new() -> Result<RLock, Error> {
         RLock::create(None, "")
     }
 
     /// A new recursive lock named `name` in `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// let r = shmproc::RLock::new_in(&seg, "r")?;
+    /// drop(r.lock());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new_in(seg: &Segment, name: &str) -> Result<RLock, Error> {
         RLock::create(Some(seg), name)
     }
@@ -423,6 +647,14 @@ impl RLock {
     }
 
     /// Opens the recursive lock named `name` in `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// let _r = shmproc::RLock::new_in(&seg, "r")?;
+    /// let again = shmproc::RLock::open_in(&seg, "r")?;
+    /// drop(again.lock());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<RLock, Error> {
         Ok(RLock { obj: Object::open(seg, name, kind::MUTEX, std::mem::size_of::<RawMutex>())? })
     }
@@ -444,6 +676,14 @@ impl RLock {
     }
 
     /// Locks (again, if this thread already holds it).
+    ///
+    /// ```
+    /// let r = shmproc::RLock::new()?;
+    /// let _a = r.lock().unwrap();
+    /// let _b = r.lock().unwrap();
+    /// assert!(r.is_locked());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
         let me = thread_id::owner();
         match self.raw().lock_recursive(&me, None, &ProcLiveness) {
@@ -453,6 +693,15 @@ impl RLock {
     }
 
     /// Locks if possible right now.
+    ///
+    /// ```
+    /// let r = shmproc::RLock::new()?;
+    /// let _a = r.try_lock().ok().expect("free");
+    /// let r2 = r.clone();
+    /// let mut child = shmproc::Process::spawn(move || assert!(r2.try_lock().is_err()))?;
+    /// assert_eq!(child.join()?, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_lock(&self) -> Result<RLockGuard<'_>, TryLockError<RLockGuard<'_>>> {
         let me = thread_id::owner();
         match self.raw().try_lock_recursive(&me, &ProcLiveness) {
@@ -462,6 +711,13 @@ impl RLock {
     }
 
     /// Locks, waiting at most `timeout`.
+    ///
+    /// ```
+    /// let r = shmproc::RLock::new()?;
+    /// let g = r.lock_timeout(std::time::Duration::from_millis(10)).ok().expect("free");
+    /// drop(g);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> Result<RLockGuard<'_>, LockTimeoutError<RLockGuard<'_>>> {
         let me = thread_id::owner();
         match self.raw().lock_recursive(&me, Some(Deadline::after(timeout)), &ProcLiveness) {
@@ -471,6 +727,15 @@ impl RLock {
     }
 
     /// Whether the lock is held (a snapshot).
+    ///
+    /// ```
+    /// let r = shmproc::RLock::new()?;
+    /// let g = r.lock().unwrap();
+    /// assert!(r.is_locked());
+    /// drop(g);
+    /// assert!(!r.is_locked());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn is_locked(&self) -> bool {
         self.raw().is_locked()
@@ -480,6 +745,13 @@ impl RLock {
 impl_handle_archive!([] RLock, l => &l.obj, |seg, idx| RLock::from_parts(seg, idx));
 
 /// A held level of an [`RLock`]; releases that level on drop.
+///
+/// ```
+/// let r = shmproc::RLock::new()?;
+/// let guard: shmproc::RLockGuard<'_> = r.lock().unwrap();
+/// drop(guard);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "if unused the RLock will immediately unlock"]
 pub struct RLockGuard<'a> {
     lock: &'a RLock,
