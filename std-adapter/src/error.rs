@@ -8,6 +8,13 @@ use crate::segment::SegmentError;
 
 /// Why a shared object (lock, semaphore, queue, ...) could not be created or
 /// opened.
+///
+/// ```
+/// let seg = shmproc::Segment::anonymous(1 << 16)?;
+/// let err: shmproc::Error = shmproc::Event::open_in(&seg, "missing").unwrap_err();
+/// println!("{err}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub enum Error {
     /// Mapping or creating the segment failed.

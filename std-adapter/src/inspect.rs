@@ -28,6 +28,16 @@ use shmproc_core::Identity;
 use crate::segment::Segment;
 
 /// What an object looks like right now.
+///
+/// ```
+/// use shmproc::inspect::{inspect, ObjectState};
+/// let seg = shmproc::Segment::anonymous(1 << 16)?;
+/// let s = shmproc::Semaphore::new_in(&seg, "slots", 3)?;
+/// s.acquire();
+/// let report = inspect(&seg)?;
+/// assert!(matches!(report.objects[0].state, ObjectState::Semaphore { value: 2, .. }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ObjectState {
     /// A lock (also `Mutex<T>`, `Value<T>`, `RLock`).
@@ -140,6 +150,14 @@ impl fmt::Display for ObjectState {
 }
 
 /// One object of a segment.
+///
+/// ```
+/// let seg = shmproc::Segment::anonymous(1 << 16)?;
+/// shmproc::Event::new_in(&seg, "go")?;
+/// let obj = &shmproc::inspect::inspect(&seg)?.objects[0];
+/// assert_eq!((obj.name.as_str(), obj.kind), ("go", "event"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct ObjectReport {
     /// Directory index.
@@ -153,6 +171,14 @@ pub struct ObjectReport {
 }
 
 /// A segment's header and objects.
+///
+/// ```
+/// let seg = shmproc::Segment::anonymous(1 << 16)?;
+/// let report = shmproc::inspect::inspect(&seg)?;
+/// assert!(report.creator_alive);
+/// assert!(report.objects.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct SegmentReport {
     /// Validated header fields.
@@ -181,6 +207,16 @@ fn kind_name(k: u32) -> &'static str {
 }
 
 /// Describes every object in `seg`.
+///
+/// ```
+/// let seg = shmproc::Segment::anonymous(1 << 20)?;
+/// let q = shmproc::Queue::<u8>::builder().capacity(4).build_in::<u8>(&seg, "q")?;
+/// q.send(&1)?;
+/// for obj in shmproc::inspect::inspect(&seg)?.objects {
+///     println!("{} ({}): {}", obj.name, obj.kind, obj.state);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn inspect(seg: &Segment) -> Result<SegmentReport, RegionError> {
     let region = seg.region();
     let header = region.info()?;

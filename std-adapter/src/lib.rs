@@ -181,6 +181,13 @@ pub use value::Value;
 /// function and exits, never returning; otherwise it returns at once after
 /// installing the fork handlers. Spawn mode refuses to start children until it
 /// has been called.
+///
+/// ```
+/// fn main() {
+///     shmproc::init(); // first thing in main
+///     // ... the program ...
+/// }
+/// ```
 pub fn init() {
     spawn::init();
 }

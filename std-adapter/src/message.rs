@@ -19,6 +19,20 @@ use rkyv::{Archive, Deserialize, Serialize};
 ///
 /// Keep message types away from rkyv's niching wrappers (`#[rkyv(niche)]`,
 /// `Niche`, `NicheInto`): they have open soundness reports.
+///
+/// ```
+/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+/// struct Job {
+///     id: u64,
+///     args: Vec<String>,
+/// }
+/// fn takes_messages<T: shmproc::Message>(_: &T) {}
+/// takes_messages(&Job { id: 1, args: vec![] });
+/// let q = shmproc::Queue::<Job>::bounded(2)?;
+/// q.send(&Job { id: 2, args: vec!["-v".into()] })?;
+/// assert_eq!(q.recv()?.id, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Message:
     Sized
     + Archive<

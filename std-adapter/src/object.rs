@@ -112,6 +112,23 @@ impl Object {
 }
 
 /// The archived form of every handle: a descriptor number and an index.
+///
+/// ```
+/// // Every handle crosses into a spawn-mode child as a HandleRepr
+/// // (a descriptor number and a directory index), inside the child's argument.
+/// fn child(q: shmproc::Queue<u32>) {
+///     q.send(&1).unwrap();
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     shmproc::init();
+///     let q = shmproc::Queue::<u32>::bounded(2)?;
+///     let mut p = shmproc::Process::spawn_fn(child, q.clone())?;
+///     assert_eq!(q.recv()?, 1);
+///     p.join()?;
+///     Ok(())
+/// }
+/// ```
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy)]
 pub struct HandleRepr {
     fd: i32,

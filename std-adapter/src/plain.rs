@@ -9,6 +9,19 @@
 /// `#[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::AnyBitPattern)]`.
 /// `bool`, `char`, enums, references and `NonZero*` do not (not every bit
 /// pattern is valid for them).
+///
+/// ```
+/// #[derive(Clone, Copy, shmproc::bytemuck::AnyBitPattern)]
+/// #[repr(C)]
+/// struct Point {
+///     x: f32,
+///     y: f32,
+/// }
+/// // Any bit pattern is a valid Point, so it may live in shared memory as is.
+/// let p = shmproc::Value::new(Point { x: 1.0, y: 2.0 })?;
+/// assert_eq!(p.get().y, 2.0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Plain: bytemuck::AnyBitPattern + Send {}
 
 impl<T: bytemuck::AnyBitPattern + Send> Plain for T {}

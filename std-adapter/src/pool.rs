@@ -49,6 +49,16 @@ use crate::queue::{Queue, Receiver, RecvTimeoutError, Sender, TrySendError};
 use crate::spawn::{fn_address, fn_offset};
 
 /// Why a task did not produce a result.
+///
+/// ```
+/// use shmproc::{Pool, TaskError};
+/// fn boom(_: u8) -> u8 {
+///     panic!("boom")
+/// }
+/// let pool = Pool::new(1)?;
+/// assert!(matches!(pool.apply(boom, 0), Err(TaskError::Panicked(m)) if m.contains("boom")));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskError {
     /// The task panicked; the message is the panic payload.
@@ -84,6 +94,15 @@ impl fmt::Display for TaskError {
 impl std::error::Error for TaskError {}
 
 /// Why a pool could not be created or managed.
+///
+/// ```
+/// use shmproc::{Pool, PoolError};
+/// let pool = Pool::new(1)?;
+/// assert!(matches!(pool.join(), Err(PoolError::StillRunning))); // close first
+/// pool.close();
+/// pool.join()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub enum PoolError {
     /// Creating the shared queues failed.
@@ -247,6 +266,15 @@ fn worker_main(args: WorkerArgs) -> i32 {
 }
 
 /// Configures a [`Pool`].
+///
+/// ```
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// let pool = shmproc::Pool::builder().processes(2).max_tasks_per_child(100).build()?;
+/// assert_eq!(pool.apply(square, 4)?, 16);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct PoolBuilder {
@@ -275,24 +303,62 @@ impl Default for PoolBuilder {
 
 impl PoolBuilder {
     /// Number of workers (default: [`cpu_count`]).
+    ///
+    /// ```
+    /// let pool = shmproc::Pool::builder().processes(3).build()?;
+    /// assert_eq!(pool.worker_pids().len(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn processes(mut self, n: usize) -> Self {
         self.processes = n.max(1);
         self
     }
 
     /// A function each worker runs once when it starts.
+    ///
+    /// ```
+    /// fn setup() {
+    ///     println!("worker {} ready", std::process::id());
+    /// }
+    /// let pool = shmproc::Pool::builder().processes(1).initializer(setup).build()?;
+    /// assert_eq!(pool.worker_pids().len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn initializer(mut self, f: fn()) -> Self {
         self.initializer = Some(f);
         self
     }
 
     /// Replace each worker after it has run `k` tasks (0: never).
+    ///
+    /// ```
+    /// fn pid(_: u8) -> u32 {
+    ///     std::process::id()
+    /// }
+    /// let pool = shmproc::Pool::builder().processes(1).max_tasks_per_child(1).build()?;
+    /// let (a, b) = (pool.apply(pid, 0)?, pool.apply(pid, 0)?);
+    /// assert_ne!(a, b); // a fresh worker for each task
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_tasks_per_child(mut self, k: u64) -> Self {
         self.max_tasks_per_child = k;
         self
     }
 
     /// Start workers by re-executing the binary instead of forking.
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     shmproc::init();
+    ///     let pool = shmproc::Pool::builder().processes(1).spawn_mode(true).build()?;
+    ///     assert_eq!(pool.apply(square, 5)?, 25);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn spawn_mode(mut self, yes: bool) -> Self {
         self.spawn_mode = yes;
         self
@@ -301,18 +367,46 @@ impl PoolBuilder {
     /// Fork workers even from a multi-threaded parent (see
     /// [`crate::Builder::allow_threaded_fork`]; the workers run only the
     /// pool's loop and your task functions).
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(100)));
+    /// let pool = shmproc::Pool::builder().processes(1).allow_threaded_fork(true).build()?;
+    /// assert_eq!(pool.apply(square, 2)?, 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn allow_threaded_fork(mut self, yes: bool) -> Self {
         self.allow_threaded_fork = yes;
         self
     }
 
     /// Largest serialised task argument or result, in bytes (default 8 KiB).
+    ///
+    /// ```
+    /// fn len(v: Vec<u8>) -> usize {
+    ///     v.len()
+    /// }
+    /// let pool = shmproc::Pool::builder().processes(1).max_message_size(1 << 16).build()?;
+    /// assert_eq!(pool.apply(len, vec![0u8; 30_000])?, 30_000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.message_size = bytes.max(64);
         self
     }
 
     /// Creates the pool and starts its workers.
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let pool = shmproc::Pool::builder().build()?; // one worker per CPU
+    /// assert_eq!(pool.map(square, [1, 2])?, [1, 4]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn build(self) -> Result<Pool, PoolError> {
         // A slot ring: workers hold their task's slot while they run it.
         let tasks =
@@ -544,6 +638,17 @@ impl PoolInner {
 }
 
 /// A pool of worker processes.
+///
+/// ```
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// let pool = shmproc::Pool::new(2)?;
+/// assert_eq!(pool.map(square, 0..4u64)?, [0, 1, 4, 9]);
+/// pool.close();
+/// pool.join()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Pool {
     inner: Arc<PoolInner>,
 }
@@ -560,6 +665,16 @@ impl fmt::Debug for Pool {
 }
 
 /// The pending result of a task submitted with [`Pool::apply_async`].
+///
+/// ```
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// let pool = shmproc::Pool::new(1)?;
+/// let r: shmproc::AsyncResult<u64> = pool.apply_async(square, 6)?;
+/// assert_eq!(r.get()?, 36);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct AsyncResult<R> {
     inner: Arc<PoolInner>,
     id: u64,
@@ -573,11 +688,34 @@ impl<R: Message> AsyncResult<R> {
     }
 
     /// Waits for the result.
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let pool = shmproc::Pool::new(1)?;
+    /// let r = pool.apply_async(square, 3)?;
+    /// assert_eq!(r.get()?, 9);
+    /// assert_eq!(r.get()?, 9); // again: the same result
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(&self) -> Result<R, TaskError> {
         Self::decode(self.inner.wait_for(self.id, None).unwrap_or(Err(TaskError::Closed)))
     }
 
     /// Waits at most `timeout`; `Err(TaskError::Timeout)` if not ready then.
+    ///
+    /// ```
+    /// fn slow(ms: u64) -> u64 {
+    ///     std::thread::sleep(std::time::Duration::from_millis(ms));
+    ///     ms
+    /// }
+    /// let pool = shmproc::Pool::new(1)?;
+    /// let r = pool.apply_async(slow, 300)?;
+    /// assert!(matches!(r.get_timeout(std::time::Duration::from_millis(10)), Err(shmproc::TaskError::Timeout)));
+    /// assert_eq!(r.get()?, 300);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<R, TaskError> {
         match self.inner.wait_for(self.id, Some(Deadline::after(timeout))) {
             Some(r) => Self::decode(r),
@@ -586,22 +724,66 @@ impl<R: Message> AsyncResult<R> {
     }
 
     /// Waits until the task has finished (successfully or not).
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let pool = shmproc::Pool::new(1)?;
+    /// let r = pool.apply_async(square, 2)?;
+    /// r.wait();
+    /// assert!(r.ready());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait(&self) {
         let _ = self.inner.wait_for(self.id, None);
     }
 
     /// Waits at most `timeout`; returns whether the task has finished.
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let pool = shmproc::Pool::new(1)?;
+    /// let r = pool.apply_async(square, 2)?;
+    /// assert!(r.wait_timeout(std::time::Duration::from_secs(10)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         self.inner.wait_for(self.id, Some(Deadline::after(timeout))).is_some()
     }
 
     /// Whether the task has finished (collects results without waiting).
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let pool = shmproc::Pool::new(1)?;
+    /// let r = pool.apply_async(square, 2)?;
+    /// r.wait();
+    /// assert!(r.ready());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn ready(&self) -> bool {
         self.inner.wait_for(self.id, Some(Deadline::now())).is_some()
     }
 
     /// `Some(true)` if it finished with a result, `Some(false)` if it failed,
     /// `None` if it has not finished (Python raises there).
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let pool = shmproc::Pool::new(1)?;
+    /// let r = pool.apply_async(square, 2)?;
+    /// assert_eq!(r.successful(), None.or(r.successful())); // not known until ready
+    /// r.wait();
+    /// assert_eq!(r.successful(), Some(true));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn successful(&self) -> Option<bool> {
         self.inner.wait_for(self.id, Some(Deadline::now())).map(|r| r.is_ok())
     }
@@ -630,27 +812,70 @@ fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
 
 impl Pool {
     /// A pool of `processes` forked workers.
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let pool = shmproc::Pool::new(2)?;
+    /// assert_eq!(pool.apply(square, 9)?, 81);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(processes: usize) -> Result<Pool, PoolError> {
         PoolBuilder::default().processes(processes).build()
     }
 
     /// A builder (processes, initializer, max_tasks_per_child, spawn mode).
+    ///
+    /// ```
+    /// let pool = shmproc::Pool::builder().processes(1).build()?;
+    /// assert_eq!(pool.worker_pids().len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn builder() -> PoolBuilder {
         PoolBuilder::default()
     }
 
     /// The worker pids right now.
+    ///
+    /// ```
+    /// let pool = shmproc::Pool::new(2)?;
+    /// let pids = pool.worker_pids();
+    /// assert_eq!(pids.len(), 2);
+    /// assert!(!pids.contains(&std::process::id()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn worker_pids(&self) -> Vec<u32> {
         self.inner.lock().workers.iter().map(Process::pid).collect()
     }
 
     /// Runs `f(arg)` in a worker and waits for the result.
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let pool = shmproc::Pool::new(1)?;
+    /// assert_eq!(pool.apply(square, 12)?, 144);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn apply<A: Message, R: Message>(&self, f: fn(A) -> R, arg: A) -> Result<R, TaskError> {
         self.apply_async(f, arg)?.get()
     }
 
     /// Submits `f(arg)`; returns at once.
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let pool = shmproc::Pool::new(2)?;
+    /// let rs: Vec<_> = (0..4u64).map(|x| pool.apply_async(square, x)).collect::<Result<_, _>>()?;
+    /// let got: Vec<u64> = rs.iter().map(|r| r.get()).collect::<Result<_, _>>()?;
+    /// assert_eq!(got, [0, 1, 4, 9]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn apply_async<A: Message, R: Message>(&self, f: fn(A) -> R, arg: A) -> Result<AsyncResult<R>, TaskError> {
         let bytes = encode(&arg).map_err(|e| TaskError::Message(e.to_string()))?;
         let id = self.inner.submit(tramp_one::<A, R>, f as usize, &bytes, None)?;
@@ -661,6 +886,20 @@ impl Pool {
     /// and one for a failure; one of them runs exactly once, in this process,
     /// when the result is collected (on the thread that collects it, outside
     /// the pool's lock, so a callback may submit more tasks).
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// use std::sync::{Arc, Mutex};
+    /// let pool = shmproc::Pool::new(1)?;
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let s = seen.clone();
+    /// let r = pool.apply_async_with(square, 7, move |v| s.lock().unwrap().push(v), |e| eprintln!("failed: {e}"))?;
+    /// r.wait(); // callbacks run here, in this process
+    /// assert_eq!(*seen.lock().unwrap(), [49]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn apply_async_with<A, R, C, E>(
         &self,
         f: fn(A) -> R,
@@ -749,6 +988,15 @@ impl Pool {
 
     /// Like [`map`](Pool::map) for two-argument functions (Python's `starmap`);
     /// chunks too large for a message are split, as in `map`.
+    ///
+    /// ```
+    /// fn add(a: u32, b: u32) -> u32 {
+    ///     a + b
+    /// }
+    /// let pool = shmproc::Pool::new(2)?;
+    /// assert_eq!(pool.starmap(add, [(1, 2), (3, 4)])?, [3, 7]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn starmap<A: Message, B: Message, R: Message>(
         &self,
         f: fn(A, B) -> R,
@@ -781,6 +1029,17 @@ impl Pool {
     }
 
     /// Like [`imap`](Pool::imap), but in completion order.
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let pool = shmproc::Pool::new(2)?;
+    /// let mut got: Vec<u64> = pool.imap_unordered(square, 0..5u64).collect::<Result<_, _>>()?;
+    /// got.sort();
+    /// assert_eq!(got, [0, 1, 4, 9, 16]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn imap_unordered<A: Message, R: Message>(
         &self,
         f: fn(A) -> R,
@@ -811,6 +1070,17 @@ impl Pool {
     }
 
     /// No more tasks may be submitted; workers exit once the queue is empty.
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let pool = shmproc::Pool::new(1)?;
+    /// pool.close();
+    /// assert!(pool.apply(square, 1).is_err()); // no new tasks
+    /// pool.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(&self) {
         self.inner.lock().closed = true;
     }
@@ -818,6 +1088,18 @@ impl Pool {
     /// Waits for every submitted task (running callbacks), then for the
     /// workers to exit. Call [`close`](Pool::close) or
     /// [`terminate`](Pool::terminate) first.
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let pool = shmproc::Pool::new(2)?;
+    /// let r = pool.apply_async(square, 5)?;
+    /// pool.close();
+    /// pool.join()?; // waits for the workers to finish and exit
+    /// assert_eq!(r.get()?, 25);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn join(&self) -> Result<(), PoolError> {
         let mut st = self.inner.lock();
         if !st.closed && !st.terminated {
@@ -837,6 +1119,20 @@ impl Pool {
     }
 
     /// Kills the workers at once; unfinished tasks fail with `Closed`.
+    ///
+    /// ```
+    /// fn forever(_: u8) {
+    ///     loop {
+    ///         std::thread::sleep(std::time::Duration::from_secs(1));
+    ///     }
+    /// }
+    /// let pool = shmproc::Pool::new(1)?;
+    /// let r = pool.apply_async(forever, 0)?;
+    /// pool.terminate(); // stops the workers now
+    /// assert!(r.get().is_err());
+    /// pool.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn terminate(&self) {
         let mut st = self.inner.lock();
         st.terminated = true;

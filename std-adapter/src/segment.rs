@@ -36,12 +36,24 @@ use shmproc_core::{Deadline, Identity};
 
 /// Prefix of every named segment in `/dev/shm`, so that [`Segment::list`] finds
 /// only ours.
+///
+/// ```
+/// let name = format!("doc-prefix-{}", std::process::id());
+/// let _seg = shmproc::Segment::create_named(&name, 4096)?;
+/// assert!(std::path::Path::new(&format!("/dev/shm/{}{name}", shmproc::segment::NAME_PREFIX)).exists());
+/// # Ok::<(), shmproc::SegmentError>(())
+/// ```
 pub const NAME_PREFIX: &str = "shmproc-";
 const SHM_DIR: &str = "/dev/shm";
 const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Errors from creating, opening, listing or removing segments. Each carries
 /// the segment name where there is one, and the OS error where there is one.
+///
+/// ```
+/// use shmproc::{Segment, SegmentError};
+/// assert!(matches!(Segment::open("surely-not-there-4711"), Err(SegmentError::NotFound { .. })));
+/// ```
 #[derive(Debug)]
 pub enum SegmentError {
     /// A system call failed.
@@ -134,6 +146,16 @@ fn os<'a>(op: &'static str, name: Option<&'a str>) -> impl FnOnce(io::Error) -> 
 
 /// A mapped shared-memory segment holding a [`Region`]. Cloning gives another
 /// handle to the same mapping.
+///
+/// ```
+/// let seg = shmproc::Segment::anonymous(1 << 16)?;
+/// let counter = shmproc::Value::new_in(&seg, "counter", 0u64)?;
+/// let done = shmproc::Event::new_in(&seg, "done")?;
+/// counter.set(1);
+/// done.set();
+/// assert_eq!(shmproc::Value::<u64>::open_in(&seg, "counter")?.get(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Segment {
     inner: Arc<Inner>,
@@ -175,6 +197,14 @@ impl Drop for Inner {
 }
 
 /// Summary of one named segment, from [`Segment::list`].
+///
+/// ```
+/// let name = format!("doc-info-{}", std::process::id());
+/// let _seg = shmproc::Segment::create_named(&name, 4096)?;
+/// let info = shmproc::Segment::list()?.into_iter().find(|i| i.name == name).expect("listed");
+/// assert!(info.size >= 4096 && !info.is_stale());
+/// # Ok::<(), shmproc::SegmentError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct SegmentInfo {
     /// The name as given to `create_named` (without the prefix).
@@ -188,6 +218,15 @@ pub struct SegmentInfo {
 }
 
 /// The state of a listed segment.
+///
+/// ```
+/// use shmproc::{Segment, SegmentStatus};
+/// let name = format!("doc-status-{}", std::process::id());
+/// let _seg = Segment::create_named(&name, 4096)?;
+/// let info = Segment::list()?.into_iter().find(|i| i.name == name).expect("listed");
+/// assert!(matches!(info.status, SegmentStatus::Valid { creator_alive: true, .. }));
+/// # Ok::<(), shmproc::SegmentError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub enum SegmentStatus {
     /// A valid region.
@@ -209,6 +248,16 @@ pub enum SegmentStatus {
 
 impl SegmentInfo {
     /// Whether the segment is a leftover: its creator is dead.
+    ///
+    /// ```
+    /// // A segment whose creator died is stale; `remove_stale` unlinks those.
+    /// for info in shmproc::Segment::list()? {
+    ///     if info.is_stale() {
+    ///         println!("stale: {}", info.name);
+    ///     }
+    /// }
+    /// # Ok::<(), shmproc::SegmentError>(())
+    /// ```
     #[must_use]
     pub fn is_stale(&self) -> bool {
         matches!(self.status, SegmentStatus::Valid { creator_alive: false, .. })
@@ -258,12 +307,28 @@ fn layout_size(size: usize, dir: u32) -> Result<usize, SegmentError> {
 
 impl Segment {
     /// Creates an anonymous segment with room for `size` bytes of objects.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 20)?;
+    /// assert!(seg.name().is_none());
+    /// assert!(seg.len() >= 1 << 20);
+    /// # Ok::<(), shmproc::SegmentError>(())
+    /// ```
     pub fn anonymous(size: usize) -> Result<Segment, SegmentError> {
         Segment::anonymous_with_directory(size, DEFAULT_DIR_CAPACITY)
     }
 
     /// Like [`anonymous`](Segment::anonymous) with a directory of `dir` slots
     /// (how many named objects the segment can hold).
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous_with_directory(1 << 16, 4)?;
+    /// for i in 0..4 {
+    ///     shmproc::Event::new_in(&seg, &format!("e{i}"))?;
+    /// }
+    /// assert!(shmproc::Event::new_in(&seg, "e4").is_err()); // the directory is full
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn anonymous_with_directory(size: usize, dir: u32) -> Result<Segment, SegmentError> {
         let total = layout_size(size, dir)?;
         // SAFETY: the name is a valid C string; flags are valid memfd flags.
@@ -297,6 +362,13 @@ impl Segment {
     }
 
     /// Like [`create_named`](Segment::create_named) with a directory of `dir` slots.
+    ///
+    /// ```
+    /// let name = format!("doc-dir-{}", std::process::id());
+    /// let seg = shmproc::Segment::create_named_with_directory(&name, 1 << 16, 2)?;
+    /// assert_eq!(seg.name(), Some(name.as_str()));
+    /// # Ok::<(), shmproc::SegmentError>(())
+    /// ```
     pub fn create_named_with_directory(name: &str, size: usize, dir: u32) -> Result<Segment, SegmentError> {
         let c = shm_name(name)?;
         let total = layout_size(size, dir)?;
@@ -343,12 +415,29 @@ impl Segment {
 
     /// Opens an existing named segment, waiting up to 5 s for its creator to
     /// finish initialising it.
+    ///
+    /// ```
+    /// let name = format!("doc-open-{}", std::process::id());
+    /// let seg = shmproc::Segment::create_named(&name, 1 << 16)?;
+    /// shmproc::Value::new_in(&seg, "v", 5u32)?;
+    /// let same = shmproc::Segment::open(&name)?; // what another process does
+    /// assert_eq!(shmproc::Value::<u32>::open_in(&same, "v")?.get(), 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(name: &str) -> Result<Segment, SegmentError> {
         Segment::open_timeout(name, DEFAULT_OPEN_TIMEOUT)
     }
 
     /// Opens an existing named segment, waiting up to `timeout` for its creator
     /// to size and initialise it. Refuses segments owned by another user.
+    ///
+    /// ```
+    /// let name = format!("doc-open-timeout-{}", std::process::id());
+    /// let _seg = shmproc::Segment::create_named(&name, 4096)?;
+    /// let opened = shmproc::Segment::open_timeout(&name, std::time::Duration::from_secs(1))?;
+    /// assert_eq!(opened.name(), Some(name.as_str()));
+    /// # Ok::<(), shmproc::SegmentError>(())
+    /// ```
     pub fn open_timeout(name: &str, timeout: Duration) -> Result<Segment, SegmentError> {
         let deadline = Deadline::after(timeout);
         let c = shm_name(name)?;
@@ -445,30 +534,60 @@ impl Segment {
     }
 
     /// The region at offset 0 of the segment.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// shmproc::Event::new_in(&seg, "ready")?;
+    /// let info = seg.region().find(b"ready").expect("published");
+    /// assert_eq!(info.name(), b"ready");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn region(&self) -> &Region {
         &self.inner.region
     }
 
     /// The segment's name, for named segments.
+    ///
+    /// ```
+    /// let name = format!("doc-name-{}", std::process::id());
+    /// assert_eq!(shmproc::Segment::create_named(&name, 4096)?.name(), Some(name.as_str()));
+    /// # Ok::<(), shmproc::SegmentError>(())
+    /// ```
     #[must_use]
     pub fn name(&self) -> Option<&str> {
         self.inner.name.as_deref()
     }
 
     /// Size of the mapping in bytes.
+    ///
+    /// ```
+    /// assert!(shmproc::Segment::anonymous(8192)?.len() >= 8192);
+    /// # Ok::<(), shmproc::SegmentError>(())
+    /// ```
     #[must_use]
     pub fn len(&self) -> usize {
         self.inner.map.len()
     }
 
     /// Always false: a segment holds at least its region header.
+    ///
+    /// ```
+    /// assert!(!shmproc::Segment::anonymous(8192)?.is_empty());
+    /// # Ok::<(), shmproc::SegmentError>(())
+    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
         false
     }
 
     /// The file descriptor behind the mapping (close-on-exec).
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(4096)?;
+    /// assert!(seg.as_raw_fd() >= 0);
+    /// # Ok::<(), shmproc::SegmentError>(())
+    /// ```
     #[must_use]
     pub fn as_raw_fd(&self) -> RawFd {
         self.inner.fd.as_raw_fd()
@@ -476,11 +595,27 @@ impl Segment {
 
     /// Keeps a named segment in `/dev/shm` after the creator's handles drop (it
     /// can then be opened later, and removed with [`Segment::remove`]).
+    ///
+    /// ```
+    /// let name = format!("doc-persist-{}", std::process::id());
+    /// shmproc::Segment::create_named(&name, 4096)?.persist();
+    /// // Still there after the handle dropped; remove it explicitly.
+    /// shmproc::Segment::remove(&name)?;
+    /// # Ok::<(), shmproc::SegmentError>(())
+    /// ```
     pub fn persist(&self) {
         self.inner.unlink_on_drop.store(false, Ordering::Relaxed);
     }
 
     /// Whether two handles refer to the same mapping.
+    ///
+    /// ```
+    /// let a = shmproc::Segment::anonymous(4096)?;
+    /// let b = a.clone();
+    /// assert!(a.same_as(&b));
+    /// assert!(!a.same_as(&shmproc::Segment::anonymous(4096)?));
+    /// # Ok::<(), shmproc::SegmentError>(())
+    /// ```
     #[must_use]
     pub fn same_as(&self, other: &Segment) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
@@ -488,6 +623,13 @@ impl Segment {
 
     /// Lists the named shmproc segments in `/dev/shm`, with their creator and
     /// whether it is alive. Other users' segments are listed but not opened.
+    ///
+    /// ```
+    /// let name = format!("doc-list-{}", std::process::id());
+    /// let _seg = shmproc::Segment::create_named(&name, 4096)?;
+    /// assert!(shmproc::Segment::list()?.iter().any(|i| i.name == name));
+    /// # Ok::<(), shmproc::SegmentError>(())
+    /// ```
     pub fn list() -> Result<Vec<SegmentInfo>, SegmentError> {
         let mut out = Vec::new();
         let dir = match std::fs::read_dir(SHM_DIR) {
@@ -535,6 +677,16 @@ impl Segment {
 
     /// Removes the named segment (processes that have it mapped keep their
     /// mapping). Refuses other users' segments.
+    ///
+    /// ```
+    /// let name = format!("doc-remove-{}", std::process::id());
+    /// let seg = shmproc::Segment::create_named(&name, 4096)?;
+    /// seg.persist();
+    /// drop(seg);
+    /// shmproc::Segment::remove(&name)?;
+    /// assert!(shmproc::Segment::open(&name).is_err());
+    /// # Ok::<(), shmproc::SegmentError>(())
+    /// ```
     pub fn remove(name: &str) -> Result<(), SegmentError> {
         let c = shm_name(name)?;
         let path = format!("{SHM_DIR}/{NAME_PREFIX}{name}");
@@ -559,6 +711,14 @@ impl Segment {
     }
 
     /// Removes every segment of ours whose creator is dead; returns their names.
+    ///
+    /// ```
+    /// let removed = shmproc::Segment::remove_stale()?;
+    /// for name in removed {
+    ///     println!("removed the leftover {name}");
+    /// }
+    /// # Ok::<(), shmproc::SegmentError>(())
+    /// ```
     pub fn remove_stale() -> Result<Vec<String>, SegmentError> {
         let mut removed = Vec::new();
         for info in Segment::list()? {

@@ -43,6 +43,15 @@ use crate::segment::Segment;
 use crate::thread_id;
 
 /// Why a shared map or list operation failed.
+///
+/// ```
+/// use shmproc::{SharedError, SharedList};
+/// let l = SharedList::<u8>::with_capacity(1)?;
+/// l.push(&1)?;
+/// assert_eq!(l.push(&2), Err(SharedError::Full));
+/// assert_eq!(l.get(5), Err(SharedError::OutOfBounds));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SharedError {
     /// No free slot (map) or the list is at capacity.
@@ -254,6 +263,17 @@ impl Table {
 
 /// A bounded hash map in shared memory (Python's `Manager().dict()`). Keys
 /// are compared by their rkyv-archived bytes.
+///
+/// ```
+/// let m = shmproc::SharedMap::<String, u32>::with_capacity(64)?;
+/// let m2 = m.clone();
+/// let mut child = shmproc::Process::spawn(move || {
+///     m2.insert(&"answer".to_string(), &42).unwrap();
+/// })?;
+/// child.join()?;
+/// assert_eq!(m.get(&"answer".to_string())?, Some(42));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct SharedMap<K, V> {
     t: Table,
     _kv: PhantomData<fn(K) -> V>,
@@ -272,6 +292,13 @@ impl<K, V> fmt::Debug for SharedMap<K, V> {
 }
 
 /// Default serialised key and value sizes.
+///
+/// ```
+/// let m = shmproc::SharedMap::<String, String>::with_capacity(4)?;
+/// let long = "x".repeat(shmproc::shared_map::DEFAULT_ENTRY_SIZE * 2);
+/// assert!(m.insert(&"k".to_string(), &long).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub const DEFAULT_ENTRY_SIZE: usize = 256;
 
 fn map_recover(t: &Table) {
@@ -303,17 +330,37 @@ fn map_recover(t: &Table) {
 impl<K: Message, V: Message> SharedMap<K, V> {
     /// A map for up to `capacity` entries with keys and values of up to
     /// [`DEFAULT_ENTRY_SIZE`] serialised bytes each, in a segment of its own.
+    ///
+    /// ```
+    /// let m = shmproc::SharedMap::<u32, u32>::with_capacity(16)?;
+    /// assert_eq!(m.capacity(), 16);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_capacity(capacity: usize) -> Result<SharedMap<K, V>, Error> {
         SharedMap::with_sizes(capacity, DEFAULT_ENTRY_SIZE, DEFAULT_ENTRY_SIZE)
     }
 
     /// A map with explicit serialised key and value size limits.
+    ///
+    /// ```
+    /// let m = shmproc::SharedMap::<u64, Vec<u8>>::with_sizes(8, 16, 4096)?;
+    /// m.insert(&1, &vec![0; 3000])?;
+    /// assert_eq!(m.get(&1)?.map(|v| v.len()), Some(3000));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_sizes(capacity: usize, key_size: usize, value_size: usize) -> Result<SharedMap<K, V>, Error> {
         let slots = capacity.max(1).checked_mul(2).ok_or(Error::Layout("capacity"))?;
         Ok(SharedMap { t: Table::create(None, "", kind::SHARED_MAP, slots, key_size, value_size)?, _kv: PhantomData })
     }
 
     /// A map named `name` in `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 20)?;
+    /// let m = shmproc::SharedMap::<u32, u32>::new_in(&seg, "counts", 32)?;
+    /// m.insert(&1, &1)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new_in(seg: &Segment, name: &str, capacity: usize) -> Result<SharedMap<K, V>, Error> {
         let slots = capacity.max(1) * 2;
         Ok(SharedMap {
@@ -323,6 +370,14 @@ impl<K: Message, V: Message> SharedMap<K, V> {
     }
 
     /// Opens the map named `name` in `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 20)?;
+    /// shmproc::SharedMap::<u32, u32>::new_in(&seg, "counts", 32)?.insert(&1, &10)?;
+    /// let m = shmproc::SharedMap::<u32, u32>::open_in(&seg, "counts")?;
+    /// assert_eq!(m.get(&1)?, Some(10));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<SharedMap<K, V>, Error> {
         Ok(SharedMap { t: Table::validate(Object::open(seg, name, kind::SHARED_MAP, HEAD_SPAN)?)?, _kv: PhantomData })
     }
@@ -365,12 +420,27 @@ impl<K: Message, V: Message> SharedMap<K, V> {
     }
 
     /// Inserts or replaces; returns the previous value.
+    ///
+    /// ```
+    /// let m = shmproc::SharedMap::<u8, u8>::with_capacity(4)?;
+    /// assert_eq!(m.insert(&1, &10)?, None);
+    /// assert_eq!(m.insert(&1, &11)?, Some(10)); // the old value
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn insert(&self, key: &K, value: &V) -> Result<Option<V>, SharedError> {
         let vb = self.encode_value(value)?;
         self.modify(key, |_| Ok(Some(vb)))
     }
 
     /// The value for `key`.
+    ///
+    /// ```
+    /// let m = shmproc::SharedMap::<u8, String>::with_capacity(4)?;
+    /// m.insert(&1, &"one".to_string())?;
+    /// assert_eq!(m.get(&1)?.as_deref(), Some("one"));
+    /// assert_eq!(m.get(&2)?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(&self, key: &K) -> Result<Option<V>, SharedError> {
         let k = self.encode_key(key)?;
         let _g = self.t.lock(map_recover);
@@ -381,6 +451,13 @@ impl<K: Message, V: Message> SharedMap<K, V> {
     }
 
     /// Whether `key` is present.
+    ///
+    /// ```
+    /// let m = shmproc::SharedMap::<u8, u8>::with_capacity(4)?;
+    /// m.insert(&3, &0)?;
+    /// assert!(m.contains_key(&3)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn contains_key(&self, key: &K) -> Result<bool, SharedError> {
         let k = self.encode_key(key)?;
         let _g = self.t.lock(map_recover);
@@ -388,6 +465,14 @@ impl<K: Message, V: Message> SharedMap<K, V> {
     }
 
     /// Removes `key`; returns its value.
+    ///
+    /// ```
+    /// let m = shmproc::SharedMap::<u8, u8>::with_capacity(4)?;
+    /// m.insert(&3, &9)?;
+    /// assert_eq!(m.remove(&3)?, Some(9));
+    /// assert!(m.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn remove(&self, key: &K) -> Result<Option<V>, SharedError> {
         self.modify(key, |_| Ok(None))
     }
@@ -403,6 +488,17 @@ impl<K: Message, V: Message> SharedMap<K, V> {
     /// Atomically replaces the value of `key` by `f(old)` (`None` removes it,
     /// or leaves it absent); returns the old value. Across processes this is
     /// the way to do `d[k] += 1`.
+    ///
+    /// ```
+    /// let m = shmproc::SharedMap::<String, u64>::with_capacity(8)?;
+    /// let word = "hi".to_string();
+    /// for _ in 0..3 {
+    ///     // Read-modify-write under the map's lock: no update is lost.
+    ///     m.update(&word, |n| Some(n.copied().unwrap_or(0) + 1))?;
+    /// }
+    /// assert_eq!(m.get(&word)?, Some(3));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn update(&self, key: &K, f: impl FnOnce(Option<&V>) -> Option<V>) -> Result<Option<V>, SharedError> {
         self.modify(key, |old| f(old).map(|v| self.encode_value(&v)).transpose())
     }
@@ -468,6 +564,13 @@ impl<K: Message, V: Message> SharedMap<K, V> {
     }
 
     /// Number of entries.
+    ///
+    /// ```
+    /// let m = shmproc::SharedMap::<u8, u8>::with_capacity(4)?;
+    /// m.insert(&1, &1)?;
+    /// assert_eq!(m.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn len(&self) -> usize {
         let _g = self.t.lock(map_recover);
@@ -475,18 +578,36 @@ impl<K: Message, V: Message> SharedMap<K, V> {
     }
 
     /// Whether the map is empty.
+    ///
+    /// ```
+    /// assert!(shmproc::SharedMap::<u8, u8>::with_capacity(4)?.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Entries the map can hold.
+    ///
+    /// ```
+    /// assert_eq!(shmproc::SharedMap::<u8, u8>::with_capacity(10)?.capacity(), 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn capacity(&self) -> usize {
         self.t.slots / 2
     }
 
     /// Removes every entry.
+    ///
+    /// ```
+    /// let m = shmproc::SharedMap::<u8, u8>::with_capacity(4)?;
+    /// m.insert(&1, &1)?;
+    /// m.clear();
+    /// assert!(m.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn clear(&self) {
         let _g = self.t.lock(map_recover);
         for i in 0..self.t.slots {
@@ -496,6 +617,13 @@ impl<K: Message, V: Message> SharedMap<K, V> {
     }
 
     /// A consistent copy of every entry (taken under the lock).
+    ///
+    /// ```
+    /// let m = shmproc::SharedMap::<u8, u8>::with_capacity(4)?;
+    /// m.insert(&2, &20)?;
+    /// assert_eq!(m.snapshot()?, [(2, 20)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn snapshot(&self) -> Result<Vec<(K, V)>, SharedError> {
         let _g = self.t.lock(map_recover);
         let mut out = Vec::new();
@@ -512,6 +640,15 @@ impl<K: Message, V: Message> SharedMap<K, V> {
     }
 
     /// Iterates over a [`snapshot`](SharedMap::snapshot).
+    ///
+    /// ```
+    /// let m = shmproc::SharedMap::<u8, u8>::with_capacity(4)?;
+    /// m.insert(&1, &2)?;
+    /// for (k, v) in m.iter()? {
+    ///     assert_eq!((k, v), (1, 2));
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn iter(&self) -> Result<std::vec::IntoIter<(K, V)>, SharedError> {
         Ok(self.snapshot()?.into_iter())
     }
@@ -529,6 +666,15 @@ crate::object::impl_handle_archive!(
 ///
 /// Each element slot is double-buffered (two halves and a selector), so a
 /// `set` interrupted by a holder's death leaves the old element intact.
+///
+/// ```
+/// let l = shmproc::SharedList::<String>::with_capacity(8)?;
+/// let l2 = l.clone();
+/// let mut child = shmproc::Process::spawn(move || l2.push(&"from the child".to_string()).unwrap())?;
+/// child.join()?;
+/// assert_eq!(l.to_vec()?, ["from the child"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct SharedList<T> {
     t: Table,
     _t: PhantomData<fn(T) -> T>,
@@ -549,11 +695,24 @@ impl<T> fmt::Debug for SharedList<T> {
 impl<T: Message> SharedList<T> {
     /// A list of up to `capacity` elements of up to [`DEFAULT_ENTRY_SIZE`]
     /// serialised bytes, in a segment of its own.
+    ///
+    /// ```
+    /// let l = shmproc::SharedList::<u32>::with_capacity(3)?;
+    /// assert!(l.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_capacity(capacity: usize) -> Result<SharedList<T>, Error> {
         SharedList::with_element_size(capacity, DEFAULT_ENTRY_SIZE)
     }
 
     /// A list with an explicit serialised element size limit.
+    ///
+    /// ```
+    /// let l = shmproc::SharedList::<Vec<u8>>::with_element_size(2, 2048)?;
+    /// l.push(&vec![1; 1500])?;
+    /// assert_eq!(l.get(0)?.len(), 1500);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_element_size(capacity: usize, element_size: usize) -> Result<SharedList<T>, Error> {
         // The "key" half and the "value" half of a slot are the two buffers.
         let size = pad16(element_size);
@@ -600,6 +759,14 @@ impl<T: Message> SharedList<T> {
     }
 
     /// Appends (Python's `append`).
+    ///
+    /// ```
+    /// let l = shmproc::SharedList::<u8>::with_capacity(2)?;
+    /// l.push(&1)?;
+    /// l.push(&2)?;
+    /// assert_eq!(l.to_vec()?, [1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn push(&self, v: &T) -> Result<(), SharedError> {
         let b = self.encode_elem(v)?;
         let _g = self.t.lock(|_| {});
@@ -613,6 +780,14 @@ impl<T: Message> SharedList<T> {
     }
 
     /// Removes and returns the last element.
+    ///
+    /// ```
+    /// let l = shmproc::SharedList::<u8>::with_capacity(2)?;
+    /// l.push(&1)?;
+    /// assert_eq!(l.pop()?, Some(1));
+    /// assert_eq!(l.pop()?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn pop(&self) -> Result<Option<T>, SharedError> {
         let _g = self.t.lock(|_| {});
         let n = self.len_locked();
@@ -625,6 +800,13 @@ impl<T: Message> SharedList<T> {
     }
 
     /// Element `i`.
+    ///
+    /// ```
+    /// let l = shmproc::SharedList::<char>::with_capacity(2)?;
+    /// l.push(&'a')?;
+    /// assert_eq!(l.get(0)?, 'a');
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(&self, i: usize) -> Result<T, SharedError> {
         let _g = self.t.lock(|_| {});
         if i >= self.len_locked() {
@@ -634,6 +816,14 @@ impl<T: Message> SharedList<T> {
     }
 
     /// Replaces element `i`.
+    ///
+    /// ```
+    /// let l = shmproc::SharedList::<u8>::with_capacity(2)?;
+    /// l.push(&1)?;
+    /// l.set(0, &5)?;
+    /// assert_eq!(l.get(0)?, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set(&self, i: usize, v: &T) -> Result<(), SharedError> {
         let b = self.encode_elem(v)?;
         let _g = self.t.lock(|_| {});
@@ -645,6 +835,13 @@ impl<T: Message> SharedList<T> {
     }
 
     /// Number of elements.
+    ///
+    /// ```
+    /// let l = shmproc::SharedList::<u8>::with_capacity(2)?;
+    /// l.push(&1)?;
+    /// assert_eq!(l.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn len(&self) -> usize {
         let _g = self.t.lock(|_| {});
@@ -652,18 +849,40 @@ impl<T: Message> SharedList<T> {
     }
 
     /// Whether the list is empty.
+    ///
+    /// ```
+    /// assert!(shmproc::SharedList::<u8>::with_capacity(2)?.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Removes every element.
+    ///
+    /// ```
+    /// let l = shmproc::SharedList::<u8>::with_capacity(2)?;
+    /// l.push(&1)?;
+    /// l.clear();
+    /// assert_eq!(l.len(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn clear(&self) {
         let _g = self.t.lock(|_| {});
         self.t.head().len.store(0, Ordering::Release);
     }
 
     /// A consistent copy of the elements (Python's `list(l)`).
+    ///
+    /// ```
+    /// let l = shmproc::SharedList::<i16>::with_capacity(3)?;
+    /// for x in [3, 1, 2] {
+    ///     l.push(&x)?;
+    /// }
+    /// assert_eq!(l.to_vec()?, [3, 1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn to_vec(&self) -> Result<Vec<T>, SharedError> {
         let _g = self.t.lock(|_| {});
         (0..self.len_locked()).map(|i| self.read(i)).collect()
