@@ -183,10 +183,10 @@ pub use value::Value;
 /// has been called.
 ///
 /// ```
-/// fn main() {
-///     shmproc::init(); // first thing in main
-///     // ... the program ...
-/// }
+/// shmproc::init(); // the first statement of `main`
+/// let mut child = shmproc::Process::spawn(|| ())?;
+/// child.join()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn init() {
     spawn::init();
