@@ -481,6 +481,18 @@ impl Segment {
     ///
     /// `fd` must be an open file descriptor that this call may own (it is closed
     /// when the segment drops) and that refers to shared memory.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// shmproc::Value::new_in(&seg, "v", 3u8)?;
+    /// // A descriptor this process owns, as a spawned child would inherit it.
+    /// // SAFETY: dup returns a fresh descriptor that nothing else owns.
+    /// let fd = unsafe { libc::dup(seg.as_raw_fd()) };
+    /// // SAFETY: `fd` is open, ours, and refers to the segment's memory.
+    /// let again = unsafe { shmproc::Segment::from_fd(fd) }?;
+    /// assert_eq!(shmproc::Value::<u8>::open_in(&again, "v")?.get(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub unsafe fn from_fd(fd: RawFd) -> Result<Segment, SegmentError> {
         // SAFETY: ownership of `fd` is transferred by the caller.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
