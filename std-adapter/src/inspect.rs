@@ -91,6 +91,9 @@ pub enum ObjectState {
         closed: bool,
         /// `(process, senders, receivers, alive)` holding handles.
         holders: Vec<(Identity, u32, u32, bool)>,
+        /// Who holds the producing and the consuming side (byte-ring
+        /// queues; `None` for the slot ring, which has no side locks).
+        sides: Option<(SideState, SideState)>,
     },
     /// One direction of a pipe.
     PipeRing {
@@ -131,12 +134,15 @@ impl fmt::Display for ObjectState {
             ObjectState::Barrier { parties, waiting, broken } => {
                 write!(f, "{waiting}/{parties} waiting{}", if *broken { ", BROKEN" } else { "" })
             }
-            ObjectState::Queue { depth, capacity, message_size, closed, holders } => {
+            ObjectState::Queue { depth, capacity, message_size, closed, holders, sides } => {
                 write!(
                     f,
                     "{depth}/{capacity} messages of up to {message_size} bytes{}",
                     if *closed { ", closed" } else { "" }
                 )?;
+                if let Some((producers, consumers)) = sides {
+                    write!(f, "; producers: {producers}; consumers: {consumers}")?;
+                }
                 for (id, s, r, alive) in holders {
                     write!(f, "; pid {} holds {s} send/{r} recv ({})", id.id, if *alive { "alive" } else { "dead" })?;
                 }
@@ -145,6 +151,59 @@ impl fmt::Display for ObjectState {
             ObjectState::PipeRing { used, capacity } => write!(f, "{used}/{capacity} bytes waiting"),
             ObjectState::Other { size } => write!(f, "{size} bytes"),
             ObjectState::Corrupt(why) => write!(f, "CORRUPT: {why}"),
+        }
+    }
+}
+
+/// Who holds one side (producers or consumers) of a byte-ring queue.
+///
+/// ```
+/// use shmproc::inspect::{inspect, ObjectState, SideState};
+/// let seg = shmproc::Segment::anonymous(1 << 20)?;
+/// let q = shmproc::Queue::<u8>::builder().capacity(4).build_in::<u8>(&seg, "q")?;
+/// for _ in 0..100 {
+///     q.send(&1)?;
+///     q.recv()?;
+/// }
+/// // One thread alone on both sides: each side's lock is biased to it.
+/// let ObjectState::Queue { sides: Some((producers, consumers)), .. } = &inspect(&seg)?.objects[0].state else {
+///     panic!("a byte-ring queue");
+/// };
+/// assert!(matches!(producers, SideState::Biased { busy: false, alive: true, .. }));
+/// assert!(matches!(consumers, SideState::Biased { busy: false, alive: true, .. }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SideState {
+    /// Nobody.
+    Free,
+    /// A thread holds the side's lock.
+    Locked {
+        /// The holder's thread id.
+        tid: u32,
+        /// Whether it is alive (a dead holder is taken over by the next user).
+        alive: bool,
+    },
+    /// A thread holds the side's bias (it sent or received alone long enough).
+    Biased {
+        /// The bias holder's thread id.
+        tid: u32,
+        /// Whether it is inside a send or receive (or holds a `RecvRef`) now.
+        busy: bool,
+        /// Whether it is alive.
+        alive: bool,
+    },
+}
+
+impl fmt::Display for SideState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let life = |alive: &bool| if *alive { "alive" } else { "dead" };
+        match self {
+            SideState::Free => f.write_str("free"),
+            SideState::Locked { tid, alive } => write!(f, "locked by tid {tid} ({})", life(alive)),
+            SideState::Biased { tid, busy, alive } => {
+                write!(f, "biased to tid {tid} ({}, {})", if *busy { "busy" } else { "idle" }, life(alive))
+            }
         }
     }
 }

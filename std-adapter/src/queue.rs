@@ -1499,6 +1499,10 @@ pub(crate) fn describe(seg: &Segment, index: u32) -> crate::inspect::ObjectState
             message_size: core.message_size(),
             closed: core.is_closed(),
             holders: core.participants().snapshot().map(|(id, s, r)| (id, s, r, id.is_alive())).collect(),
+            sides: match &core.ring {
+                Layout::Bytes(r) => Some(r.sides()),
+                Layout::Slots(_) => None,
+            },
         },
         Err(e) => ObjectState::Corrupt(e.to_string()),
     }

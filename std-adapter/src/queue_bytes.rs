@@ -454,6 +454,17 @@ impl ByteRing {
         h.reader.reading.store(0, Ordering::Relaxed);
     }
 
+    /// Who holds each side, for inspection: (producers, consumers).
+    pub(crate) fn sides(&self) -> (crate::inspect::SideState, crate::inspect::SideState) {
+        let side = |h: Holder| match h {
+            Holder::Free => crate::inspect::SideState::Free,
+            Holder::Locked(o) => crate::inspect::SideState::Locked { tid: o.tid, alive: o.alive },
+            Holder::Biased { tid, busy, alive } => crate::inspect::SideState::Biased { tid, busy, alive },
+        };
+        let h = self.head();
+        (side(h.producer.holder(&ProcLiveness)), side(h.consumer.holder(&ProcLiveness)))
+    }
+
     /// For producers blocked on a full queue: if the consuming side is held by
     /// a dead thread, takes it over (dropping the frame it was reading) so the
     /// queue moves again. Returns whether it did.

@@ -45,6 +45,25 @@ fn inspect_shows_every_object() -> TestResult {
     let s = Semaphore::new_in(&seg, "slots", 3)?;
     let e = Event::new_in(&seg, "go")?;
     e.set();
+    // A receiver that used the queue alone long enough to hold both sides'
+    // bias, then dies holding a RecvRef.
+    let ready = Event::new()?;
+    let (q2, r2) = (q.clone(), ready.clone());
+    let reader = Process::spawn(move || {
+        for i in 0..70 {
+            q2.send(&i).unwrap();
+            q2.recv().unwrap();
+        }
+        q2.send(&70).unwrap();
+        let _held = q2.recv_ref().unwrap();
+        r2.set();
+        std::thread::sleep(Duration::from_secs(60));
+    })?;
+    ensure!(ready.wait_timeout(HANG_LIMIT));
+    let reader_tid = reader.pid(); // its main thread
+    reader.kill()?;
+    let mut reader = reader;
+    reader.join()?;
     for i in 0..5 {
         q.send(&i)?;
     }
@@ -67,7 +86,9 @@ fn inspect_shows_every_object() -> TestResult {
         out.contains("counter") && out.contains(&format!("locked by pid {holder_pid}")) && out.contains("dead"),
         "{out}"
     );
-    ensure!(out.contains("jobs") && out.contains("5/16 messages"), "{out}");
+    // The dead reader's message still counts until a receiver takes over.
+    ensure!(out.contains("jobs") && out.contains("6/16 messages"), "{out}");
+    ensure!(out.contains(&format!("consumers: biased to tid {reader_tid} (busy, dead)")), "{out}");
     ensure!(out.contains(&format!("pid {} holds", std::process::id())), "{out}");
     ensure!(out.contains("slots") && out.contains("value 3"), "{out}");
     ensure!(out.contains("go") && out.contains("set, 0 waiting"), "{out}");
