@@ -81,6 +81,16 @@ mod sys {
 /// The fence for the frequent side of a handshake whose other side calls
 /// [`heavy`]: a compiler fence in a registered process, a `SeqCst` fence
 /// otherwise.
+///
+/// ```
+/// use core::sync::atomic::{AtomicU32, Ordering};
+/// let (progress, waiters) = (AtomicU32::new(0), AtomicU32::new(0));
+/// // The frequent side: publish, light fence, then look for sleepers.
+/// progress.store(1, Ordering::Release);
+/// shmproc_core::asymmetric_fence::light();
+/// let must_wake = waiters.load(Ordering::Relaxed) != 0;
+/// assert!(!must_wake);
+/// ```
 #[inline]
 pub fn light() {
     #[cfg(not(loom))]
@@ -116,6 +126,17 @@ fn init_light() {
 /// kernel offers no such barrier. Returns whether the expedited barrier ran
 /// (always `true` under loom, whose fences model it); with `false`, a peer's
 /// light fence is ordered only if that peer could not register either.
+///
+/// ```
+/// use core::sync::atomic::{AtomicU32, Ordering};
+/// let (progress, waiters) = (AtomicU32::new(0), AtomicU32::new(0));
+/// // The rare side: register, heavy fence, then re-check before sleeping.
+/// waiters.fetch_add(1, Ordering::SeqCst);
+/// let expedited = shmproc_core::asymmetric_fence::heavy();
+/// let may_sleep = progress.load(Ordering::Acquire) == 0;
+/// assert!(may_sleep);
+/// println!("expedited barrier: {expedited}");
+/// ```
 pub fn heavy() -> bool {
     #[cfg(all(target_os = "linux", not(loom)))]
     {
@@ -134,6 +155,12 @@ pub fn heavy() -> bool {
 
 /// Whether this process's [`light`] fences are compiler fences (registered
 /// for the expedited barrier). Registers on first call, like [`light`].
+///
+/// ```
+/// if shmproc_core::asymmetric_fence::is_asymmetric() {
+///     println!("light fences are compiler fences here");
+/// }
+/// ```
 #[must_use]
 pub fn is_asymmetric() -> bool {
     #[cfg(not(loom))]
@@ -150,6 +177,13 @@ pub fn is_asymmetric() -> bool {
 /// Forgets the registration state in a freshly forked child, so that its
 /// first [`light`] registers the child itself. Call before the child runs
 /// anything else.
+///
+/// ```
+/// // In a pthread_atfork child handler (the shmproc crate installs one):
+/// shmproc_core::asymmetric_fence::after_fork_in_child();
+/// // The next light fence registers this process again.
+/// shmproc_core::asymmetric_fence::light();
+/// ```
 pub fn after_fork_in_child() {
     #[cfg(not(loom))]
     LIGHT.store(UNKNOWN, Ordering::Relaxed);

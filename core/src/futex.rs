@@ -24,6 +24,14 @@ use crate::primitive::sync::atomic::AtomicU32;
 use crate::time::Deadline;
 
 /// Why [`wait`] returned.
+///
+/// ```
+/// use core::sync::atomic::AtomicU32;
+/// use shmproc_core::futex::{wait, WaitOutcome};
+/// let word = AtomicU32::new(1);
+/// // The word is not 0: no sleep at all.
+/// assert_eq!(wait(&word, 0, None), WaitOutcome::ValueChanged);
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum WaitOutcome {
     /// Woken by a waker, or spuriously: re-check the condition.
@@ -39,17 +47,59 @@ pub enum WaitOutcome {
 ///
 /// Works across processes when `word` lives in shared memory (`MAP_SHARED`).
 /// Signals (`EINTR`) are retried internally against the same absolute deadline.
+///
+/// ```
+/// use core::sync::atomic::{AtomicU32, Ordering};
+/// use shmproc_core::futex::{wait, WaitOutcome};
+/// use shmproc_core::Deadline;
+/// let word = AtomicU32::new(0);
+/// let r = wait(&word, 0, Some(Deadline::after(core::time::Duration::from_millis(5))));
+/// assert_eq!(r, WaitOutcome::TimedOut);
+/// word.store(1, Ordering::Release);
+/// ```
 pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> WaitOutcome {
     imp::wait(word, expected, deadline)
 }
 
 /// Wakes at most one waiter blocked on `word`, in any process. Returns how many
 /// were woken where the platform tells (0 otherwise).
+///
+/// ```
+/// use core::sync::atomic::{AtomicU32, Ordering};
+/// use shmproc_core::futex;
+/// let word = AtomicU32::new(0);
+/// std::thread::scope(|s| {
+///     s.spawn(|| {
+///         while word.load(Ordering::Acquire) == 0 {
+///             futex::wait(&word, 0, None);
+///         }
+///     });
+///     word.store(1, Ordering::Release);
+///     futex::wake_one(&word);
+/// });
+/// ```
 pub fn wake_one(word: &AtomicU32) -> usize {
     imp::wake(word, false)
 }
 
 /// Wakes every waiter blocked on `word`, in every process.
+///
+/// ```
+/// use core::sync::atomic::{AtomicU32, Ordering};
+/// use shmproc_core::futex;
+/// let word = AtomicU32::new(0);
+/// std::thread::scope(|s| {
+///     for _ in 0..2 {
+///         s.spawn(|| {
+///             while word.load(Ordering::Acquire) == 0 {
+///                 futex::wait(&word, 0, None);
+///             }
+///         });
+///     }
+///     word.store(1, Ordering::Release);
+///     futex::wake_all(&word);
+/// });
+/// ```
 pub fn wake_all(word: &AtomicU32) -> usize {
     imp::wake(word, true)
 }

@@ -12,6 +12,13 @@
 //! liveness falls back to `kill(pid, 0)`, which cannot detect reuse.
 
 /// A process or thread as recorded in shared memory: its id and its start time.
+///
+/// ```
+/// use shmproc_core::Identity;
+/// let me = Identity::current_process();
+/// assert_eq!(me.id, std::process::id());
+/// assert!(me.is_alive());
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Identity {
     /// Process id (tgid) or thread id (tid).
@@ -21,6 +28,14 @@ pub struct Identity {
 }
 
 /// The answer of a liveness check.
+///
+/// ```
+/// use shmproc_core::identity::{liveness, Liveness};
+/// let me = shmproc_core::Identity::current_thread();
+/// assert_eq!(liveness(me.id, me.start), Liveness::Alive);
+/// // The same id with another start time is a different (dead) thread.
+/// assert_ne!(liveness(me.id, me.start + 1), Liveness::Alive);
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Liveness {
     /// The process or thread exists and has the recorded start time.
@@ -31,6 +46,11 @@ pub enum Liveness {
 
 impl Identity {
     /// The identity of the calling process.
+    ///
+    /// ```
+    /// let p = shmproc_core::Identity::current_process();
+    /// assert_eq!(p.id, std::process::id());
+    /// ```
     #[must_use]
     pub fn current_process() -> Identity {
         // SAFETY: getpid has no preconditions and cannot fail.
@@ -40,6 +60,11 @@ impl Identity {
 
     /// The identity of the calling thread (its kernel tid). Costs a syscall and a
     /// `/proc` read: callers on a fast path cache it (per thread, reset after fork).
+    ///
+    /// ```
+    /// let t = shmproc_core::Identity::current_thread();
+    /// assert_eq!(t.id, shmproc_core::identity::current_tid());
+    /// ```
     #[must_use]
     pub fn current_thread() -> Identity {
         let tid = current_tid();
@@ -47,12 +72,21 @@ impl Identity {
     }
 
     /// Checks whether this process or thread is still the one that was recorded.
+    ///
+    /// ```
+    /// use shmproc_core::{Identity, Liveness};
+    /// assert_eq!(Identity::current_thread().liveness(), Liveness::Alive);
+    /// ```
     #[must_use]
     pub fn liveness(&self) -> Liveness {
         liveness(self.id, self.start)
     }
 
     /// Shorthand for `self.liveness() == Liveness::Alive`.
+    ///
+    /// ```
+    /// assert!(shmproc_core::Identity::current_process().is_alive());
+    /// ```
     #[must_use]
     pub fn is_alive(&self) -> bool {
         self.liveness() == Liveness::Alive
@@ -60,6 +94,11 @@ impl Identity {
 }
 
 /// The kernel id of the calling thread (`gettid`; the pid on non-Linux targets).
+///
+/// ```
+/// let tid = shmproc_core::identity::current_tid();
+/// assert!(tid > 0);
+/// ```
 #[must_use]
 pub fn current_tid() -> u32 {
     #[cfg(target_os = "linux")]
@@ -75,6 +114,15 @@ pub fn current_tid() -> u32 {
 }
 
 /// Whether `id` (a pid or a tid) is alive and, if `start != 0`, started at `start`.
+///
+/// ```
+/// use shmproc_core::identity::{liveness, Liveness};
+/// let child = std::process::Command::new("true").spawn().unwrap();
+/// let pid = child.id();
+/// let mut child = child;
+/// child.wait().unwrap(); // exited and reaped
+/// assert_ne!(liveness(pid, 0), Liveness::Alive);
+/// ```
 #[must_use]
 pub fn liveness(id: u32, start: u64) -> Liveness {
     if id == 0 || id > i32::MAX as u32 {
@@ -108,6 +156,11 @@ pub fn liveness(id: u32, start: u64) -> Liveness {
 }
 
 /// The start time of process or thread `id`, `None` if it does not exist.
+///
+/// ```
+/// let me = shmproc_core::Identity::current_process();
+/// assert_eq!(shmproc_core::identity::start_time(me.id), Some(me.start));
+/// ```
 #[must_use]
 pub fn start_time(id: u32) -> Option<u64> {
     #[cfg(target_os = "linux")]

@@ -27,6 +27,21 @@ use crate::primitive::sync::atomic::{AtomicU32, Ordering};
 use crate::time::Deadline;
 
 /// A futex word plus a count of sleepers.
+///
+/// ```
+/// use core::sync::atomic::{AtomicU32, Ordering};
+/// use shmproc_core::notify::Notifier;
+/// let (n, items) = (Notifier::new(), AtomicU32::new(0));
+/// std::thread::scope(|s| {
+///     s.spawn(|| {
+///         while items.load(Ordering::Acquire) == 0 {
+///             n.sleep(None, || items.load(Ordering::Acquire) != 0);
+///         }
+///     });
+///     items.store(1, Ordering::Release);
+///     n.notify(); // wakes the sleeper only if there is one
+/// });
+/// ```
 #[repr(C)]
 pub struct Notifier {
     seq: AtomicU32,
@@ -35,18 +50,34 @@ pub struct Notifier {
 
 impl Notifier {
     /// A notifier with no sleepers.
+    ///
+    /// ```
+    /// let n = shmproc_core::notify::Notifier::new();
+    /// assert_eq!(n.waiters(), 0);
+    /// ```
     #[must_use]
     pub fn new() -> Notifier {
         Notifier { seq: AtomicU32::new(0), waiters: AtomicU32::new(0) }
     }
 
     /// (Re)initialises in place.
+    ///
+    /// ```
+    /// let n = shmproc_core::notify::Notifier::default();
+    /// n.init(); // as a region object is initialised in place
+    /// assert_eq!(n.waiters(), 0);
+    /// ```
     pub fn init(&self) {
         self.seq.store(0, Ordering::Relaxed);
         self.waiters.store(0, Ordering::Relaxed);
     }
 
     /// Wakes every sleeper if there may be one. Call after publishing progress.
+    ///
+    /// ```
+    /// let n = shmproc_core::notify::Notifier::new();
+    /// n.notify(); // nobody sleeps: one fence and one load, no system call
+    /// ```
     #[inline]
     pub fn notify(&self) {
         asymmetric_fence::light();
@@ -62,11 +93,21 @@ impl Notifier {
     }
 
     /// Wakes every sleeper unconditionally (closing, disconnecting).
+    ///
+    /// ```
+    /// let n = shmproc_core::notify::Notifier::new();
+    /// n.wake_all(); // on close or disconnect: wake whoever sleeps, unconditionally
+    /// ```
     pub fn wake_all(&self) {
         self.notify_slow();
     }
 
     /// Sleepers (a snapshot; a peer may have left garbage).
+    ///
+    /// ```
+    /// let n = shmproc_core::notify::Notifier::new();
+    /// assert_eq!(n.waiters(), 0);
+    /// ```
     pub fn waiters(&self) -> u32 {
         self.waiters.load(Ordering::Relaxed)
     }
@@ -74,6 +115,17 @@ impl Notifier {
     /// Sleeps once unless `ready()` holds after registering: returns
     /// `ValueChanged` if `ready()` was true, otherwise the futex outcome.
     /// Callers loop: re-check their condition, then call again.
+    ///
+    /// ```
+    /// use shmproc_core::futex::WaitOutcome;
+    /// use shmproc_core::notify::Notifier;
+    /// use shmproc_core::Deadline;
+    /// let n = Notifier::new();
+    /// // Ready already: returns without sleeping.
+    /// assert_eq!(n.sleep(None, || true), WaitOutcome::ValueChanged);
+    /// let r = n.sleep(Some(Deadline::after(core::time::Duration::from_millis(5))), || false);
+    /// assert_eq!(r, WaitOutcome::TimedOut);
+    /// ```
     pub fn sleep(&self, deadline: Option<Deadline>, ready: impl FnOnce() -> bool) -> WaitOutcome {
         let s = self.seq.load(Ordering::Acquire);
         self.waiters.fetch_add(1, Ordering::SeqCst);
