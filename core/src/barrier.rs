@@ -33,9 +33,28 @@ use crate::region::{kind, RegionObject};
 use crate::time::{earliest, Deadline};
 
 /// Arrivals per generation whose liveness is tracked.
+///
+/// ```
+/// use shmproc_core::barrier::MAX_TRACKED;
+/// // Liveness is tracked for this many waiting parties; more parties still
+/// // work, the extra ones are just not checked for death.
+/// assert_eq!(MAX_TRACKED, 64);
+/// ```
 pub const MAX_TRACKED: usize = 64;
 
 /// Why a barrier wait failed.
+///
+/// ```
+/// use shmproc_core::barrier::{BarrierError, RawBarrier};
+/// use shmproc_core::owner::{Owner, ProcLiveness};
+/// // SAFETY: a RawBarrier is atomics only, valid when zeroed; init sets it up.
+/// let b: Box<RawBarrier> = Box::new(unsafe { core::mem::zeroed() });
+/// b.init(2);
+/// let me = Owner::current();
+/// let r = b.wait(&me, Some(shmproc_core::Deadline::after(core::time::Duration::from_millis(5))), &ProcLiveness);
+/// assert_eq!(r, Err(BarrierError::Timeout));
+/// assert_eq!(b.wait(&me, None, &ProcLiveness), Err(BarrierError::Broken));
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum BarrierError {
     /// The barrier is broken (a party timed out, died, or `abort` was called).
@@ -45,6 +64,16 @@ pub enum BarrierError {
 }
 
 /// A successful wait.
+///
+/// ```
+/// use shmproc_core::barrier::{BarrierError, RawBarrier};
+/// use shmproc_core::owner::{Owner, ProcLiveness};
+/// // SAFETY: a RawBarrier is atomics only, valid when zeroed; init sets it up.
+/// let b: Box<RawBarrier> = Box::new(unsafe { core::mem::zeroed() });
+/// b.init(1);
+/// let w = b.wait(&Owner::current(), None, &ProcLiveness).unwrap();
+/// assert_eq!((w.index, w.leader), (0, true));
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct BarrierWait {
     /// Arrival index in `0..parties` (Python's return value of `wait`).
@@ -61,6 +90,18 @@ struct Arrival {
 }
 
 /// The barrier, as laid out in shared memory.
+///
+/// ```
+/// use shmproc_core::barrier::{BarrierError, RawBarrier};
+/// use shmproc_core::owner::{Owner, ProcLiveness};
+/// // SAFETY: a RawBarrier is atomics only, valid when zeroed; init sets it up.
+/// let b: Box<RawBarrier> = Box::new(unsafe { core::mem::zeroed() });
+/// b.init(2);
+/// std::thread::scope(|s| {
+///     s.spawn(|| b.wait(&Owner::current(), None, &ProcLiveness).unwrap());
+///     b.wait(&Owner::current(), None, &ProcLiveness).unwrap();
+/// });
+/// ```
 #[repr(C, align(128))]
 pub struct RawBarrier {
     lock: RawMutex,
@@ -81,6 +122,15 @@ unsafe impl RegionObject for RawBarrier {
 
 impl RawBarrier {
     /// (Re)initialises in place for `parties` parties (at least 1).
+    ///
+    /// ```
+    /// use shmproc_core::barrier::{BarrierError, RawBarrier};
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// // SAFETY: a RawBarrier is atomics only, valid when zeroed; init sets it up.
+    /// let b: Box<RawBarrier> = Box::new(unsafe { core::mem::zeroed() });
+    /// b.init(3);
+    /// assert_eq!(b.parties(), 3);
+    /// ```
     pub fn init(&self, parties: u32) {
         self.lock.init();
         self.generation.store(0, Ordering::Relaxed);
@@ -95,16 +145,43 @@ impl RawBarrier {
     }
 
     /// The number of parties.
+    ///
+    /// ```
+    /// use shmproc_core::barrier::{BarrierError, RawBarrier};
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// // SAFETY: a RawBarrier is atomics only, valid when zeroed; init sets it up.
+    /// let b: Box<RawBarrier> = Box::new(unsafe { core::mem::zeroed() });
+    /// b.init(4);
+    /// assert_eq!(b.parties(), 4);
+    /// ```
     pub fn parties(&self) -> u32 {
         self.parties.load(Ordering::Relaxed)
     }
 
     /// Parties waiting in the current generation (a snapshot).
+    ///
+    /// ```
+    /// use shmproc_core::barrier::{BarrierError, RawBarrier};
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// // SAFETY: a RawBarrier is atomics only, valid when zeroed; init sets it up.
+    /// let b: Box<RawBarrier> = Box::new(unsafe { core::mem::zeroed() });
+    /// b.init(2);
+    /// assert_eq!(b.n_waiting(), 0);
+    /// ```
     pub fn n_waiting(&self) -> u32 {
         self.count.load(Ordering::Relaxed)
     }
 
     /// Whether the barrier is broken.
+    ///
+    /// ```
+    /// use shmproc_core::barrier::{BarrierError, RawBarrier};
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// // SAFETY: a RawBarrier is atomics only, valid when zeroed; init sets it up.
+    /// let b: Box<RawBarrier> = Box::new(unsafe { core::mem::zeroed() });
+    /// b.init(2);
+    /// assert!(!b.is_broken());
+    /// ```
     pub fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Acquire) != 0
     }
@@ -124,6 +201,15 @@ impl RawBarrier {
     }
 
     /// Waits for all parties, until `deadline`.
+    ///
+    /// ```
+    /// use shmproc_core::barrier::{BarrierError, RawBarrier};
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// // SAFETY: a RawBarrier is atomics only, valid when zeroed; init sets it up.
+    /// let b: Box<RawBarrier> = Box::new(unsafe { core::mem::zeroed() });
+    /// b.init(1);
+    /// assert!(b.wait(&Owner::current(), None, &ProcLiveness).unwrap().leader);
+    /// ```
     pub fn wait(
         &self,
         me: &Owner,
@@ -219,12 +305,34 @@ impl RawBarrier {
     }
 
     /// Breaks the barrier: current and future waits fail until `reset`.
+    ///
+    /// ```
+    /// use shmproc_core::barrier::{BarrierError, RawBarrier};
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// // SAFETY: a RawBarrier is atomics only, valid when zeroed; init sets it up.
+    /// let b: Box<RawBarrier> = Box::new(unsafe { core::mem::zeroed() });
+    /// b.init(2);
+    /// b.abort(&Owner::current(), &ProcLiveness);
+    /// assert!(b.is_broken());
+    /// ```
     pub fn abort(&self, me: &Owner, check: &impl OwnerCheck) {
         self.locked(me, check, |_| self.break_now());
     }
 
     /// Returns the barrier to its initial state; parties waiting now fail with
     /// `Broken`.
+    ///
+    /// ```
+    /// use shmproc_core::barrier::{BarrierError, RawBarrier};
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// // SAFETY: a RawBarrier is atomics only, valid when zeroed; init sets it up.
+    /// let b: Box<RawBarrier> = Box::new(unsafe { core::mem::zeroed() });
+    /// b.init(2);
+    /// let me = Owner::current();
+    /// b.abort(&me, &ProcLiveness);
+    /// b.reset(&me, &ProcLiveness);
+    /// assert!(!b.is_broken());
+    /// ```
     pub fn reset(&self, me: &Owner, check: &impl OwnerCheck) {
         self.locked(me, check, |_| {
             if self.count.load(Ordering::Relaxed) > 0 {

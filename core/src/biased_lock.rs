@@ -92,6 +92,21 @@ use crate::raw_mutex::{Acquired, LockError, OwnerInfo, RawMutex, LIVENESS_SLICE}
 use crate::time::{earliest, Deadline};
 
 /// Consecutive uncontended acquisitions by one thread before it gets the bias.
+///
+/// ```
+/// use shmproc_core::biased_lock::{BiasedLock, Holder, BIAS_AFTER};
+/// use shmproc_core::owner::{Owner, ProcLiveness};
+/// let l = BiasedLock::new();
+/// let me = Owner::current();
+/// for _ in 0..BIAS_AFTER {
+///     let h = l.lock(&me, None, &ProcLiveness).unwrap();
+///     assert!(!h.is_biased());
+///     l.unlock(&me, h);
+/// }
+/// let h = l.lock(&me, None, &ProcLiveness).unwrap();
+/// assert!(h.is_biased()); // no atomic read-modify-write from here on
+/// l.unlock(&me, h);
+/// ```
 #[cfg(not(loom))]
 pub const BIAS_AFTER: u32 = 64;
 /// Consecutive uncontended acquisitions by one thread before it gets the bias
@@ -109,6 +124,17 @@ const SPIN_LIMIT: u32 = 100;
 const SPIN_LIMIT: u32 = 1;
 
 /// The lock, as laid out in shared memory.
+///
+/// ```
+/// use shmproc_core::biased_lock::{BiasedLock, Holder, BIAS_AFTER};
+/// use shmproc_core::owner::{Owner, ProcLiveness};
+/// let l = BiasedLock::new(); // in real use: inside a shared region
+/// let me = Owner::current();
+/// let h = l.lock(&me, None, &ProcLiveness).unwrap();
+/// // ... the critical section ...
+/// l.unlock(&me, h);
+/// assert_eq!(l.holder(&ProcLiveness), Holder::Free);
+/// ```
 #[repr(C, align(128))]
 pub struct BiasedLock {
     /// Non-zero while the bias holder is inside a critical section.
@@ -134,6 +160,16 @@ struct Bias {
 }
 
 /// How the lock was taken; hand it back to [`BiasedLock::unlock`].
+///
+/// ```
+/// use shmproc_core::biased_lock::{BiasedLock, Holder, BIAS_AFTER};
+/// use shmproc_core::owner::{Owner, ProcLiveness};
+/// let l = BiasedLock::new();
+/// let me = Owner::current();
+/// let held = l.lock(&me, None, &ProcLiveness).unwrap();
+/// assert!(!held.owner_died());
+/// l.unlock(&me, held);
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[must_use = "a held lock must be unlocked"]
 pub struct Held {
@@ -144,12 +180,39 @@ pub struct Held {
 impl Held {
     /// Whether the previous holder died inside its critical section: the
     /// protected data may be half-updated.
+    ///
+    /// ```
+    /// use shmproc_core::biased_lock::{BiasedLock, BIAS_AFTER};
+    /// use shmproc_core::{owner::Owner, Identity};
+    /// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7 }, pid: tid };
+    /// let l = BiasedLock::new();
+    /// let alive = |_: u32, _: Option<u64>| true;
+    /// for _ in 0..=BIAS_AFTER {
+    ///     let h = l.lock(&owner(1), None, &alive).unwrap();
+    ///     l.unlock(&owner(1), h);
+    /// }
+    /// let _inside = l.lock(&owner(1), None, &alive).unwrap(); // tid 1 dies in there
+    /// let dead_1 = |tid: u32, _: Option<u64>| tid != 1;
+    /// let h = l.lock(&owner(2), None, &dead_1).unwrap();
+    /// assert!(h.owner_died());
+    /// l.unlock(&owner(2), h);
+    /// ```
     #[must_use]
     pub fn owner_died(&self) -> bool {
         self.died
     }
 
     /// Whether this acquisition took the bias fast path.
+    ///
+    /// ```
+    /// use shmproc_core::biased_lock::{BiasedLock, Holder, BIAS_AFTER};
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// let l = BiasedLock::new();
+    /// let me = Owner::current();
+    /// let h = l.lock(&me, None, &ProcLiveness).unwrap();
+    /// assert!(!h.is_biased()); // the first acquisitions go through the mutex
+    /// l.unlock(&me, h);
+    /// ```
     #[must_use]
     pub fn is_biased(&self) -> bool {
         self.biased
@@ -157,6 +220,18 @@ impl Held {
 }
 
 /// Who holds a [`BiasedLock`], for inspection tools.
+///
+/// ```
+/// use shmproc_core::biased_lock::{BiasedLock, Holder, BIAS_AFTER};
+/// use shmproc_core::owner::{Owner, ProcLiveness};
+/// let l = BiasedLock::new();
+/// let me = Owner::current();
+/// for _ in 0..BIAS_AFTER {
+///     let h = l.lock(&me, None, &ProcLiveness).unwrap();
+///     l.unlock(&me, h);
+/// }
+/// assert!(matches!(l.holder(&ProcLiveness), Holder::Biased { busy: false, alive: true, .. }));
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Holder {
     /// Nobody.
@@ -177,6 +252,11 @@ pub enum Holder {
 
 impl BiasedLock {
     /// An unlocked lock without bias (loom's atomics have no const constructor).
+    ///
+    /// ```
+    /// let l = shmproc_core::biased_lock::BiasedLock::new();
+    /// assert_eq!(l.revocations(), 0);
+    /// ```
     #[must_use]
     pub fn new() -> BiasedLock {
         BiasedLock {
@@ -194,6 +274,12 @@ impl BiasedLock {
     }
 
     /// (Re)initialises in place: unlocked, no bias.
+    ///
+    /// ```
+    /// let l = shmproc_core::biased_lock::BiasedLock::default();
+    /// l.init(); // as a region object is initialised in place
+    /// assert_eq!(l.revocations(), 0);
+    /// ```
     pub fn init(&self) {
         self.busy.store(0, Ordering::Relaxed);
         let b = &self.bias;
@@ -213,6 +299,17 @@ impl BiasedLock {
 
     /// Locks, waiting until `deadline` (`None`: forever). A thread that
     /// already holds the lock gets [`LockError::Deadlock`].
+    ///
+    /// ```
+    /// use shmproc_core::biased_lock::{BiasedLock, Holder, BIAS_AFTER};
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// use shmproc_core::Deadline;
+    /// let l = BiasedLock::new();
+    /// let me = Owner::current();
+    /// let h = l.lock(&me, Some(Deadline::after(core::time::Duration::from_millis(10))), &ProcLiveness).unwrap();
+    /// assert!(l.lock(&me, None, &ProcLiveness).is_err()); // not re-entrant
+    /// l.unlock(&me, h);
+    /// ```
     #[inline]
     pub fn lock(&self, me: &Owner, deadline: Option<Deadline>, check: &impl OwnerCheck) -> Result<Held, LockError> {
         let mine = Self::mine(me);
@@ -320,6 +417,15 @@ impl BiasedLock {
     }
 
     /// Unlocks what [`lock`](BiasedLock::lock) returned.
+    ///
+    /// ```
+    /// use shmproc_core::biased_lock::{BiasedLock, Holder, BIAS_AFTER};
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// let l = BiasedLock::new();
+    /// let me = Owner::current();
+    /// let h = l.lock(&me, None, &ProcLiveness).unwrap();
+    /// l.unlock(&me, h); // hand back what lock returned
+    /// ```
     #[inline]
     pub fn unlock(&self, me: &Owner, held: Held) {
         if held.biased {
@@ -350,6 +456,16 @@ impl BiasedLock {
     }
 
     /// Who holds the lock (a snapshot).
+    ///
+    /// ```
+    /// use shmproc_core::biased_lock::{BiasedLock, Holder, BIAS_AFTER};
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// let l = BiasedLock::new();
+    /// let me = Owner::current();
+    /// let h = l.lock(&me, None, &ProcLiveness).unwrap();
+    /// assert!(matches!(l.holder(&ProcLiveness), Holder::Locked(o) if o.tid == me.thread.id));
+    /// l.unlock(&me, h);
+    /// ```
     pub fn holder(&self, check: &impl OwnerCheck) -> Holder {
         let busy = self.busy.load(Ordering::Relaxed) != 0;
         // A revoked holder still inside its critical section counts too.
@@ -365,6 +481,21 @@ impl BiasedLock {
     }
 
     /// How many times a bias was revoked (a snapshot, for inspection).
+    ///
+    /// ```
+    /// use shmproc_core::biased_lock::{BiasedLock, BIAS_AFTER};
+    /// use shmproc_core::{owner::Owner, Identity};
+    /// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7 }, pid: tid };
+    /// let alive = |_: u32, _: Option<u64>| true;
+    /// let l = BiasedLock::new();
+    /// for _ in 0..BIAS_AFTER {
+    ///     let h = l.lock(&owner(1), None, &alive).unwrap();
+    ///     l.unlock(&owner(1), h);
+    /// }
+    /// let h = l.lock(&owner(2), None, &alive).unwrap(); // revokes tid 1's bias
+    /// l.unlock(&owner(2), h);
+    /// assert_eq!(l.revocations(), 1);
+    /// ```
     pub fn revocations(&self) -> u32 {
         self.bias.revocations.load(Ordering::Relaxed)
     }

@@ -27,6 +27,23 @@ use crate::region::{kind, RegionObject};
 use crate::time::Deadline;
 
 /// The condition variable, as laid out in shared memory.
+///
+/// ```
+/// use shmproc_core::condvar::RawCondvar;
+/// use core::sync::atomic::{AtomicU32, Ordering};
+/// let (cv, flag) = (RawCondvar::new(), AtomicU32::new(0));
+/// std::thread::scope(|s| {
+///     s.spawn(|| loop {
+///         let token = cv.prepare_wait();
+///         if flag.load(Ordering::Acquire) == 1 {
+///             break;
+///         }
+///         cv.wait(token, None);
+///     });
+///     flag.store(1, Ordering::Release);
+///     cv.notify_all();
+/// });
+/// ```
 #[repr(C, align(128))]
 pub struct RawCondvar {
     seq: AtomicU32,
@@ -40,12 +57,24 @@ unsafe impl RegionObject for RawCondvar {
 
 impl RawCondvar {
     /// A condition variable with no waiters.
+    ///
+    /// ```
+    /// use shmproc_core::condvar::RawCondvar;
+    /// assert_eq!(RawCondvar::new().waiters(), 0);
+    /// ```
     #[must_use]
     pub fn new() -> RawCondvar {
         RawCondvar { seq: AtomicU32::new(0), waiters: AtomicU32::new(0) }
     }
 
     /// (Re)initialises in place.
+    ///
+    /// ```
+    /// use shmproc_core::condvar::RawCondvar;
+    /// let cv = RawCondvar::default();
+    /// cv.init();
+    /// assert_eq!(cv.waiters(), 0);
+    /// ```
     pub fn init(&self) {
         self.waiters.store(0, Ordering::Relaxed);
         self.seq.store(0, Ordering::Relaxed);
@@ -53,6 +82,14 @@ impl RawCondvar {
 
     /// Step 1 of a wait, with the mutex held: registers as a waiter and returns
     /// the token to sleep on.
+    ///
+    /// ```
+    /// use shmproc_core::condvar::RawCondvar;
+    /// let cv = RawCondvar::new();
+    /// let token = cv.prepare_wait(); // before releasing the mutex
+    /// cv.notify_one(); // a notify after the token ends the wait at once
+    /// let _ = cv.wait(token, None);
+    /// ```
     pub fn prepare_wait(&self) -> u32 {
         self.waiters.fetch_add(1, Ordering::SeqCst);
         self.seq.load(Ordering::SeqCst)
@@ -60,6 +97,14 @@ impl RawCondvar {
 
     /// Step 2, after unlocking the mutex: sleeps until notified (or spuriously
     /// woken) or `deadline` passes. Always pair with `prepare_wait`.
+    ///
+    /// ```
+    /// use shmproc_core::condvar::RawCondvar;
+    /// use shmproc_core::Deadline;
+    /// let cv = RawCondvar::new();
+    /// let token = cv.prepare_wait();
+    /// let _ = cv.wait(token, Some(Deadline::after(core::time::Duration::from_millis(5))));
+    /// ```
     pub fn wait(&self, token: u32, deadline: Option<Deadline>) -> WaitOutcome {
         let r = futex::wait(&self.seq, token, deadline);
         self.waiters.fetch_sub(1, Ordering::Relaxed);
@@ -67,11 +112,21 @@ impl RawCondvar {
     }
 
     /// Threads that may be waiting (a snapshot).
+    ///
+    /// ```
+    /// use shmproc_core::condvar::RawCondvar;
+    /// assert_eq!(RawCondvar::new().waiters(), 0);
+    /// ```
     pub fn waiters(&self) -> u32 {
         self.waiters.load(Ordering::Relaxed)
     }
 
     /// Wakes one waiter.
+    ///
+    /// ```
+    /// use shmproc_core::condvar::RawCondvar;
+    /// RawCondvar::new().notify_one(); // nobody waits: nothing happens
+    /// ```
     pub fn notify_one(&self) {
         self.seq.fetch_add(1, Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) != 0 {
@@ -80,6 +135,11 @@ impl RawCondvar {
     }
 
     /// Wakes every waiter, in every process.
+    ///
+    /// ```
+    /// use shmproc_core::condvar::RawCondvar;
+    /// RawCondvar::new().notify_all();
+    /// ```
     pub fn notify_all(&self) {
         self.seq.fetch_add(1, Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) != 0 {

@@ -29,6 +29,15 @@ use crate::time::Deadline;
 const SET: u32 = 1;
 
 /// The event, as laid out in shared memory.
+///
+/// ```
+/// use shmproc_core::event::RawEvent;
+/// let e = RawEvent::new(); // in real use: inside a shared region
+/// std::thread::scope(|s| {
+///     s.spawn(|| assert!(e.wait(None)));
+///     e.set();
+/// });
+/// ```
 #[repr(C, align(128))]
 pub struct RawEvent {
     flag: AtomicU32,
@@ -42,29 +51,61 @@ unsafe impl RegionObject for RawEvent {
 
 impl RawEvent {
     /// A clear event.
+    ///
+    /// ```
+    /// use shmproc_core::event::RawEvent;
+    /// assert!(!RawEvent::new().is_set());
+    /// ```
     #[must_use]
     pub fn new() -> RawEvent {
         RawEvent { flag: AtomicU32::new(0), waiters: AtomicU32::new(0) }
     }
 
     /// (Re)initialises in place as clear.
+    ///
+    /// ```
+    /// use shmproc_core::event::RawEvent;
+    /// let e = RawEvent::new();
+    /// e.set();
+    /// e.init();
+    /// assert!(!e.is_set());
+    /// ```
     pub fn init(&self) {
         self.waiters.store(0, Ordering::Relaxed);
         self.flag.store(0, Ordering::Release);
     }
 
     /// Whether the flag is set.
+    ///
+    /// ```
+    /// use shmproc_core::event::RawEvent;
+    /// let e = RawEvent::new();
+    /// e.set();
+    /// assert!(e.is_set());
+    /// ```
     #[inline]
     pub fn is_set(&self) -> bool {
         self.flag.load(Ordering::Acquire) & SET != 0
     }
 
     /// Threads that may be waiting (a snapshot).
+    ///
+    /// ```
+    /// use shmproc_core::event::RawEvent;
+    /// assert_eq!(RawEvent::new().waiters(), 0);
+    /// ```
     pub fn waiters(&self) -> u32 {
         self.waiters.load(Ordering::Relaxed)
     }
 
     /// Sets the flag and wakes every waiter in every process.
+    ///
+    /// ```
+    /// use shmproc_core::event::RawEvent;
+    /// let e = RawEvent::new();
+    /// e.set();
+    /// assert!(e.wait(None)); // at once
+    /// ```
     pub fn set(&self) {
         let mut v = self.flag.load(Ordering::Relaxed);
         loop {
@@ -87,23 +128,55 @@ impl RawEvent {
     }
 
     /// Clears the flag.
+    ///
+    /// ```
+    /// use shmproc_core::event::RawEvent;
+    /// let e = RawEvent::new();
+    /// e.set();
+    /// e.clear();
+    /// assert!(!e.is_set());
+    /// ```
     pub fn clear(&self) {
         self.flag.fetch_and(!SET, Ordering::Relaxed);
     }
 
     /// Waits until the flag is set or `deadline` passes; returns whether it is
     /// set.
+    ///
+    /// ```
+    /// use shmproc_core::event::RawEvent;
+    /// use shmproc_core::Deadline;
+    /// let e = RawEvent::new();
+    /// assert!(!e.wait(Some(Deadline::after(core::time::Duration::from_millis(5)))));
+    /// ```
     pub fn wait(&self, deadline: Option<Deadline>) -> bool {
         self.wait_since(self.snapshot(), deadline)
     }
 
     /// The state to pass to [`wait_since`](RawEvent::wait_since).
+    ///
+    /// ```
+    /// use shmproc_core::event::RawEvent;
+    /// let e = RawEvent::new();
+    /// let before = e.snapshot();
+    /// e.set();
+    /// e.clear();
+    /// // A set in between is seen even though the flag is down again.
+    /// assert!(e.wait_since(before, Some(shmproc_core::Deadline::EXPIRED)));
+    /// ```
     pub fn snapshot(&self) -> u32 {
         self.flag.load(Ordering::Acquire)
     }
 
     /// Waits until the flag is set or has been set since `start` was taken
     /// with [`snapshot`](RawEvent::snapshot), or `deadline` passes.
+    ///
+    /// ```
+    /// use shmproc_core::event::RawEvent;
+    /// let e = RawEvent::new();
+    /// let s = e.snapshot();
+    /// assert!(!e.wait_since(s, Some(shmproc_core::Deadline::after(core::time::Duration::from_millis(5)))));
+    /// ```
     pub fn wait_since(&self, start: u32, deadline: Option<Deadline>) -> bool {
         if start & SET != 0 {
             return true;

@@ -57,14 +57,42 @@ use crate::region::{kind, RegionObject};
 use crate::time::{earliest, Deadline};
 
 /// Bits of the state word holding the owner's tid.
+///
+/// ```
+/// use shmproc_core::raw_mutex::{RawMutex, TID_MASK};
+/// let me = shmproc_core::owner::Owner::current();
+/// assert_eq!(me.thread.id & TID_MASK, me.thread.id); // tids fit in the word
+/// ```
 pub const TID_MASK: u32 = 0x3fff_ffff;
 /// State bit: waiters may be sleeping.
+///
+/// ```
+/// use shmproc_core::raw_mutex::{RawMutex, WAITERS};
+/// assert_eq!(WAITERS, 1 << 31);
+/// let m = RawMutex::new();
+/// assert!(!m.has_waiters());
+/// ```
 pub const WAITERS: u32 = 0x8000_0000;
 /// How often a sleeping waiter checks whether the owner is still alive.
+///
+/// ```
+/// use shmproc_core::raw_mutex::LIVENESS_SLICE;
+/// assert_eq!(LIVENESS_SLICE, core::time::Duration::from_millis(20));
+/// ```
 pub const LIVENESS_SLICE: Duration = Duration::from_millis(20);
 const SPIN_LIMIT: u32 = 100;
 
 /// How a lock was obtained.
+///
+/// ```
+/// use shmproc_core::{owner::Owner, Identity};
+/// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7 }, pid: tid };
+/// use shmproc_core::raw_mutex::{Acquired, RawMutex};
+/// let m = RawMutex::new();
+/// let _ = m.try_lock(&owner(1)).unwrap(); // tid 1 "dies" holding it
+/// let dead_1 = |tid: u32, _: Option<u64>| tid != 1;
+/// assert_eq!(m.try_lock_checked(&owner(2), &dead_1), Ok(Acquired::OwnerDied));
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[must_use]
 pub enum Acquired {
@@ -76,6 +104,17 @@ pub enum Acquired {
 }
 
 /// Why a lock was not obtained.
+///
+/// ```
+/// use shmproc_core::{owner::Owner, Identity};
+/// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7 }, pid: tid };
+/// use shmproc_core::raw_mutex::{LockError, RawMutex};
+/// let m = RawMutex::new();
+/// let _ = m.try_lock(&owner(1)).unwrap();
+/// assert_eq!(m.try_lock(&owner(2)), Err(LockError::WouldBlock));
+/// let alive = |_: u32, _: Option<u64>| true;
+/// assert_eq!(m.try_lock_checked(&owner(1), &alive), Err(LockError::Deadlock));
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum LockError {
     /// `try_lock`: someone else holds it.
@@ -87,6 +126,16 @@ pub enum LockError {
 }
 
 /// A snapshot of who holds a mutex, for inspection tools.
+///
+/// ```
+/// use shmproc_core::owner::{Owner, ProcLiveness};
+/// use shmproc_core::raw_mutex::{Acquired, LockError, RawMutex};
+/// let m = RawMutex::new();
+/// let me = Owner::current();
+/// let _ = m.lock(&me, None, &ProcLiveness).unwrap();
+/// let info = m.owner(&ProcLiveness).unwrap();
+/// assert_eq!((info.tid, info.pid, info.alive), (me.thread.id, me.pid, true));
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct OwnerInfo {
     /// The owner's thread id.
@@ -100,6 +149,15 @@ pub struct OwnerInfo {
 }
 
 /// The robust mutex, as laid out in shared memory.
+///
+/// ```
+/// use shmproc_core::owner::{Owner, ProcLiveness};
+/// use shmproc_core::raw_mutex::{Acquired, LockError, RawMutex};
+/// let m = RawMutex::new(); // in real use: inside a shared region
+/// let me = Owner::current();
+/// assert_eq!(m.lock(&me, None, &ProcLiveness), Ok(Acquired::Locked));
+/// assert!(m.unlock(&me));
+/// ```
 #[repr(C, align(128))]
 pub struct RawMutex {
     state: AtomicU32,
@@ -118,6 +176,11 @@ unsafe impl RegionObject for RawMutex {
 
 impl RawMutex {
     /// An unlocked mutex (for statics, tests and models).
+    ///
+    /// ```
+    /// static M: shmproc_core::raw_mutex::RawMutex = shmproc_core::raw_mutex::RawMutex::new();
+    /// assert!(!M.is_locked());
+    /// ```
     #[cfg(not(loom))]
     #[must_use]
     pub const fn new() -> RawMutex {
@@ -131,6 +194,11 @@ impl RawMutex {
     }
 
     /// An unlocked mutex (loom's atomics have no const constructor).
+    ///
+    /// ```
+    /// let m = shmproc_core::raw_mutex::RawMutex::new();
+    /// assert!(!m.is_locked());
+    /// ```
     #[cfg(loom)]
     #[must_use]
     pub fn new() -> RawMutex {
@@ -144,6 +212,14 @@ impl RawMutex {
     }
 
     /// (Re)initialises the mutex in place as unlocked.
+    ///
+    /// ```
+    /// let m = shmproc_core::raw_mutex::RawMutex::new();
+    /// let me = shmproc_core::owner::Owner::current();
+    /// let _ = m.try_lock(&me);
+    /// m.init(); // back to unlocked (only while nobody else can use it)
+    /// assert!(!m.is_locked());
+    /// ```
     pub fn init(&self) {
         self.owner_tid.store(0, Ordering::Relaxed);
         self.owner_start.store(0, Ordering::Relaxed);
@@ -167,6 +243,17 @@ impl RawMutex {
 
     /// Whether `me` is the recorded owner (tid in the word and matching start
     /// time, so a reused tid is not mistaken for the owner).
+    ///
+    /// ```
+    /// use shmproc_core::{owner::Owner, Identity};
+    /// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7 }, pid: tid };
+    /// let m = shmproc_core::raw_mutex::RawMutex::new();
+    /// let _ = m.try_lock(&owner(1)).unwrap();
+    /// assert!(m.is_owned_by(&owner(1)));
+    /// // Same tid, another start time: a reused tid is not the owner.
+    /// let reused = Owner { thread: Identity { id: 1, start: 8 }, pid: 1 };
+    /// assert!(!m.is_owned_by(&reused));
+    /// ```
     pub fn is_owned_by(&self, me: &Owner) -> bool {
         self.state.load(Ordering::Relaxed) & TID_MASK == Self::my_tid(me)
             && self.owner_tid.load(Ordering::Relaxed) == me.thread.id
@@ -176,6 +263,15 @@ impl RawMutex {
     /// Tries once, without waiting. An abandoned lock (dead owner) is *not*
     /// taken over here: that needs a liveness check, done by the waiting paths
     /// and by [`try_lock_checked`](RawMutex::try_lock_checked).
+    ///
+    /// ```
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// use shmproc_core::raw_mutex::{Acquired, LockError, RawMutex};
+    /// let m = RawMutex::new();
+    /// let me = Owner::current();
+    /// assert_eq!(m.try_lock(&me), Ok(Acquired::Locked));
+    /// assert!(m.unlock(&me));
+    /// ```
     #[inline]
     pub fn try_lock(&self, me: &Owner) -> Result<Acquired, LockError> {
         match self.state.compare_exchange(0, Self::my_tid(me), Ordering::Acquire, Ordering::Relaxed) {
@@ -189,6 +285,18 @@ impl RawMutex {
 
     /// Like [`try_lock`](RawMutex::try_lock), but if the lock is held, checks
     /// the owner's liveness once and takes over from a dead owner.
+    ///
+    /// ```
+    /// use shmproc_core::{owner::Owner, Identity};
+    /// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7 }, pid: tid };
+    /// use shmproc_core::raw_mutex::{Acquired, LockError, RawMutex};
+    /// let m = RawMutex::new();
+    /// let _ = m.try_lock(&owner(1)).unwrap();
+    /// let alive = |_: u32, _: Option<u64>| true;
+    /// assert_eq!(m.try_lock_checked(&owner(2), &alive), Err(LockError::WouldBlock));
+    /// let dead = |_: u32, _: Option<u64>| false;
+    /// assert_eq!(m.try_lock_checked(&owner(2), &dead), Ok(Acquired::OwnerDied));
+    /// ```
     pub fn try_lock_checked(&self, me: &Owner, check: &impl OwnerCheck) -> Result<Acquired, LockError> {
         loop {
             let s = self.state.load(Ordering::Relaxed);
@@ -216,6 +324,16 @@ impl RawMutex {
     }
 
     /// Locks, waiting until `deadline` (`None`: forever).
+    ///
+    /// ```
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// use shmproc_core::raw_mutex::{Acquired, LockError, RawMutex};
+    /// use shmproc_core::Deadline;
+    /// let m = RawMutex::new();
+    /// let me = Owner::current();
+    /// let _ = m.lock(&me, Some(Deadline::after(core::time::Duration::from_millis(10))), &ProcLiveness).unwrap();
+    /// assert!(m.unlock(&me));
+    /// ```
     #[inline]
     pub fn lock(&self, me: &Owner, deadline: Option<Deadline>, check: &impl OwnerCheck) -> Result<Acquired, LockError> {
         if let Ok(a) = self.try_lock(me) {
@@ -313,6 +431,15 @@ impl RawMutex {
 
     /// Unlocks. Returns false (and does nothing) if `me` does not hold it,
     /// for example a guard copied into a forked child.
+    ///
+    /// ```
+    /// use shmproc_core::{owner::Owner, Identity};
+    /// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7 }, pid: tid };
+    /// let m = shmproc_core::raw_mutex::RawMutex::new();
+    /// let _ = m.try_lock(&owner(1)).unwrap();
+    /// assert!(!m.unlock(&owner(2))); // not the owner: nothing happens
+    /// assert!(m.unlock(&owner(1)));
+    /// ```
     #[inline]
     pub fn unlock(&self, me: &Owner) -> bool {
         let mine = Self::my_tid(me);
@@ -339,6 +466,19 @@ impl RawMutex {
     }
 
     /// Recursive lock: if `me` already holds it, counts one more level.
+    ///
+    /// ```
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// use shmproc_core::raw_mutex::{Acquired, LockError, RawMutex};
+    /// let m = RawMutex::new();
+    /// let me = Owner::current();
+    /// let _ = m.lock_recursive(&me, None, &ProcLiveness).unwrap();
+    /// let _ = m.lock_recursive(&me, None, &ProcLiveness).unwrap(); // again
+    /// assert!(m.unlock_recursive(&me));
+    /// assert!(m.is_locked()); // one level left
+    /// assert!(m.unlock_recursive(&me));
+    /// assert!(!m.is_locked());
+    /// ```
     pub fn lock_recursive(
         &self,
         me: &Owner,
@@ -354,6 +494,16 @@ impl RawMutex {
     }
 
     /// Recursive try-lock.
+    ///
+    /// ```
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// use shmproc_core::raw_mutex::{Acquired, LockError, RawMutex};
+    /// let m = RawMutex::new();
+    /// let me = Owner::current();
+    /// let _ = m.try_lock_recursive(&me, &ProcLiveness).unwrap();
+    /// let _ = m.try_lock_recursive(&me, &ProcLiveness).unwrap();
+    /// assert!(m.unlock_recursive(&me) && m.unlock_recursive(&me));
+    /// ```
     pub fn try_lock_recursive(&self, me: &Owner, check: &impl OwnerCheck) -> Result<Acquired, LockError> {
         match self.lock_recursive_probe(me) {
             Some(a) => Ok(a),
@@ -373,6 +523,16 @@ impl RawMutex {
 
     /// Recursive unlock: drops one level, releasing at the outermost one.
     /// Returns false if `me` does not hold it.
+    ///
+    /// ```
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// use shmproc_core::raw_mutex::{Acquired, LockError, RawMutex};
+    /// let m = RawMutex::new();
+    /// let me = Owner::current();
+    /// let _ = m.lock_recursive(&me, None, &ProcLiveness).unwrap();
+    /// assert!(m.unlock_recursive(&me));
+    /// assert!(!m.is_locked());
+    /// ```
     pub fn unlock_recursive(&self, me: &Owner) -> bool {
         if !self.is_owned_by(me) {
             return false;
@@ -386,6 +546,13 @@ impl RawMutex {
     }
 
     /// Who holds the lock right now, if anyone.
+    ///
+    /// ```
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// use shmproc_core::raw_mutex::{Acquired, LockError, RawMutex};
+    /// let m = RawMutex::new();
+    /// assert_eq!(m.owner(&ProcLiveness), None);
+    /// ```
     pub fn owner(&self, check: &impl OwnerCheck) -> Option<OwnerInfo> {
         let s = self.state.load(Ordering::Relaxed);
         let tid = s & TID_MASK;
@@ -403,11 +570,25 @@ impl RawMutex {
     }
 
     /// Whether waiters may be sleeping on the lock (a snapshot).
+    ///
+    /// ```
+    /// let m = shmproc_core::raw_mutex::RawMutex::new();
+    /// assert!(!m.has_waiters());
+    /// ```
     pub fn has_waiters(&self) -> bool {
         self.state.load(Ordering::Relaxed) & WAITERS != 0
     }
 
     /// Whether the lock is held by anyone (a snapshot).
+    ///
+    /// ```
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// use shmproc_core::raw_mutex::{Acquired, LockError, RawMutex};
+    /// let m = RawMutex::new();
+    /// let me = Owner::current();
+    /// let _ = m.try_lock(&me);
+    /// assert!(m.is_locked());
+    /// ```
     pub fn is_locked(&self) -> bool {
         self.state.load(Ordering::Relaxed) & TID_MASK != 0
     }

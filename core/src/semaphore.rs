@@ -28,10 +28,25 @@ use crate::region::{kind, RegionObject};
 use crate::time::Deadline;
 
 /// `max` value of an unbounded semaphore.
+///
+/// ```
+/// use shmproc_core::semaphore::{RawSemaphore, SemaphoreError, UNBOUNDED};
+/// let s = RawSemaphore::new(0, UNBOUNDED);
+/// s.release(5).unwrap(); // no bound
+/// assert_eq!(s.value(), 5);
+/// ```
 pub const UNBOUNDED: u32 = u32::MAX;
 const SPIN_LIMIT: u32 = 64;
 
 /// Why a semaphore operation failed.
+///
+/// ```
+/// use shmproc_core::semaphore::{RawSemaphore, SemaphoreError, UNBOUNDED};
+/// let s = RawSemaphore::new(1, 1);
+/// assert_eq!(s.release(1), Err(SemaphoreError::Overflow));
+/// s.try_acquire().unwrap();
+/// assert_eq!(s.try_acquire(), Err(SemaphoreError::WouldBlock));
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum SemaphoreError {
     /// `try_acquire`: no permit free.
@@ -44,6 +59,14 @@ pub enum SemaphoreError {
 }
 
 /// The semaphore, as laid out in shared memory.
+///
+/// ```
+/// use shmproc_core::semaphore::{RawSemaphore, SemaphoreError, UNBOUNDED};
+/// let s = RawSemaphore::new(2, UNBOUNDED); // in real use: inside a shared region
+/// s.acquire(None).unwrap();
+/// assert_eq!(s.value(), 1);
+/// s.release(1).unwrap();
+/// ```
 #[repr(C, align(128))]
 pub struct RawSemaphore {
     count: AtomicU32,
@@ -59,12 +82,25 @@ unsafe impl RegionObject for RawSemaphore {
 impl RawSemaphore {
     /// A semaphore with `value` permits; `max` bounds `release` ([`UNBOUNDED`]
     /// for none).
+    ///
+    /// ```
+    /// use shmproc_core::semaphore::{RawSemaphore, SemaphoreError, UNBOUNDED};
+    /// let s = RawSemaphore::new(3, 3);
+    /// assert_eq!((s.value(), s.max()), (3, 3));
+    /// ```
     #[must_use]
     pub fn new(value: u32, max: u32) -> RawSemaphore {
         RawSemaphore { count: AtomicU32::new(value), waiters: AtomicU32::new(0), max: AtomicU32::new(max) }
     }
 
     /// (Re)initialises in place.
+    ///
+    /// ```
+    /// use shmproc_core::semaphore::{RawSemaphore, SemaphoreError, UNBOUNDED};
+    /// let s = RawSemaphore::new(0, UNBOUNDED);
+    /// s.init(4, 4);
+    /// assert_eq!(s.value(), 4);
+    /// ```
     pub fn init(&self, value: u32, max: u32) {
         self.waiters.store(0, Ordering::Relaxed);
         self.max.store(max, Ordering::Relaxed);
@@ -72,21 +108,45 @@ impl RawSemaphore {
     }
 
     /// Free permits (a snapshot).
+    ///
+    /// ```
+    /// use shmproc_core::semaphore::{RawSemaphore, SemaphoreError, UNBOUNDED};
+    /// let s = RawSemaphore::new(2, UNBOUNDED);
+    /// assert_eq!(s.value(), 2);
+    /// ```
     pub fn value(&self) -> u32 {
         self.count.load(Ordering::Relaxed)
     }
 
     /// Threads that may be waiting (a snapshot).
+    ///
+    /// ```
+    /// use shmproc_core::semaphore::{RawSemaphore, SemaphoreError, UNBOUNDED};
+    /// let s = RawSemaphore::new(2, UNBOUNDED);
+    /// assert_eq!(s.waiters(), 0);
+    /// ```
     pub fn waiters(&self) -> u32 {
         self.waiters.load(Ordering::Relaxed)
     }
 
     /// The bound, or [`UNBOUNDED`].
+    ///
+    /// ```
+    /// use shmproc_core::semaphore::{RawSemaphore, SemaphoreError, UNBOUNDED};
+    /// assert_eq!(RawSemaphore::new(1, UNBOUNDED).max(), UNBOUNDED);
+    /// ```
     pub fn max(&self) -> u32 {
         self.max.load(Ordering::Relaxed)
     }
 
     /// Takes a permit if one is free.
+    ///
+    /// ```
+    /// use shmproc_core::semaphore::{RawSemaphore, SemaphoreError, UNBOUNDED};
+    /// let s = RawSemaphore::new(1, UNBOUNDED);
+    /// assert_eq!(s.try_acquire(), Ok(()));
+    /// assert_eq!(s.try_acquire(), Err(SemaphoreError::WouldBlock));
+    /// ```
     #[inline]
     pub fn try_acquire(&self) -> Result<(), SemaphoreError> {
         let mut c = self.count.load(Ordering::Relaxed);
@@ -102,6 +162,14 @@ impl RawSemaphore {
     }
 
     /// Takes a permit, waiting until `deadline` (`None`: forever).
+    ///
+    /// ```
+    /// use shmproc_core::semaphore::{RawSemaphore, SemaphoreError, UNBOUNDED};
+    /// use shmproc_core::Deadline;
+    /// let s = RawSemaphore::new(0, UNBOUNDED);
+    /// let r = s.acquire(Some(Deadline::after(core::time::Duration::from_millis(5))));
+    /// assert_eq!(r, Err(SemaphoreError::Timeout));
+    /// ```
     #[inline]
     pub fn acquire(&self, deadline: Option<Deadline>) -> Result<(), SemaphoreError> {
         if self.try_acquire().is_ok() {
@@ -133,6 +201,13 @@ impl RawSemaphore {
     }
 
     /// Returns `n` permits, waking waiters if there are any.
+    ///
+    /// ```
+    /// use shmproc_core::semaphore::{RawSemaphore, SemaphoreError, UNBOUNDED};
+    /// let s = RawSemaphore::new(0, 2);
+    /// s.release(2).unwrap();
+    /// assert_eq!(s.release(1), Err(SemaphoreError::Overflow));
+    /// ```
     pub fn release(&self, n: u32) -> Result<(), SemaphoreError> {
         let max = self.max.load(Ordering::Relaxed);
         let mut c = self.count.load(Ordering::Relaxed);
