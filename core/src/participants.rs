@@ -25,6 +25,12 @@ use crate::identity::Identity;
 use crate::primitive::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Entries per table.
+///
+/// ```
+/// use shmproc_core::participants::MAX_PARTICIPANTS;
+/// // Beyond this many processes the table overflows and presence is Unknown.
+/// assert_eq!(MAX_PARTICIPANTS, 64);
+/// ```
 #[cfg(not(loom))]
 pub const MAX_PARTICIPANTS: usize = 64;
 /// Entries per table (kept small under loom, where each atomic is a model
@@ -32,9 +38,28 @@ pub const MAX_PARTICIPANTS: usize = 64;
 #[cfg(loom)]
 pub const MAX_PARTICIPANTS: usize = 2;
 /// `pid` value of an entry being cleared.
+///
+/// ```
+/// use shmproc_core::participants::RECLAIMING;
+/// // The pid value that marks an entry being taken over from a dead process.
+/// assert_eq!(RECLAIMING, u32::MAX);
+/// ```
 pub const RECLAIMING: u32 = u32::MAX;
 
 /// A handle role.
+///
+/// ```
+/// use shmproc_core::participants::{Participants, Presence, Role};
+/// use shmproc_core::Identity;
+/// // SAFETY: the table is atomics only, valid when zeroed.
+/// let table: Box<Participants> = Box::new(unsafe { core::mem::zeroed() });
+/// table.init();
+/// let me = Identity::current_process();
+/// let alive = |id: Identity| id.is_alive();
+/// assert!(table.attach(me, Role::Sender, 1, alive));
+/// assert_eq!(table.presence(Role::Sender, alive), Presence::Present);
+/// assert_eq!(table.presence(Role::Receiver, alive), Presence::Absent);
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Role {
     /// May send.
@@ -62,6 +87,19 @@ impl Entry {
 }
 
 /// Whether any live process holds a role.
+///
+/// ```
+/// use shmproc_core::participants::{Participants, Presence, Role};
+/// use shmproc_core::Identity;
+/// // SAFETY: the table is atomics only, valid when zeroed.
+/// let table: Box<Participants> = Box::new(unsafe { core::mem::zeroed() });
+/// table.init();
+/// let me = Identity::current_process();
+/// let alive = |id: Identity| id.is_alive();
+/// assert_eq!(table.presence(Role::Receiver, alive), Presence::Absent);
+/// table.attach(me, Role::Receiver, 2, alive);
+/// assert_eq!(table.presence(Role::Receiver, alive), Presence::Present);
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Presence {
     /// At least one live process holds a handle in that role.
@@ -73,6 +111,19 @@ pub enum Presence {
 }
 
 /// The table, as laid out in shared memory.
+///
+/// ```
+/// use shmproc_core::participants::{Participants, Presence, Role};
+/// use shmproc_core::Identity;
+/// // SAFETY: the table is atomics only, valid when zeroed.
+/// let table: Box<Participants> = Box::new(unsafe { core::mem::zeroed() });
+/// table.init();
+/// let me = Identity::current_process();
+/// let alive = |id: Identity| id.is_alive();
+/// table.attach(me, Role::Sender, 1, alive);
+/// // A process that died holding handles no longer counts.
+/// assert_eq!(table.presence(Role::Sender, |_| false), Presence::Absent);
+/// ```
 #[repr(C)]
 pub struct Participants {
     overflow: AtomicU32,
@@ -99,6 +150,19 @@ impl Participants {
     }
 
     /// (Re)initialises in place: empty.
+    ///
+    /// ```
+    /// use shmproc_core::participants::{Participants, Presence, Role};
+    /// use shmproc_core::Identity;
+    /// // SAFETY: the table is atomics only, valid when zeroed.
+    /// let table: Box<Participants> = Box::new(unsafe { core::mem::zeroed() });
+    /// table.init();
+    /// let me = Identity::current_process();
+    /// let alive = |id: Identity| id.is_alive();
+    /// table.attach(me, Role::Sender, 1, alive);
+    /// table.init();
+    /// assert_eq!(table.snapshot().count(), 0);
+    /// ```
     pub fn init(&self) {
         self.overflow.store(0, Ordering::Relaxed);
         for e in &self.entries {
@@ -117,6 +181,18 @@ impl Participants {
 
     /// Adds `n` handles of `role` for process `me`. Returns false if the table
     /// is full (the overflow flag is then set).
+    ///
+    /// ```
+    /// use shmproc_core::participants::{Participants, Presence, Role};
+    /// use shmproc_core::Identity;
+    /// // SAFETY: the table is atomics only, valid when zeroed.
+    /// let table: Box<Participants> = Box::new(unsafe { core::mem::zeroed() });
+    /// table.init();
+    /// let me = Identity::current_process();
+    /// let alive = |id: Identity| id.is_alive();
+    /// assert!(table.attach(me, Role::Sender, 2, alive));
+    /// assert_eq!(table.snapshot().collect::<Vec<_>>(), [(me, 2, 0)]);
+    /// ```
     pub fn attach(&self, me: Identity, role: Role, n: u32, alive: impl Fn(Identity) -> bool) -> bool {
         if n == 0 {
             return true;
@@ -145,6 +221,18 @@ impl Participants {
     /// Sets process `me`'s count of `role` handles to exactly `n` (claiming
     /// an entry if needed). Idempotent: used when both a parent and its forked
     /// child record the handles the child inherited.
+    ///
+    /// ```
+    /// use shmproc_core::participants::{Participants, Presence, Role};
+    /// use shmproc_core::Identity;
+    /// // SAFETY: the table is atomics only, valid when zeroed.
+    /// let table: Box<Participants> = Box::new(unsafe { core::mem::zeroed() });
+    /// table.init();
+    /// let me = Identity::current_process();
+    /// let alive = |id: Identity| id.is_alive();
+    /// table.set(me, Role::Receiver, 3, alive);
+    /// assert_eq!(table.snapshot().collect::<Vec<_>>(), [(me, 0, 3)]);
+    /// ```
     pub fn set(&self, me: Identity, role: Role, n: u32, alive: impl Fn(Identity) -> bool) -> bool {
         if let Some(e) = self.find(me) {
             e.count(role).store(n, Ordering::Relaxed);
@@ -173,6 +261,19 @@ impl Participants {
 
     /// Removes `n` handles of `role` for process `me`; frees the entry when
     /// both counts reach zero.
+    ///
+    /// ```
+    /// use shmproc_core::participants::{Participants, Presence, Role};
+    /// use shmproc_core::Identity;
+    /// // SAFETY: the table is atomics only, valid when zeroed.
+    /// let table: Box<Participants> = Box::new(unsafe { core::mem::zeroed() });
+    /// table.init();
+    /// let me = Identity::current_process();
+    /// let alive = |id: Identity| id.is_alive();
+    /// table.attach(me, Role::Sender, 2, alive);
+    /// table.detach(me, Role::Sender, 2);
+    /// assert_eq!(table.presence(Role::Sender, alive), Presence::Absent);
+    /// ```
     pub fn detach(&self, me: Identity, role: Role, n: u32) {
         let Some(e) = self.find(me) else { return };
         let c = e.count(role);
@@ -211,6 +312,18 @@ impl Participants {
 
     /// Whether a live process holds a handle of `role`; dead entries found on
     /// the way are cleared.
+    ///
+    /// ```
+    /// use shmproc_core::participants::{Participants, Presence, Role};
+    /// use shmproc_core::Identity;
+    /// // SAFETY: the table is atomics only, valid when zeroed.
+    /// let table: Box<Participants> = Box::new(unsafe { core::mem::zeroed() });
+    /// table.init();
+    /// let me = Identity::current_process();
+    /// let alive = |id: Identity| id.is_alive();
+    /// table.attach(me, Role::Sender, 1, alive);
+    /// assert_eq!(table.presence(Role::Sender, alive), Presence::Present);
+    /// ```
     pub fn presence(&self, role: Role, alive: impl Fn(Identity) -> bool) -> Presence {
         if self.overflow.load(Ordering::Relaxed) != 0 {
             return Presence::Unknown;
@@ -247,6 +360,21 @@ impl Participants {
     }
 
     /// `(pid, senders, receivers)` of every claimed entry, for inspection.
+    ///
+    /// ```
+    /// use shmproc_core::participants::{Participants, Presence, Role};
+    /// use shmproc_core::Identity;
+    /// // SAFETY: the table is atomics only, valid when zeroed.
+    /// let table: Box<Participants> = Box::new(unsafe { core::mem::zeroed() });
+    /// table.init();
+    /// let me = Identity::current_process();
+    /// let alive = |id: Identity| id.is_alive();
+    /// table.attach(me, Role::Sender, 1, alive);
+    /// table.attach(me, Role::Receiver, 1, alive);
+    /// for (id, senders, receivers) in table.snapshot() {
+    ///     println!("pid {}: {senders} send, {receivers} recv", id.id);
+    /// }
+    /// ```
     pub fn snapshot(&self) -> impl Iterator<Item = (Identity, u32, u32)> + '_ {
         self.entries.iter().filter_map(|e| {
             let pid = e.pid.load(Ordering::Acquire);

@@ -49,60 +49,279 @@ use crate::primitive::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use crate::time::Deadline;
 
 /// `b"SHMPROC1"` as a little-endian u64: the first 8 bytes of every region.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::{Identity, Region};
+/// # let len = 1 << 16;
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+/// let info = region.info()?;
+/// assert_eq!(info.creator, Identity::current_process());
+/// // The first 8 bytes are the magic number.
+/// // SAFETY: the region's first 8 bytes are initialised.
+/// assert_eq!(unsafe { mem.cast::<u64>().read() }, shmproc_core::region::MAGIC);
+/// # Ok::<(), shmproc_core::RegionError>(())
+/// ```
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPROC1");
 /// Version of the layout described in this module.
+///
+/// ```
+/// assert_eq!(shmproc_core::region::LAYOUT_VERSION, 1);
+/// ```
 pub const LAYOUT_VERSION: u32 = 1;
 /// Alignment of the header, the directory and every object (two cache lines:
 /// adjacent-line prefetch makes 64 too small to avoid false sharing).
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::{Identity, Region};
+/// # let len = 1 << 16;
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+/// use shmproc_core::region::OBJECT_ALIGN;
+/// let obj = region.alloc_raw(shmproc_core::region::kind::BYTES, b"blob", 10, 8, |_| {})?;
+/// assert_eq!(obj.offset % OBJECT_ALIGN, 0);
+/// # Ok::<(), shmproc_core::RegionError>(())
+/// ```
 pub const OBJECT_ALIGN: usize = 128;
 /// Longest object name, in bytes.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::{Identity, Region};
+/// # let len = 1 << 16;
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+/// use shmproc_core::region::NAME_LEN;
+/// let long = [b'x'; NAME_LEN + 1];
+/// assert!(region.alloc_raw(shmproc_core::region::kind::BYTES, &long, 8, 8, |_| {}).is_err());
+/// # Ok::<(), shmproc_core::RegionError>(())
+/// ```
 pub const NAME_LEN: usize = 40;
 /// Directory capacity used when the caller has no preference.
+///
+/// ```
+/// use shmproc_core::region::{required_size, DEFAULT_DIR_CAPACITY};
+/// assert!(required_size(DEFAULT_DIR_CAPACITY, 0).unwrap() >= 64 * DEFAULT_DIR_CAPACITY as usize);
+/// ```
 pub const DEFAULT_DIR_CAPACITY: u32 = 62;
 /// Largest directory a region may declare (bounds the work of a scan).
+///
+/// ```
+/// use shmproc_core::region::{required_size, MAX_DIR_CAPACITY};
+/// assert!(required_size(MAX_DIR_CAPACITY, 0).is_some());
+/// ```
 pub const MAX_DIR_CAPACITY: u32 = 1 << 16;
 
 /// Init word: nobody has started initialising.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::{Identity, Region};
+/// # let len = 1 << 16;
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+/// use shmproc_core::region::{INIT_BUSY, INIT_EMPTY, INIT_READY};
+/// assert!(INIT_EMPTY < INIT_BUSY && INIT_BUSY < INIT_READY);
+/// // A created region is published READY: opening it succeeds at once.
+/// // SAFETY: the same memory, still mapped.
+/// assert!(unsafe { Region::open(mem, len, None) }.is_ok());
+/// ```
 pub const INIT_EMPTY: u32 = 0;
 /// Init word: the creator is writing the header.
+///
+/// ```
+/// assert_eq!(shmproc_core::region::INIT_BUSY, 1);
+/// ```
 pub const INIT_BUSY: u32 = 1;
 /// Init word: the header is valid.
+///
+/// ```
+/// assert_eq!(shmproc_core::region::INIT_READY, 2);
+/// ```
 pub const INIT_READY: u32 = 2;
 
 /// Directory entry: unused, or claimed by an allocation that did not finish.
+///
+/// ```
+/// assert_eq!(shmproc_core::region::ENTRY_FREE, 0);
+/// ```
 pub const ENTRY_FREE: u32 = 0;
 /// Directory entry: the object is initialised and may be used.
+///
+/// ```
+/// assert_eq!(shmproc_core::region::ENTRY_READY, 1);
+/// ```
 pub const ENTRY_READY: u32 = 1;
 
 /// Object kinds known to this version. Unknown kinds are reported, not rejected,
 /// so a newer peer's objects do not make a region unreadable.
 pub mod kind {
     /// Untyped bytes (a `Value`, an `Array`, user data).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// use shmproc_core::region::kind;
+    /// let obj = region.alloc_raw(kind::BYTES, b"raw", 32, 8, |p| {
+    ///     // SAFETY: `p` points at 32 fresh bytes of the object.
+    ///     unsafe { p.as_ptr().write_bytes(7, 32) }
+    /// })?;
+    /// assert_eq!(obj.kind, kind::BYTES);
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     pub const BYTES: u32 = 1;
     /// A robust mutex.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// use shmproc_core::region::kind;
+    /// use shmproc_core::raw_mutex::RawMutex;
+    /// let obj = region.alloc::<RawMutex>(b"m", |m| m.init())?;
+    /// assert_eq!(obj.kind, kind::MUTEX);
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     pub const MUTEX: u32 = 2;
     /// A counting semaphore.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// use shmproc_core::region::kind;
+    /// use shmproc_core::semaphore::RawSemaphore;
+    /// assert_eq!(region.alloc::<RawSemaphore>(b"s", |s| s.init(1, 1))?.kind, kind::SEMAPHORE);
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     pub const SEMAPHORE: u32 = 3;
     /// An event flag.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// use shmproc_core::region::kind;
+    /// use shmproc_core::event::RawEvent;
+    /// assert_eq!(region.alloc::<RawEvent>(b"e", |e| e.init())?.kind, kind::EVENT);
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     pub const EVENT: u32 = 4;
     /// A condition variable.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// use shmproc_core::region::kind;
+    /// use shmproc_core::condvar::RawCondvar;
+    /// assert_eq!(region.alloc::<RawCondvar>(b"c", |c| c.init())?.kind, kind::CONDVAR);
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     pub const CONDVAR: u32 = 5;
     /// A barrier.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// use shmproc_core::region::kind;
+    /// use shmproc_core::barrier::RawBarrier;
+    /// assert_eq!(region.alloc::<RawBarrier>(b"b", |b| b.init(2))?.kind, kind::BARRIER);
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     pub const BARRIER: u32 = 6;
     /// A single-producer single-consumer byte ring.
+    ///
+    /// ```
+    /// use shmproc_core::region::kind;
+    /// // The kind of a `Pipe` direction (an SPSC byte ring).
+    /// assert_eq!(kind::SPSC_RING, 7);
+    /// ```
     pub const SPSC_RING: u32 = 7;
     /// A multi-producer multi-consumer slot ring.
+    ///
+    /// ```
+    /// use shmproc_core::region::kind;
+    /// // The kind of a queue (either layout; the std crate tags which inside).
+    /// assert_eq!(kind::MPMC_RING, 8);
+    /// ```
     pub const MPMC_RING: u32 = 8;
     /// A lock-protected array (`Array<T>`).
+    ///
+    /// ```
+    /// use shmproc_core::region::kind;
+    /// assert_eq!(kind::ARRAY, 9);
+    /// ```
     pub const ARRAY: u32 = 9;
     /// A shared hash map (`SharedMap<K, V>`).
+    ///
+    /// ```
+    /// use shmproc_core::region::kind;
+    /// assert_eq!(kind::SHARED_MAP, 10);
+    /// ```
     pub const SHARED_MAP: u32 = 10;
     /// A shared list (`SharedList<T>`).
+    ///
+    /// ```
+    /// use shmproc_core::region::kind;
+    /// assert_eq!(kind::SHARED_LIST, 11);
+    /// ```
     pub const SHARED_LIST: u32 = 11;
 }
 
 /// The region header at offset 0. All fields are atomics: a peer may write them
 /// at any time, and every value is validated before use.
+///
+/// ```
+/// // 128 bytes at the start of every region, then the directory.
+/// assert_eq!(core::mem::size_of::<shmproc_core::region::RegionHeader>(), 128);
+/// ```
 #[repr(C, align(128))]
 pub struct RegionHeader {
     magic: AtomicU64,
@@ -122,6 +341,10 @@ pub struct RegionHeader {
 }
 
 /// One directory slot: 64 bytes.
+///
+/// ```
+/// assert_eq!(core::mem::size_of::<shmproc_core::region::DirEntry>(), 64);
+/// ```
 #[repr(C, align(8))]
 pub struct DirEntry {
     state: AtomicU32,
@@ -139,6 +362,18 @@ const _: () = assert!(HEADER_SIZE == 128);
 const _: () = assert!(ENTRY_SIZE == 64);
 
 /// Why a region could not be created, opened or used.
+///
+/// ```
+/// use core::ptr::NonNull;
+/// use shmproc_core::{Region, RegionError};
+/// let layout = std::alloc::Layout::from_size_align(4096, 128).unwrap();
+/// // SAFETY: non-zero size.
+/// let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// // All zeroes is not a region: a typed error, no panic.
+/// // SAFETY: 4096 readable bytes, 128-aligned, never freed.
+/// let r = unsafe { Region::open(mem, 4096, Some(shmproc_core::Deadline::EXPIRED)) };
+/// assert!(r.is_err());
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum RegionError {
     /// The memory is smaller than the layout requires.
@@ -225,12 +460,49 @@ impl core::error::Error for RegionError {}
 /// most [`OBJECT_ALIGN`]. Then handing out `&Self` over shared memory that a peer
 /// may scribble on is sound: garbage is a valid (if meaningless) value, which the
 /// type's own operations must validate.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::{Identity, Region};
+/// # let len = 1 << 16;
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+/// use core::sync::atomic::{AtomicU64, Ordering};
+/// use shmproc_core::region::RegionObject;
+/// #[repr(C, align(128))]
+/// struct Counter(AtomicU64);
+/// // SAFETY: one atomic, valid for any bits; aligned to 128.
+/// unsafe impl RegionObject for Counter {
+///     const KIND: u32 = 1000;
+/// }
+/// let obj = region.alloc::<Counter>(b"hits", |c| c.0.store(0, Ordering::Relaxed))?;
+/// region.get::<Counter>(obj.index)?.0.fetch_add(1, Ordering::Relaxed);
+/// # Ok::<(), shmproc_core::RegionError>(())
+/// ```
 pub unsafe trait RegionObject: Sized {
     /// The directory kind recorded for this type.
     const KIND: u32;
 }
 
 /// Validated description of one directory entry.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::{Identity, Region};
+/// # let len = 1 << 16;
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+/// let obj = region.alloc_raw(shmproc_core::region::kind::BYTES, b"data", 100, 8, |_| {})?;
+/// assert_eq!(obj.name(), b"data");
+/// assert!(obj.size >= 100);
+/// # Ok::<(), shmproc_core::RegionError>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct ObjectInfo {
     /// Directory slot.
@@ -247,6 +519,20 @@ pub struct ObjectInfo {
 
 impl ObjectInfo {
     /// The object's name (bytes as stored; may be non-UTF-8 if a peer wrote it).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// region.alloc_raw(shmproc_core::region::kind::BYTES, b"x", 1, 1, |_| {})?;
+    /// assert_eq!(region.find(b"x")?.name(), b"x");
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     #[must_use]
     pub fn name(&self) -> &[u8] {
         &self.name[..usize::from(self.name_len)]
@@ -254,6 +540,20 @@ impl ObjectInfo {
 }
 
 /// The validated header fields of a region.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::{Identity, Region};
+/// # let len = 1 << 16;
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+/// let h = region.info()?;
+/// assert_eq!((h.total_size, h.dir_capacity, h.dir_len), (len, 8, 0));
+/// # Ok::<(), shmproc_core::RegionError>(())
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct HeaderInfo {
     /// Total size in bytes.
@@ -276,6 +576,22 @@ pub struct HeaderInfo {
 ///
 /// `Region` does not own the memory; whoever mapped it (the std crate's
 /// `Segment`) keeps the mapping alive for as long as the `Region` is used.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::{Identity, Region};
+/// # let len = 1 << 16;
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+/// // Another process maps the same memory and opens it, validating it.
+/// // SAFETY: the same memory, still mapped.
+/// let again = unsafe { Region::open(mem, len, None) }?;
+/// assert_eq!(again.info()?.creator, Identity::current_process());
+/// # Ok::<(), shmproc_core::RegionError>(())
+/// ```
 #[derive(Copy, Clone, Debug)]
 pub struct Region {
     base: NonNull<u8>,
@@ -293,6 +609,12 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 /// Rounds `v` up to a multiple of `align` (a power of two); `None` on overflow.
+///
+/// ```
+/// use shmproc_core::region::align_up;
+/// assert_eq!(align_up(129, 128), Some(256));
+/// assert_eq!(align_up(usize::MAX, 128), None);
+/// ```
 #[must_use]
 pub const fn align_up(v: usize, align: usize) -> Option<usize> {
     match v.checked_add(align - 1) {
@@ -303,6 +625,11 @@ pub const fn align_up(v: usize, align: usize) -> Option<usize> {
 
 /// The smallest region that holds the header, a directory of `dir_capacity`
 /// slots and `heap` bytes of objects (before alignment padding of each object).
+///
+/// ```
+/// let n = shmproc_core::region::required_size(8, 4096).unwrap();
+/// assert!(n >= 4096 + 8 * 64);
+/// ```
 #[must_use]
 pub fn required_size(dir_capacity: u32, heap: usize) -> Option<usize> {
     let dir = (dir_capacity as usize).checked_mul(ENTRY_SIZE)?;
@@ -318,6 +645,19 @@ impl Region {
     /// `base..base+len` must be valid, writable memory (typically a `MAP_SHARED`
     /// mapping) that stays mapped while the returned `Region` or anything obtained
     /// from it is used, and no one else may be initialising it concurrently.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// assert_eq!(region.len(), len);
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     pub unsafe fn create(
         base: NonNull<u8>,
         len: usize,
@@ -368,6 +708,21 @@ impl Region {
     /// `base..base+len` must be valid, readable and writable memory that stays
     /// mapped while the returned `Region` or anything obtained from it is used.
     /// Its *contents* may be anything.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// // SAFETY: the same memory, still mapped.
+    /// let opened = unsafe { Region::open(mem, len, Some(shmproc_core::Deadline::after(core::time::Duration::from_secs(1)))) }?;
+    /// assert_eq!(opened.len(), len);
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     pub unsafe fn open(base: NonNull<u8>, len: usize, deadline: Option<Deadline>) -> Result<Region, RegionError> {
         if base.as_ptr() as usize % OBJECT_ALIGN != 0 {
             return Err(RegionError::Misaligned);
@@ -442,18 +797,57 @@ impl Region {
     }
 
     /// Base address in this process.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// assert_eq!(region.base(), mem);
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     #[must_use]
     pub fn base(&self) -> NonNull<u8> {
         self.base
     }
 
     /// Length in bytes.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// assert_eq!(region.len(), 1 << 16);
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     #[must_use]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Always false: a valid region holds at least its header.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// assert!(!region.is_empty());
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
         false
@@ -484,6 +878,21 @@ impl Region {
     }
 
     /// The header fields, validated.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// let before = region.info()?.heap_used;
+    /// region.alloc_raw(shmproc_core::region::kind::BYTES, b"b", 256, 8, |_| {})?;
+    /// assert!(region.info()?.heap_used >= before + 256);
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     pub fn info(&self) -> Result<HeaderInfo, RegionError> {
         let h = self.header();
         let heap_next = self.heap_next()?;
@@ -507,6 +916,23 @@ impl Region {
     ///
     /// The bytes handed to `init` are not guaranteed to be zero (a peer may have
     /// written there); `init` must write everything it later relies on.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// let obj = region.alloc_raw(shmproc_core::region::kind::BYTES, b"buf", 64, 16, |p| {
+    ///     // SAFETY: 64 fresh bytes of the object.
+    ///     unsafe { p.as_ptr().write_bytes(0, 64) }
+    /// })?;
+    /// assert_eq!(obj.size, 64);
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     pub fn alloc_raw(
         &self,
         kind: u32,
@@ -573,6 +999,21 @@ impl Region {
     }
 
     /// Allocates a `T`, initialises it with `init`, and publishes it.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// use shmproc_core::event::RawEvent;
+    /// let obj = region.alloc::<RawEvent>(b"ready", |e| e.init())?;
+    /// region.get::<RawEvent>(obj.index)?.set();
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     pub fn alloc<T: RegionObject>(&self, name: &[u8], init: impl FnOnce(&T)) -> Result<ObjectInfo, RegionError> {
         self.alloc_raw(T::KIND, name, size_of::<T>(), align_of::<T>(), |p| {
             // SAFETY: `p` is aligned for T and points at size_of::<T>() bytes of
@@ -583,6 +1024,21 @@ impl Region {
 
     /// The directory entry at `index`, validated; `NoSuchObject` if the slot is
     /// not (yet) published.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// let a = region.alloc_raw(shmproc_core::region::kind::BYTES, b"a", 8, 8, |_| {})?;
+    /// assert_eq!(region.object(a.index)?, a);
+    /// assert!(region.object(7).is_err()); // an unused slot
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     pub fn object(&self, index: u32) -> Result<ObjectInfo, RegionError> {
         let i = index as usize;
         if i >= self.dir_capacity {
@@ -614,6 +1070,23 @@ impl Region {
 
     /// Every published object, in directory order. A corrupt entry is yielded as
     /// an error and the scan goes on; the scan is bounded by the capacity.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// for name in [&b"one"[..], b"two"] {
+    ///     region.alloc_raw(shmproc_core::region::kind::BYTES, name, 8, 8, |_| {})?;
+    /// }
+    /// let names: Vec<Vec<u8>> = region.objects().map(|o| o.map(|o| o.name().to_vec())).collect::<Result<_, _>>()?;
+    /// assert_eq!(names, [b"one".to_vec(), b"two".to_vec()]);
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     pub fn objects(&self) -> impl Iterator<Item = Result<ObjectInfo, RegionError>> + '_ {
         let n = self.header().dir_len.load(Ordering::Relaxed).min(self.dir_capacity as u32);
         (0..n).filter_map(move |i| match self.object(i) {
@@ -623,6 +1096,21 @@ impl Region {
     }
 
     /// The first published object called `name`.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// region.alloc_raw(shmproc_core::region::kind::BYTES, b"cfg", 8, 8, |_| {})?;
+    /// assert!(region.find(b"cfg").is_ok());
+    /// assert!(region.find(b"nope").is_err());
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     pub fn find(&self, name: &[u8]) -> Result<ObjectInfo, RegionError> {
         for info in self.objects() {
             let info = info?;
@@ -635,6 +1123,23 @@ impl Region {
 
     /// A typed reference to the object described by `info`, after checking its
     /// kind and size (again: `info` may be stale, the directory is re-read).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// use shmproc_core::semaphore::RawSemaphore;
+    /// let obj = region.alloc::<RawSemaphore>(b"sem", |s| s.init(2, 2))?;
+    /// assert_eq!(region.get::<RawSemaphore>(obj.index)?.value(), 2);
+    /// // The wrong type for that slot is an error, not a reinterpretation.
+    /// assert!(region.get::<shmproc_core::event::RawEvent>(obj.index).is_err());
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     pub fn get<T: RegionObject>(&self, index: u32) -> Result<&T, RegionError> {
         let info = self.object(index)?;
         if info.kind != T::KIND || info.size < size_of::<T>() {
@@ -649,6 +1154,23 @@ impl Region {
 
     /// The raw bytes of object `index` as a pointer and length, validated to lie
     /// inside the region, for variable-sized objects (rings, arrays).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::{Identity, Region};
+    /// # let len = 1 << 16;
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// use shmproc_core::region::kind;
+    /// let obj = region.alloc_raw(kind::BYTES, b"bytes", 48, 8, |_| {})?;
+    /// let (_ptr, size) = region.raw(obj.index, kind::BYTES)?;
+    /// assert_eq!(size, 48);
+    /// assert!(region.raw(obj.index, kind::MUTEX).is_err());
+    /// # Ok::<(), shmproc_core::RegionError>(())
+    /// ```
     pub fn raw(&self, index: u32, kind: u32) -> Result<(NonNull<u8>, usize), RegionError> {
         let info = self.object(index)?;
         if info.kind != kind {
