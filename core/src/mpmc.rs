@@ -58,8 +58,31 @@ use crate::primitive::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::region::{align_up, OBJECT_ALIGN};
 
 /// How long a claimed slot may stay unregistered before it is poisoned.
+///
+/// ```
+/// use shmproc_core::mpmc::UNREGISTERED_GRACE;
+/// // A claimed slot with no registered claimant is poisoned after this long.
+/// assert_eq!(UNREGISTERED_GRACE, core::time::Duration::from_millis(500));
+/// ```
 pub const UNREGISTERED_GRACE: Duration = Duration::from_millis(500);
 /// Slot length marking a skipped position (dead or failed producer).
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+/// # use shmproc_core::owner::{Owner, ProcLiveness};
+/// # let len = MpmcRing::required_size(8, 32).unwrap();
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+/// # let me = Owner::current();
+/// // A producer whose writer gives up publishes a skip: consumers never see it.
+/// assert_eq!(ring.try_push_with(&me, |_| None), Err(MpmcError::TooLarge));
+/// assert_eq!(ring.try_pop(&me).unwrap_err(), MpmcError::Empty);
+/// assert_eq!(shmproc_core::mpmc::SKIP, u32::MAX);
+/// ```
 pub const SKIP: u32 = u32::MAX;
 const POISON_TID: u64 = 0;
 /// Bytes before a slot's payload: the slot head, padded so the payload is
@@ -70,6 +93,21 @@ const SLOT_HEAD: usize = match align_up(core::mem::size_of::<SlotHead>(), 16) {
 };
 
 /// Errors of ring operations.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+/// # use shmproc_core::owner::{Owner, ProcLiveness};
+/// # let len = MpmcRing::required_size(8, 32).unwrap();
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+/// # let me = Owner::current();
+/// assert_eq!(ring.try_pop(&me).unwrap_err(), MpmcError::Empty);
+/// assert_eq!(ring.try_push(&me, &[0; 33]), Err(MpmcError::TooLarge));
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum MpmcError {
     /// No free slot (push) right now.
@@ -96,6 +134,20 @@ struct Meta {
 }
 
 /// The shared header.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+/// # use shmproc_core::owner::{Owner, ProcLiveness};
+/// # let len = MpmcRing::required_size(8, 32).unwrap();
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+/// # let me = Owner::current();
+/// assert_eq!(ring.header().not_full.waiters(), 0);
+/// ```
 #[repr(C, align(128))]
 pub struct MpmcHeader {
     enqueue: CachePadded<AtomicU64>,
@@ -124,6 +176,12 @@ const HEADER_SPAN: usize = match align_up(core::mem::size_of::<MpmcHeader>(), OB
 };
 
 /// Bytes between slots for a payload of `slot_size` bytes.
+///
+/// ```
+/// use shmproc_core::mpmc::stride;
+/// assert_eq!(stride(16), 64); // one cache line per slot for small payloads
+/// assert_eq!(stride(100) % 64, 0);
+/// ```
 #[must_use]
 pub const fn stride(slot_size: usize) -> usize {
     match align_up(SLOT_HEAD + slot_size, 64) {
@@ -155,6 +213,24 @@ unsafe fn loom_construct(base: NonNull<u8>, slots: usize, slot_size: usize) {
 }
 
 /// The ring, over memory handed to it; `Copy`, like a pointer.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+/// # use shmproc_core::owner::{Owner, ProcLiveness};
+/// # let len = MpmcRing::required_size(8, 32).unwrap();
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+/// # let me = Owner::current();
+/// ring.try_push(&me, b"task")?;
+/// let c = ring.try_pop(&me)?;
+/// assert_eq!(ring.bytes(&c), b"task");
+/// ring.release(c);
+/// # Ok::<(), MpmcError>(())
+/// ```
 #[derive(Copy, Clone, Debug)]
 pub struct MpmcRing {
     hdr: NonNull<MpmcHeader>,
@@ -172,6 +248,24 @@ unsafe impl Send for MpmcRing {}
 unsafe impl Sync for MpmcRing {}
 
 /// A slot claimed by a consumer; read its payload, then release it.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+/// # use shmproc_core::owner::{Owner, ProcLiveness};
+/// # let len = MpmcRing::required_size(8, 32).unwrap();
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+/// # let me = Owner::current();
+/// ring.try_push(&me, b"abc")?;
+/// let c: Claimed = ring.try_pop(&me)?; // the slot is ours until released
+/// assert_eq!(c.len(), 3);
+/// ring.release(c);
+/// # Ok::<(), MpmcError>(())
+/// ```
 #[derive(Debug)]
 #[must_use = "a claimed slot blocks the ring until released"]
 pub struct Claimed {
@@ -181,12 +275,48 @@ pub struct Claimed {
 
 impl Claimed {
     /// Payload length.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// ring.try_push(&me, b"12345")?;
+    /// let c = ring.try_pop(&me)?;
+    /// assert_eq!(c.len(), 5);
+    /// ring.release(c);
+    /// # Ok::<(), MpmcError>(())
+    /// ```
     #[must_use]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Whether the payload is empty.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// ring.try_push(&me, b"")?;
+    /// let c = ring.try_pop(&me)?;
+    /// assert!(c.is_empty());
+    /// ring.release(c);
+    /// # Ok::<(), MpmcError>(())
+    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len == 0
@@ -199,6 +329,11 @@ fn tag(pos: u64, reader: bool) -> u64 {
 
 impl MpmcRing {
     /// Bytes needed for `slots` slots of `slot_size` payload bytes.
+    ///
+    /// ```
+    /// use shmproc_core::mpmc::{stride, MpmcRing};
+    /// assert!(MpmcRing::required_size(8, 32).unwrap() >= 8 * stride(32));
+    /// ```
     #[must_use]
     pub fn required_size(slots: usize, slot_size: usize) -> Option<usize> {
         HEADER_SPAN.checked_add(slots.max(2).checked_mul(stride(slot_size))?)
@@ -210,6 +345,20 @@ impl MpmcRing {
     ///
     /// `base..base+len` must be valid for reads and writes, aligned to
     /// [`OBJECT_ALIGN`], and stay so while the ring (or a copy) is used.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// assert_eq!((ring.slots(), ring.slot_size()), (8, 32));
+    /// ```
     pub unsafe fn init(base: NonNull<u8>, len: usize, slots: usize, slot_size: usize) -> Result<MpmcRing, MpmcError> {
         if slots == 0 || slot_size == 0 || slot_size > (u32::MAX - 1) as usize {
             return Err(MpmcError::Layout("slots and slot size must be positive"));
@@ -257,6 +406,26 @@ impl MpmcRing {
     /// # Safety
     ///
     /// As for [`init`](MpmcRing::init); the contents may be anything.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// ring.try_push(&me, b"x")?;
+    /// // SAFETY: the same memory, still mapped.
+    /// let other = unsafe { MpmcRing::attach(mem, len) }?;
+    /// let c = other.try_pop(&me)?;
+    /// assert_eq!(other.bytes(&c), b"x");
+    /// other.release(c);
+    /// # Ok::<(), MpmcError>(())
+    /// ```
     pub unsafe fn attach(base: NonNull<u8>, len: usize) -> Result<MpmcRing, MpmcError> {
         if base.as_ptr() as usize % OBJECT_ALIGN != 0 {
             return Err(MpmcError::Layout("misaligned"));
@@ -295,6 +464,20 @@ impl MpmcRing {
     }
 
     /// The shared header (notifiers, participants).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// ring.header().not_empty.notify();
+    /// ```
     #[inline]
     pub fn header(&self) -> &MpmcHeader {
         // SAFETY: validated at attach; the memory outlives self (contract).
@@ -302,6 +485,20 @@ impl MpmcRing {
     }
 
     /// The capacity in messages.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// assert_eq!(ring.slots(), 8);
+    /// ```
     #[must_use]
     pub fn slots(&self) -> usize {
         self.limit as usize
@@ -315,6 +512,20 @@ impl MpmcRing {
     }
 
     /// Payload bytes per slot (the largest message).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// assert_eq!(ring.slot_size(), 32);
+    /// ```
     #[must_use]
     #[inline]
     pub fn slot_size(&self) -> usize {
@@ -348,6 +559,22 @@ impl MpmcRing {
 
     /// Messages published or being written and not yet consumed (a snapshot,
     /// clamped to the capacity).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// ring.try_push(&me, b"a")?;
+    /// assert_eq!(ring.len(), 1);
+    /// # Ok::<(), MpmcError>(())
+    /// ```
     #[must_use]
     pub fn len(&self) -> usize {
         let d = self.header().dequeue.load(Ordering::Relaxed);
@@ -356,12 +583,41 @@ impl MpmcRing {
     }
 
     /// Whether no message is waiting (a snapshot).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// assert!(ring.is_empty());
+    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Marks the ring closed and wakes everyone.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// ring.close();
+    /// assert!(ring.is_closed());
+    /// ```
     pub fn close(&self) {
         self.header().meta.closed.store(1, Ordering::Release);
         self.header().not_empty.wake_all();
@@ -369,6 +625,20 @@ impl MpmcRing {
     }
 
     /// Whether the ring was closed.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// assert!(!ring.is_closed());
+    /// ```
     #[inline]
     pub fn is_closed(&self) -> bool {
         self.header().meta.closed.load(Ordering::Acquire) != 0
@@ -399,6 +669,27 @@ impl MpmcRing {
     /// Claims a slot and lets `write` fill it; `write` returns the bytes used,
     /// or `None` if the message does not fit (the slot is then published as a
     /// skip and `TooLarge` returned).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// ring.try_push_with(&me, |buf| {
+    ///     buf[..4].copy_from_slice(&42u32.to_le_bytes());
+    ///     Some(4)
+    /// })?;
+    /// let c = ring.try_pop(&me)?;
+    /// assert_eq!(ring.bytes(&c), 42u32.to_le_bytes());
+    /// ring.release(c);
+    /// # Ok::<(), MpmcError>(())
+    /// ```
     #[inline]
     pub fn try_push_with(
         &self,
@@ -449,6 +740,24 @@ impl MpmcRing {
     }
 
     /// Copies `bytes` into a slot.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// for i in 0..8u8 {
+    ///     ring.try_push(&me, &[i])?;
+    /// }
+    /// assert_eq!(ring.try_push(&me, &[8]), Err(MpmcError::Full));
+    /// # Ok::<(), MpmcError>(())
+    /// ```
     pub fn try_push(&self, me: &Owner, bytes: &[u8]) -> Result<(), MpmcError> {
         if bytes.len() > self.slot_size {
             return Err(MpmcError::TooLarge);
@@ -460,6 +769,25 @@ impl MpmcRing {
     }
 
     /// Claims the next published message. Skip markers are consumed silently.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// ring.try_push(&me, b"first")?;
+    /// ring.try_push(&me, b"second")?;
+    /// let c = ring.try_pop(&me)?;
+    /// assert_eq!(ring.bytes(&c), b"first");
+    /// ring.release(c);
+    /// # Ok::<(), MpmcError>(())
+    /// ```
     #[inline]
     pub fn try_pop(&self, me: &Owner) -> Result<Claimed, MpmcError> {
         let hdr = self.header();
@@ -499,6 +827,24 @@ impl MpmcRing {
     }
 
     /// The payload of a claimed slot.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// ring.try_push(&me, b"bytes")?;
+    /// let c = ring.try_pop(&me)?;
+    /// assert_eq!(ring.bytes(&c), b"bytes");
+    /// ring.release(c);
+    /// # Ok::<(), MpmcError>(())
+    /// ```
     #[inline]
     pub fn bytes(&self, c: &Claimed) -> &[u8] {
         // SAFETY: the slot is claimed by us (not reused until release) and
@@ -507,6 +853,26 @@ impl MpmcRing {
     }
 
     /// Frees a claimed slot for the next lap.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// for _ in 0..8 {
+    ///     ring.try_push(&me, b"x")?;
+    /// }
+    /// let c = ring.try_pop(&me)?;
+    /// ring.release(c); // frees the slot for the next lap
+    /// ring.try_push(&me, b"y")?;
+    /// # Ok::<(), MpmcError>(())
+    /// ```
     #[inline]
     pub fn release(&self, c: Claimed) {
         let s = self.slot(c.pos);
@@ -517,6 +883,20 @@ impl MpmcRing {
     }
 
     /// Whether the next push would find a free slot (a snapshot).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// assert!(ring.has_room());
+    /// ```
     #[must_use]
     #[inline]
     pub fn has_room(&self) -> bool {
@@ -525,6 +905,23 @@ impl MpmcRing {
     }
 
     /// Whether the next pop would find a message (a snapshot).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// assert!(!ring.has_message());
+    /// ring.try_push(&me, b"m")?;
+    /// assert!(ring.has_message());
+    /// # Ok::<(), MpmcError>(())
+    /// ```
     #[must_use]
     #[inline]
     pub fn has_message(&self) -> bool {
@@ -540,6 +937,24 @@ impl MpmcRing {
     /// A diagnostic scan for supervisors (which messages did a dead consumer
     /// hold?): slots can change while it runs, so `f` may see a message that
     /// is being released or overwritten; callers validate what they read.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// ring.try_push(&me, b"queued")?;
+    /// let mut seen = Vec::new();
+    /// ring.scan(|claimant, bytes| seen.push((claimant, bytes.to_vec())));
+    /// assert_eq!(seen, [(None, b"queued".to_vec())]);
+    /// # Ok::<(), MpmcError>(())
+    /// ```
     pub fn scan(&self, mut f: impl FnMut(Option<u32>, &[u8])) {
         let hdr = self.header();
         let dequeue = hdr.dequeue.load(Ordering::Acquire);
@@ -593,6 +1008,22 @@ impl MpmcRing {
     /// dead (or unregistered for longer than the grace, which the caller
     /// tracks and passes as `grace_passed`), publishes a skip for it. Returns
     /// the position examined and whether it made progress.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// // Nobody is stuck: nothing to recover.
+    /// let (_pos, progressed) = ring.recover_writer(&ProcLiveness, false);
+    /// assert!(!progressed);
+    /// ```
     pub fn recover_writer(&self, check: &impl OwnerCheck, grace_passed: bool) -> (u64, bool) {
         let hdr = self.header();
         let pos = hdr.dequeue.load(Ordering::Relaxed);
@@ -614,6 +1045,21 @@ impl MpmcRing {
     /// Called by a producer blocked on a full ring: if the consumer holding the
     /// slot it needs is dead (or unregistered past the grace), frees the slot;
     /// the message that consumer claimed is lost with it.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// let (_pos, progressed) = ring.recover_reader(&ProcLiveness, false);
+    /// assert!(!progressed);
+    /// ```
     pub fn recover_reader(&self, check: &impl OwnerCheck, grace_passed: bool) -> (u64, bool) {
         let hdr = self.header();
         let pos = hdr.enqueue.load(Ordering::Relaxed);

@@ -47,15 +47,83 @@ use crate::primitive::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::region::{align_up, OBJECT_ALIGN};
 
 /// Frame header value marking "skip to the start of the buffer".
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+/// # let len = SpscRing::required_size(1024);
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// // A frame that does not fit before the end starts at offset 0 after a
+/// // WRAP marker; the consumer skips the marker.
+/// for i in 0..200u32 {
+///     tx.push(&[i as u8; 100]).unwrap_or(());
+///     rx.pop(|b| assert_eq!(b.len(), 100)).unwrap();
+/// }
+/// assert_eq!(shmproc_core::spsc::WRAP, u64::MAX);
+/// ```
 pub const WRAP: u64 = u64::MAX;
 /// Frame header size.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+/// # let len = SpscRing::required_size(1024);
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// tx.push(b"hi")?;
+/// // 8 header bytes, the payload padded to 8.
+/// assert_eq!(ring.used()?, (shmproc_core::spsc::FRAME_HEADER + 8) as u64);
+/// # Ok::<(), RingError>(())
+/// ```
 pub const FRAME_HEADER: usize = 8;
 /// Smallest capacity.
+///
+/// ```
+/// use shmproc_core::spsc::{SpscRing, MIN_CAPACITY};
+/// assert_eq!(SpscRing::capacity_for(SpscRing::required_size(MIN_CAPACITY) - 1), 0); // too small
+/// ```
 pub const MIN_CAPACITY: usize = 64;
 /// Largest payload a frame can carry (the length is stored in 32 bits).
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+/// # let len = SpscRing::required_size(1024);
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// assert!(ring.max_frame() <= shmproc_core::spsc::MAX_FRAME);
+/// ```
 pub const MAX_FRAME: usize = u32::MAX as usize - 8;
 
 /// Errors of ring operations.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+/// # let len = SpscRing::required_size(1024);
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// assert_eq!(tx.reserve(4096).unwrap_err(), RingError::TooLarge);
+/// while tx.push(&[0; 64]).is_ok() {}
+/// assert_eq!(tx.push(&[0; 64]).unwrap_err(), RingError::Full);
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum RingError {
     /// No room (producer) right now.
@@ -69,6 +137,20 @@ pub enum RingError {
 }
 
 /// The shared header of a ring.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+/// # let len = SpscRing::required_size(1024);
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// // The header carries the blocking layer and the participants table.
+/// assert_eq!(ring.header().not_empty.waiters(), 0);
+/// ```
 #[repr(C, align(128))]
 pub struct SpscHeader {
     head: CachePadded<AtomicU64>,
@@ -115,6 +197,21 @@ const HEADER_SPAN: usize = match align_up(core::mem::size_of::<SpscHeader>(), OB
 };
 
 /// A ring in memory handed to it; `Copy`, like a pointer.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+/// # let len = SpscRing::required_size(1024);
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// tx.push(b"frame")?;
+/// assert_eq!(rx.pop(|b| b.to_vec())?, Some(b"frame".to_vec()));
+/// # Ok::<(), RingError>(())
+/// ```
 #[derive(Copy, Clone, Debug)]
 pub struct SpscRing {
     hdr: NonNull<SpscHeader>,
@@ -141,12 +238,23 @@ fn frame_size(len: usize) -> u64 {
 
 impl SpscRing {
     /// Bytes of memory needed for a ring of `capacity` data bytes.
+    ///
+    /// ```
+    /// use shmproc_core::spsc::SpscRing;
+    /// assert!(SpscRing::required_size(4096) > 4096); // header included
+    /// ```
     #[must_use]
     pub const fn required_size(capacity: usize) -> usize {
         HEADER_SPAN + capacity + LOOM_WORDS_PER_BYTE * capacity
     }
 
     /// The data capacity that fits in `len` bytes (a power of two).
+    ///
+    /// ```
+    /// use shmproc_core::spsc::SpscRing;
+    /// assert_eq!(SpscRing::capacity_for(SpscRing::required_size(4096)), 4096);
+    /// assert_eq!(SpscRing::capacity_for(SpscRing::required_size(4096) + 100), 4096); // a power of two
+    /// ```
     #[must_use]
     pub fn capacity_for(len: usize) -> usize {
         let avail = len.saturating_sub(HEADER_SPAN);
@@ -164,6 +272,22 @@ impl SpscRing {
     ///
     /// `base..base+len` must be valid for reads and writes, aligned to
     /// [`OBJECT_ALIGN`], and stay so while the ring (or a copy) is used.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// assert_eq!(ring.capacity(), 1024);
+    /// // A capacity that is not a power of two is refused.
+    /// // SAFETY: the same memory.
+    /// assert!(unsafe { SpscRing::init(mem, len, 1000) }.is_err());
+    /// ```
     pub unsafe fn init(base: NonNull<u8>, len: usize, capacity: usize) -> Result<SpscRing, RingError> {
         if !capacity.is_power_of_two() || capacity < MIN_CAPACITY {
             return Err(RingError::Layout("capacity must be a power of two >= 64"));
@@ -217,6 +341,24 @@ impl SpscRing {
     /// # Safety
     ///
     /// As for [`init`](SpscRing::init); the contents may be anything.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// tx.push(b"x")?;
+    /// // Another process attaches to the same memory (validated).
+    /// // SAFETY: the same memory, still mapped.
+    /// let other = unsafe { SpscRing::attach(mem, len) }?;
+    /// assert_eq!(other.consumer().pop(|b| b.to_vec())?, Some(b"x".to_vec()));
+    /// # Ok::<(), RingError>(())
+    /// ```
     pub unsafe fn attach(base: NonNull<u8>, len: usize) -> Result<SpscRing, RingError> {
         if base.as_ptr() as usize % OBJECT_ALIGN != 0 {
             return Err(RingError::Layout("misaligned"));
@@ -242,6 +384,19 @@ impl SpscRing {
     }
 
     /// The shared header (notifiers, participants).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// ring.header().not_empty.notify();
+    /// ```
     #[inline]
     pub fn header(&self) -> &SpscHeader {
         // SAFETY: validated at attach; the memory outlives self (contract).
@@ -249,6 +404,19 @@ impl SpscRing {
     }
 
     /// Data capacity in bytes.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// assert_eq!(ring.capacity(), 1024);
+    /// ```
     #[must_use]
     #[inline]
     pub fn capacity(&self) -> usize {
@@ -256,6 +424,19 @@ impl SpscRing {
     }
 
     /// The largest payload a single frame can carry in this ring.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// assert_eq!(ring.max_frame(), 1024 - 8);
+    /// ```
     #[must_use]
     #[inline]
     pub fn max_frame(&self) -> usize {
@@ -263,6 +444,20 @@ impl SpscRing {
     }
 
     /// Marks the ring closed (no more frames will be sent).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// ring.close();
+    /// assert!(ring.is_closed());
+    /// ```
     pub fn close(&self) {
         self.header().meta.closed.store(1, Ordering::Release);
         self.header().not_empty.wake_all();
@@ -270,6 +465,19 @@ impl SpscRing {
     }
 
     /// Whether [`close`](SpscRing::close) was called.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// assert!(!ring.is_closed());
+    /// ```
     #[inline]
     pub fn is_closed(&self) -> bool {
         self.header().meta.closed.load(Ordering::Acquire) != 0
@@ -277,6 +485,23 @@ impl SpscRing {
 
     /// The payload of `frame` (found by a [`Consumer`] of this ring), read in
     /// place. The bytes stay unchanged until the frame is released.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// tx.push(b"abc")?;
+    /// let frame = rx.peek()?.unwrap();
+    /// assert_eq!(ring.payload(&frame), b"abc");
+    /// rx.release(frame);
+    /// # Ok::<(), RingError>(())
+    /// ```
     #[inline]
     pub fn payload(&self, frame: &Frame) -> &[u8] {
         if frame.off + FRAME_HEADER + frame.len > self.cap as usize {
@@ -291,12 +516,45 @@ impl SpscRing {
 
     /// The consumed position (a snapshot): it moves whenever the consumer
     /// hands space back, so a blocked producer can wait for it to change.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// let before = ring.head();
+    /// tx.push(b"a")?;
+    /// rx.pop(|_| ())?;
+    /// assert!(ring.head() > before);
+    /// # Ok::<(), RingError>(())
+    /// ```
     #[inline]
     pub fn head(&self) -> u64 {
         self.header().head.load(Ordering::Acquire)
     }
 
     /// Bytes published and not yet consumed (a snapshot, validated).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// assert_eq!(ring.used()?, 0);
+    /// tx.push(&[1; 8])?;
+    /// assert_eq!(ring.used()?, 16);
+    /// # Ok::<(), RingError>(())
+    /// ```
     #[inline]
     pub fn used(&self) -> Result<u64, RingError> {
         let head = self.header().head.load(Ordering::Acquire);
@@ -313,12 +571,43 @@ impl SpscRing {
     }
 
     /// The producer side. Use one at a time.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// let mut p: Producer = ring.producer();
+    /// p.push(b"one")?;
+    /// # Ok::<(), RingError>(())
+    /// ```
     #[must_use]
     pub fn producer(&self) -> Producer {
         Producer { ring: *self }
     }
 
     /// The consumer side. Use one at a time.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// tx.push(b"one")?;
+    /// let mut c: Consumer = ring.consumer();
+    /// assert!(c.pop(|b| b == b"one")?.unwrap());
+    /// # Ok::<(), RingError>(())
+    /// ```
     #[must_use]
     pub fn consumer(&self) -> Consumer {
         Consumer { ring: *self }
@@ -350,6 +639,23 @@ impl SpscRing {
 }
 
 /// Space reserved by [`Producer::reserve`], not yet published.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+/// # let len = SpscRing::required_size(1024);
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// let r = tx.reserve(16)?;
+/// assert_eq!(r.len(), 16);
+/// tx.buffer(&r)[..2].copy_from_slice(b"ok");
+/// tx.commit(r, 2);
+/// # Ok::<(), RingError>(())
+/// ```
 #[derive(Debug)]
 #[must_use = "a reservation is published only by commit"]
 pub struct Reservation {
@@ -360,12 +666,44 @@ pub struct Reservation {
 
 impl Reservation {
     /// Bytes reserved for the payload.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// let r = tx.reserve(5)?;
+    /// assert_eq!(r.len(), 5);
+    /// tx.commit(r, 0);
+    /// # Ok::<(), RingError>(())
+    /// ```
     #[must_use]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Whether zero bytes were reserved.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// let r = tx.reserve(0)?;
+    /// assert!(r.is_empty());
+    /// tx.commit(r, 0);
+    /// # Ok::<(), RingError>(())
+    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len == 0
@@ -373,6 +711,22 @@ impl Reservation {
 }
 
 /// The producing side of a ring.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+/// # let len = SpscRing::required_size(1024);
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// tx.push(b"in order")?;
+/// tx.push_batch([&b"a"[..], b"b"])?;
+/// assert_eq!(rx.pop(|b| b.len())?, Some(8));
+/// # Ok::<(), RingError>(())
+/// ```
 #[derive(Debug)]
 pub struct Producer {
     ring: SpscRing,
@@ -380,6 +734,19 @@ pub struct Producer {
 
 impl Producer {
     /// The ring.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// assert_eq!(tx.ring().capacity(), 1024);
+    /// ```
     #[must_use]
     pub fn ring(&self) -> &SpscRing {
         &self.ring
@@ -418,6 +785,24 @@ impl Producer {
     /// beside it yet, the marker is published on its own (the consumer skips
     /// it) and `Full` is returned: once the consumer has caught up, any frame
     /// up to [`max_frame`](SpscRing::max_frame) fits.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// // Serialise in place: reserve the largest size, commit what was written.
+    /// let r = tx.reserve(64)?;
+    /// let n = { let buf = tx.buffer(&r); buf[..3].copy_from_slice(b"xyz"); 3 };
+    /// tx.commit(r, n);
+    /// assert_eq!(rx.pop(|b| b.to_vec())?, Some(b"xyz".to_vec()));
+    /// # Ok::<(), RingError>(())
+    /// ```
     #[inline]
     pub fn reserve(&mut self, len: usize) -> Result<Reservation, RingError> {
         if len > self.ring.max_frame() {
@@ -461,6 +846,22 @@ impl Producer {
     }
 
     /// The reserved payload bytes, to be written.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// let r = tx.reserve(4)?;
+    /// tx.buffer(&r).copy_from_slice(&7u32.to_le_bytes());
+    /// tx.commit(r, 4);
+    /// # Ok::<(), RingError>(())
+    /// ```
     #[inline]
     pub fn buffer(&mut self, r: &Reservation) -> &mut [u8] {
         // SAFETY: reserve() checked off + 8 + padded(len) <= cap; these bytes
@@ -470,6 +871,23 @@ impl Producer {
 
     /// Publishes a reservation with `written` payload bytes (at most what was
     /// reserved).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// let r = tx.reserve(100)?;
+    /// tx.buffer(&r)[0] = 1;
+    /// tx.commit(r, 1); // only one byte is published
+    /// assert_eq!(rx.pop(|b| b.len())?, Some(1));
+    /// # Ok::<(), RingError>(())
+    /// ```
     #[inline]
     pub fn commit(&mut self, r: Reservation, written: usize) {
         let written = written.min(r.len);
@@ -490,6 +908,21 @@ impl Producer {
     }
 
     /// Copies `bytes` in as one frame.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// tx.push(b"copy")?;
+    /// assert_eq!(rx.pop(|b| b.to_vec())?, Some(b"copy".to_vec()));
+    /// # Ok::<(), RingError>(())
+    /// ```
     #[inline]
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), RingError> {
         let r = self.reserve(bytes.len())?;
@@ -500,6 +933,24 @@ impl Producer {
 
     /// Pushes frames from `items` until one does not fit, publishing them all
     /// with a single tail update. Returns how many were pushed.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// let n = tx.push_batch([&b"1"[..], b"22", b"333"])?; // one tail update
+    /// assert_eq!(n, 3);
+    /// let mut got = Vec::new();
+    /// rx.pop_batch(10, |b| got.push(b.len()))?;
+    /// assert_eq!(got, [1, 2, 3]);
+    /// # Ok::<(), RingError>(())
+    /// ```
     pub fn push_batch<'a>(&mut self, items: impl IntoIterator<Item = &'a [u8]>) -> Result<usize, RingError> {
         let start = self.tail()?;
         let mut tail = start;
@@ -543,6 +994,23 @@ impl Producer {
 }
 
 /// A frame found by [`Consumer::peek`].
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+/// # let len = SpscRing::required_size(1024);
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// tx.push(b"peeked")?;
+/// let f: Frame = rx.peek()?.unwrap();
+/// assert_eq!(f.len(), 6);
+/// rx.release(f);
+/// # Ok::<(), RingError>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 #[must_use = "a frame is consumed only by release"]
 pub struct Frame {
@@ -553,12 +1021,42 @@ pub struct Frame {
 
 impl Frame {
     /// Payload length.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// tx.push(&[0; 9])?;
+    /// assert_eq!(rx.peek()?.unwrap().len(), 9);
+    /// # Ok::<(), RingError>(())
+    /// ```
     #[must_use]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Whether the payload is empty.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// tx.push(&[])?;
+    /// assert!(rx.peek()?.unwrap().is_empty());
+    /// # Ok::<(), RingError>(())
+    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len == 0
@@ -566,6 +1064,22 @@ impl Frame {
 }
 
 /// The consuming side of a ring.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+/// # let len = SpscRing::required_size(1024);
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// tx.push(b"m")?;
+/// assert_eq!(rx.pop(|b| b[0])?, Some(b'm'));
+/// assert_eq!(rx.pop(|b| b[0])?, None);
+/// # Ok::<(), RingError>(())
+/// ```
 #[derive(Debug)]
 pub struct Consumer {
     ring: SpscRing,
@@ -573,18 +1087,66 @@ pub struct Consumer {
 
 impl Consumer {
     /// The ring.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// assert_eq!(rx.ring().capacity(), 1024);
+    /// ```
     #[must_use]
     pub fn ring(&self) -> &SpscRing {
         &self.ring
     }
 
     /// The position of the next frame to read (the consumer's own copy).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// assert_eq!(rx.position(), 0);
+    /// tx.push(b"a")?;
+    /// rx.pop(|_| ())?;
+    /// assert_eq!(rx.position(), 16);
+    /// # Ok::<(), RingError>(())
+    /// ```
     #[inline]
     pub fn position(&self) -> u64 {
         self.ring.header().consumer.pos.load(Ordering::Relaxed)
     }
 
     /// The next frame, if one is published; `Ok(None)` when empty.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// assert!(rx.peek()?.is_none());
+    /// tx.push(b"x")?;
+    /// let f = rx.peek()?.unwrap(); // read in place, then release
+    /// assert_eq!(rx.bytes(&f), b"x");
+    /// rx.release(f);
+    /// # Ok::<(), RingError>(())
+    /// ```
     #[inline]
     pub fn peek(&mut self) -> Result<Option<Frame>, RingError> {
         let head = self.ring.header().consumer.pos.load(Ordering::Relaxed);
@@ -656,12 +1218,46 @@ impl Consumer {
     }
 
     /// The payload of `frame`, read in place.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// tx.push(b"in place")?;
+    /// let f = rx.peek()?.unwrap();
+    /// assert_eq!(rx.bytes(&f), b"in place");
+    /// rx.release(f);
+    /// # Ok::<(), RingError>(())
+    /// ```
     #[inline]
     pub fn bytes(&self, frame: &Frame) -> &[u8] {
         self.ring.payload(frame)
     }
 
     /// Hands the frame's space back to the producer.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// tx.push(&[0; 100])?;
+    /// let f = rx.peek()?.unwrap();
+    /// rx.release(f); // the space goes back to the producer
+    /// assert_eq!(ring.used()?, 0);
+    /// # Ok::<(), RingError>(())
+    /// ```
     #[inline]
     pub fn release(&mut self, frame: Frame) {
         self.publish(frame.next_head);
@@ -678,6 +1274,22 @@ impl Consumer {
     }
 
     /// Reads the next frame with `f` and releases it.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// tx.push(&5u64.to_le_bytes())?;
+    /// let v = rx.pop(|b| u64::from_le_bytes(b.try_into().unwrap()))?;
+    /// assert_eq!(v, Some(5));
+    /// # Ok::<(), RingError>(())
+    /// ```
     #[inline]
     pub fn pop<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, RingError> {
         match self.peek()? {
@@ -691,6 +1303,25 @@ impl Consumer {
     }
 
     /// Reads up to `max` frames with `f`, releasing them with one head update.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// for i in 0..5u8 {
+    ///     tx.push(&[i])?;
+    /// }
+    /// let mut seen = Vec::new();
+    /// assert_eq!(rx.pop_batch(3, |b| seen.push(b[0]))?, 3); // one head update
+    /// assert_eq!(seen, [0, 1, 2]);
+    /// # Ok::<(), RingError>(())
+    /// ```
     pub fn pop_batch(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> Result<usize, RingError> {
         let mut pos = self.ring.header().consumer.pos.load(Ordering::Relaxed);
         let mut last: Option<Frame> = None;
