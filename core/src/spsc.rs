@@ -136,6 +136,24 @@ pub enum RingError {
     Layout(&'static str),
 }
 
+impl RingError {
+    /// A short description, for error values that carry a reason string.
+    ///
+    /// ```
+    /// use shmproc_core::spsc::RingError;
+    /// assert_eq!(RingError::Corrupt("positions").reason(), "positions");
+    /// assert_eq!(RingError::Full.reason(), "ring full");
+    /// ```
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RingError::Full => "ring full",
+            RingError::TooLarge => "frame too large",
+            RingError::Corrupt(r) | RingError::Layout(r) => r,
+        }
+    }
+}
+
 /// The shared header of a ring.
 ///
 /// ```

@@ -274,10 +274,7 @@ impl RxEnd {
                         return Ok(r);
                     }
                     Ok(None) => {}
-                    Err(RingError::Corrupt(r) | RingError::Layout(r)) => {
-                        return Err(RecvTimeoutError::Corrupt { reason: r.to_owned() })
-                    }
-                    Err(e) => return Err(RecvTimeoutError::Corrupt { reason: format!("{e:?}") }),
+                    Err(e) => return Err(RecvTimeoutError::Corrupt { reason: e.reason().to_owned() }),
                 }
             }
             let gone = || !self.has_frame() && (ring.is_closed() || self.ch.presence(Role::Sender) == Presence::Absent);
@@ -496,7 +493,7 @@ macro_rules! recv_side {
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn try_recv(&self) -> Result<T, TryRecvError> {
-                match self.$rx.recv(Some(Deadline::now())) {
+                match self.$rx.recv(Some(Deadline::EXPIRED)) {
                     Ok(v) => Ok(v),
                     Err(RecvTimeoutError::Timeout) => Err(TryRecvError::Empty),
                     Err(RecvTimeoutError::Disconnected) => Err(TryRecvError::Disconnected),

@@ -55,7 +55,7 @@ use shmproc_core::notify::Notifier;
 use shmproc_core::owner::{Owner, ProcLiveness};
 use shmproc_core::participants::Participants;
 use shmproc_core::raw_mutex::LockError;
-use shmproc_core::spsc::{Frame, RingError, SpscRing, FRAME_HEADER, MIN_CAPACITY};
+use shmproc_core::spsc::{Consumer, Frame, RingError, SpscRing, FRAME_HEADER, MIN_CAPACITY};
 use shmproc_core::Deadline;
 
 use crate::queue::{TryRecvError, TrySendError};
@@ -64,6 +64,12 @@ use crate::queue::{TryRecvError, TrySendError};
 const REENTERED_SEND: &str = "send re-entered on the same queue from a Serialize impl";
 /// What a receive by a thread that holds a `RecvRef` of the same queue reports.
 const REENTERED_RECV: &str = "receive while this thread holds a RecvRef of the same queue";
+
+/// A consuming-side ring error as a receive error.
+#[cold]
+fn corrupt(e: RingError) -> TryRecvError {
+    TryRecvError::Corrupt { reason: e.reason().to_owned() }
+}
 
 /// The shared state in front of the ring.
 #[repr(C, align(128))]
@@ -343,32 +349,12 @@ impl ByteRing {
         me: &Owner,
         lock_deadline: Option<Deadline>,
     ) -> Result<Option<FrameClaim>, TryRecvError> {
-        let h = self.head();
-        let held = match h.consumer.lock(me, lock_deadline, &ProcLiveness) {
-            Ok(held) => held,
-            Err(LockError::Timeout | LockError::WouldBlock) => return Ok(None),
-            Err(LockError::Deadlock) => return Err(TryRecvError::Corrupt { reason: REENTERED_RECV.to_owned() }),
-        };
-        if held.owner_died() {
-            self.drop_dead_readers_frame();
-        }
-        let mut c = self.ring.consumer();
-        match c.peek() {
-            Ok(Some(frame)) => {
-                h.reader.reading.store(c.position().wrapping_add(1), Ordering::Relaxed);
-                Ok(Some(FrameClaim { frame, held, me: *me }))
-            }
-            Ok(None) => {
-                h.consumer.unlock(me, held);
-                Ok(None)
-            }
-            Err(RingError::Corrupt(reason) | RingError::Layout(reason)) => {
-                h.consumer.unlock(me, held);
-                Err(TryRecvError::Corrupt { reason: reason.to_owned() })
-            }
-            Err(e) => {
-                h.consumer.unlock(me, held);
-                Err(TryRecvError::Corrupt { reason: format!("{e:?}") })
+        let Some(held) = self.lock_consumer(me, lock_deadline)? else { return Ok(None) };
+        match self.peek_marked(&mut self.ring.consumer()) {
+            Ok(Some(frame)) => Ok(Some(FrameClaim { frame, held, me: *me })),
+            other => {
+                self.head().consumer.unlock(me, held);
+                other.map(|_| None).map_err(corrupt)
             }
         }
     }
@@ -383,33 +369,53 @@ impl ByteRing {
         lock_deadline: Option<Deadline>,
         read: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<R>, TryRecvError> {
-        let h = self.head();
-        let held = match h.consumer.lock(me, lock_deadline, &ProcLiveness) {
-            Ok(held) => held,
-            Err(LockError::Timeout | LockError::WouldBlock) => return Ok(None),
-            Err(LockError::Deadlock) => return Err(TryRecvError::Corrupt { reason: REENTERED_RECV.to_owned() }),
-        };
-        if held.owner_died() {
-            self.drop_dead_readers_frame();
-        }
+        let Some(held) = self.lock_consumer(me, lock_deadline)? else { return Ok(None) };
         let mut c = self.ring.consumer();
-        let r = match c.peek() {
-            Ok(Some(frame)) => {
-                h.reader.reading.store(c.position().wrapping_add(1), Ordering::Relaxed);
+        let r = self.peek_marked(&mut c).map(|found| {
+            found.map(|frame| {
                 let r = read(self.ring.payload(&frame));
-                self.count_received();
-                c.release(frame);
-                h.reader.reading.store(0, Ordering::Relaxed);
-                Ok(Some(r))
+                self.consume(&mut c, frame);
+                r
+            })
+        });
+        self.head().consumer.unlock(me, held);
+        r.map_err(corrupt)
+    }
+
+    /// Locks the consuming side (`None`: another receiver kept it past
+    /// `lock_deadline`), dropping the frame a dead previous holder was reading.
+    #[inline]
+    fn lock_consumer(&self, me: &Owner, lock_deadline: Option<Deadline>) -> Result<Option<Held>, TryRecvError> {
+        match self.head().consumer.lock(me, lock_deadline, &ProcLiveness) {
+            Ok(held) => {
+                if held.owner_died() {
+                    self.drop_dead_readers_frame();
+                }
+                Ok(Some(held))
             }
-            Ok(None) => Ok(None),
-            Err(RingError::Corrupt(reason) | RingError::Layout(reason)) => {
-                Err(TryRecvError::Corrupt { reason: reason.to_owned() })
-            }
-            Err(e) => Err(TryRecvError::Corrupt { reason: format!("{e:?}") }),
-        };
-        h.consumer.unlock(me, held);
-        r
+            Err(LockError::Timeout | LockError::WouldBlock) => Ok(None),
+            Err(LockError::Deadlock) => Err(TryRecvError::Corrupt { reason: REENTERED_RECV.to_owned() }),
+        }
+    }
+
+    /// The next frame, with the consuming side locked, recorded as the one
+    /// being read (see the module docs).
+    #[inline]
+    fn peek_marked(&self, c: &mut Consumer) -> Result<Option<Frame>, RingError> {
+        let found = c.peek()?;
+        if found.is_some() {
+            self.head().reader.reading.store(c.position().wrapping_add(1), Ordering::Relaxed);
+        }
+        Ok(found)
+    }
+
+    /// Consumes the frame [`peek_marked`](ByteRing::peek_marked) returned: counts it
+    /// before handing its space back (module docs) and clears the mark.
+    #[inline]
+    fn consume(&self, c: &mut Consumer, frame: Frame) {
+        self.count_received();
+        c.release(frame);
+        self.head().reader.reading.store(0, Ordering::Relaxed);
     }
 
     /// Counts one consumed message (before its space is handed back: see the
@@ -431,12 +437,8 @@ impl ByteRing {
     /// Consumes the claimed frame and unlocks the consuming side.
     #[inline]
     pub(crate) fn release(&self, c: FrameClaim) {
-        let h = self.head();
-        // Counted before the space is handed back (module docs).
-        self.count_received();
-        self.ring.consumer().release(c.frame);
-        h.reader.reading.store(0, Ordering::Relaxed);
-        h.consumer.unlock(&c.me, c.held);
+        self.consume(&mut self.ring.consumer(), c.frame);
+        self.head().consumer.unlock(&c.me, c.held);
     }
 
     /// With the consuming side taken over from a dead holder: drops the frame
@@ -447,8 +449,9 @@ impl ByteRing {
         let reading = h.reader.reading.load(Ordering::Relaxed);
         if reading != 0 && reading == c.position().wrapping_add(1) {
             if let Ok(Some(frame)) = c.peek() {
-                self.count_received();
-                c.release(frame);
+                // Clears the mark too.
+                self.consume(&mut c, frame);
+                return;
             }
         }
         h.reader.reading.store(0, Ordering::Relaxed);
@@ -477,7 +480,7 @@ impl ByteRing {
         if !dead {
             return false;
         }
-        match self.head().consumer.lock(me, Some(Deadline::now()), &ProcLiveness) {
+        match self.head().consumer.lock(me, Some(Deadline::EXPIRED), &ProcLiveness) {
             Ok(held) => {
                 if held.owner_died() {
                     self.drop_dead_readers_frame();
