@@ -221,8 +221,9 @@ fn loom_mpmc_two_producers_one_consumer() {
 }
 
 /// A producer pushes frames of varying sizes through a 64-byte SPSC ring
-/// (forcing wrap markers, including standalone ones) while the consumer pops:
-/// every frame arrives once, in order, intact.
+/// (forcing a wrap marker) while the consumer pops: every frame arrives once,
+/// in order, intact, and stale payload where the head lands is never read as
+/// a frame.
 #[test]
 fn loom_spsc_frames_wrap_in_order() {
     use crate::spsc::{RingError, SpscRing};
@@ -235,11 +236,19 @@ fn loom_spsc_frames_wrap_in_order() {
         // SAFETY: the boxed buffer is aligned, large enough and outlives the
         // threads (joined below).
         let ring = unsafe { SpscRing::init(base, 8192, 64) }.unwrap();
-        let sizes = [20usize, 30, 12];
+        // The third frame wraps, and ends where the first one's payload was:
+        // the payload (header look-alikes, mirrored into the header words
+        // under loom) must not be taken for a frame.
+        let sizes = [24usize, 8, 16];
+        let msg_of = |k: usize, n: usize| {
+            let mut m = (crate::spsc::FRAME_FLAG | 8).to_le_bytes().repeat(n / 8);
+            m[4] = k as u8;
+            m
+        };
         let producer = thread::spawn(move || {
             let mut p = ring.producer();
             for (k, &n) in sizes.iter().enumerate() {
-                let msg = std::vec![k as u8; n];
+                let msg = msg_of(k, n);
                 loop {
                     match p.push(&msg) {
                         Ok(()) => break,
@@ -254,7 +263,7 @@ fn loom_spsc_frames_wrap_in_order() {
         while k < sizes.len() {
             match c.pop(|b| b.to_vec()).unwrap() {
                 Some(v) => {
-                    assert_eq!(v, std::vec![k as u8; sizes[k]]);
+                    assert_eq!(v, msg_of(k, sizes[k]));
                     k += 1;
                 }
                 None => thread::yield_now(),

@@ -1,33 +1,63 @@
 //! A single-producer single-consumer byte ring of length-prefixed frames.
 //!
 //! ```text
-//! header: head | tail | consumer {head, tail cache} | producer {tail, head cache} | capacity ... | not_empty | not_full | participants
-//! data:   [len u64][payload, padded to 8] [len u64][payload] ... [WRAP] ...
+//! header: head | tail | consumer {head} | producer {tail, head cache} | capacity ... | not_empty | not_full | participants
+//! data:   [FRAME_FLAG|len][payload, padded to 8] [FRAME_FLAG|len][payload] ... [WRAP] ... [0] (free)
 //! ```
 //!
 //! `head` (bytes consumed) and `tail` (bytes produced) are monotonically
 //! increasing `u64` positions, each on its own 128-byte line, written only by
-//! the consumer and the producer respectively. Each side caches the other's
-//! position (rtrb-style) and re-reads it only when the cache says the ring is
-//! full (producer) or empty (consumer). Each side keeps its own position and
-//! that cache in a second, private line and reads its position from there: the public line is polled by the other process, and on the
-//! 2-core machines we measured, re-reading one's own index from a line the
-//! peer keeps pulling away cost a cache miss per message (about 90% of the
-//! producer's time in `reserve`). The private lines live in the region, not
-//! in the handle, so a side can be handed from one thread or process to
-//! another (a queue's producers take turns under a lock); a stale cache only
-//! underestimates the other side's progress, and a garbage one is re-read.
-//! A frame is an 8-byte header holding
-//! the payload length, then the payload padded to 8 bytes. A frame never
-//! wraps: if it does not fit before the end of the buffer, the producer writes
-//! a [`WRAP`] marker and starts the frame at offset 0.
+//! the consumer and the producer respectively. Each side keeps its own
+//! position in a second, private line and reads it from there: the public
+//! line is polled by the other process, and on the 2-core machines we
+//! measured, re-reading one's own index from a line the peer keeps pulling
+//! away cost a cache miss per message (about 90% of the producer's time in
+//! `reserve`). The producer also caches `head` there (rtrb-style) and re-reads
+//! it only when the cache says the ring is full. The private lines live in
+//! the region, not in the handle, so a side can be handed from one thread or
+//! process to another (a queue's producers take turns under a lock); a stale
+//! cache only underestimates the consumer's progress, and a garbage one is
+//! re-read.
+//!
+//! A frame is an 8-byte header, [`FRAME_FLAG`]` | len`, then the payload
+//! padded to 8 bytes. A frame never wraps: if it does not fit before the end
+//! of the buffer, the producer writes a [`WRAP`] marker and starts the frame
+//! at offset 0.
+//!
+//! # Publication: the header is the flag
 //!
 //! The producer writes a frame in place ([`Producer::reserve`] →
-//! [`Producer::commit`]) and publishes it with one `Release` store of `tail`;
-//! the consumer `Acquire`-loads `tail`, reads the frame in place
-//! ([`Consumer::peek`]) and hands the space back with a `Release` store of
-//! `head`, which the producer `Acquire`-loads before reusing it. A producer
-//! that dies before publishing leaves nothing visible: no torn frame.
+//! [`Producer::commit`]) and publishes it with one `Release` store of its
+//! header word; the consumer `Acquire`-loads the word at its head: zero means
+//! empty, anything else is a frame (or a marker) whose payload the `Acquire`
+//! makes visible. So a consumer polling an empty ring reads one line, the one
+//! the next frame will be written to, and a message costs one cache-line
+//! transfer, not two (`tail`, then the frame). The consumer never reads
+//! `tail`; the producer still stores it after the header for
+//! [`used`](SpscRing::used) and the blocking layer. The consumer hands the
+//! space back with a `Release` store of `head`, which the producer
+//! `Acquire`-loads before reusing it.
+//!
+//! "Non-zero at the head means published" needs the word at the head to be
+//! zero until then, and in a byte ring that word may hold anything from an
+//! earlier lap: an old header, or, since frame sizes vary, old payload bytes,
+//! or the bytes of a reservation that was never committed. So the producer
+//! keeps one invariant: **before it publishes an item that ends at position
+//! `e`, the word at `e` is zero.** It stores that zero itself (the "next
+//! header" word, in the same or the next line as the frame), which is why
+//! every reservation needs 8 bytes of room beyond its frame and
+//! [`max_frame`](SpscRing::max_frame) is `capacity - 16`. The next item's
+//! publication is the only later store to that word. For a wrapped frame the
+//! frame at offset 0 is published first and the marker last, so a consumer
+//! that sees the marker finds the frame. The loom model mirrors payload bytes
+//! into the header words so that it checks exactly this.
+//!
+//! A producer that dies before its header store leaves nothing visible: no
+//! torn frame, and the next producer writes over the unpublished bytes. One
+//! that dies after it but before storing its own position leaves a published
+//! frame behind its recorded position; [`Producer::resync`] walks over such
+//! frames (the zero after the last one stops it) before a new producer
+//! continues.
 //!
 //! # Untrusted memory
 //!
@@ -67,6 +97,32 @@ use crate::region::{align_up, OBJECT_ALIGN};
 /// assert_eq!(shmproc_core::spsc::WRAP, u64::MAX);
 /// ```
 pub const WRAP: u64 = u64::MAX;
+/// The bit that makes a frame header non-zero: a header is
+/// `FRAME_FLAG | len`, so that an empty frame is not mistaken for "nothing
+/// published" (a zero word).
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::spsc::{RingError, SpscRing, FRAME_FLAG};
+/// # let len = SpscRing::required_size(1024);
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// tx.push(b"")?; // an empty message is still a published frame
+/// assert_eq!(rx.pop(|b| b.len())?, Some(0));
+/// assert_eq!(FRAME_FLAG, 1 << 32);
+/// # Ok::<(), RingError>(())
+/// ```
+pub const FRAME_FLAG: u64 = 1 << 32;
+/// Positions beyond this are corrupt (2^62 bytes: centuries of traffic), so
+/// that position arithmetic never overflows.
+const MAX_POSITION: u64 = 1 << 62;
+/// Room a reservation needs beyond its frame: the next header word, which the
+/// producer zeroes before publishing (see the module docs).
+const NEXT_HEADER: u64 = 8;
 /// Frame header size.
 ///
 /// ```
@@ -173,9 +229,8 @@ impl RingError {
 pub struct SpscHeader {
     head: CachePadded<AtomicU64>,
     tail: CachePadded<AtomicU64>,
-    /// The consumer's own copy of `head` and its cache of `tail`, on a line
-    /// the producer never reads.
-    consumer: CachePadded<Side>,
+    /// The consumer's own copy of `head`, on a line the producer never reads.
+    consumer: CachePadded<AtomicU64>,
     /// The producer's own copy of `tail` and its cache of `head`, on a line
     /// the consumer never reads.
     producer: CachePadded<Side>,
@@ -324,7 +379,7 @@ impl SpscRing {
             base.as_ptr().cast::<SpscHeader>().write(SpscHeader {
                 head: CachePadded(AtomicU64::new(0)),
                 tail: CachePadded(AtomicU64::new(0)),
-                consumer: CachePadded(Side { pos: AtomicU64::new(0), cache: AtomicU64::new(0) }),
+                consumer: CachePadded(AtomicU64::new(0)),
                 producer: CachePadded(Side { pos: AtomicU64::new(0), cache: AtomicU64::new(0) }),
                 meta: CachePadded(Meta { capacity: AtomicU64::new(0), closed: AtomicU32::new(0) }),
                 not_empty: CachePadded(Notifier::new()),
@@ -340,17 +395,20 @@ impl SpscRing {
         let hdr = unsafe { &*base.as_ptr().cast::<SpscHeader>() };
         hdr.head.store(0, Ordering::Relaxed);
         hdr.tail.store(0, Ordering::Relaxed);
-        for side in [&hdr.consumer, &hdr.producer] {
-            side.pos.store(0, Ordering::Relaxed);
-            side.cache.store(0, Ordering::Relaxed);
-        }
+        hdr.consumer.store(0, Ordering::Relaxed);
+        hdr.producer.pos.store(0, Ordering::Relaxed);
+        hdr.producer.cache.store(0, Ordering::Relaxed);
         hdr.meta.capacity.store(capacity as u64, Ordering::Relaxed);
         hdr.meta.closed.store(0, Ordering::Relaxed);
         hdr.not_empty.init();
         hdr.not_full.init();
         hdr.participants.init();
         // SAFETY: forwarded contract; capacity validated above.
-        unsafe { SpscRing::attach(base, len) }
+        let ring = unsafe { SpscRing::attach(base, len) }?;
+        // The word at the head must be zero until a frame is published there
+        // (module docs); the memory handed in may hold anything.
+        ring.word(0).store(0, Ordering::Relaxed);
+        Ok(ring)
     }
 
     /// Attaches to a ring someone else initialised, validating its capacity
@@ -441,7 +499,9 @@ impl SpscRing {
         self.cap as usize
     }
 
-    /// The largest payload a single frame can carry in this ring.
+    /// The largest payload a single frame can carry in this ring: the
+    /// capacity less the frame header and the next header word the producer
+    /// zeroes before publishing (module docs).
     ///
     /// ```
     /// # use core::ptr::NonNull;
@@ -453,12 +513,12 @@ impl SpscRing {
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
     /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
-    /// assert_eq!(ring.max_frame(), 1024 - 8);
+    /// assert_eq!(ring.max_frame(), 1024 - 16);
     /// ```
     #[must_use]
     #[inline]
     pub fn max_frame(&self) -> usize {
-        (self.cap as usize - FRAME_HEADER).min(MAX_FRAME)
+        (self.cap as usize - FRAME_HEADER - NEXT_HEADER as usize).min(MAX_FRAME)
     }
 
     /// Marks the ring closed (no more frames will be sent).
@@ -577,7 +637,53 @@ impl SpscRing {
     pub fn used(&self) -> Result<u64, RingError> {
         let head = self.header().head.load(Ordering::Acquire);
         let tail = self.header().tail.load(Ordering::Acquire);
+        if head > tail && head - tail <= self.cap && head % 8 == 0 && tail % 8 == 0 {
+            // The consumer may take a frame between the producer's header
+            // store and its `tail` store: for that moment `head` is ahead.
+            return Ok(0);
+        }
         self.check_span(head, tail)
+    }
+
+    /// Whether a frame of `len` payload bytes would fit now, wrap marker and
+    /// next header word included (a snapshot; `true` on a corrupt ring, so
+    /// that the producer's next attempt reports it). A blocked producer waits
+    /// for this.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// assert!(ring.fits(ring.max_frame()));
+    /// tx.push(&[0; 500])?;
+    /// assert!(!ring.fits(600));
+    /// rx.pop(|_| ())?;
+    /// // Empty, but 600 bytes fit only from the buffer start: the producer
+    /// // publishes a wrap marker and waits for the consumer to skip it.
+    /// assert!(!ring.fits(600));
+    /// assert_eq!(tx.push(&[0; 600]), Err(RingError::Full));
+    /// assert_eq!(rx.pop(|_| ())?, None);
+    /// assert!(ring.fits(600));
+    /// # Ok::<(), RingError>(())
+    /// ```
+    #[must_use]
+    pub fn fits(&self, len: usize) -> bool {
+        let head = self.header().head.load(Ordering::Acquire);
+        let tail = self.header().producer.pos.load(Ordering::Relaxed);
+        let Ok(used) = self.check_span(head, tail) else { return true };
+        if len > self.max_frame() {
+            return true; // reported as TooLarge
+        }
+        let need = frame_size(len);
+        let till_end = self.cap - (tail & (self.cap - 1));
+        let total = if need <= till_end { need } else { till_end + need };
+        self.cap - used >= total + NEXT_HEADER
     }
 
     #[inline]
@@ -648,6 +754,26 @@ impl SpscRing {
         }
     }
 
+    /// Under loom, copies a frame's payload words into the header-word side
+    /// array, so that the model sees old payload where a later header may be
+    /// read, as real memory does (the words *are* the bytes there). Nothing
+    /// otherwise.
+    #[inline]
+    fn mirror_payload(&self, off: usize, len: usize) {
+        #[cfg(loom)]
+        for k in 0..padded(len) / 8 {
+            let at = off + FRAME_HEADER + 8 * k;
+            let mut chunk = [0u8; 8];
+            let n = (len - 8 * k).min(8);
+            // SAFETY: at + n <= off + FRAME_HEADER + len, inside the
+            // reserved frame (place() checked it against the capacity).
+            unsafe { core::ptr::copy_nonoverlapping(self.bytes(at, n), chunk.as_mut_ptr(), n) };
+            self.word(at).store(u64::from_le_bytes(chunk), Ordering::Relaxed);
+        }
+        #[cfg(not(loom))]
+        let _ = (off, len);
+    }
+
     #[inline]
     fn bytes(&self, off: usize, len: usize) -> *mut u8 {
         debug_assert!(off + len <= self.cap as usize);
@@ -680,6 +806,9 @@ pub struct Reservation {
     frame_pos: u64,
     off: usize,
     len: usize,
+    /// Offset of the wrap marker to publish after the frame, if the frame
+    /// starts a new lap.
+    wrap: Option<usize>,
 }
 
 impl Reservation {
@@ -773,7 +902,7 @@ impl Producer {
     #[inline]
     fn tail(&self) -> Result<u64, RingError> {
         let tail = self.ring.header().producer.pos.load(Ordering::Relaxed);
-        if tail % 8 != 0 {
+        if tail % 8 != 0 || tail > MAX_POSITION {
             return Err(RingError::Corrupt("tail"));
         }
         Ok(tail)
@@ -827,15 +956,18 @@ impl Producer {
             return Err(RingError::TooLarge);
         }
         let tail = self.tail()?;
-        if let Some((frame_pos, off)) = self.place(tail, tail, len)? {
-            return Ok(Reservation { frame_pos, off, len });
+        if let Some((frame_pos, off, wrap)) = self.place(tail, tail, len)? {
+            return Ok(Reservation { frame_pos, off, len, wrap });
         }
         // The frame does not fit. If it needs a wrap and the marker alone
         // fits, publish the marker so the consumer moves past it.
         let off = (tail & (self.ring.cap - 1)) as usize;
         let till_end = self.ring.cap - off as u64;
-        if frame_size(len) > till_end && self.room(tail, till_end)? >= till_end {
-            self.ring.word(off).store(WRAP, Ordering::Relaxed);
+        if frame_size(len) > till_end && self.room(tail, till_end + NEXT_HEADER)? >= till_end + NEXT_HEADER {
+            // The word after the marker (offset 0) must be zero before the
+            // marker is published (module docs).
+            self.ring.word(0).store(0, Ordering::Relaxed);
+            self.ring.word(off).store(WRAP, Ordering::Release);
             self.publish(tail + till_end);
         }
         Err(RingError::Full)
@@ -844,23 +976,45 @@ impl Producer {
     /// Where a `len`-byte frame goes after the unpublished frames written from
     /// `start` up to `tail`: `Some((frame_pos, offset))`, writing the wrap marker
     /// if it must start at offset 0, or `None` if there is no room yet.
+    ///
+    /// Returns the frame's position and offset, and the offset of the wrap
+    /// marker to publish after it if it starts a new lap. Writes nothing.
     #[inline]
-    fn place(&mut self, start: u64, tail: u64, len: usize) -> Result<Option<(u64, usize)>, RingError> {
+    fn place(&mut self, start: u64, tail: u64, len: usize) -> Result<Option<(u64, usize, Option<usize>)>, RingError> {
         let need = frame_size(len);
         let off = (tail & (self.ring.cap - 1)) as usize;
         let till_end = self.ring.cap - off as u64;
         let total = if need <= till_end { need } else { till_end + need };
-        let used = tail - start;
-        if self.room(start, used + total)? < used + total {
+        let want = tail - start + total + NEXT_HEADER;
+        if self.room(start, want)? < want {
             return Ok(None);
         }
         if need <= till_end {
-            Ok(Some((tail, off)))
+            Ok(Some((tail, off, None)))
         } else {
-            // Not published until the tail moves past it.
-            self.ring.word(off).store(WRAP, Ordering::Relaxed);
-            Ok(Some((tail + till_end, 0)))
+            Ok(Some((tail + till_end, 0, Some(off))))
         }
+    }
+
+    /// Publishes the frame at `off` (position `frame_pos`, `len` payload
+    /// bytes already written) and the wrap marker before it, if any; returns
+    /// the position after it. Does not move `tail`.
+    ///
+    /// Orderings: the next header word is zeroed first (`Relaxed`: the
+    /// header's `Release` below orders it, with the payload, before anything
+    /// a consumer reads after `Acquire`-loading the header); then the header;
+    /// then the marker, also `Release`, so that a consumer that sees the
+    /// marker sees the frame at offset 0 too.
+    #[inline]
+    fn publish_frame(&mut self, frame_pos: u64, off: usize, len: usize, wrap: Option<usize>) -> u64 {
+        let end = frame_pos + frame_size(len);
+        self.ring.mirror_payload(off, len);
+        self.ring.word((end & (self.ring.cap - 1)) as usize).store(0, Ordering::Relaxed);
+        self.ring.word(off).store(FRAME_FLAG | len as u64, Ordering::Release);
+        if let Some(w) = wrap {
+            self.ring.word(w).store(WRAP, Ordering::Release);
+        }
+        end
     }
 
     /// The reserved payload bytes, to be written.
@@ -909,14 +1063,14 @@ impl Producer {
     #[inline]
     pub fn commit(&mut self, r: Reservation, written: usize) {
         let written = written.min(r.len);
-        self.ring.word(r.off).store(written as u64, Ordering::Relaxed);
-        self.publish(r.frame_pos + frame_size(written));
+        let end = self.publish_frame(r.frame_pos, r.off, written, r.wrap);
+        self.publish(end);
     }
 
-    /// Publishes everything written up to `tail` and wakes a sleeping
-    /// consumer. The private copy goes first: a producer that dies between
-    /// the two stores leaves it ahead of `tail` over complete frames, which
-    /// the next producer then publishes with its own.
+    /// Moves the producer's position (and `tail`) to `tail` after the items
+    /// before it were published through their headers, and wakes a sleeping
+    /// consumer. A producer that dies before these stores leaves published
+    /// frames past its recorded position: see [`resync`](Producer::resync).
     #[inline]
     fn publish(&mut self, tail: u64) {
         let hdr = self.ring.header();
@@ -949,8 +1103,9 @@ impl Producer {
         Ok(())
     }
 
-    /// Pushes frames from `items` until one does not fit, publishing them all
-    /// with a single tail update. Returns how many were pushed.
+    /// Pushes frames from `items` until one does not fit; each frame is
+    /// published by its header as it is written, and `tail` moves once at the
+    /// end. Returns how many were pushed.
     ///
     /// ```
     /// # use core::ptr::NonNull;
@@ -962,7 +1117,7 @@ impl Producer {
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
     /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
-    /// let n = tx.push_batch([&b"1"[..], b"22", b"333"])?; // one tail update
+    /// let n = tx.push_batch([&b"1"[..], b"22", b"333"])?;
     /// assert_eq!(n, 3);
     /// let mut got = Vec::new();
     /// rx.pop_batch(10, |b| got.push(b.len()))?;
@@ -984,7 +1139,7 @@ impl Producer {
                 }
                 break;
             }
-            let Some((frame_pos, foff)) = self.place(start, tail, bytes.len())? else { break };
+            let Some((frame_pos, foff, wrap)) = self.place(start, tail, bytes.len())? else { break };
             // SAFETY: foff + 8 + padded(len) <= cap (fits before the end), and the
             // bytes are beyond the published tail.
             unsafe {
@@ -994,8 +1149,7 @@ impl Producer {
                     bytes.len(),
                 )
             };
-            self.ring.word(foff).store(bytes.len() as u64, Ordering::Relaxed);
-            tail = frame_pos + frame_size(bytes.len());
+            tail = self.publish_frame(frame_pos, foff, bytes.len(), wrap);
             n += 1;
         }
         if n > 0 {
@@ -1008,6 +1162,63 @@ impl Producer {
             Some(bytes) => self.push(bytes).map(|()| 1),
             None => Ok(0),
         }
+    }
+    /// Brings the producer's position up to date after a producer died
+    /// holding this side: walks over the frames and markers it published
+    /// through their headers but did not yet count in its position, stopping
+    /// at the zero word that follows the last one (module docs). Returns how
+    /// many frames it walked over (markers are not counted), so that a layer
+    /// above that counts messages can add them. Call it before producing
+    /// again, with the side held; on a healthy ring it reads one word.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// tx.push(b"a")?;
+    /// assert_eq!(tx.resync()?, 0); // nothing published past the position
+    /// # Ok::<(), RingError>(())
+    /// ```
+    pub fn resync(&mut self) -> Result<u64, RingError> {
+        let start = self.tail()?;
+        let head = self.ring.header().head.load(Ordering::Acquire);
+        let cap = self.ring.cap;
+        let mut pos = start;
+        let mut frames = 0;
+        loop {
+            // Every published item ends at least NEXT_HEADER short of
+            // head + cap: beyond that lies unconsumed data, not our items.
+            if pos.wrapping_sub(head) > cap - NEXT_HEADER && pos > head {
+                return Err(RingError::Corrupt("positions"));
+            }
+            if pos - start > cap {
+                return Err(RingError::Corrupt("frames"));
+            }
+            let off = (pos & (cap - 1)) as usize;
+            match self.ring.word(off).load(Ordering::Acquire) {
+                0 => break,
+                WRAP if off != 0 => pos += cap - off as u64,
+                w if w & !(u32::MAX as u64) == FRAME_FLAG && (w as u32 as usize) <= MAX_FRAME => {
+                    let end = pos + frame_size(w as u32 as usize);
+                    if off as u64 + frame_size(w as u32 as usize) > cap {
+                        return Err(RingError::Corrupt("frame length"));
+                    }
+                    pos = end;
+                    frames += 1;
+                }
+                _ => return Err(RingError::Corrupt("frame header")),
+            }
+        }
+        if pos != start {
+            self.publish(pos);
+        }
+        Ok(frames)
     }
 }
 
@@ -1143,7 +1354,7 @@ impl Consumer {
     /// ```
     #[inline]
     pub fn position(&self) -> u64 {
-        self.ring.header().consumer.pos.load(Ordering::Relaxed)
+        self.ring.header().consumer.load(Ordering::Relaxed)
     }
 
     /// The next frame, if one is published; `Ok(None)` when empty.
@@ -1167,72 +1378,48 @@ impl Consumer {
     /// ```
     #[inline]
     pub fn peek(&mut self) -> Result<Option<Frame>, RingError> {
-        let head = self.ring.header().consumer.pos.load(Ordering::Relaxed);
+        let head = self.ring.header().consumer.load(Ordering::Relaxed);
         self.peek_at(head)
     }
 
     /// The frame starting at position `head` (the shared head, or the end of
     /// frames read but not yet released by a batch).
+    ///
+    /// Orderings: the header word is `Acquire`-loaded; a non-zero value was
+    /// stored with `Release` after the payload (and after the zeroing of the
+    /// next header word), so both are visible from here on. The consumer
+    /// never reads `tail`.
     #[inline]
     fn peek_at(&mut self, head: u64) -> Result<Option<Frame>, RingError> {
-        let mut tail = self.ring.header().consumer.cache.load(Ordering::Relaxed);
-        if head == tail {
-            tail = self.refresh_tail();
-            if head == tail {
-                return Ok(None);
-            }
-        }
-        let mut avail = match self.ring.check_span(head, tail) {
-            Ok(a) => a,
-            Err(_) => {
-                // The cache may be stale; judge by a fresh tail.
-                let fresh = self.refresh_tail();
-                match self.ring.check_span(head, fresh)? {
-                    0 => return Ok(None),
-                    a => a,
-                }
-            }
-        };
         let cap = self.ring.cap;
-        let mut pos = head;
-        let mut off = (pos & (cap - 1)) as usize;
-        let mut word = self.ring.word(off).load(Ordering::Relaxed);
+        if head % 8 != 0 || head > MAX_POSITION {
+            return Err(RingError::Corrupt("head"));
+        }
+        let off = (head & (cap - 1)) as usize;
+        let word = self.ring.word(off).load(Ordering::Acquire);
+        if word == 0 {
+            return Ok(None);
+        }
         if word == WRAP {
-            let till_end = cap - off as u64;
-            if off == 0 || till_end > avail {
+            if off == 0 {
                 return Err(RingError::Corrupt("wrap marker"));
             }
-            if till_end == avail {
-                // A wrap marker published on its own (as far as our cached
-                // tail shows): skip it and look again from the buffer start.
-                // That position has offset 0, where a marker is corrupt, so
-                // this recurses at most once.
-                self.publish(pos + till_end);
-                return self.peek_at(pos + till_end);
-            }
-            pos += till_end;
-            avail -= till_end;
-            off = 0;
-            word = self.ring.word(0).load(Ordering::Relaxed);
+            // Hand the marker's space back and look at the buffer start. That
+            // position has offset 0, where a marker is corrupt, so this
+            // recurses at most once.
+            let next = head + (cap - off as u64);
+            self.publish(next);
+            return self.peek_at(next);
         }
-        let len = usize::try_from(word).map_err(|_| RingError::Corrupt("frame length"))?;
-        if len > MAX_FRAME {
-            return Err(RingError::Corrupt("frame length"));
-        }
+        let len = match word ^ FRAME_FLAG {
+            len if len <= MAX_FRAME as u64 => len as usize,
+            _ => return Err(RingError::Corrupt("frame header")),
+        };
         let frame = frame_size(len);
-        if frame > avail || off as u64 + frame > cap {
+        if off as u64 + frame > cap {
             return Err(RingError::Corrupt("frame length"));
         }
-        Ok(Some(Frame { next_head: pos + frame, off, len }))
-    }
-
-    /// Re-reads the published tail into the cache.
-    #[inline]
-    fn refresh_tail(&mut self) -> u64 {
-        let hdr = self.ring.header();
-        let tail = hdr.tail.load(Ordering::Acquire);
-        hdr.consumer.cache.store(tail, Ordering::Relaxed);
-        tail
+        Ok(Some(Frame { next_head: head + frame, off, len }))
     }
 
     /// The payload of `frame`, read in place.
@@ -1286,7 +1473,7 @@ impl Consumer {
     #[inline]
     fn publish(&mut self, head: u64) {
         let hdr = self.ring.header();
-        hdr.consumer.pos.store(head, Ordering::Relaxed);
+        hdr.consumer.store(head, Ordering::Relaxed);
         hdr.head.store(head, Ordering::Release);
         hdr.not_full.notify();
     }
@@ -1341,7 +1528,7 @@ impl Consumer {
     /// # Ok::<(), RingError>(())
     /// ```
     pub fn pop_batch(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> Result<usize, RingError> {
-        let mut pos = self.ring.header().consumer.pos.load(Ordering::Relaxed);
+        let mut pos = self.ring.header().consumer.load(Ordering::Relaxed);
         let mut last: Option<Frame> = None;
         let mut n = 0;
         let result = loop {
@@ -1363,7 +1550,7 @@ impl Consumer {
         if let Some(fr) = last {
             // A standalone wrap marker skipped on the way may already have
             // moved the head past these frames.
-            if fr.next_head > self.ring.header().consumer.pos.load(Ordering::Relaxed) {
+            if fr.next_head > self.ring.header().consumer.load(Ordering::Relaxed) {
                 self.release(fr);
             }
         }
@@ -1433,10 +1620,107 @@ mod tests {
         let data = SpscRing::required_size(0);
         mem.0[data..data + 8].copy_from_slice(&1000u64.to_le_bytes());
         assert!(matches!(c.peek(), Err(RingError::Corrupt(_))));
+        // A header without the flag.
+        mem.0[data..data + 8].copy_from_slice(&5u64.to_le_bytes());
+        assert!(matches!(c.peek(), Err(RingError::Corrupt(_))));
+        // A consumer position that is not a position.
+        r.header().consumer.store(3, Ordering::Relaxed);
+        assert!(matches!(c.peek(), Err(RingError::Corrupt(_))));
+        r.header().consumer.store(u64::MAX - 7, Ordering::Relaxed);
+        assert!(matches!(c.peek(), Err(RingError::Corrupt(_))));
         // A tail far beyond the head.
         r.header().tail.store(1 << 40, Ordering::Relaxed);
-        assert!(matches!(c.peek(), Err(RingError::Corrupt(_))));
+        assert!(matches!(r.used(), Err(RingError::Corrupt(_))));
         r.header().producer.pos.store(1 << 40, Ordering::Relaxed);
         assert!(matches!(p.reserve(8), Err(RingError::Corrupt(_))));
+        assert!(matches!(p.resync(), Err(RingError::Corrupt(_))));
+        r.header().producer.pos.store(u64::MAX - 7, Ordering::Relaxed);
+        assert!(matches!(p.reserve(8), Err(RingError::Corrupt(_))));
+        assert!(matches!(p.resync(), Err(RingError::Corrupt(_))));
+    }
+
+    /// Payload words that look like headers, left behind by earlier laps and
+    /// by reservations never committed, are never taken for frames: the
+    /// consumer's head lands on them once frame sizes vary, and it must find
+    /// the zero the producer stored there (module docs). Without that zero
+    /// this test pops phantom 8-byte frames.
+    #[test]
+    fn stale_payload_is_never_a_frame() {
+        let mut mem = Mem([0; 8192]);
+        let r = ring(&mut mem, 256);
+        let (mut p, mut c) = (r.producer(), r.consumer());
+        let fake: Vec<u8> = (FRAME_FLAG | 8).to_le_bytes().repeat(30);
+        let mut sent = 0u32;
+        let mut got = 0u32;
+        for round in 0..2000u32 {
+            let words = 1 + (round * 7 % 23) as usize;
+            // A payload of fake headers, then a real message.
+            match p.reserve(words * 8) {
+                Ok(res) => {
+                    let n = words * 8;
+                    p.buffer(&res).copy_from_slice(&fake[..n]);
+                    if round % 3 == 0 {
+                        // Abandoned: never published, the bytes stay.
+                        drop(res);
+                    } else {
+                        p.buffer(&res)[..4].copy_from_slice(&round.to_le_bytes());
+                        p.commit(res, n);
+                        sent += 1;
+                    }
+                }
+                Err(RingError::Full) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+            for _ in 0..(round % 4) {
+                match c.pop(|b| b.to_vec()).unwrap() {
+                    Some(v) => {
+                        assert!(v.len() >= 8 && v.len() % 8 == 0, "phantom frame {v:?}");
+                        assert_eq!(&v[4..], &fake[4..v.len()]);
+                        got += 1;
+                    }
+                    None => break,
+                }
+            }
+        }
+        while c.pop(|b| assert!(b.len() >= 8)).unwrap().is_some() {
+            got += 1;
+        }
+        assert_eq!(got, sent);
+        assert!(sent > 1000);
+    }
+
+    /// A producer that died after publishing frames through their headers but
+    /// before recording its position: `resync` walks over them (a wrap
+    /// included), and the next frame goes after them.
+    #[test]
+    fn resync_walks_over_frames_a_dead_producer_published() {
+        let mut mem = Mem([0; 8192]);
+        let r = ring(&mut mem, 128);
+        let (mut p, mut c) = (r.producer(), r.consumer());
+        p.push(&[1; 56]).unwrap();
+        c.pop(|_| ()).unwrap();
+        let before = r.header().producer.pos.load(Ordering::Relaxed);
+        // Two frames, the second wrapping to the buffer start.
+        p.push(&[2; 24]).unwrap();
+        p.push(&[3; 32]).unwrap();
+        assert!(r.header().producer.pos.load(Ordering::Relaxed) > 128);
+        // Forget them, as a producer killed before its position store would.
+        r.header().producer.pos.store(before, Ordering::Relaxed);
+        r.header().tail.store(before, Ordering::Relaxed);
+        assert_eq!(p.resync().unwrap(), 2);
+        assert_eq!(p.resync().unwrap(), 0);
+        p.push(&[4; 8]).unwrap();
+        for (byte, len) in [(2u8, 24usize), (3, 32), (4, 8)] {
+            assert_eq!(c.pop(|b| b.to_vec()).unwrap(), Some(std::vec![byte; len]));
+        }
+        assert_eq!(c.pop(|b| b.len()).unwrap(), None);
+        // A consumer that already took the dead producer's frame is no obstacle.
+        let before = r.header().producer.pos.load(Ordering::Relaxed);
+        p.push(&[5; 16]).unwrap();
+        assert_eq!(c.pop(|b| b.to_vec()).unwrap(), Some(std::vec![5; 16]));
+        r.header().producer.pos.store(before, Ordering::Relaxed);
+        assert_eq!(p.resync().unwrap(), 1);
+        p.push(&[6; 8]).unwrap();
+        assert_eq!(c.pop(|b| b.to_vec()).unwrap(), Some(std::vec![6; 8]));
     }
 }

@@ -49,7 +49,7 @@ fn spsc(data: &[u8]) {
                 let msg = payload(op, len);
                 match p.push(&msg) {
                     Ok(()) => model.push_back(msg),
-                    Err(RingError::TooLarge) => assert!(len > cap - FRAME_HEADER),
+                    Err(RingError::TooLarge) => assert!(len > ring.max_frame()),
                     Err(RingError::Full) if model.is_empty() => {
                         // Only a wrap marker can be in the way: once the
                         // consumer skips it, any frame up to max_frame fits.

@@ -62,7 +62,7 @@ const REENTERED: &str = "pipe end re-entered from a Serialize impl";
 ///
 /// ```
 /// let (tx, _rx) = shmproc::Pipe::<Vec<u8>>::oneway()?;
-/// assert_eq!(tx.max_message_size(), shmproc::pipe::DEFAULT_PIPE_CAPACITY - 8);
+/// assert_eq!(tx.max_message_size(), shmproc::pipe::DEFAULT_PIPE_CAPACITY - 16);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub const DEFAULT_PIPE_CAPACITY: usize = 1 << 20;
@@ -173,8 +173,7 @@ impl TxEnd {
                     return Err(SendTimeoutError::Corrupt { reason: r })
                 }
             }
-            let need = bytes.len() as u64 + 16;
-            let has_room = || ring.used().map_or(true, |u| ring.capacity() as u64 - u >= need);
+            let has_room = || ring.fits(bytes.len());
             match wait(
                 deadline,
                 &ring.header().not_full,
@@ -364,7 +363,7 @@ impl<T: Message> Pipe<T> {
     ///
     /// ```
     /// let (a, _b) = shmproc::Pipe::<Vec<u8>>::duplex_with_capacity(4096)?;
-    /// assert_eq!(a.max_message_size(), 4096 - 8);
+    /// assert_eq!(a.max_message_size(), 4096 - 16);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn duplex_with_capacity(bytes: usize) -> Result<(Connection<T>, Connection<T>), Error> {
@@ -456,7 +455,7 @@ macro_rules! send_side {
             ///
             /// ```
             /// let (tx, _rx) = shmproc::Pipe::<u8>::oneway_with_capacity(1024)?;
-            /// assert_eq!(tx.max_message_size(), 1016);
+            /// assert_eq!(tx.max_message_size(), 1008);
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             #[must_use]

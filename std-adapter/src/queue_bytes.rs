@@ -13,9 +13,10 @@
 //! sides write every slot and claim it with a compare-and-swap; between two
 //! processes each of those costs a cache-line transfer and a store-buffer
 //! drain, about 65–100 ns a message on a 2-core VM. Here a message costs the
-//! producer a frame write and one `Release` store of `tail`, and the consumer
-//! one `Release` store of `head`; each side's lock, held by the same thread
-//! message after message, is *biased* to it and costs no atomic
+//! producer a frame write published by a `Release` store of its header word
+//! (the consumer polls that word, not `tail`: one line moves per message), and
+//! the consumer one `Release` store of `head`; each side's lock, held by the
+//! same thread message after message, is *biased* to it and costs no atomic
 //! read-modify-write. Frames are packed (16 bytes for a `u64`), so consecutive
 //! messages share cache lines instead of bouncing one line each.
 //!
@@ -27,9 +28,13 @@
 //!
 //! # Dead peers
 //!
-//! A producer that dies mid-message never published it: `tail` moves only
-//! after the frame is complete, and the next producer takes the lock over
-//! (owner died) and writes over the unpublished bytes. A consumer records the
+//! A producer that dies mid-message never published it: the header word is
+//! stored only after the frame is complete, and the next producer takes the
+//! lock over (owner died) and writes over the unpublished bytes. One that dies
+//! after the header store but before recording its position left a complete,
+//! published frame: the next producer walks over it
+//! ([`Producer::resync`](shmproc_core::spsc::Producer::resync)) and counts it
+//! as sent. A consumer records the
 //! position of the frame it was handed (`reading`) before reading it; when a
 //! consumer takes the lock over from a dead one and that frame is still at the
 //! head, it is dropped, as a dead consumer's slot is in the slot layout (a
@@ -41,7 +46,14 @@
 //! # Counting
 //!
 //! `sent` (producers) and `received` (consumers) count messages for the
-//! message limit and `len`. A consumer bumps `received` *before* handing the
+//! message limit and `len`. Each is stored after the step it counts (a
+//! publication, a consumption): a process killed between the two leaves the
+//! count one short (a producer) or one over (a consumer whose frame the next
+//! consumer drops again). Producers that find `received` ahead of `sent` adopt
+//! it, so the counts re-align by the time the queue drains; until then `len`
+//! may be off by one and the queue may hold one message over its limit (the
+//! ring has room for it). Frames a killed producer published but did not
+//! record are counted by the producer that takes its side over. A consumer bumps `received` *before* handing the
 //! frame's bytes back, and producers waiting for room watch `received + head`,
 //! a number that grows with every consumption; they read it before each
 //! attempt, so no consumption can slip between a failed attempt and the wait.
@@ -146,7 +158,13 @@ fn ring_bytes(capacity: usize, message_size: usize) -> Option<usize> {
     let frame = FRAME_HEADER.checked_add(message_size.checked_add(7)? & !7)?;
     // Room for `capacity` largest messages plus one, so that a frame that has
     // to wrap still fits when the queue is below its limit.
-    capacity.checked_add(1)?.checked_mul(frame)?.max(MIN_RING.max(MIN_CAPACITY)).checked_next_power_of_two()
+    // (The 8 is the next header word a producer zeroes: see the core's spsc.)
+    capacity
+        .checked_add(1)?
+        .checked_mul(frame)?
+        .checked_add(8)?
+        .max(MIN_RING.max(MIN_CAPACITY))
+        .checked_next_power_of_two()
 }
 
 impl ByteRing {
@@ -292,11 +310,23 @@ impl ByteRing {
             Err(LockError::Timeout | LockError::WouldBlock) => return Err(TrySendError::Full),
             Err(LockError::Deadlock) => return Err(TrySendError::Serialize { reason: REENTERED_SEND.to_owned() }),
         };
-        // A producer that died holding the lock left nothing published; the
-        // ring needs no repair.
-        let r = self.send_locked(hint, &mut write);
+        let r = if held.owner_died() {
+            self.resync_dead_producer().and_then(|()| self.send_locked(hint, &mut write))
+        } else {
+            self.send_locked(hint, &mut write)
+        };
         h.producer.unlock(me, held);
         r
+    }
+
+    /// With the producing side taken over from a dead holder: moves past (and
+    /// counts) the frames it published but had not yet recorded.
+    #[cold]
+    fn resync_dead_producer(&self) -> Result<(), TrySendError> {
+        let published = self.ring.producer().resync().map_err(|e| TrySendError::Corrupt { reason: e.reason() })?;
+        let sent = &self.head().sent.sent;
+        sent.store(sent.load(Ordering::Relaxed).wrapping_add(published), Ordering::Relaxed);
+        Ok(())
     }
 
     #[inline]
@@ -306,12 +336,16 @@ impl ByteRing {
         write: &mut impl FnMut(&mut [u8]) -> Option<usize>,
     ) -> Result<usize, TrySendError> {
         let h = self.head();
-        let sent = h.sent.sent.load(Ordering::Relaxed);
+        let mut sent = h.sent.sent.load(Ordering::Relaxed);
         if sent.wrapping_sub(h.sent.received_cache.load(Ordering::Relaxed)) >= self.limit {
             let received = h.received.load(Ordering::Acquire);
             h.sent.received_cache.store(received, Ordering::Relaxed);
             if received > sent {
-                return Err(TrySendError::Corrupt { reason: "message counts" });
+                // A producer killed between publishing and counting, or a
+                // consumer killed between counting and releasing, leaves the
+                // counts one apart (module docs): adopt the consumers' count.
+                sent = received;
+                h.sent.sent.store(sent, Ordering::Relaxed);
             }
             if sent - received >= self.limit {
                 return Err(TrySendError::Full);
