@@ -645,6 +645,39 @@ impl SpscRing {
         self.check_span(head, tail)
     }
 
+    /// Whether something is published at the consumer's position (a frame or
+    /// a wrap marker), or the ring is corrupt (so that the consumer's next
+    /// attempt reports it). It reads the word the consumer polls, not `tail`:
+    /// a blocked consumer that waits on this pulls one cache line from the
+    /// producer, not two.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// assert!(!ring.has_frame());
+    /// tx.push(b"x")?;
+    /// assert!(ring.has_frame());
+    /// rx.pop(|_| ())?;
+    /// assert!(!ring.has_frame());
+    /// # Ok::<(), RingError>(())
+    /// ```
+    #[must_use]
+    #[inline]
+    pub fn has_frame(&self) -> bool {
+        let head = self.header().consumer.load(Ordering::Relaxed);
+        if head % 8 != 0 || head > MAX_POSITION {
+            return true;
+        }
+        self.word((head & (self.cap - 1)) as usize).load(Ordering::Acquire) != 0
+    }
+
     /// Whether a frame of `len` payload bytes would fit now, wrap marker and
     /// next header word included (a snapshot; `true` on a corrupt ring, so
     /// that the producer's next attempt reports it). A blocked producer waits

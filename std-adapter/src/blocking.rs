@@ -20,9 +20,14 @@ use shmproc_core::Deadline;
 /// undisturbed, which the consumer then takes in a row. Measured between two
 /// processes on a 2-core VM (`Queue<u64>`, medians of 7 runs): looking at
 /// once 68–82 ns per message, after 0.5 µs 42 ns, after 1 µs 36 ns, after
-/// 2 µs 31 ns. The price is up to this much latency for a *blocking* receive
-/// whose message arrives while it spins; a `try_recv` loop does not wait here.
-const LOOK_EVERY: Duration = Duration::from_micros(2);
+/// 2 µs 31 ns. Since frames are published by their header word (the
+/// consumer sees each one as soon as it is written, and so catches up with
+/// the producer more often), 2 µs gave 27–29 ns, 5 µs 21.5–23 ns and 10 µs
+/// 20–21 ns (2 M messages a run, five runs each). The price is up to this
+/// much latency for a *blocking* receive whose message arrives while it
+/// spins (the blocking ping-pong went from 1.3 to 2.7 µs one way, against
+/// 10–14 µs for a pipe); a `try_recv` loop does not wait here.
+const LOOK_EVERY: Duration = Duration::from_micros(5);
 /// How long to spin (looking every [`LOOK_EVERY`]) before yielding.
 const SPIN_FOR: Duration = Duration::from_micros(60);
 /// Yields (looking after each) before sleeping on the futex.

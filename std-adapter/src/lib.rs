@@ -191,3 +191,7 @@ pub use value::Value;
 pub fn init() {
     spawn::init();
 }
+
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub static WAITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -251,7 +251,7 @@ impl RxEnd {
     }
 
     fn has_frame(&self) -> bool {
-        self.ch.ring.used().map_or(true, |u| u > 0)
+        self.ch.ring.has_frame()
     }
 
     /// Waits for a frame and runs `f` on it; `f` returns whether to consume it.

@@ -261,7 +261,7 @@ impl ByteRing {
     /// report it).
     #[inline]
     pub(crate) fn has_message(&self) -> bool {
-        self.ring.used().map_or(true, |u| u > 0)
+        self.ring.has_frame()
     }
 
     /// A number that grows with every consumption: producers wait for it to
