@@ -191,7 +191,3 @@ pub use value::Value;
 pub fn init() {
     spawn::init();
 }
-
-#[doc(hidden)]
-#[allow(missing_docs)]
-pub static WAITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

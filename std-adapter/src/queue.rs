@@ -702,7 +702,6 @@ impl Core {
                 return Err(RecvTimeoutError::Disconnected);
             }
             Core::check_deadline(deadline)?;
-            crate::WAITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.wait_for_message(deadline)?;
         }
     }
