@@ -989,7 +989,7 @@ impl Producer {
             return Err(RingError::TooLarge);
         }
         let tail = self.tail()?;
-        if let Some((frame_pos, off, wrap)) = self.place(tail, tail, len)? {
+        if let Some((frame_pos, off, wrap)) = self.place(tail, len)? {
             return Ok(Reservation { frame_pos, off, len, wrap });
         }
         // The frame does not fit. If it needs a wrap and the marker alone
@@ -1006,20 +1006,20 @@ impl Producer {
         Err(RingError::Full)
     }
 
-    /// Where a `len`-byte frame goes after the unpublished frames written from
-    /// `start` up to `tail`: `Some((frame_pos, offset))`, writing the wrap marker
-    /// if it must start at offset 0, or `None` if there is no room yet.
-    ///
-    /// Returns the frame's position and offset, and the offset of the wrap
-    /// marker to publish after it if it starts a new lap. Writes nothing.
+    /// Where a `len`-byte frame goes if the producer is at `tail` (frames of a
+    /// batch before it are already published through their headers, so the
+    /// room is counted from `tail`: the consumer may have taken them):
+    /// `Some((frame_pos, offset, wrap))`, with the offset of the wrap marker
+    /// to publish after the frame if it starts a new lap, or `None` if there
+    /// is no room yet. Writes nothing.
     #[inline]
-    fn place(&mut self, start: u64, tail: u64, len: usize) -> Result<Option<(u64, usize, Option<usize>)>, RingError> {
+    fn place(&mut self, tail: u64, len: usize) -> Result<Option<(u64, usize, Option<usize>)>, RingError> {
         let need = frame_size(len);
         let off = (tail & (self.ring.cap - 1)) as usize;
         let till_end = self.ring.cap - off as u64;
         let total = if need <= till_end { need } else { till_end + need };
-        let want = tail - start + total + NEXT_HEADER;
-        if self.room(start, want)? < want {
+        let want = total + NEXT_HEADER;
+        if self.room(tail, want)? < want {
             return Ok(None);
         }
         if need <= till_end {
@@ -1158,8 +1158,7 @@ impl Producer {
     /// # Ok::<(), RingError>(())
     /// ```
     pub fn push_batch<'a>(&mut self, items: impl IntoIterator<Item = &'a [u8]>) -> Result<usize, RingError> {
-        let start = self.tail()?;
-        let mut tail = start;
+        let mut tail = self.tail()?;
         let mut n = 0;
         let mut first = None;
         for bytes in items {
@@ -1172,7 +1171,7 @@ impl Producer {
                 }
                 break;
             }
-            let Some((frame_pos, foff, wrap)) = self.place(start, tail, bytes.len())? else { break };
+            let Some((frame_pos, foff, wrap)) = self.place(tail, bytes.len())? else { break };
             // SAFETY: foff + 8 + padded(len) <= cap (fits before the end), and the
             // bytes are beyond the published tail.
             unsafe {
@@ -1720,6 +1719,55 @@ mod tests {
         }
         assert_eq!(got, sent);
         assert!(sent > 1000);
+    }
+
+    /// A consumer taking a batch's frames while the batch is still being
+    /// written (each frame is published by its header) is no obstacle to the
+    /// rest of the batch.
+    #[test]
+    fn batches_are_taken_while_they_are_written() {
+        let mut mem = std::boxed::Box::new(Mem([0; 8192]));
+        let r = ring(&mut mem, 256);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        // Set when the producer ends, panicking or not, so a failure there
+        // ends the consumer's loop instead of hanging it.
+        struct SetOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for SetOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _done = SetOnDrop(&done);
+                let mut p = r.producer();
+                let mut next = 0u32;
+                while next < 200_000 {
+                    let batch: Vec<[u8; 4]> = (next..(next + 7).min(200_000)).map(u32::to_le_bytes).collect();
+                    match p.push_batch(batch.iter().map(|b| &b[..])) {
+                        Ok(n) => next += n as u32,
+                        Err(RingError::Full) => std::thread::yield_now(),
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+            });
+            let mut c = r.consumer();
+            let mut expect = 0u32;
+            while expect < 200_000 {
+                let ended = done.load(Ordering::Acquire);
+                let n = c
+                    .pop_batch(5, |b| {
+                        assert_eq!(b, expect.to_le_bytes());
+                        expect += 1;
+                    })
+                    .unwrap();
+                if n == 0 && ended {
+                    break;
+                }
+            }
+            assert_eq!(expect, 200_000);
+            assert_eq!(c.pop(|b| b.len()).unwrap(), None);
+        });
     }
 
     /// A producer that died after publishing frames through their headers but

@@ -50,9 +50,11 @@
 //! not hold up the others. It is slower between two processes.
 //!
 //! Measured between two processes on a 2-core VM, `Queue<u64>`, criterion
-//! means, the pipe-based queue in the same run: byte ring 28–31 ns per message
-//! (24–28x the pipe queue), slot ring 57–68 ns. One-way latency of a
-//! `try_recv` loop: byte ring ~300 ns, slot ring 177–186 ns.
+//! means, the pipe-based queue in the same run: byte ring RANGE_Q ns per message
+//! (RANGE_R the pipe queue), slot ring 49–69 ns. One-way latency of a
+//! `try_recv` loop: byte ring RANGE_L ns, slot ring 177–192 ns (a frame is
+//! published by its header word, which is what the consumer polls: one cache
+//! line moves per message).
 //!
 //! # Dead peers
 //!
