@@ -11,24 +11,53 @@ use shmproc_core::raw_mutex::LIVENESS_SLICE;
 use shmproc_core::time::earliest;
 use shmproc_core::Deadline;
 
-/// How long a spinning waiter lets pass between looks at the ring.
+/// How long a spinning waiter lets pass between looks at the ring while
+/// messages stream in (see [`receiver_pace`]), and for senders waiting for
+/// room.
 ///
 /// A consumer that keeps looking at the producer's index pulls that cache
 /// line, and the frame the producer writes next, away from the producer on
 /// every message: both sides then pay a cache-line transfer per message.
-/// Looking every couple of microseconds lets the producer write a batch
+/// Looking every few microseconds lets the producer write a batch
 /// undisturbed, which the consumer then takes in a row. Measured between two
-/// processes on a 2-core VM (`Queue<u64>`, medians of 7 runs): looking at
-/// once 68–82 ns per message, after 0.5 µs 42 ns, after 1 µs 36 ns, after
-/// 2 µs 31 ns. Since frames are published by their header word (the
-/// consumer sees each one as soon as it is written, and so catches up with
-/// the producer more often), 2 µs gave 27–29 ns, 5 µs 21.5–23 ns and 10 µs
-/// 20–21 ns (2 M messages a run, five runs each). The price is up to this
-/// much latency for a *blocking* receive whose message arrives while it
-/// spins (the blocking ping-pong went from 1.3 to 2.7 µs one way, against
-/// 10–14 µs for a pipe); a `try_recv` loop does not wait here.
-const LOOK_EVERY: Duration = Duration::from_micros(5);
-/// How long to spin (looking every [`LOOK_EVERY`]) before yielding.
+/// processes on a 2-core VM (`Queue<u64>`, medians of 7 runs, when `tail`
+/// published frames): looking at once 68–82 ns per message, after 0.5 µs
+/// 42 ns, after 1 µs 36 ns, after 2 µs 31 ns. Since frames are published by
+/// their header word (the consumer sees each one as soon as it is written,
+/// and so catches up with the producer more often), 2 µs gave 27–29 ns, 5 µs
+/// 21.5–23 ns and 10 µs 20–21 ns (2 M messages a run, five runs each).
+const LOOK_STREAMING: Duration = Duration::from_micros(5);
+/// How long a spinning receiver lets pass between looks when messages come
+/// one at a time (request and reply): the latency a blocking receive adds.
+const LOOK_EVERY: Duration = Duration::from_micros(1);
+/// A receiver that took at least this many bytes of frames since its
+/// previous wait on the same ring is in a stream (a `u64` frame is 16 bytes).
+const STREAM_BYTES: u64 = 512;
+
+thread_local! {
+    /// The ring this thread last waited on as a receiver (its address) and
+    /// the consumer position then.
+    static LAST_WAIT: std::cell::Cell<(usize, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// How often a receiver about to wait on the ring at `ring` (any address that
+/// identifies it), whose consumer position is `position`, should look:
+/// every [`LOOK_STREAMING`] if it took at least [`STREAM_BYTES`] since its
+/// previous wait on that ring (the producer is streaming, and looking sooner
+/// would slow it down), else every [`LOOK_EVERY`] (one message at a time:
+/// latency matters). Called once per wait, never per message.
+pub(crate) fn receiver_pace(ring: usize, position: u64) -> Duration {
+    LAST_WAIT.with(|last| {
+        let (prev_ring, prev_pos) = last.replace((ring, position));
+        if prev_ring == ring && position.wrapping_sub(prev_pos) >= STREAM_BYTES {
+            LOOK_STREAMING
+        } else {
+            LOOK_EVERY
+        }
+    })
+}
+
+/// How long to spin (looking every few microseconds) before yielding.
 const SPIN_FOR: Duration = Duration::from_micros(60);
 /// Yields (looking after each) before sleeping on the futex.
 const YIELDS: u32 = 100;
@@ -54,11 +83,25 @@ pub(crate) fn wait(
     ready: impl Fn() -> bool,
     closed: impl Fn() -> bool,
     disconnected: impl Fn() -> bool,
+    recover: impl FnMut(bool) -> (u64, bool),
+) -> Waited {
+    wait_paced(LOOK_STREAMING, deadline, notifier, ready, closed, disconnected, recover)
+}
+
+/// [`wait`], looking every `look_every` while it spins (see
+/// [`receiver_pace`]).
+pub(crate) fn wait_paced(
+    look_every: Duration,
+    deadline: Option<Deadline>,
+    notifier: &Notifier,
+    ready: impl Fn() -> bool,
+    closed: impl Fn() -> bool,
+    disconnected: impl Fn() -> bool,
     mut recover: impl FnMut(bool) -> (u64, bool),
 ) -> Waited {
     // Spin, then yield, before sleeping: a peer on another core usually makes
     // progress within microseconds, and a futex sleep plus wake-up costs more.
-    // While spinning, look only every LOOK_EVERY (see there). A deadline that
+    // While spinning, look only every `look_every` (see LOOK_STREAMING). A deadline that
     // ends during the spin ends it too.
     if deadline.is_some_and(|d| d.has_passed()) {
         // A `try_` call or an expired timeout: one look, no waiting.
@@ -72,7 +115,7 @@ pub(crate) fn wait(
     }
     let spin_until = earliest(deadline, Deadline::after(SPIN_FOR));
     loop {
-        let next = Deadline::after(LOOK_EVERY).min(spin_until);
+        let next = Deadline::after(look_every).min(spin_until);
         while !next.has_passed() {
             std::hint::spin_loop();
         }
@@ -117,5 +160,28 @@ pub(crate) fn wait(
                 _ => Some((pos, Deadline::after(UNREGISTERED_GRACE))),
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receivers_look_sooner_unless_messages_stream_in() {
+        // The first wait on a ring: no history, so latency first.
+        assert_eq!(receiver_pace(0x1000, 0), LOOK_EVERY);
+        // One message between waits (request and reply).
+        assert_eq!(receiver_pace(0x1000, 16), LOOK_EVERY);
+        assert_eq!(receiver_pace(0x1000, 32), LOOK_EVERY);
+        // A stream: many frames taken since the previous wait.
+        assert_eq!(receiver_pace(0x1000, 32 + STREAM_BYTES), LOOK_STREAMING);
+        assert_eq!(receiver_pace(0x1000, 32 + 10 * STREAM_BYTES), LOOK_STREAMING);
+        // Another ring's position says nothing about this one.
+        assert_eq!(receiver_pace(0x2000, 1 << 30), LOOK_EVERY);
+        assert_eq!(receiver_pace(0x1000, 1 << 40), LOOK_EVERY);
+        // Each thread keeps its own history.
+        std::thread::spawn(|| assert_eq!(receiver_pace(0x1000, (1 << 40) + STREAM_BYTES), LOOK_EVERY)).join().unwrap();
+        assert_eq!(receiver_pace(0x1000, (1 << 40) + STREAM_BYTES), LOOK_STREAMING);
     }
 }

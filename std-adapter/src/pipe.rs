@@ -47,7 +47,7 @@ use shmproc_core::region::kind;
 use shmproc_core::spsc::{Consumer, Producer, RingError, SpscRing};
 use shmproc_core::Deadline;
 
-use crate::blocking::{wait, Waited};
+use crate::blocking::{receiver_pace, wait, wait_paced, Waited};
 use crate::error::Error;
 use crate::message::{decode_copy, encode, encode_into, encode_reusing, EncodeError, Message};
 use crate::object::Object;
@@ -277,7 +277,9 @@ impl RxEnd {
                 }
             }
             let gone = || !self.has_frame() && (ring.is_closed() || self.ch.presence(Role::Sender) == Presence::Absent);
-            match wait(
+            let pace = receiver_pace(ring.header() as *const _ as usize, ring.consumer().position());
+            match wait_paced(
+                pace,
                 deadline,
                 &ring.header().not_empty,
                 || self.has_frame(),

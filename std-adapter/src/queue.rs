@@ -82,7 +82,7 @@ use shmproc_core::region::{kind, OBJECT_ALIGN};
 use shmproc_core::spsc::FRAME_HEADER;
 use shmproc_core::Deadline;
 
-use crate::blocking::{wait, Waited};
+use crate::blocking::{receiver_pace, wait, wait_paced, Waited};
 use crate::error::Error;
 use crate::message::{decode_copy, encode_into, EncodeError, Message};
 use crate::object::{impl_handle_archive, Object};
@@ -728,9 +728,15 @@ impl Core {
                 |grace| r.recover_writer(&ProcLiveness, grace),
             ),
             // A dead producer publishes nothing and blocks nobody.
-            Layout::Bytes(r) => {
-                wait(deadline, self.not_empty(), || r.has_message(), || r.is_closed(), drained, |_| (0, false))
-            }
+            Layout::Bytes(r) => wait_paced(
+                receiver_pace(r.id(), r.consumer_position()),
+                deadline,
+                self.not_empty(),
+                || r.has_message(),
+                || r.is_closed(),
+                drained,
+                |_| (0, false),
+            ),
         };
         match waited {
             Waited::Ready => Ok(()),

@@ -264,6 +264,17 @@ impl ByteRing {
         self.ring.has_frame()
     }
 
+    /// Identifies this queue within the process (its address), for
+    /// [`receiver_pace`](crate::blocking::receiver_pace).
+    pub(crate) fn id(&self) -> usize {
+        self.head.as_ptr() as usize
+    }
+
+    /// The consuming side's position in the ring (a snapshot).
+    pub(crate) fn consumer_position(&self) -> u64 {
+        self.ring.consumer().position()
+    }
+
     /// A number that grows with every consumption: producers wait for it to
     /// change (see the module docs).
     #[inline]
