@@ -671,11 +671,34 @@ impl SpscRing {
     #[must_use]
     #[inline]
     pub fn has_frame(&self) -> bool {
-        let head = self.header().consumer.load(Ordering::Relaxed);
-        if head % 8 != 0 || head > MAX_POSITION {
-            return true;
+        !matches!(self.item_at(self.header().consumer.load(Ordering::Relaxed)), Ok(Item::Empty))
+    }
+
+    /// What the word at position `pos` holds, validated: nothing yet, a wrap
+    /// marker, or a frame that lies inside the buffer (module docs). The
+    /// `Acquire` load makes a published frame's payload visible.
+    #[inline]
+    fn item_at(&self, pos: u64) -> Result<Item, RingError> {
+        if pos % 8 != 0 || pos > MAX_POSITION {
+            return Err(RingError::Corrupt("position"));
         }
-        self.word((head & (self.cap - 1)) as usize).load(Ordering::Acquire) != 0
+        let off = (pos & (self.cap - 1)) as usize;
+        match self.word(off).load(Ordering::Acquire) {
+            0 => Ok(Item::Empty),
+            WRAP if off != 0 => Ok(Item::Wrap { next: pos + (self.cap - off as u64) }),
+            WRAP => Err(RingError::Corrupt("wrap marker")),
+            word => {
+                let len = match word ^ FRAME_FLAG {
+                    len if len <= MAX_FRAME as u64 => len as usize,
+                    _ => return Err(RingError::Corrupt("frame header")),
+                };
+                let frame = frame_size(len);
+                if off as u64 + frame > self.cap {
+                    return Err(RingError::Corrupt("frame length"));
+                }
+                Ok(Item::Frame(Frame { next_head: pos + frame, off, len }))
+            }
+        }
     }
 
     /// Whether a frame of `len` payload bytes would fit now, wrap marker and
@@ -1232,19 +1255,13 @@ impl Producer {
             if pos - start > cap {
                 return Err(RingError::Corrupt("frames"));
             }
-            let off = (pos & (cap - 1)) as usize;
-            match self.ring.word(off).load(Ordering::Acquire) {
-                0 => break,
-                WRAP if off != 0 => pos += cap - off as u64,
-                w if w & !(u32::MAX as u64) == FRAME_FLAG && (w as u32 as usize) <= MAX_FRAME => {
-                    let end = pos + frame_size(w as u32 as usize);
-                    if off as u64 + frame_size(w as u32 as usize) > cap {
-                        return Err(RingError::Corrupt("frame length"));
-                    }
-                    pos = end;
+            match self.ring.item_at(pos)? {
+                Item::Empty => break,
+                Item::Wrap { next } => pos = next,
+                Item::Frame(f) => {
+                    pos = f.next_head;
                     frames += 1;
                 }
-                _ => return Err(RingError::Corrupt("frame header")),
             }
         }
         if pos != start {
@@ -1252,6 +1269,16 @@ impl Producer {
         }
         Ok(frames)
     }
+}
+
+/// What a header word holds (see [`SpscRing::item_at`]).
+enum Item {
+    /// Zero: nothing published here yet.
+    Empty,
+    /// A wrap marker; the next item is at `next`, the start of the buffer.
+    Wrap { next: u64 },
+    /// A published frame.
+    Frame(Frame),
 }
 
 /// A frame found by [`Consumer::peek`].
@@ -1423,35 +1450,17 @@ impl Consumer {
     /// never reads `tail`.
     #[inline]
     fn peek_at(&mut self, head: u64) -> Result<Option<Frame>, RingError> {
-        let cap = self.ring.cap;
-        if head % 8 != 0 || head > MAX_POSITION {
-            return Err(RingError::Corrupt("head"));
-        }
-        let off = (head & (cap - 1)) as usize;
-        let word = self.ring.word(off).load(Ordering::Acquire);
-        if word == 0 {
-            return Ok(None);
-        }
-        if word == WRAP {
-            if off == 0 {
-                return Err(RingError::Corrupt("wrap marker"));
+        match self.ring.item_at(head)? {
+            Item::Empty => Ok(None),
+            Item::Frame(f) => Ok(Some(f)),
+            Item::Wrap { next } => {
+                // Hand the marker's space back and look at the buffer start.
+                // That position has offset 0, where a marker is corrupt, so
+                // this recurses at most once.
+                self.publish(next);
+                self.peek_at(next)
             }
-            // Hand the marker's space back and look at the buffer start. That
-            // position has offset 0, where a marker is corrupt, so this
-            // recurses at most once.
-            let next = head + (cap - off as u64);
-            self.publish(next);
-            return self.peek_at(next);
         }
-        let len = match word ^ FRAME_FLAG {
-            len if len <= MAX_FRAME as u64 => len as usize,
-            _ => return Err(RingError::Corrupt("frame header")),
-        };
-        let frame = frame_size(len);
-        if off as u64 + frame > cap {
-            return Err(RingError::Corrupt("frame length"));
-        }
-        Ok(Some(Frame { next_head: head + frame, off, len }))
     }
 
     /// The payload of `frame`, read in place.
