@@ -50,9 +50,9 @@
 //! not hold up the others. It is slower between two processes.
 //!
 //! Measured between two processes on a 2-core VM, `Queue<u64>`, criterion
-//! means, the pipe-based queue in the same run: byte ring 22.8–23.9 ns per message
-//! (32.6–34.0x the pipe queue), slot ring 45–49 ns. One-way latency of a
-//! `try_recv` loop: byte ring 180–186 ns, slot ring 190–196 ns (a frame is
+//! means, the pipe-based queue in the same run: byte ring 24.3–26.3 ns per message
+//! (30.9–34.2x the pipe queue), slot ring 46–48 ns. One-way latency of a
+//! `try_recv` loop: byte ring 182–188 ns, slot ring 193–197 ns (a frame is
 //! published by its header word, which is what the consumer polls: one cache
 //! line moves per message).
 //!
