@@ -736,10 +736,21 @@ impl SpscRing {
         if len > self.max_frame() {
             return true; // reported as TooLarge
         }
+        self.cap - used >= self.placement(tail, len).span + NEXT_HEADER
+    }
+
+    /// Where a `len`-byte frame goes when the producer is at `tail` (the one
+    /// place the wrap geometry is worked out; no room is checked).
+    #[inline]
+    fn placement(&self, tail: u64, len: usize) -> Placement {
         let need = frame_size(len);
-        let till_end = self.cap - (tail & (self.cap - 1));
-        let total = if need <= till_end { need } else { till_end + need };
-        self.cap - used >= total + NEXT_HEADER
+        let off = (tail & (self.cap - 1)) as usize;
+        let till_end = self.cap - off as u64;
+        if need <= till_end {
+            Placement { frame_pos: tail, off, wrap: None, span: need }
+        } else {
+            Placement { frame_pos: tail + till_end, off: 0, wrap: Some((off, till_end)), span: till_end + need }
+        }
     }
 
     #[inline]
@@ -822,7 +833,7 @@ impl SpscRing {
             let mut chunk = [0u8; 8];
             let n = (len - 8 * k).min(8);
             // SAFETY: at + n <= off + FRAME_HEADER + len, inside the
-            // reserved frame (place() checked it against the capacity).
+            // reserved frame (reserve() checked it against the capacity).
             unsafe { core::ptr::copy_nonoverlapping(self.bytes(at, n), chunk.as_mut_ptr(), n) };
             self.word(at).store(u64::from_le_bytes(chunk), Ordering::Relaxed);
         }
@@ -1012,44 +1023,32 @@ impl Producer {
             return Err(RingError::TooLarge);
         }
         let tail = self.tail()?;
-        if let Some((frame_pos, off, wrap)) = self.place(tail, len)? {
-            return Ok(Reservation { frame_pos, off, len, wrap });
+        let p = self.ring.placement(tail, len);
+        if self.has_room(tail, p.span)? {
+            return Ok(Reservation { frame_pos: p.frame_pos, off: p.off, len, wrap: p.wrap.map(|(off, _)| off) });
         }
         // The frame does not fit. If it needs a wrap and the marker alone
         // fits, publish the marker so the consumer moves past it.
-        let off = (tail & (self.ring.cap - 1)) as usize;
-        let till_end = self.ring.cap - off as u64;
-        if frame_size(len) > till_end && self.room(tail, till_end + NEXT_HEADER)? >= till_end + NEXT_HEADER {
-            // The word after the marker (offset 0) must be zero before the
-            // marker is published (module docs).
-            self.ring.word(0).store(0, Ordering::Relaxed);
-            self.ring.word(off).store(WRAP, Ordering::Release);
-            self.publish(tail + till_end);
+        if let Some((off, till_end)) = p.wrap {
+            if self.has_room(tail, till_end)? {
+                // The word after the marker (offset 0) must be zero before the
+                // marker is published (module docs).
+                self.ring.word(0).store(0, Ordering::Relaxed);
+                self.ring.word(off).store(WRAP, Ordering::Release);
+                self.publish(tail + till_end);
+            }
         }
         Err(RingError::Full)
     }
 
-    /// Where a `len`-byte frame goes if the producer is at `tail` (frames of a
-    /// batch before it are already published through their headers, so the
-    /// room is counted from `tail`: the consumer may have taken them):
-    /// `Some((frame_pos, offset, wrap))`, with the offset of the wrap marker
-    /// to publish after the frame if it starts a new lap, or `None` if there
-    /// is no room yet. Writes nothing.
+    /// Whether `span` bytes from `tail`, and the next header word after them,
+    /// are free. Counted from `tail`, not from the start of a batch: a batch's
+    /// earlier frames are already published through their headers, and the
+    /// consumer may have taken them.
     #[inline]
-    fn place(&mut self, tail: u64, len: usize) -> Result<Option<(u64, usize, Option<usize>)>, RingError> {
-        let need = frame_size(len);
-        let off = (tail & (self.ring.cap - 1)) as usize;
-        let till_end = self.ring.cap - off as u64;
-        let total = if need <= till_end { need } else { till_end + need };
-        let want = total + NEXT_HEADER;
-        if self.room(tail, want)? < want {
-            return Ok(None);
-        }
-        if need <= till_end {
-            Ok(Some((tail, off, None)))
-        } else {
-            Ok(Some((tail + till_end, 0, Some(off))))
-        }
+    fn has_room(&mut self, tail: u64, span: u64) -> Result<bool, RingError> {
+        let want = span + NEXT_HEADER;
+        Ok(self.room(tail, want)? >= want)
     }
 
     /// Publishes the frame at `off` (position `frame_pos`, `len` payload
@@ -1194,17 +1193,20 @@ impl Producer {
                 }
                 break;
             }
-            let Some((frame_pos, foff, wrap)) = self.place(tail, bytes.len())? else { break };
-            // SAFETY: foff + 8 + padded(len) <= cap (fits before the end), and the
-            // bytes are beyond the published tail.
+            let p = self.ring.placement(tail, bytes.len());
+            if !self.has_room(tail, p.span)? {
+                break;
+            }
+            // SAFETY: p.off + 8 + padded(len) <= cap (fits before the end), and
+            // the bytes are beyond the published tail.
             unsafe {
                 core::ptr::copy_nonoverlapping(
                     bytes.as_ptr(),
-                    self.ring.bytes(foff + FRAME_HEADER, bytes.len()),
+                    self.ring.bytes(p.off + FRAME_HEADER, bytes.len()),
                     bytes.len(),
                 )
             };
-            tail = self.publish_frame(frame_pos, foff, bytes.len(), wrap);
+            tail = self.publish_frame(p.frame_pos, p.off, bytes.len(), p.wrap.map(|(off, _)| off));
             n += 1;
         }
         if n > 0 {
@@ -1249,7 +1251,7 @@ impl Producer {
         loop {
             // Every published item ends at least NEXT_HEADER short of
             // head + cap: beyond that lies unconsumed data, not our items.
-            if pos.wrapping_sub(head) > cap - NEXT_HEADER && pos > head {
+            if pos > head && pos - head > cap - NEXT_HEADER {
                 return Err(RingError::Corrupt("positions"));
             }
             if pos - start > cap {
@@ -1269,6 +1271,19 @@ impl Producer {
         }
         Ok(frames)
     }
+}
+
+/// Where a frame goes (see [`SpscRing::placement`]).
+struct Placement {
+    /// The frame's position.
+    frame_pos: u64,
+    /// Its offset in the buffer.
+    off: usize,
+    /// If it starts a new lap: the wrap marker's offset and the bytes from
+    /// the marker to the end of the buffer.
+    wrap: Option<(usize, u64)>,
+    /// Bytes from the producer's position to the frame's end, marker included.
+    span: u64,
 }
 
 /// What a header word holds (see [`SpscRing::item_at`]).
