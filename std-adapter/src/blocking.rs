@@ -8,6 +8,7 @@ use shmproc_core::futex::WaitOutcome;
 use shmproc_core::mpmc::UNREGISTERED_GRACE;
 use shmproc_core::notify::Notifier;
 use shmproc_core::raw_mutex::LIVENESS_SLICE;
+use shmproc_core::spsc::SpscRing;
 use shmproc_core::time::earliest;
 use shmproc_core::Deadline;
 
@@ -40,13 +41,18 @@ thread_local! {
     static LAST_WAIT: std::cell::Cell<(usize, u64)> = const { std::cell::Cell::new((0, 0)) };
 }
 
-/// How often a receiver about to wait on the ring at `ring` (any address that
-/// identifies it), whose consumer position is `position`, should look:
+/// How often a receiver about to wait on `ring` should look:
 /// every [`LOOK_STREAMING`] if it took at least [`STREAM_BYTES`] since its
 /// previous wait on that ring (the producer is streaming, and looking sooner
 /// would slow it down), else every [`LOOK_EVERY`] (one message at a time:
 /// latency matters). Called once per wait, never per message.
-pub(crate) fn receiver_pace(ring: usize, position: u64) -> Duration {
+pub(crate) fn receiver_pace(ring: &SpscRing) -> Duration {
+    pace_for(ring.header() as *const _ as usize, ring.consumer().position())
+}
+
+/// [`receiver_pace`] for the ring identified by `ring` (its address), whose
+/// consumer position is `position`.
+fn pace_for(ring: usize, position: u64) -> Duration {
     LAST_WAIT.with(|last| {
         let (prev_ring, prev_pos) = last.replace((ring, position));
         if prev_ring == ring && position.wrapping_sub(prev_pos) >= STREAM_BYTES {
@@ -170,18 +176,18 @@ mod tests {
     #[test]
     fn receivers_look_sooner_unless_messages_stream_in() {
         // The first wait on a ring: no history, so latency first.
-        assert_eq!(receiver_pace(0x1000, 0), LOOK_EVERY);
+        assert_eq!(pace_for(0x1000, 0), LOOK_EVERY);
         // One message between waits (request and reply).
-        assert_eq!(receiver_pace(0x1000, 16), LOOK_EVERY);
-        assert_eq!(receiver_pace(0x1000, 32), LOOK_EVERY);
+        assert_eq!(pace_for(0x1000, 16), LOOK_EVERY);
+        assert_eq!(pace_for(0x1000, 32), LOOK_EVERY);
         // A stream: many frames taken since the previous wait.
-        assert_eq!(receiver_pace(0x1000, 32 + STREAM_BYTES), LOOK_STREAMING);
-        assert_eq!(receiver_pace(0x1000, 32 + 10 * STREAM_BYTES), LOOK_STREAMING);
+        assert_eq!(pace_for(0x1000, 32 + STREAM_BYTES), LOOK_STREAMING);
+        assert_eq!(pace_for(0x1000, 32 + 10 * STREAM_BYTES), LOOK_STREAMING);
         // Another ring's position says nothing about this one.
-        assert_eq!(receiver_pace(0x2000, 1 << 30), LOOK_EVERY);
-        assert_eq!(receiver_pace(0x1000, 1 << 40), LOOK_EVERY);
+        assert_eq!(pace_for(0x2000, 1 << 30), LOOK_EVERY);
+        assert_eq!(pace_for(0x1000, 1 << 40), LOOK_EVERY);
         // Each thread keeps its own history.
-        std::thread::spawn(|| assert_eq!(receiver_pace(0x1000, (1 << 40) + STREAM_BYTES), LOOK_EVERY)).join().unwrap();
-        assert_eq!(receiver_pace(0x1000, (1 << 40) + STREAM_BYTES), LOOK_STREAMING);
+        std::thread::spawn(|| assert_eq!(pace_for(0x1000, (1 << 40) + STREAM_BYTES), LOOK_EVERY)).join().unwrap();
+        assert_eq!(pace_for(0x1000, (1 << 40) + STREAM_BYTES), LOOK_STREAMING);
     }
 }

@@ -277,9 +277,8 @@ impl RxEnd {
                 }
             }
             let gone = || !self.has_frame() && (ring.is_closed() || self.ch.presence(Role::Sender) == Presence::Absent);
-            let pace = receiver_pace(ring.header() as *const _ as usize, ring.consumer().position());
             match wait_paced(
-                pace,
+                receiver_pace(ring),
                 deadline,
                 &ring.header().not_empty,
                 || self.has_frame(),

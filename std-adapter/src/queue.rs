@@ -729,7 +729,7 @@ impl Core {
             ),
             // A dead producer publishes nothing and blocks nobody.
             Layout::Bytes(r) => wait_paced(
-                receiver_pace(r.id(), r.consumer_position()),
+                receiver_pace(r.spsc()),
                 deadline,
                 self.not_empty(),
                 || r.has_message(),

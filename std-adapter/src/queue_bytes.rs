@@ -264,15 +264,10 @@ impl ByteRing {
         self.ring.has_frame()
     }
 
-    /// Identifies this queue within the process (its address), for
-    /// [`receiver_pace`](crate::blocking::receiver_pace).
-    pub(crate) fn id(&self) -> usize {
-        self.head.as_ptr() as usize
-    }
-
-    /// The consuming side's position in the ring (a snapshot).
-    pub(crate) fn consumer_position(&self) -> u64 {
-        self.ring.consumer().position()
+    /// The byte ring underneath (for
+    /// [`receiver_pace`](crate::blocking::receiver_pace)).
+    pub(crate) fn spsc(&self) -> &SpscRing {
+        &self.ring
     }
 
     /// A number that grows with every consumption: producers wait for it to
