@@ -1,13 +1,14 @@
 //! Queues and pipes between processes beside a pipe-based queue and a
 //! unix-socket queue, in the same run: SPSC throughput for u64, 64 B and
-//! 1 KiB messages, MPMC 2 producers / 2 consumers, and one-way latency by
-//! ping-pong (blocking and spinning). Prints the ratios at the end.
+//! 1 KiB messages, SPSC throughput for 64 KiB and 4 MiB `Vec<u8>` messages
+//! (against the pipe queue), MPMC 2 producers / 2 consumers, and one-way
+//! latency by ping-pong (blocking and spinning). Prints the ratios at the end.
 
 use std::hint::black_box;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, Criterion};
+use criterion::{criterion_group, Criterion, Throughput};
 use shmproc::{Event, Process, Queue, TryRecvError};
 use shmproc_benches::stream_queue::{StreamReceiver, StreamSender};
 use shmproc_benches::{pipe, report};
@@ -122,6 +123,94 @@ fn spsc(c: &mut Criterion) {
     g.bench_function("pipe_queue", |b| b.iter_custom(|n| stream_spsc(n, &[7u8; 1024], false)));
     g.bench_function("unix_socket_queue", |b| b.iter_custom(|n| stream_spsc(n, &[7u8; 1024], true)));
     g.finish();
+}
+
+/// Messages each large-message sample sends before its clock starts: one lap
+/// of the queue's capacity, so that the timed messages find the ring's pages
+/// (and each side's buffers) already touched, as in a long-running stream.
+const WARM: u64 = 8;
+
+/// Times `iters` `Vec<u8>` messages of `len` bytes from a child producer to
+/// this process through a default `Queue::<Vec<u8>>::bounded(8)`, checking
+/// the length of each message that arrives.
+fn shm_spsc_bytes(iters: u64, len: usize) -> Duration {
+    let q = Queue::<Vec<u8>>::bounded(8).expect("queue");
+    let (tx, rx) = q.into_split();
+    let msg = vec![7u8; len];
+    let go = Event::new().expect("event");
+    let g = go.clone();
+    let mut child = fork(move || {
+        for _ in 0..WARM {
+            tx.send(&msg).expect("send");
+        }
+        g.wait();
+        for _ in 0..iters {
+            tx.send(&msg).expect("send");
+        }
+    });
+    for _ in 0..WARM {
+        assert_eq!(rx.recv().expect("recv").len(), len, "a warm-up message arrived with the wrong length");
+    }
+    let start = Instant::now();
+    go.set();
+    for _ in 0..iters {
+        let v = rx.recv().expect("recv");
+        assert_eq!(v.len(), len, "a message arrived with the wrong length");
+        black_box(v);
+    }
+    let t = start.elapsed();
+    child.join().expect("join");
+    t
+}
+
+/// The same messages through the pipe queue (length-prefixed frames over a
+/// pipe), timed the same way.
+fn pipe_spsc_bytes(iters: u64, len: usize) -> Duration {
+    let payload = vec![7u8; len];
+    let (r, w) = pipe();
+    let go = Event::new().expect("event");
+    let g = go.clone();
+    let mut child = fork(move || {
+        let mut tx = StreamSender::new(w);
+        for _ in 0..WARM {
+            tx.send(&payload);
+        }
+        g.wait();
+        for _ in 0..iters {
+            tx.send(&payload);
+        }
+    });
+    let mut rx = StreamReceiver::new(r);
+    let mut buf = Vec::new();
+    for _ in 0..WARM {
+        assert!(rx.recv(&mut buf));
+        assert_eq!(buf.len(), len, "a warm-up message arrived with the wrong length");
+    }
+    let start = Instant::now();
+    go.set();
+    for _ in 0..iters {
+        assert!(rx.recv(&mut buf));
+        assert_eq!(buf.len(), len, "a message arrived with the wrong length");
+        black_box(&buf);
+    }
+    let t = start.elapsed();
+    child.join().expect("join");
+    t
+}
+
+/// SPSC throughput for 64 KiB and 4 MiB `Vec<u8>` messages, one message an
+/// iteration, in bytes; few samples, so that each group takes ~10 s.
+fn spsc_large(c: &mut Criterion) {
+    for (group, len) in [("spsc_64KiB", 64usize << 10), ("spsc_4MiB", 4 << 20)] {
+        let mut g = c.benchmark_group(group);
+        g.throughput(Throughput::Bytes(len as u64))
+            .sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3));
+        g.bench_function("shmproc_queue", |b| b.iter_custom(|n| shm_spsc_bytes(n, len)));
+        g.bench_function("pipe_queue", |b| b.iter_custom(|n| pipe_spsc_bytes(n, len)));
+        g.finish();
+    }
 }
 
 fn shm_mpmc(iters: u64) -> Duration {
@@ -292,7 +381,7 @@ fn config() -> Criterion {
         .configure_from_args()
 }
 
-criterion_group! { name = benches; config = config(); targets = spsc, mpmc, latency }
+criterion_group! { name = benches; config = config(); targets = spsc, spsc_large, mpmc, latency }
 
 fn main() {
     shmproc::init();
@@ -310,6 +399,8 @@ fn main() {
             ("spsc_1KiB", "shmproc_queue", "pipe_queue"),
             ("spsc_1KiB", "shmproc_pipe", "pipe_queue"),
             ("spsc_1KiB", "shmproc_queue", "unix_socket_queue"),
+            ("spsc_64KiB", "shmproc_queue", "pipe_queue"),
+            ("spsc_4MiB", "shmproc_queue", "pipe_queue"),
             ("mpmc_2p2c_u64", "shmproc_queue", "pipe_queue"),
             ("one_way_latency", "shmproc_queue_blocking", "pipe"),
             ("one_way_latency", "shmproc_queue_blocking", "unix_socket"),

@@ -70,6 +70,18 @@ fn main() {
             baseline: c("spsc_1KiB", "unix_socket_queue"),
         },
         Row {
+            what: "SPSC 64 KiB per message",
+            ours: c("spsc_64KiB", "shmproc_queue"),
+            baseline_name: "pipe queue",
+            baseline: c("spsc_64KiB", "pipe_queue"),
+        },
+        Row {
+            what: "SPSC 4 MiB per message",
+            ours: c("spsc_4MiB", "shmproc_queue"),
+            baseline_name: "pipe queue",
+            baseline: c("spsc_4MiB", "pipe_queue"),
+        },
+        Row {
             what: "MPMC 2P/2C u64 per message",
             ours: c("mpmc_2p2c_u64", "shmproc_queue"),
             baseline_name: "pipe queue",
