@@ -220,10 +220,10 @@ fn loom_mpmc_two_producers_one_consumer() {
     });
 }
 
-/// A producer pushes frames of varying sizes through a 64-byte SPSC ring
-/// (forcing a wrap marker) while the consumer pops: every frame arrives once,
-/// in order, intact, and stale payload where the head lands is never read as
-/// a frame.
+/// A producer pushes frames of varying sizes and kinds through a 64-byte SPSC
+/// ring (forcing a wrap marker) while the consumer pops: every frame arrives
+/// once, in order, intact, with its kind, and stale payload or a stale marker
+/// where the head lands is never read as an item.
 #[test]
 fn loom_spsc_frames_wrap_in_order() {
     use crate::spsc::{RingError, SpscRing};
@@ -236,10 +236,13 @@ fn loom_spsc_frames_wrap_in_order() {
         // SAFETY: the boxed buffer is aligned, large enough and outlives the
         // threads (joined below).
         let ring = unsafe { SpscRing::init(base, 8192, 64) }.unwrap();
-        // The third frame wraps, and ends where the first one's payload was:
-        // the payload (header look-alikes, mirrored into the header words
-        // under loom) must not be taken for a frame.
-        let sizes = [24usize, 8, 16];
+        // Frame spans 48, 32 and 16 bytes. The second frame wraps (a marker
+        // at offset 48) and ends at offset 32, where the first one's payload
+        // was: that payload word (a header look-alike at a 16-aligned offset,
+        // mirrored into the header words under loom) must not be taken for a
+        // frame. The third ends at offset 48, on the old marker, which must
+        // not be taken for one either.
+        let sizes = [40usize, 24, 8];
         let msg_of = |k: usize, n: usize| {
             let mut m = (crate::spsc::FRAME_FLAG | 8).to_le_bytes().repeat(n / 8);
             m[4] = k as u8;
@@ -250,7 +253,7 @@ fn loom_spsc_frames_wrap_in_order() {
             for (k, &n) in sizes.iter().enumerate() {
                 let msg = msg_of(k, n);
                 loop {
-                    match p.push(&msg) {
+                    match p.push_kind(&msg, k as u8 + 1) {
                         Ok(()) => break,
                         Err(RingError::Full) => thread::yield_now(),
                         Err(e) => panic!("{e:?}"),
@@ -261,9 +264,12 @@ fn loom_spsc_frames_wrap_in_order() {
         let mut c = ring.consumer();
         let mut k = 0;
         while k < sizes.len() {
-            match c.pop(|b| b.to_vec()).unwrap() {
-                Some(v) => {
-                    assert_eq!(v, msg_of(k, sizes[k]));
+            match c.peek().unwrap() {
+                Some(f) => {
+                    assert_eq!(c.bytes(&f), msg_of(k, sizes[k]));
+                    assert_eq!(f.kind(), k as u8 + 1);
+                    assert_eq!(c.bytes(&f).as_ptr() as usize % crate::spsc::PAYLOAD_ALIGN, 0);
+                    c.release(f);
                     k += 1;
                 }
                 None => thread::yield_now(),
@@ -271,6 +277,61 @@ fn loom_spsc_frames_wrap_in_order() {
         }
         producer.join().unwrap();
         assert_eq!(c.pop(|b| b.len()).unwrap(), None);
+        drop(mem);
+    });
+}
+
+/// Two producers' recoverers race for the slot a dead consumer holds while a
+/// producer waits for it: the message is handed to exactly one `on_drop`,
+/// intact (no producer writes the slot before the drop is done), exactly one
+/// recoverer reports progress, and the producer then gets the slot.
+#[test]
+fn loom_mpmc_recoverers_drop_a_dead_consumers_message_once() {
+    use crate::mpmc::{MpmcError, MpmcRing};
+    use core::ptr::NonNull;
+    let mut model = loom::model::Builder::new();
+    model.max_branches = 100_000;
+    model.check(|| {
+        let mut mem = boxed_mem();
+        let base = NonNull::new(mem.0.as_mut_ptr()).unwrap();
+        // SAFETY: the boxed buffer is aligned, large enough and outlives the
+        // threads (joined below).
+        let ring = unsafe { MpmcRing::init(base, 8192, 2, 8) }.unwrap();
+        let me = owner(1);
+        ring.try_push_with_kind(&me, 5, |b| {
+            b[..2].copy_from_slice(b"rs");
+            Some(2)
+        })
+        .unwrap();
+        ring.try_push(&me, b"x").unwrap();
+        // Owner 7 claims the first message and dies; the second is taken.
+        let _lost = ring.try_pop(&owner(7)).unwrap();
+        let c = ring.try_pop(&me).unwrap();
+        ring.release(c);
+        let drops = Arc::new(AtomicU32::new(0));
+        let recoverers: std::vec::Vec<_> = (0..2)
+            .map(|_| {
+                let drops = drops.clone();
+                thread::spawn(move || {
+                    let alive = |tid: u32, _: Option<u64>| tid != 7;
+                    let (_, done) = ring.recover_reader_with(&alive, false, |kind, bytes| {
+                        assert_eq!((kind, bytes), (5, &b"rs"[..]));
+                        drops.fetch_add(1, Ordering::SeqCst);
+                    });
+                    done
+                })
+            })
+            .collect();
+        loop {
+            match ring.try_push(&me, b"next") {
+                Ok(()) => break,
+                Err(MpmcError::Full) => thread::yield_now(),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        let wins = recoverers.into_iter().filter_map(|h| h.join().unwrap().then_some(())).count();
+        assert_eq!(wins, 1);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
         drop(mem);
     });
 }

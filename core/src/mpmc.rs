@@ -30,6 +30,21 @@
 //! a consumer that was frozen between two instructions for that long loses
 //! the message it claimed).
 //!
+//! A dead consumer's message can be handed to the recoverer before its slot
+//! is freed ([`MpmcRing::recover_reader_with`]), so that resources the message
+//! referenced are released. The recoverer that moves the poisoned claim on to
+//! *dropping* (a compare-and-swap, so exactly one does) reads the message,
+//! then frees the slot; other recoverers leave a dropping slot alone until
+//! the grace has passed, and then presume the dropper died: they mark the
+//! claim *dropped* and free the slot without reading the message again.
+//!
+//! # Kinds and alignment
+//!
+//! Each slot also carries a caller's `kind` tag (`u8`) beside its length
+//! ([`MpmcRing::try_push_with_kind`], [`MpmcRing::kind`]); plain pushes
+//! store 0. Payloads start 16-byte aligned: slots are 64-byte strides from a
+//! 128-aligned base and the slot head is padded to a multiple of 16.
+//!
 //! # Orderings
 //!
 //! As in Vyukov's queue: publishing and freeing are `Release` writes of
@@ -85,6 +100,13 @@ pub const UNREGISTERED_GRACE: Duration = Duration::from_millis(500);
 /// ```
 pub const SKIP: u32 = u32::MAX;
 const POISON_TID: u64 = 0;
+/// Claim tid of a dead consumer's slot that a recoverer has won and whose
+/// message it is handing to its `on_drop` (module docs). No thread has this
+/// id (Linux tids are below 2^22).
+const DROPPING_TID: u32 = u32::MAX;
+/// Claim tid of a slot whose drop is finished or was given up (the dropper
+/// presumed dead): anyone may complete the freeing.
+const DROPPED_TID: u32 = u32::MAX - 1;
 /// Bytes before a slot's payload: the slot head, padded so the payload is
 /// 16-byte aligned (32 on real atomics; larger under loom).
 const SLOT_HEAD: usize = match align_up(core::mem::size_of::<SlotHead>(), 16) {
@@ -167,7 +189,9 @@ struct SlotHead {
     claim: AtomicU64,
     start: AtomicU64,
     len: AtomicU32,
-    _pad: AtomicU32,
+    /// The message's kind: a `u8` stored by the producer; anything above
+    /// `u8::MAX` is corrupt.
+    kind: AtomicU32,
 }
 
 const HEADER_SPAN: usize = match align_up(core::mem::size_of::<MpmcHeader>(), OBJECT_ALIGN) {
@@ -207,7 +231,7 @@ unsafe fn loom_construct(base: NonNull<u8>, slots: usize, slot_size: usize) {
         base.as_ptr().cast::<MpmcHeader>().write(hdr);
         for i in 0..slots {
             let slot = base.as_ptr().add(HEADER_SPAN + i * stride(slot_size)).cast::<SlotHead>();
-            slot.write(SlotHead { seq: u64_(), claim: u64_(), start: u64_(), len: u32_(), _pad: u32_() });
+            slot.write(SlotHead { seq: u64_(), claim: u64_(), start: u64_(), len: u32_(), kind: u32_() });
         }
     }
 }
@@ -271,6 +295,7 @@ unsafe impl Sync for MpmcRing {}
 pub struct Claimed {
     pos: u64,
     len: usize,
+    kind: u8,
 }
 
 impl Claimed {
@@ -396,6 +421,7 @@ impl MpmcRing {
             s.claim.store(u64::MAX, Ordering::Relaxed);
             s.start.store(0, Ordering::Relaxed);
             s.len.store(0, Ordering::Relaxed);
+            s.kind.store(0, Ordering::Relaxed);
             s.seq.store(p, Ordering::Release);
         }
         Ok(ring)
@@ -691,9 +717,43 @@ impl MpmcRing {
     /// # Ok::<(), MpmcError>(())
     /// ```
     #[inline]
-    pub fn try_push_with(
+    pub fn try_push_with(&self, me: &Owner, write: impl FnMut(&mut [u8]) -> Option<usize>) -> Result<(), MpmcError> {
+        self.try_push_with_kind(me, 0, write)
+    }
+
+    /// As [`try_push_with`](MpmcRing::try_push_with), tagging the message with
+    /// `kind`, which the consumer reads back with [`kind`](MpmcRing::kind)
+    /// (and a recoverer's `on_drop`, a scan, with the payload). The ring
+    /// gives kinds no meaning; plain pushes store 0. The payload buffer is
+    /// 16-byte aligned.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// const HANDLE: u8 = 1; // say: the payload names memory to free
+    /// ring.try_push_with_kind(&me, HANDLE, |buf| {
+    ///     assert_eq!(buf.as_ptr() as usize % 16, 0);
+    ///     buf[..8].copy_from_slice(&42u64.to_le_bytes());
+    ///     Some(8)
+    /// })?;
+    /// let c = ring.try_pop(&me)?;
+    /// assert_eq!((ring.kind(&c), ring.bytes(&c)), (HANDLE, &42u64.to_le_bytes()[..]));
+    /// ring.release(c);
+    /// # Ok::<(), MpmcError>(())
+    /// ```
+    #[inline]
+    pub fn try_push_with_kind(
         &self,
         me: &Owner,
+        kind: u8,
         mut write: impl FnMut(&mut [u8]) -> Option<usize>,
     ) -> Result<(), MpmcError> {
         let hdr = self.header();
@@ -726,8 +786,10 @@ impl MpmcRing {
                     _ => (SKIP, Err(MpmcError::TooLarge)),
                 };
                 s.len.store(len, Ordering::Relaxed);
+                s.kind.store(u32::from(kind), Ordering::Relaxed);
                 // A registered, live producer is never poisoned, so the slot is
-                // still ours: publish with a plain Release store.
+                // still ours: publish with a plain Release store (which orders
+                // the payload, length and kind before the consumer's reads).
                 s.seq.store(pos.wrapping_add(1), Ordering::Release);
                 hdr.not_empty.notify();
                 return result;
@@ -810,14 +872,18 @@ impl MpmcRing {
                 }
                 let len = s.len.load(Ordering::Relaxed);
                 if len == SKIP {
-                    self.release(Claimed { pos, len: 0 });
+                    self.release(Claimed { pos, len: 0, kind: 0 });
                     continue;
                 }
                 if len as usize > self.slot_size {
-                    self.release(Claimed { pos, len: 0 });
+                    self.release(Claimed { pos, len: 0, kind: 0 });
                     return Err(MpmcError::Corrupt("message length"));
                 }
-                return Ok(Claimed { pos, len: len as usize });
+                let Ok(kind) = u8::try_from(s.kind.load(Ordering::Relaxed)) else {
+                    self.release(Claimed { pos, len: 0, kind: 0 });
+                    return Err(MpmcError::Corrupt("message kind"));
+                };
+                return Ok(Claimed { pos, len: len as usize, kind });
             } else if dif < 0 {
                 return Err(MpmcError::Empty);
             } else if hdr.dequeue.load(Ordering::Relaxed) == pos {
@@ -850,6 +916,42 @@ impl MpmcRing {
         // SAFETY: the slot is claimed by us (not reused until release) and
         // len <= slot_size was checked.
         unsafe { core::slice::from_raw_parts(self.payload(c.pos), c.len) }
+    }
+
+    /// The kind of a claimed message, as its producer tagged it
+    /// ([`try_push_with_kind`](MpmcRing::try_push_with_kind)); 0 for a plain
+    /// push. It was read, and checked to be a `u8`, when the slot was
+    /// claimed: a slot holding anything else is reported as
+    /// [`MpmcError::Corrupt`] by [`try_pop`](MpmcRing::try_pop). A caller that
+    /// gives kinds a meaning still validates the payload as it does for any
+    /// message.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// ring.try_push_with_kind(&me, 9, |buf| {
+    ///     buf[0] = 1;
+    ///     Some(1)
+    /// })?;
+    /// ring.try_push(&me, b"plain")?;
+    /// let (a, b) = (ring.try_pop(&me)?, ring.try_pop(&me)?);
+    /// assert_eq!((ring.kind(&a), ring.kind(&b)), (9, 0));
+    /// ring.release(a);
+    /// ring.release(b);
+    /// # Ok::<(), MpmcError>(())
+    /// ```
+    #[must_use]
+    #[inline]
+    pub fn kind(&self, c: &Claimed) -> u8 {
+        c.kind
     }
 
     /// Frees a claimed slot for the next lap.
@@ -932,7 +1034,8 @@ impl MpmcRing {
     /// Visits every published message still in the ring: `f(claimant,
     /// bytes)` where `claimant` is `None` for a message waiting to be
     /// received and `Some(tid)` for one a consumer has claimed and not yet
-    /// released (tid 0: claimed but not registered yet, or poisoned).
+    /// released (tid 0: claimed but not registered yet, poisoned, or being
+    /// dropped by a recoverer).
     ///
     /// A diagnostic scan for supervisors (which messages did a dead consumer
     /// hold?): slots can change while it runs, so `f` may see a message that
@@ -956,6 +1059,39 @@ impl MpmcRing {
     /// # Ok::<(), MpmcError>(())
     /// ```
     pub fn scan(&self, mut f: impl FnMut(Option<u32>, &[u8])) {
+        self.scan_with_kind(|claimant, _, bytes| f(claimant, bytes));
+    }
+
+    /// As [`scan`](MpmcRing::scan), with each message's kind:
+    /// `f(claimant, kind, bytes)`. A slot whose stored kind is not a `u8`
+    /// (only corrupt memory holds one) is passed over, as one whose length
+    /// is impossible.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// ring.try_push_with_kind(&me, 3, |buf| {
+    ///     buf[..2].copy_from_slice(b"hi");
+    ///     Some(2)
+    /// })?;
+    /// ring.try_push(&me, b"plain")?;
+    /// let held = ring.try_pop(&me)?; // claimed by us, not released
+    /// let mut seen = Vec::new();
+    /// ring.scan_with_kind(|claimant, kind, bytes| seen.push((claimant.is_some(), kind, bytes.to_vec())));
+    /// seen.sort();
+    /// assert_eq!(seen, [(false, 0, b"plain".to_vec()), (true, 3, b"hi".to_vec())]);
+    /// ring.release(held);
+    /// # Ok::<(), MpmcError>(())
+    /// ```
+    pub fn scan_with_kind(&self, mut f: impl FnMut(Option<u32>, u8, &[u8])) {
         let hdr = self.header();
         let dequeue = hdr.dequeue.load(Ordering::Acquire);
         let enqueue = hdr.enqueue.load(Ordering::Acquire);
@@ -964,7 +1100,11 @@ impl MpmcRing {
             let s = self.slot(i);
             let seq = s.seq.load(Ordering::Acquire);
             let p = seq.wrapping_sub(1);
-            if self.index(p) != i as usize {
+            // A fresh slot 0 (seq 0) would read as holding position
+            // u64::MAX, "the one before 0", which no message ever had (and
+            // which maps to slot 0 when the slot count divides 2^64 - 1: 3, 5,
+            // 15, 17, ...).
+            if self.index(p) != i as usize || p == u64::MAX {
                 continue;
             }
             let in_ring =
@@ -976,28 +1116,37 @@ impl MpmcRing {
             if len == SKIP || len as usize > self.slot_size {
                 continue;
             }
+            let Ok(kind) = u8::try_from(s.kind.load(Ordering::Relaxed)) else { continue };
             let claimant = if p.wrapping_sub(dequeue) as i64 >= 0 {
                 None
             } else {
                 let c = s.claim.load(Ordering::Acquire);
-                Some(if c & 0xffff_ffff == tag(p, true) { (c >> 32) as u32 } else { 0 })
+                let tid = (c >> 32) as u32;
+                Some(if c & 0xffff_ffff == tag(p, true) && tid != DROPPING_TID && tid != DROPPED_TID { tid } else { 0 })
             };
             // SAFETY: the payload area of slot i is slot_size bytes inside the
             // ring and len <= slot_size (checked).
             let bytes = unsafe { core::slice::from_raw_parts(self.payload(i), len as usize) };
-            f(claimant, bytes);
+            f(claimant, kind, bytes);
         }
     }
 
     /// Poisons the claim `t` of slot `s` if its claimant is dead, or has not
     /// registered and `grace_passed`; true if the claim is (now) poisoned, so
-    /// the caller may complete the step for the claimant.
+    /// the caller may complete the step for the claimant. A consumer's slot
+    /// that a recoverer is dropping or has dropped is not abandoned: see
+    /// [`recover_reader_with`](MpmcRing::recover_reader_with).
     fn poison_abandoned(s: &SlotHead, t: u64, check: &impl OwnerCheck, grace_passed: bool) -> bool {
         let c = s.claim.load(Ordering::Acquire);
         let poison = (POISON_TID << 32) | t;
         let take = if c & 0xffff_ffff == t {
             let tid = (c >> 32) as u32;
-            u64::from(tid) == POISON_TID || !check.is_alive(tid, Some(s.start.load(Ordering::Relaxed)))
+            let reader = t & 1 == 1;
+            if reader && (tid == DROPPING_TID || tid == DROPPED_TID) {
+                false
+            } else {
+                u64::from(tid) == POISON_TID || !check.is_alive(tid, Some(s.start.load(Ordering::Relaxed)))
+            }
         } else {
             grace_passed
         };
@@ -1061,18 +1210,122 @@ impl MpmcRing {
     /// assert!(!progressed);
     /// ```
     pub fn recover_reader(&self, check: &impl OwnerCheck, grace_passed: bool) -> (u64, bool) {
+        self.recover_reader_with(check, grace_passed, |_, _| {})
+    }
+
+    /// As [`recover_reader`](MpmcRing::recover_reader), handing the message
+    /// the dead consumer held to `on_drop(kind, payload)` before its slot is
+    /// freed, so that the caller can release what the message referenced.
+    ///
+    /// The recoverer that wins the slot (moves the poisoned claim on to
+    /// "dropping": exactly one does) calls `on_drop`, then frees the slot; no
+    /// producer can write the slot until then, and other recoverers leave it
+    /// alone (returning no progress). So while recoverers neither die nor
+    /// stall, `on_drop` runs exactly once per message recovered, in the call
+    /// that returns `(pos, true)`. It is not called for a slot that held no
+    /// message (a skip marker the consumer claimed), nor for one whose length
+    /// or kind is impossible (corrupt memory). Keep it short: a recoverer that
+    /// finds a slot still dropping after the grace (`grace_passed`) presumes
+    /// the dropper died and frees the slot without calling its own `on_drop`
+    /// (at most once: what a dropper killed midway had not released leaks),
+    /// and a dropper stalled that long may then see the payload change under
+    /// it.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// ring.try_push_with_kind(&me, 7, |buf| {
+    ///     buf[..4].copy_from_slice(b"file");
+    ///     Some(4)
+    /// })?;
+    /// for _ in 0..7 {
+    ///     ring.try_push(&me, b"x")?;
+    /// }
+    /// // A consumer (tid 99 here) claims the first message and dies.
+    /// let dead = Owner { thread: shmproc_core::Identity { id: 99, start: 1 }, pid: 99 };
+    /// let _lost = ring.try_pop(&dead)?;
+    /// // The next push needs the slot it holds.
+    /// assert_eq!(ring.try_push(&me, b"y"), Err(MpmcError::Full));
+    /// let alive = |tid: u32, _: Option<u64>| tid != 99;
+    /// let mut dropped = Vec::new();
+    /// let (_pos, progressed) = ring.recover_reader_with(&alive, false, |kind, bytes| dropped.push((kind, bytes.to_vec())));
+    /// assert!(progressed);
+    /// assert_eq!(dropped, [(7, b"file".to_vec())]);
+    /// ring.try_push(&me, b"y")?; // the slot is free again
+    /// // Nothing more to recover: no second drop.
+    /// assert!(!ring.recover_reader_with(&alive, false, |_, _| panic!("dropped twice")).1);
+    /// # Ok::<(), MpmcError>(())
+    /// ```
+    pub fn recover_reader_with(
+        &self,
+        check: &impl OwnerCheck,
+        grace_passed: bool,
+        mut on_drop: impl FnMut(u8, &[u8]),
+    ) -> (u64, bool) {
         let hdr = self.header();
         let pos = hdr.enqueue.load(Ordering::Relaxed);
         let rpos = pos.wrapping_sub(self.slots);
         let s = self.slot(pos);
+        // Acquire: the producer's payload, length and kind are visible from
+        // here on, for on_drop.
         if s.seq.load(Ordering::Acquire) != rpos.wrapping_add(1)
             || hdr.dequeue.load(Ordering::Relaxed).wrapping_sub(rpos) as i64 <= 0
         {
             return (pos, false);
         }
-        if !Self::poison_abandoned(s, tag(rpos, true), check, grace_passed) {
-            return (pos, false);
+        let t = tag(rpos, true);
+        let dropping = (u64::from(DROPPING_TID) << 32) | t;
+        let dropped = (u64::from(DROPPED_TID) << 32) | t;
+        let c = s.claim.load(Ordering::Acquire);
+        if c == dropping {
+            // Another recoverer won the slot and is in its on_drop, or died
+            // there: after the grace, give up on it (a compare-and-swap, so
+            // that one recoverer does) and free the slot without a drop.
+            if !grace_passed || s.claim.compare_exchange(c, dropped, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                return (pos, false);
+            }
+        } else if c != dropped {
+            // (A dropped claim only needs the freeing below, which its
+            // recoverer died before.)
+            if !Self::poison_abandoned(s, t, check, grace_passed) {
+                return (pos, false);
+            }
+            // Win the slot: of the recoverers that saw it poisoned, one moves
+            // the claim on, and only that one reads the message.
+            let poison = (POISON_TID << 32) | t;
+            if s.claim.compare_exchange(poison, dropping, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                return (pos, false);
+            }
+            // The slot may have been freed and reused since the first look
+            // (another recoverer completed, and this one, stalled, found a
+            // later lap's claim and, past the grace, poisoned that): then the
+            // message there is not the dead consumer's, and the stale
+            // dropping claim is as harmless as a stale poison. While the seq
+            // still says "claimed at rpos", nobody but us frees the slot.
+            if s.seq.load(Ordering::Acquire) != rpos.wrapping_add(1) {
+                return (pos, false);
+            }
+            let len = s.len.load(Ordering::Relaxed);
+            if let (true, Ok(kind)) =
+                (len != SKIP && len as usize <= self.slot_size, u8::try_from(s.kind.load(Ordering::Relaxed)))
+            {
+                // SAFETY: the payload area of the slot is slot_size bytes
+                // inside the ring and len <= slot_size (checked); the slot
+                // is ours until the seq store below (producers wait for it,
+                // other recoverers for the grace).
+                let bytes = unsafe { core::slice::from_raw_parts(self.payload(rpos), len as usize) };
+                on_drop(kind, bytes);
+            }
         }
+        // Release: on_drop's reads happen before the next producer's writes.
         let done = s.seq.compare_exchange(rpos.wrapping_add(1), pos, Ordering::Release, Ordering::Relaxed).is_ok();
         if done {
             hdr.not_full.notify();
@@ -1210,5 +1463,234 @@ mod tests {
         }
         let _ = r;
         let _ = vec![0u8; 1];
+    }
+    /// Kinds travel with the messages, through pops, scans and claims; a
+    /// stored kind that is not a u8 is corrupt, never passed on.
+    #[test]
+    fn kinds_round_trip_and_bad_kinds_are_corrupt() {
+        let mut mem = Mem([0; 16384]);
+        let r = ring(&mut mem, 4, 16);
+        let me = owner(5);
+        for round in 0..20u8 {
+            let kind = round.wrapping_mul(37);
+            r.try_push_with_kind(&me, kind, |buf| {
+                buf[0] = round;
+                Some(1)
+            })
+            .unwrap();
+            r.try_push(&me, &[round, round]).unwrap();
+            let mut seen = Vec::new();
+            r.scan_with_kind(|claimant, k, b| seen.push((claimant, k, b.to_vec())));
+            seen.sort();
+            let mut expect = vec![(None, 0, vec![round, round]), (None, kind, vec![round])];
+            expect.sort();
+            assert_eq!(seen, expect);
+            let a = r.try_pop(&me).unwrap();
+            assert_eq!((r.kind(&a), r.bytes(&a)), (kind, &[round][..]));
+            let mut seen = Vec::new();
+            r.scan_with_kind(|claimant, k, _| seen.push((claimant, k)));
+            seen.sort();
+            let mut expect = vec![(None, 0), (Some(5), kind)];
+            expect.sort();
+            assert_eq!(seen, expect);
+            r.release(a);
+            let b = r.try_pop(&me).unwrap();
+            assert_eq!(r.kind(&b), 0);
+            r.release(b);
+        }
+        // A published slot whose kind is not a u8.
+        r.try_push_with_kind(&me, 1, |_| Some(0)).unwrap();
+        let pos = r.header().dequeue.load(Ordering::Relaxed);
+        r.slot(pos).kind.store(256, Ordering::Relaxed);
+        let mut n = 0;
+        r.scan_with_kind(|_, _, _| n += 1);
+        r.scan(|_, _| n += 1);
+        assert_eq!(n, 0);
+        assert_eq!(r.try_pop(&me).unwrap_err(), MpmcError::Corrupt("message kind"));
+        // The slot was handed back: the ring goes on.
+        r.try_push(&me, b"ok").unwrap();
+        assert_eq!(pop_vec(&r, &me).unwrap(), b"ok");
+    }
+
+    /// `recover_reader_with` hands a dead consumer's message to `on_drop`
+    /// once, before the slot is reused; not for skips; a stalled dropper is
+    /// given up on only after the grace, without a second drop.
+    #[test]
+    fn recover_reader_with_drops_a_dead_consumers_message_once() {
+        let mut mem = Mem([0; 16384]);
+        let r = ring(&mut mem, 2, 8);
+        let me = owner(5);
+        let dead = owner(7);
+        let alive = |tid: u32, _: Option<u64>| tid != 7;
+        let mut drops: Vec<(u8, Vec<u8>)> = Vec::new();
+
+        // A message claimed by a consumer that died.
+        r.try_push_with_kind(&me, 4, |b| {
+            b[..3].copy_from_slice(b"res");
+            Some(3)
+        })
+        .unwrap();
+        r.try_push(&me, b"b").unwrap();
+        let _lost = r.try_pop(&dead).unwrap();
+        assert_eq!(pop_vec(&r, &me).unwrap(), b"b");
+        assert_eq!(r.try_push(&me, b"c"), Err(MpmcError::Full));
+        let all_alive = |_: u32, _: Option<u64>| true;
+        assert!(!r.recover_reader_with(&all_alive, false, |k, b| drops.push((k, b.to_vec()))).1);
+        assert!(drops.is_empty());
+        // on_drop runs while the slot is still held: no producer gets it.
+        let (_, done) = r.recover_reader_with(&alive, false, |k, b| {
+            assert_eq!(r.try_push(&me, b"early"), Err(MpmcError::Full));
+            drops.push((k, b.to_vec()));
+        });
+        assert!(done);
+        assert_eq!(drops, [(4, b"res".to_vec())]);
+        assert!(!r.recover_reader_with(&alive, true, |k, b| drops.push((k, b.to_vec()))).1);
+        assert_eq!(drops.len(), 1);
+        r.try_push(&me, b"c").unwrap();
+        r.try_push(&me, b"d").unwrap();
+        assert_eq!(pop_vec(&r, &me).unwrap(), b"c");
+        assert_eq!(pop_vec(&r, &me).unwrap(), b"d");
+
+        // A consumer that died after claiming a skip marker (before it
+        // looked): the slot is freed, nothing is dropped.
+        let hdr = r.header();
+        let pos = hdr.enqueue.load(Ordering::Relaxed);
+        assert!(r.try_push_with(&me, |_| None).is_err()); // a skip at `pos`
+        r.try_push(&me, b"e").unwrap();
+        assert!(hdr.dequeue.compare_exchange(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok());
+        assert!(r.register(pos, true, &dead));
+        assert_eq!(pop_vec(&r, &me).unwrap(), b"e");
+        assert_eq!(r.try_push(&me, b"f"), Err(MpmcError::Full));
+        assert!(r.recover_reader_with(&alive, false, |k, b| drops.push((k, b.to_vec()))).1);
+        assert_eq!(drops.len(), 1);
+        r.try_push(&me, b"f").unwrap();
+        assert_eq!(pop_vec(&r, &me).unwrap(), b"f");
+
+        // A recoverer that won a slot and stalled (or died) in on_drop: the
+        // claim says "dropping". Others wait for the grace, then free the
+        // slot without dropping again.
+        r.try_push_with_kind(&me, 9, |_| Some(0)).unwrap();
+        r.try_push(&me, b"g").unwrap();
+        let lost = r.try_pop(&dead).unwrap();
+        let rpos = lost.pos;
+        assert_eq!(pop_vec(&r, &me).unwrap(), b"g");
+        let dropping = (u64::from(DROPPING_TID) << 32) | tag(rpos, true);
+        r.slot(rpos).claim.store(dropping, Ordering::Relaxed);
+        assert!(!r.recover_reader_with(&alive, false, |k, b| drops.push((k, b.to_vec()))).1);
+        assert_eq!(r.try_push(&me, b"h"), Err(MpmcError::Full));
+        let mut claimants = Vec::new();
+        r.scan(|c, _| claimants.push(c));
+        assert_eq!(claimants, [Some(0)]);
+        assert!(r.recover_reader_with(&alive, true, |k, b| drops.push((k, b.to_vec()))).1);
+        assert_eq!(drops.len(), 1);
+        r.try_push(&me, b"h").unwrap();
+        assert_eq!(pop_vec(&r, &me).unwrap(), b"h");
+
+        // One that gave up on a dropper and died before freeing the slot: the
+        // next recoverer frees it at once, without a drop.
+        r.try_push_with_kind(&me, 9, |_| Some(0)).unwrap();
+        r.try_push(&me, b"i").unwrap();
+        let lost = r.try_pop(&dead).unwrap();
+        assert_eq!(pop_vec(&r, &me).unwrap(), b"i");
+        let dropped = (u64::from(DROPPED_TID) << 32) | tag(lost.pos, true);
+        r.slot(lost.pos).claim.store(dropped, Ordering::Relaxed);
+        assert!(r.recover_reader_with(&all_alive, false, |k, b| drops.push((k, b.to_vec()))).1);
+        assert_eq!(drops.len(), 1);
+        r.try_push(&me, b"j").unwrap();
+        assert_eq!(pop_vec(&r, &me).unwrap(), b"j");
+
+        // recover_reader (no hook) still frees a dead consumer's slot.
+        r.try_push(&me, b"k").unwrap();
+        r.try_push(&me, b"l").unwrap();
+        let _lost = r.try_pop(&dead).unwrap();
+        assert_eq!(pop_vec(&r, &me).unwrap(), b"l");
+        assert!(r.recover_reader(&alive, false).1);
+        r.try_push(&me, b"m").unwrap();
+        assert_eq!(pop_vec(&r, &me).unwrap(), b"m");
+    }
+
+    /// Two recoverers racing for the same dead consumer's slot: one drops the
+    /// message, once, and the slot is freed once.
+    #[test]
+    fn racing_recoverers_drop_once() {
+        let mut mem = std::boxed::Box::new(Mem([0; 16384]));
+        let r = ring(&mut mem, 2, 8);
+        let me = owner(5);
+        let dead = owner(7);
+        let alive = |tid: u32, _: Option<u64>| tid != 7;
+        for round in 0..2000u32 {
+            r.try_push_with_kind(&me, 1, |b| {
+                b[..4].copy_from_slice(&round.to_le_bytes());
+                Some(4)
+            })
+            .unwrap();
+            r.try_push(&me, b"x").unwrap();
+            let _lost = r.try_pop(&dead).unwrap();
+            assert_eq!(pop_vec(&r, &me).unwrap(), b"x");
+            let drops = std::sync::atomic::AtomicU32::new(0);
+            let wins = std::sync::atomic::AtomicU32::new(0);
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| {
+                        let (_, done) = r.recover_reader_with(&alive, false, |k, b| {
+                            assert_eq!((k, b), (1, &round.to_le_bytes()[..]));
+                            drops.fetch_add(1, Ordering::Relaxed);
+                        });
+                        if done {
+                            wins.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                }
+            });
+            assert_eq!(drops.load(Ordering::Relaxed), 1, "round {round}");
+            assert_eq!(wins.load(Ordering::Relaxed), 1, "round {round}");
+            r.try_push(&me, b"y").unwrap();
+            assert_eq!(pop_vec(&r, &me).unwrap(), b"y");
+        }
+    }
+
+    /// Payloads start 16-byte aligned for every slot size: the slot head is
+    /// padded to 16 and the stride is a multiple of 64 from a 128-aligned
+    /// base.
+    #[test]
+    fn payloads_are_16_aligned() {
+        assert_eq!(SLOT_HEAD % 16, 0);
+        let mut mem = Mem([0; 16384]);
+        for size in [1usize, 7, 8, 15, 16, 17, 24, 31, 33, 48, 100, 129] {
+            assert_eq!(stride(size) % 64, 0);
+            let slots = 5;
+            let r = ring(&mut mem, slots, size);
+            let me = owner(5);
+            for round in 0..3 * slots {
+                r.try_push_with(&me, |buf| {
+                    assert_eq!(buf.as_ptr() as usize % 16, 0, "slot size {size}");
+                    Some(1)
+                })
+                .unwrap();
+                r.scan(|_, b| assert_eq!(b.as_ptr() as usize % 16, 0));
+                let c = r.try_pop(&me).unwrap();
+                assert_eq!(r.bytes(&c).as_ptr() as usize % 16, 0, "slot size {size}, round {round}");
+                r.release(c);
+            }
+        }
+    }
+    /// A fresh ring holds nothing to scan, whatever its slot count (slot 0's
+    /// initial seq once read as a message at position u64::MAX, claimed by
+    /// tid u32::MAX, when the count divides 2^64 - 1).
+    #[test]
+    fn scan_of_a_fresh_ring_is_empty() {
+        let mut mem = Mem([0; 16384]);
+        for slots in 1..=20 {
+            let r = ring(&mut mem, slots, 8);
+            let mut n = 0;
+            r.scan_with_kind(|_, _, _| n += 1);
+            assert_eq!(n, 0, "{slots} slots");
+            r.try_push(&owner(5), b"a").unwrap();
+            r.scan(|claimant, b| {
+                assert_eq!((claimant, b), (None, &b"a"[..]));
+                n += 1;
+            });
+            assert_eq!(n, 1, "{slots} slots");
+        }
     }
 }

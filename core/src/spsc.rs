@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! header: head | tail | consumer {head} | producer {tail, head cache} | capacity ... | not_empty | not_full | participants
-//! data:   [FRAME_FLAG|len][payload, padded to 8] [FRAME_FLAG|len][payload] ... [WRAP] ... [0] (free)
+//! data:   [FRAME_FLAG|kind<<40|len][payload, padded] [FRAME_FLAG|kind<<40|len][payload] ... [WRAP] ... [0] (free)
 //! ```
 //!
 //! `head` (bytes consumed) and `tail` (bytes produced) are monotonically
@@ -19,10 +19,22 @@
 //! cache only underestimates the consumer's progress, and a garbage one is
 //! re-read.
 //!
-//! A frame is an 8-byte header, [`FRAME_FLAG`]` | len`, then the payload
-//! padded to 8 bytes. A frame never wraps: if it does not fit before the end
-//! of the buffer, the producer writes a [`WRAP`] marker and starts the frame
-//! at offset 0.
+//! A frame is an 8-byte header, [`FRAME_FLAG`]` | (kind as u64) << 40 | len`
+//! (`len` in the low 32 bits, a caller's `kind` tag in bits 40..48, 0 for a
+//! plain frame), then the payload, padded so that the frame occupies
+//! [`frame_span`]`(len)` bytes, a multiple of 16. A frame never wraps: if it
+//! does not fit before the end of the buffer, the producer writes a [`WRAP`]
+//! marker and starts the frame at offset 0.
+//!
+//! # Payload alignment
+//!
+//! Every payload starts at a [`PAYLOAD_ALIGN`] (16) byte aligned address, so
+//! that data with 16-byte alignment (an rkyv archive holding a `u128`, say)
+//! can be read in place. Item positions (frames, markers, the next header
+//! word) are multiples of 16, and the data area starts 8 bytes past a
+//! 16-aligned address (the ring memory is [`OBJECT_ALIGN`]-aligned), so each
+//! 8-byte header sits right before a 16-aligned payload. A frame spans
+//! `round_up(8 + len, 16)` bytes: a `u64` message still takes 16.
 //!
 //! # Publication: the header is the flag
 //!
@@ -45,12 +57,14 @@
 //! keeps one invariant: **before it publishes an item that ends at position
 //! `e`, the word at `e` is zero.** It stores that zero itself (the "next
 //! header" word, in the same or the next line as the frame), which is why
-//! every reservation needs 8 bytes of room beyond its frame and
-//! [`max_frame`](SpscRing::max_frame) is `capacity - 16`. The next item's
+//! every reservation needs [`NEXT_HEADER_ROOM`] bytes of room beyond its frame
+//! (the 8-byte word, on the 16-byte grid of positions) and
+//! [`max_frame`](SpscRing::max_frame) is `capacity - 24`. The next item's
 //! publication is the only later store to that word. For a wrapped frame the
 //! frame at offset 0 is published first and the marker last, so a consumer
-//! that sees the marker finds the frame. The loom model mirrors payload bytes
-//! into the header words so that it checks exactly this.
+//! that sees the marker finds the frame. The loom model mirrors the payload
+//! bytes that lie where a later header may be read (the 16-aligned words of a
+//! frame's payload) into the header words, so that it checks exactly this.
 //!
 //! A producer that dies before its header store leaves nothing visible: no
 //! torn frame, and the next producer writes over the unpublished bytes. One
@@ -63,8 +77,9 @@
 //!
 //! Positions, lengths and markers read from the ring are checked against the
 //! capacity before any access: a frame must lie inside the published range and
-//! inside the buffer, a marker must be followed by a frame, positions must be
-//! 8-aligned and at most `capacity` apart. Violations give
+//! inside the buffer, a marker must be followed by a frame, a header must have
+//! no bits set outside its flag, kind and length, positions must be 16-aligned
+//! and at most `capacity` apart. Violations give
 //! [`RingError::Corrupt`]; nothing reads or writes outside the buffer, and
 //! every loop is bounded.
 
@@ -98,8 +113,8 @@ use crate::region::{align_up, OBJECT_ALIGN};
 /// ```
 pub const WRAP: u64 = u64::MAX;
 /// The bit that makes a frame header non-zero: a header is
-/// `FRAME_FLAG | len`, so that an empty frame is not mistaken for "nothing
-/// published" (a zero word).
+/// `FRAME_FLAG | (kind as u64) << 40 | len`, so that an empty frame is not
+/// mistaken for "nothing published" (a zero word).
 ///
 /// ```
 /// # use core::ptr::NonNull;
@@ -120,9 +135,150 @@ pub const FRAME_FLAG: u64 = 1 << 32;
 /// Positions beyond this are corrupt (2^62 bytes: centuries of traffic), so
 /// that position arithmetic never overflows.
 const MAX_POSITION: u64 = 1 << 62;
-/// Room a reservation needs beyond its frame: the next header word, which the
-/// producer zeroes before publishing (see the module docs).
-const NEXT_HEADER: u64 = 8;
+/// The bits of a frame header that hold the payload length.
+const LEN_MASK: u64 = 0xffff_ffff;
+/// The grid of positions, as a position difference.
+const GRID: u64 = PAYLOAD_ALIGN as u64;
+/// Where a frame header holds the frame's kind (bits 40..48).
+const KIND_SHIFT: u32 = 40;
+/// Every bit a valid frame header may have set: flag, kind, length.
+const HEADER_BITS: u64 = FRAME_FLAG | (0xff << KIND_SHIFT) | LEN_MASK;
+/// Alignment of every frame's payload in memory; frames, wrap markers and the
+/// next header word all start at positions that are multiples of it (module
+/// docs).
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+/// # let len = SpscRing::required_size(1024);
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// use shmproc_core::spsc::PAYLOAD_ALIGN;
+/// for n in [1usize, 8, 13, 100] {
+///     tx.push(&vec![7; n])?;
+///     let f = rx.peek()?.unwrap();
+///     // Readable in place as data aligned to 16 (a u128, an rkyv archive).
+///     assert_eq!(rx.bytes(&f).as_ptr() as usize % PAYLOAD_ALIGN, 0);
+///     rx.release(f);
+/// }
+/// # Ok::<(), RingError>(())
+/// ```
+pub const PAYLOAD_ALIGN: usize = 16;
+/// Bytes a ring always keeps free beyond its last frame: room for the next
+/// header word, which the producer zeroes before it publishes a frame (module
+/// docs), on the 16-byte grid of positions. A frame of `len` payload bytes
+/// goes in only if [`frame_span`]`(len)` bytes, plus these, plus whatever a
+/// wrap marker skips before the end of the buffer, are free; see
+/// [`capacity_for_frames`] to size a ring.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+/// # let len = SpscRing::required_size(1024);
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// use shmproc_core::spsc::{frame_span, FRAME_HEADER, NEXT_HEADER_ROOM};
+/// // The largest frame fills the ring but for the room.
+/// assert_eq!(ring.max_frame(), 1024 - FRAME_HEADER - NEXT_HEADER_ROOM);
+/// assert_eq!(frame_span(ring.max_frame()) + NEXT_HEADER_ROOM, 1024);
+/// // 16-byte frames: 63 fit in 1024 bytes, not 64.
+/// let mut n = 0;
+/// while tx.push(&[0; 8]).is_ok() {
+///     n += 1;
+/// }
+/// assert_eq!(n, (1024 - NEXT_HEADER_ROOM) / frame_span(8));
+/// # Ok::<(), RingError>(())
+/// ```
+pub const NEXT_HEADER_ROOM: usize = 16;
+/// [`NEXT_HEADER_ROOM`] as a position difference.
+const NEXT_HEADER: u64 = NEXT_HEADER_ROOM as u64;
+/// The header words sit 8 bytes before 16-aligned addresses (module docs), so
+/// an 8-byte alignment must do for them, loom's model atomics included.
+const _: () = assert!(core::mem::align_of::<AtomicU64>() <= FRAME_HEADER);
+
+/// Bytes a frame with a `len`-byte payload occupies in the ring: the 8-byte
+/// header and the payload, padded so that the frame ends on the 16-byte grid
+/// and the next frame's payload is [`PAYLOAD_ALIGN`]ed too. For lengths no
+/// ring can carry (beyond [`MAX_FRAME`]) it saturates.
+///
+/// ```
+/// use shmproc_core::spsc::frame_span;
+/// assert_eq!(frame_span(0), 16);
+/// assert_eq!(frame_span(8), 16); // a u64 message
+/// assert_eq!(frame_span(9), 32);
+/// assert_eq!(frame_span(24), 32);
+/// assert_eq!(frame_span(25), 48);
+/// ```
+#[must_use]
+pub const fn frame_span(len: usize) -> usize {
+    match len.checked_add(FRAME_HEADER + PAYLOAD_ALIGN - 1) {
+        Some(v) => v & !(PAYLOAD_ALIGN - 1),
+        None => usize::MAX & !(PAYLOAD_ALIGN - 1),
+    }
+}
+
+/// The smallest data capacity in which `frames` frames of up to `len`
+/// payload bytes each always fit at once, wherever the ring's positions
+/// stand: their spans ([`frame_span`]), the bytes a wrap marker may skip at
+/// the end of the buffer (a frame wraps only when less than its span is left
+/// there, so at most `frame_span(len) - 16`), and [`NEXT_HEADER_ROOM`]. For
+/// `frames > 0` that is `(frames + 1) * frame_span(len)`.
+///
+/// It is the size before rounding: [`SpscRing::init`] takes a power of two,
+/// at least [`MIN_CAPACITY`]. A queue that admits at most `frames` messages
+/// of up to `len` bytes and sizes its ring so never finds it full below its
+/// limit. The bound holds as long as the producer reserves or tries no
+/// frame larger than `len`: the bytes a wrap marker skips depend on the size
+/// reserved (a frame committed shorter keeps them), and a try that finds the
+/// ring full may publish a marker on its own ([`Producer::reserve`]), which
+/// skips up to that frame's span less 16 until the consumer passes it.
+/// `None` if `len` is beyond [`MAX_FRAME`] or the size overflows.
+///
+/// ```
+/// # use core::ptr::NonNull;
+/// use shmproc_core::spsc::{capacity_for_frames, frame_span, SpscRing, MIN_CAPACITY};
+/// let bytes = capacity_for_frames(5, 20).unwrap();
+/// assert_eq!(bytes, 6 * frame_span(20));
+/// let cap = bytes.max(MIN_CAPACITY).next_power_of_two();
+/// # let len = SpscRing::required_size(cap);
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { SpscRing::init(mem, len, cap) }.unwrap();
+/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// // Whatever the positions, 5 messages of up to 20 bytes fit.
+/// for round in 0..100 {
+///     for k in 0..5 {
+///         tx.push(&vec![0; (round + k) % 21]).unwrap();
+///     }
+///     while rx.pop(|_| ()).unwrap().is_some() {}
+/// }
+/// assert_eq!(capacity_for_frames(1, usize::MAX), None);
+/// ```
+#[must_use]
+pub const fn capacity_for_frames(frames: usize, len: usize) -> Option<usize> {
+    if len > MAX_FRAME {
+        return None;
+    }
+    if frames == 0 {
+        return Some(NEXT_HEADER_ROOM);
+    }
+    let span = frame_span(len);
+    let Some(all) = frames.checked_mul(span) else { return None };
+    // Positions and spans are multiples of PAYLOAD_ALIGN, so a wrap marker
+    // skips at most span - PAYLOAD_ALIGN bytes.
+    all.checked_add(span - PAYLOAD_ALIGN + NEXT_HEADER_ROOM)
+}
+
 /// Frame header size.
 ///
 /// ```
@@ -136,8 +292,9 @@ const NEXT_HEADER: u64 = 8;
 /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
 /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
 /// tx.push(b"hi")?;
-/// // 8 header bytes, the payload padded to 8.
+/// // 8 header bytes, the payload padded so that the frame spans 16.
 /// assert_eq!(ring.used()?, (shmproc_core::spsc::FRAME_HEADER + 8) as u64);
+/// assert_eq!(ring.used()?, shmproc_core::spsc::frame_span(2) as u64);
 /// # Ok::<(), RingError>(())
 /// ```
 pub const FRAME_HEADER: usize = 8;
@@ -257,10 +414,11 @@ struct Meta {
 }
 
 /// Under loom, frame-header words cannot live at byte offsets of the data area
-/// (loom's atomics are model objects larger than 8 bytes), so they live in a
-/// side array after it, one per 8 data bytes; this is its size per data byte.
+/// (loom's atomics are model objects that must be constructed), so they live
+/// in a side array after it, one per 16 data bytes (header words only sit at
+/// 16-aligned offsets); this is its size per data byte.
 #[cfg(loom)]
-const LOOM_WORDS_PER_BYTE: usize = core::mem::size_of::<AtomicU64>().div_ceil(8);
+const LOOM_WORDS_PER_BYTE: usize = core::mem::size_of::<AtomicU64>().div_ceil(PAYLOAD_ALIGN);
 #[cfg(not(loom))]
 const LOOM_WORDS_PER_BYTE: usize = 0;
 
@@ -268,6 +426,12 @@ const HEADER_SPAN: usize = match align_up(core::mem::size_of::<SpscHeader>(), OB
     Some(v) => v,
     None => panic!("header size"),
 };
+
+/// Where the data area starts: 8 bytes past the (128-aligned) end of the
+/// header, so that a frame at a 16-aligned position has its 8-byte header
+/// right before a 16-aligned payload (module docs).
+const DATA_OFFSET: usize = HEADER_SPAN + PAYLOAD_ALIGN - FRAME_HEADER;
+const _: () = assert!(OBJECT_ALIGN % PAYLOAD_ALIGN == 0 && HEADER_SPAN % PAYLOAD_ALIGN == 0);
 
 /// A ring in memory handed to it; `Copy`, like a pointer.
 ///
@@ -298,15 +462,11 @@ unsafe impl Send for SpscRing {}
 // SAFETY: as above.
 unsafe impl Sync for SpscRing {}
 
-#[inline]
-fn padded(len: usize) -> usize {
-    (len + 7) & !7
-}
-
-/// Bytes a frame with a `len`-byte payload occupies, header included.
+/// [`frame_span`] as a position difference (`len` is at most [`MAX_FRAME`]
+/// wherever this is called, so nothing saturates).
 #[inline]
 fn frame_size(len: usize) -> u64 {
-    (FRAME_HEADER + padded(len)) as u64
+    frame_span(len) as u64
 }
 
 impl SpscRing {
@@ -318,7 +478,7 @@ impl SpscRing {
     /// ```
     #[must_use]
     pub const fn required_size(capacity: usize) -> usize {
-        HEADER_SPAN + capacity + LOOM_WORDS_PER_BYTE * capacity
+        DATA_OFFSET + capacity + LOOM_WORDS_PER_BYTE * capacity
     }
 
     /// The data capacity that fits in `len` bytes (a power of two).
@@ -330,7 +490,7 @@ impl SpscRing {
     /// ```
     #[must_use]
     pub fn capacity_for(len: usize) -> usize {
-        let avail = len.saturating_sub(HEADER_SPAN);
+        let avail = len.saturating_sub(DATA_OFFSET);
         if avail < MIN_CAPACITY {
             0
         } else {
@@ -386,8 +546,8 @@ impl SpscRing {
                 not_full: CachePadded(Notifier::new()),
                 participants: Participants::new_for_loom(),
             });
-            let words = base.as_ptr().add(HEADER_SPAN + capacity).cast::<AtomicU64>();
-            for i in 0..capacity / 8 {
+            let words = base.as_ptr().add(DATA_OFFSET + capacity).cast::<AtomicU64>();
+            for i in 0..capacity / PAYLOAD_ALIGN {
                 words.add(i).write(AtomicU64::new(0));
             }
         }
@@ -439,7 +599,7 @@ impl SpscRing {
         if base.as_ptr() as usize % OBJECT_ALIGN != 0 {
             return Err(RingError::Layout("misaligned"));
         }
-        if len < HEADER_SPAN {
+        if len < DATA_OFFSET {
             return Err(RingError::Layout("memory too small"));
         }
         // SAFETY: aligned and at least HEADER_SPAN bytes (checked).
@@ -447,14 +607,14 @@ impl SpscRing {
         let cap = hdr.meta.capacity.load(Ordering::Relaxed);
         if !cap.is_power_of_two()
             || cap < MIN_CAPACITY as u64
-            || cap > ((len - HEADER_SPAN) / (1 + LOOM_WORDS_PER_BYTE)) as u64
+            || cap > ((len - DATA_OFFSET) / (1 + LOOM_WORDS_PER_BYTE)) as u64
         {
             return Err(RingError::Corrupt("capacity"));
         }
         Ok(SpscRing {
             hdr: base.cast(),
-            // SAFETY: HEADER_SPAN + cap <= len (checked), so in bounds.
-            data: unsafe { NonNull::new_unchecked(base.as_ptr().add(HEADER_SPAN)) },
+            // SAFETY: DATA_OFFSET + cap <= len (checked), so in bounds.
+            data: unsafe { NonNull::new_unchecked(base.as_ptr().add(DATA_OFFSET)) },
             cap,
         })
     }
@@ -500,8 +660,9 @@ impl SpscRing {
     }
 
     /// The largest payload a single frame can carry in this ring: the
-    /// capacity less the frame header and the next header word the producer
-    /// zeroes before publishing (module docs).
+    /// capacity less the frame header and the [`NEXT_HEADER_ROOM`] kept for
+    /// the next header word the producer zeroes before publishing (module
+    /// docs).
     ///
     /// ```
     /// # use core::ptr::NonNull;
@@ -513,7 +674,7 @@ impl SpscRing {
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
     /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
-    /// assert_eq!(ring.max_frame(), 1024 - 16);
+    /// assert_eq!(ring.max_frame(), 1024 - 24);
     /// ```
     #[must_use]
     #[inline]
@@ -637,7 +798,7 @@ impl SpscRing {
     pub fn used(&self) -> Result<u64, RingError> {
         let head = self.header().head.load(Ordering::Acquire);
         let tail = self.header().tail.load(Ordering::Acquire);
-        if head > tail && head - tail <= self.cap && head % 8 == 0 && tail % 8 == 0 {
+        if head > tail && head - tail <= self.cap && head % GRID == 0 && tail % GRID == 0 {
             // The consumer may take a frame between the producer's header
             // store and its `tail` store: for that moment `head` is ahead.
             return Ok(0);
@@ -679,7 +840,7 @@ impl SpscRing {
     /// `Acquire` load makes a published frame's payload visible.
     #[inline]
     fn item_at(&self, pos: u64) -> Result<Item, RingError> {
-        if pos % 8 != 0 || pos > MAX_POSITION {
+        if pos % GRID != 0 || pos > MAX_POSITION {
             return Err(RingError::Corrupt("position"));
         }
         let off = (pos & (self.cap - 1)) as usize;
@@ -688,15 +849,16 @@ impl SpscRing {
             WRAP if off != 0 => Ok(Item::Wrap { next: pos + (self.cap - off as u64) }),
             WRAP => Err(RingError::Corrupt("wrap marker")),
             word => {
-                let len = match word ^ FRAME_FLAG {
-                    len if len <= MAX_FRAME as u64 => len as usize,
-                    _ => return Err(RingError::Corrupt("frame header")),
-                };
+                if word & FRAME_FLAG == 0 || word & !HEADER_BITS != 0 || word & LEN_MASK > MAX_FRAME as u64 {
+                    return Err(RingError::Corrupt("frame header"));
+                }
+                let len = (word & LEN_MASK) as usize;
+                let kind = (word >> KIND_SHIFT) as u8;
                 let frame = frame_size(len);
                 if off as u64 + frame > self.cap {
                     return Err(RingError::Corrupt("frame length"));
                 }
-                Ok(Item::Frame(Frame { next_head: pos + frame, off, len }))
+                Ok(Item::Frame(Frame { next_head: pos + frame, off, len, kind }))
             }
         }
     }
@@ -756,7 +918,7 @@ impl SpscRing {
     #[inline]
     fn check_span(&self, head: u64, tail: u64) -> Result<u64, RingError> {
         match tail.checked_sub(head) {
-            Some(n) if n <= self.cap && head % 8 == 0 && tail % 8 == 0 => Ok(n),
+            Some(n) if n <= self.cap && head % GRID == 0 && tail % GRID == 0 => Ok(n),
             _ => Err(RingError::Corrupt("positions")),
         }
     }
@@ -804,34 +966,40 @@ impl SpscRing {
         Consumer { ring: *self }
     }
 
+    /// The header word at offset `off` of the data area (a multiple of 16).
     #[inline]
     fn word(&self, off: usize) -> &AtomicU64 {
-        debug_assert!(off % 8 == 0 && off + 8 <= self.cap as usize);
+        debug_assert!(off % PAYLOAD_ALIGN == 0 && off + 8 <= self.cap as usize);
         #[cfg(not(loom))]
-        // SAFETY: off is 8-aligned and off + 8 <= cap (callers check), the data
-        // area starts 128-aligned; an AtomicU64 is valid for any bits.
+        // SAFETY: off + 8 <= cap (callers check); the data area starts 8 bytes
+        // past a 16-aligned address and off is a multiple of 16, so the word
+        // is 8-aligned; an AtomicU64 is valid for any bits.
         unsafe {
             &*self.data.as_ptr().add(off).cast::<AtomicU64>()
         }
         #[cfg(loom)]
-        // SAFETY: the side array after the data area holds cap / 8 constructed
-        // words (see `init`); off / 8 < cap / 8.
+        // SAFETY: the side array after the data area (8-aligned, see the
+        // assertion by NEXT_HEADER) holds cap / 16 constructed words (see
+        // `init`); off / 16 < cap / 16.
         unsafe {
-            &*self.data.as_ptr().add(self.cap as usize).cast::<AtomicU64>().add(off / 8)
+            &*self.data.as_ptr().add(self.cap as usize).cast::<AtomicU64>().add(off / PAYLOAD_ALIGN)
         }
     }
 
-    /// Under loom, copies a frame's payload words into the header-word side
-    /// array, so that the model sees old payload where a later header may be
-    /// read, as real memory does (the words *are* the bytes there). Nothing
+    /// Under loom, copies the payload bytes of a frame at `off` that lie where
+    /// a later header may be read (the 8 bytes at each 16-aligned offset
+    /// inside the frame past its header) into the header-word side array, so
+    /// that the model sees old payload there, as real memory does (the words
+    /// *are* the bytes there). Padding is mirrored as zeros. Nothing
     /// otherwise.
     #[inline]
     fn mirror_payload(&self, off: usize, len: usize) {
         #[cfg(loom)]
-        for k in 0..padded(len) / 8 {
-            let at = off + FRAME_HEADER + 8 * k;
+        for at in (off + PAYLOAD_ALIGN..off + frame_span(len)).step_by(PAYLOAD_ALIGN) {
+            // The payload index of the byte at `at`.
+            let from = at - off - FRAME_HEADER;
             let mut chunk = [0u8; 8];
-            let n = (len - 8 * k).min(8);
+            let n = len.saturating_sub(from).min(8);
             // SAFETY: at + n <= off + FRAME_HEADER + len, inside the
             // reserved frame (reserve() checked it against the capacity).
             unsafe { core::ptr::copy_nonoverlapping(self.bytes(at, n), chunk.as_mut_ptr(), n) };
@@ -966,10 +1134,33 @@ impl Producer {
         &self.ring
     }
 
+    /// The producer's position: bytes produced so far (validated). A frame
+    /// reserved now starts here, or past a wrap marker placed here.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// let mut tx = ring.producer();
+    /// assert_eq!(tx.position()?, 0);
+    /// tx.push(&[1; 8])?;
+    /// assert_eq!(tx.position()?, 16);
+    /// # Ok::<(), RingError>(())
+    /// ```
+    #[inline]
+    pub fn position(&self) -> Result<u64, RingError> {
+        self.tail()
+    }
+
     #[inline]
     fn tail(&self) -> Result<u64, RingError> {
         let tail = self.ring.header().producer.pos.load(Ordering::Relaxed);
-        if tail % 8 != 0 || tail > MAX_POSITION {
+        if tail % GRID != 0 || tail > MAX_POSITION {
             return Err(RingError::Corrupt("tail"));
         }
         Ok(tail)
@@ -1019,6 +1210,39 @@ impl Producer {
     /// ```
     #[inline]
     pub fn reserve(&mut self, len: usize) -> Result<Reservation, RingError> {
+        self.reserve_with(len, true)
+    }
+
+    /// Like [`reserve`](Producer::reserve), but when the frame does not fit
+    /// nothing is published: no wrap marker either, so the room left is
+    /// exactly what it was (a caller that keeps room for a last frame of its
+    /// own, such as a queue's link to its next ring, relies on that).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// tx.push(&[0; 500])?;
+    /// rx.pop(|_| ())?;
+    /// // 600 bytes fit only from the buffer start: `reserve` would publish a
+    /// // wrap marker; `reserve_quiet` leaves the ring as it is.
+    /// let used = ring.used()?;
+    /// assert_eq!(tx.reserve_quiet(600).unwrap_err(), RingError::Full);
+    /// assert_eq!(ring.used()?, used);
+    /// # Ok::<(), RingError>(())
+    /// ```
+    pub fn reserve_quiet(&mut self, len: usize) -> Result<Reservation, RingError> {
+        self.reserve_with(len, false)
+    }
+
+    #[inline]
+    fn reserve_with(&mut self, len: usize, marker: bool) -> Result<Reservation, RingError> {
         if len > self.ring.max_frame() {
             return Err(RingError::TooLarge);
         }
@@ -1029,7 +1253,7 @@ impl Producer {
         }
         // The frame does not fit. If it needs a wrap and the marker alone
         // fits, publish the marker so the consumer moves past it.
-        if let Some((off, till_end)) = p.wrap {
+        if let (Some((off, till_end)), true) = (p.wrap, marker) {
             if self.has_room(tail, till_end)? {
                 // The word after the marker (offset 0) must be zero before the
                 // marker is published (module docs).
@@ -1061,11 +1285,12 @@ impl Producer {
     /// then the marker, also `Release`, so that a consumer that sees the
     /// marker sees the frame at offset 0 too.
     #[inline]
-    fn publish_frame(&mut self, frame_pos: u64, off: usize, len: usize, wrap: Option<usize>) -> u64 {
+    fn publish_frame(&mut self, frame_pos: u64, off: usize, len: usize, kind: u8, wrap: Option<usize>) -> u64 {
         let end = frame_pos + frame_size(len);
         self.ring.mirror_payload(off, len);
         self.ring.word((end & (self.ring.cap - 1)) as usize).store(0, Ordering::Relaxed);
-        self.ring.word(off).store(FRAME_FLAG | len as u64, Ordering::Release);
+        let header = FRAME_FLAG | (u64::from(kind) << KIND_SHIFT) | len as u64;
+        self.ring.word(off).store(header, Ordering::Release);
         if let Some(w) = wrap {
             self.ring.word(w).store(WRAP, Ordering::Release);
         }
@@ -1091,7 +1316,7 @@ impl Producer {
     /// ```
     #[inline]
     pub fn buffer(&mut self, r: &Reservation) -> &mut [u8] {
-        // SAFETY: reserve() checked off + 8 + padded(len) <= cap; these bytes
+        // SAFETY: reserve() checked off + frame_span(len) <= cap; these bytes
         // are beyond the published tail, so the consumer does not read them.
         unsafe { core::slice::from_raw_parts_mut(self.ring.bytes(r.off + FRAME_HEADER, r.len), r.len) }
     }
@@ -1117,8 +1342,37 @@ impl Producer {
     /// ```
     #[inline]
     pub fn commit(&mut self, r: Reservation, written: usize) {
+        self.commit_kind(r, written, 0);
+    }
+
+    /// Publishes a reservation with `written` payload bytes (at most what was
+    /// reserved), tagged with `kind`, which the consumer reads back with
+    /// [`Frame::kind`]. The ring gives kinds no meaning;
+    /// [`commit`](Producer::commit) publishes kind 0, a plain frame.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// const HANDLE: u8 = 1; // say: the payload names memory to free
+    /// let r = tx.reserve(8)?;
+    /// tx.buffer(&r).copy_from_slice(&42u64.to_le_bytes());
+    /// tx.commit_kind(r, 8, HANDLE);
+    /// let f = rx.peek()?.unwrap();
+    /// assert_eq!((f.kind(), rx.bytes(&f)), (HANDLE, &42u64.to_le_bytes()[..]));
+    /// rx.release(f);
+    /// # Ok::<(), RingError>(())
+    /// ```
+    #[inline]
+    pub fn commit_kind(&mut self, r: Reservation, written: usize, kind: u8) {
         let written = written.min(r.len);
-        let end = self.publish_frame(r.frame_pos, r.off, written, r.wrap);
+        let end = self.publish_frame(r.frame_pos, r.off, written, kind, r.wrap);
         self.publish(end);
     }
 
@@ -1152,15 +1406,41 @@ impl Producer {
     /// ```
     #[inline]
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), RingError> {
+        self.push_kind(bytes, 0)
+    }
+
+    /// Copies `bytes` in as one frame tagged with `kind` (see
+    /// [`commit_kind`](Producer::commit_kind)).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// tx.push_kind(b"control", 7)?;
+    /// tx.push(b"data")?;
+    /// let f = rx.peek()?.unwrap();
+    /// assert_eq!((f.kind(), rx.bytes(&f)), (7, &b"control"[..]));
+    /// rx.release(f);
+    /// assert_eq!(rx.peek()?.unwrap().kind(), 0); // a plain frame
+    /// # Ok::<(), RingError>(())
+    /// ```
+    #[inline]
+    pub fn push_kind(&mut self, bytes: &[u8], kind: u8) -> Result<(), RingError> {
         let r = self.reserve(bytes.len())?;
         self.buffer(&r).copy_from_slice(bytes);
-        self.commit(r, bytes.len());
+        self.commit_kind(r, bytes.len(), kind);
         Ok(())
     }
 
-    /// Pushes frames from `items` until one does not fit; each frame is
-    /// published by its header as it is written, and `tail` moves once at the
-    /// end. Returns how many were pushed.
+    /// Pushes frames (of kind 0) from `items` until one does not fit; each
+    /// frame is published by its header as it is written, and `tail` moves
+    /// once at the end. Returns how many were pushed.
     ///
     /// ```
     /// # use core::ptr::NonNull;
@@ -1197,7 +1477,7 @@ impl Producer {
             if !self.has_room(tail, p.span)? {
                 break;
             }
-            // SAFETY: p.off + 8 + padded(len) <= cap (fits before the end), and
+            // SAFETY: p.off + frame_span(len) <= cap (fits before the end), and
             // the bytes are beyond the published tail.
             unsafe {
                 core::ptr::copy_nonoverlapping(
@@ -1206,7 +1486,7 @@ impl Producer {
                     bytes.len(),
                 )
             };
-            tail = self.publish_frame(p.frame_pos, p.off, bytes.len(), p.wrap.map(|(off, _)| off));
+            tail = self.publish_frame(p.frame_pos, p.off, bytes.len(), 0, p.wrap.map(|(off, _)| off));
             n += 1;
         }
         if n > 0 {
@@ -1221,8 +1501,8 @@ impl Producer {
         }
     }
     /// Brings the producer's position up to date after a producer died
-    /// holding this side: walks over the frames and markers it published
-    /// through their headers but did not yet count in its position, stopping
+    /// holding this side: walks over the frames (of any kind) and markers it
+    /// published through their headers but did not yet count in its position, stopping
     /// at the zero word that follows the last one (module docs). Returns how
     /// many frames it walked over (markers are not counted), so that a layer
     /// above that counts messages can add them. Call it before producing
@@ -1320,6 +1600,7 @@ pub struct Frame {
     next_head: u64,
     off: usize,
     len: usize,
+    kind: u8,
 }
 
 impl Frame {
@@ -1363,6 +1644,38 @@ impl Frame {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The kind the producer tagged the frame with
+    /// ([`Producer::commit_kind`], [`Producer::push_kind`]); 0 for a plain
+    /// frame. Any `u8` may come back from a corrupt ring: a caller that
+    /// gives kinds a meaning validates them as it does the payload.
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let len = SpscRing::required_size(1024);
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// tx.push_kind(b"x", 200)?;
+    /// tx.push(b"y")?;
+    /// let kinds: Vec<u8> = (0..2)
+    ///     .map(|_| {
+    ///         let f = rx.peek().unwrap().unwrap();
+    ///         rx.release(f);
+    ///         f.kind()
+    ///     })
+    ///     .collect();
+    /// assert_eq!(kinds, [200, 0]);
+    /// # Ok::<(), RingError>(())
+    /// ```
+    #[must_use]
+    pub fn kind(&self) -> u8 {
+        self.kind
     }
 }
 
@@ -1705,7 +2018,12 @@ mod tests {
         let mut mem = Mem([0; 8192]);
         let r = ring(&mut mem, 256);
         let (mut p, mut c) = (r.producer(), r.consumer());
-        let fake: Vec<u8> = (FRAME_FLAG | 8).to_le_bytes().repeat(30);
+        // Look-alikes of plain and of kind-tagged frames.
+        let fake: Vec<u8> = [FRAME_FLAG | 8, FRAME_FLAG | (9 << KIND_SHIFT) | 8, FRAME_FLAG | 16]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .repeat(10);
         let mut sent = 0u32;
         let mut got = 0u32;
         for round in 0..2000u32 {
@@ -1720,7 +2038,7 @@ mod tests {
                         drop(res);
                     } else {
                         p.buffer(&res)[..4].copy_from_slice(&round.to_le_bytes());
-                        p.commit(res, n);
+                        p.commit_kind(res, n, (round % 3) as u8 + 100);
                         sent += 1;
                     }
                 }
@@ -1728,10 +2046,14 @@ mod tests {
                 Err(e) => panic!("{e:?}"),
             }
             for _ in 0..(round % 4) {
-                match c.pop(|b| b.to_vec()).unwrap() {
-                    Some(v) => {
+                match c.peek().unwrap() {
+                    Some(f) => {
+                        let v = c.bytes(&f).to_vec();
                         assert!(v.len() >= 8 && v.len() % 8 == 0, "phantom frame {v:?}");
                         assert_eq!(&v[4..], &fake[4..v.len()]);
+                        let round = u32::from_le_bytes(v[..4].try_into().unwrap());
+                        assert_eq!(f.kind(), (round % 3) as u8 + 100, "phantom frame {v:?}");
+                        c.release(f);
                         got += 1;
                     }
                     None => break,
@@ -1802,12 +2124,13 @@ mod tests {
         let mut mem = Mem([0; 8192]);
         let r = ring(&mut mem, 128);
         let (mut p, mut c) = (r.producer(), r.consumer());
-        p.push(&[1; 56]).unwrap();
+        p.push(&[1; 72]).unwrap(); // 80 bytes: the next frame is at offset 80
         c.pop(|_| ()).unwrap();
         let before = r.header().producer.pos.load(Ordering::Relaxed);
-        // Two frames, the second wrapping to the buffer start.
-        p.push(&[2; 24]).unwrap();
-        p.push(&[3; 32]).unwrap();
+        // Two frames (of kinds other than 0), the second wrapping to the
+        // buffer start.
+        p.push_kind(&[2; 24], 1).unwrap();
+        p.push_kind(&[3; 24], 255).unwrap();
         assert!(r.header().producer.pos.load(Ordering::Relaxed) > 128);
         // Forget them, as a producer killed before its position store would.
         r.header().producer.pos.store(before, Ordering::Relaxed);
@@ -1815,8 +2138,10 @@ mod tests {
         assert_eq!(p.resync().unwrap(), 2);
         assert_eq!(p.resync().unwrap(), 0);
         p.push(&[4; 8]).unwrap();
-        for (byte, len) in [(2u8, 24usize), (3, 32), (4, 8)] {
-            assert_eq!(c.pop(|b| b.to_vec()).unwrap(), Some(std::vec![byte; len]));
+        for (byte, len, kind) in [(2u8, 24usize, 1u8), (3, 24, 255), (4, 8, 0)] {
+            let f = c.peek().unwrap().unwrap();
+            assert_eq!((c.bytes(&f), f.kind()), (&std::vec![byte; len][..], kind));
+            c.release(f);
         }
         assert_eq!(c.pop(|b| b.len()).unwrap(), None);
         // A consumer that already took the dead producer's frame is no obstacle.
@@ -1827,5 +2152,157 @@ mod tests {
         assert_eq!(p.resync().unwrap(), 1);
         p.push(&[6; 8]).unwrap();
         assert_eq!(c.pop(|b| b.to_vec()).unwrap(), Some(std::vec![6; 8]));
+    }
+    /// Every payload starts 16-aligned (so a 16-aligned archive reads in
+    /// place), whatever the sizes before it, across many wraps, through every
+    /// way in: push, push_batch, reserve/commit; and a u64 message still
+    /// costs 16 bytes.
+    #[test]
+    fn payloads_are_16_aligned_across_wraps() {
+        let mut mem = Mem([0; 8192]);
+        for cap in [64usize, 256, 1024] {
+            let r = ring(&mut mem, cap);
+            let (mut p, mut c) = (r.producer(), r.consumer());
+            let mut x: u32 = 0x1234_5678;
+            let mut next = || {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as usize
+            };
+            let (mut seen, mut wraps, mut last) = (0, 0, 0u64);
+            for round in 0..3000 {
+                let len = next() % (r.max_frame() + 1).min(100);
+                let pushed = match round % 3 {
+                    0 => p.push_kind(&std::vec![round as u8; len], round as u8).is_ok(),
+                    1 => p.push_batch([&std::vec![round as u8; len][..], &[1u8; 3][..]]).is_ok(),
+                    _ => match p.reserve(len) {
+                        Ok(res) => {
+                            let buf = p.buffer(&res);
+                            assert_eq!(buf.as_ptr() as usize % PAYLOAD_ALIGN, 0);
+                            buf.fill(round as u8);
+                            p.commit(res, len);
+                            true
+                        }
+                        Err(_) => false,
+                    },
+                };
+                let _ = pushed;
+                for _ in 0..next() % 3 {
+                    let Some(f) = c.peek().unwrap() else { break };
+                    assert_eq!(c.bytes(&f).as_ptr() as usize % PAYLOAD_ALIGN, 0, "len {}", f.len());
+                    assert_eq!(r.payload(&f).as_ptr() as usize % 16, 0);
+                    // The frame's position is on the grid too.
+                    assert_eq!(c.position() % 16, 0);
+                    c.release(f);
+                    seen += 1;
+                    let pos = c.position();
+                    if pos / cap as u64 != last / cap as u64 {
+                        wraps += 1;
+                    }
+                    last = pos;
+                }
+            }
+            assert!(seen > 1000 && wraps > 20, "{seen} frames, {wraps} wraps");
+            while c.pop(|b| assert_eq!(b.as_ptr() as usize % 16, 0)).unwrap().is_some() {}
+            // No regression for small messages: a u64 frame is 16 bytes.
+            let before = r.header().producer.pos.load(Ordering::Relaxed);
+            p.push(&7u64.to_le_bytes()).unwrap();
+            assert_eq!(r.header().producer.pos.load(Ordering::Relaxed) - before, 16);
+            c.pop(|_| ()).unwrap();
+        }
+    }
+
+    /// Kinds travel in the header and come back with the frame; headers with
+    /// bits outside flag, kind and length set are corrupt, not frames.
+    #[test]
+    fn frame_kinds_and_header_validation() {
+        let mut mem = Mem([0; 8192]);
+        let r = ring(&mut mem, 256);
+        let (mut p, mut c) = (r.producer(), r.consumer());
+        for kind in [0u8, 1, 7, 128, 255] {
+            p.push_kind(&[kind; 5], kind).unwrap();
+            let res = p.reserve(20).unwrap();
+            p.buffer(&res)[0] = kind;
+            p.commit_kind(res, 1, kind.wrapping_add(1));
+            let f = c.peek().unwrap().unwrap();
+            assert_eq!((f.kind(), c.bytes(&f)), (kind, &[kind; 5][..]));
+            c.release(f);
+            let f = c.peek().unwrap().unwrap();
+            assert_eq!((f.kind(), c.bytes(&f)), (kind.wrapping_add(1), &[kind][..]));
+            c.release(f);
+        }
+        p.push_batch([&b"a"[..], b"b"]).unwrap();
+        assert_eq!(c.peek().unwrap().map(|f| f.kind()), Some(0));
+        while c.pop(|_| ()).unwrap().is_some() {}
+
+        // Hand-written headers at the consumer's position.
+        let at = DATA_OFFSET + (c.position() % 256) as usize;
+        let mut check = |word: u64| {
+            mem.0[at..at + 8].copy_from_slice(&word.to_le_bytes());
+            // SAFETY: the same buffer, re-validated.
+            let r2 = unsafe { SpscRing::attach(NonNull::new(mem.0.as_mut_ptr()).unwrap(), mem.0.len()) }.unwrap();
+            let f = r2.consumer().peek();
+            (f.map(|f| f.map(|f| (f.kind(), f.len()))), r2.has_frame())
+        };
+        assert_eq!(check(FRAME_FLAG | (255 << KIND_SHIFT) | 4), (Ok(Some((255, 4))), true));
+        assert_eq!(check(FRAME_FLAG | (3 << KIND_SHIFT)), (Ok(Some((3, 0))), true));
+        let corrupt = (Err(RingError::Corrupt("frame header")), true);
+        assert_eq!(check(4), corrupt); // no flag
+        assert_eq!(check((3 << KIND_SHIFT) | 4), corrupt); // a kind but no flag
+        for bit in (33..40).chain(48..64) {
+            assert_eq!(check(FRAME_FLAG | (1 << bit) | 4), corrupt, "bit {bit}");
+        }
+        assert_eq!(check(FRAME_FLAG | (MAX_FRAME as u64 + 1)), corrupt);
+        assert_eq!(check(FRAME_FLAG | 1000), (Err(RingError::Corrupt("frame length")), true));
+        assert_eq!(check(0), (Ok(None), false));
+        // A wrap marker is no frame header: the consumer skips to the start
+        // (and finds there what an earlier lap left, this marker being
+        // hand-written).
+        assert!(matches!(check(WRAP), (Ok(Some(_)), true)));
+    }
+
+    /// A ring sized by `capacity_for_frames(n, len)` always takes a frame of
+    /// up to `len` bytes while it holds fewer than `n`, wherever its positions
+    /// stand (with sizes for which that bound is a power of two, so not
+    /// rounded up).
+    #[test]
+    fn capacity_for_frames_is_enough() {
+        assert_eq!(capacity_for_frames(0, 100), Some(NEXT_HEADER_ROOM));
+        assert_eq!(capacity_for_frames(1, MAX_FRAME + 1), None);
+        assert_eq!(capacity_for_frames(usize::MAX, 8), None);
+        let mut mem = Mem([0; 8192]);
+        for (n, len) in [(3usize, 8usize), (3, 24), (7, 8), (1, 56), (15, 24), (3, 40), (1, 120)] {
+            let cap = capacity_for_frames(n, len).unwrap();
+            assert_eq!(cap, (n + 1) * frame_span(len));
+            let cap = cap.max(MIN_CAPACITY).next_power_of_two();
+            let r = ring(&mut mem, cap);
+            let (mut p, mut c) = (r.producer(), r.consumer());
+            let mut x: u32 = 0x9e37_79b9 ^ (n * 1000 + len) as u32;
+            let mut next = || {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as usize
+            };
+            let mut held = 0;
+            let mut fulls = 0;
+            for _ in 0..20_000 {
+                if next() % 2 == 0 {
+                    let l = next() % (len + 1);
+                    match p.push(&std::vec![1; l]) {
+                        Ok(()) => held += 1,
+                        Err(RingError::Full) => {
+                            assert!(held >= n, "{n} x {len} in {cap}: full at {held}");
+                            fulls += 1;
+                        }
+                        Err(e) => panic!("{e:?}"),
+                    }
+                } else if c.pop(|_| ()).unwrap().is_some() {
+                    held -= 1;
+                }
+            }
+            assert!(fulls > 100, "{n} x {len}: the ring was seldom full ({fulls})");
+        }
     }
 }

@@ -52,15 +52,22 @@ fuzz_target!(|data: &[u8]| {
             let (mut p, mut c) = (ring.producer(), ring.consumer());
             for _ in 0..(op % 4) {
                 let _ = p.push(&[op; 13]);
+                let _ = p.push_kind(&[op; 3], op);
                 let _ = p.push_batch([&[1u8][..], &[2u8; 40][..]]);
                 if let Ok(r) = p.reserve(op as usize % 300) {
                     let n = r.len();
                     p.buffer(&r).fill(op);
-                    p.commit(r, n);
+                    p.commit_kind(r, n, op >> 4);
                 }
                 if let Ok(Some(f)) = c.peek() {
                     assert!(c.bytes(&f).len() <= 256);
+                    // Positions are checked to be 16-aligned: so is any payload.
+                    assert_eq!(c.bytes(&f).as_ptr() as usize % 16, 0);
+                    let _ = f.kind();
                     c.release(f);
+                }
+                if op & 0x80 != 0 {
+                    let _ = p.resync();
                 }
                 let _ = c.pop_batch(3, |b| assert!(b.len() <= 256));
                 let _ = ring.used();
@@ -70,12 +77,21 @@ fuzz_target!(|data: &[u8]| {
             let Ok(ring) = (unsafe { MpmcRing::attach(base, size) }) else { continue };
             for _ in 0..(op % 4) {
                 let _ = ring.try_push(&me, &[op; 20]);
+                // The slot size comes from the (scribbled) memory too.
+                let _ = ring.try_push_with_kind(&me, op, |buf| {
+                    let n = buf.len().min(4);
+                    buf[..n].fill(op);
+                    Some(n)
+                });
                 if let Ok(cl) = ring.try_pop(&me) {
                     assert!(ring.bytes(&cl).len() <= 32);
+                    let _ = ring.kind(&cl);
                     ring.release(cl);
                 }
                 let _ = ring.recover_writer(&dead, op & 2 != 0);
                 let _ = ring.recover_reader(&dead, op & 4 != 0);
+                let _ = ring.recover_reader_with(&dead, op & 8 != 0, |_, b| assert!(b.len() <= 32));
+                ring.scan_with_kind(|_, _, b| assert!(b.len() <= 32));
                 let _ = (ring.len(), ring.has_room(), ring.has_message());
             }
         }
