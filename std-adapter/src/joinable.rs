@@ -221,12 +221,27 @@ impl<T: Message> JoinableQueue<T> {
         Ok(JoinableQueue { q: Queue::bounded(capacity)? })
     }
 
+    /// An unbounded joinable queue (Python's `JoinableQueue()`): see
+    /// [`Queue::unbounded`].
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u32>::unbounded()?;
+    /// for i in 0..10_000 {
+    ///     q.try_send(&i)?; // never full
+    /// }
+    /// assert_eq!(q.unfinished(), 10_000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unbounded() -> Result<JoinableQueue<T>, Error> {
+        Ok(JoinableQueue { q: Queue::unbounded()? })
+    }
+
     /// A joinable queue from a [`QueueBuilder`].
     ///
     /// ```
-    /// let b = shmproc::Queue::<u8>::builder().capacity(2).message_size(8);
+    /// let b = shmproc::Queue::<u8>::builder().capacity(2).message_size(64);
     /// let q = shmproc::JoinableQueue::<u8>::from_builder(b)?;
-    /// assert_eq!(q.queue().message_size(), 8);
+    /// assert_eq!(q.queue().message_size(), 64);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn from_builder(b: QueueBuilder) -> Result<JoinableQueue<T>, Error> {

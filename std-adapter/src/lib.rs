@@ -50,12 +50,13 @@
 //! | `Barrier(n)`: `wait`, `abort`, `reset`, `broken` | [`Barrier::new`]: [`Barrier::wait`], [`Barrier::abort`], [`Barrier::reset`], [`Barrier::is_broken`] |
 //! | `Value('i', 0)`: `.value`, `get_lock()` | [`Value::new`]: [`Value::get`] / [`Value::set`], [`Value::lock`] |
 //! | `Array('d', n)` | [`Array::zeroed`] / [`Array::from_slice`], [`Array::lock`] |
-//! | `Queue(maxsize)` | [`Queue::bounded`] (+ [`Queue::builder`] for message size) |
+//! | `Queue(maxsize)` / `Queue()` | [`Queue::bounded`] / [`Queue::unbounded`] (+ [`Queue::builder`]); messages of any size |
 //! | `q.put(x)` / `put(x, block=False)` / `put(x, timeout=t)` / `put_nowait` | [`Queue::send`] / [`Queue::try_send`] / [`Queue::send_timeout`] |
 //! | `q.get()` / `get(block=False)` / `get(timeout=t)` / `get_nowait` | [`Queue::recv`] / [`Queue::try_recv`] / [`Queue::recv_timeout`]; in place: [`Queue::recv_ref`] |
 //! | `q.qsize()`, `q.empty()`, `q.full()`, `q.close()` | [`Queue::len`], [`Queue::is_empty`], [`Queue::is_full`], [`Queue::close`] |
 //! | `queue.Full` / `queue.Empty` | [`TrySendError::Full`] / [`TryRecvError::Empty`] |
 //! | `JoinableQueue(maxsize)`: `task_done`, `join` | [`JoinableQueue::bounded`]: [`JoinableQueue::task_done`], [`JoinableQueue::join`] |
+//! | pickling | rkyv, re-exported as [`rkyv`]: derive `Archive, Serialize, Deserialize` (see [`Message`]) |
 //! | `Pipe()` / `Pipe(duplex=False)` | [`Pipe::duplex`] / [`Pipe::oneway`] |
 //! | `conn.send`, `recv`, `poll(t)`, `send_bytes`, `recv_bytes`, `recv_bytes_into`, `close` | [`Connection::send`], [`Connection::recv`], [`Connection::poll`], [`Connection::send_bytes`], [`Connection::recv_bytes`], [`Connection::recv_bytes_into`], [`Connection::close`] |
 //! | `EOFError` from `recv` | [`RecvError::Disconnected`] |
@@ -77,7 +78,7 @@
 //! | [`Event`] | nothing is owned: no effect | any non-zero flag reads as set |
 //! | [`Condition`] | nothing is owned; the mutex reports its own dead owner on re-lock | spurious wake-ups |
 //! | [`Barrier`] | a party that dies *while waiting* breaks the barrier for the others (`Broken`); one that dies before arriving looks slow: use `wait_timeout` | impossible counts break the barrier |
-//! | [`Queue`], [`JoinableQueue`] | a producer killed mid-message: nothing torn is ever delivered, the next producer takes its side over (byte ring) or its slot is skipped (slot ring); a consumer killed holding a message: that message is dropped and the queue goes on; every sender gone (dropped or dead): receivers get `Disconnected`, and blocked senders when every receiver is gone; a consumer that dies before `task_done` leaves the task unfinished (use `join_timeout`) | lengths and positions checked, messages validated (`Corrupt`) |
+//! | [`Queue`], [`JoinableQueue`] | a producer killed mid-message: nothing torn is ever delivered, the next producer takes its side over (byte ring) or its slot is skipped (slot ring); a consumer killed holding a message: that message is dropped (its out-of-line block freed) and the queue goes on; every sender gone (dropped or dead): receivers get `Disconnected`, and blocked senders when every receiver is gone; a consumer that dies before `task_done` leaves the task unfinished (use `join_timeout`) | lengths and positions checked, descriptors of out-of-line blocks checked against the segment file, messages validated (`Corrupt`) |
 //! | [`Pipe`] ends | frames are published whole, so a dead sender leaves nothing torn; the other end gets `Disconnected` | frames bounds-checked, messages validated |
 //! | [`Pool`] | a worker that dies fails exactly the task it ran (`WorkerDied`) and is replaced; a panicking task fails with `Panicked` and the worker goes on | results validated |
 //! | [`SharedMap`], [`SharedList`] | a writer killed mid-update leaves the old or the new entry (duplicates resolved by version on the next access) | entries validated (`Corrupt`) |
@@ -123,13 +124,15 @@
 pub mod array;
 pub mod barrier;
 mod blocking;
+mod bulk;
+mod channel_error;
 pub mod condition;
 mod error;
 pub mod event;
 mod globals;
 pub mod inspect;
 pub mod joinable;
-mod message;
+pub mod message;
 pub mod mutex;
 mod object;
 pub mod pipe;
@@ -138,6 +141,7 @@ pub mod pool;
 pub mod process;
 pub mod queue;
 mod queue_bytes;
+mod ring_chain;
 mod roles;
 pub mod segment;
 pub mod semaphore;
@@ -167,6 +171,10 @@ pub use queue::{
     Queue, QueueBuilder, Receiver, RecvError, RecvRef, RecvTimeoutError, SendError, SendTimeoutError, Sender,
     TryRecvError, TrySendError,
 };
+/// rkyv, the serialisation every message uses: derive
+/// `shmproc::rkyv::{Archive, Serialize, Deserialize}` for a message type (see
+/// [`Message`]) without adding rkyv to `Cargo.toml`.
+pub use rkyv;
 pub use segment::{Segment, SegmentError, SegmentInfo, SegmentStatus};
 pub use semaphore::{BoundedSemaphore, ReleaseError, Semaphore, SemaphoreGuard};
 pub use shared_map::{SharedError, SharedList, SharedMap};

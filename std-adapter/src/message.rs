@@ -1,12 +1,25 @@
-//! The bound every message, argument and result type satisfies: rkyv
-//! `Archive + Serialize`, with a validated (`bytecheck`) archived form that can
-//! be deserialised back.
+//! The bound every message, argument and result type satisfies ([`Message`]),
+//! and the writer that serialises messages straight into shared memory
+//! ([`SlotWriter`]).
+//!
+//! # Sizing without error text
+//!
+//! A message is serialised in place into space reserved in a ring. Whether it
+//! fits is decided by the crate's own state, never by rkyv's error message
+//! (which release builds of rkyv do not carry): [`SlotWriter`] writes what
+//! fits, and once a write would pass the end of its buffer it stops writing
+//! but keeps counting. rkyv never reads back what it wrote, so the
+//! serialisation runs to completion either way, and the writer's final
+//! position is the exact size of the archive. A message that did not fit is
+//! then placed where it does (a larger frame, or an out-of-line block: see
+//! `bulk.rs`) and serialised once more; an error from rkyv is always a real
+//! serialisation failure.
 
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::ser::allocator::{ArenaHandle, SubAllocator};
-use rkyv::ser::writer::Buffer;
+use rkyv::ser::{Positional, Writer};
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -16,12 +29,19 @@ use rkyv::{Archive, Deserialize, Serialize};
 /// Implemented automatically for every type that derives
 /// `rkyv::{Archive, Serialize, Deserialize}` (with rkyv's default `bytecheck`
 /// support), and for the primitives, `String`, `Vec<T>`, `Option<T>`, tuples...
+/// rkyv is re-exported as [`shmproc::rkyv`](crate::rkyv), so a message type
+/// needs no other dependency than `shmproc`: derive with
+/// `#[derive(shmproc::rkyv::Archive, shmproc::rkyv::Serialize, shmproc::rkyv::Deserialize)]`
+/// and tell the derive where rkyv is with `#[rkyv(crate = shmproc::rkyv)]`.
 ///
 /// Keep message types away from rkyv's niching wrappers (`#[rkyv(niche)]`,
 /// `Niche`, `NicheInto`): they have open soundness reports.
 ///
 /// ```
+/// use shmproc::rkyv;
+///
 /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+/// #[rkyv(crate = shmproc::rkyv)]
 /// struct Job {
 ///     id: u64,
 ///     args: Vec<String>,
@@ -39,8 +59,8 @@ pub trait Message:
         Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
                       + Deserialize<Self, HighDeserializer<rancor::Error>>,
     > + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
-    + for<'a, 'b> Serialize<HighSerializer<Buffer<'b>, ArenaHandle<'a>, rancor::Error>>
-    + for<'a, 'b> Serialize<HighSerializer<Buffer<'b>, SubAllocator<'a>, rancor::Error>>
+    + for<'a, 'b> Serialize<HighSerializer<SlotWriter<'b>, ArenaHandle<'a>, rancor::Error>>
+    + for<'a, 'b> Serialize<HighSerializer<SlotWriter<'b>, SubAllocator<'a>, rancor::Error>>
 {
 }
 
@@ -49,20 +69,130 @@ impl<T> Message for T where
             Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
                           + Deserialize<T, HighDeserializer<rancor::Error>>,
         > + for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
-        + for<'a, 'b> Serialize<HighSerializer<Buffer<'b>, ArenaHandle<'a>, rancor::Error>>
-        + for<'a, 'b> Serialize<HighSerializer<Buffer<'b>, SubAllocator<'a>, rancor::Error>>
+        + for<'a, 'b> Serialize<HighSerializer<SlotWriter<'b>, ArenaHandle<'a>, rancor::Error>>
+        + for<'a, 'b> Serialize<HighSerializer<SlotWriter<'b>, SubAllocator<'a>, rancor::Error>>
 {
+}
+
+/// An rkyv [`Writer`] over a fixed buffer (a frame or slot in shared memory)
+/// that records an overflow instead of failing: bytes that fit are written,
+/// and once a write would pass the end nothing more is written but the
+/// position keeps counting, so [`pos`](Positional::pos) at the end is the
+/// archive's full size. The archive is complete exactly when
+/// [`fits`](SlotWriter::fits).
+///
+/// ```
+/// use shmproc::message::SlotWriter;
+/// use shmproc::rkyv::{self, rancor};
+///
+/// let mut small = [0u8; 8];
+/// let w = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&"a string longer than 8".to_string(), SlotWriter::new(&mut small))?;
+/// assert!(!w.fits());
+/// let needed = w.len(); // the exact size, learned without a second buffer
+///
+/// let mut big = vec![0u8; needed];
+/// let w = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&"a string longer than 8".to_string(), SlotWriter::new(&mut big))?;
+/// assert!(w.fits());
+/// assert_eq!(w.len(), needed);
+/// # Ok::<(), rancor::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct SlotWriter<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> SlotWriter<'a> {
+    /// A writer that starts at the beginning of `buf`.
+    ///
+    /// ```
+    /// let mut buf = [0u8; 16];
+    /// let w = shmproc::message::SlotWriter::new(&mut buf);
+    /// assert_eq!((w.len(), w.fits()), (0, true));
+    /// ```
+    #[inline]
+    pub fn new(buf: &'a mut [u8]) -> SlotWriter<'a> {
+        SlotWriter { buf, pos: 0 }
+    }
+
+    /// Bytes the archive needs so far (all of it once serialisation ended).
+    ///
+    /// ```
+    /// use shmproc::rkyv::{self, rancor};
+    /// let mut buf = [0u8; 64];
+    /// let w = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&7u64, shmproc::message::SlotWriter::new(&mut buf))?;
+    /// assert_eq!(w.len(), 8);
+    /// # Ok::<(), rancor::Error>(())
+    /// ```
+    #[inline]
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.pos
+    }
+
+    /// Whether nothing was written yet.
+    ///
+    /// ```
+    /// let mut buf = [0u8; 4];
+    /// assert!(shmproc::message::SlotWriter::new(&mut buf).is_empty());
+    /// ```
+    #[inline]
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.pos == 0
+    }
+
+    /// Whether every byte written so far landed in the buffer.
+    ///
+    /// ```
+    /// use shmproc::rkyv::{self, rancor};
+    /// let mut buf = [0u8; 4];
+    /// let w = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&7u64, shmproc::message::SlotWriter::new(&mut buf))?;
+    /// assert!(!w.fits());
+    /// # Ok::<(), rancor::Error>(())
+    /// ```
+    #[inline]
+    #[must_use]
+    pub fn fits(&self) -> bool {
+        self.pos <= self.buf.len()
+    }
+}
+
+impl Positional for SlotWriter<'_> {
+    #[inline]
+    fn pos(&self) -> usize {
+        self.pos
+    }
+}
+
+impl<E> Writer<E> for SlotWriter<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
+        let end = self.pos.saturating_add(bytes.len());
+        // Writes are sequential, so once one is skipped `pos` stays past the
+        // end and `fits` stays false: a partial archive is never taken for a
+        // whole one.
+        if let Some(dst) = self.buf.get_mut(self.pos..end) {
+            dst.copy_from_slice(bytes);
+        }
+        self.pos = end;
+        Ok(())
+    }
+}
+
+/// What [`encode_into`] did.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Encoded {
+    /// The archive is in the buffer: this many bytes.
+    Done(usize),
+    /// The archive needs this many bytes, more than the buffer has; what was
+    /// written is a partial archive to be dropped.
+    Needs(usize),
 }
 
 /// Serialises `value` into a fresh aligned buffer.
 pub(crate) fn encode<T: Message>(value: &T) -> Result<AlignedVec, rancor::Error> {
     rkyv::to_bytes::<rancor::Error>(value)
-}
-
-/// Serialises `value` into `buf` (cleared first), reusing its allocation.
-pub(crate) fn encode_reusing<T: Message>(value: &T, mut buf: AlignedVec) -> Result<AlignedVec, rancor::Error> {
-    buf.clear();
-    rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, buf)
 }
 
 /// Validates `bytes` and deserialises a `T` from them. `bytes` must be aligned
@@ -71,37 +201,29 @@ pub(crate) fn decode<T: Message>(bytes: &[u8]) -> Result<T, rancor::Error> {
     rkyv::from_bytes::<T, rancor::Error>(bytes)
 }
 
-/// Serialises `value` straight into `buf` (a slot in shared memory); returns
-/// the bytes used.
+/// Serialises `value` straight into `buf` (a frame or slot in shared
+/// memory): `Done(n)` when the `n`-byte archive fits, `Needs(n)` when it
+/// needs `n` bytes (module docs). An error is a real serialisation failure.
 ///
 /// Scratch space comes first from a small buffer on the stack (enough for
 /// plain values and short collections, and free of the thread-local arena's
 /// bookkeeping); if that runs out, the serialisation is redone with rkyv's
 /// arena.
 #[inline(always)]
-pub(crate) fn encode_into<T: Message>(value: &T, buf: &mut [u8]) -> Result<usize, EncodeError> {
+pub(crate) fn encode_into<T: Message>(value: &T, buf: &mut [u8]) -> Result<Encoded, rancor::Error> {
     let mut scratch = [core::mem::MaybeUninit::<u8>::uninit(); 512];
     let fast = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
         value,
-        Buffer::from(&mut *buf),
+        SlotWriter::new(&mut *buf),
         SubAllocator::new(&mut scratch),
     );
-    let result = match fast {
-        Ok(written) => return Ok(written.len()),
-        Err(_) => rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, Buffer::from(buf)),
+    let w = match fast {
+        Ok(w) => w,
+        // The stack scratch ran out (or a real failure, which the arena
+        // attempt reports again).
+        Err(_) => rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, SlotWriter::new(buf))?,
     };
-    match result {
-        Ok(written) => Ok(written.len()),
-        Err(e) => {
-            // rkyv reports a full buffer as "overflowed buffer ...".
-            let msg = e.to_string();
-            if msg.contains("overflow") {
-                Err(EncodeError::TooLarge)
-            } else {
-                Err(EncodeError::Other(msg))
-            }
-        }
-    }
+    Ok(if w.fits() { Encoded::Done(w.len()) } else { Encoded::Needs(w.len()) })
 }
 
 /// Deserialises a `T` from `bytes` (copied out of shared memory by the
@@ -124,6 +246,14 @@ pub(crate) fn decode_copy<T: Message>(bytes: &[u8]) -> Result<T, rancor::Error> 
     thread_local! {
         static BIG: core::cell::RefCell<AlignedVec> = core::cell::RefCell::new(AlignedVec::new());
     }
+    // Beyond this, a fresh buffer (freed after use): a thread's buffer keeps
+    // its largest size.
+    const KEEP: usize = 1 << 20;
+    if bytes.len() > KEEP {
+        let mut v = AlignedVec::<16>::with_capacity(bytes.len());
+        v.extend_from_slice(bytes);
+        return decode::<T>(&v);
+    }
     BIG.with(|b| match b.try_borrow_mut() {
         Ok(mut v) => {
             v.clear();
@@ -137,11 +267,4 @@ pub(crate) fn decode_copy<T: Message>(bytes: &[u8]) -> Result<T, rancor::Error> 
             decode::<T>(&v)
         }
     })
-}
-
-/// Why [`encode_into`] failed.
-#[derive(Debug)]
-pub(crate) enum EncodeError {
-    TooLarge,
-    Other(String),
 }

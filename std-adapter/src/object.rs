@@ -106,6 +106,11 @@ impl Object {
         &self.seg
     }
 
+    /// The object's index in its segment's directory.
+    pub(crate) fn index(&self) -> u32 {
+        self.index
+    }
+
     pub(crate) fn repr(&self) -> HandleRepr {
         HandleRepr { fd: self.seg.as_raw_fd(), index: self.index }
     }

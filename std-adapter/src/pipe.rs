@@ -35,34 +35,32 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rkyv::util::AlignedVec;
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<AlignedVec> = std::cell::RefCell::new(AlignedVec::new());
-}
 use shmproc_core::participants::{Presence, Role};
-use shmproc_core::region::kind;
+use shmproc_core::region::{kind, RegionObject};
 use shmproc_core::spsc::{Consumer, Producer, RingError, SpscRing};
 use shmproc_core::Deadline;
 
 use crate::blocking::{receiver_pace, wait, wait_paced, Waited};
+use crate::bulk::{
+    copy_block, decode_message, with_message, write_block, BlockMut, Window, DESCRIPTOR_LEN, KIND_BLOCK, KIND_INLINE,
+};
+use crate::channel_error::Failure;
 use crate::error::Error;
-use crate::message::{decode_copy, encode, encode_into, encode_reusing, EncodeError, Message};
+use crate::message::{encode_into, Encoded, Message};
 use crate::object::Object;
-use crate::queue::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError};
+use crate::queue::{measure, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError};
 use crate::roles;
 use crate::segment::Segment;
-
-/// What a send from inside a `Serialize` impl on the same pipe end reports.
-const REENTERED: &str = "pipe end re-entered from a Serialize impl";
 
 /// Ring bytes per direction unless set with [`Pipe::duplex_with_capacity`].
 ///
 /// ```
 /// let (tx, _rx) = shmproc::Pipe::<Vec<u8>>::oneway()?;
-/// assert_eq!(tx.max_message_size(), shmproc::pipe::DEFAULT_PIPE_CAPACITY - 16);
+/// // Messages up to half the ring travel in it; larger ones out of line.
+/// assert!(tx.inline_limit() <= shmproc::pipe::DEFAULT_PIPE_CAPACITY / 2);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub const DEFAULT_PIPE_CAPACITY: usize = 1 << 20;
@@ -102,22 +100,42 @@ impl fmt::Display for RecvBytesIntoError {
 
 impl std::error::Error for RecvBytesIntoError {}
 
+/// The shared state in front of a pipe direction's ring.
+#[repr(C, align(128))]
+struct PipeHead {
+    /// The bump counter of out-of-line blocks (see `bulk.rs`).
+    bulk_next: AtomicU64,
+}
+
+// SAFETY: atomics only, valid for any bits; alignment 128.
+unsafe impl RegionObject for PipeHead {
+    const KIND: u32 = kind::SPSC_RING;
+}
+
+const RING_OFFSET: usize = std::mem::size_of::<PipeHead>();
+
 /// One direction: a ring in its own object.
 #[derive(Clone)]
 struct Channel {
     /// Keeps the mapping (and so `ring`) alive.
-    _obj: Object,
+    obj: Object,
     ring: SpscRing,
+    window: Option<Window>,
 }
 
 impl Channel {
     fn create(seg: &Segment, capacity: usize) -> Result<Channel, Error> {
         let cap = capacity.max(64).next_power_of_two();
-        let size = SpscRing::required_size(cap);
+        let size = RING_OFFSET + SpscRing::required_size(cap);
         let mut failed = false;
         let obj = Object::create(Some(seg), "", kind::SPSC_RING, size, |p| {
-            // SAFETY: p is OBJECT_ALIGN-aligned with `size` bytes.
-            failed = unsafe { SpscRing::init(p, size, cap) }.is_err();
+            // SAFETY: p is OBJECT_ALIGN-aligned with `size` bytes: the head at
+            // 0, the ring at RING_OFFSET (a multiple of 128); not yet shared.
+            unsafe {
+                (*p.as_ptr().cast::<PipeHead>()).bulk_next.store(0, Ordering::Relaxed);
+                let ring = std::ptr::NonNull::new_unchecked(p.as_ptr().add(RING_OFFSET));
+                failed = SpscRing::init(ring, size - RING_OFFSET, cap).is_err();
+            }
         })?;
         if failed {
             return Err(Error::Layout("pipe ring initialisation failed"));
@@ -126,11 +144,20 @@ impl Channel {
     }
 
     fn from_object(obj: Object) -> Result<Channel, Error> {
-        // SAFETY: the object's bytes are inside the mapping kept alive by `obj`;
-        // attach validates the ring's contents.
-        let ring =
-            unsafe { SpscRing::attach(obj.at(0), obj.size()) }.map_err(|_| Error::Layout("corrupt pipe ring"))?;
-        Ok(Channel { _obj: obj, ring })
+        if obj.size() < RING_OFFSET {
+            return Err(Error::Layout("pipe object too small"));
+        }
+        // SAFETY: the object's bytes from RING_OFFSET to its end are inside
+        // the mapping kept alive by `obj`; attach validates the ring's
+        // contents.
+        let ring = unsafe { SpscRing::attach(obj.at(RING_OFFSET), obj.size() - RING_OFFSET) }
+            .map_err(|_| Error::Layout("corrupt pipe ring"))?;
+        let window = Window::of(&obj);
+        Ok(Channel { obj, ring, window })
+    }
+
+    fn bulk_next(&self) -> &AtomicU64 {
+        &self.obj.head::<PipeHead>().bulk_next
     }
 
     fn presence(&self, role: Role) -> Presence {
@@ -154,79 +181,118 @@ impl TxEnd {
         TxEnd { ch, producer, size_hint: Cell::new(0) }
     }
 
-    fn send_bytes_deadline(&self, bytes: &[u8], deadline: Option<Deadline>) -> Result<(), SendTimeoutError> {
+    /// Messages up to this size go in the ring itself (waiting for room as
+    /// a pipe does); larger ones out of line (see `bulk.rs`).
+    fn inline_max(&self) -> usize {
+        self.ch.ring.max_frame() / 2
+    }
+
+    /// Publishes one frame of `len` bytes and `kind` that `write` fills,
+    /// waiting for room until `deadline`.
+    fn push_with(
+        &self,
+        len: usize,
+        kind: u8,
+        deadline: Option<Deadline>,
+        mut write: impl FnMut(&mut [u8]) -> Result<usize, Failure>,
+    ) -> Result<(), Failure> {
         let ring = &self.ch.ring;
         loop {
             if ring.is_closed() {
-                return Err(SendTimeoutError::Disconnected);
+                return Err(Failure::Disconnected);
             }
-            let Ok(mut producer) = self.producer.try_borrow_mut() else {
-                return Err(SendTimeoutError::Serialize { reason: REENTERED.to_owned() });
-            };
-            let pushed = producer.push(bytes);
-            drop(producer);
-            match pushed {
-                Ok(()) => return Ok(()),
-                Err(RingError::Full) => {}
-                Err(RingError::TooLarge) => return Err(SendTimeoutError::TooLarge { limit: ring.max_frame() }),
-                Err(RingError::Corrupt(r) | RingError::Layout(r)) => {
-                    return Err(SendTimeoutError::Corrupt { reason: r })
+            {
+                let Ok(mut p) = self.producer.try_borrow_mut() else { return Err(Failure::Reentered) };
+                match p.reserve(len) {
+                    // Not published unless committed.
+                    Ok(r) => {
+                        let n = write(p.buffer(&r))?;
+                        p.commit_kind(r, n, kind);
+                        return Ok(());
+                    }
+                    Err(RingError::Full) => {}
+                    Err(RingError::TooLarge) => return Err(Failure::TooLarge { size: len, limit: ring.max_frame() }),
+                    Err(RingError::Corrupt(r) | RingError::Layout(r)) => return Err(Failure::corrupt(r)),
                 }
             }
-            let has_room = || ring.fits(bytes.len());
             match wait(
                 deadline,
                 &ring.header().not_full,
-                has_room,
+                || ring.fits(len),
                 || ring.is_closed(),
                 || self.ch.presence(Role::Receiver) == Presence::Absent,
                 |_| (0, false),
             ) {
                 Waited::Ready => {}
-                Waited::Timeout => return Err(SendTimeoutError::Timeout),
-                Waited::Disconnected => return Err(SendTimeoutError::Disconnected),
+                Waited::Timeout => return Err(Failure::Timeout),
+                Waited::Disconnected => return Err(Failure::Disconnected),
             }
         }
     }
 
-    fn send<T: Message>(&self, v: &T, deadline: Option<Deadline>) -> Result<(), SendTimeoutError> {
+    /// Publishes a block's descriptor; frees the block if that fails.
+    fn push_block(&self, block: BlockMut, deadline: Option<Deadline>) -> Result<(), Failure> {
+        let desc = block.descriptor().encode();
+        let r = self.push_with(DESCRIPTOR_LEN, KIND_BLOCK, deadline, |buf| {
+            buf[..DESCRIPTOR_LEN].copy_from_slice(&desc);
+            Ok(DESCRIPTOR_LEN)
+        });
+        match r {
+            Ok(()) => block.published(),
+            Err(_) => block.discard(),
+        }
+        r
+    }
+
+    fn send_bytes_deadline(&self, bytes: &[u8], deadline: Option<Deadline>) -> Result<(), Failure> {
+        if bytes.len() <= self.inline_max() {
+            self.push_with(bytes.len(), KIND_INLINE, deadline, |buf| {
+                buf[..bytes.len()].copy_from_slice(bytes);
+                Ok(bytes.len())
+            })
+        } else {
+            let block = copy_block(self.ch.window, self.ch.bulk_next(), bytes)?;
+            self.push_block(block, deadline)
+        }
+    }
+
+    fn send<T: Message>(&self, v: &T, deadline: Option<Deadline>) -> Result<(), Failure> {
         // Fast path: serialise straight into a frame reserved for the size of
         // the previous message. Anything else (no room, a bigger message, a
         // closed ring) takes the general path below.
         let hint = self.size_hint.get().max(std::mem::size_of::<T::Archived>()).max(8);
-        if let Ok(mut p) = self.producer.try_borrow_mut() {
-            if hint <= self.ch.ring.max_frame() && !self.ch.ring.is_closed() {
+        let mut needs = None;
+        {
+            let Ok(mut p) = self.producer.try_borrow_mut() else { return Err(Failure::Reentered) };
+            if hint <= self.inline_max() && !self.ch.ring.is_closed() {
                 if let Ok(r) = p.reserve(hint) {
-                    match encode_into(v, p.buffer(&r)) {
-                        Ok(n) => {
+                    match encode_into(v, p.buffer(&r)).map_err(|e| Failure::Serialize(e.to_string()))? {
+                        Encoded::Done(n) => {
                             p.commit(r, n);
                             return Ok(());
                         }
                         // Never published: the reservation is simply dropped.
-                        Err(EncodeError::TooLarge) => {}
-                        Err(EncodeError::Other(reason)) => return Err(SendTimeoutError::Serialize { reason }),
+                        Encoded::Needs(n) => needs = Some(n),
                     }
                 }
             }
         }
-        // Serialise into a per-thread buffer (no allocation once warm), then
-        // copy the frame in, waiting for room as needed.
-        SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buf) => {
-                let taken = std::mem::take(&mut *buf);
-                let bytes =
-                    encode_reusing(v, taken).map_err(|e| SendTimeoutError::Serialize { reason: e.to_string() })?;
-                self.size_hint.set(bytes.len());
-                let r = self.send_bytes_deadline(&bytes, deadline);
-                *buf = bytes;
-                r
-            }
-            Err(_) => {
-                let bytes = encode(v).map_err(|e| SendTimeoutError::Serialize { reason: e.to_string() })?;
-                self.size_hint.set(bytes.len());
-                self.send_bytes_deadline(&bytes, deadline)
-            }
-        })
+        let n = match needs {
+            Some(n) => n,
+            None => measure(v)?,
+        };
+        self.size_hint.set(n);
+        if n <= self.inline_max() {
+            // In place, in a frame of the exact size, waiting for room.
+            self.push_with(n, KIND_INLINE, deadline, |buf| match encode_into(v, buf) {
+                Ok(Encoded::Done(m)) if m == n => Ok(m),
+                Ok(_) => Err(Failure::Serialize("the value serialised to a different size the second time".into())),
+                Err(e) => Err(Failure::Serialize(e.to_string())),
+            })
+        } else {
+            let block = write_block(self.ch.window, self.ch.bulk_next(), v, n)?;
+            self.push_block(block, deadline)
+        }
     }
 }
 
@@ -254,26 +320,27 @@ impl RxEnd {
         self.ch.ring.has_frame()
     }
 
-    /// Waits for a frame and runs `f` on it; `f` returns whether to consume it.
+    /// Waits for a frame and runs `f` on its kind and payload; `f` returns
+    /// whether to consume it.
     fn with_frame<R>(
         &self,
         deadline: Option<Deadline>,
-        mut f: impl FnMut(&[u8]) -> (R, bool),
-    ) -> Result<R, RecvTimeoutError> {
+        mut f: impl FnMut(u8, &[u8]) -> (R, bool),
+    ) -> Result<R, Failure> {
         let ring = &self.ch.ring;
         loop {
             {
                 let mut c = self.consumer.borrow_mut();
                 match c.peek() {
                     Ok(Some(frame)) => {
-                        let (r, consume) = f(c.bytes(&frame));
+                        let (r, consume) = f(frame.kind(), c.bytes(&frame));
                         if consume {
                             c.release(frame);
                         }
                         return Ok(r);
                     }
                     Ok(None) => {}
-                    Err(e) => return Err(RecvTimeoutError::Corrupt { reason: e.reason().to_owned() }),
+                    Err(e) => return Err(Failure::corrupt(e.reason())),
                 }
             }
             let gone = || !self.has_frame() && (ring.is_closed() || self.ch.presence(Role::Sender) == Presence::Absent);
@@ -287,21 +354,36 @@ impl RxEnd {
                 |_| (0, false),
             ) {
                 Waited::Ready => {}
-                Waited::Timeout => return Err(RecvTimeoutError::Timeout),
+                Waited::Timeout => return Err(Failure::Timeout),
                 Waited::Disconnected => {
                     if !self.has_frame() {
-                        return Err(RecvTimeoutError::Disconnected);
+                        return Err(Failure::Disconnected);
                     }
                 }
             }
         }
     }
 
-    fn recv<T: Message>(&self, deadline: Option<Deadline>) -> Result<T, RecvTimeoutError> {
-        // Copied out (decode_copy) before validation; the frame is released
-        // after the copy.
-        let r = self.with_frame(deadline, |b| (decode_copy::<T>(b), true))?;
-        r.map_err(|e| RecvTimeoutError::Corrupt { reason: e.to_string() })
+    fn recv<T: Message>(&self, deadline: Option<Deadline>) -> Result<T, Failure> {
+        // Copied out before validation; the frame is released after the copy
+        // (an out-of-line block is freed before: see `bulk.rs`).
+        let window = self.ch.window;
+        self.with_frame(deadline, |kind, b| (decode_message::<T>(window, kind, b), true))?
+    }
+
+    /// Runs `read` on the next message's bytes (in place or in its block);
+    /// `read` says whether the message is consumed.
+    fn with_message<R>(
+        &self,
+        deadline: Option<Deadline>,
+        mut read: impl FnMut(&[u8]) -> (R, bool),
+    ) -> Result<R, Failure> {
+        let window = self.ch.window;
+        self.with_frame(deadline, |kind, b| match with_message(window, kind, b, &mut read) {
+            Ok((r, consumed)) => (Ok(r), consumed),
+            // An unreadable message is dropped, as one that fails validation.
+            Err(e) => (Err(e), true),
+        })?
     }
 
     fn poll(&self, timeout: Duration) -> bool {
@@ -360,11 +442,14 @@ impl<T: Message> Pipe<T> {
     }
 
     /// [`duplex`](Pipe::duplex) with `bytes` of ring per direction (rounded up
-    /// to a power of two; a message may take up to that minus 8 bytes).
+    /// to a power of two). Messages up to about half of it travel in the
+    /// ring; larger ones, of any size, out of line (see [`Connection::inline_limit`]).
     ///
     /// ```
-    /// let (a, _b) = shmproc::Pipe::<Vec<u8>>::duplex_with_capacity(4096)?;
-    /// assert_eq!(a.max_message_size(), 4096 - 16);
+    /// let (a, b) = shmproc::Pipe::<Vec<u8>>::duplex_with_capacity(4096)?;
+    /// assert!(a.inline_limit() < 2048);
+    /// a.send(&vec![1u8; 100_000])?; // out of line
+    /// assert_eq!(b.recv()?.len(), 100_000);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn duplex_with_capacity(bytes: usize) -> Result<(Connection<T>, Connection<T>), Error> {
@@ -432,14 +517,14 @@ macro_rules! send_side {
             ///
             /// ```
             /// let (tx, _rx) = shmproc::Pipe::<Vec<u8>>::oneway_with_capacity(256)?;
-            /// let big = vec![0u8; 200];
-            /// tx.send_timeout(&big, std::time::Duration::from_millis(10))?;
+            /// let msg = vec![0u8; 100];
+            /// tx.send_timeout(&msg, std::time::Duration::from_millis(10))?;
             /// // No room for a second one until the receiver reads.
-            /// assert!(tx.send_timeout(&big, std::time::Duration::from_millis(10)).is_err());
+            /// assert!(tx.send_timeout(&msg, std::time::Duration::from_millis(10)).is_err());
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn send_timeout(&self, value: &T, timeout: Duration) -> Result<(), SendTimeoutError> {
-                self.$tx.send(value, Some(Deadline::after(timeout)))
+                self.$tx.send(value, Some(Deadline::after(timeout))).map_err(SendTimeoutError::from)
             }
             /// Sends raw bytes as one message.
             ///
@@ -452,16 +537,23 @@ macro_rules! send_side {
             pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
                 self.$tx.send_bytes_deadline(bytes, None).map_err(SendError::from)
             }
-            /// The largest message this end can send, in bytes.
+            /// The largest message, in bytes, that travels in the ring itself
+            /// (serialised in place, waiting for room as a pipe does). A
+            /// larger message, of any size, travels out of line: in a block of
+            /// shared memory of its own whose descriptor the ring carries (see
+            /// the [`queue`](crate::queue) module docs), so a sender never
+            /// waits for the receiver to make room for it.
             ///
             /// ```
-            /// let (tx, _rx) = shmproc::Pipe::<u8>::oneway_with_capacity(1024)?;
-            /// assert_eq!(tx.max_message_size(), 1008);
+            /// let (tx, rx) = shmproc::Pipe::<Vec<u8>>::oneway_with_capacity(1024)?;
+            /// assert!(tx.inline_limit() < 1024);
+            /// tx.send(&vec![7u8; 16 << 20])?; // 16 MiB through a 1 KiB ring
+            /// assert_eq!(rx.recv()?.len(), 16 << 20);
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             #[must_use]
-            pub fn max_message_size(&self) -> usize {
-                self.$tx.ch.ring.max_frame()
+            pub fn inline_limit(&self) -> usize {
+                self.$tx.inline_max()
             }
         }
     };
@@ -493,12 +585,7 @@ macro_rules! recv_side {
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn try_recv(&self) -> Result<T, TryRecvError> {
-                match self.$rx.recv(Some(Deadline::EXPIRED)) {
-                    Ok(v) => Ok(v),
-                    Err(RecvTimeoutError::Timeout) => Err(TryRecvError::Empty),
-                    Err(RecvTimeoutError::Disconnected) => Err(TryRecvError::Disconnected),
-                    Err(RecvTimeoutError::Corrupt { reason }) => Err(TryRecvError::Corrupt { reason }),
-                }
+                self.$rx.recv(Some(Deadline::EXPIRED)).map_err(TryRecvError::from)
             }
             /// Receives a message, waiting at most `timeout`.
             ///
@@ -509,7 +596,7 @@ macro_rules! recv_side {
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-                self.$rx.recv(Some(Deadline::after(timeout)))
+                self.$rx.recv(Some(Deadline::after(timeout))).map_err(RecvTimeoutError::from)
             }
             /// Receives one message as raw bytes.
             ///
@@ -520,7 +607,7 @@ macro_rules! recv_side {
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
-                self.$rx.with_frame(None, |b| (b.to_vec(), true)).map_err(RecvError::from)
+                self.$rx.with_message(None, |b| (b.to_vec(), true)).map_err(RecvError::from)
             }
             /// Receives one message into `buf`; returns its length. A message
             /// longer than `buf` stays in the pipe.
@@ -534,7 +621,7 @@ macro_rules! recv_side {
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, RecvBytesIntoError> {
-                let r = self.$rx.with_frame(None, |b| {
+                let r = self.$rx.with_message(None, |b| {
                     if b.len() > buf.len() {
                         (Err(b.len()), false)
                     } else {

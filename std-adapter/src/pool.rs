@@ -382,14 +382,23 @@ impl PoolBuilder {
         self
     }
 
-    /// Largest serialised task argument or result, in bytes (default 8 KiB).
+    /// Task arguments and results up to this many bytes (default 8 KiB) travel
+    /// in the task and result queues' slots; larger ones, of any size, travel
+    /// out of line (see [`Queue`]'s docs), at the cost of a few system calls
+    /// each. `map` and `starmap` cut their chunks to about half of it.
     ///
     /// ```
     /// fn len(v: Vec<u8>) -> usize {
     ///     v.len()
     /// }
+    /// fn zeros(n: usize) -> Vec<u8> {
+    ///     vec![0; n]
+    /// }
     /// let pool = shmproc::Pool::builder().processes(1).max_message_size(1 << 16).build()?;
     /// assert_eq!(pool.apply(len, vec![0u8; 30_000])?, 30_000);
+    /// // Beyond it: out of line, both ways.
+    /// assert_eq!(pool.apply(len, vec![0u8; 300_000])?, 300_000);
+    /// assert_eq!(pool.apply(zeros, 1 << 20)?.len(), 1 << 20);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn max_message_size(mut self, bytes: usize) -> Self {
@@ -504,7 +513,7 @@ impl PoolInner {
                 }
             }
             Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
-            Err(RecvTimeoutError::Corrupt { .. }) => {}
+            Err(RecvTimeoutError::Corrupt { .. } | RecvTimeoutError::Reentered) => {}
         }
         self.check_workers(st);
     }
@@ -949,7 +958,9 @@ impl Pool {
     }
 
     /// Submits one chunk, halving it while its encoding would take more than
-    /// half a message slot (leaving room for results of similar size).
+    /// half a message slot (leaving room for results of similar size): a
+    /// chunk that fits a slot travels without a system call. Results of any
+    /// size come back (out of line when they are larger).
     fn submit_chunk<I: Message, R: Message>(
         &self,
         tramp: PoolTramp,

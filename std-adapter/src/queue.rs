@@ -49,12 +49,37 @@
 //! receivers can each hold a `RecvRef` at once, and a stalled producer does
 //! not hold up the others. It is slower between two processes.
 //!
-//! Measured between two processes on a 2-core VM, `Queue<u64>`, criterion
-//! means, the pipe-based queue in the same run: byte ring 24.3–26.3 ns per message
-//! (30.9–34.2x the pipe queue), slot ring 46–48 ns. One-way latency of a
-//! `try_recv` loop: byte ring 182–188 ns, slot ring 193–197 ns (a frame is
-//! published by its header word, which is what the consumer polls: one cache
-//! line moves per message).
+//! The README's table gives the measured costs of both layouts beside a
+//! pipe-based queue.
+//!
+//! # Message sizes
+//!
+//! A queue carries messages of any size, like Python's. Capacity counts
+//! messages ([`bounded`](Queue::bounded)`(n)`: at most `n` queued, whatever
+//! their sizes; [`unbounded`](Queue::unbounded): no limit while memory
+//! lasts), and [`message_size`](QueueBuilder::message_size) is only the size
+//! up to which a message is sure to travel *in* the ring:
+//!
+//! * **In the ring** (the fast path): a message up to `message_size`, or a
+//!   larger one (up to a quarter of the ring) while the ring has room to
+//!   spare, is serialised in place into a frame or slot. Whether it fits is
+//!   learned from the serialiser's own count of bytes, never from an error
+//!   message, so debug and release builds behave the same.
+//! * **Out of line**: a larger message is serialised into a block of shared
+//!   memory of its own (a page-aligned range of the queue's segment file,
+//!   past the mapped region), and the ring carries a 16-byte descriptor of
+//!   it. The receiver maps the block, copies the message out (`recv`) or
+//!   reads it in place (`recv_ref`), and frees the block before it releases
+//!   the descriptor; a block whose receiver died is freed by whoever drops
+//!   its message (the next receiver, or a sender recovering the slot), so a
+//!   killed receiver leaks nothing. Costs a few system calls per message
+//!   (`fallocate`, `mmap`, `munmap`), and is limited only by memory (a full
+//!   `/dev/shm` or memory limit gives `NoSpace`).
+//!
+//! [`recv_ref`](Queue::recv_ref) reads every message in place, in the ring
+//! or in its block; payloads are aligned to 16 bytes in the ring and to a
+//! page out of line, so archives of any alignment rkyv produces (`u128`
+//! included) validate in place.
 //!
 //! # Dead peers
 //!
@@ -79,14 +104,16 @@ use shmproc_core::notify::Notifier;
 use shmproc_core::owner::ProcLiveness;
 use shmproc_core::participants::{Presence, Role};
 use shmproc_core::region::{kind, OBJECT_ALIGN};
-use shmproc_core::spsc::FRAME_HEADER;
+use shmproc_core::spsc::frame_span;
 use shmproc_core::Deadline;
 
 use crate::blocking::{receiver_pace, wait, wait_paced, Waited};
+use crate::bulk::{decode_message, write_block, BlockRef, Window, DESCRIPTOR_LEN, KIND_BLOCK, KIND_INLINE};
+use crate::channel_error::Failure;
 use crate::error::Error;
-use crate::message::{decode_copy, encode_into, EncodeError, Message};
+use crate::message::{encode_into, Encoded, Message};
 use crate::object::{impl_handle_archive, Object};
-use crate::queue_bytes::{ByteRing, FrameClaim};
+use crate::queue_bytes::{ByteRing, FrameClaim, Placed};
 use crate::roles;
 use crate::segment::Segment;
 use crate::thread_id;
@@ -102,237 +129,7 @@ pub const DEFAULT_MESSAGE_SIZE: usize = 1024 - 32;
 
 // ---------------------------------------------------------------- errors ----
 
-/// Why a blocking `send` failed.
-///
-/// ```
-/// use shmproc::{Queue, SendError};
-/// let (tx, rx) = Queue::<u8>::bounded(1)?.into_split();
-/// tx.send(&1)?; // now full
-/// drop(rx); // no receiver left: a send waiting for room gives up
-/// assert_eq!(tx.send(&2), Err(SendError::Disconnected));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SendError {
-    /// No live receiver is left, or the queue was closed.
-    Disconnected,
-    /// The message is larger than the queue's message size.
-    TooLarge {
-        /// The message size in bytes.
-        limit: usize,
-    },
-    /// rkyv could not serialise the value.
-    Serialize {
-        /// rkyv's message.
-        reason: String,
-    },
-    /// The shared ring holds impossible values.
-    Corrupt {
-        /// What is wrong.
-        reason: &'static str,
-    },
-}
-
-/// Why `try_send` failed.
-///
-/// ```
-/// use shmproc::{Queue, TrySendError};
-/// let q = Queue::<Vec<u8>>::builder().capacity(1).message_size(64).build::<Vec<u8>>()?;
-/// assert!(matches!(q.try_send(&vec![0; 1000]), Err(TrySendError::TooLarge { limit: 64 })));
-/// q.try_send(&vec![1])?;
-/// assert_eq!(q.try_send(&vec![2]), Err(TrySendError::Full));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TrySendError {
-    /// No free slot right now.
-    Full,
-    /// No live receiver is left, or the queue was closed.
-    Disconnected,
-    /// The message is larger than the queue's message size.
-    TooLarge {
-        /// The message size in bytes.
-        limit: usize,
-    },
-    /// rkyv could not serialise the value.
-    Serialize {
-        /// rkyv's message.
-        reason: String,
-    },
-    /// The shared ring holds impossible values.
-    Corrupt {
-        /// What is wrong.
-        reason: &'static str,
-    },
-}
-
-/// Why `send_timeout` failed.
-///
-/// ```
-/// use shmproc::{Queue, SendTimeoutError};
-/// use std::time::Duration;
-/// let q = Queue::<u8>::bounded(1)?;
-/// q.send(&1)?;
-/// assert_eq!(q.send_timeout(&2, Duration::from_millis(10)), Err(SendTimeoutError::Timeout));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SendTimeoutError {
-    /// Still full when the timeout passed.
-    Timeout,
-    /// No live receiver is left, or the queue was closed.
-    Disconnected,
-    /// The message is larger than the queue's message size.
-    TooLarge {
-        /// The message size in bytes.
-        limit: usize,
-    },
-    /// rkyv could not serialise the value.
-    Serialize {
-        /// rkyv's message.
-        reason: String,
-    },
-    /// The shared ring holds impossible values.
-    Corrupt {
-        /// What is wrong.
-        reason: &'static str,
-    },
-}
-
-/// Why a blocking `recv` failed.
-///
-/// ```
-/// use shmproc::{Queue, RecvError};
-/// let (tx, rx) = Queue::<u8>::bounded(4)?.into_split();
-/// tx.send(&1)?;
-/// drop(tx); // every sender gone: what is queued is still delivered
-/// assert_eq!(rx.recv(), Ok(1));
-/// assert_eq!(rx.recv(), Err(RecvError::Disconnected));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecvError {
-    /// Empty, and no live sender is left (or the queue was closed).
-    Disconnected,
-    /// A message failed validation, or the ring holds impossible values.
-    Corrupt {
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-/// Why `try_recv` failed.
-///
-/// ```
-/// use shmproc::{Queue, TryRecvError};
-/// let q = Queue::<u8>::bounded(4)?;
-/// assert_eq!(q.try_recv(), Err(TryRecvError::Empty));
-/// q.close();
-/// assert_eq!(q.try_recv(), Err(TryRecvError::Disconnected));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TryRecvError {
-    /// No message right now.
-    Empty,
-    /// Empty, and no live sender is left (or the queue was closed).
-    Disconnected,
-    /// A message failed validation, or the ring holds impossible values.
-    Corrupt {
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-/// Why `recv_timeout` failed.
-///
-/// ```
-/// use shmproc::{Queue, RecvTimeoutError};
-/// use std::time::Duration;
-/// let q = Queue::<u8>::bounded(4)?;
-/// assert_eq!(q.recv_timeout(Duration::from_millis(10)), Err(RecvTimeoutError::Timeout));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecvTimeoutError {
-    /// Still empty when the timeout passed.
-    Timeout,
-    /// Empty, and no live sender is left (or the queue was closed).
-    Disconnected,
-    /// A message failed validation, or the ring holds impossible values.
-    Corrupt {
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-macro_rules! display {
-    ($ty:ident { $($pat:pat => $msg:expr),* $(,)? }) => {
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self {
-                    $($pat => write!(f, "{}", $msg)),*
-                }
-            }
-        }
-        impl std::error::Error for $ty {}
-    };
-}
-
-display!(SendError {
-    SendError::Disconnected => "the queue is disconnected",
-    SendError::TooLarge { limit } => format!("message larger than the queue's {limit}-byte limit"),
-    SendError::Serialize { reason } => format!("serialising the message failed: {reason}"),
-    SendError::Corrupt { reason } => format!("corrupt queue: {reason}"),
-});
-display!(TrySendError {
-    TrySendError::Full => "the queue is full",
-    TrySendError::Disconnected => "the queue is disconnected",
-    TrySendError::TooLarge { limit } => format!("message larger than the queue's {limit}-byte limit"),
-    TrySendError::Serialize { reason } => format!("serialising the message failed: {reason}"),
-    TrySendError::Corrupt { reason } => format!("corrupt queue: {reason}"),
-});
-display!(SendTimeoutError {
-    SendTimeoutError::Timeout => "timed out waiting for room",
-    SendTimeoutError::Disconnected => "the queue is disconnected",
-    SendTimeoutError::TooLarge { limit } => format!("message larger than the queue's {limit}-byte limit"),
-    SendTimeoutError::Serialize { reason } => format!("serialising the message failed: {reason}"),
-    SendTimeoutError::Corrupt { reason } => format!("corrupt queue: {reason}"),
-});
-display!(RecvError {
-    RecvError::Disconnected => "the queue is empty and disconnected",
-    RecvError::Corrupt { reason } => format!("corrupt message or queue: {reason}"),
-});
-display!(TryRecvError {
-    TryRecvError::Empty => "the queue is empty",
-    TryRecvError::Disconnected => "the queue is empty and disconnected",
-    TryRecvError::Corrupt { reason } => format!("corrupt message or queue: {reason}"),
-});
-display!(RecvTimeoutError {
-    RecvTimeoutError::Timeout => "timed out waiting for a message",
-    RecvTimeoutError::Disconnected => "the queue is empty and disconnected",
-    RecvTimeoutError::Corrupt { reason } => format!("corrupt message or queue: {reason}"),
-});
-
-impl From<SendTimeoutError> for SendError {
-    fn from(e: SendTimeoutError) -> Self {
-        match e {
-            SendTimeoutError::Timeout | SendTimeoutError::Disconnected => SendError::Disconnected,
-            SendTimeoutError::TooLarge { limit } => SendError::TooLarge { limit },
-            SendTimeoutError::Serialize { reason } => SendError::Serialize { reason },
-            SendTimeoutError::Corrupt { reason } => SendError::Corrupt { reason },
-        }
-    }
-}
-
-impl From<RecvTimeoutError> for RecvError {
-    fn from(e: RecvTimeoutError) -> Self {
-        match e {
-            RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected => RecvError::Disconnected,
-            RecvTimeoutError::Corrupt { reason } => RecvError::Corrupt { reason },
-        }
-    }
-}
+pub use crate::channel_error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
 
 // ------------------------------------------------------------ the shared core
 
@@ -343,6 +140,8 @@ pub(crate) struct Extra {
     pub(crate) unfinished: AtomicU64,
     pub(crate) all_done: Notifier,
     layout: AtomicU32,
+    /// The bump counter of out-of-line blocks (see `bulk.rs`).
+    bulk_next: AtomicU64,
 }
 
 // SAFETY: atomics only, valid for any bits; alignment 128.
@@ -356,7 +155,7 @@ const LAYOUT_SLOTS: u32 = 1;
 const LAYOUT_BYTES: u32 = 2;
 
 /// The ring behind a queue (see [`QueueBuilder::slot_ring`]).
-#[derive(Copy, Clone, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Layout {
     /// Vyukov's slot ring: several `RecvRef`s at once.
     Slots(MpmcRing),
@@ -376,16 +175,44 @@ pub(crate) enum Claim {
 pub(crate) struct Core {
     obj: Object,
     ring: Layout,
+    /// Where this queue's out-of-line blocks live (`None` only for an object
+    /// index too large to have a window: then large messages are refused).
+    window: Option<Window>,
     /// Bytes of the last message sent through this mapping: the frame size a
     /// byte-ring send reserves first.
     hint: AtomicUsize,
 }
 
+/// What a first, in-ring send attempt did.
+#[derive(Copy, Clone, Debug)]
+enum Attempt {
+    Sent,
+    /// Nothing published; the message goes out of line (its size, when known).
+    OutOfLine(Option<usize>),
+}
+
+/// An rkyv failure while sending.
+#[cold]
+fn serialize_failure(e: rkyv::rancor::Error) -> Failure {
+    Failure::Serialize(e.to_string())
+}
+
+/// The archive size of `v`, without writing it anywhere.
+pub(crate) fn measure<T: Message>(v: &T) -> Result<usize, Failure> {
+    match encode_into(v, &mut []).map_err(serialize_failure)? {
+        Encoded::Done(n) | Encoded::Needs(n) => Ok(n),
+    }
+}
+
 impl Core {
     fn create(seg: Option<&Segment>, name: &str, b: &QueueBuilder) -> Result<Core, Error> {
-        let (slots, message_size) = (b.capacity, b.message_size);
+        // Every slot or frame can hold a block descriptor.
+        let (slots, message_size) = (b.capacity, b.message_size.max(DESCRIPTOR_LEN));
         if slots == 0 {
             return Err(Error::Layout("a queue needs at least one slot"));
+        }
+        if slots == usize::MAX && b.slot_ring {
+            return Err(Error::Layout("a slot-ring queue is bounded"));
         }
         let ring_size = if b.slot_ring {
             MpmcRing::required_size(slots, message_size)
@@ -402,6 +229,7 @@ impl Core {
             unsafe {
                 let extra = &*p.as_ptr().cast::<Extra>();
                 extra.unfinished.store(0, Ordering::Relaxed);
+                extra.bulk_next.store(0, Ordering::Relaxed);
                 extra.all_done.init();
                 let base = std::ptr::NonNull::new_unchecked(p.as_ptr().add(RING_OFFSET));
                 if b.slot_ring {
@@ -433,11 +261,13 @@ impl Core {
             LAYOUT_BYTES => {
                 // SAFETY: as above.
                 let r = unsafe { ByteRing::attach(base, len) };
-                Layout::Bytes(r.map_err(Error::Layout)?)
+                let next = std::ptr::NonNull::from(&obj.head::<Extra>().bulk_next);
+                Layout::Bytes(r.map_err(Error::Layout)?.with_window(Window::of(&obj), next))
             }
             _ => return Err(Error::Layout("unknown queue layout")),
         };
-        Ok(Core { obj, ring, hint: AtomicUsize::new(0) })
+        let window = Window::of(&obj);
+        Ok(Core { obj, ring, window, hint: AtomicUsize::new(0) })
     }
 
     pub(crate) fn extra(&self) -> &Extra {
@@ -513,55 +343,163 @@ impl Core {
         }
     }
 
-    /// Writes one message with `write`, which gets `hint` bytes first on the
-    /// byte ring (the whole message size if it returns `None`) and a whole
-    /// slot on the slot ring. Waits for the producing side's lock (byte ring)
-    /// until `lock_deadline`, never for room.
-    #[inline]
-    fn try_send_with(
+    /// Writes one message with a raw `write` (the user's `send_with`), which
+    /// gets [`message_size`](Core::message_size) bytes: it is never sent out
+    /// of line. Waits for the producing side's lock (byte ring) until
+    /// `lock_deadline`, never for room.
+    fn try_send_raw(
         &self,
         lock_deadline: Option<Deadline>,
-        hint: usize,
-        write: impl FnMut(&mut [u8]) -> Option<usize>,
-    ) -> Result<(), TrySendError> {
+        mut write: impl FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<(), Failure> {
         if self.is_closed() {
-            return Err(TrySendError::Disconnected);
+            return Err(Failure::Disconnected);
         }
+        let limit = self.message_size();
+        let gave_up = Failure::TooLarge { size: 0, limit };
         let me = thread_id::owner();
         match &self.ring {
-            Layout::Slots(r) => match r.try_push_with(&me, write) {
+            Layout::Slots(r) => match r.try_push_with_kind(&me, KIND_INLINE, write) {
                 Ok(()) => Ok(()),
-                Err(MpmcError::Full) => Err(TrySendError::Full),
-                Err(MpmcError::TooLarge) => Err(TrySendError::TooLarge { limit: r.slot_size() }),
-                Err(MpmcError::Corrupt(r) | MpmcError::Layout(r)) => Err(TrySendError::Corrupt { reason: r }),
-                Err(MpmcError::Empty) => unreachable!("push never reports Empty"),
+                Err(MpmcError::TooLarge) => Err(gave_up),
+                Err(e) => Err(slot_failure(e)),
             },
             Layout::Bytes(r) => {
-                let n = r.try_send_with(&me, lock_deadline, hint, write)?;
-                if n != hint {
-                    self.hint.store(n, Ordering::Relaxed);
+                let sent = r.try_send_with(&me, lock_deadline, limit, |buf| {
+                    Ok(match write(buf) {
+                        Some(n) if n <= buf.len() => Encoded::Done(n),
+                        _ => Encoded::Needs(usize::MAX),
+                    })
+                })?;
+                match sent {
+                    Placed::Inline(_) => Ok(()),
+                    Placed::NoRoom => Err(Failure::Full),
+                    Placed::OutOfLine(_) => Err(gave_up),
                 }
-                Ok(())
             }
         }
     }
 
+    /// The first attempt to send `v`: in the ring, if it fits there (see
+    /// `ByteRing::try_send_with`); otherwise says it goes out of line.
     #[inline]
-    fn try_send<T: Message>(&self, v: &T, lock_deadline: Option<Deadline>) -> Result<(), TrySendError> {
-        let hint = self.hint.load(Ordering::Relaxed).max(std::mem::size_of::<T::Archived>());
-        let mut failure = None;
-        let r = self.try_send_with(lock_deadline, hint, |buf| match encode_into(v, buf) {
-            Ok(n) => Some(n),
+    fn try_send_inline<T: Message>(&self, v: &T, lock_deadline: Option<Deadline>) -> Result<Attempt, Failure> {
+        if self.is_closed() {
+            return Err(Failure::Disconnected);
+        }
+        let me = thread_id::owner();
+        let hint = self.hint.load(Ordering::Relaxed);
+        match &self.ring {
+            Layout::Bytes(r) => {
+                let hint = hint.max(std::mem::size_of::<T::Archived>());
+                match r.try_send_with(&me, lock_deadline, hint, |buf| encode_into(v, buf).map_err(serialize_failure))? {
+                    Placed::Inline(n) => {
+                        if n != hint {
+                            self.hint.store(n, Ordering::Relaxed);
+                        }
+                        Ok(Attempt::Sent)
+                    }
+                    Placed::OutOfLine(n) => Ok(Attempt::OutOfLine(Some(n))),
+                    Placed::NoRoom => Ok(Attempt::OutOfLine(None)),
+                }
+            }
+            Layout::Slots(r) => {
+                let slot = r.slot_size();
+                if hint > slot {
+                    // The last message did not fit a slot: size this one
+                    // before claiming a slot it may not fit either.
+                    let n = measure(v)?;
+                    self.hint.store(n, Ordering::Relaxed);
+                    if n > slot {
+                        return Ok(Attempt::OutOfLine(Some(n)));
+                    }
+                }
+                let mut outcome = Ok(None);
+                let pushed = r.try_push_with_kind(&me, KIND_INLINE, |buf| match encode_into(v, buf) {
+                    Ok(Encoded::Done(n)) => Some(n),
+                    Ok(Encoded::Needs(n)) => {
+                        outcome = Ok(Some(n));
+                        None
+                    }
+                    Err(e) => {
+                        outcome = Err(serialize_failure(e));
+                        None
+                    }
+                });
+                match pushed {
+                    Ok(()) => Ok(Attempt::Sent),
+                    // The writer gave up: a skip was published in the slot.
+                    Err(MpmcError::TooLarge) => match outcome? {
+                        Some(n) => {
+                            self.hint.store(n, Ordering::Relaxed);
+                            Ok(Attempt::OutOfLine(Some(n)))
+                        }
+                        None => Err(Failure::corrupt("slot writer gave up")),
+                    },
+                    Err(e) => Err(slot_failure(e)),
+                }
+            }
+        }
+    }
+
+    /// Publishes the descriptor of an out-of-line block.
+    fn try_send_descriptor(&self, desc: &[u8; DESCRIPTOR_LEN], lock_deadline: Option<Deadline>) -> Result<(), Failure> {
+        if self.is_closed() {
+            return Err(Failure::Disconnected);
+        }
+        let me = thread_id::owner();
+        match &self.ring {
+            Layout::Bytes(r) => r.try_send_descriptor(&me, lock_deadline, desc),
+            Layout::Slots(r) => r
+                .try_push_with_kind(&me, KIND_BLOCK, |buf| {
+                    buf.get_mut(..DESCRIPTOR_LEN)?.copy_from_slice(desc);
+                    Some(DESCRIPTOR_LEN)
+                })
+                .map_err(slot_failure),
+        }
+    }
+
+    /// Sends `v` out of line (see `bulk.rs`): serialises it into a block of
+    /// `size` bytes (measured if `None`), then publishes the block's
+    /// descriptor, waiting for room until `deadline` if `wait`. The block is
+    /// freed if the descriptor is never published.
+    #[cold]
+    fn send_block<T: Message>(
+        &self,
+        v: &T,
+        size: Option<usize>,
+        deadline: Option<Deadline>,
+        wait: bool,
+    ) -> Result<(), Failure> {
+        let n = match size {
+            Some(n) => n,
+            None => measure(v)?,
+        };
+        let block = write_block(self.window, &self.extra().bulk_next, v, n)?;
+        let desc = block.descriptor().encode();
+        let sent = if wait {
+            self.send_loop(deadline, || self.try_send_descriptor(&desc, deadline))
+        } else {
+            self.try_send_descriptor(&desc, deadline)
+        };
+        match sent {
+            Ok(()) => {
+                block.published();
+                Ok(())
+            }
             Err(e) => {
-                failure = Some(e);
-                None
+                block.discard();
+                Err(e)
             }
-        });
-        match (r, failure) {
-            (Err(TrySendError::TooLarge { .. }), Some(EncodeError::Other(reason))) => {
-                Err(TrySendError::Serialize { reason })
-            }
-            (r, _) => r,
+        }
+    }
+
+    /// Sends `v` without waiting for room.
+    #[inline]
+    fn try_send<T: Message>(&self, v: &T) -> Result<(), Failure> {
+        match self.try_send_inline(v, Some(Deadline::EXPIRED))? {
+            Attempt::Sent => Ok(()),
+            Attempt::OutOfLine(n) => self.send_block(v, n, Some(Deadline::EXPIRED), false),
         }
     }
 
@@ -576,6 +514,14 @@ impl Core {
         }
     }
 
+    /// Frees the out-of-line block of a message dropped because its reader
+    /// died (see `bulk.rs`).
+    fn drop_message(&self, kind: u8, bytes: &[u8]) {
+        if let (KIND_BLOCK, Some(w)) = (kind, self.window) {
+            w.free_raw(bytes);
+        }
+    }
+
     /// Waits until receivers may have made room since `progress` was read.
     fn wait_for_room(&self, deadline: Option<Deadline>, progress: u64) -> Waited {
         let absent = || self.presence(Role::Receiver) == Presence::Absent;
@@ -586,7 +532,7 @@ impl Core {
                 || r.has_room(),
                 || r.is_closed(),
                 absent,
-                |grace| r.recover_reader(&ProcLiveness, grace),
+                |grace| r.recover_reader_with(&ProcLiveness, grace, |kind, bytes| self.drop_message(kind, bytes)),
             ),
             Layout::Bytes(r) => wait(
                 deadline,
@@ -599,18 +545,18 @@ impl Core {
         }
     }
 
-    /// Sends `attempt`'s message, waiting for room until `deadline`.
-    fn send_loop(
+    /// Runs `attempt` until it does not report `Full`, waiting for room
+    /// until `deadline` (then `Timeout`).
+    fn send_loop<R>(
         &self,
         deadline: Option<Deadline>,
-        mut attempt: impl FnMut() -> Result<(), TrySendError>,
-    ) -> Result<(), SendTimeoutError> {
+        mut attempt: impl FnMut() -> Result<R, Failure>,
+    ) -> Result<R, Failure> {
         let mut progress = None;
         loop {
             match attempt() {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Full) => {}
-                Err(e) => return Err(waited_error(e)),
+                Err(Failure::Full) => {}
+                other => return other,
             }
             // Read the receivers' progress only once the queue was found full
             // (it lives on lines they write), then try once more before
@@ -623,34 +569,34 @@ impl Core {
             progress = None;
             match self.wait_for_room(deadline, seen) {
                 Waited::Ready => {}
-                Waited::Timeout => return Err(SendTimeoutError::Timeout),
-                Waited::Disconnected => return Err(SendTimeoutError::Disconnected),
+                Waited::Timeout => return Err(Failure::Timeout),
+                Waited::Disconnected => return Err(Failure::Disconnected),
             }
         }
     }
 
-    fn send_deadline<T: Message>(&self, v: &T, deadline: Option<Deadline>) -> Result<(), SendTimeoutError> {
-        self.send_loop(deadline, || self.try_send(v, deadline))
+    fn send_deadline<T: Message>(&self, v: &T, deadline: Option<Deadline>) -> Result<(), Failure> {
+        match self.send_loop(deadline, || self.try_send_inline(v, deadline))? {
+            Attempt::Sent => Ok(()),
+            Attempt::OutOfLine(n) => self.send_block(v, n, deadline, true),
+        }
     }
 
     #[inline]
-    fn try_claim(&self, lock_deadline: Option<Deadline>) -> Result<Claim, TryRecvError> {
+    fn try_claim(&self, lock_deadline: Option<Deadline>) -> Result<Claim, Failure> {
         let me = thread_id::owner();
         let empty = || {
             if self.is_closed() && !self.has_message() {
-                Err(TryRecvError::Disconnected)
+                Err(Failure::Disconnected)
             } else {
-                Err(TryRecvError::Empty)
+                Err(Failure::Full)
             }
         };
         match &self.ring {
             Layout::Slots(r) => match r.try_pop(&me) {
                 Ok(c) => Ok(Claim::Slot(c)),
                 Err(MpmcError::Empty) => empty(),
-                Err(MpmcError::Corrupt(r) | MpmcError::Layout(r)) => {
-                    Err(TryRecvError::Corrupt { reason: r.to_owned() })
-                }
-                Err(MpmcError::Full | MpmcError::TooLarge) => unreachable!("pop never reports these"),
+                Err(e) => Err(slot_failure(e)),
             },
             Layout::Bytes(r) => match r.try_claim(&me, lock_deadline)? {
                 Some(c) => Ok(Claim::Frame(c)),
@@ -659,13 +605,11 @@ impl Core {
         }
     }
 
-    fn claim_deadline(&self, deadline: Option<Deadline>) -> Result<Claim, RecvTimeoutError> {
+    fn claim_deadline(&self, deadline: Option<Deadline>) -> Result<Claim, Failure> {
         loop {
             match self.try_claim(deadline) {
-                Ok(c) => return Ok(c),
-                Err(TryRecvError::Empty) => {}
-                Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
-                Err(TryRecvError::Corrupt { reason }) => return Err(RecvTimeoutError::Corrupt { reason }),
+                Err(Failure::Full) => {}
+                other => return other,
             }
             Core::check_deadline(deadline)?;
             self.wait_for_message(deadline)?;
@@ -677,31 +621,41 @@ impl Core {
     /// receiver holds the side past the deadline while messages wait, so
     /// waiting for a message alone would not end.)
     #[inline]
-    fn check_deadline(deadline: Option<Deadline>) -> Result<(), RecvTimeoutError> {
+    fn check_deadline(deadline: Option<Deadline>) -> Result<(), Failure> {
         match deadline {
-            Some(d) if d.has_passed() => Err(RecvTimeoutError::Timeout),
+            Some(d) if d.has_passed() => Err(Failure::Timeout),
             _ => Ok(()),
         }
     }
 
+    /// Reads a message of `kind` whose frame or slot holds `bytes`: copies
+    /// it out, validates and deserialises it; an out-of-line block is freed
+    /// once copied out (before the frame is released: see `bulk.rs`).
+    #[inline]
+    fn read_message<T: Message>(&self, kind: u8, bytes: &[u8]) -> Result<T, Failure> {
+        decode_message(self.window, kind, bytes)
+    }
+
+    #[cold]
+    fn open_block(&self, bytes: &[u8]) -> Result<BlockRef, Failure> {
+        self.window.ok_or_else(|| Failure::corrupt("a block in a queue without a window"))?.open(bytes)
+    }
+
     /// Receives a `T`, waiting until `deadline`.
     #[inline]
-    fn recv_deadline<T: Message>(&self, deadline: Option<Deadline>) -> Result<T, RecvTimeoutError> {
+    fn recv_deadline<T: Message>(&self, deadline: Option<Deadline>) -> Result<T, Failure> {
         let Layout::Bytes(r) = &self.ring else {
             let c = self.claim_deadline(deadline)?;
-            return self.take(c).map_err(|reason| RecvTimeoutError::Corrupt { reason });
+            return self.take(c);
         };
         // The byte ring's fast path: read and release in one call.
         let me = thread_id::owner();
         loop {
-            match r.try_take(&me, deadline, decode_copy::<T>) {
-                Ok(Some(v)) => return v.map_err(|e| RecvTimeoutError::Corrupt { reason: e.to_string() }),
-                Ok(None) => {}
-                Err(TryRecvError::Corrupt { reason }) => return Err(RecvTimeoutError::Corrupt { reason }),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => unreachable!("try_take reports neither"),
+            if let Some(v) = r.try_take(&me, deadline, |kind, bytes| self.read_message::<T>(kind, bytes))? {
+                return v;
             }
             if self.is_closed() && !self.has_message() {
-                return Err(RecvTimeoutError::Disconnected);
+                return Err(Failure::Disconnected);
             }
             Core::check_deadline(deadline)?;
             self.wait_for_message(deadline)?;
@@ -709,14 +663,14 @@ impl Core {
     }
 
     /// Receives a `T` if one is waiting now.
-    fn try_recv<T: Message>(&self) -> Result<T, TryRecvError> {
+    fn try_recv<T: Message>(&self) -> Result<T, Failure> {
         let c = self.try_claim(Some(Deadline::EXPIRED))?;
-        self.take(c).map_err(|reason| TryRecvError::Corrupt { reason })
+        self.take(c)
     }
 
     /// Waits until a message may be there (`Ok`), the deadline passes, or the
     /// queue is drained and disconnected.
-    fn wait_for_message(&self, deadline: Option<Deadline>) -> Result<(), RecvTimeoutError> {
+    fn wait_for_message(&self, deadline: Option<Deadline>) -> Result<(), Failure> {
         let drained = || !self.has_message() && self.presence(Role::Sender) == Presence::Absent;
         let waited = match &self.ring {
             Layout::Slots(r) => wait(
@@ -740,19 +694,28 @@ impl Core {
         };
         match waited {
             Waited::Ready => Ok(()),
-            Waited::Timeout => Err(RecvTimeoutError::Timeout),
+            Waited::Timeout => Err(Failure::Timeout),
             // Messages still queued are delivered first.
             Waited::Disconnected if self.has_message() => Ok(()),
-            Waited::Disconnected => Err(RecvTimeoutError::Disconnected),
+            Waited::Disconnected => Err(Failure::Disconnected),
         }
     }
 
     #[inline]
-    fn bytes(&self, c: &Claim) -> &[u8] {
+    fn bytes<'a>(&'a self, c: &'a Claim) -> &'a [u8] {
         match (&self.ring, c) {
             (Layout::Slots(r), Claim::Slot(c)) => r.bytes(c),
             (Layout::Bytes(r), Claim::Frame(c)) => r.bytes(c),
-            _ => unreachable!("a claim comes from its own queue"),
+            _ => &[],
+        }
+    }
+
+    #[inline]
+    fn kind(&self, c: &Claim) -> u8 {
+        match (&self.ring, c) {
+            (Layout::Slots(r), Claim::Slot(c)) => r.kind(c),
+            (Layout::Bytes(r), Claim::Frame(c)) => r.kind(c),
+            _ => u8::MAX,
         }
     }
 
@@ -761,30 +724,28 @@ impl Core {
         match (&self.ring, c) {
             (Layout::Slots(r), Claim::Slot(c)) => r.release(c),
             (Layout::Bytes(r), Claim::Frame(c)) => r.release(c),
-            _ => unreachable!("a claim comes from its own queue"),
+            // A claim always comes from its own queue's layout.
+            _ => {}
         }
     }
 
     #[inline]
-    fn take<T: Message>(&self, c: Claim) -> Result<T, String> {
-        // Copy out before validating: a peer cannot change what we validate.
-        let r = decode_copy::<T>(self.bytes(&c));
+    fn take<T: Message>(&self, c: Claim) -> Result<T, Failure> {
+        // Copied out before validating: a peer cannot change what we validate.
+        let r = self.read_message::<T>(self.kind(&c), self.bytes(&c));
         self.release(c);
-        r.map_err(|e| e.to_string())
+        r
     }
 }
 
-/// A failed attempt as a waiting send reports it (`Full` only ends a wait
-/// that timed out).
-fn waited_error(e: TrySendError) -> SendTimeoutError {
-    {
-        match e {
-            TrySendError::Full => SendTimeoutError::Timeout,
-            TrySendError::Disconnected => SendTimeoutError::Disconnected,
-            TrySendError::TooLarge { limit } => SendTimeoutError::TooLarge { limit },
-            TrySendError::Serialize { reason } => SendTimeoutError::Serialize { reason },
-            TrySendError::Corrupt { reason } => SendTimeoutError::Corrupt { reason },
-        }
+/// A slot-ring error as a channel failure.
+#[cold]
+fn slot_failure(e: MpmcError) -> Failure {
+    match e {
+        MpmcError::Full => Failure::Full,
+        MpmcError::Empty => Failure::Full,
+        MpmcError::TooLarge => Failure::corrupt("slot too small"),
+        MpmcError::Corrupt(r) | MpmcError::Layout(r) => Failure::corrupt(r),
     }
 }
 
@@ -858,14 +819,41 @@ impl QueueBuilder {
         self
     }
 
-    /// Largest serialised message in bytes. The ring is sized so that
-    /// `capacity` messages of this size fit at once; a larger message fails
-    /// with `TooLarge`.
+    /// Unbounded (Python's `Queue()` without `maxsize`): sends never wait for
+    /// room while memory lasts. The queue starts with one ring and, when it
+    /// fills, moves on to rings twice as large, which the receivers free as
+    /// they drain them (see [`Queue::unbounded`]). Overrides
+    /// [`capacity`](Self::capacity); not available with
+    /// [`slot_ring`](Self::slot_ring).
+    ///
+    /// ```
+    /// let q = shmproc::Queue::<u64>::builder().unbounded().build::<u64>()?;
+    /// for i in 0..100_000u64 {
+    ///     q.try_send(&i)?; // never Full
+    /// }
+    /// assert_eq!((q.len(), q.capacity()), (100_000, usize::MAX));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unbounded(mut self) -> Self {
+        self.capacity = usize::MAX;
+        self.byte_budget = None;
+        self
+    }
+
+    /// The size in bytes up to which a message travels *in* the ring (the
+    /// fast path: serialised in place, no system call); the ring is sized so
+    /// that `capacity` messages of this size fit at once. It is a hint, not
+    /// a limit: a larger message goes in the ring while there is room to
+    /// spare, and otherwise travels out of line, in a block of shared memory
+    /// of its own whose descriptor the ring carries (a few system calls; see
+    /// the [`queue`](crate::queue) module docs).
     ///
     /// ```
     /// let q = shmproc::Queue::<String>::builder().message_size(32).build::<String>()?;
-    /// assert!(q.send(&"x".repeat(100)).is_err());
-    /// q.send(&"short".to_string())?;
+    /// q.send(&"x".repeat(100_000))?; // larger than the hint: out of line
+    /// q.send(&"short".to_string())?; // in the ring
+    /// assert_eq!(q.recv()?.len(), 100_000);
+    /// assert_eq!(q.recv()?, "short");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn message_size(mut self, bytes: usize) -> Self {
@@ -912,12 +900,11 @@ impl QueueBuilder {
     }
 
     fn resolved(mut self) -> Self {
+        if self.capacity == usize::MAX {
+            return self;
+        }
         if let Some(bytes) = self.byte_budget {
-            let per_message = if self.slot_ring {
-                stride(self.message_size)
-            } else {
-                FRAME_HEADER + self.message_size.next_multiple_of(8)
-            };
+            let per_message = if self.slot_ring { stride(self.message_size) } else { frame_span(self.message_size) };
             self.capacity = (bytes / per_message).max(1);
         }
         self
@@ -1113,9 +1100,21 @@ impl<T> Queue<T> {
     /// Visits the messages still in a slot-ring queue (see `MpmcRing::scan`):
     /// the pool's task queue. A byte-ring queue has no per-message claimants
     /// to report and is not scanned.
-    pub(crate) fn core_scan(&self, f: impl FnMut(Option<u32>, &[u8])) {
-        if let Layout::Slots(r) = &self.reg.core.ring {
-            r.scan(f);
+    pub(crate) fn core_scan(&self, mut f: impl FnMut(Option<u32>, &[u8])) {
+        let core = &self.reg.core;
+        if let Layout::Slots(r) = &core.ring {
+            r.scan_with_kind(|claimant, kind, bytes| match kind {
+                KIND_INLINE => f(claimant, bytes),
+                // An out-of-line message is read from its block (which a
+                // consumer may free meanwhile: then it reads as zeros and
+                // fails to decode, as a message gone by then should).
+                KIND_BLOCK => {
+                    if let Ok(block) = core.open_block(bytes) {
+                        f(claimant, block.bytes());
+                    }
+                }
+                _ => {}
+            });
         }
     }
 }
@@ -1146,7 +1145,7 @@ macro_rules! send_methods {
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn try_send(&self, value: &T) -> Result<(), TrySendError> {
-                self.reg.core.try_send(value, Some(Deadline::EXPIRED))
+                self.reg.core.try_send(value).map_err(TrySendError::from)
             }
             /// Sends, waiting at most `timeout` for room.
             ///
@@ -1157,7 +1156,7 @@ macro_rules! send_methods {
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn send_timeout(&self, value: &T, timeout: Duration) -> Result<(), SendTimeoutError> {
-                self.reg.core.send_deadline(value, Some(Deadline::after(timeout)))
+                self.reg.core.send_deadline(value, Some(Deadline::after(timeout))).map_err(SendTimeoutError::from)
             }
             /// Writes a message in place, waiting for room as long as it takes:
             /// `write` gets [`message_size`](Self::message_size) bytes of
@@ -1176,8 +1175,7 @@ macro_rules! send_methods {
             /// ```
             pub fn send_with(&self, mut write: impl FnMut(&mut [u8]) -> Option<usize>) -> Result<(), SendError> {
                 let core = &self.reg.core;
-                let size = core.message_size();
-                core.send_loop(None, || core.try_send_with(None, size, &mut write)).map_err(SendError::from)
+                core.send_loop(None, || core.try_send_raw(None, &mut write)).map_err(SendError::from)
             }
             /// Writes a message in place: `write` gets the message buffer and
             /// returns how many bytes it used (the archived bytes of a `T`, e.g. from
@@ -1195,8 +1193,7 @@ macro_rules! send_methods {
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn try_send_with(&self, write: impl FnMut(&mut [u8]) -> Option<usize>) -> Result<(), TrySendError> {
-                let core = &self.reg.core;
-                core.try_send_with(Some(Deadline::EXPIRED), core.message_size(), write)
+                self.reg.core.try_send_raw(Some(Deadline::EXPIRED), write).map_err(TrySendError::from)
             }
         }
     };
@@ -1227,7 +1224,7 @@ macro_rules! recv_methods {
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn try_recv(&self) -> Result<T, TryRecvError> {
-                self.reg.core.try_recv()
+                self.reg.core.try_recv().map_err(TryRecvError::from)
             }
             /// Receives, waiting at most `timeout`.
             ///
@@ -1241,7 +1238,7 @@ macro_rules! recv_methods {
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-                self.reg.core.recv_deadline(Some(Deadline::after(timeout)))
+                self.reg.core.recv_deadline(Some(Deadline::after(timeout))).map_err(RecvTimeoutError::from)
             }
             /// Receives in place: the guard derefs to the validated
             /// `&Archived<T>` in shared memory and consumes the message on
@@ -1263,7 +1260,7 @@ macro_rules! recv_methods {
             /// ```
             pub fn recv_ref(&self) -> Result<RecvRef<'_, T>, RecvError> {
                 let c = self.reg.core.claim_deadline(None).map_err(RecvError::from)?;
-                RecvRef::new(&self.reg.core, c).map_err(|reason| RecvError::Corrupt { reason })
+                RecvRef::new(&self.reg.core, c).map_err(RecvError::from)
             }
             /// [`recv_ref`](Self::recv_ref) with a timeout.
             ///
@@ -1275,8 +1272,8 @@ macro_rules! recv_methods {
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn recv_ref_timeout(&self, timeout: Duration) -> Result<RecvRef<'_, T>, RecvTimeoutError> {
-                let c = self.reg.core.claim_deadline(Some(Deadline::after(timeout)))?;
-                RecvRef::new(&self.reg.core, c).map_err(|reason| RecvTimeoutError::Corrupt { reason })
+                let c = self.reg.core.claim_deadline(Some(Deadline::after(timeout))).map_err(RecvTimeoutError::from)?;
+                RecvRef::new(&self.reg.core, c).map_err(RecvTimeoutError::from)
             }
             /// An iterator that receives until the queue disconnects.
             ///
@@ -1312,6 +1309,37 @@ impl<T: Message> Queue<T> {
     /// ```
     pub fn bounded(capacity: usize) -> Result<Queue<T>, Error> {
         QueueBuilder::default().capacity(capacity).build()
+    }
+
+    /// An unbounded queue (Python's `Queue()`): `send` never waits for room
+    /// while memory lasts, and [`capacity`](Self::capacity) is `usize::MAX`.
+    ///
+    /// Memory grows and shrinks with the backlog: the queue starts with a
+    /// 256 KiB ring; when it is full the sender moves on to a new ring twice
+    /// as large (in shared memory of the same segment) and leaves a link to
+    /// it, so the backlog lives in a chain of rings of doubling size (a
+    /// million queued `u64`s take about 32 MiB). Receivers follow the links
+    /// and return each ring's memory to the system once they have left it;
+    /// the last ring of a drained chain is left (and freed) at the next
+    /// send, which takes the senders back to the first ring.
+    /// Messages larger than a quarter of the first ring travel out of line,
+    /// as in every queue, freed once received.
+    ///
+    /// ```
+    /// let q = shmproc::Queue::<String>::unbounded()?;
+    /// let tx = q.clone();
+    /// let mut child = shmproc::Process::spawn(move || {
+    ///     for i in 0..50_000 {
+    ///         tx.send(&format!("message {i}")).unwrap(); // never blocks
+    ///     }
+    /// })?;
+    /// child.join()?; // the child is done before anything is received
+    /// assert_eq!(q.len(), 50_000);
+    /// assert_eq!(q.recv()?, "message 0");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unbounded() -> Result<Queue<T>, Error> {
+        QueueBuilder::default().unbounded().build()
     }
 
     /// A queue whose slots take about `bytes` bytes in total.
@@ -1436,20 +1464,40 @@ impl_handle_archive!([T: Message,] Receiver<T>, q => q.reg.archived_object(), |s
 pub struct RecvRef<'a, T: Archive> {
     core: &'a Core,
     claimed: Option<Claim>,
+    /// The out-of-line block the message lives in, if it is not in the ring.
+    block: Option<BlockRef>,
     archived: *const T::Archived,
 }
 
 impl<'a, T: Message> RecvRef<'a, T> {
-    fn new(core: &'a Core, c: Claim) -> Result<RecvRef<'a, T>, String> {
-        let bytes = core.bytes(&c);
+    fn new(core: &'a Core, c: Claim) -> Result<RecvRef<'a, T>, Failure> {
+        let block = match core.kind(&c) {
+            KIND_INLINE => None,
+            KIND_BLOCK => match core.open_block(core.bytes(&c)) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    // Unreadable: dropped, as a message that fails validation.
+                    core.release(c);
+                    return Err(e);
+                }
+            },
+            _ => {
+                core.release(c);
+                return Err(Failure::corrupt("message kind"));
+            }
+        };
+        let bytes = block.as_ref().map_or_else(|| core.bytes(&c), BlockRef::bytes);
         match rkyv::access::<T::Archived, rkyv::rancor::Error>(bytes) {
             Ok(a) => {
                 let archived = a as *const T::Archived;
-                Ok(RecvRef { core, claimed: Some(c), archived })
+                Ok(RecvRef { core, claimed: Some(c), block, archived })
             }
             Err(e) => {
+                if let Some(b) = block {
+                    b.free();
+                }
                 core.release(c);
-                Err(e.to_string())
+                Err(Failure::Corrupt(e.to_string()))
             }
         }
     }
@@ -1471,14 +1519,19 @@ impl<'a, T: Message> RecvRef<'a, T> {
 impl<T: Archive> Deref for RecvRef<'_, T> {
     type Target = T::Archived;
     fn deref(&self) -> &T::Archived {
-        // SAFETY: validated by bytecheck in `new`; the slot stays claimed by us
-        // (producers do not reuse it) until drop releases it.
+        // SAFETY: validated by bytecheck in `new`; the slot or frame stays
+        // claimed by us (producers do not reuse it) and the block mapped and
+        // unfreed until drop.
         unsafe { &*self.archived }
     }
 }
 
 impl<T: Archive> Drop for RecvRef<'_, T> {
     fn drop(&mut self) {
+        // The block first, then its descriptor (see `bulk.rs`).
+        if let Some(b) = self.block.take() {
+            b.free();
+        }
         if let Some(c) = self.claimed.take() {
             self.core.release(c);
         }

@@ -4,7 +4,7 @@
 //! [`BiasedLock`](shmproc_core::biased_lock::BiasedLock).
 //!
 //! ```text
-//! [producer lock][consumer lock][sent | received cache][received][reading][limit, message size][byte ring ...]
+//! [producer lock][consumer lock][sent | received cache | ring | pending][received][reading | ring | follow][limit, message size][byte ring ...]
 //! ```
 //!
 //! # Why this shape
@@ -57,6 +57,35 @@
 //! frame's bytes back, and producers waiting for room watch `received + head`,
 //! a number that grows with every consumption; they read it before each
 //! attempt, so no consumption can slip between a failed attempt and the wait.
+//!
+//! # Unbounded queues: a chain of rings
+//!
+//! An unbounded queue ([`Queue::unbounded`](crate::Queue::unbounded)) starts
+//! with its own ring like any other. When that ring is full, the producer
+//! does not wait: it creates a ring twice as large in an out-of-line block of
+//! the segment file (see `bulk.rs` and `ring_chain.rs`), publishes a *link*
+//! frame naming it in the full ring, and goes on in the new one; consumers
+//! follow the link when they reach it, and free a chained ring (punch it out
+//! of the file) once they have left it. When a producer finds the chained
+//! ring it writes to empty (the consumers caught up), it links back to the
+//! queue's own ring, which is empty then; so the last ring of a drained
+//! backlog is freed at the next send, not before (consumers never take the
+//! producing side, whose bias they would revoke for good). So a backlog grows memory by doubling rings
+//! (1 M queued `u64`s take rings of 256 KiB ... 16 MiB, about 32 MiB in all),
+//! and the memory is returned as the consumers drain it; a queue that keeps
+//! up never leaves its own ring. Every reservation keeps room for a link
+//! frame, so a link always fits. Link frames are not messages (not counted).
+//!
+//! The switch is made safe against deaths by recording it first: a producer
+//! takes the new ring's file range, records the link it is about to publish
+//! (`pending`, with the position it goes to), and only then gives the ring
+//! memory and publishes the link; a producer that takes the side over from a
+//! dead one finishes the switch if the link was published and frees the new
+//! ring if not. A consumer records the ring it is moving to (`follow`)
+//! before it hands the link back, frees the ring it left, then switches; one
+//! that takes over from a dead consumer finishes the move. Only a producer
+//! killed between taking a range (one atomic add) and recording it leaves a
+//! ring's memory behind, and there is no memory in it yet.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,20 +96,43 @@ use shmproc_core::notify::Notifier;
 use shmproc_core::owner::{Owner, ProcLiveness};
 use shmproc_core::participants::Participants;
 use shmproc_core::raw_mutex::LockError;
-use shmproc_core::spsc::{Consumer, Frame, RingError, SpscRing, FRAME_HEADER, MIN_CAPACITY};
+use shmproc_core::spsc::{
+    capacity_for_frames, frame_span, Frame, Producer, Reservation, RingError, SpscRing, MIN_CAPACITY,
+};
 use shmproc_core::Deadline;
 
-use crate::queue::{TryRecvError, TrySendError};
+use crate::bulk::{Window, DESCRIPTOR_LEN, KIND_BLOCK, KIND_LINK};
+use crate::channel_error::Failure;
+use crate::message::Encoded;
+use crate::ring_chain::{Chain, RingRef, OWN_RING};
 
-/// What a send from inside a `Serialize` impl on the same queue reports.
-const REENTERED_SEND: &str = "send re-entered on the same queue from a Serialize impl";
-/// What a receive by a thread that holds a `RecvRef` of the same queue reports.
-const REENTERED_RECV: &str = "receive while this thread holds a RecvRef of the same queue";
+/// The message limit of an unbounded queue.
+pub(crate) const UNBOUNDED: u64 = u64::MAX;
+/// Room every reservation of an unbounded queue keeps beyond its frame: a
+/// link frame, and what placing it may cost at a wrap.
+const LINK_ROOM: usize = frame_span(DESCRIPTOR_LEN) + 16;
+/// Longest chain a consumer follows in one look (rings double in size, so a
+/// real chain is far shorter).
+const MAX_HOPS: usize = 64;
 
-/// A consuming-side ring error as a receive error.
+/// A ring error as a channel failure.
 #[cold]
-fn corrupt(e: RingError) -> TryRecvError {
-    TryRecvError::Corrupt { reason: e.reason().to_owned() }
+fn corrupt(e: RingError) -> Failure {
+    Failure::corrupt(e.reason())
+}
+
+/// What an in-ring send attempt did.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Placed {
+    /// Published in the ring: this many bytes.
+    Inline(usize),
+    /// Nothing published: the message needs this many bytes, more than the
+    /// ring takes now; it goes out of line.
+    OutOfLine(usize),
+    /// Nothing published: no room in the ring although the queue is below its
+    /// message limit (larger messages use the room): a typed message goes out
+    /// of line, whose descriptor has room (see `roomy`).
+    NoRoom,
 }
 
 /// The shared state in front of the ring.
@@ -102,6 +154,13 @@ pub(crate) struct ByteHead {
 struct Sent {
     sent: AtomicU64,
     received_cache: AtomicU64,
+    /// The ring producers write to ([`OWN_RING`], or a chained ring's
+    /// descriptor).
+    ring: [AtomicU64; 2],
+    /// A link being published: the new ring's descriptor, and 1 + the
+    /// producer position in the current ring the link goes to (0: none).
+    pending: [AtomicU64; 2],
+    pending_at: AtomicU64,
 }
 
 /// Consumers only: the frame being read and their own copy of `received`
@@ -113,6 +172,24 @@ struct Reader {
     /// 0 when none.
     reading: AtomicU64,
     received: AtomicU64,
+    /// The ring consumers read ([`OWN_RING`], or a chained ring's descriptor).
+    ring: [AtomicU64; 2],
+    /// The ring a consumer is moving to, while `following` is 1.
+    follow: [AtomicU64; 2],
+    following: AtomicU64,
+}
+
+fn load_desc(words: &[AtomicU64; 2]) -> [u8; DESCRIPTOR_LEN] {
+    let mut d = [0u8; DESCRIPTOR_LEN];
+    d[..8].copy_from_slice(&words[0].load(Ordering::Relaxed).to_le_bytes());
+    d[8..].copy_from_slice(&words[1].load(Ordering::Relaxed).to_le_bytes());
+    d
+}
+
+fn store_desc(words: &[AtomicU64; 2], d: &[u8; DESCRIPTOR_LEN]) {
+    let (a, b) = d.split_at(8);
+    words[0].store(u64::from_le_bytes(a.try_into().unwrap_or_default()), Ordering::Relaxed);
+    words[1].store(u64::from_le_bytes(b.try_into().unwrap_or_default()), Ordering::Relaxed);
 }
 
 #[repr(C)]
@@ -128,17 +205,23 @@ const _: () = assert!(HEAD_SPAN % shmproc_core::region::OBJECT_ALIGN == 0);
 #[derive(Debug)]
 pub(crate) struct FrameClaim {
     frame: Frame,
+    ring: RingRef,
     held: Held,
     me: Owner,
 }
 
-/// The mapped queue; `Copy`, like a pointer.
-#[derive(Copy, Clone, Debug)]
+/// The mapped queue.
+#[derive(Clone, Debug)]
 pub(crate) struct ByteRing {
     head: NonNull<ByteHead>,
+    /// The queue's own ring.
     ring: SpscRing,
     limit: u64,
     message_size: usize,
+    /// Where out-of-line blocks of this queue live (see `bulk.rs`).
+    window: Option<Window>,
+    /// The chained rings of an unbounded queue (module docs).
+    chain: Option<std::sync::Arc<Chain>>,
 }
 
 // SAFETY: shared memory accessed through atomics, under the two side locks.
@@ -154,15 +237,23 @@ unsafe impl Sync for ByteRing {}
 /// memory: pages are touched only as the ring turns.
 const MIN_RING: usize = 256 << 10;
 
+/// A reservation failure as a channel failure.
+fn reserve_failure(e: RingError) -> Failure {
+    match e {
+        RingError::Full => Failure::Full,
+        RingError::TooLarge => Failure::corrupt("message size beyond the ring"),
+        RingError::Corrupt(r) | RingError::Layout(r) => Failure::corrupt(r),
+    }
+}
+
 fn ring_bytes(capacity: usize, message_size: usize) -> Option<usize> {
-    let frame = FRAME_HEADER.checked_add(message_size.checked_add(7)? & !7)?;
-    // Room for `capacity` largest messages plus one, so that a frame that has
-    // to wrap still fits when the queue is below its limit.
-    // (The 8 is the next header word a producer zeroes: see the core's spsc.)
-    capacity
-        .checked_add(1)?
-        .checked_mul(frame)?
-        .checked_add(8)?
+    if capacity as u64 == UNBOUNDED {
+        return Some(MIN_RING);
+    }
+    // Room for `capacity` messages of the message size (or descriptors of
+    // out-of-line ones) plus one, so that a frame that has to wrap still fits
+    // when the queue is below its limit.
+    capacity_for_frames(capacity, message_size.max(DESCRIPTOR_LEN))?
         .max(MIN_RING.max(MIN_CAPACITY))
         .checked_next_power_of_two()
 }
@@ -194,10 +285,19 @@ impl ByteRing {
         let head = unsafe { &*base.as_ptr().cast::<ByteHead>() };
         head.producer.init();
         head.consumer.init();
-        for a in
-            [&head.sent.sent, &head.sent.received_cache, &head.received, &head.reader.reading, &head.reader.received]
-        {
+        for a in [
+            &head.sent.sent,
+            &head.sent.received_cache,
+            &head.sent.pending_at,
+            &head.received,
+            &head.reader.reading,
+            &head.reader.received,
+            &head.reader.following,
+        ] {
             a.store(0, Ordering::Relaxed);
+        }
+        for d in [&head.sent.ring, &head.sent.pending, &head.reader.ring, &head.reader.follow] {
+            store_desc(d, &OWN_RING);
         }
         head.meta.limit.store(capacity as u64, Ordering::Relaxed);
         head.meta.message_size.store(message_size as u64, Ordering::Relaxed);
@@ -230,7 +330,51 @@ impl ByteRing {
         if limit == 0 || message_size == 0 || message_size > ring.max_frame() as u64 {
             return Err("corrupt queue limits");
         }
-        Ok(ByteRing { head: base.cast(), ring, limit, message_size: message_size as usize })
+        Ok(ByteRing { head: base.cast(), ring, limit, message_size: message_size as usize, window: None, chain: None })
+    }
+
+    /// Sets where this queue's out-of-line blocks live (frames of dropped
+    /// messages free theirs) and, for an unbounded queue, its chained rings,
+    /// counted by `next` (the object's block counter, which must stay mapped
+    /// while the ring is used).
+    pub(crate) fn with_window(mut self, window: Option<Window>, next: NonNull<AtomicU64>) -> ByteRing {
+        self.window = window;
+        if self.limit == UNBOUNDED {
+            self.chain = window.map(|w| std::sync::Arc::new(Chain::new(w, next)));
+        }
+        self
+    }
+
+    #[inline]
+    fn unbounded(&self) -> bool {
+        self.limit == UNBOUNDED
+    }
+
+    #[cold]
+    fn chain(&self) -> Result<&Chain, Failure> {
+        self.chain.as_deref().ok_or_else(|| Failure::corrupt("a chained ring in a queue without a chain"))
+    }
+
+    /// The ring `desc` names.
+    #[inline]
+    fn ring_named(&self, desc: &[u8; DESCRIPTOR_LEN]) -> Result<RingRef, Failure> {
+        if *desc == OWN_RING {
+            Ok(RingRef::own(self.ring))
+        } else {
+            self.chain()?.ring(desc)
+        }
+    }
+
+    /// The ring producers write to (with the producing side locked).
+    #[inline]
+    fn producer_ring(&self) -> Result<RingRef, Failure> {
+        self.ring_named(&load_desc(&self.head().sent.ring))
+    }
+
+    /// The ring consumers read (with the consuming side locked).
+    #[inline]
+    fn consumer_ring(&self) -> Result<RingRef, Failure> {
+        self.ring_named(&load_desc(&self.head().reader.ring))
     }
 
     #[inline]
@@ -239,9 +383,9 @@ impl ByteRing {
         unsafe { self.head.as_ref() }
     }
 
-    /// Capacity in messages.
+    /// Capacity in messages (`usize::MAX`: unbounded).
     pub(crate) fn capacity(&self) -> usize {
-        self.limit as usize
+        usize::try_from(self.limit).unwrap_or(usize::MAX)
     }
 
     /// Largest message in bytes.
@@ -261,7 +405,12 @@ impl ByteRing {
     /// report it).
     #[inline]
     pub(crate) fn has_message(&self) -> bool {
-        self.ring.has_frame()
+        let desc = load_desc(&self.head().reader.ring);
+        if desc == OWN_RING {
+            self.ring.has_frame()
+        } else {
+            self.ring_named(&desc).map_or(true, |r| r.ring.has_frame())
+        }
     }
 
     /// The byte ring underneath (for
@@ -298,85 +447,272 @@ impl ByteRing {
         &self.ring.header().not_full
     }
 
-    /// Sends one message that `write` serialises into the frame, trying a
-    /// frame of `hint` bytes first and the full message size if that is too
-    /// small. Waits for the producing side's lock until `lock_deadline`, never
-    /// for room.
+    /// Sends one message in the ring: `write` serialises it into the frame
+    /// (first one of `hint` bytes; if the message needs more, one of its exact
+    /// size). A message larger than the queue's message size goes in the ring
+    /// only while that leaves room for the rest of the message limit (see
+    /// `roomy`); otherwise nothing is published and the result says
+    /// [`Placed::OutOfLine`], or [`Placed::NoRoom`] when the ring has no room
+    /// although the queue is below its limit. An unbounded queue never runs
+    /// out of room: it moves to a larger ring (module docs). Waits for the
+    /// producing side's lock until `lock_deadline`, never for room (`Full`).
     #[inline]
     pub(crate) fn try_send_with(
         &self,
         me: &Owner,
         lock_deadline: Option<Deadline>,
         hint: usize,
-        mut write: impl FnMut(&mut [u8]) -> Option<usize>,
-    ) -> Result<usize, TrySendError> {
+        mut write: impl FnMut(&mut [u8]) -> Result<Encoded, Failure>,
+    ) -> Result<Placed, Failure> {
+        self.with_producer(me, lock_deadline, |queued| self.send_locked(queued, hint, &mut write))
+    }
+
+    /// Publishes the descriptor of an out-of-line block (see `bulk.rs`);
+    /// `Full` when the message limit is reached or the ring has no room.
+    pub(crate) fn try_send_descriptor(
+        &self,
+        me: &Owner,
+        lock_deadline: Option<Deadline>,
+        desc: &[u8; DESCRIPTOR_LEN],
+    ) -> Result<(), Failure> {
+        self.with_producer(me, lock_deadline, |_| {
+            let mut pr = self.producer_ring()?;
+            let (mut p, r) = loop {
+                match self.reserve(&pr, DESCRIPTOR_LEN)? {
+                    Some(found) => break found,
+                    None if self.unbounded() => pr = self.link_new_ring(&pr, DESCRIPTOR_LEN)?,
+                    None => return Err(Failure::Full),
+                }
+            };
+            p.buffer(&r)[..DESCRIPTOR_LEN].copy_from_slice(desc);
+            p.commit_kind(r, DESCRIPTOR_LEN, KIND_BLOCK);
+            self.published_in(&pr);
+            self.count_sent();
+            Ok(())
+        })
+    }
+
+    /// Runs `f` with the producing side locked and the message limit checked
+    /// (`f` gets the number of messages queued).
+    #[inline]
+    fn with_producer<R>(
+        &self,
+        me: &Owner,
+        lock_deadline: Option<Deadline>,
+        f: impl FnOnce(u64) -> Result<R, Failure>,
+    ) -> Result<R, Failure> {
         let h = self.head();
         let held = match h.producer.lock(me, lock_deadline, &ProcLiveness) {
             Ok(held) => held,
-            Err(LockError::Timeout | LockError::WouldBlock) => return Err(TrySendError::Full),
-            Err(LockError::Deadlock) => return Err(TrySendError::Serialize { reason: REENTERED_SEND.to_owned() }),
+            Err(LockError::Timeout | LockError::WouldBlock) => return Err(Failure::Full),
+            Err(LockError::Deadlock) => return Err(Failure::Reentered),
         };
-        let r = if held.owner_died() {
-            self.resync_dead_producer().and_then(|()| self.send_locked(hint, &mut write))
-        } else {
-            self.send_locked(hint, &mut write)
-        };
+        let r = if held.owner_died() { self.resync_dead_producer() } else { Ok(()) };
+        let r = r.and_then(|()| self.queued()).and_then(f);
         h.producer.unlock(me, held);
         r
     }
 
     /// With the producing side taken over from a dead holder: moves past (and
-    /// counts) the frames it published but had not yet recorded.
+    /// counts) the frames it published but had not yet recorded, and
+    /// finishes or undoes a move to a new ring it was making (module docs).
     #[cold]
-    fn resync_dead_producer(&self) -> Result<(), TrySendError> {
-        let published = self.ring.producer().resync().map_err(|e| TrySendError::Corrupt { reason: e.reason() })?;
-        let sent = &self.head().sent.sent;
+    fn resync_dead_producer(&self) -> Result<(), Failure> {
+        let h = self.head();
+        let pr = self.producer_ring()?;
+        let mut published = pr.ring.producer().resync().map_err(corrupt)?;
+        let pending_at = h.sent.pending_at.load(Ordering::Relaxed);
+        if pending_at != 0 {
+            let pending = load_desc(&h.sent.pending);
+            if pending == pr.desc {
+                // Published and moved to: only the record was left.
+            } else if pr.ring.producer().position().map_err(corrupt)? >= pending_at {
+                // The link was published (resync walked over it, and it is
+                // not a message): finish the move.
+                published = published.saturating_sub(1);
+                store_desc(&h.sent.ring, &pending);
+            } else if pending != OWN_RING {
+                // Never published: nobody will ever read that ring.
+                self.chain()?.free(&pending);
+            }
+            h.sent.pending_at.store(0, Ordering::Relaxed);
+        }
+        let sent = &h.sent.sent;
         sent.store(sent.load(Ordering::Relaxed).wrapping_add(published), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Messages queued, with the producing side locked; `Full` at the limit.
+    #[inline]
+    fn queued(&self) -> Result<u64, Failure> {
+        let h = self.head();
+        let sent = h.sent.sent.load(Ordering::Relaxed);
+        let cached = sent.wrapping_sub(h.sent.received_cache.load(Ordering::Relaxed));
+        if cached < self.limit {
+            return Ok(cached);
+        }
+        let received = h.received.load(Ordering::Acquire);
+        h.sent.received_cache.store(received, Ordering::Relaxed);
+        let sent = if received > sent {
+            // A producer killed between publishing and counting, or a
+            // consumer killed between counting and releasing, leaves the
+            // counts one apart (module docs): adopt the consumers' count.
+            h.sent.sent.store(received, Ordering::Relaxed);
+            received
+        } else {
+            sent
+        };
+        match sent - received {
+            n if n >= self.limit => Err(Failure::Full),
+            n => Ok(n),
+        }
+    }
+
+    #[inline]
+    fn count_sent(&self) {
+        let sent = &self.head().sent.sent;
+        sent.store(sent.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// After a publication in `pr`: its commit woke the sleepers of `pr`'s own
+    /// notifier; consumers sleep on the queue's own ring's.
+    #[inline]
+    fn published_in(&self, pr: &RingRef) {
+        if pr.is_chained() {
+            self.ring.header().not_empty.notify();
+        }
+    }
+
+    /// Reserves `len` bytes in `pr` (an unbounded queue's reservations keep
+    /// room for a link beyond them); `None` when there is no room.
+    #[inline]
+    fn reserve(&self, pr: &RingRef, len: usize) -> Result<Option<(Producer, Reservation)>, Failure> {
+        let mut p = pr.ring.producer();
+        // An unbounded queue's reservation publishes nothing when it fails
+        // (no wrap marker), so the room kept for the link stays whole.
+        let reserved = if self.unbounded() { p.reserve_quiet(len + LINK_ROOM) } else { p.reserve(len) };
+        match reserved {
+            Ok(r) => Ok(Some((p, r))),
+            Err(RingError::Full) => Ok(None),
+            // Larger than this ring can ever take: a larger ring (unbounded).
+            Err(RingError::TooLarge) if self.unbounded() => Ok(None),
+            Err(e) => Err(reserve_failure(e)),
+        }
+    }
+
+    /// Moves the producers to a new ring at least twice as large as `pr`,
+    /// with room for a `len`-byte frame, linked from `pr` (module docs). The
+    /// move is recorded before the new ring gets its memory, so a producer
+    /// killed at any point leaves nothing that the next one cannot finish or
+    /// free.
+    #[cold]
+    fn link_new_ring(&self, pr: &RingRef, len: usize) -> Result<RingRef, Failure> {
+        let need = (frame_span(len) + LINK_ROOM).saturating_mul(4).next_power_of_two();
+        let capacity = pr.ring.capacity().saturating_mul(2).max(need);
+        let chain = self.chain()?;
+        let desc = chain.plan(capacity)?;
+        self.record_link(pr, &desc)?;
+        let built = chain.build(&desc, capacity).and_then(|next| self.link(pr, &desc).map(|()| next));
+        if built.is_err() {
+            self.head().sent.pending_at.store(0, Ordering::Relaxed);
+            chain.free(&desc);
+        }
+        built
+    }
+
+    /// Records that producers are about to link `pr` to `to` (module docs).
+    fn record_link(&self, pr: &RingRef, to: &[u8; DESCRIPTOR_LEN]) -> Result<(), Failure> {
+        let h = self.head();
+        let at = pr.ring.producer().position().map_err(corrupt)?;
+        store_desc(&h.sent.pending, to);
+        h.sent.pending_at.store(at + 1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Publishes a link to `to` in `pr` (whose reservations kept room for it)
+    /// and moves the producers there; the move was recorded (`record_link`).
+    fn link(&self, pr: &RingRef, to: &[u8; DESCRIPTOR_LEN]) -> Result<(), Failure> {
+        let h = self.head();
+        let mut p = pr.ring.producer();
+        let r = p.reserve(DESCRIPTOR_LEN).map_err(|e| match e {
+            RingError::Full => Failure::corrupt("no room kept for a link"),
+            e => reserve_failure(e),
+        })?;
+        p.buffer(&r)[..DESCRIPTOR_LEN].copy_from_slice(to);
+        p.commit_kind(r, DESCRIPTOR_LEN, KIND_LINK);
+        self.published_in(pr);
+        store_desc(&h.sent.ring, to);
+        h.sent.pending_at.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The ring a producer writes to: back to the queue's own ring when the
+    /// consumers caught up with the chained ring it is in (they read that
+    /// ring, and it is empty; so is the own ring then: module docs). A ring
+    /// the consumers have not reached yet may be empty too (its producer died
+    /// right after linking it): going back then would write past the link
+    /// in a full ring.
+    #[inline]
+    fn producer_ring_for_send(&self) -> Result<RingRef, Failure> {
+        let pr = self.producer_ring()?;
+        if pr.is_chained() && pr.ring.used() == Ok(0) && load_desc(&self.head().reader.ring) == pr.desc {
+            self.record_link(&pr, &OWN_RING)?;
+            if let Err(e) = self.link(&pr, &OWN_RING) {
+                self.head().sent.pending_at.store(0, Ordering::Relaxed);
+                return Err(e);
+            }
+            return Ok(RingRef::own(self.ring));
+        }
+        Ok(pr)
+    }
+
+    /// Whether a frame of `len` bytes, larger than the message size, may go in
+    /// the ring: it must leave room for a descriptor frame for every message
+    /// the limit still allows, whatever the wrap costs (an unbounded queue
+    /// only needs it to be small beside the ring: it moves to a larger one
+    /// when full).
+    fn roomy(&self, queued: u64, len: usize) -> bool {
+        if len > self.ring.max_frame() / 4 {
+            return false;
+        }
+        if self.unbounded() {
+            return true;
+        }
+        let Ok(used) = self.ring.used() else { return false };
+        let still = (self.limit - queued) as usize;
+        let reserve = still.saturating_add(2).saturating_mul(frame_span(DESCRIPTOR_LEN));
+        frame_span(len).saturating_mul(2).saturating_add(reserve) <= (self.ring.capacity() as u64 - used) as usize
     }
 
     #[inline]
     fn send_locked(
         &self,
+        queued: u64,
         hint: usize,
-        write: &mut impl FnMut(&mut [u8]) -> Option<usize>,
-    ) -> Result<usize, TrySendError> {
-        let h = self.head();
-        let mut sent = h.sent.sent.load(Ordering::Relaxed);
-        if sent.wrapping_sub(h.sent.received_cache.load(Ordering::Relaxed)) >= self.limit {
-            let received = h.received.load(Ordering::Acquire);
-            h.sent.received_cache.store(received, Ordering::Relaxed);
-            if received > sent {
-                // A producer killed between publishing and counting, or a
-                // consumer killed between counting and releasing, leaves the
-                // counts one apart (module docs): adopt the consumers' count.
-                sent = received;
-                h.sent.sent.store(sent, Ordering::Relaxed);
-            }
-            if sent - received >= self.limit {
-                return Err(TrySendError::Full);
-            }
-        }
-        let mut p = self.ring.producer();
+        write: &mut impl FnMut(&mut [u8]) -> Result<Encoded, Failure>,
+    ) -> Result<Placed, Failure> {
+        let mut pr = if self.unbounded() { self.producer_ring_for_send()? } else { RingRef::own(self.ring) };
         let mut size = hint.clamp(1, self.message_size);
         loop {
-            let r = match p.reserve(size) {
-                Ok(r) => r,
-                Err(RingError::Full) => return Err(TrySendError::Full),
-                Err(RingError::TooLarge) => return Err(TrySendError::TooLarge { limit: self.message_size }),
-                Err(RingError::Corrupt(reason) | RingError::Layout(reason)) => {
-                    return Err(TrySendError::Corrupt { reason })
+            let Some((mut p, r)) = self.reserve(&pr, size)? else {
+                if self.unbounded() {
+                    pr = self.link_new_ring(&pr, size)?;
+                    continue;
                 }
+                return Ok(Placed::NoRoom);
             };
-            match write(p.buffer(&r)) {
-                Some(n) if n <= size => {
+            // Not published unless committed: an abandoned reservation is
+            // simply dropped. The writer gets `size` bytes (the rest of the
+            // reservation is the link's room).
+            match write(&mut p.buffer(&r)[..size])? {
+                Encoded::Done(n) => {
                     p.commit(r, n);
-                    h.sent.sent.store(sent.wrapping_add(1), Ordering::Relaxed);
-                    return Ok(n);
+                    self.published_in(&pr);
+                    self.count_sent();
+                    return Ok(Placed::Inline(n));
                 }
-                // Not published: the reservation is simply dropped.
-                _ if size < self.message_size => size = self.message_size,
-                _ => return Err(TrySendError::TooLarge { limit: self.message_size }),
+                Encoded::Needs(n) if n > size && (n <= self.message_size || self.roomy(queued, n)) => size = n,
+                Encoded::Needs(n) => return Ok(Placed::OutOfLine(n)),
             }
         }
     }
@@ -384,77 +720,115 @@ impl ByteRing {
     /// The next frame with the consuming side locked, or `None` if the queue
     /// is empty (or another receiver kept the side past `lock_deadline`).
     #[inline]
-    pub(crate) fn try_claim(
-        &self,
-        me: &Owner,
-        lock_deadline: Option<Deadline>,
-    ) -> Result<Option<FrameClaim>, TryRecvError> {
+    pub(crate) fn try_claim(&self, me: &Owner, lock_deadline: Option<Deadline>) -> Result<Option<FrameClaim>, Failure> {
         let Some(held) = self.lock_consumer(me, lock_deadline)? else { return Ok(None) };
-        match self.peek_marked(&mut self.ring.consumer()) {
-            Ok(Some(frame)) => Ok(Some(FrameClaim { frame, held, me: *me })),
+        match self.peek_marked() {
+            Ok(Some((ring, frame))) => Ok(Some(FrameClaim { frame, ring, held, me: *me })),
             other => {
                 self.head().consumer.unlock(me, held);
-                other.map(|_| None).map_err(corrupt)
+                other.map(|_| None)
             }
         }
     }
 
-    /// Takes the next message, reading it with `read`, in one go: the fast
-    /// path of `recv` (no claim is moved around). `Ok(None)` when empty, or
-    /// when another receiver kept the side past `lock_deadline`.
+    /// Takes the next message, reading it with `read` (its kind and bytes),
+    /// in one go: the fast path of `recv` (no claim is moved around).
+    /// `Ok(None)` when empty, or when another receiver kept the side past
+    /// `lock_deadline`.
     #[inline]
     pub(crate) fn try_take<R>(
         &self,
         me: &Owner,
         lock_deadline: Option<Deadline>,
-        read: impl FnOnce(&[u8]) -> R,
-    ) -> Result<Option<R>, TryRecvError> {
+        read: impl FnOnce(u8, &[u8]) -> R,
+    ) -> Result<Option<R>, Failure> {
         let Some(held) = self.lock_consumer(me, lock_deadline)? else { return Ok(None) };
-        let mut c = self.ring.consumer();
-        let r = self.peek_marked(&mut c).map(|found| {
-            found.map(|frame| {
-                let r = read(self.ring.payload(&frame));
-                self.consume(&mut c, frame);
+        let r = self.peek_marked().map(|found| {
+            found.map(|(ring, frame)| {
+                let r = read(frame.kind(), ring.ring.payload(&frame));
+                self.consume(&ring, frame);
                 r
             })
         });
         self.head().consumer.unlock(me, held);
-        r.map_err(corrupt)
+        r
     }
 
     /// Locks the consuming side (`None`: another receiver kept it past
-    /// `lock_deadline`), dropping the frame a dead previous holder was reading.
+    /// `lock_deadline`), finishing what a dead previous holder left.
     #[inline]
-    fn lock_consumer(&self, me: &Owner, lock_deadline: Option<Deadline>) -> Result<Option<Held>, TryRecvError> {
+    fn lock_consumer(&self, me: &Owner, lock_deadline: Option<Deadline>) -> Result<Option<Held>, Failure> {
         match self.head().consumer.lock(me, lock_deadline, &ProcLiveness) {
             Ok(held) => {
                 if held.owner_died() {
-                    self.drop_dead_readers_frame();
+                    self.after_dead_reader();
                 }
                 Ok(Some(held))
             }
             Err(LockError::Timeout | LockError::WouldBlock) => Ok(None),
-            Err(LockError::Deadlock) => Err(TryRecvError::Corrupt { reason: REENTERED_RECV.to_owned() }),
+            Err(LockError::Deadlock) => Err(Failure::Reentered),
         }
     }
 
-    /// The next frame, with the consuming side locked, recorded as the one
-    /// being read (see the module docs).
+    /// The next message frame (following links), with the consuming side
+    /// locked, recorded as the one being read (see the module docs).
     #[inline]
-    fn peek_marked(&self, c: &mut Consumer) -> Result<Option<Frame>, RingError> {
-        let found = c.peek()?;
-        if found.is_some() {
-            self.head().reader.reading.store(c.position().wrapping_add(1), Ordering::Relaxed);
+    fn peek_marked(&self) -> Result<Option<(RingRef, Frame)>, Failure> {
+        let mut cr = if self.unbounded() { self.consumer_ring()? } else { RingRef::own(self.ring) };
+        for _ in 0..MAX_HOPS {
+            let mut c = cr.ring.consumer();
+            match c.peek().map_err(corrupt)? {
+                Some(frame) if frame.kind() == KIND_LINK => cr = self.follow_link(&cr, frame)?,
+                Some(frame) => {
+                    self.head().reader.reading.store(c.position().wrapping_add(1), Ordering::Relaxed);
+                    return Ok(Some((cr, frame)));
+                }
+                None => return Ok(None),
+            }
         }
-        Ok(found)
+        Err(Failure::corrupt("ring chain too long"))
     }
 
-    /// Consumes the frame [`peek_marked`](ByteRing::peek_marked) returned: counts it
-    /// before handing its space back (module docs) and clears the mark.
+    /// Moves the consumers along the link `frame` of `cr` (module docs).
+    #[cold]
+    fn follow_link(&self, cr: &RingRef, frame: Frame) -> Result<RingRef, Failure> {
+        let to: [u8; DESCRIPTOR_LEN] =
+            cr.ring.payload(&frame).try_into().map_err(|_| Failure::corrupt("link frame length"))?;
+        if to == cr.desc {
+            return Err(Failure::corrupt("a ring linked to itself"));
+        }
+        let next = self.ring_named(&to)?;
+        let r = &self.head().reader;
+        store_desc(&r.follow, &to);
+        r.following.store(1, Ordering::Relaxed);
+        cr.ring.consumer().release(frame);
+        self.finish_follow(&cr.desc);
+        Ok(next)
+    }
+
+    /// Completes a move recorded in `follow`, whose link was handed back: the
+    /// ring the consumers left (`from`) is freed if chained (nobody reads or
+    /// writes it any more), then they read the new one. A consumer killed
+    /// in between leaves `following` set, and the next one finishes the move
+    /// (freeing again is harmless).
+    fn finish_follow(&self, from: &[u8; DESCRIPTOR_LEN]) {
+        if *from != OWN_RING {
+            if let Some(chain) = &self.chain {
+                chain.free(from);
+            }
+        }
+        let r = &self.head().reader;
+        store_desc(&r.ring, &load_desc(&r.follow));
+        r.following.store(0, Ordering::Relaxed);
+    }
+
+    /// Consumes a message frame [`peek_marked`](ByteRing::peek_marked)
+    /// returned: counts it before handing its space back (module docs) and
+    /// clears the mark.
     #[inline]
-    fn consume(&self, c: &mut Consumer, frame: Frame) {
+    fn consume(&self, ring: &RingRef, frame: Frame) {
         self.count_received();
-        c.release(frame);
+        ring.ring.consumer().release(frame);
         self.head().reader.reading.store(0, Ordering::Relaxed);
     }
 
@@ -470,31 +844,66 @@ impl ByteRing {
 
     /// The claimed frame's payload, in place.
     #[inline]
-    pub(crate) fn bytes(&self, c: &FrameClaim) -> &[u8] {
-        self.ring.payload(&c.frame)
+    pub(crate) fn bytes<'c>(&self, c: &'c FrameClaim) -> &'c [u8] {
+        c.ring.ring.payload(&c.frame)
+    }
+
+    /// The claimed frame's kind (`bulk::KIND_*`).
+    #[inline]
+    pub(crate) fn kind(&self, c: &FrameClaim) -> u8 {
+        c.frame.kind()
     }
 
     /// Consumes the claimed frame and unlocks the consuming side.
     #[inline]
     pub(crate) fn release(&self, c: FrameClaim) {
-        self.consume(&mut self.ring.consumer(), c.frame);
+        self.consume(&c.ring, c.frame);
         self.head().consumer.unlock(&c.me, c.held);
     }
 
-    /// With the consuming side taken over from a dead holder: drops the frame
-    /// it was reading, if that frame is still at the head.
-    fn drop_dead_readers_frame(&self) {
-        let h = self.head();
-        let mut c = self.ring.consumer();
-        let reading = h.reader.reading.load(Ordering::Relaxed);
-        if reading != 0 && reading == c.position().wrapping_add(1) {
-            if let Ok(Some(frame)) = c.peek() {
-                // Clears the mark too.
-                self.consume(&mut c, frame);
-                return;
+    /// With the consuming side taken over from a dead holder: finishes a move
+    /// along a link it was making, and drops the frame it was reading if that
+    /// frame is still at the head (freeing its out-of-line block).
+    #[cold]
+    fn after_dead_reader(&self) {
+        let r = &self.head().reader;
+        if r.following.load(Ordering::Relaxed) != 0 {
+            let from = load_desc(&r.ring);
+            if from == load_desc(&r.follow) {
+                // It had moved already (and freed the ring it left).
+                r.following.store(0, Ordering::Relaxed);
             }
         }
-        h.reader.reading.store(0, Ordering::Relaxed);
+        if r.following.load(Ordering::Relaxed) != 0 {
+            let from = load_desc(&r.ring);
+            let still_linked = self.ring_named(&from).ok().and_then(|cr| {
+                let frame = cr.ring.consumer().peek().ok()??;
+                (frame.kind() == KIND_LINK && cr.ring.payload(&frame) == load_desc(&r.follow)).then_some(())
+            });
+            if still_linked.is_some() {
+                // The link was not handed back yet: the next look follows it.
+                r.following.store(0, Ordering::Relaxed);
+            } else {
+                self.finish_follow(&from);
+            }
+        }
+        let reading = r.reading.load(Ordering::Relaxed);
+        r.reading.store(0, Ordering::Relaxed);
+        let Ok(cr) = self.consumer_ring() else { return };
+        let mut c = cr.ring.consumer();
+        if reading != 0 && reading == c.position().wrapping_add(1) {
+            if let Ok(Some(frame)) = c.peek() {
+                if frame.kind() == KIND_LINK {
+                    return;
+                }
+                // A dropped message's out-of-line block is freed with it
+                // (idempotent: the dead reader may have freed it already).
+                if let (KIND_BLOCK, Some(w)) = (frame.kind(), self.window) {
+                    w.free_raw(cr.ring.payload(&frame));
+                }
+                self.consume(&cr, frame);
+            }
+        }
     }
 
     /// Who holds each side, for inspection: (producers, consumers).
@@ -523,7 +932,7 @@ impl ByteRing {
         match self.head().consumer.lock(me, Some(Deadline::EXPIRED), &ProcLiveness) {
             Ok(held) => {
                 if held.owner_died() {
-                    self.drop_dead_readers_frame();
+                    self.after_dead_reader();
                 }
                 self.head().consumer.unlock(me, held);
                 true

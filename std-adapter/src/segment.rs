@@ -332,13 +332,19 @@ impl Segment {
     pub fn anonymous_with_directory(size: usize, dir: u32) -> Result<Segment, SegmentError> {
         let total = layout_size(size, dir)?;
         // SAFETY: the name is a valid C string; flags are valid memfd flags.
-        let raw = unsafe { libc::memfd_create(c"shmproc".as_ptr(), libc::MFD_CLOEXEC) };
+        let raw = unsafe { libc::memfd_create(c"shmproc".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
         if raw < 0 {
             return Err(os("memfd_create", None)(io::Error::last_os_error()));
         }
         // SAFETY: memfd_create returned a fresh fd that we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         size_fd(&fd, total, None)?;
+        // No holder may shrink the file under the others (every access past
+        // the new end would be a SIGBUS in every process). Growing stays
+        // allowed: out-of-line message blocks live past the region (see
+        // `bulk.rs`), and growth faults nobody.
+        // SAFETY: fcntl on our own fd with valid seal flags.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL) };
         Segment::map_and_create(fd, total, None, dir)
     }
 
@@ -471,6 +477,7 @@ impl Segment {
             }
             std::thread::sleep(Duration::from_millis(1));
         };
+        let len = region_len(&fd, len);
         Segment::map_and_open(fd, len, Some(name.to_owned()), Some(deadline))
     }
 
@@ -498,6 +505,7 @@ impl Segment {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let len = fd_metadata(&fd).map_err(os("fstat", None))?.len();
         let len = usize::try_from(len).map_err(|_| SegmentError::InvalidSize { size: usize::MAX })?;
+        let len = region_len(&fd, len);
         Segment::map_and_open(fd, len, None, Some(Deadline::after(DEFAULT_OPEN_TIMEOUT)))
     }
 
@@ -755,6 +763,21 @@ fn fd_metadata(fd: &OwnedFd) -> io::Result<std::fs::Metadata> {
 
 /// Sizes the fd and reserves its pages, so that running out of shared memory is
 /// an error now rather than a SIGBUS on first touch.
+/// The length to map for a segment whose file is `file_len` bytes: the
+/// region's recorded size when the file is larger (out-of-line message blocks
+/// live past the region, see `bulk.rs`), otherwise the file's (the region's
+/// validation then reports any mismatch).
+fn region_len(fd: &OwnedFd, file_len: usize) -> usize {
+    // RegionHeader: magic u64, version u32, header_size u32, total_size u64.
+    let mut word = [0u8; 8];
+    // SAFETY: pread into a valid 8-byte buffer from our fd.
+    let n = unsafe { libc::pread(fd.as_raw_fd(), word.as_mut_ptr().cast(), 8, 16) };
+    match usize::try_from(u64::from_le_bytes(word)) {
+        Ok(total) if n == 8 && total > 0 && total < file_len => total,
+        _ => file_len,
+    }
+}
+
 fn size_fd(fd: &OwnedFd, len: usize, name: Option<&str>) -> Result<(), SegmentError> {
     let off = libc::off_t::try_from(len).map_err(|_| SegmentError::InvalidSize { size: len })?;
     // SAFETY: fd is a valid, writable shared-memory fd.

@@ -6,6 +6,12 @@
 //! rkyv-serialised entries in fixed-size slots, and are protected by one
 //! robust lock, so they are safe under concurrent use by many processes.
 //!
+//! A map's values may be of any size: a value larger than its slot is kept
+//! out of line, in a block of shared memory of its own (a range of the
+//! segment's file, as a queue's large messages are) that the slot names, and
+//! the block is freed when the entry is replaced or removed. Keys, and a
+//! list's elements, must fit their slots ([`SharedError::TooLarge`]).
+//!
 //! # Consistency after a holder's death
 //!
 //! Every change becomes visible through a single atomic store made after the
@@ -36,6 +42,8 @@ use shmproc_core::owner::{Owner, ProcLiveness};
 use shmproc_core::raw_mutex::{Acquired, RawMutex};
 use shmproc_core::region::{align_up, kind, RegionObject};
 
+use crate::bulk::{copy_block, with_message, BlockMut, Window, KIND_BLOCK, KIND_INLINE};
+use crate::channel_error::Failure;
 use crate::error::Error;
 use crate::message::{decode_copy, encode, Message};
 use crate::object::Object;
@@ -56,8 +64,10 @@ use crate::thread_id;
 pub enum SharedError {
     /// No free slot (map) or the list is at capacity.
     Full,
-    /// A serialised key or value is larger than its slot.
+    /// A serialised key (or list element) is larger than its slot.
     TooLarge,
+    /// No shared memory for an out-of-line value.
+    NoSpace,
     /// A key or value could not be serialised.
     Serialize(String),
     /// Stored bytes failed validation.
@@ -71,6 +81,7 @@ impl fmt::Display for SharedError {
         match self {
             SharedError::Full => f.write_str("shared container is full"),
             SharedError::TooLarge => f.write_str("serialised entry larger than its slot"),
+            SharedError::NoSpace => f.write_str("no shared memory for an out-of-line value"),
             SharedError::Serialize(e) => write!(f, "serialising failed: {e}"),
             SharedError::Corrupt(e) => write!(f, "corrupt shared container: {e}"),
             SharedError::OutOfBounds => f.write_str("index out of bounds"),
@@ -93,6 +104,8 @@ struct Head {
     val_size: AtomicU64,
     len: AtomicU64,
     version: AtomicU64,
+    /// The bump counter of out-of-line values (see `bulk.rs`).
+    bulk_next: AtomicU64,
 }
 
 // SAFETY: atomics only (RawMutex too), valid for any bits; align 128.
@@ -107,7 +120,9 @@ struct SlotHead {
     state: AtomicU32,
     key_len: AtomicU32,
     val_len: AtomicU32,
-    _pad: AtomicU32,
+    /// `bulk::KIND_INLINE`, or `KIND_BLOCK`: the value bytes are a block's
+    /// descriptor.
+    val_kind: AtomicU32,
     version: AtomicU64,
     _pad2: AtomicU64,
 }
@@ -133,6 +148,40 @@ struct Table {
     key_size: usize,
     val_size: usize,
     stride: usize,
+    window: Option<Window>,
+}
+
+/// A map value's bytes ready to be written: in place, or the descriptor of an
+/// out-of-line block that is freed unless the write is published.
+struct Value {
+    bytes: Vec<u8>,
+    block: Option<BlockMut>,
+}
+
+impl Value {
+    fn kind(&self) -> u8 {
+        if self.block.is_some() {
+            KIND_BLOCK
+        } else {
+            KIND_INLINE
+        }
+    }
+
+    /// The entry was published: the block belongs to it now.
+    fn published(mut self) {
+        if let Some(b) = self.block.take() {
+            b.published();
+        }
+    }
+}
+
+impl Drop for Value {
+    fn drop(&mut self) {
+        // Not published (an error, a full map): the block goes.
+        if let Some(b) = self.block.take() {
+            b.discard();
+        }
+    }
 }
 
 struct Locked<'a> {
@@ -170,11 +219,13 @@ impl Table {
                 h.val_size.store(val_size as u64, Ordering::Relaxed);
                 h.len.store(0, Ordering::Relaxed);
                 h.version.store(0, Ordering::Relaxed);
+                h.bulk_next.store(0, Ordering::Relaxed);
                 for i in 0..slots {
                     let s = &*p.as_ptr().add(HEAD_SPAN + i * stride).cast::<SlotHead>();
                     s.state.store(EMPTY, Ordering::Relaxed);
                     s.key_len.store(0, Ordering::Relaxed);
                     s.val_len.store(0, Ordering::Relaxed);
+                    s.val_kind.store(0, Ordering::Relaxed);
                     s.version.store(0, Ordering::Relaxed);
                 }
             }
@@ -196,7 +247,8 @@ impl Table {
         if slots == 0 || need > obj.size() {
             return Err(Error::Layout("shared container geometry does not fit its object"));
         }
-        Ok(Table { obj, slots, key_size, val_size, stride })
+        let window = Window::of(&obj);
+        Ok(Table { obj, slots, key_size, val_size, stride, window })
     }
 
     fn head(&self) -> &Head {
@@ -233,7 +285,33 @@ impl Table {
         }
     }
 
-    fn write(&self, i: usize, key: &[u8], val: &[u8]) {
+    /// Slot `i`'s value, read with `read` (in place, or from its block).
+    fn with_value<R>(&self, i: usize, read: impl FnOnce(&[u8]) -> R) -> Result<R, SharedError> {
+        let kind = self.slot(i).val_kind.load(Ordering::Relaxed) as u8;
+        let (r, _) = with_message(self.window, kind, self.entry(i)?.1, |b| (read(b), false))
+            .map_err(|e| SharedError::Corrupt(format!("{e:?}")))?;
+        Ok(r)
+    }
+
+    /// Frees slot `i`'s out-of-line value, if it has one: its entry was just
+    /// retired (idempotent; garbage is ignored).
+    fn free_value(&self, i: usize) {
+        if self.slot(i).val_kind.load(Ordering::Relaxed) == u32::from(KIND_BLOCK) {
+            if let (Some(w), Ok((_, v))) = (self.window, self.entry(i)) {
+                w.free_raw(v);
+            }
+        }
+    }
+
+    /// Retires the entry in slot `i` (a tombstone), then frees its value's
+    /// block: a process killed between the two leaks that block, never
+    /// leaves a live entry without its value.
+    fn retire(&self, i: usize) {
+        self.slot(i).state.store(TOMBSTONE, Ordering::Release);
+        self.free_value(i);
+    }
+
+    fn write(&self, i: usize, key: &[u8], val: &[u8], kind: u8) {
         debug_assert!(key.len() <= self.key_size && val.len() <= self.val_size);
         // SAFETY: lengths fit the slot (checked by callers); the slot is not
         // LIVE (or is being rewritten under the lock by us only).
@@ -244,6 +322,7 @@ impl Table {
         let s = self.slot(i);
         s.key_len.store(key.len() as u32, Ordering::Relaxed);
         s.val_len.store(val.len() as u32, Ordering::Relaxed);
+        s.val_kind.store(u32::from(kind), Ordering::Relaxed);
     }
 
     fn lock(&self, recover: impl FnOnce(&Table)) -> Locked<'_> {
@@ -296,7 +375,8 @@ impl<K, V> fmt::Debug for SharedMap<K, V> {
 /// ```
 /// let m = shmproc::SharedMap::<String, String>::with_capacity(4)?;
 /// let long = "x".repeat(shmproc::shared_map::DEFAULT_ENTRY_SIZE * 2);
-/// assert!(m.insert(&"k".to_string(), &long).is_err());
+/// m.insert(&"value".to_string(), &long)?; // a value: any size (out of line)
+/// assert!(m.insert(&long, &"key".to_string()).is_err()); // a key must fit its slot
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub const DEFAULT_ENTRY_SIZE: usize = 256;
@@ -312,14 +392,14 @@ fn map_recover(t: &Table) {
         }
         match t.entry(i) {
             Ok((k, _)) => live.push((i, k.to_vec(), s.version.load(Ordering::Relaxed))),
-            Err(_) => s.state.store(TOMBSTONE, Ordering::Release),
+            Err(_) => t.retire(i),
         }
     }
     live.sort_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)));
     let mut count = 0u64;
     for w in 0..live.len() {
         if w > 0 && live[w].1 == live[w - 1].1 {
-            t.slot(live[w].0).state.store(TOMBSTONE, Ordering::Release);
+            t.retire(live[w].0);
         } else {
             count += 1;
         }
@@ -340,16 +420,21 @@ impl<K: Message, V: Message> SharedMap<K, V> {
         SharedMap::with_sizes(capacity, DEFAULT_ENTRY_SIZE, DEFAULT_ENTRY_SIZE)
     }
 
-    /// A map with explicit serialised key and value size limits.
+    /// A map with explicit serialised key size limit and in-slot value size
+    /// (larger values are kept out of line).
     ///
     /// ```
     /// let m = shmproc::SharedMap::<u64, Vec<u8>>::with_sizes(8, 16, 4096)?;
-    /// m.insert(&1, &vec![0; 3000])?;
+    /// m.insert(&1, &vec![0; 3000])?; // in its slot
+    /// m.insert(&2, &vec![0; 1 << 20])?; // out of line
     /// assert_eq!(m.get(&1)?.map(|v| v.len()), Some(3000));
+    /// assert_eq!(m.get(&2)?.map(|v| v.len()), Some(1 << 20));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_sizes(capacity: usize, key_size: usize, value_size: usize) -> Result<SharedMap<K, V>, Error> {
         let slots = capacity.max(1).checked_mul(2).ok_or(Error::Layout("capacity"))?;
+        // A slot can always hold an out-of-line value's descriptor.
+        let value_size = value_size.max(crate::bulk::DESCRIPTOR_LEN);
         Ok(SharedMap { t: Table::create(None, "", kind::SHARED_MAP, slots, key_size, value_size)?, _kv: PhantomData })
     }
 
@@ -416,7 +501,7 @@ impl<K: Message, V: Message> SharedMap<K, V> {
     }
 
     fn value_at(&self, i: usize) -> Result<V, SharedError> {
-        decode_copy::<V>(self.t.entry(i)?.1).map_err(|e| SharedError::Corrupt(e.to_string()))
+        self.t.with_value(i, decode_copy::<V>)?.map_err(|e| SharedError::Corrupt(e.to_string()))
     }
 
     /// Inserts or replaces; returns the previous value.
@@ -477,12 +562,17 @@ impl<K: Message, V: Message> SharedMap<K, V> {
         self.modify(key, |_| Ok(None))
     }
 
-    fn encode_value(&self, v: &V) -> Result<Vec<u8>, SharedError> {
+    fn encode_value(&self, v: &V) -> Result<Value, SharedError> {
         let b = encode(v).map_err(|e| SharedError::Serialize(e.to_string()))?;
-        if b.len() > self.t.val_size {
-            return Err(SharedError::TooLarge);
+        if b.len() <= self.t.val_size {
+            return Ok(Value { bytes: b.to_vec(), block: None });
         }
-        Ok(b.to_vec())
+        // Out of line: the slot holds the block's descriptor.
+        let block = copy_block(self.t.window, &self.t.head().bulk_next, &b).map_err(|e| match e {
+            Failure::NoSpace { .. } => SharedError::NoSpace,
+            e => SharedError::Corrupt(format!("{e:?}")),
+        })?;
+        Ok(Value { bytes: block.descriptor().encode().to_vec(), block: Some(block) })
     }
 
     /// Atomically replaces the value of `key` by `f(old)` (`None` removes it,
@@ -508,7 +598,7 @@ impl<K: Message, V: Message> SharedMap<K, V> {
     fn modify(
         &self,
         key: &K,
-        f: impl FnOnce(Option<&V>) -> Result<Option<Vec<u8>>, SharedError>,
+        f: impl FnOnce(Option<&V>) -> Result<Option<Value>, SharedError>,
     ) -> Result<Option<V>, SharedError> {
         let k = self.encode_key(key)?;
         let _g = self.t.lock(map_recover);
@@ -541,13 +631,14 @@ impl<K: Message, V: Message> SharedMap<K, V> {
                 }
                 let version = head.version.load(Ordering::Relaxed).wrapping_add(1);
                 head.version.store(version, Ordering::Relaxed);
-                self.t.write(target, &k, &vb);
+                self.t.write(target, &k, &vb.bytes, vb.kind());
                 let s = self.t.slot(target);
                 s.version.store(version, Ordering::Relaxed);
                 // Publish the new entry, then retire the old one.
                 s.state.store(LIVE, Ordering::Release);
+                vb.published();
                 match found {
-                    Some(i) => self.t.slot(i).state.store(TOMBSTONE, Ordering::Release),
+                    Some(i) => self.t.retire(i),
                     None => {
                         head.len.fetch_add(1, Ordering::Relaxed);
                     }
@@ -555,7 +646,7 @@ impl<K: Message, V: Message> SharedMap<K, V> {
             }
             None => {
                 if let Some(i) = found {
-                    self.t.slot(i).state.store(TOMBSTONE, Ordering::Release);
+                    self.t.retire(i);
                     head.len.fetch_sub(1, Ordering::Relaxed);
                 }
             }
@@ -611,7 +702,13 @@ impl<K: Message, V: Message> SharedMap<K, V> {
     pub fn clear(&self) {
         let _g = self.t.lock(map_recover);
         for i in 0..self.t.slots {
-            self.t.slot(i).state.store(EMPTY, Ordering::Release);
+            let s = self.t.slot(i);
+            if s.state.load(Ordering::Relaxed) == LIVE {
+                s.state.store(EMPTY, Ordering::Release);
+                self.t.free_value(i);
+            } else {
+                s.state.store(EMPTY, Ordering::Release);
+            }
         }
         self.t.head().len.store(0, Ordering::Relaxed);
     }
@@ -631,9 +728,8 @@ impl<K: Message, V: Message> SharedMap<K, V> {
             if self.t.slot(i).state.load(Ordering::Acquire) != LIVE {
                 continue;
             }
-            let (kb, vb) = self.t.entry(i)?;
-            let k = decode_copy::<K>(kb).map_err(|e| SharedError::Corrupt(e.to_string()))?;
-            let v = decode_copy::<V>(vb).map_err(|e| SharedError::Corrupt(e.to_string()))?;
+            let k = decode_copy::<K>(self.t.entry(i)?.0).map_err(|e| SharedError::Corrupt(e.to_string()))?;
+            let v = self.value_at(i)?;
             out.push((k, v));
         }
         Ok(out)

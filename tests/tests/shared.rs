@@ -49,7 +49,11 @@ fn map_capacity_and_size_limits() -> TestResult {
     }
     ensure!(m.insert(&99, &"x".into()) == Err(SharedError::Full));
     ensure!(m.insert(&1, &"replaced".into())? == Some("v1".into()), "replacing works when full");
-    ensure!(m.insert(&2, &"y".repeat(500)) == Err(SharedError::TooLarge));
+    // A value larger than its slot is kept out of line; a key must fit.
+    ensure!(m.insert(&2, &"y".repeat(500))? == Some("v2".into()));
+    ensure!(m.get(&2)? == Some("y".repeat(500)));
+    let wide = SharedMap::<String, u8>::with_sizes(4, 16, 16)?;
+    ensure!(wide.insert(&"k".repeat(100), &1) == Err(SharedError::TooLarge));
     ensure!(m.remove(&3)? == Some("v3".into()));
     m.insert(&99, &"now fits".into())?;
     ensure!(m.len() == 4 && m.capacity() == 4);
@@ -123,10 +127,53 @@ fn list_pushed_by_four_processes() -> TestResult {
     Ok(())
 }
 
+/// Bytes of memory a segment's file holds (out-of-line values included).
+fn allocated(seg: &shmproc::Segment) -> u64 {
+    // SAFETY: an all-zero stat is a valid value to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on the segment's open fd into a valid buffer.
+    assert_eq!(unsafe { libc::fstat(seg.as_raw_fd(), &mut st) }, 0);
+    st.st_blocks as u64 * 512
+}
+
+/// Values of any size (Python's `Manager().dict()` takes any picklable value):
+/// across processes, and the memory of replaced, removed and cleared values
+/// is returned.
+fn map_values_of_any_size_are_freed_when_retired() -> TestResult {
+    const BIG: usize = 1 << 20;
+    let seg = shmproc::Segment::anonymous(1 << 20)?;
+    let m = SharedMap::<u32, Vec<u8>>::new_in(&seg, "m", 8)?;
+    let base = allocated(&seg);
+    let m2 = m.clone();
+    let mut child = shmproc::Process::spawn(move || {
+        for k in 0..4u32 {
+            m2.insert(&k, &vec![k as u8; 4 * BIG]).unwrap();
+        }
+    })?;
+    ensure!(child.join_timeout(HANG_LIMIT)? == Some(0));
+    for k in 0..4u32 {
+        ensure!(m.get(&k)? == Some(vec![k as u8; 4 * BIG]));
+    }
+    ensure!(allocated(&seg) >= base + 16 * BIG as u64, "values not counted: the test could not fail");
+    for round in 0..3u8 {
+        for k in 0..4u32 {
+            ensure!(m.insert(&k, &vec![round; BIG])?.is_some());
+        }
+    }
+    ensure!(m.update(&0, |v| v.map(|v| v[..10].to_vec()))?.map(|v| v.len()) == Some(BIG));
+    ensure!(m.remove(&1)?.map(|v| v.len()) == Some(BIG));
+    ensure!(m.snapshot()?.len() == 3);
+    ensure!(allocated(&seg) <= base + 3 * BIG as u64 + (1 << 16), "replaced values were not freed");
+    m.clear();
+    ensure!(allocated(&seg) <= base + (1 << 16), "{} bytes left after clear", allocated(&seg) - base);
+    Ok(())
+}
+
 fn main() {
     shmproc_tests::run(trials![
         map_updated_by_four_processes_is_exact,
         map_capacity_and_size_limits,
+        map_values_of_any_size_are_freed_when_retired,
         map_stays_consistent_when_writers_are_killed,
         list_pushed_by_four_processes,
     ]);

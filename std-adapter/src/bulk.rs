@@ -1,0 +1,412 @@
+//! Out-of-line blocks: how a message too large for its ring travels.
+//!
+//! A channel's ring carries small messages in place. A larger one is
+//! serialised into a **block of the segment's own file**, past the mapped
+//! region, and the ring carries a 16-byte descriptor of it (a frame or slot
+//! of kind [`KIND_BLOCK`]): the block's file offset and length. Every process
+//! that holds a handle holds the segment's fd (inherited over fork, passed to
+//! spawned children, opened by name), so the receiver maps the block from the
+//! same fd; nothing else has to be passed between processes, and the sender
+//! may exit as soon as the descriptor is published.
+//!
+//! ```text
+//! segment file: [ region (mapped by every handle) ] ... hole ... [ window of object i: blocks ... ]
+//!                0                                   (i+1) * 4 TiB
+//! ```
+//!
+//! * **Allocation.** Each object (queue, pipe direction) has a window of
+//!   4 TiB of file offsets of its own, starting at `(index + 1) << 42`, and a
+//!   bump counter in its shared header. A block takes the next page-aligned
+//!   range (wrapping within the window), and `fallocate` gives it memory
+//!   (a full `/dev/shm` or memory limit is [`NoSpace`](crate::SendError::NoSpace),
+//!   not a `SIGBUS`). File offsets are only address space: the file is
+//!   sparse, and a range is reused only after the window wrapped, 4 TiB of
+//!   blocks later; the blocks alive at once hold real memory, so they cannot
+//!   span a window.
+//! * **Freeing.** The receiver punches the block out of the file
+//!   (`FALLOC_FL_PUNCH_HOLE`) after it has copied it out (or, for
+//!   [`RecvRef`](crate::RecvRef), when the guard drops) and **before** it
+//!   releases the descriptor. Punching is idempotent, so the block is freed
+//!   exactly once in effect whatever dies when: a receiver killed before the
+//!   punch leaves the descriptor in the ring, and whoever drops a dead
+//!   reader's message (the byte ring's next receiver, the slot ring's
+//!   recovery) punches it; one killed after the punch leaves a descriptor
+//!   whose second punch does nothing.
+//! * **What is not recovered.** A sender killed after allocating a block and
+//!   before publishing its descriptor leaves that block's memory in the file
+//!   until the segment itself is freed (an anonymous segment: with the last
+//!   process holding it). A channel dropped with blocks still queued frees
+//!   them with its segment, not before.
+//! * **Untrusted descriptors.** A descriptor is validated before use: inside
+//!   the object's window, page-aligned, inside the file's current size (so
+//!   that no access can fault); the bytes themselves are validated by rkyv
+//!   as any message is. Garbage gives `Corrupt`, never a fault.
+//! * **Alignment.** A block starts on a page, so an archive read in place
+//!   from it is aligned for any archived type.
+
+use std::os::fd::RawFd;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use crate::channel_error::Failure;
+use crate::object::Object;
+
+/// A frame or slot that holds the message itself.
+pub(crate) const KIND_INLINE: u8 = 0;
+/// A frame or slot that holds a [`Descriptor`] of an out-of-line block.
+pub(crate) const KIND_BLOCK: u8 = 1;
+/// A frame that links an unbounded queue's ring to the next one (see
+/// `queue_bytes.rs`): its payload is the next ring's descriptor.
+pub(crate) const KIND_LINK: u8 = 2;
+/// Bytes of an encoded descriptor.
+pub(crate) const DESCRIPTOR_LEN: usize = 16;
+/// Each object's window of file offsets: 4 TiB.
+const WINDOW_SHIFT: u32 = 42;
+const WINDOW: u64 = 1 << WINDOW_SHIFT;
+/// Objects past this index have no window (the offsets would pass 2^62).
+const MAX_INDEX: u32 = (1 << 20) - 1;
+/// The largest block: a quarter of a window (far beyond any memory).
+pub(crate) const MAX_BLOCK: usize = (WINDOW / 4) as usize;
+
+fn page() -> u64 {
+    static PAGE: OnceLock<u64> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if p > 0 && (p as u64).is_power_of_two() {
+            p as u64
+        } else {
+            4096
+        }
+    })
+}
+
+/// Where a block lies in the segment file.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Descriptor {
+    off: u64,
+    len: u64,
+}
+
+impl Descriptor {
+    /// The descriptor's bytes, as a frame carries them.
+    pub(crate) fn encode(&self) -> [u8; DESCRIPTOR_LEN] {
+        let mut b = [0u8; DESCRIPTOR_LEN];
+        b[..8].copy_from_slice(&self.off.to_le_bytes());
+        b[8..].copy_from_slice(&self.len.to_le_bytes());
+        b
+    }
+
+    /// A descriptor from its bytes (not validated: see `Window::validate`).
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Descriptor> {
+        let b: &[u8; DESCRIPTOR_LEN] = bytes.try_into().ok()?;
+        let (off, len) = b.split_at(8);
+        Some(Descriptor {
+            off: u64::from_le_bytes(off.try_into().ok()?),
+            len: u64::from_le_bytes(len.try_into().ok()?),
+        })
+    }
+
+    /// The message's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    fn span(&self) -> u64 {
+        self.len.div_ceil(page()) * page()
+    }
+}
+
+/// One object's window of the segment file. `Copy`: the fd stays valid while
+/// the object (which holds the segment) lives, and every user holds it.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Window {
+    fd: RawFd,
+    base: u64,
+}
+
+impl Window {
+    /// The window of `obj`, if its index has one.
+    pub(crate) fn of(obj: &Object) -> Option<Window> {
+        let index = obj.index();
+        (index <= MAX_INDEX)
+            .then(|| Window { fd: obj.segment().as_raw_fd(), base: (u64::from(index) + 1) << WINDOW_SHIFT })
+    }
+
+    /// Allocates a block for a `len`-byte message, bumping `next` (the
+    /// object's shared counter), and maps it for writing.
+    pub(crate) fn alloc(&self, next: &AtomicU64, len: usize) -> Result<BlockMut, Failure> {
+        let desc = self.reserve_range(next, len)?;
+        match self.materialize(desc) {
+            Ok(map) => Ok(BlockMut { map, desc, window: *self }),
+            Err(e) => {
+                self.free(desc);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes the file range for a `len`-byte block (bumping `next`), without
+    /// giving it memory yet: a caller can record the descriptor before the
+    /// slow part, so that whoever takes over from it if it dies knows what
+    /// to free.
+    pub(crate) fn reserve_range(&self, next: &AtomicU64, len: usize) -> Result<Descriptor, Failure> {
+        if len > MAX_BLOCK {
+            return Err(Failure::TooLarge { size: len, limit: MAX_BLOCK });
+        }
+        let len64 = len.max(1) as u64;
+        let span = len64.div_ceil(page()) * page();
+        // Two tries always suffice (a range that would cross the window's end
+        // moves the counter past it); a third guards a garbage counter.
+        for _ in 0..3 {
+            let start = next.fetch_add(span, Ordering::Relaxed) & (WINDOW - 1) & !(page() - 1);
+            if start + span <= WINDOW {
+                return Ok(Descriptor { off: self.base + start, len: len64 });
+            }
+        }
+        Err(Failure::corrupt("block counter"))
+    }
+
+    /// Gives a reserved range memory (`fallocate`: a full `/dev/shm` or
+    /// memory limit is `NoSpace`, not a later `SIGBUS`) and maps it for
+    /// reading and writing.
+    pub(crate) fn materialize(&self, desc: Descriptor) -> Result<Mapping, Failure> {
+        let size = desc.len();
+        // SAFETY: plain syscall on our fd; the range is ours (bump-allocated).
+        let r = unsafe { libc::fallocate(self.fd, 0, desc.off as libc::off_t, desc.span() as libc::off_t) };
+        if r != 0 {
+            return Err(Failure::NoSpace { size });
+        }
+        Mapping::new(self.fd, desc.off, desc.span(), true).ok_or(Failure::NoSpace { size })
+    }
+
+    /// Validates a descriptor read from a ring and maps its block for
+    /// reading.
+    pub(crate) fn open(&self, bytes: &[u8]) -> Result<BlockRef, Failure> {
+        let desc = self.validate(bytes)?;
+        let map = Mapping::new(self.fd, desc.off, desc.span(), false)
+            .ok_or_else(|| Failure::corrupt("block cannot be mapped"))?;
+        Ok(BlockRef { map, desc, window: *self })
+    }
+
+    fn validate(&self, bytes: &[u8]) -> Result<Descriptor, Failure> {
+        let desc = Descriptor::decode(bytes).ok_or_else(|| Failure::corrupt("block descriptor length"))?;
+        let rel = desc.off.wrapping_sub(self.base);
+        if desc.len == 0
+            || desc.len > MAX_BLOCK as u64
+            || rel >= WINDOW
+            || desc.off % page() != 0
+            || rel + desc.span() > WINDOW
+        {
+            return Err(Failure::corrupt("block descriptor"));
+        }
+        // The file must cover the block, or touching it would fault.
+        // SAFETY: an all-zero stat is a valid value to be overwritten.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat on our fd into a valid stat buffer.
+        if unsafe { libc::fstat(self.fd, &mut st) } != 0 || (st.st_size as u64) < desc.off + desc.span() {
+            return Err(Failure::corrupt("block beyond the segment file"));
+        }
+        Ok(desc)
+    }
+
+    /// Validates a descriptor and maps its block for reading and writing.
+    pub(crate) fn map_shared(&self, bytes: &[u8]) -> Result<(Descriptor, Mapping), Failure> {
+        let desc = self.validate(bytes)?;
+        let map = Mapping::new(self.fd, desc.off, desc.span(), true)
+            .ok_or_else(|| Failure::corrupt("block cannot be mapped"))?;
+        Ok((desc, map))
+    }
+
+    /// Frees the block a descriptor names (idempotent); garbage is ignored.
+    pub(crate) fn free_raw(&self, bytes: &[u8]) {
+        if let Ok(desc) = self.validate(bytes) {
+            self.free(desc);
+        }
+    }
+
+    pub(crate) fn free(&self, desc: Descriptor) {
+        // SAFETY: plain syscall on our fd; punching a hole never shrinks the
+        // file (KEEP_SIZE), so no other process's mapping can fault.
+        unsafe {
+            libc::fallocate(
+                self.fd,
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                desc.off as libc::off_t,
+                desc.span() as libc::off_t,
+            );
+        }
+    }
+}
+
+/// A mapping of one block, unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    span: usize,
+}
+
+impl Mapping {
+    fn new(fd: RawFd, off: u64, span: u64, write: bool) -> Option<Mapping> {
+        let prot = if write { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
+        let span = usize::try_from(span).ok()?;
+        // SAFETY: a fresh mapping chosen by the kernel; the fd is open and the
+        // range lies inside the file (allocated, or checked by `validate`).
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                span,
+                prot,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd,
+                libc::off_t::try_from(off).ok()?,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        Some(Mapping { ptr: NonNull::new(p.cast())?, span })
+    }
+}
+
+impl Mapping {
+    /// The first byte (page-aligned).
+    pub(crate) fn ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping of `span` bytes, unmapped once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.span) };
+    }
+}
+
+// SAFETY: a private mapping handle: the pointer is only dereferenced through
+// the owning block's methods.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; shared access is read-only.
+unsafe impl Sync for Mapping {}
+
+/// A freshly allocated block, mapped for writing by its sender.
+#[derive(Debug)]
+pub(crate) struct BlockMut {
+    map: Mapping,
+    desc: Descriptor,
+    window: Window,
+}
+
+impl BlockMut {
+    /// The block's `len` bytes.
+    pub(crate) fn buf(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping is at least `len` bytes (span >= len), writable,
+        // and ours alone until the descriptor is published.
+        unsafe { std::slice::from_raw_parts_mut(self.map.ptr.as_ptr(), self.desc.len()) }
+    }
+
+    /// The descriptor to publish.
+    pub(crate) fn descriptor(&self) -> Descriptor {
+        self.desc
+    }
+
+    /// Unmaps the block, keeping its memory: its descriptor was published.
+    pub(crate) fn published(self) {}
+
+    /// Frees the block: it will never be published.
+    pub(crate) fn discard(self) {
+        self.window.free(self.desc);
+    }
+}
+
+/// A block mapped for reading by its receiver.
+#[derive(Debug)]
+pub(crate) struct BlockRef {
+    map: Mapping,
+    desc: Descriptor,
+    window: Window,
+}
+
+impl BlockRef {
+    /// The message's bytes, page-aligned.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is at least `len` bytes (validated) and stays
+        // mapped while self lives. A peer breaking the protocol could write
+        // these bytes (see the crate's trust model): `recv` copies them out
+        // before validating.
+        unsafe { std::slice::from_raw_parts(self.map.ptr.as_ptr(), self.desc.len()) }
+    }
+
+    /// Unmaps and frees the block (before its descriptor is released: module
+    /// docs).
+    pub(crate) fn free(self) {
+        let (window, desc) = (self.window, self.desc);
+        drop(self.map);
+        window.free(desc);
+    }
+}
+
+/// Serialises `v` into a fresh block of its exact size `n` (measured before:
+/// see `message.rs`), ready for its descriptor to be published.
+pub(crate) fn write_block<T: crate::Message>(
+    window: Option<Window>,
+    next: &AtomicU64,
+    v: &T,
+    n: usize,
+) -> Result<BlockMut, Failure> {
+    use crate::message::{encode_into, Encoded};
+    let window = window.ok_or(Failure::TooLarge { size: n, limit: 0 })?;
+    let mut block = window.alloc(next, n)?;
+    match encode_into(v, block.buf()) {
+        Ok(Encoded::Done(m)) if m == n => Ok(block),
+        Ok(_) => {
+            block.discard();
+            Err(Failure::Serialize("the value serialised to a different size the second time".into()))
+        }
+        Err(e) => {
+            block.discard();
+            Err(Failure::Serialize(e.to_string()))
+        }
+    }
+}
+
+/// Copies raw bytes into a fresh block.
+pub(crate) fn copy_block(window: Option<Window>, next: &AtomicU64, bytes: &[u8]) -> Result<BlockMut, Failure> {
+    let window = window.ok_or(Failure::TooLarge { size: bytes.len(), limit: 0 })?;
+    let mut block = window.alloc(next, bytes.len())?;
+    block.buf().copy_from_slice(bytes);
+    Ok(block)
+}
+
+/// Runs `read` on the bytes of a message of `kind` whose frame or slot holds
+/// `bytes`: in place, or from its out-of-line block. The block is freed after
+/// `read` if `read` says the message is consumed (before the caller releases
+/// the frame: module docs).
+pub(crate) fn with_message<R>(
+    window: Option<Window>,
+    kind: u8,
+    bytes: &[u8],
+    read: impl FnOnce(&[u8]) -> (R, bool),
+) -> Result<(R, bool), Failure> {
+    match kind {
+        KIND_INLINE => Ok(read(bytes)),
+        KIND_BLOCK => {
+            let window = window.ok_or_else(|| Failure::corrupt("a block in a channel without a window"))?;
+            let block = window.open(bytes)?;
+            let (r, consumed) = read(block.bytes());
+            if consumed {
+                block.free();
+            }
+            Ok((r, consumed))
+        }
+        _ => Err(Failure::corrupt("message kind")),
+    }
+}
+
+/// Copies a message of `kind` out (from its frame, or its out-of-line block,
+/// which is then freed), validates and deserialises it.
+pub(crate) fn decode_message<T: crate::Message>(window: Option<Window>, kind: u8, bytes: &[u8]) -> Result<T, Failure> {
+    let (decoded, _) = with_message(window, kind, bytes, |b| (crate::message::decode_copy::<T>(b), true))?;
+    decoded.map_err(|e| Failure::Corrupt(e.to_string()))
+}
