@@ -47,7 +47,7 @@
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::channel_error::Failure;
 use crate::object::Object;
@@ -66,10 +66,16 @@ const WINDOW_SHIFT: u32 = 42;
 const WINDOW: u64 = 1 << WINDOW_SHIFT;
 /// Objects past this index have no window (the offsets would pass 2^62).
 const MAX_INDEX: u32 = (1 << 20) - 1;
-/// The largest block: a quarter of a window (far beyond any memory).
-pub(crate) const MAX_BLOCK: usize = (WINDOW / 4) as usize;
+/// The largest block: 512 GiB (far beyond any memory); its length fits in
+/// 40 bits of a descriptor.
+pub(crate) const MAX_BLOCK: usize = 1 << 39;
+/// Bits of a descriptor's second word that hold the length; the rest hold
+/// the block's slack (whole pages beyond the length's, for a recycled block
+/// larger than its message).
+const LEN_BITS: u32 = 40;
+const MAX_SLACK: u64 = (1 << (64 - LEN_BITS)) - 1;
 
-fn page() -> u64 {
+pub(crate) fn page() -> u64 {
     static PAGE: OnceLock<u64> = OnceLock::new();
     *PAGE.get_or_init(|| {
         // SAFETY: sysconf has no preconditions.
@@ -82,11 +88,13 @@ fn page() -> u64 {
     })
 }
 
-/// Where a block lies in the segment file.
+/// Where a block lies in the segment file: its offset, the message's length,
+/// and the block's slack (whole pages beyond the length's).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Descriptor {
     off: u64,
     len: u64,
+    slack: u64,
 }
 
 impl Descriptor {
@@ -94,17 +102,31 @@ impl Descriptor {
     pub(crate) fn encode(&self) -> [u8; DESCRIPTOR_LEN] {
         let mut b = [0u8; DESCRIPTOR_LEN];
         b[..8].copy_from_slice(&self.off.to_le_bytes());
-        b[8..].copy_from_slice(&self.len.to_le_bytes());
+        b[8..].copy_from_slice(&(self.len | (self.slack << LEN_BITS)).to_le_bytes());
         b
+    }
+
+    /// A descriptor of the block at `off` of `span` bytes (whole pages, at
+    /// least the length's) holding a `len`-byte message.
+    pub(crate) fn new(off: u64, len: u64, span: u64) -> Descriptor {
+        let slack = (span / page()).saturating_sub(len.div_ceil(page())).min(MAX_SLACK);
+        Descriptor { off, len, slack }
+    }
+
+    /// The block's file offset.
+    pub(crate) fn off(&self) -> u64 {
+        self.off
     }
 
     /// A descriptor from its bytes (not validated: see `Window::validate`).
     pub(crate) fn decode(bytes: &[u8]) -> Option<Descriptor> {
         let b: &[u8; DESCRIPTOR_LEN] = bytes.try_into().ok()?;
         let (off, len) = b.split_at(8);
+        let word = u64::from_le_bytes(len.try_into().ok()?);
         Some(Descriptor {
             off: u64::from_le_bytes(off.try_into().ok()?),
-            len: u64::from_le_bytes(len.try_into().ok()?),
+            len: word & ((1 << LEN_BITS) - 1),
+            slack: word >> LEN_BITS,
         })
     }
 
@@ -113,8 +135,9 @@ impl Descriptor {
         self.len as usize
     }
 
-    fn span(&self) -> u64 {
-        self.len.div_ceil(page()) * page()
+    /// The block's bytes: whole pages.
+    pub(crate) fn span(&self) -> u64 {
+        (self.len.div_ceil(page()) + self.slack) * page()
     }
 }
 
@@ -139,7 +162,7 @@ impl Window {
     pub(crate) fn alloc(&self, next: &AtomicU64, len: usize) -> Result<BlockMut, Failure> {
         let desc = self.reserve_range(next, len)?;
         match self.materialize(desc) {
-            Ok(map) => Ok(BlockMut { map, desc, window: *self }),
+            Ok(map) => Ok(BlockMut { map: Arc::new(map), desc, window: *self }),
             Err(e) => {
                 self.free(desc);
                 Err(e)
@@ -162,7 +185,7 @@ impl Window {
         for _ in 0..3 {
             let start = next.fetch_add(span, Ordering::Relaxed) & (WINDOW - 1) & !(page() - 1);
             if start + span <= WINDOW {
-                return Ok(Descriptor { off: self.base + start, len: len64 });
+                return Ok(Descriptor { off: self.base + start, len: len64, slack: 0 });
             }
         }
         Err(Failure::corrupt("block counter"))
@@ -187,18 +210,31 @@ impl Window {
         let desc = self.validate(bytes)?;
         let map = Mapping::new(self.fd, desc.off, desc.span(), false)
             .ok_or_else(|| Failure::corrupt("block cannot be mapped"))?;
-        Ok(BlockRef { map, desc, window: *self })
+        Ok(BlockRef { map: Arc::new(map), desc, window: *self })
     }
 
-    fn validate(&self, bytes: &[u8]) -> Result<Descriptor, Failure> {
+    /// The first file offset of the window.
+    pub(crate) fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Maps `span` bytes at `off` (a validated block) for reading and
+    /// writing.
+    pub(crate) fn map(&self, off: u64, span: u64) -> Option<Mapping> {
+        Mapping::new(self.fd, off, span, true)
+    }
+
+    /// Whether a block of `span` bytes at `off` lies in this window (for
+    /// ranges read from shared memory).
+    pub(crate) fn contains(&self, off: u64, span: u64) -> bool {
+        let rel = off.wrapping_sub(self.base);
+        rel < WINDOW && off % page() == 0 && span > 0 && span <= WINDOW - rel
+    }
+
+    pub(crate) fn validate(&self, bytes: &[u8]) -> Result<Descriptor, Failure> {
         let desc = Descriptor::decode(bytes).ok_or_else(|| Failure::corrupt("block descriptor length"))?;
         let rel = desc.off.wrapping_sub(self.base);
-        if desc.len == 0
-            || desc.len > MAX_BLOCK as u64
-            || rel >= WINDOW
-            || desc.off % page() != 0
-            || rel + desc.span() > WINDOW
-        {
+        if desc.len == 0 || desc.len > MAX_BLOCK as u64 || rel >= WINDOW || !self.contains(desc.off, desc.span()) {
             return Err(Failure::corrupt("block descriptor"));
         }
         // The file must cover the block, or touching it would fault.
@@ -293,9 +329,9 @@ unsafe impl Sync for Mapping {}
 /// A freshly allocated block, mapped for writing by its sender.
 #[derive(Debug)]
 pub(crate) struct BlockMut {
-    map: Mapping,
-    desc: Descriptor,
-    window: Window,
+    pub(crate) map: Arc<Mapping>,
+    pub(crate) desc: Descriptor,
+    pub(crate) window: Window,
 }
 
 impl BlockMut {
@@ -323,9 +359,9 @@ impl BlockMut {
 /// A block mapped for reading by its receiver.
 #[derive(Debug)]
 pub(crate) struct BlockRef {
-    map: Mapping,
-    desc: Descriptor,
-    window: Window,
+    pub(crate) map: Arc<Mapping>,
+    pub(crate) desc: Descriptor,
+    pub(crate) window: Window,
 }
 
 impl BlockRef {
@@ -344,30 +380,6 @@ impl BlockRef {
         let (window, desc) = (self.window, self.desc);
         drop(self.map);
         window.free(desc);
-    }
-}
-
-/// Serialises `v` into a fresh block of its exact size `n` (measured before:
-/// see `message.rs`), ready for its descriptor to be published.
-pub(crate) fn write_block<T: crate::Message>(
-    window: Option<Window>,
-    next: &AtomicU64,
-    v: &T,
-    n: usize,
-) -> Result<BlockMut, Failure> {
-    use crate::message::{encode_into, Encoded};
-    let window = window.ok_or(Failure::TooLarge { size: n, limit: 0 })?;
-    let mut block = window.alloc(next, n)?;
-    match encode_into(v, block.buf()) {
-        Ok(Encoded::Done(m)) if m == n => Ok(block),
-        Ok(_) => {
-            block.discard();
-            Err(Failure::Serialize("the value serialised to a different size the second time".into()))
-        }
-        Err(e) => {
-            block.discard();
-            Err(Failure::Serialize(e.to_string()))
-        }
     }
 }
 
@@ -402,11 +414,4 @@ pub(crate) fn with_message<R>(
         }
         _ => Err(Failure::corrupt("message kind")),
     }
-}
-
-/// Copies a message of `kind` out (from its frame, or its out-of-line block,
-/// which is then freed), validates and deserialises it.
-pub(crate) fn decode_message<T: crate::Message>(window: Option<Window>, kind: u8, bytes: &[u8]) -> Result<T, Failure> {
-    let (decoded, _) = with_message(window, kind, bytes, |b| (crate::message::decode_copy::<T>(b), true))?;
-    decoded.map_err(|e| Failure::Corrupt(e.to_string()))
 }

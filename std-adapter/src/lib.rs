@@ -124,6 +124,7 @@
 pub mod array;
 pub mod barrier;
 mod blocking;
+mod blocks;
 mod bulk;
 mod channel_error;
 pub mod condition;

@@ -247,8 +247,9 @@ pub(crate) fn decode_copy<T: Message>(bytes: &[u8]) -> Result<T, rancor::Error> 
         static BIG: core::cell::RefCell<AlignedVec> = core::cell::RefCell::new(AlignedVec::new());
     }
     // Beyond this, a fresh buffer (freed after use): a thread's buffer keeps
-    // its largest size.
-    const KEEP: usize = 1 << 20;
+    // its largest size, up to the largest out-of-line block a channel keeps
+    // for reuse (a stream of such messages then copies into warm memory).
+    const KEEP: usize = crate::blocks::RECYCLE_MAX as usize;
     if bytes.len() > KEEP {
         let mut v = AlignedVec::<16>::with_capacity(bytes.len());
         v.extend_from_slice(bytes);

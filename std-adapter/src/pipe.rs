@@ -44,9 +44,8 @@ use shmproc_core::spsc::{Consumer, Producer, RingError, SpscRing};
 use shmproc_core::Deadline;
 
 use crate::blocking::{receiver_pace, wait, wait_paced, Waited};
-use crate::bulk::{
-    copy_block, decode_message, with_message, write_block, BlockMut, Window, DESCRIPTOR_LEN, KIND_BLOCK, KIND_INLINE,
-};
+use crate::blocks::{Bin, Blocks};
+use crate::bulk::{BlockMut, Descriptor, Window, DESCRIPTOR_LEN, KIND_BLOCK, KIND_INLINE};
 use crate::channel_error::Failure;
 use crate::error::Error;
 use crate::message::{encode_into, Encoded, Message};
@@ -105,6 +104,8 @@ impl std::error::Error for RecvBytesIntoError {}
 struct PipeHead {
     /// The bump counter of out-of-line blocks (see `bulk.rs`).
     bulk_next: AtomicU64,
+    /// Blocks kept for reuse (see `blocks.rs`).
+    bin: Bin,
 }
 
 // SAFETY: atomics only, valid for any bits; alignment 128.
@@ -118,9 +119,9 @@ const RING_OFFSET: usize = std::mem::size_of::<PipeHead>();
 #[derive(Clone)]
 struct Channel {
     /// Keeps the mapping (and so `ring`) alive.
-    obj: Object,
+    _obj: Object,
     ring: SpscRing,
-    window: Option<Window>,
+    blocks: Option<std::sync::Arc<Blocks>>,
 }
 
 impl Channel {
@@ -132,7 +133,9 @@ impl Channel {
             // SAFETY: p is OBJECT_ALIGN-aligned with `size` bytes: the head at
             // 0, the ring at RING_OFFSET (a multiple of 128); not yet shared.
             unsafe {
-                (*p.as_ptr().cast::<PipeHead>()).bulk_next.store(0, Ordering::Relaxed);
+                let head = &*p.as_ptr().cast::<PipeHead>();
+                head.bulk_next.store(0, Ordering::Relaxed);
+                head.bin.init();
                 let ring = std::ptr::NonNull::new_unchecked(p.as_ptr().add(RING_OFFSET));
                 failed = SpscRing::init(ring, size - RING_OFFSET, cap).is_err();
             }
@@ -152,12 +155,21 @@ impl Channel {
         // contents.
         let ring = unsafe { SpscRing::attach(obj.at(RING_OFFSET), obj.size() - RING_OFFSET) }
             .map_err(|_| Error::Layout("corrupt pipe ring"))?;
-        let window = Window::of(&obj);
-        Ok(Channel { obj, ring, window })
+        let head = obj.head::<PipeHead>();
+        let blocks = Window::of(&obj).map(|w| {
+            std::sync::Arc::new(Blocks::new(
+                w,
+                std::ptr::NonNull::from(&head.bulk_next),
+                std::ptr::NonNull::from(&head.bin),
+            ))
+        });
+        Ok(Channel { _obj: obj, ring, blocks })
     }
 
-    fn bulk_next(&self) -> &AtomicU64 {
-        &self.obj.head::<PipeHead>().bulk_next
+    /// The blocks of large messages (`None` only for an object index too
+    /// large to have a window).
+    fn blocks(&self, size: usize) -> Result<&Blocks, Failure> {
+        self.blocks.as_deref().ok_or(Failure::TooLarge { size, limit: self.ring.max_frame() / 2 })
     }
 
     fn presence(&self, role: Role) -> Presence {
@@ -231,7 +243,7 @@ impl TxEnd {
     }
 
     /// Publishes a block's descriptor; frees the block if that fails.
-    fn push_block(&self, block: BlockMut, deadline: Option<Deadline>) -> Result<(), Failure> {
+    fn push_block(&self, blocks: &Blocks, block: BlockMut, deadline: Option<Deadline>) -> Result<(), Failure> {
         let desc = block.descriptor().encode();
         let r = self.push_with(DESCRIPTOR_LEN, KIND_BLOCK, deadline, |buf| {
             buf[..DESCRIPTOR_LEN].copy_from_slice(&desc);
@@ -239,7 +251,7 @@ impl TxEnd {
         });
         match r {
             Ok(()) => block.published(),
-            Err(_) => block.discard(),
+            Err(_) => blocks.discard(block),
         }
         r
     }
@@ -251,8 +263,8 @@ impl TxEnd {
                 Ok(bytes.len())
             })
         } else {
-            let block = copy_block(self.ch.window, self.ch.bulk_next(), bytes)?;
-            self.push_block(block, deadline)
+            let blocks = self.ch.blocks(bytes.len())?;
+            self.push_block(blocks, blocks.copy(bytes)?, deadline)
         }
     }
 
@@ -290,8 +302,8 @@ impl TxEnd {
                 Err(e) => Err(Failure::Serialize(e.to_string())),
             })
         } else {
-            let block = write_block(self.ch.window, self.ch.bulk_next(), v, n)?;
-            self.push_block(block, deadline)
+            let blocks = self.ch.blocks(n)?;
+            self.push_block(blocks, blocks.write(v, n)?, deadline)
         }
     }
 }
@@ -366,9 +378,10 @@ impl RxEnd {
 
     fn recv<T: Message>(&self, deadline: Option<Deadline>) -> Result<T, Failure> {
         // Copied out before validation; the frame is released after the copy
-        // (an out-of-line block is freed before: see `bulk.rs`).
-        let window = self.ch.window;
-        self.with_frame(deadline, |kind, b| (decode_message::<T>(window, kind, b), true))?
+        // (an out-of-line block is punched before, or recycled after: see
+        // `blocks.rs`).
+        self.with_message(deadline, |b| (crate::message::decode_copy::<T>(b), true))?
+            .map_err(|e| Failure::Corrupt(e.to_string()))
     }
 
     /// Runs `read` on the next message's bytes (in place or in its block);
@@ -378,12 +391,26 @@ impl RxEnd {
         deadline: Option<Deadline>,
         mut read: impl FnMut(&[u8]) -> (R, bool),
     ) -> Result<R, Failure> {
-        let window = self.ch.window;
-        self.with_frame(deadline, |kind, b| match with_message(window, kind, b, &mut read) {
-            Ok((r, consumed)) => (Ok(r), consumed),
-            // An unreadable message is dropped, as one that fails validation.
-            Err(e) => (Err(e), true),
-        })?
+        let mut recycle: Option<Descriptor> = None;
+        let r = self.with_frame(deadline, |kind, b| {
+            let read_one = match (kind, &self.ch.blocks) {
+                (KIND_INLINE, _) => Ok((read(b), None)),
+                (_, Some(blocks)) => blocks.read(kind, b, &mut read).map(|(r, consumed, d)| ((r, consumed), d)),
+                (_, None) => Err(Failure::corrupt("a block in a pipe without a window")),
+            };
+            match read_one {
+                Ok(((r, consumed), d)) => {
+                    recycle = d;
+                    (Ok(r), consumed)
+                }
+                // An unreadable message is dropped, as one that fails validation.
+                Err(e) => (Err(e), true),
+            }
+        });
+        if let (Some(d), Some(blocks)) = (recycle, &self.ch.blocks) {
+            blocks.recycle(d);
+        }
+        r?
     }
 
     fn poll(&self, timeout: Duration) -> bool {

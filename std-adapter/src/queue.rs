@@ -108,7 +108,8 @@ use shmproc_core::spsc::frame_span;
 use shmproc_core::Deadline;
 
 use crate::blocking::{receiver_pace, wait, wait_paced, Waited};
-use crate::bulk::{decode_message, write_block, BlockRef, Window, DESCRIPTOR_LEN, KIND_BLOCK, KIND_INLINE};
+use crate::blocks::{Bin, Blocks};
+use crate::bulk::{BlockRef, Descriptor, Window, DESCRIPTOR_LEN, KIND_BLOCK, KIND_INLINE};
 use crate::channel_error::Failure;
 use crate::error::Error;
 use crate::message::{encode_into, Encoded, Message};
@@ -142,6 +143,8 @@ pub(crate) struct Extra {
     layout: AtomicU32,
     /// The bump counter of out-of-line blocks (see `bulk.rs`).
     bulk_next: AtomicU64,
+    /// Blocks kept for reuse (see `blocks.rs`).
+    bin: Bin,
 }
 
 // SAFETY: atomics only, valid for any bits; alignment 128.
@@ -175,9 +178,9 @@ pub(crate) enum Claim {
 pub(crate) struct Core {
     obj: Object,
     ring: Layout,
-    /// Where this queue's out-of-line blocks live (`None` only for an object
-    /// index too large to have a window: then large messages are refused).
-    window: Option<Window>,
+    /// This queue's out-of-line blocks (`None` only for an object index too
+    /// large to have a window: then large messages are refused).
+    blocks: Option<Blocks>,
     /// Bytes of the last message sent through this mapping: the frame size a
     /// byte-ring send reserves first.
     hint: AtomicUsize,
@@ -230,6 +233,7 @@ impl Core {
                 let extra = &*p.as_ptr().cast::<Extra>();
                 extra.unfinished.store(0, Ordering::Relaxed);
                 extra.bulk_next.store(0, Ordering::Relaxed);
+                extra.bin.init();
                 extra.all_done.init();
                 let base = std::ptr::NonNull::new_unchecked(p.as_ptr().add(RING_OFFSET));
                 if b.slot_ring {
@@ -266,8 +270,10 @@ impl Core {
             }
             _ => return Err(Error::Layout("unknown queue layout")),
         };
-        let window = Window::of(&obj);
-        Ok(Core { obj, ring, window, hint: AtomicUsize::new(0) })
+        let extra = obj.head::<Extra>();
+        let blocks = Window::of(&obj)
+            .map(|w| Blocks::new(w, std::ptr::NonNull::from(&extra.bulk_next), std::ptr::NonNull::from(&extra.bin)));
+        Ok(Core { obj, ring, blocks, hint: AtomicUsize::new(0) })
     }
 
     pub(crate) fn extra(&self) -> &Extra {
@@ -475,7 +481,8 @@ impl Core {
             Some(n) => n,
             None => measure(v)?,
         };
-        let block = write_block(self.window, &self.extra().bulk_next, v, n)?;
+        let blocks = self.blocks.as_ref().ok_or(Failure::TooLarge { size: n, limit: self.message_size() })?;
+        let block = blocks.write(v, n)?;
         let desc = block.descriptor().encode();
         let sent = if wait {
             self.send_loop(deadline, || self.try_send_descriptor(&desc, deadline))
@@ -488,7 +495,7 @@ impl Core {
                 Ok(())
             }
             Err(e) => {
-                block.discard();
+                blocks.discard(block);
                 Err(e)
             }
         }
@@ -517,8 +524,8 @@ impl Core {
     /// Frees the out-of-line block of a message dropped because its reader
     /// died (see `bulk.rs`).
     fn drop_message(&self, kind: u8, bytes: &[u8]) {
-        if let (KIND_BLOCK, Some(w)) = (kind, self.window) {
-            w.free_raw(bytes);
+        if let (KIND_BLOCK, Some(b)) = (kind, &self.blocks) {
+            b.free_raw(bytes);
         }
     }
 
@@ -629,16 +636,35 @@ impl Core {
     }
 
     /// Reads a message of `kind` whose frame or slot holds `bytes`: copies
-    /// it out, validates and deserialises it; an out-of-line block is freed
-    /// once copied out (before the frame is released: see `bulk.rs`).
+    /// it out, validates and deserialises it. An out-of-line block is punched
+    /// now (before the frame is released), or returned to be recycled after
+    /// the release (see `blocks.rs`).
     #[inline]
-    fn read_message<T: Message>(&self, kind: u8, bytes: &[u8]) -> Result<T, Failure> {
-        decode_message(self.window, kind, bytes)
+    fn read_message<T: Message>(&self, kind: u8, bytes: &[u8]) -> (Result<T, Failure>, Option<Descriptor>) {
+        match (kind, &self.blocks) {
+            (KIND_INLINE, _) => {
+                (crate::message::decode_copy::<T>(bytes).map_err(|e| Failure::Corrupt(e.to_string())), None)
+            }
+            (_, Some(b)) => match b.decode::<T>(kind, bytes) {
+                Ok(r) => r,
+                Err(e) => (Err(e), None),
+            },
+            (_, None) => (Err(Failure::corrupt("a block in a queue without a window")), None),
+        }
+    }
+
+    /// After the frame or slot of a message read with `read_message` was
+    /// released: recycles its block.
+    #[inline]
+    fn after_release(&self, block: Option<Descriptor>) {
+        if let (Some(d), Some(b)) = (block, &self.blocks) {
+            b.recycle(d);
+        }
     }
 
     #[cold]
     fn open_block(&self, bytes: &[u8]) -> Result<BlockRef, Failure> {
-        self.window.ok_or_else(|| Failure::corrupt("a block in a queue without a window"))?.open(bytes)
+        self.blocks.as_ref().ok_or_else(|| Failure::corrupt("a block in a queue without a window"))?.open(bytes)
     }
 
     /// Receives a `T`, waiting until `deadline`.
@@ -651,7 +677,8 @@ impl Core {
         // The byte ring's fast path: read and release in one call.
         let me = thread_id::owner();
         loop {
-            if let Some(v) = r.try_take(&me, deadline, |kind, bytes| self.read_message::<T>(kind, bytes))? {
+            if let Some((v, block)) = r.try_take(&me, deadline, |kind, bytes| self.read_message::<T>(kind, bytes))? {
+                self.after_release(block);
                 return v;
             }
             if self.is_closed() && !self.has_message() {
@@ -732,8 +759,9 @@ impl Core {
     #[inline]
     fn take<T: Message>(&self, c: Claim) -> Result<T, Failure> {
         // Copied out before validating: a peer cannot change what we validate.
-        let r = self.read_message::<T>(self.kind(&c), self.bytes(&c));
+        let (r, block) = self.read_message::<T>(self.kind(&c), self.bytes(&c));
         self.release(c);
+        self.after_release(block);
         r
     }
 }
@@ -1493,10 +1521,9 @@ impl<'a, T: Message> RecvRef<'a, T> {
                 Ok(RecvRef { core, claimed: Some(c), block, archived })
             }
             Err(e) => {
-                if let Some(b) = block {
-                    b.free();
-                }
+                let recycle = block.map(|b| b.desc);
                 core.release(c);
+                core.after_release(recycle);
                 Err(Failure::Corrupt(e.to_string()))
             }
         }
@@ -1528,13 +1555,20 @@ impl<T: Archive> Deref for RecvRef<'_, T> {
 
 impl<T: Archive> Drop for RecvRef<'_, T> {
     fn drop(&mut self) {
-        // The block first, then its descriptor (see `bulk.rs`).
-        if let Some(b) = self.block.take() {
-            b.free();
-        }
+        // A block that is punched goes before its descriptor; one that is
+        // recycled after it (see `blocks.rs`).
+        let recycle = match self.block.take() {
+            Some(b) if Blocks::recyclable(&b.desc) => Some(b.desc),
+            Some(b) => {
+                b.free();
+                None
+            }
+            None => None,
+        };
         if let Some(c) = self.claimed.take() {
             self.core.release(c);
         }
+        self.core.after_release(recycle);
     }
 }
 
