@@ -756,6 +756,45 @@ impl MpmcRing {
         kind: u8,
         mut write: impl FnMut(&mut [u8]) -> Option<usize>,
     ) -> Result<(), MpmcError> {
+        self.try_push_with_kinds(me, |buf| write(buf).map(|n| (n, kind)))
+    }
+
+    /// Like [`try_push_with_kind`](MpmcRing::try_push_with_kind), with the
+    /// kind chosen by `write` once it has the slot: it returns the bytes used
+    /// and the slot's kind (say, the message itself, or the descriptor of a
+    /// message it placed elsewhere because it did not fit).
+    ///
+    /// ```
+    /// # use core::ptr::NonNull;
+    /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
+    /// # use shmproc_core::owner::{Owner, ProcLiveness};
+    /// # let len = MpmcRing::required_size(8, 32).unwrap();
+    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+    /// # // SAFETY: the layout has a non-zero size.
+    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let me = Owner::current();
+    /// let big = [9u8; 100];
+    /// ring.try_push_with_kinds(&me, |buf| {
+    ///     if big.len() <= buf.len() {
+    ///         buf[..big.len()].copy_from_slice(&big);
+    ///         Some((big.len(), 0))
+    ///     } else {
+    ///         buf[..4].copy_from_slice(b"elsw");
+    ///         Some((4, 1)) // a reference to where it went instead
+    ///     }
+    /// })?;
+    /// let c = ring.try_pop(&me)?;
+    /// assert_eq!((ring.kind(&c), ring.bytes(&c)), (1, &b"elsw"[..]));
+    /// ring.release(c);
+    /// # Ok::<(), MpmcError>(())
+    /// ```
+    pub fn try_push_with_kinds(
+        &self,
+        me: &Owner,
+        mut write: impl FnMut(&mut [u8]) -> Option<(usize, u8)>,
+    ) -> Result<(), MpmcError> {
         let hdr = self.header();
         loop {
             let pos = hdr.enqueue.load(Ordering::Relaxed);
@@ -781,9 +820,9 @@ impl MpmcRing {
                 // SAFETY: we own the slot for `pos` (claimed and registered); its
                 // payload area is slot_size bytes inside the ring.
                 let buf = unsafe { core::slice::from_raw_parts_mut(self.payload(pos), self.slot_size) };
-                let (len, result) = match write(buf) {
-                    Some(n) if n <= self.slot_size => (n as u32, Ok(())),
-                    _ => (SKIP, Err(MpmcError::TooLarge)),
+                let (len, kind, result) = match write(buf) {
+                    Some((n, kind)) if n <= self.slot_size => (n as u32, kind, Ok(())),
+                    _ => (SKIP, 0, Err(MpmcError::TooLarge)),
                 };
                 s.len.store(len, Ordering::Relaxed);
                 s.kind.store(u32::from(kind), Ordering::Relaxed);

@@ -72,9 +72,12 @@
 //!   reads it in place (`recv_ref`), and frees the block before it releases
 //!   the descriptor; a block whose receiver died is freed by whoever drops
 //!   its message (the next receiver, or a sender recovering the slot), so a
-//!   killed receiver leaks nothing. Costs a few system calls per message
-//!   (`fallocate`, `mmap`, `munmap`), and is limited only by memory (a full
-//!   `/dev/shm` or memory limit gives `NoSpace`).
+//!   killed receiver leaks nothing. A block of up to 8 MiB is kept for reuse
+//!   by the next large message (at most four per queue) and stays mapped in
+//!   the processes that used it, so a stream of large messages costs two
+//!   copies and no system call each; a fresh block costs a few (`fallocate`,
+//!   `mmap`). Limited only by memory (a full `/dev/shm` or memory limit gives
+//!   `NoSpace`).
 //!
 //! [`recv_ref`](Queue::recv_ref) reads every message in place, in the ring
 //! or in its block; payloads are aligned to 16 bytes in the ring and to a
@@ -420,29 +423,53 @@ impl Core {
                         return Ok(Attempt::OutOfLine(Some(n)));
                     }
                 }
-                let mut outcome = Ok(None);
-                let pushed = r.try_push_with_kind(&me, KIND_INLINE, |buf| match encode_into(v, buf) {
-                    Ok(Encoded::Done(n)) => Some(n),
+                // A message that does not fit its slot goes out of line from
+                // inside the claimed slot, which then holds the descriptor:
+                // no slot is wasted on a skip.
+                let mut outcome: Result<Option<crate::bulk::BlockMut>, Failure> = Ok(None);
+                let pushed = r.try_push_with_kinds(&me, |buf| match encode_into(v, buf) {
+                    Ok(Encoded::Done(n)) => Some((n, KIND_INLINE)),
                     Ok(Encoded::Needs(n)) => {
-                        outcome = Ok(Some(n));
-                        None
+                        self.hint.store(n, Ordering::Relaxed);
+                        let written = match &self.blocks {
+                            Some(b) => b.write(v, n),
+                            None => Err(Failure::TooLarge { size: n, limit: slot }),
+                        };
+                        match written {
+                            Ok(block) => {
+                                buf.get_mut(..DESCRIPTOR_LEN)?.copy_from_slice(&block.descriptor().encode());
+                                outcome = Ok(Some(block));
+                                Some((DESCRIPTOR_LEN, KIND_BLOCK))
+                            }
+                            Err(e) => {
+                                outcome = Err(e);
+                                None
+                            }
+                        }
                     }
                     Err(e) => {
                         outcome = Err(serialize_failure(e));
                         None
                     }
                 });
-                match pushed {
-                    Ok(()) => Ok(Attempt::Sent),
-                    // The writer gave up: a skip was published in the slot.
-                    Err(MpmcError::TooLarge) => match outcome? {
-                        Some(n) => {
-                            self.hint.store(n, Ordering::Relaxed);
-                            Ok(Attempt::OutOfLine(Some(n)))
+                match (pushed, outcome) {
+                    (Ok(()), Ok(block)) => {
+                        if let Some(b) = block {
+                            b.published();
                         }
-                        None => Err(Failure::corrupt("slot writer gave up")),
-                    },
-                    Err(e) => Err(slot_failure(e)),
+                        Ok(Attempt::Sent)
+                    }
+                    // The writer gave up (a skip was published in the slot).
+                    (Err(_), Err(e)) => Err(e),
+                    (r, block) => {
+                        if let (Ok(Some(b)), Some(blocks)) = (block, &self.blocks) {
+                            blocks.discard(b);
+                        }
+                        match r {
+                            Err(e) => Err(slot_failure(e)),
+                            Ok(()) => Err(Failure::corrupt("slot writer")),
+                        }
+                    }
                 }
             }
         }

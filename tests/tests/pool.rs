@@ -224,8 +224,41 @@ fn spawn_mode_pool_works() -> TestResult {
     Ok(())
 }
 
+/// A word count per document: a `HashMap<String, u64>` result that is far
+/// larger than the pool's default in-slot size.
+fn word_count(doc: Vec<String>) -> std::collections::HashMap<String, u64> {
+    let mut counts = std::collections::HashMap::new();
+    for w in doc {
+        *counts.entry(w).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn zeros(n: usize) -> Vec<u8> {
+    vec![0; n]
+}
+
+fn total(v: Vec<u8>) -> usize {
+    v.len()
+}
+
+/// Arguments and results of any size with the default configuration (the
+/// in-slot size is 8 KiB): large ones travel out of line both ways.
+fn large_arguments_and_results_with_the_defaults() -> TestResult {
+    let pool = Pool::new(2)?;
+    let docs: Vec<Vec<String>> =
+        (0..6).map(|d| (0..20_000).map(|i| format!("word{}", (i * 7 + d) % 5_000)).collect()).collect();
+    let counts = pool.map(word_count, docs)?;
+    ensure!(counts.len() == 6);
+    ensure!(counts.iter().all(|c| c.len() == 5_000 && c.values().sum::<u64>() == 20_000));
+    ensure!(pool.apply(zeros, 16 << 20)?.len() == 16 << 20);
+    ensure!(pool.apply(total, vec![1u8; 16 << 20])? == 16 << 20);
+    Ok(())
+}
+
 fn main() {
     shmproc_tests::run(trials![
+        large_arguments_and_results_with_the_defaults,
         map_100k_is_correct_and_ordered,
         every_callback_fires_once,
         callbacks_may_call_into_the_pool,
