@@ -105,7 +105,7 @@ use rkyv::Archive;
 use shmproc_core::mpmc::{stride, Claimed, MpmcError, MpmcRing};
 use shmproc_core::notify::Notifier;
 use shmproc_core::owner::ProcLiveness;
-use shmproc_core::participants::{Presence, Role};
+use shmproc_core::participants::{Participants, Presence, Role};
 use shmproc_core::region::{kind, OBJECT_ALIGN};
 use shmproc_core::spsc::frame_span;
 use shmproc_core::Deadline;
@@ -159,6 +159,102 @@ const RING_OFFSET: usize = std::mem::size_of::<Extra>();
 const _: () = assert!(RING_OFFSET % OBJECT_ALIGN == 0);
 const LAYOUT_SLOTS: u32 = 1;
 const LAYOUT_BYTES: u32 = 2;
+
+/// What the two layouts share, under one set of names: `Core` reaches it
+/// through [`on_layout!`], and keeps explicit matches only where the layouts
+/// really work differently (sending, claiming, waiting, recovering).
+trait SharedRing {
+    fn participants(&self) -> &Participants;
+    fn not_empty(&self) -> &Notifier;
+    fn not_full(&self) -> &Notifier;
+    /// Messages waiting (a snapshot).
+    fn len(&self) -> usize;
+    /// Capacity in messages (`usize::MAX`: unbounded).
+    fn capacity(&self) -> usize;
+    /// The in-ring message size.
+    fn message_size(&self) -> usize;
+    fn close(&self);
+    fn is_closed(&self) -> bool;
+    /// Whether something may be there to receive (true on a corrupt ring:
+    /// let the receive report it).
+    fn has_message(&self) -> bool;
+}
+
+impl SharedRing for MpmcRing {
+    fn participants(&self) -> &Participants {
+        &self.header().participants
+    }
+    fn not_empty(&self) -> &Notifier {
+        &self.header().not_empty
+    }
+    fn not_full(&self) -> &Notifier {
+        &self.header().not_full
+    }
+    fn len(&self) -> usize {
+        MpmcRing::len(self)
+    }
+    fn capacity(&self) -> usize {
+        self.slots()
+    }
+    fn message_size(&self) -> usize {
+        self.slot_size()
+    }
+    fn close(&self) {
+        MpmcRing::close(self);
+    }
+    #[inline]
+    fn is_closed(&self) -> bool {
+        MpmcRing::is_closed(self)
+    }
+    #[inline]
+    fn has_message(&self) -> bool {
+        MpmcRing::has_message(self)
+    }
+}
+
+impl SharedRing for ByteRing {
+    fn participants(&self) -> &Participants {
+        ByteRing::participants(self)
+    }
+    fn not_empty(&self) -> &Notifier {
+        ByteRing::not_empty(self)
+    }
+    fn not_full(&self) -> &Notifier {
+        ByteRing::not_full(self)
+    }
+    fn len(&self) -> usize {
+        ByteRing::len(self)
+    }
+    fn capacity(&self) -> usize {
+        ByteRing::capacity(self)
+    }
+    fn message_size(&self) -> usize {
+        ByteRing::message_size(self)
+    }
+    fn close(&self) {
+        ByteRing::close(self);
+    }
+    #[inline]
+    fn is_closed(&self) -> bool {
+        ByteRing::is_closed(self)
+    }
+    #[inline]
+    fn has_message(&self) -> bool {
+        ByteRing::has_message(self)
+    }
+}
+
+/// Runs `$e` with `$r` bound to the queue's ring, whichever layout it is
+/// (statically dispatched: each arm calls the [`SharedRing`] method of its
+/// own type).
+macro_rules! on_layout {
+    ($layout:expr, $r:ident => $e:expr) => {
+        match $layout {
+            Layout::Slots($r) => $e,
+            Layout::Bytes($r) => $e,
+        }
+    };
+}
 
 /// The ring behind a queue (see [`QueueBuilder::slot_ring`]).
 #[derive(Clone, Debug)]
@@ -283,25 +379,16 @@ impl Core {
         self.obj.head::<Extra>()
     }
 
-    fn participants(&self) -> &shmproc_core::participants::Participants {
-        match &self.ring {
-            Layout::Slots(r) => &r.header().participants,
-            Layout::Bytes(r) => r.participants(),
-        }
+    fn participants(&self) -> &Participants {
+        on_layout!(&self.ring, r => SharedRing::participants(r))
     }
 
     fn not_empty(&self) -> &Notifier {
-        match &self.ring {
-            Layout::Slots(r) => &r.header().not_empty,
-            Layout::Bytes(r) => r.not_empty(),
-        }
+        on_layout!(&self.ring, r => SharedRing::not_empty(r))
     }
 
     fn not_full(&self) -> &Notifier {
-        match &self.ring {
-            Layout::Slots(r) => &r.header().not_full,
-            Layout::Bytes(r) => r.not_full(),
-        }
+        on_layout!(&self.ring, r => SharedRing::not_full(r))
     }
 
     fn presence(&self, role: Role) -> Presence {
@@ -309,47 +396,29 @@ impl Core {
     }
 
     fn len(&self) -> usize {
-        match &self.ring {
-            Layout::Slots(r) => r.len(),
-            Layout::Bytes(r) => r.len(),
-        }
+        on_layout!(&self.ring, r => SharedRing::len(r))
     }
 
     fn capacity(&self) -> usize {
-        match &self.ring {
-            Layout::Slots(r) => r.slots(),
-            Layout::Bytes(r) => r.capacity(),
-        }
+        on_layout!(&self.ring, r => SharedRing::capacity(r))
     }
 
     fn message_size(&self) -> usize {
-        match &self.ring {
-            Layout::Slots(r) => r.slot_size(),
-            Layout::Bytes(r) => r.message_size(),
-        }
+        on_layout!(&self.ring, r => SharedRing::message_size(r))
     }
 
     fn close(&self) {
-        match &self.ring {
-            Layout::Slots(r) => r.close(),
-            Layout::Bytes(r) => r.close(),
-        }
+        on_layout!(&self.ring, r => SharedRing::close(r))
     }
 
     #[inline]
     fn is_closed(&self) -> bool {
-        match &self.ring {
-            Layout::Slots(r) => r.is_closed(),
-            Layout::Bytes(r) => r.is_closed(),
-        }
+        on_layout!(&self.ring, r => SharedRing::is_closed(r))
     }
 
     #[inline]
     fn has_message(&self) -> bool {
-        match &self.ring {
-            Layout::Slots(r) => r.has_message(),
-            Layout::Bytes(r) => r.has_message(),
-        }
+        on_layout!(&self.ring, r => SharedRing::has_message(r))
     }
 
     /// Writes one message with a raw `write` (the user's `send_with`), which
