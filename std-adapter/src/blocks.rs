@@ -103,12 +103,17 @@ impl Blocks {
             return Some(map);
         }
         let map = Arc::new(self.window.map(off, span)?);
+        Blocks::cache_insert(&mut cache, off, span, &map);
+        Some(map)
+    }
+
+    /// Adds a mapping to the cache, evicting the oldest beyond its bounds
+    /// (holders of an evicted mapping keep it alive).
+    fn cache_insert(cache: &mut Vec<(u64, u64, Arc<Mapping>)>, off: u64, span: u64, map: &Arc<Mapping>) {
         cache.push((off, span, map.clone()));
         while cache.len() > CACHE_ENTRIES || cache.iter().map(|e| e.1).sum::<u64>() > CACHE_BYTES {
-            // Holders of an evicted mapping keep it alive.
             cache.remove(0);
         }
-        Some(map)
     }
 
     /// A block for a `len`-byte message: a recycled one of a fitting size if
@@ -133,10 +138,7 @@ impl Blocks {
         if span <= RECYCLE_MAX {
             // Likely to come back through the bin: keep it mapped.
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            cache.push((desc.off(), desc.span(), map.clone()));
-            while cache.len() > CACHE_ENTRIES || cache.iter().map(|e| e.1).sum::<u64>() > CACHE_BYTES {
-                cache.remove(0);
-            }
+            Blocks::cache_insert(&mut cache, desc.off(), desc.span(), &map);
         }
         Ok(BlockMut { map, desc, window: self.window })
     }

@@ -233,8 +233,7 @@ impl Window {
 
     pub(crate) fn validate(&self, bytes: &[u8]) -> Result<Descriptor, Failure> {
         let desc = Descriptor::decode(bytes).ok_or_else(|| Failure::corrupt("block descriptor length"))?;
-        let rel = desc.off.wrapping_sub(self.base);
-        if desc.len == 0 || desc.len > MAX_BLOCK as u64 || rel >= WINDOW || !self.contains(desc.off, desc.span()) {
+        if desc.len == 0 || desc.len > MAX_BLOCK as u64 || !self.contains(desc.off, desc.span()) {
             return Err(Failure::corrupt("block descriptor"));
         }
         // The file must cover the block, or touching it would fault.

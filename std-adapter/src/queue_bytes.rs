@@ -630,13 +630,17 @@ impl ByteRing {
     }
 
     /// Publishes a link to `to` in `pr` (whose reservations kept room for it)
-    /// and moves the producers there; the move was recorded (`record_link`).
+    /// and moves the producers there; the move was recorded (`record_link`),
+    /// and the record is cleared whether the link is published or not.
     fn link(&self, pr: &RingRef, to: &[u8; DESCRIPTOR_LEN]) -> Result<(), Failure> {
         let h = self.head();
         let mut p = pr.ring.producer();
-        let r = p.reserve(DESCRIPTOR_LEN).map_err(|e| match e {
-            RingError::Full => Failure::corrupt("no room kept for a link"),
-            e => reserve_failure(e),
+        let r = p.reserve(DESCRIPTOR_LEN).map_err(|e| {
+            h.sent.pending_at.store(0, Ordering::Relaxed);
+            match e {
+                RingError::Full => Failure::corrupt("no room kept for a link"),
+                e => reserve_failure(e),
+            }
         })?;
         p.buffer(&r)[..DESCRIPTOR_LEN].copy_from_slice(to);
         p.commit_kind(r, DESCRIPTOR_LEN, KIND_LINK);
@@ -657,10 +661,7 @@ impl ByteRing {
         let pr = self.producer_ring()?;
         if pr.is_chained() && pr.ring.used() == Ok(0) && load_desc(&self.head().reader.ring) == pr.desc {
             self.record_link(&pr, &OWN_RING)?;
-            if let Err(e) = self.link(&pr, &OWN_RING) {
-                self.head().sent.pending_at.store(0, Ordering::Relaxed);
-                return Err(e);
-            }
+            self.link(&pr, &OWN_RING)?;
             return Ok(RingRef::own(self.ring));
         }
         Ok(pr)
