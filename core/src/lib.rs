@@ -37,6 +37,7 @@ extern crate std;
 pub mod asymmetric_fence;
 pub mod barrier;
 pub mod biased_lock;
+pub mod byte_queue;
 pub mod cache_padded;
 pub mod condvar;
 pub mod event;

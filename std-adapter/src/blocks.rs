@@ -272,10 +272,10 @@ impl Blocks {
     /// Serialises `v` into a block of its exact size `n` (measured before:
     /// see `message.rs`), ready for its descriptor to be published.
     pub(crate) fn write<T: crate::Message>(&self, v: &T, n: usize) -> Result<BlockMut, Failure> {
-        use crate::message::{encode_into, Encoded};
+        use crate::message::{encode_into, Written};
         let mut block = self.alloc(n)?;
         match encode_into(v, block.buf()) {
-            Ok(Encoded::Done(m)) if m == n => Ok(block),
+            Ok(Written::Done(m)) if m == n => Ok(block),
             Ok(_) => {
                 self.discard(block);
                 Err(Failure::Serialize("the value serialised to a different size the second time".into()))

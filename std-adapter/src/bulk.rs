@@ -52,15 +52,9 @@ use std::sync::{Arc, OnceLock};
 use crate::channel_error::Failure;
 use crate::object::Object;
 
-/// A frame or slot that holds the message itself.
-pub(crate) const KIND_INLINE: u8 = 0;
-/// A frame or slot that holds a [`Descriptor`] of an out-of-line block.
-pub(crate) const KIND_BLOCK: u8 = 1;
-/// A frame that links an unbounded queue's ring to the next one (see
-/// `queue_bytes.rs`): its payload is the next ring's descriptor.
-pub(crate) const KIND_LINK: u8 = 2;
-/// Bytes of an encoded descriptor.
-pub(crate) const DESCRIPTOR_LEN: usize = 16;
+/// Frame and slot kinds (inline, out-of-line block, link) and the
+/// descriptor length: the byte-ring layout in core gives them their meaning.
+pub(crate) use shmproc_core::byte_queue::{DESCRIPTOR_LEN, KIND_BLOCK, KIND_INLINE};
 /// Each object's window of file offsets: 4 TiB.
 const WINDOW_SHIFT: u32 = 42;
 const WINDOW: u64 = 1 << WINDOW_SHIFT;

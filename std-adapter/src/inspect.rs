@@ -195,6 +195,17 @@ pub enum SideState {
     },
 }
 
+impl From<shmproc_core::biased_lock::Holder> for SideState {
+    fn from(h: shmproc_core::biased_lock::Holder) -> SideState {
+        use shmproc_core::biased_lock::Holder;
+        match h {
+            Holder::Free => SideState::Free,
+            Holder::Locked(o) => SideState::Locked { tid: o.tid, alive: o.alive },
+            Holder::Biased { tid, busy, alive } => SideState::Biased { tid, busy, alive },
+        }
+    }
+}
+
 impl fmt::Display for SideState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let life = |alive: &bool| if *alive { "alive" } else { "dead" };

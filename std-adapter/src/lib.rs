@@ -141,7 +141,6 @@ mod plain;
 pub mod pool;
 pub mod process;
 pub mod queue;
-mod queue_bytes;
 mod ring_chain;
 mod roles;
 pub mod segment;

@@ -180,15 +180,9 @@ impl<E> Writer<E> for SlotWriter<'_> {
     }
 }
 
-/// What [`encode_into`] did.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Encoded {
-    /// The archive is in the buffer: this many bytes.
-    Done(usize),
-    /// The archive needs this many bytes, more than the buffer has; what was
-    /// written is a partial archive to be dropped.
-    Needs(usize),
-}
+/// What [`encode_into`] did: the layout's own writer result (the byte ring
+/// in core asks its frame writers the same question).
+pub(crate) use shmproc_core::byte_queue::Written;
 
 /// Serialises `value` into a fresh aligned buffer.
 pub(crate) fn encode<T: Message>(value: &T) -> Result<AlignedVec, rancor::Error> {
@@ -210,7 +204,7 @@ pub(crate) fn decode<T: Message>(bytes: &[u8]) -> Result<T, rancor::Error> {
 /// bookkeeping); if that runs out, the serialisation is redone with rkyv's
 /// arena.
 #[inline(always)]
-pub(crate) fn encode_into<T: Message>(value: &T, buf: &mut [u8]) -> Result<Encoded, rancor::Error> {
+pub(crate) fn encode_into<T: Message>(value: &T, buf: &mut [u8]) -> Result<Written, rancor::Error> {
     let mut scratch = [core::mem::MaybeUninit::<u8>::uninit(); 512];
     let fast = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
         value,
@@ -223,7 +217,7 @@ pub(crate) fn encode_into<T: Message>(value: &T, buf: &mut [u8]) -> Result<Encod
         // attempt reports again).
         Err(_) => rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, SlotWriter::new(buf))?,
     };
-    Ok(if w.fits() { Encoded::Done(w.len()) } else { Encoded::Needs(w.len()) })
+    Ok(if w.fits() { Written::Done(w.len()) } else { Written::Needs(w.len()) })
 }
 
 /// Deserialises a `T` from `bytes` (copied out of shared memory by the

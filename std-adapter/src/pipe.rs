@@ -48,7 +48,7 @@ use crate::blocks::{Bin, Blocks};
 use crate::bulk::{BlockMut, Descriptor, Window, DESCRIPTOR_LEN, KIND_BLOCK, KIND_INLINE};
 use crate::channel_error::Failure;
 use crate::error::Error;
-use crate::message::{encode_into, Encoded, Message};
+use crate::message::{encode_into, Message, Written};
 use crate::object::Object;
 use crate::queue::{measure, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError};
 use crate::roles;
@@ -279,12 +279,12 @@ impl TxEnd {
             if hint <= self.inline_max() && !self.ch.ring.is_closed() {
                 if let Ok(r) = p.reserve(hint) {
                     match encode_into(v, p.buffer(&r)).map_err(|e| Failure::Serialize(e.to_string()))? {
-                        Encoded::Done(n) => {
+                        Written::Done(n) => {
                             p.commit(r, n);
                             return Ok(());
                         }
                         // Never published: the reservation is simply dropped.
-                        Encoded::Needs(n) => needs = Some(n),
+                        Written::Needs(n) => needs = Some(n),
                     }
                 }
             }
@@ -297,7 +297,7 @@ impl TxEnd {
         if n <= self.inline_max() {
             // In place, in a frame of the exact size, waiting for room.
             self.push_with(n, KIND_INLINE, deadline, |buf| match encode_into(v, buf) {
-                Ok(Encoded::Done(m)) if m == n => Ok(m),
+                Ok(Written::Done(m)) if m == n => Ok(m),
                 Ok(_) => Err(Failure::Serialize("the value serialised to a different size the second time".into())),
                 Err(e) => Err(Failure::Serialize(e.to_string())),
             })

@@ -102,6 +102,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rkyv::Archive;
+use shmproc_core::byte_queue::{self, ByteQueue, FrameClaim, Placed, RingStore};
 use shmproc_core::mpmc::{stride, Claimed, MpmcError, MpmcRing};
 use shmproc_core::notify::Notifier;
 use shmproc_core::owner::ProcLiveness;
@@ -113,11 +114,17 @@ use shmproc_core::Deadline;
 use crate::blocking::{receiver_pace, wait, wait_paced, Waited};
 use crate::blocks::{Bin, Blocks};
 use crate::bulk::{BlockRef, Descriptor, Window, DESCRIPTOR_LEN, KIND_BLOCK, KIND_INLINE};
+use crate::ring_chain::QueueStore;
+
+/// The default layout: the byte ring of `shmproc_core::byte_queue` with
+/// this crate's store of chained rings and blocks.
+type ByteRing = ByteQueue<QueueStore>;
+/// A frame claimed from a [`ByteRing`].
+type ByteClaim = FrameClaim<<QueueStore as RingStore>::Keep>;
 use crate::channel_error::Failure;
 use crate::error::Error;
-use crate::message::{encode_into, Encoded, Message};
+use crate::message::{encode_into, Message, Written};
 use crate::object::{impl_handle_archive, Object};
-use crate::queue_bytes::{ByteRing, FrameClaim, Placed};
 use crate::roles;
 use crate::segment::Segment;
 use crate::thread_id;
@@ -269,7 +276,7 @@ pub(crate) enum Layout {
 #[derive(Debug)]
 pub(crate) enum Claim {
     Slot(Claimed),
-    Frame(FrameClaim),
+    Frame(ByteClaim),
 }
 
 /// The mapped queue: object + validated ring. Shared by every handle of a
@@ -302,7 +309,7 @@ fn serialize_failure(e: rkyv::rancor::Error) -> Failure {
 /// The archive size of `v`, without writing it anywhere.
 pub(crate) fn measure<T: Message>(v: &T) -> Result<usize, Failure> {
     match encode_into(v, &mut []).map_err(serialize_failure)? {
-        Encoded::Done(n) | Encoded::Needs(n) => Ok(n),
+        Written::Done(n) | Written::Needs(n) => Ok(n),
     }
 }
 
@@ -319,7 +326,7 @@ impl Core {
         let ring_size = if b.slot_ring {
             MpmcRing::required_size(slots, message_size)
         } else {
-            ByteRing::required_size(slots, message_size)
+            byte_queue::required_size(slots, message_size)
         };
         let ring_size = ring_size.ok_or(Error::Layout("queue too large"))?;
         let size = RING_OFFSET.checked_add(ring_size).ok_or(Error::Layout("queue too large"))?;
@@ -340,7 +347,7 @@ impl Core {
                     failed = MpmcRing::init(base, ring_size, slots, message_size).is_err();
                 } else {
                     extra.layout.store(LAYOUT_BYTES, Ordering::Relaxed);
-                    failed = ByteRing::init(base, ring_size, slots, message_size).is_err();
+                    failed = byte_queue::init(base, ring_size, slots, message_size).is_err();
                 }
             }
         })?;
@@ -363,9 +370,11 @@ impl Core {
             }
             LAYOUT_BYTES => {
                 // SAFETY: as above.
-                let r = unsafe { ByteRing::attach(base, len) };
                 let next = std::ptr::NonNull::from(&obj.head::<Extra>().bulk_next);
-                Layout::Bytes(r.map_err(Error::Layout)?.with_window(Window::of(&obj), next))
+                // SAFETY: as above.
+                let r = unsafe { ByteRing::attach(base, len, QueueStore::new(Window::of(&obj), next)) };
+                // An unbounded queue's store also keeps its chained rings.
+                Layout::Bytes(r.map_err(Error::Layout)?.map_store(|s, unbounded| s.with_chain(unbounded)))
             }
             _ => return Err(Error::Layout("unknown queue layout")),
         };
@@ -445,8 +454,8 @@ impl Core {
             Layout::Bytes(r) => {
                 let sent = r.try_send_with(&me, lock_deadline, limit, |buf| {
                     Ok(match write(buf) {
-                        Some(n) if n <= buf.len() => Encoded::Done(n),
-                        _ => Encoded::Needs(usize::MAX),
+                        Some(n) if n <= buf.len() => Written::Done(n),
+                        _ => Written::Needs(usize::MAX),
                     })
                 })?;
                 match sent {
@@ -497,8 +506,8 @@ impl Core {
                 // no slot is wasted on a skip.
                 let mut outcome: Result<Option<crate::bulk::BlockMut>, Failure> = Ok(None);
                 let pushed = r.try_push_with_kinds(&me, |buf| match encode_into(v, buf) {
-                    Ok(Encoded::Done(n)) => Some((n, KIND_INLINE)),
-                    Ok(Encoded::Needs(n)) => {
+                    Ok(Written::Done(n)) => Some((n, KIND_INLINE)),
+                    Ok(Written::Needs(n)) => {
                         self.hint.store(n, Ordering::Relaxed);
                         let written = match &self.blocks {
                             Some(b) => b.write(v, n),
@@ -1692,7 +1701,10 @@ pub(crate) fn describe(seg: &Segment, index: u32) -> crate::inspect::ObjectState
             closed: core.is_closed(),
             holders: core.participants().snapshot().map(|(id, s, r)| (id, s, r, id.is_alive())).collect(),
             sides: match &core.ring {
-                Layout::Bytes(r) => Some(r.sides()),
+                Layout::Bytes(r) => Some({
+                    let (producers, consumers) = r.sides();
+                    (producers.into(), consumers.into())
+                }),
                 Layout::Slots(_) => None,
             },
         },

@@ -1,7 +1,7 @@
-//! The default layout of a [`Queue`](crate::Queue): a byte ring of
-//! length-prefixed frames (`shmproc_core::spsc`) whose producing side and
+//! The default layout of a `shmproc::Queue`: a byte ring of
+//! length-prefixed frames ([`spsc`](crate::spsc)) whose producing side and
 //! consuming side are each serialised by a
-//! [`BiasedLock`](shmproc_core::biased_lock::BiasedLock).
+//! biased lock ([`biased_lock`](crate::biased_lock)).
 //!
 //! ```text
 //! [producer lock][consumer lock][sent | received cache | ring | pending][received][reading | ring | follow][limit, message size][byte ring ...]
@@ -9,7 +9,7 @@
 //!
 //! # Why this shape
 //!
-//! In the slot ring (Vyukov's, [`QueueBuilder::slot_ring`](crate::QueueBuilder::slot_ring)) both
+//! In the slot ring (Vyukov's, [`mpmc`](crate::mpmc), `QueueBuilder::slot_ring`) both
 //! sides write every slot and claim it with a compare-and-swap; between two
 //! processes each of those costs a cache-line transfer and a store-buffer
 //! drain, about 65–100 ns a message on a 2-core VM. Here a message costs the
@@ -22,9 +22,9 @@
 //!
 //! # What it gives up
 //!
-//! A [`RecvRef`](crate::RecvRef) keeps the consuming side locked while it
-//! lives, so other receivers wait until it drops (the slot layout lets several
-//! guards live at once: see [`QueueBuilder::slot_ring`](crate::QueueBuilder::slot_ring)).
+//! A claim ([`ByteQueue::try_claim`], behind `shmproc::RecvRef`) keeps the
+//! consuming side locked while it lives, so other receivers wait until it
+//! is released (the slot layout lets several claims live at once).
 //!
 //! # Dead peers
 //!
@@ -33,7 +33,7 @@
 //! lock over (owner died) and writes over the unpublished bytes. One that dies
 //! after the header store but before recording its position left a complete,
 //! published frame: the next producer walks over it
-//! ([`Producer::resync`](shmproc_core::spsc::Producer::resync)) and counts it
+//! ([`Producer::resync`](crate::spsc::Producer::resync)) and counts it
 //! as sent. A consumer records the
 //! position of the frame it was handed (`reading`) before reading it; when a
 //! consumer takes the lock over from a dead one and that frame is still at the
@@ -60,17 +60,19 @@
 //!
 //! # Unbounded queues: a chain of rings
 //!
-//! An unbounded queue ([`Queue::unbounded`](crate::Queue::unbounded)) starts
+//! An unbounded queue ([`UNBOUNDED`], `shmproc::Queue::unbounded`) starts
 //! with its own ring like any other. When that ring is full, the producer
 //! does not wait: it creates a ring twice as large in an out-of-line block of
-//! the segment file (see `bulk.rs` and `ring_chain.rs`), publishes a *link*
+//! the segment file (a [`RingStore`]; the std crate's `bulk.rs` and
+//! `ring_chain.rs`), publishes a *link*
 //! frame naming it in the full ring, and goes on in the new one; consumers
 //! follow the link when they reach it, and free a chained ring (punch it out
 //! of the file) once they have left it. When a producer finds the chained
 //! ring it writes to empty (the consumers caught up), it links back to the
 //! queue's own ring, which is empty then; so the last ring of a drained
-//! backlog is freed at the next send, not before (consumers never take the
-//! producing side, whose bias they would revoke for good). So a backlog grows memory by doubling rings
+//! backlog is freed when the consumers follow that link after the next send,
+//! not before (consumers never take the producing side, whose bias they would
+//! revoke for good). So a backlog grows memory by doubling rings
 //! (1 M queued `u64`s take rings of 256 KiB ... 16 MiB, about 32 MiB in all),
 //! and the memory is returned as the consumers drain it; a queue that keeps
 //! up never leaves its own ring. Every reservation keeps room for a link
@@ -87,27 +89,140 @@
 //! killed between taking a range (one atomic add) and recording it leaves a
 //! ring's memory behind, and there is no memory in it yet.
 
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::primitive::sync::atomic::{AtomicU64, Ordering};
+use core::ptr::NonNull;
 
-use shmproc_core::biased_lock::{BiasedLock, Held, Holder};
-use shmproc_core::cache_padded::CachePadded;
-use shmproc_core::notify::Notifier;
-use shmproc_core::owner::{Owner, ProcLiveness};
-use shmproc_core::participants::Participants;
-use shmproc_core::raw_mutex::LockError;
-use shmproc_core::spsc::{
-    capacity_for_frames, frame_span, Frame, Producer, Reservation, RingError, SpscRing, MIN_CAPACITY,
-};
-use shmproc_core::Deadline;
+use crate::biased_lock::{BiasedLock, Held, Holder};
+use crate::cache_padded::CachePadded;
+use crate::notify::Notifier;
+use crate::owner::{Owner, ProcLiveness};
+use crate::participants::Participants;
+use crate::raw_mutex::LockError;
+use crate::spsc::{capacity_for_frames, frame_span, Frame, Producer, Reservation, RingError, SpscRing, MIN_CAPACITY};
+use crate::Deadline;
 
-use crate::bulk::{Window, DESCRIPTOR_LEN, KIND_BLOCK, KIND_LINK};
-use crate::channel_error::Failure;
-use crate::message::Encoded;
-use crate::ring_chain::{Chain, RingRef, OWN_RING};
+/// The kind of a frame that holds the message itself.
+pub const KIND_INLINE: u8 = 0;
+/// The kind of a frame whose payload is the [`RingDesc`]-sized descriptor of
+/// an out-of-line block (the store frees it, [`RingStore::free_block`], when
+/// a dead reader's message is dropped).
+pub const KIND_BLOCK: u8 = 1;
+/// The kind of a frame that links an unbounded queue's ring to the next one:
+/// its payload is the next ring's descriptor (module docs). Not a message.
+pub const KIND_LINK: u8 = 2;
+/// Bytes of a descriptor (of a chained ring, or of an out-of-line block).
+pub const DESCRIPTOR_LEN: usize = 16;
+
+/// A descriptor, as stored in shared memory: the store gives it meaning.
+pub type RingDesc = [u8; DESCRIPTOR_LEN];
+
+/// The descriptor that names the queue's own ring.
+pub const OWN_RING: RingDesc = [0; DESCRIPTOR_LEN];
+
+/// Why a queue operation failed, as far as the layout knows (a
+/// [`RingStore`]'s error type wraps it with its own failures).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum QueueError {
+    /// No room for the message, or the side lock was not had in time.
+    Full,
+    /// The calling thread already holds the side it asked for (a send from
+    /// inside a serialiser, or a receive under a claim).
+    Reentered,
+    /// Impossible values in the shared state.
+    Corrupt(&'static str),
+}
+
+impl core::fmt::Display for QueueError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            QueueError::Full => f.write_str("queue full"),
+            QueueError::Reentered => f.write_str("queue side re-entered by its holder"),
+            QueueError::Corrupt(r) => write!(f, "corrupt queue: {r}"),
+        }
+    }
+}
+
+/// What a frame writer did with the buffer it was given.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// The message is in the buffer: this many bytes.
+    Done(usize),
+    /// The message needs this many bytes, more than the buffer has; what was
+    /// written is to be dropped.
+    Needs(usize),
+}
+
+/// Where an unbounded queue's chained rings live, and how out-of-line blocks
+/// are freed: the part of a queue that needs an operating system (mapping
+/// file ranges). Descriptors come from shared memory: an implementation
+/// validates them and reports garbage as an error, never a fault.
+pub trait RingStore {
+    /// Keeps a chained ring mapped while a [`RingRef`] to it lives.
+    type Keep: Clone;
+    /// The error type of every queue operation: the layout's own failures
+    /// plus the store's (no memory, ...).
+    type Error: From<QueueError>;
+
+    /// The chained ring `desc` names, mapped.
+    fn ring(&self, desc: &RingDesc) -> Result<(SpscRing, Self::Keep), Self::Error>;
+    /// Takes room for a new chained ring of `capacity` bytes (a power of
+    /// two), without memory yet: see [`build`](RingStore::build).
+    fn plan(&self, capacity: usize) -> Result<RingDesc, Self::Error>;
+    /// Gives a planned ring memory and initialises it, empty.
+    fn build(&self, desc: &RingDesc, capacity: usize) -> Result<(SpscRing, Self::Keep), Self::Error>;
+    /// Frees a chained ring (nobody reads or writes it any more): idempotent,
+    /// garbage ignored.
+    fn free_ring(&self, desc: &RingDesc);
+    /// Frees the out-of-line block a dropped [`KIND_BLOCK`] frame names:
+    /// idempotent, garbage ignored.
+    fn free_block(&self, desc: &[u8]);
+}
+
+/// A ring of a queue: its own, or a chained one, kept mapped while this
+/// reference lives.
+#[derive(Clone, Debug)]
+pub struct RingRef<K> {
+    /// The ring.
+    pub ring: SpscRing,
+    /// The descriptor that names it ([`OWN_RING`] for the queue's own).
+    pub desc: RingDesc,
+    _keep: Option<K>,
+}
+
+impl<K> RingRef<K> {
+    /// The queue's own ring.
+    pub fn own(ring: SpscRing) -> RingRef<K> {
+        RingRef { ring, desc: OWN_RING, _keep: None }
+    }
+
+    /// A chained ring, mapped while `keep` lives.
+    pub fn chained(ring: SpscRing, desc: RingDesc, keep: K) -> RingRef<K> {
+        RingRef { ring, desc, _keep: Some(keep) }
+    }
+
+    /// Whether this is a chained ring (not the queue's own).
+    pub fn is_chained(&self) -> bool {
+        self.desc != OWN_RING
+    }
+}
+
+/// A message frame found at the head, in the ring it was found in.
+type Peeked<K> = (RingRef<K>, Frame);
+
+/// A corrupt-state error of any store.
+#[cold]
+fn corrupt<E: From<QueueError>>(reason: &'static str) -> E {
+    E::from(QueueError::Corrupt(reason))
+}
+
+/// A ring error as a queue error.
+#[cold]
+fn ring_corrupt<E: From<QueueError>>(e: RingError) -> E {
+    corrupt(e.reason())
+}
 
 /// The message limit of an unbounded queue.
-pub(crate) const UNBOUNDED: u64 = u64::MAX;
+pub const UNBOUNDED: u64 = u64::MAX;
 /// Room every reservation of an unbounded queue keeps beyond its frame: a
 /// link frame, and what placing it may cost at a wrap.
 const LINK_ROOM: usize = frame_span(DESCRIPTOR_LEN) + 16;
@@ -115,15 +230,9 @@ const LINK_ROOM: usize = frame_span(DESCRIPTOR_LEN) + 16;
 /// real chain is far shorter).
 const MAX_HOPS: usize = 64;
 
-/// A ring error as a channel failure.
-#[cold]
-fn corrupt(e: RingError) -> Failure {
-    Failure::corrupt(e.reason())
-}
-
 /// What an in-ring send attempt did.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Placed {
+pub enum Placed {
     /// Published in the ring: this many bytes.
     Inline(usize),
     /// Nothing published: the message needs this many bytes, more than the
@@ -137,7 +246,7 @@ pub(crate) enum Placed {
 
 /// The shared state in front of the ring.
 #[repr(C, align(128))]
-pub(crate) struct ByteHead {
+pub struct ByteHead {
     producer: BiasedLock,
     consumer: BiasedLock,
     sent: CachePadded<Sent>,
@@ -179,14 +288,14 @@ struct Reader {
     following: AtomicU64,
 }
 
-fn load_desc(words: &[AtomicU64; 2]) -> [u8; DESCRIPTOR_LEN] {
+fn load_desc(words: &[AtomicU64; 2]) -> RingDesc {
     let mut d = [0u8; DESCRIPTOR_LEN];
     d[..8].copy_from_slice(&words[0].load(Ordering::Relaxed).to_le_bytes());
     d[8..].copy_from_slice(&words[1].load(Ordering::Relaxed).to_le_bytes());
     d
 }
 
-fn store_desc(words: &[AtomicU64; 2], d: &[u8; DESCRIPTOR_LEN]) {
+fn store_desc(words: &[AtomicU64; 2], d: &RingDesc) {
     let (a, b) = d.split_at(8);
     words[0].store(u64::from_le_bytes(a.try_into().unwrap_or_default()), Ordering::Relaxed);
     words[1].store(u64::from_le_bytes(b.try_into().unwrap_or_default()), Ordering::Relaxed);
@@ -198,36 +307,35 @@ struct Meta {
     message_size: AtomicU64,
 }
 
-const HEAD_SPAN: usize = std::mem::size_of::<ByteHead>();
-const _: () = assert!(HEAD_SPAN % shmproc_core::region::OBJECT_ALIGN == 0);
+const HEAD_SPAN: usize = core::mem::size_of::<ByteHead>();
+const _: () = assert!(HEAD_SPAN % crate::region::OBJECT_ALIGN == 0);
 
 /// A frame handed to a receiver, with the consuming side still locked.
 #[derive(Debug)]
-pub(crate) struct FrameClaim {
+pub struct FrameClaim<K> {
     frame: Frame,
-    ring: RingRef,
+    ring: RingRef<K>,
     held: Held,
     me: Owner,
 }
 
-/// The mapped queue.
+/// The mapped queue, with `S` the store of its chained rings and
+/// out-of-line blocks.
 #[derive(Clone, Debug)]
-pub(crate) struct ByteRing {
+pub struct ByteQueue<S> {
     head: NonNull<ByteHead>,
     /// The queue's own ring.
     ring: SpscRing,
     limit: u64,
     message_size: usize,
-    /// Where out-of-line blocks of this queue live (see `bulk.rs`).
-    window: Option<Window>,
-    /// The chained rings of an unbounded queue (module docs).
-    chain: Option<std::sync::Arc<Chain>>,
+    store: S,
 }
 
-// SAFETY: shared memory accessed through atomics, under the two side locks.
-unsafe impl Send for ByteRing {}
-// SAFETY: as above.
-unsafe impl Sync for ByteRing {}
+// SAFETY: shared memory accessed through atomics, under the two side locks;
+// the store is sent with it.
+unsafe impl<S: Send> Send for ByteQueue<S> {}
+// SAFETY: as above; the store is shared with it.
+unsafe impl<S: Sync> Sync for ByteQueue<S> {}
 
 /// The smallest byte ring. Measured between two processes on a 2-core VM
 /// (`Queue<u64>`, medians of 7 runs of 2 M messages): a 128 KiB ring 33–35 ns
@@ -237,12 +345,12 @@ unsafe impl Sync for ByteRing {}
 /// memory: pages are touched only as the ring turns.
 const MIN_RING: usize = 256 << 10;
 
-/// A reservation failure as a channel failure.
-fn reserve_failure(e: RingError) -> Failure {
+/// A reservation failure as a queue error.
+fn reserve_failure<E: From<QueueError>>(e: RingError) -> E {
     match e {
-        RingError::Full => Failure::Full,
-        RingError::TooLarge => Failure::corrupt("message size beyond the ring"),
-        RingError::Corrupt(r) | RingError::Layout(r) => Failure::corrupt(r),
+        RingError::Full => QueueError::Full.into(),
+        RingError::TooLarge => corrupt("message size beyond the ring"),
+        RingError::Corrupt(r) | RingError::Layout(r) => corrupt(r),
     }
 }
 
@@ -258,64 +366,63 @@ fn ring_bytes(capacity: usize, message_size: usize) -> Option<usize> {
         .checked_next_power_of_two()
 }
 
-impl ByteRing {
-    /// Bytes needed for `capacity` messages of up to `message_size` bytes.
-    pub(crate) fn required_size(capacity: usize, message_size: usize) -> Option<usize> {
-        HEAD_SPAN.checked_add(SpscRing::required_size(ring_bytes(capacity, message_size)?))
-    }
+/// Bytes needed for a byte-ring queue of `capacity` messages (or
+/// [`UNBOUNDED`]) of up to `message_size` bytes.
+pub fn required_size(capacity: usize, message_size: usize) -> Option<usize> {
+    HEAD_SPAN.checked_add(SpscRing::required_size(ring_bytes(capacity, message_size)?))
+}
 
-    /// Initialises an empty queue.
-    ///
-    /// # Safety
-    ///
-    /// `base..base+len` must be valid for reads and writes, aligned to
-    /// `OBJECT_ALIGN`, not yet shared, and stay mapped while the ring (or a
-    /// copy) is used.
-    pub(crate) unsafe fn init(
-        base: NonNull<u8>,
-        len: usize,
-        capacity: usize,
-        message_size: usize,
-    ) -> Result<ByteRing, &'static str> {
-        let bytes = ring_bytes(capacity, message_size).ok_or("queue too large")?;
-        if capacity == 0 || message_size == 0 || len < HEAD_SPAN + SpscRing::required_size(bytes) {
-            return Err("queue layout");
-        }
-        // SAFETY: aligned and at least HEAD_SPAN bytes (checked); atomics only.
-        let head = unsafe { &*base.as_ptr().cast::<ByteHead>() };
-        head.producer.init();
-        head.consumer.init();
-        for a in [
-            &head.sent.sent,
-            &head.sent.received_cache,
-            &head.sent.pending_at,
-            &head.received,
-            &head.reader.reading,
-            &head.reader.received,
-            &head.reader.following,
-        ] {
-            a.store(0, Ordering::Relaxed);
-        }
-        for d in [&head.sent.ring, &head.sent.pending, &head.reader.ring, &head.reader.follow] {
-            store_desc(d, &OWN_RING);
-        }
-        head.meta.limit.store(capacity as u64, Ordering::Relaxed);
-        head.meta.message_size.store(message_size as u64, Ordering::Relaxed);
-        // SAFETY: HEAD_SPAN + required_size(bytes) <= len (checked), aligned
-        // (HEAD_SPAN is a multiple of OBJECT_ALIGN); forwarded contract.
-        unsafe {
-            let ring_base = NonNull::new_unchecked(base.as_ptr().add(HEAD_SPAN));
-            SpscRing::init(ring_base, len - HEAD_SPAN, bytes).map_err(|_| "queue ring layout")?;
-            ByteRing::attach(base, len)
-        }
+/// Initialises an empty queue of `capacity` messages (or [`UNBOUNDED`]) of
+/// up to `message_size` bytes; [`ByteQueue::attach`] then maps it.
+///
+/// # Safety
+///
+/// `base..base+len` must be valid for reads and writes, aligned to
+/// `OBJECT_ALIGN`, and not yet shared.
+pub unsafe fn init(base: NonNull<u8>, len: usize, capacity: usize, message_size: usize) -> Result<(), &'static str> {
+    let bytes = ring_bytes(capacity, message_size).ok_or("queue too large")?;
+    if capacity == 0 || message_size == 0 || len < HEAD_SPAN + SpscRing::required_size(bytes) {
+        return Err("queue layout");
     }
+    // SAFETY: aligned and at least HEAD_SPAN bytes (checked); atomics only.
+    let head = unsafe { &*base.as_ptr().cast::<ByteHead>() };
+    head.producer.init();
+    head.consumer.init();
+    for a in [
+        &head.sent.sent,
+        &head.sent.received_cache,
+        &head.sent.pending_at,
+        &head.received,
+        &head.reader.reading,
+        &head.reader.received,
+        &head.reader.following,
+    ] {
+        a.store(0, Ordering::Relaxed);
+    }
+    for d in [&head.sent.ring, &head.sent.pending, &head.reader.ring, &head.reader.follow] {
+        store_desc(d, &OWN_RING);
+    }
+    head.meta.limit.store(capacity as u64, Ordering::Relaxed);
+    head.meta.message_size.store(message_size as u64, Ordering::Relaxed);
+    // SAFETY: HEAD_SPAN + required_size(bytes) <= len (checked), aligned
+    // (HEAD_SPAN is a multiple of OBJECT_ALIGN); forwarded contract.
+    unsafe {
+        let ring_base = NonNull::new_unchecked(base.as_ptr().add(HEAD_SPAN));
+        SpscRing::init(ring_base, len - HEAD_SPAN, bytes).map_err(|_| "queue ring layout")?;
+    }
+    Ok(())
+}
 
+impl<S: RingStore> ByteQueue<S> {
     /// Attaches to a queue someone else initialised, validating its layout.
     ///
     /// # Safety
     ///
-    /// As for [`init`](ByteRing::init); the contents may be anything.
-    pub(crate) unsafe fn attach(base: NonNull<u8>, len: usize) -> Result<ByteRing, &'static str> {
+    /// `base..base+len` must be valid for reads and writes, aligned to
+    /// `OBJECT_ALIGN`, and stay mapped while the queue (or a copy) is used;
+    /// the contents may be anything (they are validated here and at every
+    /// use).
+    pub unsafe fn attach(base: NonNull<u8>, len: usize, store: S) -> Result<ByteQueue<S>, &'static str> {
         if len < HEAD_SPAN {
             return Err("queue too small");
         }
@@ -330,19 +437,7 @@ impl ByteRing {
         if limit == 0 || message_size == 0 || message_size > ring.max_frame() as u64 {
             return Err("corrupt queue limits");
         }
-        Ok(ByteRing { head: base.cast(), ring, limit, message_size: message_size as usize, window: None, chain: None })
-    }
-
-    /// Sets where this queue's out-of-line blocks live (frames of dropped
-    /// messages free theirs) and, for an unbounded queue, its chained rings,
-    /// counted by `next` (the object's block counter, which must stay mapped
-    /// while the ring is used).
-    pub(crate) fn with_window(mut self, window: Option<Window>, next: NonNull<AtomicU64>) -> ByteRing {
-        self.window = window;
-        if self.limit == UNBOUNDED {
-            self.chain = window.map(|w| std::sync::Arc::new(Chain::new(w, next)));
-        }
-        self
+        Ok(ByteQueue { head: base.cast(), ring, limit, message_size: message_size as usize, store })
     }
 
     #[inline]
@@ -350,30 +445,44 @@ impl ByteRing {
         self.limit == UNBOUNDED
     }
 
-    #[cold]
-    fn chain(&self) -> Result<&Chain, Failure> {
-        self.chain.as_deref().ok_or_else(|| Failure::corrupt("a chained ring in a queue without a chain"))
+    /// The store of this queue's chained rings and out-of-line blocks.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The same queue with its store replaced by `f(store, unbounded)`
+    /// (say, one that keeps chained rings only for an unbounded queue).
+    pub fn map_store<T: RingStore>(self, f: impl FnOnce(S, bool) -> T) -> ByteQueue<T> {
+        let unbounded = self.unbounded();
+        let ByteQueue { head, ring, limit, message_size, store } = self;
+        ByteQueue { head, ring, limit, message_size, store: f(store, unbounded) }
+    }
+
+    /// Whether the queue has no message limit (module docs).
+    pub fn is_unbounded(&self) -> bool {
+        self.unbounded()
     }
 
     /// The ring `desc` names.
     #[inline]
-    fn ring_named(&self, desc: &[u8; DESCRIPTOR_LEN]) -> Result<RingRef, Failure> {
+    fn ring_named(&self, desc: &RingDesc) -> Result<RingRef<S::Keep>, S::Error> {
         if *desc == OWN_RING {
             Ok(RingRef::own(self.ring))
         } else {
-            self.chain()?.ring(desc)
+            let (ring, keep) = self.store.ring(desc)?;
+            Ok(RingRef::chained(ring, *desc, keep))
         }
     }
 
     /// The ring producers write to (with the producing side locked).
     #[inline]
-    fn producer_ring(&self) -> Result<RingRef, Failure> {
+    fn producer_ring(&self) -> Result<RingRef<S::Keep>, S::Error> {
         self.ring_named(&load_desc(&self.head().sent.ring))
     }
 
     /// The ring consumers read (with the consuming side locked).
     #[inline]
-    fn consumer_ring(&self) -> Result<RingRef, Failure> {
+    fn consumer_ring(&self) -> Result<RingRef<S::Keep>, S::Error> {
         self.ring_named(&load_desc(&self.head().reader.ring))
     }
 
@@ -384,27 +493,33 @@ impl ByteRing {
     }
 
     /// Capacity in messages (`usize::MAX`: unbounded).
-    pub(crate) fn capacity(&self) -> usize {
+    pub fn capacity(&self) -> usize {
         usize::try_from(self.limit).unwrap_or(usize::MAX)
     }
 
     /// Largest message in bytes.
-    pub(crate) fn message_size(&self) -> usize {
+    pub fn message_size(&self) -> usize {
         self.message_size
     }
 
     /// Messages waiting (a snapshot, clamped to the capacity).
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         let h = self.head();
         let received = h.received.load(Ordering::Relaxed);
         let sent = h.sent.sent.load(Ordering::Relaxed);
         sent.saturating_sub(received).min(self.limit) as usize
     }
 
+    /// Whether no message is counted as waiting (a snapshot, as
+    /// [`len`](ByteQueue::len)).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Whether a frame is published (true on a corrupt ring: let the receive
     /// report it).
     #[inline]
-    pub(crate) fn has_message(&self) -> bool {
+    pub fn has_message(&self) -> bool {
         let desc = load_desc(&self.head().reader.ring);
         if desc == OWN_RING {
             self.ring.has_frame()
@@ -414,36 +529,41 @@ impl ByteRing {
     }
 
     /// The byte ring underneath (for
-    /// [`receiver_pace`](crate::blocking::receiver_pace)).
-    pub(crate) fn spsc(&self) -> &SpscRing {
+    /// the std crate's `receiver_pace`).
+    pub fn spsc(&self) -> &SpscRing {
         &self.ring
     }
 
     /// A number that grows with every consumption: producers wait for it to
     /// change (see the module docs).
     #[inline]
-    pub(crate) fn progress(&self) -> u64 {
+    pub fn progress(&self) -> u64 {
         self.head().received.load(Ordering::Acquire).wrapping_add(self.ring.head())
     }
 
-    pub(crate) fn close(&self) {
+    /// Closes the queue (see [`SpscRing::close`]).
+    pub fn close(&self) {
         self.ring.close();
     }
 
     #[inline]
-    pub(crate) fn is_closed(&self) -> bool {
+    /// Whether the queue was closed.
+    pub fn is_closed(&self) -> bool {
         self.ring.is_closed()
     }
 
-    pub(crate) fn participants(&self) -> &Participants {
+    /// Who is attached (senders and receivers: the std side gives roles).
+    pub fn participants(&self) -> &Participants {
         &self.ring.header().participants
     }
 
-    pub(crate) fn not_empty(&self) -> &Notifier {
+    /// Where receivers sleep for a message.
+    pub fn not_empty(&self) -> &Notifier {
         &self.ring.header().not_empty
     }
 
-    pub(crate) fn not_full(&self) -> &Notifier {
+    /// Where senders sleep for room.
+    pub fn not_full(&self) -> &Notifier {
         &self.ring.header().not_full
     }
 
@@ -457,31 +577,32 @@ impl ByteRing {
     /// out of room: it moves to a larger ring (module docs). Waits for the
     /// producing side's lock until `lock_deadline`, never for room (`Full`).
     #[inline]
-    pub(crate) fn try_send_with(
+    pub fn try_send_with(
         &self,
         me: &Owner,
         lock_deadline: Option<Deadline>,
         hint: usize,
-        mut write: impl FnMut(&mut [u8]) -> Result<Encoded, Failure>,
-    ) -> Result<Placed, Failure> {
+        mut write: impl FnMut(&mut [u8]) -> Result<Written, S::Error>,
+    ) -> Result<Placed, S::Error> {
         self.with_producer(me, lock_deadline, |queued| self.send_locked(queued, hint, &mut write))
     }
 
-    /// Publishes the descriptor of an out-of-line block (see `bulk.rs`);
+    /// Publishes the descriptor of an out-of-line block (a [`KIND_BLOCK`]
+    /// frame);
     /// `Full` when the message limit is reached or the ring has no room.
-    pub(crate) fn try_send_descriptor(
+    pub fn try_send_descriptor(
         &self,
         me: &Owner,
         lock_deadline: Option<Deadline>,
-        desc: &[u8; DESCRIPTOR_LEN],
-    ) -> Result<(), Failure> {
+        desc: &RingDesc,
+    ) -> Result<(), S::Error> {
         self.with_producer(me, lock_deadline, |_| {
             let mut pr = self.producer_ring()?;
             let (mut p, r) = loop {
                 match self.reserve(&pr, DESCRIPTOR_LEN)? {
                     Some(found) => break found,
                     None if self.unbounded() => pr = self.link_new_ring(&pr, DESCRIPTOR_LEN)?,
-                    None => return Err(Failure::Full),
+                    None => return Err(QueueError::Full.into()),
                 }
             };
             p.buffer(&r)[..DESCRIPTOR_LEN].copy_from_slice(desc);
@@ -499,13 +620,13 @@ impl ByteRing {
         &self,
         me: &Owner,
         lock_deadline: Option<Deadline>,
-        f: impl FnOnce(u64) -> Result<R, Failure>,
-    ) -> Result<R, Failure> {
+        f: impl FnOnce(u64) -> Result<R, S::Error>,
+    ) -> Result<R, S::Error> {
         let h = self.head();
         let held = match h.producer.lock(me, lock_deadline, &ProcLiveness) {
             Ok(held) => held,
-            Err(LockError::Timeout | LockError::WouldBlock) => return Err(Failure::Full),
-            Err(LockError::Deadlock) => return Err(Failure::Reentered),
+            Err(LockError::Timeout | LockError::WouldBlock) => return Err(QueueError::Full.into()),
+            Err(LockError::Deadlock) => return Err(QueueError::Reentered.into()),
         };
         let r = if held.owner_died() { self.resync_dead_producer() } else { Ok(()) };
         let r = r.and_then(|()| self.queued()).and_then(f);
@@ -517,23 +638,23 @@ impl ByteRing {
     /// counts) the frames it published but had not yet recorded, and
     /// finishes or undoes a move to a new ring it was making (module docs).
     #[cold]
-    fn resync_dead_producer(&self) -> Result<(), Failure> {
+    fn resync_dead_producer(&self) -> Result<(), S::Error> {
         let h = self.head();
         let pr = self.producer_ring()?;
-        let mut published = pr.ring.producer().resync().map_err(corrupt)?;
+        let mut published = pr.ring.producer().resync().map_err(ring_corrupt)?;
         let pending_at = h.sent.pending_at.load(Ordering::Relaxed);
         if pending_at != 0 {
             let pending = load_desc(&h.sent.pending);
             if pending == pr.desc {
                 // Published and moved to: only the record was left.
-            } else if pr.ring.producer().position().map_err(corrupt)? >= pending_at {
+            } else if pr.ring.producer().position().map_err(ring_corrupt)? >= pending_at {
                 // The link was published (resync walked over it, and it is
                 // not a message): finish the move.
                 published = published.saturating_sub(1);
                 store_desc(&h.sent.ring, &pending);
             } else if pending != OWN_RING {
                 // Never published: nobody will ever read that ring.
-                self.chain()?.free(&pending);
+                self.store.free_ring(&pending);
             }
             h.sent.pending_at.store(0, Ordering::Relaxed);
         }
@@ -544,7 +665,7 @@ impl ByteRing {
 
     /// Messages queued, with the producing side locked; `Full` at the limit.
     #[inline]
-    fn queued(&self) -> Result<u64, Failure> {
+    fn queued(&self) -> Result<u64, S::Error> {
         let h = self.head();
         let sent = h.sent.sent.load(Ordering::Relaxed);
         let cached = sent.wrapping_sub(h.sent.received_cache.load(Ordering::Relaxed));
@@ -563,7 +684,7 @@ impl ByteRing {
             sent
         };
         match sent - received {
-            n if n >= self.limit => Err(Failure::Full),
+            n if n >= self.limit => Err(QueueError::Full.into()),
             n => Ok(n),
         }
     }
@@ -577,7 +698,7 @@ impl ByteRing {
     /// After a publication in `pr`: its commit woke the sleepers of `pr`'s own
     /// notifier; consumers sleep on the queue's own ring's.
     #[inline]
-    fn published_in(&self, pr: &RingRef) {
+    fn published_in(&self, pr: &RingRef<S::Keep>) {
         if pr.is_chained() {
             self.ring.header().not_empty.notify();
         }
@@ -586,7 +707,7 @@ impl ByteRing {
     /// Reserves `len` bytes in `pr` (an unbounded queue's reservations keep
     /// room for a link beyond them); `None` when there is no room.
     #[inline]
-    fn reserve(&self, pr: &RingRef, len: usize) -> Result<Option<(Producer, Reservation)>, Failure> {
+    fn reserve(&self, pr: &RingRef<S::Keep>, len: usize) -> Result<Option<(Producer, Reservation)>, S::Error> {
         let mut p = pr.ring.producer();
         // An unbounded queue's reservation publishes nothing when it fails
         // (no wrap marker), so the room kept for the link stays whole.
@@ -606,24 +727,26 @@ impl ByteRing {
     /// killed at any point leaves nothing that the next one cannot finish or
     /// free.
     #[cold]
-    fn link_new_ring(&self, pr: &RingRef, len: usize) -> Result<RingRef, Failure> {
+    fn link_new_ring(&self, pr: &RingRef<S::Keep>, len: usize) -> Result<RingRef<S::Keep>, S::Error> {
         let need = (frame_span(len) + LINK_ROOM).saturating_mul(4).next_power_of_two();
         let capacity = pr.ring.capacity().saturating_mul(2).max(need);
-        let chain = self.chain()?;
-        let desc = chain.plan(capacity)?;
+        let desc = self.store.plan(capacity)?;
         self.record_link(pr, &desc)?;
-        let built = chain.build(&desc, capacity).and_then(|next| self.link(pr, &desc).map(|()| next));
+        let built = self.store.build(&desc, capacity).and_then(|(ring, keep)| {
+            self.link(pr, &desc)?;
+            Ok(RingRef::chained(ring, desc, keep))
+        });
         if built.is_err() {
             self.head().sent.pending_at.store(0, Ordering::Relaxed);
-            chain.free(&desc);
+            self.store.free_ring(&desc);
         }
         built
     }
 
     /// Records that producers are about to link `pr` to `to` (module docs).
-    fn record_link(&self, pr: &RingRef, to: &[u8; DESCRIPTOR_LEN]) -> Result<(), Failure> {
+    fn record_link(&self, pr: &RingRef<S::Keep>, to: &RingDesc) -> Result<(), S::Error> {
         let h = self.head();
-        let at = pr.ring.producer().position().map_err(corrupt)?;
+        let at = pr.ring.producer().position().map_err(ring_corrupt)?;
         store_desc(&h.sent.pending, to);
         h.sent.pending_at.store(at + 1, Ordering::Relaxed);
         Ok(())
@@ -632,13 +755,13 @@ impl ByteRing {
     /// Publishes a link to `to` in `pr` (whose reservations kept room for it)
     /// and moves the producers there; the move was recorded (`record_link`),
     /// and the record is cleared whether the link is published or not.
-    fn link(&self, pr: &RingRef, to: &[u8; DESCRIPTOR_LEN]) -> Result<(), Failure> {
+    fn link(&self, pr: &RingRef<S::Keep>, to: &RingDesc) -> Result<(), S::Error> {
         let h = self.head();
         let mut p = pr.ring.producer();
         let r = p.reserve(DESCRIPTOR_LEN).map_err(|e| {
             h.sent.pending_at.store(0, Ordering::Relaxed);
             match e {
-                RingError::Full => Failure::corrupt("no room kept for a link"),
+                RingError::Full => corrupt("no room kept for a link"),
                 e => reserve_failure(e),
             }
         })?;
@@ -657,7 +780,7 @@ impl ByteRing {
     /// right after linking it): going back then would write past the link
     /// in a full ring.
     #[inline]
-    fn producer_ring_for_send(&self) -> Result<RingRef, Failure> {
+    fn producer_ring_for_send(&self) -> Result<RingRef<S::Keep>, S::Error> {
         let pr = self.producer_ring()?;
         if pr.is_chained() && pr.ring.used() == Ok(0) && load_desc(&self.head().reader.ring) == pr.desc {
             self.record_link(&pr, &OWN_RING)?;
@@ -690,8 +813,8 @@ impl ByteRing {
         &self,
         queued: u64,
         hint: usize,
-        write: &mut impl FnMut(&mut [u8]) -> Result<Encoded, Failure>,
-    ) -> Result<Placed, Failure> {
+        write: &mut impl FnMut(&mut [u8]) -> Result<Written, S::Error>,
+    ) -> Result<Placed, S::Error> {
         let mut pr = if self.unbounded() { self.producer_ring_for_send()? } else { RingRef::own(self.ring) };
         let mut size = hint.clamp(1, self.message_size);
         loop {
@@ -706,14 +829,14 @@ impl ByteRing {
             // simply dropped. The writer gets `size` bytes (the rest of the
             // reservation is the link's room).
             match write(&mut p.buffer(&r)[..size])? {
-                Encoded::Done(n) => {
+                Written::Done(n) => {
                     p.commit(r, n);
                     self.published_in(&pr);
                     self.count_sent();
                     return Ok(Placed::Inline(n));
                 }
-                Encoded::Needs(n) if n > size && (n <= self.message_size || self.roomy(queued, n)) => size = n,
-                Encoded::Needs(n) => return Ok(Placed::OutOfLine(n)),
+                Written::Needs(n) if n > size && (n <= self.message_size || self.roomy(queued, n)) => size = n,
+                Written::Needs(n) => return Ok(Placed::OutOfLine(n)),
             }
         }
     }
@@ -721,7 +844,11 @@ impl ByteRing {
     /// The next frame with the consuming side locked, or `None` if the queue
     /// is empty (or another receiver kept the side past `lock_deadline`).
     #[inline]
-    pub(crate) fn try_claim(&self, me: &Owner, lock_deadline: Option<Deadline>) -> Result<Option<FrameClaim>, Failure> {
+    pub fn try_claim(
+        &self,
+        me: &Owner,
+        lock_deadline: Option<Deadline>,
+    ) -> Result<Option<FrameClaim<S::Keep>>, S::Error> {
         let Some(held) = self.lock_consumer(me, lock_deadline)? else { return Ok(None) };
         match self.peek_marked() {
             Ok(Some((ring, frame))) => Ok(Some(FrameClaim { frame, ring, held, me: *me })),
@@ -737,12 +864,12 @@ impl ByteRing {
     /// `Ok(None)` when empty, or when another receiver kept the side past
     /// `lock_deadline`.
     #[inline]
-    pub(crate) fn try_take<R>(
+    pub fn try_take<R>(
         &self,
         me: &Owner,
         lock_deadline: Option<Deadline>,
         read: impl FnOnce(u8, &[u8]) -> R,
-    ) -> Result<Option<R>, Failure> {
+    ) -> Result<Option<R>, S::Error> {
         let Some(held) = self.lock_consumer(me, lock_deadline)? else { return Ok(None) };
         let r = self.peek_marked().map(|found| {
             found.map(|(ring, frame)| {
@@ -758,7 +885,7 @@ impl ByteRing {
     /// Locks the consuming side (`None`: another receiver kept it past
     /// `lock_deadline`), finishing what a dead previous holder left.
     #[inline]
-    fn lock_consumer(&self, me: &Owner, lock_deadline: Option<Deadline>) -> Result<Option<Held>, Failure> {
+    fn lock_consumer(&self, me: &Owner, lock_deadline: Option<Deadline>) -> Result<Option<Held>, S::Error> {
         match self.head().consumer.lock(me, lock_deadline, &ProcLiveness) {
             Ok(held) => {
                 if held.owner_died() {
@@ -767,18 +894,18 @@ impl ByteRing {
                 Ok(Some(held))
             }
             Err(LockError::Timeout | LockError::WouldBlock) => Ok(None),
-            Err(LockError::Deadlock) => Err(Failure::Reentered),
+            Err(LockError::Deadlock) => Err(QueueError::Reentered.into()),
         }
     }
 
     /// The next message frame (following links), with the consuming side
     /// locked, recorded as the one being read (see the module docs).
     #[inline]
-    fn peek_marked(&self) -> Result<Option<(RingRef, Frame)>, Failure> {
+    fn peek_marked(&self) -> Result<Option<Peeked<S::Keep>>, S::Error> {
         let mut cr = if self.unbounded() { self.consumer_ring()? } else { RingRef::own(self.ring) };
         for _ in 0..MAX_HOPS {
             let mut c = cr.ring.consumer();
-            match c.peek().map_err(corrupt)? {
+            match c.peek().map_err(ring_corrupt)? {
                 Some(frame) if frame.kind() == KIND_LINK => cr = self.follow_link(&cr, frame)?,
                 Some(frame) => {
                     self.head().reader.reading.store(c.position().wrapping_add(1), Ordering::Relaxed);
@@ -787,16 +914,15 @@ impl ByteRing {
                 None => return Ok(None),
             }
         }
-        Err(Failure::corrupt("ring chain too long"))
+        Err(corrupt("ring chain too long"))
     }
 
     /// Moves the consumers along the link `frame` of `cr` (module docs).
     #[cold]
-    fn follow_link(&self, cr: &RingRef, frame: Frame) -> Result<RingRef, Failure> {
-        let to: [u8; DESCRIPTOR_LEN] =
-            cr.ring.payload(&frame).try_into().map_err(|_| Failure::corrupt("link frame length"))?;
+    fn follow_link(&self, cr: &RingRef<S::Keep>, frame: Frame) -> Result<RingRef<S::Keep>, S::Error> {
+        let to: RingDesc = cr.ring.payload(&frame).try_into().map_err(|_| corrupt("link frame length"))?;
         if to == cr.desc {
-            return Err(Failure::corrupt("a ring linked to itself"));
+            return Err(corrupt("a ring linked to itself"));
         }
         let next = self.ring_named(&to)?;
         let r = &self.head().reader;
@@ -812,22 +938,20 @@ impl ByteRing {
     /// writes it any more), then they read the new one. A consumer killed
     /// in between leaves `following` set, and the next one finishes the move
     /// (freeing again is harmless).
-    fn finish_follow(&self, from: &[u8; DESCRIPTOR_LEN]) {
+    fn finish_follow(&self, from: &RingDesc) {
         if *from != OWN_RING {
-            if let Some(chain) = &self.chain {
-                chain.free(from);
-            }
+            self.store.free_ring(from);
         }
         let r = &self.head().reader;
         store_desc(&r.ring, &load_desc(&r.follow));
         r.following.store(0, Ordering::Relaxed);
     }
 
-    /// Consumes a message frame [`peek_marked`](ByteRing::peek_marked)
+    /// Consumes a message frame [`peek_marked`](ByteQueue::peek_marked)
     /// returned: counts it before handing its space back (module docs) and
     /// clears the mark.
     #[inline]
-    fn consume(&self, ring: &RingRef, frame: Frame) {
+    fn consume(&self, ring: &RingRef<S::Keep>, frame: Frame) {
         self.count_received();
         ring.ring.consumer().release(frame);
         self.head().reader.reading.store(0, Ordering::Relaxed);
@@ -845,19 +969,19 @@ impl ByteRing {
 
     /// The claimed frame's payload, in place.
     #[inline]
-    pub(crate) fn bytes<'c>(&self, c: &'c FrameClaim) -> &'c [u8] {
+    pub fn bytes<'c>(&self, c: &'c FrameClaim<S::Keep>) -> &'c [u8] {
         c.ring.ring.payload(&c.frame)
     }
 
     /// The claimed frame's kind (`bulk::KIND_*`).
     #[inline]
-    pub(crate) fn kind(&self, c: &FrameClaim) -> u8 {
+    pub fn kind(&self, c: &FrameClaim<S::Keep>) -> u8 {
         c.frame.kind()
     }
 
     /// Consumes the claimed frame and unlocks the consuming side.
     #[inline]
-    pub(crate) fn release(&self, c: FrameClaim) {
+    pub fn release(&self, c: FrameClaim<S::Keep>) {
         self.consume(&c.ring, c.frame);
         self.head().consumer.unlock(&c.me, c.held);
     }
@@ -899,8 +1023,8 @@ impl ByteRing {
                 }
                 // A dropped message's out-of-line block is freed with it
                 // (idempotent: the dead reader may have freed it already).
-                if let (KIND_BLOCK, Some(w)) = (frame.kind(), self.window) {
-                    w.free_raw(cr.ring.payload(&frame));
+                if frame.kind() == KIND_BLOCK {
+                    self.store.free_block(cr.ring.payload(&frame));
                 }
                 self.consume(&cr, frame);
             }
@@ -908,20 +1032,15 @@ impl ByteRing {
     }
 
     /// Who holds each side, for inspection: (producers, consumers).
-    pub(crate) fn sides(&self) -> (crate::inspect::SideState, crate::inspect::SideState) {
-        let side = |h: Holder| match h {
-            Holder::Free => crate::inspect::SideState::Free,
-            Holder::Locked(o) => crate::inspect::SideState::Locked { tid: o.tid, alive: o.alive },
-            Holder::Biased { tid, busy, alive } => crate::inspect::SideState::Biased { tid, busy, alive },
-        };
+    pub fn sides(&self) -> (Holder, Holder) {
         let h = self.head();
-        (side(h.producer.holder(&ProcLiveness)), side(h.consumer.holder(&ProcLiveness)))
+        (h.producer.holder(&ProcLiveness), h.consumer.holder(&ProcLiveness))
     }
 
     /// For producers blocked on a full queue: if the consuming side is held by
     /// a dead thread, takes it over (dropping the frame it was reading) so the
     /// queue moves again. Returns whether it did.
-    pub(crate) fn recover_dead_reader(&self, me: &Owner) -> bool {
+    pub fn recover_dead_reader(&self, me: &Owner) -> bool {
         let dead = match self.head().consumer.holder(&ProcLiveness) {
             Holder::Biased { busy, alive, .. } => busy && !alive,
             Holder::Locked(o) => !o.alive,
@@ -940,5 +1059,227 @@ impl ByteRing {
             }
             Err(_) => false,
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use core::cell::RefCell;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// 128-byte aligned memory for rings.
+    #[derive(Clone)]
+    #[repr(C, align(128))]
+    struct Chunk([u8; 128]);
+
+    fn memory(len: usize) -> Vec<Chunk> {
+        vec![Chunk([0; 128]); len.div_ceil(128)]
+    }
+
+    fn base(mem: &mut [Chunk]) -> NonNull<u8> {
+        NonNull::new(mem.as_mut_ptr().cast::<u8>()).unwrap()
+    }
+
+    /// Chained rings on the heap; freed memory is kept (a test may still
+    /// hold a reference), only counted.
+    #[derive(Default)]
+    struct HeapStore {
+        rings: RefCell<Vec<(RingDesc, Vec<Chunk>, bool)>>,
+        blocks_freed: RefCell<Vec<Vec<u8>>>,
+    }
+
+    impl HeapStore {
+        fn live(&self) -> usize {
+            self.rings.borrow().iter().filter(|r| !r.2).count()
+        }
+    }
+
+    impl RingStore for &HeapStore {
+        type Keep = ();
+        type Error = QueueError;
+
+        fn ring(&self, desc: &RingDesc) -> Result<(SpscRing, ()), QueueError> {
+            let mut rings = self.rings.borrow_mut();
+            let r = rings.iter_mut().find(|r| r.0 == *desc && !r.2).ok_or(QueueError::Corrupt("no such ring"))?;
+            let len = r.1.len() * 128;
+            // SAFETY: the heap buffer is aligned, `len` bytes, and kept
+            // until the store drops.
+            let ring = unsafe { SpscRing::attach(base(&mut r.1), len) }.map_err(|_| QueueError::Corrupt("ring"))?;
+            Ok((ring, ()))
+        }
+
+        fn plan(&self, capacity: usize) -> Result<RingDesc, QueueError> {
+            let mut rings = self.rings.borrow_mut();
+            let mut desc = [0u8; DESCRIPTOR_LEN];
+            desc[..8].copy_from_slice(&(rings.len() as u64 + 1).to_le_bytes());
+            desc[8..].copy_from_slice(&(capacity as u64).to_le_bytes());
+            rings.push((desc, Vec::new(), false));
+            Ok(desc)
+        }
+
+        fn build(&self, desc: &RingDesc, capacity: usize) -> Result<(SpscRing, ()), QueueError> {
+            let mut rings = self.rings.borrow_mut();
+            let r = rings.iter_mut().find(|r| r.0 == *desc).ok_or(QueueError::Corrupt("unplanned ring"))?;
+            let len = SpscRing::required_size(capacity);
+            r.1 = memory(len);
+            // SAFETY: as in `ring`; nobody else sees the new ring yet.
+            let ring =
+                unsafe { SpscRing::init(base(&mut r.1), len, capacity) }.map_err(|_| QueueError::Corrupt("ring"))?;
+            Ok((ring, ()))
+        }
+
+        fn free_ring(&self, desc: &RingDesc) {
+            if let Some(r) = self.rings.borrow_mut().iter_mut().find(|r| r.0 == *desc) {
+                r.2 = true;
+            }
+        }
+
+        fn free_block(&self, desc: &[u8]) {
+            self.blocks_freed.borrow_mut().push(desc.to_vec());
+        }
+    }
+
+    fn queue<'s>(mem: &mut Vec<Chunk>, store: &'s HeapStore, capacity: usize, size: usize) -> ByteQueue<&'s HeapStore> {
+        let len = required_size(capacity, size).unwrap();
+        *mem = memory(len);
+        // SAFETY: aligned, `len` bytes, outlives the queue (the test keeps
+        // `mem` until the end).
+        unsafe {
+            init(base(mem), len, capacity, size).unwrap();
+            ByteQueue::attach(base(mem), len, store).unwrap()
+        }
+    }
+
+    fn send(q: &ByteQueue<&HeapStore>, me: &Owner, v: u64) -> Result<Placed, QueueError> {
+        q.try_send_with(me, None, 8, |buf| {
+            if buf.len() < 8 {
+                return Ok(Written::Needs(8));
+            }
+            buf[..8].copy_from_slice(&v.to_le_bytes());
+            Ok(Written::Done(8))
+        })
+    }
+
+    fn take(q: &ByteQueue<&HeapStore>, me: &Owner) -> Option<u64> {
+        q.try_take(me, None, |kind, b| {
+            assert_eq!(kind, KIND_INLINE);
+            u64::from_le_bytes(b.try_into().unwrap())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn bounded_queue_keeps_its_limit_and_order() {
+        let (mut mem, store) = (Vec::new(), HeapStore::default());
+        let q = queue(&mut mem, &store, 4, 64);
+        let me = Owner::current();
+        for v in 0..4 {
+            assert_eq!(send(&q, &me, v), Ok(Placed::Inline(8)));
+        }
+        assert_eq!(send(&q, &me, 4), Err(QueueError::Full));
+        assert_eq!(q.len(), 4);
+        let claim = q.try_claim(&me, None).unwrap().unwrap();
+        assert_eq!((q.kind(&claim), q.bytes(&claim)), (KIND_INLINE, &0u64.to_le_bytes()[..]));
+        // The consuming side is held by the claim: a second receive is a
+        // re-entry, not a deadlock.
+        assert_eq!(q.try_take(&me, None, |_, _| ()).unwrap_err(), QueueError::Reentered);
+        q.release(claim);
+        assert_eq!((1..4).map(|_| take(&q, &me).unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(take(&q, &me), None);
+        assert!(q.is_empty());
+        assert_eq!(store.live(), 0, "a bounded queue never chains");
+    }
+
+    #[test]
+    fn large_messages_say_where_they_go() {
+        let (mut mem, store) = (Vec::new(), HeapStore::default());
+        let q = queue(&mut mem, &store, 2, 64);
+        let me = Owner::current();
+        // Past the message size and too large to leave room for the limit:
+        // out of line, nothing published.
+        let huge = q.spsc().max_frame();
+        let placed = q.try_send_with(&me, None, 8, |buf| {
+            Ok(if buf.len() >= huge { Written::Done(huge) } else { Written::Needs(huge) })
+        });
+        assert_eq!(placed, Ok(Placed::OutOfLine(huge)));
+        assert_eq!(q.len(), 0);
+        // Its descriptor goes in a block frame, which a dead reader's
+        // successor frees through the store.
+        q.try_send_descriptor(&me, None, &[7; DESCRIPTOR_LEN]).unwrap();
+        let c = q.try_claim(&me, None).unwrap().unwrap();
+        assert_eq!((q.kind(&c), q.bytes(&c)), (KIND_BLOCK, &[7; DESCRIPTOR_LEN][..]));
+        q.release(c);
+    }
+
+    #[test]
+    fn unbounded_queue_chains_rings_and_frees_them() {
+        let (mut mem, store) = (Vec::new(), HeapStore::default());
+        let q = queue(&mut mem, &store, usize::MAX, 64);
+        assert!(q.is_unbounded());
+        let me = Owner::current();
+        const N: u64 = 200_000;
+        for v in 0..N {
+            assert_eq!(send(&q, &me, v), Ok(Placed::Inline(8)));
+        }
+        let chained = store.rings.borrow().len();
+        assert!(chained >= 2, "200k frames need rings beyond the own 256 KiB one ({chained})");
+        for v in 0..N {
+            assert_eq!(take(&q, &me), Some(v));
+        }
+        assert_eq!(take(&q, &me), None);
+        // Every ring the consumers left is freed; the last one once the next
+        // send linked back to the queue's own ring and a receive followed.
+        assert_eq!(store.live(), 1);
+        send(&q, &me, 1).unwrap();
+        assert_eq!(store.live(), 1);
+        assert_eq!(take(&q, &me), Some(1));
+        assert_eq!(store.live(), 0);
+    }
+
+    #[test]
+    fn a_dead_readers_frame_is_dropped_and_its_block_freed() {
+        let (mut mem, store) = (Vec::new(), HeapStore::default());
+        let q = queue(&mut mem, &store, 4, 64);
+        let me = Owner::current();
+        q.try_send_descriptor(&me, None, &[9; DESCRIPTOR_LEN]).unwrap();
+        send(&q, &me, 5).unwrap();
+        // A reader that died holding the first frame: a thread id that was
+        // a process of ours and is reaped.
+        // SAFETY: the child only calls `_exit`, async-signal-safe.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: exiting the forked child without running anything else.
+            unsafe { libc::_exit(0) };
+        }
+        assert!(pid > 0);
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, core::ptr::null_mut(), 0) };
+        let dead = Owner { thread: crate::Identity { id: pid as u32, start: 1 }, pid: pid as u32 };
+        let c = q.try_claim(&dead, None).unwrap().unwrap();
+        assert_eq!(q.kind(&c), KIND_BLOCK);
+        core::mem::forget(c);
+        // The next receiver takes the side over, drops that frame, frees its
+        // block, and gets the next message.
+        assert_eq!(take(&q, &me), Some(5));
+        assert_eq!(*store.blocks_freed.borrow(), [vec![9u8; DESCRIPTOR_LEN]]);
+        assert_eq!(take(&q, &me), None);
+    }
+
+    #[test]
+    fn garbage_in_the_header_is_an_error_not_a_fault() {
+        let (mut mem, store) = (Vec::new(), HeapStore::default());
+        let q = queue(&mut mem, &store, usize::MAX, 64);
+        let me = Owner::current();
+        send(&q, &me, 1).unwrap();
+        // The consumers' ring names a ring the store does not have.
+        store_desc(&q.head().reader.ring, &[0xAB; DESCRIPTOR_LEN]);
+        assert!(matches!(q.try_take(&me, None, |_, _| ()), Err(QueueError::Corrupt(_))));
+        // And a layout with garbage limits does not attach.
+        let len = mem.len() * 128;
+        q.head().meta.message_size.store(u64::MAX, Ordering::Relaxed);
+        // SAFETY: the same memory, still alive.
+        assert!(unsafe { ByteQueue::attach(base(&mut mem), len, &store) }.is_err());
     }
 }
