@@ -310,7 +310,10 @@ struct Meta {
 const HEAD_SPAN: usize = core::mem::size_of::<ByteHead>();
 const _: () = assert!(HEAD_SPAN % crate::region::OBJECT_ALIGN == 0);
 
-/// A frame handed to a receiver, with the consuming side still locked.
+/// A frame handed to a receiver, with the consuming side still locked until
+/// [`ByteQueue::release`] (dropped without it, the side stays locked to
+/// this thread, as if it had died holding it).
+#[must_use = "the consuming side stays locked until the claim is released"]
 #[derive(Debug)]
 pub struct FrameClaim<K> {
     frame: Frame,
@@ -1259,7 +1262,8 @@ mod tests {
         let dead = Owner { thread: crate::Identity { id: pid as u32, start: 1 }, pid: pid as u32 };
         let c = q.try_claim(&dead, None).unwrap().unwrap();
         assert_eq!(q.kind(&c), KIND_BLOCK);
-        core::mem::forget(c);
+        // It dies holding it: never released.
+        let _never_released = c;
         // The next receiver takes the side over, drops that frame, frees its
         // block, and gets the next message.
         assert_eq!(take(&q, &me), Some(5));
