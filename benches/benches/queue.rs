@@ -13,17 +13,17 @@ use shmproc::{Event, Process, Queue, TryRecvError};
 use shmproc_benches::stream_queue::{StreamReceiver, StreamSender};
 use shmproc_benches::{pipe, report};
 
-fn fork(f: impl FnOnce()) -> Process {
+fn fork(f: impl FnOnce() + 'static) -> Process {
     Process::builder().allow_threaded_fork(true).spawn(f).expect("fork")
 }
 
 /// Times `iters` messages from a child producer to this process.
-fn shm_spsc<T: shmproc::Message + Clone>(iters: u64, msg: T, message_size: usize) -> Duration {
+fn shm_spsc<T: shmproc::Message + Clone + 'static>(iters: u64, msg: T, message_size: usize) -> Duration {
     shm_spsc_in(iters, msg, Queue::<T>::builder().capacity(4096).message_size(message_size))
 }
 
 /// [`shm_spsc`] through a queue built by `b` (the slot ring, say).
-fn shm_spsc_in<T: shmproc::Message + Clone>(iters: u64, msg: T, b: shmproc::QueueBuilder) -> Duration {
+fn shm_spsc_in<T: shmproc::Message + Clone + 'static>(iters: u64, msg: T, b: shmproc::QueueBuilder) -> Duration {
     let q = b.build::<T>().expect("queue");
     let (tx, rx) = q.into_split();
     let go = Event::new().expect("event");
@@ -45,7 +45,7 @@ fn shm_spsc_in<T: shmproc::Message + Clone>(iters: u64, msg: T, b: shmproc::Queu
 }
 
 /// The same through a one-way `Pipe` (the SPSC byte ring).
-fn shm_pipe<T: shmproc::Message + Clone>(iters: u64, msg: T) -> Duration {
+fn shm_pipe<T: shmproc::Message + Clone + 'static>(iters: u64, msg: T) -> Duration {
     let (tx, rx) = shmproc::Pipe::<T>::oneway().expect("pipe");
     let go = Event::new().expect("event");
     let g = go.clone();

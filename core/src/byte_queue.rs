@@ -97,6 +97,7 @@ use crate::cache_padded::CachePadded;
 use crate::notify::Notifier;
 use crate::owner::{Owner, ProcLiveness};
 use crate::participants::Participants;
+use crate::peer_bytes::PeerBytes;
 use crate::raw_mutex::LockError;
 use crate::spsc::{capacity_for_frames, frame_span, Frame, Producer, Reservation, RingError, SpscRing, MIN_CAPACITY};
 use crate::Deadline;
@@ -175,7 +176,7 @@ pub trait RingStore {
     fn free_ring(&self, desc: &RingDesc);
     /// Frees the out-of-line block a dropped [`KIND_BLOCK`] frame names:
     /// idempotent, garbage ignored.
-    fn free_block(&self, desc: &[u8]);
+    fn free_block(&self, desc: PeerBytes<'_>);
 }
 
 /// A ring of a queue: its own, or a chained one, kept mapped while this
@@ -871,12 +872,12 @@ impl<S: RingStore> ByteQueue<S> {
         &self,
         me: &Owner,
         lock_deadline: Option<Deadline>,
-        read: impl FnOnce(u8, &[u8]) -> R,
+        read: impl FnOnce(u8, PeerBytes<'_>) -> R,
     ) -> Result<Option<R>, S::Error> {
         let Some(held) = self.lock_consumer(me, lock_deadline)? else { return Ok(None) };
         let r = self.peek_marked().map(|found| {
             found.map(|(ring, frame)| {
-                let r = read(frame.kind(), ring.ring.payload(&frame));
+                let r = read(frame.kind(), ring.ring.peer_payload(&frame));
                 self.consume(&ring, frame);
                 r
             })
@@ -923,7 +924,11 @@ impl<S: RingStore> ByteQueue<S> {
     /// Moves the consumers along the link `frame` of `cr` (module docs).
     #[cold]
     fn follow_link(&self, cr: &RingRef<S::Keep>, frame: Frame) -> Result<RingRef<S::Keep>, S::Error> {
-        let to: RingDesc = cr.ring.payload(&frame).try_into().map_err(|_| corrupt("link frame length"))?;
+        let payload = cr.ring.peer_payload(&frame);
+        let to: RingDesc = match payload.read_array() {
+            Some(to) if payload.len() == DESCRIPTOR_LEN => to,
+            _ => return Err(corrupt("link frame length")),
+        };
         if to == cr.desc {
             return Err(corrupt("a ring linked to itself"));
         }
@@ -970,13 +975,23 @@ impl<S: RingStore> ByteQueue<S> {
         self.head().received.store(n, Ordering::Release);
     }
 
-    /// The claimed frame's payload, in place.
+    /// The claimed frame's payload, in place: sound while the producers
+    /// follow the protocol (they do not write a published frame before it
+    /// is released); copy with [`peer_bytes`](ByteQueue::peer_bytes)
+    /// otherwise.
     #[inline]
     pub fn bytes<'c>(&self, c: &'c FrameClaim<S::Keep>) -> &'c [u8] {
         c.ring.ring.payload(&c.frame)
     }
 
-    /// The claimed frame's kind (`bulk::KIND_*`).
+    /// The claimed frame's payload, to be copied out (see
+    /// [`peer_bytes`](crate::peer_bytes)).
+    #[inline]
+    pub fn peer_bytes<'c>(&self, c: &'c FrameClaim<S::Keep>) -> PeerBytes<'c> {
+        c.ring.ring.peer_payload(&c.frame)
+    }
+
+    /// The claimed frame's kind ([`KIND_INLINE`], [`KIND_BLOCK`]).
     #[inline]
     pub fn kind(&self, c: &FrameClaim<S::Keep>) -> u8 {
         c.frame.kind()
@@ -1006,7 +1021,7 @@ impl<S: RingStore> ByteQueue<S> {
             let from = load_desc(&r.ring);
             let still_linked = self.ring_named(&from).ok().and_then(|cr| {
                 let frame = cr.ring.consumer().peek().ok()??;
-                (frame.kind() == KIND_LINK && cr.ring.payload(&frame) == load_desc(&r.follow)).then_some(())
+                (frame.kind() == KIND_LINK && cr.ring.peer_payload(&frame).equals(&load_desc(&r.follow))).then_some(())
             });
             if still_linked.is_some() {
                 // The link was not handed back yet: the next look follows it.
@@ -1027,7 +1042,7 @@ impl<S: RingStore> ByteQueue<S> {
                 // A dropped message's out-of-line block is freed with it
                 // (idempotent: the dead reader may have freed it already).
                 if frame.kind() == KIND_BLOCK {
-                    self.store.free_block(cr.ring.payload(&frame));
+                    self.store.free_block(cr.ring.peer_payload(&frame));
                 }
                 self.consume(&cr, frame);
             }
@@ -1139,8 +1154,10 @@ mod tests {
             }
         }
 
-        fn free_block(&self, desc: &[u8]) {
-            self.blocks_freed.borrow_mut().push(desc.to_vec());
+        fn free_block(&self, desc: PeerBytes<'_>) {
+            let mut v = vec![0; desc.len()];
+            desc.copy_to(&mut v);
+            self.blocks_freed.borrow_mut().push(v);
         }
     }
 
@@ -1167,8 +1184,8 @@ mod tests {
 
     fn take(q: &ByteQueue<&HeapStore>, me: &Owner) -> Option<u64> {
         q.try_take(me, None, |kind, b| {
-            assert_eq!(kind, KIND_INLINE);
-            u64::from_le_bytes(b.try_into().unwrap())
+            assert_eq!((kind, b.len()), (KIND_INLINE, 8));
+            u64::from_le_bytes(b.read_array().unwrap())
         })
         .unwrap()
     }

@@ -47,6 +47,7 @@ pub mod mpmc;
 pub mod notify;
 pub mod owner;
 pub mod participants;
+pub mod peer_bytes;
 mod primitive;
 pub mod raw_mutex;
 pub mod region;

@@ -69,6 +69,7 @@ use crate::cache_padded::CachePadded;
 use crate::notify::Notifier;
 use crate::owner::{Owner, OwnerCheck};
 use crate::participants::Participants;
+use crate::peer_bytes::PeerBytes;
 use crate::primitive::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::region::{align_up, OBJECT_ALIGN};
 
@@ -957,6 +958,17 @@ impl MpmcRing {
         unsafe { core::slice::from_raw_parts(self.payload(c.pos), c.len) }
     }
 
+    /// A claimed message's bytes, to be copied out: a peer that breaks the
+    /// protocol may write the slot while it is read (see
+    /// [`peer_bytes`](crate::peer_bytes)).
+    #[inline]
+    pub fn peer_bytes(&self, c: &Claimed) -> PeerBytes<'_> {
+        // SAFETY: len <= slot_size was checked, so the payload lies inside
+        // the slot's stride in the mapping, which outlives `&self`; read only
+        // through atomic loads.
+        unsafe { PeerBytes::new(NonNull::new_unchecked(self.payload(c.pos)), c.len) }
+    }
+
     /// The kind of a claimed message, as its producer tagged it
     /// ([`try_push_with_kind`](MpmcRing::try_push_with_kind)); 0 for a plain
     /// push. It was read, and checked to be a `u8`, when the slot was
@@ -1078,7 +1090,8 @@ impl MpmcRing {
     ///
     /// A diagnostic scan for supervisors (which messages did a dead consumer
     /// hold?): slots can change while it runs, so `f` may see a message that
-    /// is being released or overwritten; callers validate what they read.
+    /// is being released or overwritten: it gets [`PeerBytes`] to copy out,
+    /// and validates what it copied.
     ///
     /// ```
     /// # use core::ptr::NonNull;
@@ -1093,11 +1106,11 @@ impl MpmcRing {
     /// # let me = Owner::current();
     /// ring.try_push(&me, b"queued")?;
     /// let mut seen = Vec::new();
-    /// ring.scan(|claimant, bytes| seen.push((claimant, bytes.to_vec())));
-    /// assert_eq!(seen, [(None, b"queued".to_vec())]);
+    /// ring.scan(|claimant, bytes| seen.push((claimant, bytes.equals(b"queued"))));
+    /// assert_eq!(seen, [(None, true)]);
     /// # Ok::<(), MpmcError>(())
     /// ```
-    pub fn scan(&self, mut f: impl FnMut(Option<u32>, &[u8])) {
+    pub fn scan(&self, mut f: impl FnMut(Option<u32>, PeerBytes<'_>)) {
         self.scan_with_kind(|claimant, _, bytes| f(claimant, bytes));
     }
 
@@ -1124,13 +1137,17 @@ impl MpmcRing {
     /// ring.try_push(&me, b"plain")?;
     /// let held = ring.try_pop(&me)?; // claimed by us, not released
     /// let mut seen = Vec::new();
-    /// ring.scan_with_kind(|claimant, kind, bytes| seen.push((claimant.is_some(), kind, bytes.to_vec())));
+    /// ring.scan_with_kind(|claimant, kind, bytes| {
+    ///     let mut copy = vec![0; bytes.len()];
+    ///     bytes.copy_to(&mut copy);
+    ///     seen.push((claimant.is_some(), kind, copy));
+    /// });
     /// seen.sort();
     /// assert_eq!(seen, [(false, 0, b"plain".to_vec()), (true, 3, b"hi".to_vec())]);
     /// ring.release(held);
     /// # Ok::<(), MpmcError>(())
     /// ```
-    pub fn scan_with_kind(&self, mut f: impl FnMut(Option<u32>, u8, &[u8])) {
+    pub fn scan_with_kind(&self, mut f: impl FnMut(Option<u32>, u8, PeerBytes<'_>)) {
         let hdr = self.header();
         let dequeue = hdr.dequeue.load(Ordering::Acquire);
         let enqueue = hdr.enqueue.load(Ordering::Acquire);
@@ -1164,8 +1181,9 @@ impl MpmcRing {
                 Some(if c & 0xffff_ffff == tag(p, true) && tid != DROPPING_TID && tid != DROPPED_TID { tid } else { 0 })
             };
             // SAFETY: the payload area of slot i is slot_size bytes inside the
-            // ring and len <= slot_size (checked).
-            let bytes = unsafe { core::slice::from_raw_parts(self.payload(i), len as usize) };
+            // ring and len <= slot_size (checked); it may be written while `f`
+            // reads it, hence atomic reads only.
+            let bytes = unsafe { PeerBytes::new(NonNull::new_unchecked(self.payload(i)), len as usize) };
             f(claimant, kind, bytes);
         }
     }
@@ -1307,7 +1325,7 @@ impl MpmcRing {
         &self,
         check: &impl OwnerCheck,
         grace_passed: bool,
-        mut on_drop: impl FnMut(u8, &[u8]),
+        mut on_drop: impl FnMut(u8, PeerBytes<'_>),
     ) -> (u64, bool) {
         let hdr = self.header();
         let pos = hdr.enqueue.load(Ordering::Relaxed);
@@ -1360,7 +1378,7 @@ impl MpmcRing {
                 // inside the ring and len <= slot_size (checked); the slot
                 // is ours until the seq store below (producers wait for it,
                 // other recoverers for the grace).
-                let bytes = unsafe { core::slice::from_raw_parts(self.payload(rpos), len as usize) };
+                let bytes = unsafe { PeerBytes::new(NonNull::new_unchecked(self.payload(rpos)), len as usize) };
                 on_drop(kind, bytes);
             }
         }
@@ -1376,6 +1394,13 @@ impl MpmcRing {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// A copy of peer bytes.
+    fn vec_of(b: PeerBytes<'_>) -> std::vec::Vec<u8> {
+        let mut v = std::vec![0; b.len()];
+        b.copy_to(&mut v);
+        v
+    }
     use crate::identity::Identity;
     use std::vec;
     use std::vec::Vec;
@@ -1519,7 +1544,7 @@ mod tests {
             .unwrap();
             r.try_push(&me, &[round, round]).unwrap();
             let mut seen = Vec::new();
-            r.scan_with_kind(|claimant, k, b| seen.push((claimant, k, b.to_vec())));
+            r.scan_with_kind(|claimant, k, b| seen.push((claimant, k, vec_of(b))));
             seen.sort();
             let mut expect = vec![(None, 0, vec![round, round]), (None, kind, vec![round])];
             expect.sort();
@@ -1574,16 +1599,16 @@ mod tests {
         assert_eq!(pop_vec(&r, &me).unwrap(), b"b");
         assert_eq!(r.try_push(&me, b"c"), Err(MpmcError::Full));
         let all_alive = |_: u32, _: Option<u64>| true;
-        assert!(!r.recover_reader_with(&all_alive, false, |k, b| drops.push((k, b.to_vec()))).1);
+        assert!(!r.recover_reader_with(&all_alive, false, |k, b| drops.push((k, vec_of(b)))).1);
         assert!(drops.is_empty());
         // on_drop runs while the slot is still held: no producer gets it.
         let (_, done) = r.recover_reader_with(&alive, false, |k, b| {
             assert_eq!(r.try_push(&me, b"early"), Err(MpmcError::Full));
-            drops.push((k, b.to_vec()));
+            drops.push((k, vec_of(b)));
         });
         assert!(done);
         assert_eq!(drops, [(4, b"res".to_vec())]);
-        assert!(!r.recover_reader_with(&alive, true, |k, b| drops.push((k, b.to_vec()))).1);
+        assert!(!r.recover_reader_with(&alive, true, |k, b| drops.push((k, vec_of(b)))).1);
         assert_eq!(drops.len(), 1);
         r.try_push(&me, b"c").unwrap();
         r.try_push(&me, b"d").unwrap();
@@ -1600,7 +1625,7 @@ mod tests {
         assert!(r.register(pos, true, &dead));
         assert_eq!(pop_vec(&r, &me).unwrap(), b"e");
         assert_eq!(r.try_push(&me, b"f"), Err(MpmcError::Full));
-        assert!(r.recover_reader_with(&alive, false, |k, b| drops.push((k, b.to_vec()))).1);
+        assert!(r.recover_reader_with(&alive, false, |k, b| drops.push((k, vec_of(b)))).1);
         assert_eq!(drops.len(), 1);
         r.try_push(&me, b"f").unwrap();
         assert_eq!(pop_vec(&r, &me).unwrap(), b"f");
@@ -1615,12 +1640,12 @@ mod tests {
         assert_eq!(pop_vec(&r, &me).unwrap(), b"g");
         let dropping = (u64::from(DROPPING_TID) << 32) | tag(rpos, true);
         r.slot(rpos).claim.store(dropping, Ordering::Relaxed);
-        assert!(!r.recover_reader_with(&alive, false, |k, b| drops.push((k, b.to_vec()))).1);
+        assert!(!r.recover_reader_with(&alive, false, |k, b| drops.push((k, vec_of(b)))).1);
         assert_eq!(r.try_push(&me, b"h"), Err(MpmcError::Full));
         let mut claimants = Vec::new();
         r.scan(|c, _| claimants.push(c));
         assert_eq!(claimants, [Some(0)]);
-        assert!(r.recover_reader_with(&alive, true, |k, b| drops.push((k, b.to_vec()))).1);
+        assert!(r.recover_reader_with(&alive, true, |k, b| drops.push((k, vec_of(b)))).1);
         assert_eq!(drops.len(), 1);
         r.try_push(&me, b"h").unwrap();
         assert_eq!(pop_vec(&r, &me).unwrap(), b"h");
@@ -1633,7 +1658,7 @@ mod tests {
         assert_eq!(pop_vec(&r, &me).unwrap(), b"i");
         let dropped = (u64::from(DROPPED_TID) << 32) | tag(lost.pos, true);
         r.slot(lost.pos).claim.store(dropped, Ordering::Relaxed);
-        assert!(r.recover_reader_with(&all_alive, false, |k, b| drops.push((k, b.to_vec()))).1);
+        assert!(r.recover_reader_with(&all_alive, false, |k, b| drops.push((k, vec_of(b)))).1);
         assert_eq!(drops.len(), 1);
         r.try_push(&me, b"j").unwrap();
         assert_eq!(pop_vec(&r, &me).unwrap(), b"j");
@@ -1672,7 +1697,7 @@ mod tests {
                 for _ in 0..2 {
                     s.spawn(|| {
                         let (_, done) = r.recover_reader_with(&alive, false, |k, b| {
-                            assert_eq!((k, b), (1, &round.to_le_bytes()[..]));
+                            assert_eq!((k, vec_of(b)), (1, round.to_le_bytes().to_vec()));
                             drops.fetch_add(1, Ordering::Relaxed);
                         });
                         if done {
@@ -1726,7 +1751,7 @@ mod tests {
             assert_eq!(n, 0, "{slots} slots");
             r.try_push(&owner(5), b"a").unwrap();
             r.scan(|claimant, b| {
-                assert_eq!((claimant, b), (None, &b"a"[..]));
+                assert_eq!((claimant, vec_of(b)), (None, b"a".to_vec()));
                 n += 1;
             });
             assert_eq!(n, 1, "{slots} slots");

@@ -88,6 +88,7 @@ use core::ptr::NonNull;
 use crate::cache_padded::CachePadded;
 use crate::notify::Notifier;
 use crate::participants::Participants;
+use crate::peer_bytes::PeerBytes;
 use crate::primitive::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::region::{align_up, OBJECT_ALIGN};
 
@@ -751,6 +752,20 @@ impl SpscRing {
         // ring it came from); a published frame is not written by the producer
         // until `release`.
         unsafe { core::slice::from_raw_parts(self.bytes(frame.off + FRAME_HEADER, frame.len), frame.len) }
+    }
+
+    /// A published frame's payload, to be copied out: a peer that breaks
+    /// the protocol may write it while it is read (see
+    /// [`peer_bytes`](crate::peer_bytes)). Empty for a frame of another,
+    /// larger ring, as [`payload`](SpscRing::payload).
+    #[inline]
+    pub fn peer_payload(&self, frame: &Frame) -> PeerBytes<'_> {
+        if frame.off + FRAME_HEADER + frame.len > self.cap as usize {
+            return PeerBytes::from_slice(&[]);
+        }
+        // SAFETY: in bounds (checked above), inside the ring's mapping,
+        // which outlives `&self`; read only through atomic loads.
+        unsafe { PeerBytes::new(NonNull::new_unchecked(self.bytes(frame.off + FRAME_HEADER, frame.len)), frame.len) }
     }
 
     /// The consumed position (a snapshot): it moves whenever the consumer

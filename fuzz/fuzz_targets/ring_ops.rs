@@ -278,7 +278,9 @@ fn mpmc(data: &[u8]) {
                 let expect = held.iter().position(|h| h.0 + real_slots == enq);
                 let mut drops = Vec::new();
                 let (_, done) = ring.recover_reader_with(&alive, arg & 1 != 0, |kind, bytes| {
-                    drops.push((bytes.to_vec(), kind));
+                    let mut copy = vec![0; bytes.len()];
+                    bytes.copy_to(&mut copy);
+                    drops.push((copy, kind));
                 });
                 match expect {
                     Some(k) => {

@@ -24,6 +24,7 @@
 //! message is punched instead is punched **before** the release (see
 //! `bulk.rs`), so that one is freed exactly once whatever dies when.
 
+use shmproc_core::peer_bytes::PeerBytes;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -191,7 +192,7 @@ impl Blocks {
     }
 
     /// Validates a descriptor read from a ring and maps its block (cached).
-    pub(crate) fn open(&self, bytes: &[u8]) -> Result<BlockRef, Failure> {
+    pub(crate) fn open(&self, bytes: PeerBytes<'_>) -> Result<BlockRef, Failure> {
         let desc = self.window.validate(bytes)?;
         let map = self.mapping(desc.off(), desc.span()).ok_or_else(|| Failure::corrupt("block cannot be mapped"))?;
         Ok(BlockRef { map, desc, window: self.window })
@@ -216,7 +217,7 @@ impl Blocks {
 
     /// Frees the block a descriptor from a dropped message names (the
     /// message of a dead reader: punched, never recycled; idempotent).
-    pub(crate) fn free_raw(&self, bytes: &[u8]) {
+    pub(crate) fn free_raw(&self, bytes: PeerBytes<'_>) {
         self.window.free_raw(bytes);
     }
 
@@ -228,8 +229,8 @@ impl Blocks {
     pub(crate) fn read<R>(
         &self,
         kind: u8,
-        bytes: &[u8],
-        read: impl FnOnce(&[u8]) -> (R, bool),
+        bytes: PeerBytes<'_>,
+        read: impl FnOnce(PeerBytes<'_>) -> (R, bool),
     ) -> Result<(R, bool, Option<Descriptor>), Failure> {
         match kind {
             KIND_INLINE => {
@@ -238,7 +239,7 @@ impl Blocks {
             }
             KIND_BLOCK => {
                 let block = self.open(bytes)?;
-                let (r, consumed) = read(block.bytes());
+                let (r, consumed) = read(block.peer());
                 let desc = block.desc;
                 drop(block);
                 if !consumed {
@@ -263,9 +264,9 @@ impl Blocks {
     pub(crate) fn decode<T: crate::Message>(
         &self,
         kind: u8,
-        bytes: &[u8],
+        bytes: PeerBytes<'_>,
     ) -> Result<(Result<T, Failure>, Option<Descriptor>), Failure> {
-        let (decoded, _, desc) = self.read(kind, bytes, |b| (crate::message::decode_copy::<T>(b), true))?;
+        let (decoded, _, desc) = self.read(kind, bytes, |b| (crate::message::decode_peer::<T>(b), true))?;
         Ok((decoded.map_err(|e| Failure::Corrupt(e.to_string())), desc))
     }
 

@@ -49,6 +49,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use shmproc_core::peer_bytes::PeerBytes;
+
 use crate::channel_error::Failure;
 use crate::object::Object;
 
@@ -200,7 +202,7 @@ impl Window {
 
     /// Validates a descriptor read from a ring and maps its block for
     /// reading.
-    pub(crate) fn open(&self, bytes: &[u8]) -> Result<BlockRef, Failure> {
+    pub(crate) fn open(&self, bytes: PeerBytes<'_>) -> Result<BlockRef, Failure> {
         let desc = self.validate(bytes)?;
         let map = Mapping::new(self.fd, desc.off, desc.span(), false)
             .ok_or_else(|| Failure::corrupt("block cannot be mapped"))?;
@@ -225,8 +227,13 @@ impl Window {
         rel < WINDOW && off % page() == 0 && span > 0 && span <= WINDOW - rel
     }
 
-    pub(crate) fn validate(&self, bytes: &[u8]) -> Result<Descriptor, Failure> {
-        let desc = Descriptor::decode(bytes).ok_or_else(|| Failure::corrupt("block descriptor length"))?;
+    /// Validates a descriptor read from shared memory (copied out first).
+    pub(crate) fn validate(&self, bytes: PeerBytes<'_>) -> Result<Descriptor, Failure> {
+        let desc = match bytes.read_array::<DESCRIPTOR_LEN>() {
+            Some(d) if bytes.len() == DESCRIPTOR_LEN => Descriptor::decode(&d),
+            _ => None,
+        };
+        let desc = desc.ok_or_else(|| Failure::corrupt("block descriptor length"))?;
         if desc.len == 0 || desc.len > MAX_BLOCK as u64 || !self.contains(desc.off, desc.span()) {
             return Err(Failure::corrupt("block descriptor"));
         }
@@ -241,7 +248,7 @@ impl Window {
     }
 
     /// Validates a descriptor and maps its block for reading and writing.
-    pub(crate) fn map_shared(&self, bytes: &[u8]) -> Result<(Descriptor, Mapping), Failure> {
+    pub(crate) fn map_shared(&self, bytes: PeerBytes<'_>) -> Result<(Descriptor, Mapping), Failure> {
         let desc = self.validate(bytes)?;
         let map = Mapping::new(self.fd, desc.off, desc.span(), true)
             .ok_or_else(|| Failure::corrupt("block cannot be mapped"))?;
@@ -249,7 +256,7 @@ impl Window {
     }
 
     /// Frees the block a descriptor names (idempotent); garbage is ignored.
-    pub(crate) fn free_raw(&self, bytes: &[u8]) {
+    pub(crate) fn free_raw(&self, bytes: PeerBytes<'_>) {
         if let Ok(desc) = self.validate(bytes) {
             self.free(desc);
         }
@@ -358,13 +365,21 @@ pub(crate) struct BlockRef {
 }
 
 impl BlockRef {
-    /// The message's bytes, page-aligned.
-    pub(crate) fn bytes(&self) -> &[u8] {
+    /// The message's bytes, page-aligned, to be copied out (a peer breaking
+    /// the protocol could write them while they are read: see
+    /// `shmproc_core::peer_bytes`).
+    pub(crate) fn peer(&self) -> PeerBytes<'_> {
         // SAFETY: the mapping is at least `len` bytes (validated) and stays
-        // mapped while self lives. A peer breaking the protocol could write
-        // these bytes (see the crate's trust model): `recv` copies them out
-        // before validating.
-        unsafe { std::slice::from_raw_parts(self.map.ptr.as_ptr(), self.desc.len()) }
+        // mapped while self lives; read through atomic loads only.
+        unsafe { PeerBytes::new(self.map.ptr, self.desc.len()) }
+    }
+
+    /// The message's bytes in place, for a reader that keeps them
+    /// (`RecvRef`): sound while the sender follows the protocol (it does not
+    /// write a published block), as the crate's trust model says.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: as in `peer`; unwritten while borrowed by the protocol.
+        unsafe { self.peer().as_slice() }
     }
 
     /// Unmaps and frees the block (before its descriptor is released: module
@@ -398,7 +413,7 @@ pub(crate) fn with_message<R>(
         KIND_INLINE => Ok(read(bytes)),
         KIND_BLOCK => {
             let window = window.ok_or_else(|| Failure::corrupt("a block in a channel without a window"))?;
-            let block = window.open(bytes)?;
+            let block = window.open(PeerBytes::from_slice(bytes))?;
             let (r, consumed) = read(block.bytes());
             if consumed {
                 block.free();

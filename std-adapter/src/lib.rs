@@ -98,6 +98,17 @@
 //! Named segments are created mode `0600` and segments of other users are
 //! refused, so the peers are processes of the same user.
 //!
+//! Bytes a peer may write while they are read (a received frame, slot or
+//! out-of-line block) are copied out with atomic loads before they are
+//! validated (`shmproc_core::peer_bytes`), so a scribbling peer makes a
+//! receive fail or return wrong values, never a data race in Rust's sense.
+//! [`RecvRef`] reads in place: it is sound against peers that follow the
+//! protocol (which do not write a published message), as its docs say. A
+//! `RecvRef` is never copied into a child: fork-mode spawning (and a fork-mode
+//! [`Pool`]) fails with [`ProcessError::RingBorrowed`] while one is alive in
+//! the process, and [`process::Builder::spawn`] takes `'static` closures as
+//! `std::thread::spawn` does.
+//!
 //! ## Platform support
 //!
 //! Linux is the supported and tested platform. The core's futex layer has a
@@ -125,6 +136,7 @@ pub mod array;
 pub mod barrier;
 mod blocking;
 mod blocks;
+mod borrows;
 mod bulk;
 mod channel_error;
 pub mod condition;

@@ -22,6 +22,7 @@ use rkyv::ser::allocator::{ArenaHandle, SubAllocator};
 use rkyv::ser::{Positional, Writer};
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
+use shmproc_core::peer_bytes::PeerBytes;
 
 /// A type that can cross a process boundary: serialised with rkyv, validated
 /// with `bytecheck` on the way in.
@@ -220,46 +221,64 @@ pub(crate) fn encode_into<T: Message>(value: &T, buf: &mut [u8]) -> Result<Writt
     Ok(if w.fits() { Written::Done(w.len()) } else { Written::Needs(w.len()) })
 }
 
-/// Deserialises a `T` from `bytes` (copied out of shared memory by the
-/// caller): small messages are validated from an aligned stack copy, larger
-/// ones from a per-thread buffer, so receiving does not allocate for the
-/// bytes themselves.
+/// Deserialises a `T` from private `bytes` (copied to aligned memory first:
+/// see [`decode_peer`]).
 pub(crate) fn decode_copy<T: Message>(bytes: &[u8]) -> Result<T, rancor::Error> {
+    decode_peer(PeerBytes::from_slice(bytes))
+}
+
+/// Copies a message that a peer may write meanwhile (a frame, slot or block
+/// of shared memory) into private aligned memory with atomic loads (see
+/// `shmproc_core::peer_bytes`), then validates and deserialises the copy:
+/// small messages from an aligned stack copy, larger ones from a per-thread
+/// buffer, so receiving does not allocate for the bytes themselves.
+pub(crate) fn decode_peer<T: Message>(bytes: PeerBytes<'_>) -> Result<T, rancor::Error> {
     #[repr(C, align(16))]
     struct Small([core::mem::MaybeUninit<u8>; 256]);
-    if bytes.len() <= 256 {
+    let len = bytes.len();
+    if len <= 256 {
         let mut small = Small([core::mem::MaybeUninit::uninit(); 256]);
-        // SAFETY: bytes.len() <= 256 bytes fit; the copy initialises exactly the
-        // first bytes.len() bytes, which are all that is read afterwards.
+        // SAFETY: len <= 256 bytes fit; the copy initialises exactly the
+        // first `len` bytes, which are all that is read afterwards.
         let copy = unsafe {
-            core::ptr::copy_nonoverlapping(bytes.as_ptr(), small.0.as_mut_ptr().cast::<u8>(), bytes.len());
-            core::slice::from_raw_parts(small.0.as_ptr().cast::<u8>(), bytes.len())
+            bytes.copy_to_raw(small.0.as_mut_ptr().cast::<u8>());
+            core::slice::from_raw_parts(small.0.as_ptr().cast::<u8>(), len)
         };
         return decode::<T>(copy);
     }
     thread_local! {
         static BIG: core::cell::RefCell<AlignedVec> = core::cell::RefCell::new(AlignedVec::new());
     }
+    let fresh = || {
+        let mut v = AlignedVec::<16>::with_capacity(len);
+        copy_into(&mut v, bytes);
+        decode::<T>(&v)
+    };
     // Beyond this, a fresh buffer (freed after use): a thread's buffer keeps
     // its largest size, up to the largest out-of-line block a channel keeps
     // for reuse (a stream of such messages then copies into warm memory).
     const KEEP: usize = crate::blocks::RECYCLE_MAX as usize;
-    if bytes.len() > KEEP {
-        let mut v = AlignedVec::<16>::with_capacity(bytes.len());
-        v.extend_from_slice(bytes);
-        return decode::<T>(&v);
+    if len > KEEP {
+        return fresh();
     }
     BIG.with(|b| match b.try_borrow_mut() {
         Ok(mut v) => {
-            v.clear();
-            v.extend_from_slice(bytes);
+            copy_into(&mut v, bytes);
             decode::<T>(&v)
         }
         // Re-entered (a Deserialize impl receiving from a queue): use a fresh buffer.
-        Err(_) => {
-            let mut v = AlignedVec::<16>::with_capacity(bytes.len());
-            v.extend_from_slice(bytes);
-            decode::<T>(&v)
-        }
+        Err(_) => fresh(),
     })
+}
+
+/// Replaces `v`'s contents with a copy of `bytes`.
+fn copy_into(v: &mut AlignedVec, bytes: PeerBytes<'_>) {
+    v.clear();
+    v.reserve(bytes.len());
+    // SAFETY: the capacity is at least `bytes.len()`, private; the copy
+    // initialises exactly those bytes before the length covers them.
+    unsafe {
+        bytes.copy_to_raw(v.as_mut_ptr());
+        v.set_len(bytes.len());
+    }
 }

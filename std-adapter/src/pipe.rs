@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use shmproc_core::participants::{Presence, Role};
+use shmproc_core::peer_bytes::PeerBytes;
 use shmproc_core::region::{kind, RegionObject};
 use shmproc_core::spsc::{Consumer, Producer, RingError, SpscRing};
 use shmproc_core::Deadline;
@@ -332,12 +333,13 @@ impl RxEnd {
         self.ch.ring.has_frame()
     }
 
-    /// Waits for a frame and runs `f` on its kind and payload; `f` returns
-    /// whether to consume it.
+    /// Waits for a frame and runs `f` on its kind and payload (to be copied
+    /// out: the sender could write it meanwhile if it broke the protocol);
+    /// `f` returns whether to consume it.
     fn with_frame<R>(
         &self,
         deadline: Option<Deadline>,
-        mut f: impl FnMut(u8, &[u8]) -> (R, bool),
+        mut f: impl FnMut(u8, PeerBytes<'_>) -> (R, bool),
     ) -> Result<R, Failure> {
         let ring = &self.ch.ring;
         loop {
@@ -345,7 +347,7 @@ impl RxEnd {
                 let mut c = self.consumer.borrow_mut();
                 match c.peek() {
                     Ok(Some(frame)) => {
-                        let (r, consume) = f(frame.kind(), c.bytes(&frame));
+                        let (r, consume) = f(frame.kind(), ring.peer_payload(&frame));
                         if consume {
                             c.release(frame);
                         }
@@ -380,7 +382,7 @@ impl RxEnd {
         // Copied out before validation; the frame is released after the copy
         // (an out-of-line block is punched before, or recycled after: see
         // `blocks.rs`).
-        self.with_message(deadline, |b| (crate::message::decode_copy::<T>(b), true))?
+        self.with_message(deadline, |b| (crate::message::decode_peer::<T>(b), true))?
             .map_err(|e| Failure::Corrupt(e.to_string()))
     }
 
@@ -389,7 +391,7 @@ impl RxEnd {
     fn with_message<R>(
         &self,
         deadline: Option<Deadline>,
-        mut read: impl FnMut(&[u8]) -> (R, bool),
+        mut read: impl FnMut(PeerBytes<'_>) -> (R, bool),
     ) -> Result<R, Failure> {
         let mut recycle: Option<Descriptor> = None;
         let r = self.with_frame(deadline, |kind, b| {
@@ -634,7 +636,13 @@ macro_rules! recv_side {
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
-                self.$rx.with_message(None, |b| (b.to_vec(), true)).map_err(RecvError::from)
+                self.$rx
+                    .with_message(None, |b| {
+                        let mut v = vec![0; b.len()];
+                        b.copy_to(&mut v);
+                        (v, true)
+                    })
+                    .map_err(RecvError::from)
             }
             /// Receives one message into `buf`; returns its length. A message
             /// longer than `buf` stays in the pipe.
@@ -652,7 +660,7 @@ macro_rules! recv_side {
                     if b.len() > buf.len() {
                         (Err(b.len()), false)
                     } else {
-                        buf[..b.len()].copy_from_slice(b);
+                        b.copy_to(&mut buf[..b.len()]);
                         (Ok(b.len()), true)
                     }
                 });

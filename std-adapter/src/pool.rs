@@ -538,7 +538,7 @@ impl PoolInner {
         let mut present = HashSet::new();
         let mut held_by_dead: HashMap<u64, u32> = HashMap::new();
         self.tasks.core_scan(|claimant, bytes| {
-            if let Ok(t) = crate::message::decode_copy::<TaskMsg>(bytes) {
+            if let Ok(t) = crate::message::decode_peer::<TaskMsg>(bytes) {
                 let id = t.id;
                 match claimant {
                     Some(tid) if dead.iter().any(|&(pid, _)| pid == tid) => {

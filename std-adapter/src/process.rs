@@ -81,6 +81,14 @@ pub enum ProcessError {
         /// Threads seen in the parent.
         threads: usize,
     },
+    /// Fork mode was refused because this process holds borrows into
+    /// shared rings ([`RecvRef`](crate::RecvRef)s): the child would keep
+    /// reading frames the parent hands back. Drop them first (spawn mode is
+    /// not affected).
+    RingBorrowed {
+        /// Borrows alive in the process.
+        borrows: usize,
+    },
     /// Spawn mode needs `shmproc::init()` at the top of `main`.
     InitNotCalled,
     /// The argument could not be serialised.
@@ -100,6 +108,11 @@ impl fmt::Display for ProcessError {
             ProcessError::Spawn(e) => write!(f, "spawning the child failed: {e}"),
             ProcessError::Wait(e) => write!(f, "waiting for the child failed: {e}"),
             ProcessError::Signal(e) => write!(f, "signalling the child failed: {e}"),
+            ProcessError::RingBorrowed { borrows } => write!(
+                f,
+                "refusing to fork while {borrows} borrow(s) into shared rings (RecvRef) are alive: the child would \
+                 read frames the parent hands back"
+            ),
             ProcessError::DaemonChildren => write!(f, "daemonic processes are not allowed to have children"),
             ProcessError::ThreadedParent { threads } => write!(
                 f,
@@ -527,14 +540,48 @@ impl Builder {
     /// assert_eq!(v.get(), 5);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// `f` is `'static`, as for [`std::thread::spawn`]: the parent goes on
+    /// (and drops what `f` borrowed) while the child runs, so a borrow would
+    /// outlive what it points to in the parent's view of shared memory:
+    ///
+    /// ```compile_fail
+    /// let q = shmproc::Queue::<u64>::bounded(4)?;
+    /// q.send(&1)?;
+    /// let m = q.recv_ref()?;
+    /// // Borrows `m`: does not compile.
+    /// let p = shmproc::Process::builder().spawn(|| {
+    ///     let _borrowed = &m;
+    /// });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// A borrow into a ring *moved* into `f` (or alive anywhere in the
+    /// process) makes the fork fail with [`ProcessError::RingBorrowed`]:
+    /// the parent would hand its frame back while the child reads it.
+    ///
+    /// ```
+    /// let q = shmproc::Queue::<u64>::bounded(4)?;
+    /// q.send(&1)?;
+    /// let m = q.recv_ref()?;
+    /// let refused = shmproc::Process::spawn(|| 0);
+    /// assert!(matches!(refused, Err(shmproc::ProcessError::RingBorrowed { borrows: 1 })));
+    /// drop(m);
+    /// assert_eq!(shmproc::Process::spawn(|| 0)?.join()?, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn spawn<F, R>(self, f: F) -> Result<Process, ProcessError>
     where
-        F: FnOnce() -> R,
+        F: FnOnce() -> R + 'static,
         R: ChildResult,
     {
         let threads = thread_count();
         if threads > 1 && !self.allow_threaded_fork {
             return Err(ProcessError::ThreadedParent { threads });
+        }
+        let borrows = crate::borrows::live();
+        if borrows > 0 {
+            return Err(ProcessError::RingBorrowed { borrows });
         }
         let (name, identity, daemon) = self.prepare()?;
         let parent = parent_triple();
@@ -648,7 +695,7 @@ impl Process {
     /// ```
     pub fn spawn<F, R>(f: F) -> Result<Process, ProcessError>
     where
-        F: FnOnce() -> R,
+        F: FnOnce() -> R + 'static,
         R: ChildResult,
     {
         Builder::new().spawn(f)

@@ -113,8 +113,10 @@ use shmproc_core::Deadline;
 
 use crate::blocking::{receiver_pace, wait, wait_paced, Waited};
 use crate::blocks::{Bin, Blocks};
+use crate::borrows::RingBorrow;
 use crate::bulk::{BlockRef, Descriptor, Window, DESCRIPTOR_LEN, KIND_BLOCK, KIND_INLINE};
 use crate::ring_chain::QueueStore;
+use shmproc_core::peer_bytes::PeerBytes;
 
 /// The default layout: the byte ring of `shmproc_core::byte_queue` with
 /// this crate's store of chained rings and blocks.
@@ -628,7 +630,7 @@ impl Core {
 
     /// Frees the out-of-line block of a message dropped because its reader
     /// died (see `bulk.rs`).
-    fn drop_message(&self, kind: u8, bytes: &[u8]) {
+    fn drop_message(&self, kind: u8, bytes: PeerBytes<'_>) {
         if let (KIND_BLOCK, Some(b)) = (kind, &self.blocks) {
             b.free_raw(bytes);
         }
@@ -745,10 +747,10 @@ impl Core {
     /// now (before the frame is released), or returned to be recycled after
     /// the release (see `blocks.rs`).
     #[inline]
-    fn read_message<T: Message>(&self, kind: u8, bytes: &[u8]) -> (Result<T, Failure>, Option<Descriptor>) {
+    fn read_message<T: Message>(&self, kind: u8, bytes: PeerBytes<'_>) -> (Result<T, Failure>, Option<Descriptor>) {
         match (kind, &self.blocks) {
             (KIND_INLINE, _) => {
-                (crate::message::decode_copy::<T>(bytes).map_err(|e| Failure::Corrupt(e.to_string())), None)
+                (crate::message::decode_peer::<T>(bytes).map_err(|e| Failure::Corrupt(e.to_string())), None)
             }
             (_, Some(b)) => match b.decode::<T>(kind, bytes) {
                 Ok(r) => r,
@@ -768,7 +770,7 @@ impl Core {
     }
 
     #[cold]
-    fn open_block(&self, bytes: &[u8]) -> Result<BlockRef, Failure> {
+    fn open_block(&self, bytes: PeerBytes<'_>) -> Result<BlockRef, Failure> {
         self.blocks.as_ref().ok_or_else(|| Failure::corrupt("a block in a queue without a window"))?.open(bytes)
     }
 
@@ -833,6 +835,18 @@ impl Core {
         }
     }
 
+    /// A claimed message's bytes, to be copied out.
+    #[inline]
+    fn peer_bytes<'a>(&'a self, c: &'a Claim) -> PeerBytes<'a> {
+        match (&self.ring, c) {
+            (Layout::Slots(r), Claim::Slot(c)) => r.peer_bytes(c),
+            (Layout::Bytes(r), Claim::Frame(c)) => r.peer_bytes(c),
+            _ => PeerBytes::from_slice(&[]),
+        }
+    }
+
+    /// A claimed message's bytes in place (for `RecvRef`: sound against
+    /// peers that follow the protocol).
     #[inline]
     fn bytes<'a>(&'a self, c: &'a Claim) -> &'a [u8] {
         match (&self.ring, c) {
@@ -864,7 +878,7 @@ impl Core {
     #[inline]
     fn take<T: Message>(&self, c: Claim) -> Result<T, Failure> {
         // Copied out before validating: a peer cannot change what we validate.
-        let (r, block) = self.read_message::<T>(self.kind(&c), self.bytes(&c));
+        let (r, block) = self.read_message::<T>(self.kind(&c), self.peer_bytes(&c));
         self.release(c);
         self.after_release(block);
         r
@@ -1233,7 +1247,7 @@ impl<T> Queue<T> {
     /// Visits the messages still in a slot-ring queue (see `MpmcRing::scan`):
     /// the pool's task queue. A byte-ring queue has no per-message claimants
     /// to report and is not scanned.
-    pub(crate) fn core_scan(&self, mut f: impl FnMut(Option<u32>, &[u8])) {
+    pub(crate) fn core_scan(&self, mut f: impl FnMut(Option<u32>, PeerBytes<'_>)) {
         let core = &self.reg.core;
         if let Layout::Slots(r) = &core.ring {
             r.scan_with_kind(|claimant, kind, bytes| match kind {
@@ -1243,7 +1257,7 @@ impl<T> Queue<T> {
                 // fails to decode, as a message gone by then should).
                 KIND_BLOCK => {
                     if let Ok(block) = core.open_block(bytes) {
-                        f(claimant, block.bytes());
+                        f(claimant, block.peer());
                     }
                 }
                 _ => {}
@@ -1600,13 +1614,15 @@ pub struct RecvRef<'a, T: Archive> {
     /// The out-of-line block the message lives in, if it is not in the ring.
     block: Option<BlockRef>,
     archived: *const T::Archived,
+    /// Counted while alive: fork mode refuses to copy it into a child.
+    _borrow: RingBorrow,
 }
 
 impl<'a, T: Message> RecvRef<'a, T> {
     fn new(core: &'a Core, c: Claim) -> Result<RecvRef<'a, T>, Failure> {
         let block = match core.kind(&c) {
             KIND_INLINE => None,
-            KIND_BLOCK => match core.open_block(core.bytes(&c)) {
+            KIND_BLOCK => match core.open_block(core.peer_bytes(&c)) {
                 Ok(b) => Some(b),
                 Err(e) => {
                     // Unreadable: dropped, as a message that fails validation.
@@ -1623,7 +1639,7 @@ impl<'a, T: Message> RecvRef<'a, T> {
         match rkyv::access::<T::Archived, rkyv::rancor::Error>(bytes) {
             Ok(a) => {
                 let archived = a as *const T::Archived;
-                Ok(RecvRef { core, claimed: Some(c), block, archived })
+                Ok(RecvRef { core, claimed: Some(c), block, archived, _borrow: RingBorrow::new() })
             }
             Err(e) => {
                 let recycle = block.map(|b| b.desc);

@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use shmproc_core::byte_queue::{QueueError, RingDesc, RingStore};
+use shmproc_core::peer_bytes::PeerBytes;
 use shmproc_core::spsc::SpscRing;
 
 use crate::bulk::{Descriptor, Mapping, Window};
@@ -81,7 +82,7 @@ impl RingStore for QueueStore {
         }
     }
 
-    fn free_block(&self, desc: &[u8]) {
+    fn free_block(&self, desc: PeerBytes<'_>) {
         if let Some(w) = self.window {
             w.free_raw(desc);
         }
@@ -140,7 +141,7 @@ impl Chain {
         if let Some((_, ring, map)) = self.cache().iter().find(|(d, ..)| d.encode() == *desc) {
             return Ok((*ring, map.clone()));
         }
-        let (d, map) = self.window.map_shared(desc)?;
+        let (d, map) = self.window.map_shared(PeerBytes::from_slice(desc))?;
         // SAFETY: the mapping is d.len() bytes or more, page-aligned (so
         // OBJECT_ALIGN-aligned), and stays mapped while any RingRef to it
         // lives; attach validates the ring's header against that length.
@@ -174,6 +175,6 @@ impl Chain {
     /// idempotent, garbage ignored.
     fn free(&self, desc: &RingDesc) {
         self.cache().retain(|(d, ..)| d.encode() != *desc);
-        self.window.free_raw(desc);
+        self.window.free_raw(PeerBytes::from_slice(desc));
     }
 }

@@ -298,7 +298,7 @@ impl Table {
     fn free_value(&self, i: usize) {
         if self.slot(i).val_kind.load(Ordering::Relaxed) == u32::from(KIND_BLOCK) {
             if let (Some(w), Ok((_, v))) = (self.window, self.entry(i)) {
-                w.free_raw(v);
+                w.free_raw(shmproc_core::peer_bytes::PeerBytes::from_slice(v));
             }
         }
     }

@@ -31,8 +31,9 @@ fn rand_ish() -> u128 {
 
 fn futex_parent_wakes_child_across_processes() -> TestResult {
     let (seg, idx) = word_segment()?;
-    let mut child = Process::spawn(|| {
-        let w = word(&seg, idx);
+    let s = seg.clone();
+    let mut child = Process::spawn(move || {
+        let w = word(&s, idx);
         // Wait (no deadline) until the parent publishes 1.
         while w.load(Ordering::Acquire) == 0 {
             futex::wait(w, 0, None);
@@ -76,14 +77,16 @@ fn futex_timeout_returns_after_the_deadline() -> TestResult {
 fn futex_waiter_times_out_after_waker_is_killed() -> TestResult {
     let (seg, idx) = word_segment()?;
     // The waker would wake the word only after a long sleep; it gets SIGKILLed.
-    let waker = Process::spawn(|| {
+    let s = seg.clone();
+    let waker = Process::spawn(move || {
         std::thread::sleep(Duration::from_secs(30));
-        let w = word(&seg, idx);
+        let w = word(&s, idx);
         w.store(1, Ordering::Release);
         futex::wake_all(w);
     })?;
-    let mut waiter = Process::spawn(|| {
-        let w = word(&seg, idx);
+    let s = seg.clone();
+    let mut waiter = Process::spawn(move || {
+        let w = word(&s, idx);
         let t = Duration::from_millis(300);
         let start = Instant::now();
         let deadline = Deadline::after(t);
@@ -444,9 +447,10 @@ fn daemon_children_may_not_start_children() -> TestResult {
 fn daemon_dies_with_its_parent() -> TestResult {
     let (seg, idx) = word_segment()?;
     // An intermediate child starts a daemon, records its pid, and exits.
-    let mut middle = Process::spawn(|| -> () {
+    let s = seg.clone();
+    let mut middle = Process::spawn(move || -> () {
         let d = Process::builder().daemon(true).spawn(|| std::thread::sleep(Duration::from_secs(60))).expect("daemon");
-        word(&seg, idx).store(d.pid(), Ordering::Release);
+        word(&s, idx).store(d.pid(), Ordering::Release);
         std::mem::forget(d);
         // SAFETY: exit without running destructors or atexit handlers: the
         // parent-death signal alone must take the daemon down.
@@ -466,11 +470,12 @@ fn non_daemon_outlives_a_killed_parent_but_daemon_does_not() -> TestResult {
     let (seg, idx) = word_segment()?;
     let seg2 = Segment::anonymous(4096)?;
     let idx2 = seg2.region().alloc::<Word>(b"w", |_| {})?.index;
-    let middle = Process::spawn(|| {
+    let (s, s2) = (seg.clone(), seg2.clone());
+    let middle = Process::spawn(move || {
         let d = Process::builder().daemon(true).spawn(|| std::thread::sleep(Duration::from_secs(60))).unwrap();
         let n = Process::spawn(|| std::thread::sleep(Duration::from_millis(500))).unwrap();
-        word(&seg, idx).store(d.pid(), Ordering::Release);
-        word(&seg2, idx2).store(n.pid(), Ordering::Release);
+        word(&s, idx).store(d.pid(), Ordering::Release);
+        word(&s2, idx2).store(n.pid(), Ordering::Release);
         std::thread::sleep(Duration::from_secs(60));
     })?;
     ensure!(eventually(HANG_LIMIT, || word(&seg2, idx2).load(Ordering::Acquire) != 0));
