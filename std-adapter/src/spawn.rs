@@ -28,7 +28,9 @@ use crate::process::{become_child, set_parent_death_signal, ChildResult, Process
 
 const ENV: &str = "SHMPROC_SPAWN";
 const MAGIC: u64 = u64::from_le_bytes(*b"SHMPSPWN");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// At most this many inherited segment descriptors in one payload.
+const MAX_FDS: usize = 4096;
 
 static INIT_CALLED: AtomicBool = AtomicBool::new(false);
 
@@ -112,6 +114,10 @@ impl Payload {
         put_str(&mut b, name.as_bytes());
         put_str(&mut b, identity.as_bytes());
         put_str(&mut b, parent.1.as_bytes());
+        b.extend_from_slice(&(fds.len() as u32).to_le_bytes());
+        for fd in &fds {
+            b.extend_from_slice(&fd.to_le_bytes());
+        }
         b.extend_from_slice(&(arg.len() as u64).to_le_bytes());
         b.extend_from_slice(&arg);
         Ok(Payload { bytes: b, fds, roles })
@@ -127,6 +133,8 @@ struct Parsed {
     name: String,
     identity: String,
     parent_name: String,
+    /// The segment descriptors the parent let us inherit.
+    fds: Vec<i32>,
     arg: Vec<u8>,
 }
 
@@ -169,9 +177,17 @@ fn parse(bytes: &[u8]) -> Option<Parsed> {
     let name = r.string()?;
     let identity = r.string()?;
     let parent_name = r.string()?;
+    let nfds = r.u32()? as usize;
+    if nfds > MAX_FDS {
+        return None;
+    }
+    let mut fds = Vec::with_capacity(nfds);
+    for _ in 0..nfds {
+        fds.push(r.u32()? as i32);
+    }
     let n = usize::try_from(r.u64()?).ok()?;
     let arg = r.take(n)?.to_vec();
-    Some(Parsed { tramp_off, fn_off, daemon, parent_pid, parent_start, name, identity, parent_name, arg })
+    Some(Parsed { tramp_off, fn_off, daemon, parent_pid, parent_start, name, identity, parent_name, fds, arg })
 }
 
 /// Starts the child; returns its pid.
@@ -252,6 +268,16 @@ fn run_child(value: &str) -> i32 {
         eprintln!("shmproc: malformed spawn payload");
         return 1;
     };
+    // The segment descriptors were inherited without close-on-exec (that is
+    // how they got here); set it again at once, so that programs this child
+    // execs do not inherit them. Handles map them (or duplicates) as usual.
+    for &fd in &p.fds {
+        if fd >= 0 {
+            // SAFETY: F_SETFD on a descriptor number only changes its flags
+            // (or fails with EBADF if it is not open).
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
     // SAFETY: init() runs first in main, before the program starts threads.
     unsafe {
         become_child(p.name, p.identity, p.daemon, (p.parent_pid, p.parent_name, p.parent_start));

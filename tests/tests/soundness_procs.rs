@@ -119,6 +119,65 @@ fn spawn_pool_rejects_rewritten_tasks() -> TestResult {
     rewritten_task_functions_never_run(true)
 }
 
+// ------------------------------------------------ spawn-mode fds ------
+
+/// Lines of `readlink` for every descriptor of the calling process.
+fn own_fd_links() -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir("/proc/self/fd").into_iter().flatten().flatten() {
+        if let Ok(l) = std::fs::read_link(e.path()) {
+            out.push_str(&l.to_string_lossy());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A spawn-mode child holding a queue handle: returns 0 if a program it
+/// execs sees no segment descriptor, 3 if it does, 4/5 if the check itself
+/// could not be made.
+fn exec_and_list_fds(q: shmproc::Queue<u32>) -> i32 {
+    if q.send(&7).is_err() {
+        return 5;
+    }
+    // Sanity: this process itself holds the segment (mapped from its fd).
+    if !own_fd_links().contains("memfd:shmproc ") {
+        return 4;
+    }
+    let out = match std::process::Command::new("/bin/sh")
+        .args(["-c", "for f in /proc/self/fd/*; do readlink \"$f\"; done"])
+        .output()
+    {
+        Ok(o) => o,
+        Err(_) => return 5,
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("memfd:shmproc") {
+        eprintln!("exec'd program inherited: {text}");
+        3
+    } else {
+        0
+    }
+}
+
+fn spawn_children_do_not_leak_segment_fds_to_exec() -> TestResult {
+    if !Path::new("/bin/sh").exists() {
+        println!("skipped: no /bin/sh to exec");
+        return Ok(());
+    }
+    let q = shmproc::Queue::<u32>::bounded(4)?;
+    let mut p = shmproc::Process::spawn_fn(exec_and_list_fds, q.clone())?;
+    let code = p.join()?;
+    ensure!(code != 4 && code != 5, "the check could not be made (exit {code})");
+    ensure!(code == 0, "a program exec'd by a spawn-mode child inherited a segment descriptor (exit {code})");
+    ensure!(q.recv_timeout(HANG_LIMIT)? == 7, "the child used its handle");
+    Ok(())
+}
+
 fn main() {
-    shmproc_tests::run(trials![fork_pool_rejects_rewritten_tasks, spawn_pool_rejects_rewritten_tasks,]);
+    shmproc_tests::run(trials![
+        fork_pool_rejects_rewritten_tasks,
+        spawn_pool_rejects_rewritten_tasks,
+        spawn_children_do_not_leak_segment_fds_to_exec,
+    ]);
 }
