@@ -13,6 +13,30 @@
 //! reserved up front with `posix_fallocate`, so a full `/dev/shm` is a clear
 //! [`SegmentError::NoSpace`] at creation instead of a `SIGBUS` later.
 //!
+//! # Nobody shrinks a segment under the others
+//!
+//! Every process that maps a segment also holds its file (children inherit
+//! the descriptor), and `ftruncate` to a smaller size would make every other
+//! process's next access past the new end a `SIGBUS`.
+//!
+//! * **Anonymous** segments are memfds created with `MFD_ALLOW_SEALING` and
+//!   sealed `F_SEAL_SHRINK | F_SEAL_SEAL` before anything is mapped: a shrink
+//!   by any holder fails with `EPERM`, and no holder can remove the seal.
+//!   `F_SEAL_GROW` is deliberately *not* set: queues place large messages as
+//!   out-of-line blocks in the same file *past* the mapped region (see the
+//!   queue docs), which grows the file. Growth is harmless to the others:
+//!   nothing anyone mapped goes away, and a block is mapped only after its
+//!   descriptor was checked against the file's current size.
+//! * **Named** segments (`shm_open`) cannot be sealed. Every attach
+//!   ([`Segment::open`], [`Segment::from_fd`], a handle arriving in a
+//!   spawn-mode child) compares the file's size with the region size recorded
+//!   in the header and refuses a shorter file with
+//!   [`SegmentError::Truncated`], before mapping anything. What remains is a
+//!   residual risk: a process of the same user that truncates the file *after*
+//!   others attached makes their next access past the new end a `SIGBUS`. Only
+//!   processes of the owning user can do that (segments are `0600`); use
+//!   anonymous segments where that matters.
+//!
 //! ```
 //! use shmproc::Segment;
 //! let seg = Segment::anonymous(4096)?;
@@ -99,6 +123,17 @@ pub enum SegmentError {
         /// Bytes requested.
         requested: usize,
     },
+    /// The segment's file is shorter than the region its header records:
+    /// someone truncated it. Refused before mapping (accessing the missing
+    /// part would be a `SIGBUS`).
+    Truncated {
+        /// The segment name, for named segments.
+        name: Option<String>,
+        /// The file's size now.
+        file_len: u64,
+        /// The region size recorded by its creator.
+        region_len: u64,
+    },
     /// The segment's contents are not a valid region.
     Region {
         /// The segment name, for named segments.
@@ -125,6 +160,11 @@ impl fmt::Display for SegmentError {
             SegmentError::NoSpace { name, requested } => {
                 write!(f, "no room in shared memory for segment {} ({requested} bytes)", n(name))
             }
+            SegmentError::Truncated { name, file_len, region_len } => write!(
+                f,
+                "segment {} was truncated: its file has {file_len} bytes, its region {region_len}",
+                n(name)
+            ),
             SegmentError::Region { name, source } => write!(f, "segment {}: {source}", n(name)),
         }
     }
@@ -477,7 +517,7 @@ impl Segment {
             }
             std::thread::sleep(Duration::from_millis(1));
         };
-        let len = region_len(&fd, len);
+        let len = region_len(&fd, len, Some(name))?;
         Segment::map_and_open(fd, len, Some(name.to_owned()), Some(deadline))
     }
 
@@ -505,7 +545,7 @@ impl Segment {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let len = fd_metadata(&fd).map_err(os("fstat", None))?.len();
         let len = usize::try_from(len).map_err(|_| SegmentError::InvalidSize { size: usize::MAX })?;
-        let len = region_len(&fd, len);
+        let len = region_len(&fd, len, None)?;
         Segment::map_and_open(fd, len, None, Some(Deadline::after(DEFAULT_OPEN_TIMEOUT)))
     }
 
@@ -684,6 +724,12 @@ impl Segment {
                     }
                     Err(SegmentError::Region { source: RegionError::NotReady, .. }) => SegmentStatus::NotReady,
                     Err(SegmentError::Region { source, .. }) => SegmentStatus::Corrupt(source),
+                    Err(SegmentError::Truncated { file_len, region_len, .. }) => {
+                        SegmentStatus::Corrupt(RegionError::TooSmall {
+                            len: usize::try_from(file_len).unwrap_or(usize::MAX),
+                            need: usize::try_from(region_len).unwrap_or(usize::MAX),
+                        })
+                    }
                     Err(SegmentError::NotFound { .. }) => continue,
                     Err(SegmentError::NotOwner { .. }) => SegmentStatus::NotOwner,
                     Err(e) => return Err(e),
@@ -761,23 +807,34 @@ fn fd_metadata(fd: &OwnedFd) -> io::Result<std::fs::Metadata> {
     f.metadata()
 }
 
-/// Sizes the fd and reserves its pages, so that running out of shared memory is
-/// an error now rather than a SIGBUS on first touch.
 /// The length to map for a segment whose file is `file_len` bytes: the
 /// region's recorded size when the file is larger (out-of-line message blocks
 /// live past the region, see `bulk.rs`), otherwise the file's (the region's
-/// validation then reports any mismatch).
-fn region_len(fd: &OwnedFd, file_len: usize) -> usize {
+/// validation then reports any mismatch). A file shorter than the recorded
+/// region was truncated: [`SegmentError::Truncated`], before anything is
+/// mapped. (A header not written yet records 0 and is waited for by
+/// `Region::open`.)
+fn region_len(fd: &OwnedFd, file_len: usize, name: Option<&str>) -> Result<usize, SegmentError> {
     // RegionHeader: magic u64, version u32, header_size u32, total_size u64.
     let mut word = [0u8; 8];
     // SAFETY: pread into a valid 8-byte buffer from our fd.
     let n = unsafe { libc::pread(fd.as_raw_fd(), word.as_mut_ptr().cast(), 8, 16) };
-    match usize::try_from(u64::from_le_bytes(word)) {
+    let total = u64::from_le_bytes(word);
+    if n == 8 && total > file_len as u64 {
+        return Err(SegmentError::Truncated {
+            name: name.map(str::to_owned),
+            file_len: file_len as u64,
+            region_len: total,
+        });
+    }
+    Ok(match usize::try_from(total) {
         Ok(total) if n == 8 && total > 0 && total < file_len => total,
         _ => file_len,
-    }
+    })
 }
 
+/// Sizes the fd and reserves its pages, so that running out of shared memory is
+/// an error now rather than a SIGBUS on first touch.
 fn size_fd(fd: &OwnedFd, len: usize, name: Option<&str>) -> Result<(), SegmentError> {
     let off = libc::off_t::try_from(len).map_err(|_| SegmentError::InvalidSize { size: len })?;
     // SAFETY: fd is a valid, writable shared-memory fd.

@@ -119,6 +119,77 @@ fn spawn_pool_rejects_rewritten_tasks() -> TestResult {
     rewritten_task_functions_never_run(true)
 }
 
+// ------------------------------------------------- segment sizes ------
+
+fn anonymous_segments_cannot_be_shrunk_by_a_child() -> TestResult {
+    let seg = Segment::anonymous(1 << 16)?;
+    let len = seg.len();
+    let last = seg.region().base().as_ptr().wrapping_add(len - 1);
+    // SAFETY: the last byte of the live mapping (beyond the region's heap
+    // bookkeeping, which this test does not use otherwise).
+    unsafe { last.write_volatile(0x5a) };
+    let fd = seg.as_raw_fd();
+    let mut child = shmproc::Process::spawn(move || -> i32 {
+        let eperm = |r: libc::c_int| r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        // SAFETY: ftruncate/fcntl on the inherited segment descriptor.
+        unsafe {
+            if !eperm(libc::ftruncate(fd, 0)) {
+                return 3;
+            }
+            if !eperm(libc::ftruncate(fd, (len / 2) as libc::off_t)) {
+                return 4;
+            }
+            // The seals themselves are sealed.
+            if !eperm(libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_WRITE)) {
+                return 5;
+            }
+            // Growing is allowed (out-of-line message blocks live past the
+            // region) and harms nobody.
+            if libc::ftruncate(fd, (len + 4096) as libc::off_t) != 0 {
+                return 6;
+            }
+        }
+        0
+    })?;
+    let code = child.join()?;
+    ensure!(code == 0, "the child's shrink or seal change was not refused as it should be (exit {code})");
+    // SAFETY: as above; a shrunk file would make this a SIGBUS.
+    ensure!(unsafe { last.read_volatile() } == 0x5a);
+    // SAFETY: as above.
+    unsafe { last.write_volatile(0xa5) };
+    // The segment keeps working for its objects too.
+    let ev = shmproc::Event::new_in(&seg, "still-here")?;
+    ev.set();
+    ensure!(ev.is_set());
+    Ok(())
+}
+
+fn truncated_named_segment_is_a_typed_error() -> TestResult {
+    let name = format!("soundness-trunc-{}", std::process::id());
+    let seg = Segment::create_named(&name, 1 << 16)?;
+    let path = format!("/dev/shm/{}{name}", shmproc::segment::NAME_PREFIX);
+    // A holder shrinks the file (the creator must not touch its mapping now).
+    std::fs::OpenOptions::new().write(true).open(&path)?.set_len(4096)?;
+    match Segment::open_timeout(&name, Duration::from_millis(200)) {
+        Err(shmproc::SegmentError::Truncated { file_len: 4096, region_len, .. }) => {
+            ensure!(region_len as usize == seg.len(), "recorded {region_len}, mapped {}", seg.len())
+        }
+        other => return Err(format!("expected Truncated, got {other:?}").into()),
+    }
+    // Listing reports it (as corrupt), it does not fail or fault.
+    let listed = Segment::list()?.into_iter().find(|i| i.name == name).ok_or("not listed")?;
+    ensure!(matches!(listed.status, shmproc::SegmentStatus::Corrupt(_)), "{:?}", listed.status);
+    // Not a multiple of a page either.
+    std::fs::OpenOptions::new().write(true).open(&path)?.set_len(1000)?;
+    ensure!(matches!(
+        Segment::open_timeout(&name, Duration::from_millis(200)),
+        Err(shmproc::SegmentError::Truncated { file_len: 1000, .. })
+    ));
+    drop(seg);
+    ensure!(!Path::new(&path).exists(), "the creator removed it");
+    Ok(())
+}
+
 // ------------------------------------------------ spawn-mode fds ------
 
 /// Lines of `readlink` for every descriptor of the calling process.
@@ -179,5 +250,7 @@ fn main() {
         fork_pool_rejects_rewritten_tasks,
         spawn_pool_rejects_rewritten_tasks,
         spawn_children_do_not_leak_segment_fds_to_exec,
+        anonymous_segments_cannot_be_shrunk_by_a_child,
+        truncated_named_segment_is_a_typed_error,
     ]);
 }
