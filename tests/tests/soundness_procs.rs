@@ -245,6 +245,131 @@ fn spawn_children_do_not_leak_segment_fds_to_exec() -> TestResult {
     Ok(())
 }
 
+// ------------------------------------------- half-created leftovers ------
+
+fn shm_path(name: &str) -> PathBuf {
+    PathBuf::from(format!("/dev/shm/{}{name}", shmproc::segment::NAME_PREFIX))
+}
+
+/// Forks a child that starts creating the named segment and stops itself
+/// (SIGSTOP) at `stage` of the creation; returns it once it is stopped.
+fn creator_stopped_at(name: &str, stage: u8) -> Result<shmproc::Process, Box<dyn std::error::Error>> {
+    let n = name.to_owned();
+    let child = shmproc::Process::spawn(move || {
+        shmproc::segment::__pause_named_creation_at(stage);
+        // Never gets past the pause: the test kills it there.
+        let _ = Segment::create_named(&n, 1 << 16);
+        9
+    })?;
+    let pid = child.pid();
+    ensure!(
+        eventually(HANG_LIMIT, || shmproc_tests::proc_state(pid) == Some('T')),
+        "the creator did not stop at stage {stage}"
+    );
+    ensure!(shm_path(name).exists(), "the creator stopped before creating the file");
+    Ok(child)
+}
+
+fn listed(name: &str) -> Result<shmproc::SegmentInfo, Box<dyn std::error::Error>> {
+    Ok(Segment::list()?.into_iter().find(|i| i.name == name).ok_or_else(|| format!("{name} not listed"))?)
+}
+
+fn kill_and_reap(child: shmproc::Process) -> TestResult {
+    child.kill()?;
+    let mut child = child;
+    ensure!(child.join()? == -libc::SIGKILL);
+    Ok(())
+}
+
+fn not_ready_segment_of_a_dead_creator_is_removed() -> TestResult {
+    let name = format!("soundness-halfmade-{}", std::process::id());
+    let child = creator_stopped_at(&name, 2)?;
+    let pid = child.pid();
+    // Alive (stopped) mid-creation: listed with its creator, kept.
+    let info = listed(&name)?;
+    match info.status {
+        shmproc::SegmentStatus::NotReady { creator: Some(c), abandoned: false } if c.id == pid => {}
+        ref other => return Err(format!("a live creator's half-made segment: {other:?}").into()),
+    }
+    ensure!(!info.is_stale());
+    ensure!(!Segment::remove_stale()?.contains(&name), "removed a live creator's segment");
+    ensure!(shm_path(&name).exists());
+    // Killed there: stale, and remove_stale removes it.
+    kill_and_reap(child)?;
+    let info = listed(&name)?;
+    ensure!(
+        matches!(info.status, shmproc::SegmentStatus::NotReady { creator: Some(c), abandoned: true } if c.id == pid),
+        "{:?}",
+        info.status
+    );
+    ensure!(info.is_stale());
+    let removed = Segment::remove_stale()?;
+    ensure!(removed.contains(&name), "remove_stale skipped the leftover: {removed:?}");
+    ensure!(!shm_path(&name).exists());
+    Ok(())
+}
+
+fn not_ready_segment_without_a_creator_record_ages_out() -> TestResult {
+    let name = format!("soundness-norecord-{}", std::process::id());
+    // Killed between creating the file and recording itself: nothing says
+    // whose it is.
+    let child = creator_stopped_at(&name, 1)?;
+    kill_and_reap(child)?;
+    let info = listed(&name)?;
+    ensure!(
+        matches!(info.status, shmproc::SegmentStatus::NotReady { creator: None, abandoned: false }),
+        "{:?}",
+        info.status
+    );
+    ensure!(!Segment::remove_stale()?.contains(&name), "removed a young file that records no creator");
+    // Older than the grace period: abandoned.
+    let old = std::time::SystemTime::now() - shmproc::segment::NOT_READY_GRACE - Duration::from_secs(5);
+    std::fs::File::options().write(true).open(shm_path(&name))?.set_modified(old)?;
+    ensure!(listed(&name)?.is_stale());
+    ensure!(Segment::remove_stale()?.contains(&name));
+    ensure!(!shm_path(&name).exists());
+    Ok(())
+}
+
+/// The `shmproc` binary, built like `cli.rs` does.
+fn cli() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(|d| d.parent()).ok_or("target dir")?.to_path_buf();
+    let path = dir.join("shmproc");
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "shmproc-cli", "--bin", "shmproc"]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        ensure!(cmd.status()?.success(), "building the CLI failed");
+    }
+    ensure!(path.exists(), "{} not built", path.display());
+    Ok(path)
+}
+
+fn cli_clean_removes_a_dead_creators_half_made_segment() -> TestResult {
+    let cli = cli()?;
+    let name = format!("soundness-cli-halfmade-{}", std::process::id());
+    let child = creator_stopped_at(&name, 2)?;
+    let pid = child.pid();
+    // While the creator lives, `clean` keeps it and `list` shows it.
+    let out = std::process::Command::new(&cli).arg("clean").output()?;
+    ensure!(out.status.success(), "{out:?}");
+    ensure!(shm_path(&name).exists(), "clean removed a live creator's segment");
+    let list = std::process::Command::new(&cli).arg("list").output()?;
+    let text = String::from_utf8_lossy(&list.stdout).into_owned();
+    let line = text.lines().find(|l| l.starts_with(&name)).ok_or("not in the list")?;
+    ensure!(line.contains(&pid.to_string()) && line.contains("not initialised"), "{line}");
+    kill_and_reap(child)?;
+    let out = std::process::Command::new(&cli).arg("clean").output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(out.status.success(), "{out:?}");
+    ensure!(text.contains(&format!("removed stale segment {name}")), "{text}");
+    ensure!(!shm_path(&name).exists());
+    Ok(())
+}
+
 fn main() {
     shmproc_tests::run(trials![
         fork_pool_rejects_rewritten_tasks,
@@ -252,5 +377,8 @@ fn main() {
         spawn_children_do_not_leak_segment_fds_to_exec,
         anonymous_segments_cannot_be_shrunk_by_a_child,
         truncated_named_segment_is_a_typed_error,
+        not_ready_segment_of_a_dead_creator_is_removed,
+        not_ready_segment_without_a_creator_record_ages_out,
+        cli_clean_removes_a_dead_creators_half_made_segment,
     ]);
 }
