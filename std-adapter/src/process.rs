@@ -178,6 +178,9 @@ pub(crate) struct ChildShared {
     daemon: bool,
     status: AtomicI64,
     pidfd: Option<OwnedFd>,
+    /// A spawn-mode child's payload, held open until the child is reaped (the
+    /// child checks that its parent holds it: see `spawn.rs`).
+    payload: std::sync::Mutex<Option<OwnedFd>>,
 }
 
 pub(crate) struct Globals {
@@ -257,6 +260,7 @@ impl ChildShared {
             if r == self.pid as libc::pid_t {
                 let s = decode_status(status);
                 self.status.store(s, Ordering::Release);
+                drop(self.payload.lock().unwrap_or_else(|e| e.into_inner()).take());
                 return Ok(Some(s));
             }
             if r == 0 {
@@ -569,7 +573,7 @@ impl Builder {
         if let Some(start) = shmproc_core::identity::start_time(pid as u32) {
             crate::roles::register_child(Identity { id: pid as u32, start }, &handles);
         }
-        Ok(self.finish(pid as u32, name, daemon))
+        Ok(self.finish(pid as u32, name, daemon, None))
     }
 
     /// Re-executes the current binary and runs `f(arg)` in it (spawn mode).
@@ -598,16 +602,22 @@ impl Builder {
         let (name, identity, daemon) = self.prepare()?;
         let payload = crate::spawn::Payload::new(f, &arg, &name, &identity, daemon, &parent_triple())?;
         let roles = payload.roles.clone();
-        let pid = crate::spawn::spawn(payload, daemon)?;
+        let (pid, payload) = crate::spawn::spawn(payload, daemon)?;
         if let Some(start) = shmproc_core::identity::start_time(pid) {
             crate::roles::register_spawned(Identity { id: pid, start }, &roles);
         }
-        Ok(self.finish(pid, name, daemon))
+        Ok(self.finish(pid, name, daemon, Some(payload)))
     }
 
-    fn finish(&self, pid: u32, name: String, daemon: bool) -> Process {
-        let shared =
-            Arc::new(ChildShared { pid, name, daemon, status: AtomicI64::new(RUNNING), pidfd: open_pidfd(pid) });
+    fn finish(&self, pid: u32, name: String, daemon: bool, payload: Option<OwnedFd>) -> Process {
+        let shared = Arc::new(ChildShared {
+            pid,
+            name,
+            daemon,
+            status: AtomicI64::new(RUNNING),
+            pidfd: open_pidfd(pid),
+            payload: std::sync::Mutex::new(payload),
+        });
         register_child(&shared);
         Process { shared }
     }

@@ -245,6 +245,113 @@ fn spawn_children_do_not_leak_segment_fds_to_exec() -> TestResult {
     Ok(())
 }
 
+// ------------------------------------------------ spawn payloads ------
+
+/// Where a forged spawn payload points the child: the trampoline's
+/// signature, so a child that trusted the payload would run it (and leave a
+/// mark).
+fn forged_entry(_f: usize, _arg: &[u8]) -> i32 {
+    if let Some(p) = std::env::var_os("SOUNDNESS_MARKER") {
+        let _ = std::fs::write(p, b"ran");
+    }
+    42
+}
+
+/// A well-formed payload (format version 2) that names `forged_entry`.
+fn forged_payload() -> Vec<u8> {
+    let entry = shmproc::pool::__fn_offset(forged_entry as fn(usize, &[u8]) -> i32 as usize);
+    let mut b = Vec::new();
+    b.extend_from_slice(b"SHMPSPWN");
+    b.extend_from_slice(&2u32.to_le_bytes());
+    b.extend_from_slice(&entry.to_le_bytes());
+    b.extend_from_slice(&0i64.to_le_bytes());
+    b.push(0);
+    b.extend_from_slice(&std::process::id().to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    for s in ["forged", "1", "parent"] {
+        b.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        b.extend_from_slice(s.as_bytes());
+    }
+    b.extend_from_slice(&0u32.to_le_bytes()); // no inherited descriptors
+    b.extend_from_slice(&0u64.to_le_bytes()); // an empty argument
+    b
+}
+
+/// A memfd holding `bytes`, inheritable (no close-on-exec), sealed against
+/// changes if `seal`.
+fn payload_fd(bytes: &[u8], seal: bool) -> Result<std::os::fd::OwnedFd, Box<dyn std::error::Error>> {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: a valid C string and flags.
+    let raw = unsafe { libc::memfd_create(c"forged".as_ptr(), libc::MFD_ALLOW_SEALING) };
+    ensure!(raw >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor that we own.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+    let mut f = std::fs::File::from(fd);
+    f.write_all(bytes)?;
+    if seal {
+        let seals = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // SAFETY: fcntl on our own memfd.
+        ensure!(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) } == 0);
+    }
+    Ok(f.into())
+}
+
+/// Runs this test binary with `SHMPROC_SPAWN=value` (through `/bin/sh` when
+/// `via_shell`, so that its parent is another program); returns its exit
+/// status and whether `forged_entry` ran.
+fn run_with_spawn_env(value: &str, via_shell: bool, tag: &str) -> Result<(Option<i32>, bool), Box<dyn std::error::Error>> {
+    let dir = scratch(&format!("spawn-env-{tag}"))?;
+    let marker = dir.join("marker");
+    let exe = std::env::current_exe()?;
+    let mut cmd = if via_shell {
+        let mut c = std::process::Command::new("/bin/sh");
+        c.arg("-c").arg("\"$0\" --list >/dev/null; exit $?").arg(&exe);
+        c
+    } else {
+        let mut c = std::process::Command::new(&exe);
+        c.arg("--list");
+        c
+    };
+    let out = cmd.env("SHMPROC_SPAWN", value).env("SOUNDNESS_MARKER", &marker).output()?;
+    let ran = marker.exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((out.status.code(), ran))
+}
+
+fn spawn_env_cannot_choose_the_code_a_process_runs() -> TestResult {
+    use std::os::fd::AsRawFd;
+    if !Path::new("/bin/sh").exists() {
+        println!("skipped: no /bin/sh");
+        return Ok(());
+    }
+    // A well-formed payload naming a function of this binary, sealed, handed
+    // over by a parent that is another program (the shell): refused.
+    let sealed = payload_fd(&forged_payload(), true)?;
+    let (code, ran) = run_with_spawn_env(&sealed.as_raw_fd().to_string(), true, "foreign-parent")?;
+    ensure!(!ran, "a payload from another program chose the code the child ran");
+    ensure!(code == Some(1), "expected an error exit, got {code:?}");
+    // The same payload unsealed, from this very binary as the parent: the
+    // contents could still change after a check, so it is refused too.
+    let unsealed = payload_fd(&forged_payload(), false)?;
+    let (code, ran) = run_with_spawn_env(&unsealed.as_raw_fd().to_string(), false, "unsealed")?;
+    ensure!(!ran, "an unsealed payload chose the code the child ran");
+    ensure!(code == Some(1), "expected an error exit, got {code:?}");
+    // Garbage in the variable, or a descriptor that is not open: error exits.
+    for (i, value) in ["", "12abc", "-3", "999", "0"].into_iter().enumerate() {
+        let (code, ran) = run_with_spawn_env(value, false, &format!("garbage{i}"))?;
+        ensure!(!ran && code == Some(1), "SHMPROC_SPAWN={value:?}: exit {code:?}");
+    }
+    // Spawning for real still works.
+    fn plus_one(x: u32) -> i32 {
+        x as i32 + 1
+    }
+    let mut p = shmproc::Process::spawn_fn(plus_one, 41)?;
+    ensure!(p.join()? == 42);
+    drop((sealed, unsealed));
+    Ok(())
+}
+
 // ------------------------------------------- half-created leftovers ------
 
 fn shm_path(name: &str) -> PathBuf {
@@ -375,6 +482,7 @@ fn main() {
         fork_pool_rejects_rewritten_tasks,
         spawn_pool_rejects_rewritten_tasks,
         spawn_children_do_not_leak_segment_fds_to_exec,
+        spawn_env_cannot_choose_the_code_a_process_runs,
         anonymous_segments_cannot_be_shrunk_by_a_child,
         truncated_named_segment_is_a_typed_error,
         not_ready_segment_of_a_dead_creator_is_removed,
