@@ -121,7 +121,9 @@ impl fmt::Display for TaskError {
             TaskError::Closed => f.write_str("the pool is closed"),
             TaskError::Timeout => f.write_str("timed out waiting for the task"),
             TaskError::Message(m) => write!(f, "task message: {m}"),
-            TaskError::Forged => f.write_str("the task message failed authentication (changed in shared memory); not run"),
+            TaskError::Forged => {
+                f.write_str("the task message failed authentication (changed in shared memory); not run")
+            }
         }
     }
 }

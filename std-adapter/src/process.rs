@@ -15,6 +15,14 @@
 //!   current binary (`/proc/self/exe`), which must call [`crate::init`] first in
 //!   `main`; the child runs a `fn(A) -> R` with the argument passed through rkyv.
 //!   Safe from any parent, including one running a tokio or zenoh runtime.
+//!   The function and argument travel in a sealed memfd named by the
+//!   `SHMPROC_SPAWN` variable; the child runs them only after checking that
+//!   its parent runs the same executable and holds that memfd, so whoever
+//!   else sets the variable cannot choose what it runs (an error exit
+//!   instead). This needs `/proc` and a parent the child may inspect (same
+//!   user, dumpable), and the parent keeps the memfd until it reaps the
+//!   child. Segment descriptors passed to the child are close-on-exec again
+//!   once it starts.
 //!
 //! Exit codes follow Python: 0 for a normal return, 1 for a panic (the message
 //! goes to stderr as usual), `n` for `std::process::exit(n)`, `-signal` when

@@ -212,11 +212,9 @@ impl fmt::Display for SegmentError {
             SegmentError::NoSpace { name, requested } => {
                 write!(f, "no room in shared memory for segment {} ({requested} bytes)", n(name))
             }
-            SegmentError::Truncated { name, file_len, region_len } => write!(
-                f,
-                "segment {} was truncated: its file has {file_len} bytes, its region {region_len}",
-                n(name)
-            ),
+            SegmentError::Truncated { name, file_len, region_len } => {
+                write!(f, "segment {} was truncated: its file has {file_len} bytes, its region {region_len}", n(name))
+            }
             SegmentError::Region { name, source } => write!(f, "segment {}: {source}", n(name)),
         }
     }
@@ -514,9 +512,8 @@ impl Segment {
         // Size the file and record who creates it before anything else, so
         // that a creator killed from here on leaves a leftover that says
         // whose it is (see the module docs).
-        let recorded = libc::off_t::try_from(total)
-            .map_err(|_| SegmentError::InvalidSize { size: total })
-            .and_then(|off| {
+        let recorded =
+            libc::off_t::try_from(total).map_err(|_| SegmentError::InvalidSize { size: total }).and_then(|off| {
                 // SAFETY: fd is a valid, writable shared-memory fd.
                 if unsafe { libc::ftruncate(fd.as_raw_fd(), off) } != 0 {
                     return Err(os("ftruncate", Some(name))(io::Error::last_os_error()));

@@ -300,7 +300,11 @@ fn payload_fd(bytes: &[u8], seal: bool) -> Result<std::os::fd::OwnedFd, Box<dyn 
 /// Runs this test binary with `SHMPROC_SPAWN=value` (through `/bin/sh` when
 /// `via_shell`, so that its parent is another program); returns its exit
 /// status and whether `forged_entry` ran.
-fn run_with_spawn_env(value: &str, via_shell: bool, tag: &str) -> Result<(Option<i32>, bool), Box<dyn std::error::Error>> {
+fn run_with_spawn_env(
+    value: &str,
+    via_shell: bool,
+    tag: &str,
+) -> Result<(Option<i32>, bool), Box<dyn std::error::Error>> {
     let dir = scratch(&format!("spawn-env-{tag}"))?;
     let marker = dir.join("marker");
     let exe = std::env::current_exe()?;
