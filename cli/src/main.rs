@@ -6,6 +6,7 @@
 //! shmproc inspect NAME      # every object: queue depth, lock owner, ...
 //! shmproc remove NAME       # unlink one segment
 //! shmproc clean             # unlink every segment whose creator is dead
+//!                           # (also one it left half-created)
 //! ```
 //!
 //! Other users' segments are listed but never opened or removed; a segment
@@ -38,7 +39,8 @@ enum Command {
         /// Segment name.
         name: String,
     },
-    /// Remove every segment of ours whose creator is dead.
+    /// Remove every segment of ours whose creator is dead (also segments it
+    /// left half-created).
     Clean,
 }
 
@@ -67,8 +69,15 @@ fn list() -> Result<(), SegmentError> {
                     s.name, s.size, s.uid, "-", "-", "-"
                 )
             }
-            SegmentStatus::NotReady => {
-                println!("{:<32} {:>10} {:>6} {:>8} {:<8} {:>7}  not initialised", s.name, s.size, s.uid, "-", "-", "-")
+            SegmentStatus::NotReady { creator, abandoned } => {
+                let pid = creator.map_or_else(|| "-".to_owned(), |c| c.id.to_string());
+                let alive = match (creator, abandoned) {
+                    (Some(_), false) => "yes",
+                    (Some(_), true) => "no",
+                    (None, _) => "-",
+                };
+                let what = if *abandoned { "stale (never initialised, creator gone)" } else { "not initialised yet" };
+                println!("{:<32} {:>10} {:>6} {:>8} {:<8} {:>7}  {what}", s.name, s.size, s.uid, pid, alive, "-")
             }
             SegmentStatus::Corrupt(e) => {
                 println!("{:<32} {:>10} {:>6} {:>8} {:<8} {:>7}  CORRUPT: {e}", s.name, s.size, s.uid, "-", "-", "-")

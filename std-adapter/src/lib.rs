@@ -80,9 +80,9 @@
 //! | [`Barrier`] | a party that dies *while waiting* breaks the barrier for the others (`Broken`); one that dies before arriving looks slow: use `wait_timeout` | impossible counts break the barrier |
 //! | [`Queue`], [`JoinableQueue`] | a producer killed mid-message: nothing torn is ever delivered, the next producer takes its side over (byte ring) or its slot is skipped (slot ring); a consumer killed holding a message: that message is dropped (its out-of-line block freed) and the queue goes on; every sender gone (dropped or dead): receivers get `Disconnected`, and blocked senders when every receiver is gone; a consumer that dies before `task_done` leaves the task unfinished (use `join_timeout`) | lengths and positions checked, descriptors of out-of-line blocks checked against the segment file, messages validated (`Corrupt`) |
 //! | [`Pipe`] ends | frames are published whole, so a dead sender leaves nothing torn; the other end gets `Disconnected` | frames bounds-checked, messages validated |
-//! | [`Pool`] | a worker that dies fails exactly the task it ran (`WorkerDied`) and is replaced; a panicking task fails with `Panicked` and the worker goes on | results validated |
+//! | [`Pool`] | a worker that dies fails exactly the task it ran (`WorkerDied`) and is replaced; a panicking task fails with `Panicked` and the worker goes on | results validated; a task rewritten in the queue fails with `Forged`, nothing runs |
 //! | [`SharedMap`], [`SharedList`] | a writer killed mid-update leaves the old or the new entry (duplicates resolved by version on the next access) | entries validated (`Corrupt`) |
-//! | [`Segment`] / regions | anonymous: freed with the last mapping; named: listed as stale, removable | opening validates magic, version, sizes, offsets: a typed error |
+//! | [`Segment`] / regions | anonymous: freed with the last mapping; named: listed as stale, removable, also when the creator died mid-creation | opening validates magic, version, sizes, offsets and the file's size: a typed error; anonymous segments cannot be shrunk |
 //!
 //! ## Trust model
 //!
@@ -108,6 +108,28 @@
 //! [`Pool`]) fails with [`ProcessError::RingBorrowed`] while one is alive in
 //! the process, and [`process::Builder::spawn`] takes `'static` closures as
 //! `std::thread::spawn` does.
+//!
+//! What a peer writes never chooses the code a process runs:
+//!
+//! * [`Pool`] tasks name their function by code offsets, which travel through
+//!   the shared task queue with a SipHash tag under a per-pool key kept only in
+//!   the private memory of the parent and its workers; a task whose tag does
+//!   not match is refused with [`TaskError::Forged`] and nothing runs (see
+//!   the [`pool`] module docs).
+//! * A spawn-mode child ([`Process::spawn_fn`]) runs its payload only after
+//!   proving that its parent, running the same executable, holds that very
+//!   payload in a sealed memfd; a payload named by anyone else through
+//!   `SHMPROC_SPAWN` (or garbage there) is an error exit, never a jump. The
+//!   segment descriptors the child inherits are made close-on-exec again, so
+//!   programs it execs do not inherit them.
+//!
+//! And no holder can shrink a segment under the others: anonymous segments
+//! are memfds sealed against shrinking (growth stays allowed, for the queues'
+//! out-of-line blocks past the region, and harms nobody); named segments
+//! cannot be sealed, so every attach checks the file against the region size
+//! its header records ([`SegmentError::Truncated`]); a same-user process
+//! that truncates a named segment *after* others attached can still make
+//! their next access a `SIGBUS` (see the [`segment`] module docs).
 //!
 //! ## Platform support
 //!

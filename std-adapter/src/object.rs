@@ -13,8 +13,10 @@
 //! index. While [`crate::Process::spawn_fn`] serialises its argument it
 //! collects the descriptors of every handle it meets and lets the child
 //! inherit exactly those (clearing close-on-exec between fork and exec). The
-//! child maps each descriptor once ([`inherited_segment`]) and re-validates
-//! the region and the object, so a handle is as checked as a fresh `open`.
+//! child sets close-on-exec on them again first thing (the payload lists
+//! them), so programs it execs in turn inherit no segment; it maps each
+//! descriptor once ([`inherited_segment`]) and re-validates the region and the
+//! object, so a handle is as checked as a fresh `open`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -34,6 +34,35 @@
 //! safe from a single-threaded parent); [`PoolBuilder::spawn_mode`] re-executes
 //! the binary instead (needs [`crate::init`] in `main`), which is the mode to
 //! use from a multi-threaded parent.
+//!
+//! # Trust: tasks name code, so tasks are authenticated
+//!
+//! A task travels through the shared task queue as the id, the trampoline and
+//! function it runs (offsets into this binary's code, the same in every
+//! process running it), a tag and the argument. Any process that can write the
+//! queue's shared memory could rewrite those words, so a worker turns them
+//! into code addresses only when the tag checks out: the tag is SipHash-2-4
+//! (a keyed pseudo-random function) over `(id, trampoline, function)` under a
+//! 128-bit key drawn from the kernel when the pool is built. The key lives only
+//! in private memory: the parent's, and each worker's copy (inherited at fork,
+//! or inside the sealed spawn payload for spawn-mode workers, see
+//! [`crate::Process::spawn_fn`]); it is never written to shared memory. A peer
+//! that can write the queue but cannot read that private memory cannot make a
+//! tag for a pair the parent never submitted (short of guessing 64 bits), so a
+//! forged or garbled task fails with [`TaskError::Forged`] and nothing runs;
+//! the pool carries on.
+//!
+//! Why a tag rather than a table of registered functions: it needs no state
+//! shared between parent and workers beyond the key (a table would have to
+//! reach every worker, including replacements, over a private channel before
+//! the first task using a new function), it works the same for fork- and
+//! spawn-mode workers, and it costs one SipHash of 24 bytes (tens of
+//! nanoseconds) per task. What it does not cover: the *argument* bytes are not
+//! tagged; they are validated (rkyv bytecheck) like any message, so a peer
+//! rewriting them can change the data a parent-submitted function receives,
+//! never the code that runs. Processes forked from the parent after the pool
+//! was built carry a copy of its memory, key included: they are as trusted as
+//! the parent.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -76,6 +105,11 @@ pub enum TaskError {
     Timeout,
     /// The argument or result could not be (de)serialised, or did not fit.
     Message(String),
+    /// The task's message in the shared task queue did not carry the pool's
+    /// authentication tag for its function: another process that can write
+    /// the queue's shared memory changed (or garbled) it. The worker refused
+    /// to run it; nothing ran.
+    Forged,
 }
 
 impl fmt::Display for TaskError {
@@ -87,6 +121,9 @@ impl fmt::Display for TaskError {
             TaskError::Closed => f.write_str("the pool is closed"),
             TaskError::Timeout => f.write_str("timed out waiting for the task"),
             TaskError::Message(m) => write!(f, "task message: {m}"),
+            TaskError::Forged => {
+                f.write_str("the task message failed authentication (changed in shared memory); not run")
+            }
         }
     }
 }
@@ -111,6 +148,8 @@ pub enum PoolError {
     Process(ProcessError),
     /// `join` was called before `close` or `terminate` (as in Python).
     StillRunning,
+    /// No randomness for the pool's task-authentication key.
+    Random(std::io::Error),
 }
 
 impl fmt::Display for PoolError {
@@ -119,6 +158,7 @@ impl fmt::Display for PoolError {
             PoolError::Shm(e) => write!(f, "pool queues: {e}"),
             PoolError::Process(e) => write!(f, "pool worker: {e}"),
             PoolError::StillRunning => f.write_str("close() or terminate() the pool before join()"),
+            PoolError::Random(e) => write!(f, "no randomness for the pool's key: {e}"),
         }
     }
 }
@@ -128,6 +168,7 @@ impl std::error::Error for PoolError {
         match self {
             PoolError::Shm(e) => Some(e),
             PoolError::Process(e) => Some(e),
+            PoolError::Random(e) => Some(e),
             PoolError::StillRunning => None,
         }
     }
@@ -150,23 +191,106 @@ struct TaskMsg {
     id: u64,
     tramp: i64,
     func: i64,
+    /// `task_tag(key, id, tramp, func)`: only a holder of the pool's private
+    /// key can make a task a worker will run (see the module docs).
+    tag: u64,
     arg: Vec<u8>,
 }
+
+/// `ResultMsg::status`: the task returned; the payload is its result.
+const RESULT_OK: u8 = 0;
+/// The task panicked; the payload is the message.
+const RESULT_PANICKED: u8 = 1;
+/// The argument or result could not be (de)serialised; the payload says why.
+const RESULT_MESSAGE: u8 = 2;
+/// The task message failed authentication and was not run.
+const RESULT_FORGED: u8 = 3;
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
 struct ResultMsg {
     id: u64,
-    ok: bool,
+    status: u8,
     payload: Vec<u8>,
 }
 
-/// What a worker needs; also the argument of spawn-mode workers.
+/// What a worker needs; also the argument of spawn-mode workers (which
+/// travels in the private, sealed spawn payload, never in shared memory).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct WorkerArgs {
     tasks: Receiver<TaskMsg>,
     results: Sender<ResultMsg>,
     init: i64,
     max_tasks: u64,
+    key: [u64; 2],
+}
+
+/// The pool's private task-authentication key: 128 random bits from the
+/// kernel.
+fn random_key() -> std::io::Result<[u64; 2]> {
+    let mut buf = [0u8; 16];
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let r = unsafe { libc::getrandom(buf[got..].as_mut_ptr().cast(), buf.len() - got, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            // Kernels without getrandom(2): the same pool of randomness.
+            use std::io::Read;
+            std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+            break;
+        }
+        got += r as usize;
+    }
+    let (a, b) = buf.split_at(8);
+    Ok([u64::from_le_bytes(a.try_into().unwrap_or_default()), u64::from_le_bytes(b.try_into().unwrap_or_default())])
+}
+
+/// SipHash-2-4 (Aumasson and Bernstein's keyed PRF, the MAC behind Rust's
+/// `HashMap`) of whole little-endian words, keyed by `key`.
+fn siphash24(key: [u64; 2], words: &[u64]) -> u64 {
+    let mut v = [
+        key[0] ^ 0x736f_6d65_7073_6575,
+        key[1] ^ 0x646f_7261_6e64_6f6d,
+        key[0] ^ 0x6c79_6765_6e65_7261,
+        key[1] ^ 0x7465_6462_7974_6573,
+    ];
+    fn round(v: &mut [u64; 4]) {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    }
+    fn absorb(v: &mut [u64; 4], m: u64) {
+        v[3] ^= m;
+        round(v);
+        round(v);
+        v[0] ^= m;
+    }
+    for &m in words {
+        absorb(&mut v, m);
+    }
+    // The final block: no tail bytes, the length in bytes in the top byte.
+    absorb(&mut v, ((words.len() as u64).wrapping_mul(8) & 0xff) << 56);
+    v[2] ^= 0xff;
+    for _ in 0..4 {
+        round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
+/// The authentication tag of a task: binds the task id to the trampoline
+/// and function the parent chose for it.
+fn task_tag(key: [u64; 2], id: u64, tramp: i64, func: i64) -> u64 {
+    siphash24(key, &[id, tramp as u64, func as u64])
 }
 
 type PoolTramp = fn(usize, &[u8]) -> Result<Vec<u8>, String>;
@@ -239,23 +363,36 @@ fn worker_main(args: WorkerArgs) -> i32 {
             Err(_) => return 0,
         };
         let id = task.id.to_native();
-        let tramp = fn_address(task.tramp.to_native());
-        let func = fn_address(task.func.to_native());
-        let arg: Vec<u8> = task.arg.as_slice().to_vec();
-        // SAFETY: the parent encoded a `PoolTramp` of this image.
-        let tramp: PoolTramp = unsafe { std::mem::transmute::<usize, PoolTramp>(tramp) };
-        let (ok, payload) = match std::panic::catch_unwind(move || tramp(func, &arg)) {
-            Ok(Ok(bytes)) => (true, bytes),
-            Ok(Err(msg)) => (false, format!("\u{0}{msg}").into_bytes()),
-            Err(p) => {
-                let msg = LAST_PANIC.with(|l| l.borrow_mut().take()).unwrap_or_else(|| panic_message(p));
-                (false, msg.into_bytes())
+        let (tramp_off, func_off) = (task.tramp.to_native(), task.func.to_native());
+        // Whoever can write the task queue can write these words: they become
+        // code addresses only if the tag proves the parent chose them.
+        let (status, payload) = if task.tag.to_native() != task_tag(args.key, id, tramp_off, func_off) {
+            (RESULT_FORGED, Vec::new())
+        } else {
+            let (tramp, func) = (fn_address(tramp_off), fn_address(func_off));
+            let arg: Vec<u8> = task.arg.as_slice().to_vec();
+            // SAFETY: the tag is a MAC under the pool's private key (held only
+            // by the parent and its workers, never in shared memory) over
+            // exactly these offsets, so the parent made them: `tramp_off` is
+            // a `PoolTramp` of this image and `func_off` the function that
+            // trampoline instance was monomorphised for.
+            let tramp: PoolTramp = unsafe { std::mem::transmute::<usize, PoolTramp>(tramp) };
+            match std::panic::catch_unwind(move || tramp(func, &arg)) {
+                Ok(Ok(bytes)) => (RESULT_OK, bytes),
+                Ok(Err(msg)) => (RESULT_MESSAGE, msg.into_bytes()),
+                Err(p) => {
+                    let msg = LAST_PANIC.with(|l| l.borrow_mut().take()).unwrap_or_else(|| panic_message(p));
+                    (RESULT_PANICKED, msg.into_bytes())
+                }
             }
         };
-        let msg = ResultMsg { id, ok, payload };
+        let msg = ResultMsg { id, status, payload };
         if let Err(e) = args.results.send(&msg) {
-            let fallback =
-                ResultMsg { id, ok: false, payload: format!("\u{0}result could not be sent: {e}").into_bytes() };
+            let fallback = ResultMsg {
+                id,
+                status: RESULT_MESSAGE,
+                payload: format!("result could not be sent: {e}").into_bytes(),
+            };
             if args.results.send(&fallback).is_err() {
                 return 1;
             }
@@ -421,8 +558,9 @@ impl PoolBuilder {
         let tasks =
             Queue::<TaskMsg>::builder().capacity(self.capacity).message_size(self.message_size).slot_ring().build()?;
         let results = Queue::<ResultMsg>::builder().capacity(self.capacity).message_size(self.message_size).build()?;
+        let key = random_key().map_err(PoolError::Random)?;
         let inner =
-            Arc::new(PoolInner { tasks, results, config: self.clone(), state: StdMutex::new(State::default()) });
+            Arc::new(PoolInner { tasks, results, config: self.clone(), key, state: StdMutex::new(State::default()) });
         {
             let mut st = inner.lock();
             for _ in 0..self.processes {
@@ -454,6 +592,8 @@ struct PoolInner {
     tasks: Queue<TaskMsg>,
     results: Queue<ResultMsg>,
     config: PoolBuilder,
+    /// The task-authentication key (private memory only).
+    key: [u64; 2],
     state: StdMutex<State>,
 }
 
@@ -471,6 +611,7 @@ impl PoolInner {
             results: self.results.sender(),
             init: self.config.initializer.map_or(0, |f| fn_offset(f as usize)),
             max_tasks: self.config.max_tasks_per_child,
+            key: self.key,
         };
         let b = Process::builder().name("PoolWorker").daemon(true).allow_threaded_fork(self.config.allow_threaded_fork);
         if self.config.spawn_mode {
@@ -491,14 +632,12 @@ impl PoolInner {
     }
 
     fn take_result(&self, st: &mut State, msg: ResultMsg) {
-        let r = if msg.ok {
-            Ok(msg.payload)
-        } else {
-            let text = String::from_utf8_lossy(&msg.payload).into_owned();
-            match text.strip_prefix('\u{0}') {
-                Some(m) => Err(TaskError::Message(m.to_owned())),
-                None => Err(TaskError::Panicked(text)),
-            }
+        let text = || String::from_utf8_lossy(&msg.payload).into_owned();
+        let r = match msg.status {
+            RESULT_OK => Ok(msg.payload),
+            RESULT_PANICKED => Err(TaskError::Panicked(text())),
+            RESULT_FORGED => Err(TaskError::Forged),
+            _ => Err(TaskError::Message(text())),
         };
         self.complete(st, msg.id, r);
     }
@@ -594,7 +733,9 @@ impl PoolInner {
         if let Some(cb) = cb {
             st.callbacks.insert(id, cb);
         }
-        let msg = TaskMsg { id, tramp: fn_offset(tramp as usize), func: fn_offset(func), arg: arg.to_vec() };
+        let (tramp, func) = (fn_offset(tramp as usize), fn_offset(func));
+        let tag = task_tag(self.key, id, tramp, func);
+        let msg = TaskMsg { id, tramp, func, tag, arg: arg.to_vec() };
         st.outstanding.insert(id);
         loop {
             match self.tasks.try_send(&msg) {
@@ -1164,8 +1305,56 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Test hook (not part of the API): the segment that holds the task
+    /// queue, for tests that play a peer rewriting queued tasks.
+    #[doc(hidden)]
+    pub fn __task_queue_segment(&self) -> crate::Segment {
+        self.inner.tasks.archived_object().segment().clone()
+    }
+}
+
+/// Test hook (not part of the API): the offset by which a task names the
+/// function at `addr` (see the module docs).
+#[doc(hidden)]
+pub fn __fn_offset(addr: usize) -> i64 {
+    fn_offset(addr)
+}
+
 impl Drop for Pool {
     fn drop(&mut self) {
         self.terminate();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn siphash24_matches_the_reference() {
+        // The reference implementation (std's SipHasher is SipHash-2-4).
+        let key = [0x0706_0504_0302_0100u64, 0x0f0e_0d0c_0b0a_0908];
+        let words = [0x0706_0504_0302_0100u64, 0x0f0e_0d0c_0b0a_0908, 0x1716_1514_1312_1110];
+        for n in 0..=words.len() {
+            #[allow(deprecated)]
+            let mut h = std::hash::SipHasher::new_with_keys(key[0], key[1]);
+            let bytes: Vec<u8> = words[..n].iter().flat_map(|w| w.to_le_bytes()).collect();
+            std::hash::Hasher::write(&mut h, &bytes);
+            assert_eq!(siphash24(key, &words[..n]), std::hash::Hasher::finish(&h), "{n} words");
+        }
+        // The published test vector for the 8-byte message 00..07.
+        assert_eq!(siphash24(key, &words[..1]), 0x93f5_f579_9a93_2462);
+    }
+
+    #[test]
+    fn task_tags_depend_on_every_field_and_the_key() {
+        let key = random_key().expect("randomness");
+        let t = task_tag(key, 1, 2, 3);
+        assert_ne!(t, task_tag(key, 1, 2, 4));
+        assert_ne!(t, task_tag(key, 1, 5, 3));
+        assert_ne!(t, task_tag(key, 9, 2, 3));
+        assert_ne!(t, task_tag([key[0] ^ 1, key[1]], 1, 2, 3));
+        assert_ne!(key, random_key().expect("randomness"));
     }
 }

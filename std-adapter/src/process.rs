@@ -15,6 +15,14 @@
 //!   current binary (`/proc/self/exe`), which must call [`crate::init`] first in
 //!   `main`; the child runs a `fn(A) -> R` with the argument passed through rkyv.
 //!   Safe from any parent, including one running a tokio or zenoh runtime.
+//!   The function and argument travel in a sealed memfd named by the
+//!   `SHMPROC_SPAWN` variable; the child runs them only after checking that
+//!   its parent runs the same executable and holds that memfd, so whoever
+//!   else sets the variable cannot choose what it runs (an error exit
+//!   instead). This needs `/proc` and a parent the child may inspect (same
+//!   user, dumpable), and the parent keeps the memfd until it reaps the
+//!   child. Segment descriptors passed to the child are close-on-exec again
+//!   once it starts.
 //!
 //! Exit codes follow Python: 0 for a normal return, 1 for a panic (the message
 //! goes to stderr as usual), `n` for `std::process::exit(n)`, `-signal` when
@@ -191,6 +199,9 @@ pub(crate) struct ChildShared {
     daemon: bool,
     status: AtomicI64,
     pidfd: Option<OwnedFd>,
+    /// A spawn-mode child's payload, held open until the child is reaped (the
+    /// child checks that its parent holds it: see `spawn.rs`).
+    payload: std::sync::Mutex<Option<OwnedFd>>,
 }
 
 pub(crate) struct Globals {
@@ -270,6 +281,7 @@ impl ChildShared {
             if r == self.pid as libc::pid_t {
                 let s = decode_status(status);
                 self.status.store(s, Ordering::Release);
+                drop(self.payload.lock().unwrap_or_else(|e| e.into_inner()).take());
                 return Ok(Some(s));
             }
             if r == 0 {
@@ -616,7 +628,7 @@ impl Builder {
         if let Some(start) = shmproc_core::identity::start_time(pid as u32) {
             crate::roles::register_child(Identity { id: pid as u32, start }, &handles);
         }
-        Ok(self.finish(pid as u32, name, daemon))
+        Ok(self.finish(pid as u32, name, daemon, None))
     }
 
     /// Re-executes the current binary and runs `f(arg)` in it (spawn mode).
@@ -645,16 +657,22 @@ impl Builder {
         let (name, identity, daemon) = self.prepare()?;
         let payload = crate::spawn::Payload::new(f, &arg, &name, &identity, daemon, &parent_triple())?;
         let roles = payload.roles.clone();
-        let pid = crate::spawn::spawn(payload, daemon)?;
+        let (pid, payload) = crate::spawn::spawn(payload, daemon)?;
         if let Some(start) = shmproc_core::identity::start_time(pid) {
             crate::roles::register_spawned(Identity { id: pid, start }, &roles);
         }
-        Ok(self.finish(pid, name, daemon))
+        Ok(self.finish(pid, name, daemon, Some(payload)))
     }
 
-    fn finish(&self, pid: u32, name: String, daemon: bool) -> Process {
-        let shared =
-            Arc::new(ChildShared { pid, name, daemon, status: AtomicI64::new(RUNNING), pidfd: open_pidfd(pid) });
+    fn finish(&self, pid: u32, name: String, daemon: bool, payload: Option<OwnedFd>) -> Process {
+        let shared = Arc::new(ChildShared {
+            pid,
+            name,
+            daemon,
+            status: AtomicI64::new(RUNNING),
+            pidfd: open_pidfd(pid),
+            payload: std::sync::Mutex::new(payload),
+        });
         register_child(&shared);
         Process { shared }
     }

@@ -9,9 +9,49 @@
 //!   a crashed creator can be found with [`Segment::list`] and removed with
 //!   [`Segment::remove`] / [`Segment::remove_stale`].
 //!
+//! # Leftovers of a creator killed mid-creation
+//!
+//! Creating a named segment takes several steps (`shm_open`, size, map,
+//! initialise the header, publish it ready). The creator's identity (pid and
+//! start time) is written into the header's creator fields right after the
+//! file is sized, before anything else, so a segment whose creator was killed
+//! at any later point is listed as [`SegmentStatus::NotReady`] *with* its
+//! creator, and is stale once that creator is provably dead (pid and start
+//! time no longer match a running process). Only the first two system calls
+//! (`shm_open`, `fchmod`) come before the record: a file that records no
+//! creator (empty, or zeros there) is treated as abandoned once it is older
+//! than [`NOT_READY_GRACE`]. A not-ready segment of a *live* creator is never
+//! stale, however old. (As for every removal by name, a segment removed and
+//! re-created under the same name between [`Segment::list`] and the unlink
+//! in [`Segment::remove_stale`] would be removed too.)
+//!
 //! Every segment holds a validated [`Region`] at offset 0. Segment memory is
 //! reserved up front with `posix_fallocate`, so a full `/dev/shm` is a clear
 //! [`SegmentError::NoSpace`] at creation instead of a `SIGBUS` later.
+//!
+//! # Nobody shrinks a segment under the others
+//!
+//! Every process that maps a segment also holds its file (children inherit
+//! the descriptor), and `ftruncate` to a smaller size would make every other
+//! process's next access past the new end a `SIGBUS`.
+//!
+//! * **Anonymous** segments are memfds created with `MFD_ALLOW_SEALING` and
+//!   sealed `F_SEAL_SHRINK | F_SEAL_SEAL` before anything is mapped: a shrink
+//!   by any holder fails with `EPERM`, and no holder can remove the seal.
+//!   `F_SEAL_GROW` is deliberately *not* set: queues place large messages as
+//!   out-of-line blocks in the same file *past* the mapped region (see the
+//!   queue docs), which grows the file. Growth is harmless to the others:
+//!   nothing anyone mapped goes away, and a block is mapped only after its
+//!   descriptor was checked against the file's current size.
+//! * **Named** segments (`shm_open`) cannot be sealed. Every attach
+//!   ([`Segment::open`], [`Segment::from_fd`], a handle arriving in a
+//!   spawn-mode child) compares the file's size with the region size recorded
+//!   in the header and refuses a shorter file with
+//!   [`SegmentError::Truncated`], before mapping anything. What remains is a
+//!   residual risk: a process of the same user that truncates the file *after*
+//!   others attached makes their next access past the new end a `SIGBUS`. Only
+//!   processes of the owning user can do that (segments are `0600`); use
+//!   anonymous segments where that matters.
 //!
 //! ```
 //! use shmproc::Segment;
@@ -46,6 +86,42 @@ use shmproc_core::{Deadline, Identity};
 pub const NAME_PREFIX: &str = "shmproc-";
 const SHM_DIR: &str = "/dev/shm";
 const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How old a not-ready named segment that records no creator must be before
+/// it counts as abandoned (see the module docs): its creator gets this long
+/// for the two system calls between creating the file and recording itself.
+///
+/// ```
+/// assert!(shmproc::segment::NOT_READY_GRACE >= std::time::Duration::from_secs(1));
+/// ```
+pub const NOT_READY_GRACE: Duration = Duration::from_secs(60);
+
+/// Byte offset of the creator record (pid `u32`, start time `u64`) in the
+/// region header (`RegionHeader`: magic u64, version u32, header_size u32,
+/// total_size u64, init u32, creator_pid u32, creator_start u64).
+const CREATOR_RECORD: libc::off_t = 28;
+
+/// Test hook: the creation step at which `create_named` stops its own
+/// process with SIGSTOP (0: none).
+static PAUSE_CREATION_AT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Test hook (not part of the API): makes this process's next named-segment
+/// creation stop itself (`SIGSTOP`) at `stage` — 1: right after the file
+/// was created, before the creator is recorded; 2: right after the creator
+/// is recorded, before the region is initialised — so that tests can kill a
+/// creator mid-creation deterministically. Affects only the calling process.
+#[doc(hidden)]
+pub fn __pause_named_creation_at(stage: u8) {
+    PAUSE_CREATION_AT.store(stage, Ordering::Relaxed);
+}
+
+fn creation_step(stage: u8) {
+    if PAUSE_CREATION_AT.load(Ordering::Relaxed) == stage {
+        PAUSE_CREATION_AT.store(0, Ordering::Relaxed);
+        // SAFETY: raise has no preconditions; SIGSTOP stops this process.
+        unsafe { libc::raise(libc::SIGSTOP) };
+    }
+}
 
 /// Errors from creating, opening, listing or removing segments. Each carries
 /// the segment name where there is one, and the OS error where there is one.
@@ -99,6 +175,17 @@ pub enum SegmentError {
         /// Bytes requested.
         requested: usize,
     },
+    /// The segment's file is shorter than the region its header records:
+    /// someone truncated it. Refused before mapping (accessing the missing
+    /// part would be a `SIGBUS`).
+    Truncated {
+        /// The segment name, for named segments.
+        name: Option<String>,
+        /// The file's size now.
+        file_len: u64,
+        /// The region size recorded by its creator.
+        region_len: u64,
+    },
     /// The segment's contents are not a valid region.
     Region {
         /// The segment name, for named segments.
@@ -124,6 +211,9 @@ impl fmt::Display for SegmentError {
             SegmentError::InvalidSize { size } => write!(f, "invalid segment size {size}"),
             SegmentError::NoSpace { name, requested } => {
                 write!(f, "no room in shared memory for segment {} ({requested} bytes)", n(name))
+            }
+            SegmentError::Truncated { name, file_len, region_len } => {
+                write!(f, "segment {} was truncated: its file has {file_len} bytes, its region {region_len}", n(name))
             }
             SegmentError::Region { name, source } => write!(f, "segment {}: {source}", n(name)),
         }
@@ -241,13 +331,22 @@ pub enum SegmentStatus {
     /// Owned by another user: not opened.
     NotOwner,
     /// Created but never initialised (the creator died or is still starting).
-    NotReady,
+    NotReady {
+        /// The creating process, when creation got far enough to record it
+        /// (all but the first two system calls; see the module docs).
+        creator: Option<Identity>,
+        /// Whether it is a leftover: the recorded creator is dead, or no
+        /// creator is recorded and the file is older than [`NOT_READY_GRACE`].
+        abandoned: bool,
+    },
     /// Not a valid region.
     Corrupt(RegionError),
 }
 
 impl SegmentInfo {
-    /// Whether the segment is a leftover: its creator is dead.
+    /// Whether the segment is a leftover: its creator is dead (a valid
+    /// segment's, or a not-ready one's that recorded it), or it is not
+    /// ready, records no creator and is older than [`NOT_READY_GRACE`].
     ///
     /// ```
     /// // A segment whose creator died is stale; `remove_stale` unlinks those.
@@ -260,7 +359,10 @@ impl SegmentInfo {
     /// ```
     #[must_use]
     pub fn is_stale(&self) -> bool {
-        matches!(self.status, SegmentStatus::Valid { creator_alive: false, .. })
+        matches!(
+            self.status,
+            SegmentStatus::Valid { creator_alive: false, .. } | SegmentStatus::NotReady { abandoned: true, .. }
+        )
     }
 }
 
@@ -406,6 +508,23 @@ impl Segment {
             unlink();
             return Err(os("fchmod", Some(name))(e));
         }
+        creation_step(1);
+        // Size the file and record who creates it before anything else, so
+        // that a creator killed from here on leaves a leftover that says
+        // whose it is (see the module docs).
+        let recorded =
+            libc::off_t::try_from(total).map_err(|_| SegmentError::InvalidSize { size: total }).and_then(|off| {
+                // SAFETY: fd is a valid, writable shared-memory fd.
+                if unsafe { libc::ftruncate(fd.as_raw_fd(), off) } != 0 {
+                    return Err(os("ftruncate", Some(name))(io::Error::last_os_error()));
+                }
+                record_creator(&fd, Identity::current_process()).map_err(os("pwrite", Some(name)))
+            });
+        if let Err(e) = recorded {
+            unlink();
+            return Err(e);
+        }
+        creation_step(2);
         if let Err(e) = size_fd(&fd, total, Some(name)) {
             unlink();
             return Err(e);
@@ -477,7 +596,7 @@ impl Segment {
             }
             std::thread::sleep(Duration::from_millis(1));
         };
-        let len = region_len(&fd, len);
+        let len = region_len(&fd, len, Some(name))?;
         Segment::map_and_open(fd, len, Some(name.to_owned()), Some(deadline))
     }
 
@@ -505,7 +624,7 @@ impl Segment {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let len = fd_metadata(&fd).map_err(os("fstat", None))?.len();
         let len = usize::try_from(len).map_err(|_| SegmentError::InvalidSize { size: usize::MAX })?;
-        let len = region_len(&fd, len);
+        let len = region_len(&fd, len, None)?;
         Segment::map_and_open(fd, len, None, Some(Deadline::after(DEFAULT_OPEN_TIMEOUT)))
     }
 
@@ -682,8 +801,14 @@ impl Segment {
                             Err(e) => SegmentStatus::Corrupt(e),
                         }
                     }
-                    Err(SegmentError::Region { source: RegionError::NotReady, .. }) => SegmentStatus::NotReady,
+                    Err(SegmentError::Region { source: RegionError::NotReady, .. }) => not_ready_status(&entry.path()),
                     Err(SegmentError::Region { source, .. }) => SegmentStatus::Corrupt(source),
+                    Err(SegmentError::Truncated { file_len, region_len, .. }) => {
+                        SegmentStatus::Corrupt(RegionError::TooSmall {
+                            len: usize::try_from(file_len).unwrap_or(usize::MAX),
+                            need: usize::try_from(region_len).unwrap_or(usize::MAX),
+                        })
+                    }
                     Err(SegmentError::NotFound { .. }) => continue,
                     Err(SegmentError::NotOwner { .. }) => SegmentStatus::NotOwner,
                     Err(e) => return Err(e),
@@ -730,7 +855,9 @@ impl Segment {
         Ok(())
     }
 
-    /// Removes every segment of ours whose creator is dead; returns their names.
+    /// Removes every segment of ours that is stale ([`SegmentInfo::is_stale`]:
+    /// its creator is dead, also when it died before the segment was ready);
+    /// returns their names. A live creator's segment, ready or not, is kept.
     ///
     /// ```
     /// let removed = shmproc::Segment::remove_stale()?;
@@ -753,6 +880,55 @@ impl Segment {
     }
 }
 
+/// Writes `creator` into the header's creator fields, in one write.
+fn record_creator(fd: &OwnedFd, creator: Identity) -> io::Result<()> {
+    let mut rec = [0u8; 12];
+    rec[..4].copy_from_slice(&creator.id.to_le_bytes());
+    rec[4..].copy_from_slice(&creator.start.to_le_bytes());
+    // SAFETY: pwrite from a valid 12-byte buffer to our fd.
+    let n = unsafe { libc::pwrite(fd.as_raw_fd(), rec.as_ptr().cast(), rec.len(), CREATOR_RECORD) };
+    if n == rec.len() as isize {
+        Ok(())
+    } else if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Err(io::Error::new(io::ErrorKind::WriteZero, "short write of the creator record"))
+    }
+}
+
+/// The creator record of a segment file, if it holds one (pid 0: none).
+fn read_creator(file: &File) -> Option<Identity> {
+    let mut rec = [0u8; 12];
+    // SAFETY: pread into a valid 12-byte buffer from an open fd.
+    let n = unsafe { libc::pread(file.as_raw_fd(), rec.as_mut_ptr().cast(), rec.len(), CREATOR_RECORD) };
+    if n != rec.len() as isize {
+        return None;
+    }
+    let id = u32::from_le_bytes(rec[..4].try_into().ok()?);
+    let start = u64::from_le_bytes(rec[4..].try_into().ok()?);
+    (id != 0).then_some(Identity { id, start })
+}
+
+/// What a not-ready segment file says about its creator.
+fn not_ready_status(path: &std::path::Path) -> SegmentStatus {
+    let Ok(file) = File::open(path) else {
+        return SegmentStatus::NotReady { creator: None, abandoned: false };
+    };
+    match read_creator(&file) {
+        Some(creator) => {
+            // A record read while its creator writes it could be torn (a
+            // live creator would then look dead): call it dead only if the
+            // same record reads back after the liveness check.
+            let abandoned = !creator.is_alive() && read_creator(&file) == Some(creator);
+            SegmentStatus::NotReady { creator: Some(creator), abandoned }
+        }
+        None => {
+            let age = file.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+            SegmentStatus::NotReady { creator: None, abandoned: age.is_some_and(|a| a >= NOT_READY_GRACE) }
+        }
+    }
+}
+
 fn fd_metadata(fd: &OwnedFd) -> io::Result<std::fs::Metadata> {
     // Borrow the fd as a File without taking ownership.
     // SAFETY: the fd is valid for the duration of the borrow, and ManuallyDrop
@@ -761,23 +937,34 @@ fn fd_metadata(fd: &OwnedFd) -> io::Result<std::fs::Metadata> {
     f.metadata()
 }
 
-/// Sizes the fd and reserves its pages, so that running out of shared memory is
-/// an error now rather than a SIGBUS on first touch.
 /// The length to map for a segment whose file is `file_len` bytes: the
 /// region's recorded size when the file is larger (out-of-line message blocks
 /// live past the region, see `bulk.rs`), otherwise the file's (the region's
-/// validation then reports any mismatch).
-fn region_len(fd: &OwnedFd, file_len: usize) -> usize {
+/// validation then reports any mismatch). A file shorter than the recorded
+/// region was truncated: [`SegmentError::Truncated`], before anything is
+/// mapped. (A header not written yet records 0 and is waited for by
+/// `Region::open`.)
+fn region_len(fd: &OwnedFd, file_len: usize, name: Option<&str>) -> Result<usize, SegmentError> {
     // RegionHeader: magic u64, version u32, header_size u32, total_size u64.
     let mut word = [0u8; 8];
     // SAFETY: pread into a valid 8-byte buffer from our fd.
     let n = unsafe { libc::pread(fd.as_raw_fd(), word.as_mut_ptr().cast(), 8, 16) };
-    match usize::try_from(u64::from_le_bytes(word)) {
+    let total = u64::from_le_bytes(word);
+    if n == 8 && total > file_len as u64 {
+        return Err(SegmentError::Truncated {
+            name: name.map(str::to_owned),
+            file_len: file_len as u64,
+            region_len: total,
+        });
+    }
+    Ok(match usize::try_from(total) {
         Ok(total) if n == 8 && total > 0 && total < file_len => total,
         _ => file_len,
-    }
+    })
 }
 
+/// Sizes the fd and reserves its pages, so that running out of shared memory is
+/// an error now rather than a SIGBUS on first touch.
 fn size_fd(fd: &OwnedFd, len: usize, name: Option<&str>) -> Result<(), SegmentError> {
     let off = libc::off_t::try_from(len).map_err(|_| SegmentError::InvalidSize { size: len })?;
     // SAFETY: fd is a valid, writable shared-memory fd.

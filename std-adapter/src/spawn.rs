@@ -12,8 +12,35 @@
 //! sent the same way and does the typed work (validate and deserialise `A`,
 //! call, map `R` to an exit code).
 //!
-//! The payload comes from our own parent through an inherited fd; it is parsed
-//! with bounds checks, but function offsets are trusted like the binary itself.
+//! # Who may choose the code a spawned child runs
+//!
+//! Only the parent that wrote the payload. Whoever sets a process's
+//! environment and descriptors could otherwise put `SHMPROC_SPAWN` in it and
+//! name a payload of their own, and the payload holds code offsets. So before
+//! anything read from the payload becomes a code address, the child proves
+//! where it came from, with facts only the kernel supplies:
+//!
+//! * the process is not running with elevated privileges (`AT_SECURE`, as
+//!   for a set-uid binary): then `SHMPROC_SPAWN` is refused outright;
+//! * the descriptor is a memfd sealed against every change
+//!   (`F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`), so what is
+//!   checked is what runs;
+//! * the parent process (`getppid`) runs the very same executable (the
+//!   `/proc/<ppid>/exe` and `/proc/self/exe` inodes match), holds the same
+//!   memfd open under the same descriptor number (`/proc/<ppid>/fd/<n>`), and
+//!   is the parent the payload names.
+//!
+//! This binary writes such payloads only in [`spawn`], for the functions its
+//! own code passes to `spawn_fn`, and `init` removes the variable from its own
+//! environment, so a variable set by anyone else never reaches a child of it.
+//! A payload that fails any check, or does not parse, ends the child with an
+//! error message and exit status 1: never a jump. The parent keeps its copy of
+//! the payload open until it has reaped the child.
+//!
+//! Limits: the checks need `/proc` and a parent that this process may inspect
+//! (same user, dumpable: the default); otherwise the child refuses to run. A
+//! parent that hands its own binary a forged payload on purpose is trusted
+//! like the rest of its code.
 
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -28,7 +55,9 @@ use crate::process::{become_child, set_parent_death_signal, ChildResult, Process
 
 const ENV: &str = "SHMPROC_SPAWN";
 const MAGIC: u64 = u64::from_le_bytes(*b"SHMPSPWN");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// At most this many inherited segment descriptors in one payload.
+const MAX_FDS: usize = 4096;
 
 static INIT_CALLED: AtomicBool = AtomicBool::new(false);
 
@@ -112,6 +141,10 @@ impl Payload {
         put_str(&mut b, name.as_bytes());
         put_str(&mut b, identity.as_bytes());
         put_str(&mut b, parent.1.as_bytes());
+        b.extend_from_slice(&(fds.len() as u32).to_le_bytes());
+        for fd in &fds {
+            b.extend_from_slice(&fd.to_le_bytes());
+        }
         b.extend_from_slice(&(arg.len() as u64).to_le_bytes());
         b.extend_from_slice(&arg);
         Ok(Payload { bytes: b, fds, roles })
@@ -127,6 +160,8 @@ struct Parsed {
     name: String,
     identity: String,
     parent_name: String,
+    /// The segment descriptors the parent let us inherit.
+    fds: Vec<i32>,
     arg: Vec<u8>,
 }
 
@@ -169,15 +204,27 @@ fn parse(bytes: &[u8]) -> Option<Parsed> {
     let name = r.string()?;
     let identity = r.string()?;
     let parent_name = r.string()?;
+    let nfds = r.u32()? as usize;
+    if nfds > MAX_FDS {
+        return None;
+    }
+    let mut fds = Vec::with_capacity(nfds);
+    for _ in 0..nfds {
+        fds.push(r.u32()? as i32);
+    }
     let n = usize::try_from(r.u64()?).ok()?;
     let arg = r.take(n)?.to_vec();
-    Some(Parsed { tramp_off, fn_off, daemon, parent_pid, parent_start, name, identity, parent_name, arg })
+    Some(Parsed { tramp_off, fn_off, daemon, parent_pid, parent_start, name, identity, parent_name, fds, arg })
 }
 
-/// Starts the child; returns its pid.
-pub(crate) fn spawn(payload: Payload, daemon: bool) -> Result<u32, ProcessError> {
+/// The seals a payload memfd must carry: its contents can no longer change.
+const PAYLOAD_SEALS: libc::c_int = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// Starts the child; returns its pid and the payload, which the caller keeps
+/// open until the child is reaped (the child checks that its parent holds it).
+pub(crate) fn spawn(payload: Payload, daemon: bool) -> Result<(u32, OwnedFd), ProcessError> {
     // SAFETY: valid C string and flags.
-    let raw = unsafe { libc::memfd_create(c"shmproc-spawn".as_ptr(), libc::MFD_CLOEXEC) };
+    let raw = unsafe { libc::memfd_create(c"shmproc-spawn".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if raw < 0 {
         return Err(ProcessError::Spawn(io::Error::last_os_error()));
     }
@@ -186,6 +233,10 @@ pub(crate) fn spawn(payload: Payload, daemon: bool) -> Result<u32, ProcessError>
     let mut file = std::fs::File::from(fd);
     file.write_all(&payload.bytes).map_err(ProcessError::Spawn)?;
     file.rewind().map_err(ProcessError::Spawn)?;
+    // SAFETY: fcntl on our own memfd with valid seal flags.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, PAYLOAD_SEALS) } != 0 {
+        return Err(ProcessError::Spawn(io::Error::last_os_error()));
+    }
     let data_fd = file.as_raw_fd();
     let parent_pid = std::process::id();
     let inherit = payload.fds;
@@ -212,7 +263,48 @@ pub(crate) fn spawn(payload: Payload, daemon: bool) -> Result<u32, ProcessError>
     let child = crate::roles::while_spawning(|| cmd.spawn()).map_err(ProcessError::Spawn)?;
     // The std handle is dropped without waiting: the pid is managed (and reaped)
     // by our `Process`.
-    Ok(child.id())
+    Ok((child.id(), OwnedFd::from(file)))
+}
+
+/// Why a spawn payload was refused (see the module docs).
+fn attest(fd: i32) -> Result<(), String> {
+    // SAFETY: getauxval only reads the auxiliary vector.
+    if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
+        return Err("refusing SHMPROC_SPAWN in a process with elevated privileges (AT_SECURE)".into());
+    }
+    let stat_fd = |fd: i32| -> io::Result<(u64, u64)> {
+        // SAFETY: an all-zero `stat` is a valid out-buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat writes into `st`, a valid out-pointer.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((st.st_dev, st.st_ino))
+    };
+    let stat_path = |p: &str| -> io::Result<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(p)?;
+        Ok((m.dev(), m.ino()))
+    };
+    let mine = stat_fd(fd).map_err(|e| format!("the payload descriptor {fd}: {e}"))?;
+    // SAFETY: F_GET_SEALS only queries the descriptor (EINVAL unless a memfd).
+    let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+    if seals < 0 || seals & PAYLOAD_SEALS != PAYLOAD_SEALS {
+        return Err("the payload is not a sealed memfd".into());
+    }
+    // SAFETY: getppid has no preconditions.
+    let ppid = unsafe { libc::getppid() };
+    let theirs = stat_path(&format!("/proc/{ppid}/fd/{fd}"))
+        .map_err(|e| format!("the parent (pid {ppid}) does not hold the payload: {e}"))?;
+    if theirs != mine {
+        return Err(format!("the parent (pid {ppid}) does not hold the payload"));
+    }
+    let (their_exe, my_exe) = (stat_path(&format!("/proc/{ppid}/exe")), stat_path("/proc/self/exe"));
+    match (their_exe, my_exe) {
+        (Ok(a), Ok(b)) if a == b => Ok(()),
+        (Ok(_), Ok(_)) => Err(format!("the parent (pid {ppid}) runs another executable")),
+        (Err(e), _) | (_, Err(e)) => Err(format!("cannot compare the parent's executable with ours: {e}")),
+    }
 }
 
 /// Called by [`crate::init`]: marks init as done and, in a spawned child, runs
@@ -239,7 +331,14 @@ fn run_child(value: &str) -> i32 {
         eprintln!("shmproc: bad {ENV} value {value:?}");
         return 1;
     }
-    // SAFETY: the parent passed us this inherited fd for us to own.
+    // Nothing read through the descriptor is trusted before it is attested;
+    // a bad one (not open, not ours) fails here, before we own it.
+    if let Err(why) = attest(fd) {
+        eprintln!("shmproc: refusing the spawn payload: {why}");
+        return 1;
+    }
+    // SAFETY: an open descriptor (attested above) that the parent passed us
+    // to own; nothing else in this fresh process refers to it.
     let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     let _ = file.rewind();
     let mut bytes = Vec::new();
@@ -252,6 +351,21 @@ fn run_child(value: &str) -> i32 {
         eprintln!("shmproc: malformed spawn payload");
         return 1;
     };
+    // The segment descriptors were inherited without close-on-exec (that is
+    // how they got here); set it again at once, so that programs this child
+    // execs do not inherit them. Handles map them (or duplicates) as usual.
+    for &fd in &p.fds {
+        if fd >= 0 {
+            // SAFETY: F_SETFD on a descriptor number only changes its flags
+            // (or fails with EBADF if it is not open).
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    // SAFETY: getppid has no preconditions.
+    if p.parent_pid != unsafe { libc::getppid() } as u32 {
+        eprintln!("shmproc: the spawn payload names another parent");
+        return 1;
+    }
     // SAFETY: init() runs first in main, before the program starts threads.
     unsafe {
         become_child(p.name, p.identity, p.daemon, (p.parent_pid, p.parent_name, p.parent_start));
@@ -262,8 +376,10 @@ fn run_child(value: &str) -> i32 {
     let base = anchor_addr() as i64;
     let tramp_addr = base.wrapping_add(p.tramp_off) as usize;
     let fn_addr = base.wrapping_add(p.fn_off) as usize;
-    // SAFETY: the parent encoded the address of a `Trampoline` relative to the
-    // anchor; this process runs the same image (exec of /proc/self/exe).
+    // SAFETY: the payload is attested (see `attest` and the module docs): our
+    // parent, running this same executable, wrote it in `spawn` with the
+    // offset of a `Trampoline` monomorphised for the function at `fn_off`,
+    // relative to the anchor; this process runs the same image.
     let tramp: Trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(tramp_addr) };
     std::panic::catch_unwind(move || tramp(fn_addr, &p.arg)).unwrap_or(1)
 }
