@@ -1321,6 +1321,42 @@ pub fn __fn_offset(addr: usize) -> i64 {
     fn_offset(addr)
 }
 
+/// Fuzzing hook (not part of the API): queues a few tasks with valid tags in
+/// a task queue like a pool's (a slot ring of `TaskMsg`, under a fresh random
+/// key), writes `data` over the queue's shared bytes as (offset, byte) triples,
+/// then receives in place as a worker does. Whatever the bytes, receiving
+/// gives a task or an error, and a task whose tag checks out is one that was
+/// queued, with the code offsets it was queued with (a forged or garbled task
+/// never passes the check). Runs nothing.
+#[doc(hidden)]
+pub fn __fuzz_task_queue(data: &[u8]) {
+    let Ok(key) = random_key() else { return };
+    let Ok(q) = Queue::<TaskMsg>::builder().capacity(8).message_size(256).slot_ring().build::<TaskMsg>() else {
+        return;
+    };
+    let queued: Vec<(u64, i64, i64)> = (0..4).map(|i| (i, 16 * i as i64 + 1, -32 * i as i64 - 7)).collect();
+    for &(id, tramp, func) in &queued {
+        let task =
+            TaskMsg { id, tramp, func, tag: task_tag(key, id, tramp, func), arg: vec![id as u8; 40 * id as usize] };
+        let _ = q.try_send(&task);
+    }
+    let obj = q.archived_object();
+    let (base, len) = (obj.at(0).as_ptr(), obj.size());
+    for t in data.chunks_exact(3) {
+        let off = usize::from(u16::from_le_bytes([t[0], t[1]])) % len;
+        // SAFETY: inside the queue object's mapping, which `q` keeps alive;
+        // a volatile store, as a peer's would be.
+        unsafe { std::ptr::write_volatile(base.add(off), t[2]) };
+    }
+    for _ in 0..8 {
+        let Ok(task) = q.recv_ref_timeout(std::time::Duration::ZERO) else { continue };
+        let (id, tramp, func) = (task.id.to_native(), task.tramp.to_native(), task.func.to_native());
+        if task.tag.to_native() == task_tag(key, id, tramp, func) {
+            assert!(queued.contains(&(id, tramp, func)), "a task nobody queued passed the tag check");
+        }
+    }
+}
+
 impl Drop for Pool {
     fn drop(&mut self) {
         self.terminate();
