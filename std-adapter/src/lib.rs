@@ -131,6 +131,7 @@ pub mod condition;
 mod error;
 pub mod event;
 mod globals;
+mod held;
 pub mod inspect;
 pub mod joinable;
 pub mod message;
