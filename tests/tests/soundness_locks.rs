@@ -14,8 +14,8 @@ use shmproc::core::owner::Owner;
 use shmproc::core::raw_mutex::RawMutex;
 use shmproc::core::region::kind;
 use shmproc::{
-    Array, Event, Identity, LockTimeoutError, Mutex, OwnerDied, Process, RLock, Segment, SharedMap, TryLockError,
-    Value,
+    Array, BoundedSemaphore, Event, Identity, LockTimeoutError, Mutex, OwnerDied, PermitError, Process,
+    ReleaseError, RLock, RobustSemaphore, Segment, Semaphore, SharedMap, TryLockError, Value,
 };
 use shmproc_tests::{ensure, trials, TestResult, HANG_LIMIT};
 
@@ -309,6 +309,150 @@ fn reentrance_through_a_second_mapping_is_reentrance() -> TestResult {
     Ok(())
 }
 
+// ------------------------------------------------------- robust permits ----
+
+/// Children that each take `per_child` permits of `sem`, say so on `ready`
+/// (one count each) and sleep until killed.
+fn holders(sem: &RobustSemaphore, n: usize, per_child: u32) -> Result<Vec<Process>, Box<dyn std::error::Error>> {
+    let mut kids = Vec::new();
+    for _ in 0..n {
+        let s = sem.clone();
+        kids.push(Process::spawn(move || {
+            for _ in 0..per_child {
+                if s.acquire().is_err() {
+                    return 2;
+                }
+            }
+            std::thread::sleep(Duration::from_secs(600));
+            0
+        })?);
+    }
+    Ok(kids)
+}
+
+fn kill_all(kids: Vec<Process>) -> TestResult {
+    for mut k in kids {
+        k.kill()?;
+        let code = k.join_timeout(HANG_LIMIT)?;
+        ensure!(code.is_some(), "a killed child did not exit");
+    }
+    Ok(())
+}
+
+fn robust_permits_come_back_after_sigkill() -> TestResult {
+    let sem = Semaphore::robust(3)?;
+    let kids = holders(&sem, 3, 1)?;
+    ensure!(shmproc_tests::eventually(HANG_LIMIT, || sem.value() == 0), "holders never took their permits");
+    // A waiter blocked in a plain `acquire()` (no deadline) before the kill.
+    let s2 = sem.clone();
+    let mut waiter = Process::spawn(move || {
+        if s2.acquire().is_err() {
+            return 1;
+        }
+        i32::from(s2.held() != 1)
+    })?;
+    kill_all(kids)?;
+    match waiter.join_timeout(HANG_LIMIT)? {
+        Some(0) => {}
+        Some(code) => return Err(format!("waiter exit code {code}").into()),
+        None => {
+            waiter.kill()?;
+            let _ = waiter.join();
+            return Err("acquire() never got a dead holder's permit".into());
+        }
+    }
+    // All three permits are back (the waiter's died with it, too).
+    for _ in 0..3 {
+        sem.acquire_timeout(HANG_LIMIT).map_err(|e| format!("permit lost: {e}"))?;
+    }
+    ensure!(sem.held() == 3 && sem.try_acquire() == Err(PermitError::WouldBlock));
+    for _ in 0..3 {
+        sem.release()?;
+    }
+    ensure!(sem.value() == 3, "value {}", sem.value());
+    Ok(())
+}
+
+fn plain_semaphore_permits_are_lost_as_in_python() -> TestResult {
+    // The documented contrast: a plain semaphore does not know its holders.
+    let sem = Semaphore::new(1)?;
+    let s2 = sem.clone();
+    let mut k = Process::spawn(move || {
+        s2.acquire();
+        std::thread::sleep(Duration::from_secs(600));
+    })?;
+    ensure!(shmproc_tests::eventually(HANG_LIMIT, || sem.value() == 0));
+    k.kill()?;
+    let _ = k.join_timeout(HANG_LIMIT)?;
+    ensure!(!sem.acquire_timeout(Duration::from_millis(100)), "a plain semaphore got a dead holder's permit back");
+    Ok(())
+}
+
+fn robust_bounded_semaphore_keeps_its_bound_after_deaths() -> TestResult {
+    let sem = RobustSemaphore::bounded(2)?;
+    let kids = holders(&sem, 1, 2)?;
+    ensure!(shmproc_tests::eventually(HANG_LIMIT, || sem.value() == 0));
+    // While the holder lives, its permits are not taken back.
+    ensure!(sem.acquire_timeout(Duration::from_millis(60)) == Err(PermitError::Timeout));
+    ensure!(sem.release() == Err(ReleaseError), "an unbalanced release went past the bound");
+    kill_all(kids)?;
+    let a = sem.access_timeout(HANG_LIMIT)?;
+    let b = sem.access_timeout(HANG_LIMIT)?;
+    ensure!(sem.try_acquire() == Err(PermitError::WouldBlock), "more permits than the bound");
+    drop((a, b));
+    ensure!(sem.value() == 2);
+    ensure!(sem.release() == Err(ReleaseError), "bound exceeded after the dead holder's permits came back");
+    // BoundedSemaphore (plain) still refuses too.
+    let plain = BoundedSemaphore::new(1)?;
+    ensure!(plain.release().is_err());
+    Ok(())
+}
+
+fn robust_permits_survive_kills_at_any_point() -> TestResult {
+    // Children take and return permits as fast as they can and are killed
+    // wherever they are: inside the internal lock, between recording a
+    // holder and publishing the count, holding permits or not.
+    const PERMITS: u32 = 2;
+    let sem = RobustSemaphore::bounded(PERMITS)?;
+    for round in 0..6u64 {
+        let mut kids = Vec::new();
+        for _ in 0..3 {
+            let s = sem.clone();
+            kids.push(Process::spawn(move || -> i32 {
+                loop {
+                    if let Ok(p) = s.access_timeout(Duration::from_millis(50)) {
+                        std::hint::black_box(&p);
+                    }
+                }
+            })?);
+        }
+        std::thread::sleep(Duration::from_millis(5 + round * 7));
+        kill_all(kids)?;
+        let mut got = Vec::new();
+        for _ in 0..PERMITS {
+            got.push(sem.access_timeout(HANG_LIMIT).map_err(|e| format!("round {round}: permit lost: {e}"))?);
+        }
+        ensure!(sem.try_acquire() == Err(PermitError::WouldBlock), "round {round}: more permits than the bound");
+        drop(got);
+        ensure!(sem.value() == PERMITS, "round {round}: value {}", sem.value());
+    }
+    Ok(())
+}
+
+fn robust_holder_table_full_is_an_error() -> TestResult {
+    let sem = RobustSemaphore::new(64)?;
+    let n = shmproc::core::robust_semaphore::HOLDERS;
+    let kids = holders(&sem, n, 1)?;
+    ensure!(shmproc_tests::eventually(HANG_LIMIT, || sem.value() == 64 - n as u32));
+    ensure!(sem.try_acquire() == Err(PermitError::TableFull));
+    ensure!(sem.acquire() == Err(PermitError::TableFull));
+    kill_all(kids)?;
+    // Records of dead holders are freed for new ones.
+    ensure!(sem.acquire_timeout(HANG_LIMIT).is_ok());
+    ensure!(sem.recover() == 63, "free after recovery: {}", sem.value());
+    Ok(())
+}
+
 fn main() {
     shmproc_tests::run(trials![
         forged_mutex_word_is_taken_over_by_lock,
@@ -318,5 +462,10 @@ fn main() {
         forged_shared_map_word_is_recovered,
         genuine_reentrance_is_still_detected,
         reentrance_through_a_second_mapping_is_reentrance,
+        robust_permits_come_back_after_sigkill,
+        plain_semaphore_permits_are_lost_as_in_python,
+        robust_bounded_semaphore_keeps_its_bound_after_deaths,
+        robust_permits_survive_kills_at_any_point,
+        robust_holder_table_full_is_an_error,
     ]);
 }
