@@ -347,9 +347,10 @@ impl RawRobustSemaphore {
         Step::Done(Ok(()))
     }
 
-    /// Takes a permit for process `holder` if one is free now (dead holders'
-    /// permits are not looked for: see [`acquire`](Self::acquire)). `me` is
-    /// the calling thread (for the internal lock).
+    /// Takes a permit for process `holder` if one is free now; with none
+    /// free, first takes back the permits of dead holders (one liveness check
+    /// per record, as `try_lock` checks a mutex owner once). `me` is the
+    /// calling thread (for the internal lock).
     ///
     /// ```
     /// use shmproc_core::robust_semaphore::{RawRobustSemaphore, RobustError};
@@ -361,7 +362,11 @@ impl RawRobustSemaphore {
     /// assert_eq!(s.try_acquire(&me, p, &ProcLiveness), Err(RobustError::WouldBlock));
     /// ```
     pub fn try_acquire(&self, me: &Owner, holder: Identity, check: &impl OwnerCheck) -> Result<(), RobustError> {
-        match self.locked(me, None, check, || self.take_or_free_records(holder, check)) {
+        let step = self.locked(me, None, check, || match self.take_or_free_records(holder, check) {
+            Step::Empty if self.repair(check) > 0 => self.take_or_free_records(holder, check),
+            s => s,
+        });
+        match step {
             Some(Step::Done(r)) => r,
             Some(Step::Empty) => Err(RobustError::WouldBlock),
             Some(Step::Full) => Err(RobustError::TableFull),
