@@ -469,7 +469,7 @@ fn loom_robust_semaphore_excludes_and_returns_a_dead_holders_permit() {
                     // loom reports a data race here if two holders overlap.
                     // SAFETY: the only permit is held: no other access.
                     data.with_mut(|p| unsafe { *p += 1 });
-                    s.release(&me, holder(id), &nine_dead).unwrap();
+                    s.release(&me, holder(id), None, &nine_dead).unwrap();
                     true
                 })
             })

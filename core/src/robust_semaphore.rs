@@ -120,7 +120,7 @@ struct Slot {
 /// let proc_ = Identity::current_process();
 /// s.acquire(&me, proc_, None, &ProcLiveness).unwrap();
 /// assert_eq!((s.value(), s.held_by(proc_)), (1, 1));
-/// s.release(&me, proc_, &ProcLiveness).unwrap();
+/// s.release(&me, proc_, None, &ProcLiveness).unwrap();
 /// assert_eq!(s.value(), 2);
 /// ```
 #[repr(C, align(128))]
@@ -350,7 +350,9 @@ impl RawRobustSemaphore {
     /// Takes a permit for process `holder` if one is free now; with none
     /// free, first takes back the permits of dead holders (one liveness check
     /// per record, as `try_lock` checks a mutex owner once). `me` is the
-    /// calling thread (for the internal lock).
+    /// calling thread (for the internal lock, waited for at most one
+    /// [`LIVENESS_SLICE`]: [`RobustError::WouldBlock`] if a live process
+    /// keeps it longer).
     ///
     /// ```
     /// use shmproc_core::robust_semaphore::{RawRobustSemaphore, RobustError};
@@ -362,15 +364,18 @@ impl RawRobustSemaphore {
     /// assert_eq!(s.try_acquire(&me, p, &ProcLiveness), Err(RobustError::WouldBlock));
     /// ```
     pub fn try_acquire(&self, me: &Owner, holder: Identity, check: &impl OwnerCheck) -> Result<(), RobustError> {
-        let step = self.locked(me, None, check, || match self.take_or_free_records(holder, check) {
+        // The internal lock is held only for a table scan; one liveness
+        // slice is plenty, and bounds the wait behind a stopped (or lying)
+        // process that keeps it.
+        let within = Some(Deadline::after(LIVENESS_SLICE));
+        let step = self.locked(me, within, check, || match self.take_or_free_records(holder, check) {
             Step::Empty if self.repair(check) > 0 => self.take_or_free_records(holder, check),
             s => s,
         });
         match step {
             Some(Step::Done(r)) => r,
-            Some(Step::Empty) => Err(RobustError::WouldBlock),
+            Some(Step::Empty) | None => Err(RobustError::WouldBlock),
             Some(Step::Full) => Err(RobustError::TableFull),
-            None => Err(RobustError::Timeout),
         }
     }
 
@@ -446,7 +451,9 @@ impl RawRobustSemaphore {
 
     /// Returns a permit: one that `holder` holds if it holds any, else (as
     /// Python's `release` without `acquire`) a new permit, which fails with
-    /// [`RobustError::Overflow`] at the bound.
+    /// [`RobustError::Overflow`] at the bound. Waits for the internal lock
+    /// (held only for a table scan by a live process) until `deadline`
+    /// ([`RobustError::Timeout`]).
     ///
     /// ```
     /// use shmproc_core::robust_semaphore::{RawRobustSemaphore, RobustError};
@@ -454,12 +461,18 @@ impl RawRobustSemaphore {
     /// let s = RawRobustSemaphore::new(1, 1);
     /// let me = Owner::current();
     /// let p = shmproc_core::Identity::current_process();
-    /// assert_eq!(s.release(&me, p, &ProcLiveness), Err(RobustError::Overflow));
+    /// assert_eq!(s.release(&me, p, None, &ProcLiveness), Err(RobustError::Overflow));
     /// s.try_acquire(&me, p, &ProcLiveness).unwrap();
-    /// assert_eq!(s.release(&me, p, &ProcLiveness), Ok(()));
+    /// assert_eq!(s.release(&me, p, None, &ProcLiveness), Ok(()));
     /// ```
-    pub fn release(&self, me: &Owner, holder: Identity, check: &impl OwnerCheck) -> Result<(), RobustError> {
-        self.give_back(me, holder, check, true)
+    pub fn release(
+        &self,
+        me: &Owner,
+        holder: Identity,
+        deadline: Option<Deadline>,
+        check: &impl OwnerCheck,
+    ) -> Result<(), RobustError> {
+        self.give_back(me, holder, deadline, check, true)
     }
 
     /// Returns a permit `holder` holds; [`RobustError::NotHeld`] (and nothing
@@ -471,21 +484,28 @@ impl RawRobustSemaphore {
     /// let s = RawRobustSemaphore::new(1, u32::MAX);
     /// let me = Owner::current();
     /// let p = shmproc_core::Identity::current_process();
-    /// assert_eq!(s.release_held(&me, p, &ProcLiveness), Err(RobustError::NotHeld));
+    /// assert_eq!(s.release_held(&me, p, None, &ProcLiveness), Err(RobustError::NotHeld));
     /// ```
-    pub fn release_held(&self, me: &Owner, holder: Identity, check: &impl OwnerCheck) -> Result<(), RobustError> {
-        self.give_back(me, holder, check, false)
+    pub fn release_held(
+        &self,
+        me: &Owner,
+        holder: Identity,
+        deadline: Option<Deadline>,
+        check: &impl OwnerCheck,
+    ) -> Result<(), RobustError> {
+        self.give_back(me, holder, deadline, check, false)
     }
 
     fn give_back(
         &self,
         me: &Owner,
         holder: Identity,
+        deadline: Option<Deadline>,
         check: &impl OwnerCheck,
         unbalanced_ok: bool,
     ) -> Result<(), RobustError> {
         let r = self
-            .locked(me, None, check, || {
+            .locked(me, deadline, check, || {
                 if let Some(s) = self.slots.iter().find(|s| Self::is(s, holder) && s.held.load(Ordering::Relaxed) > 0)
                 {
                     let held = s.held.load(Ordering::Relaxed) - 1;
@@ -517,7 +537,8 @@ impl RawRobustSemaphore {
         r
     }
 
-    /// Reclaims the permits of dead holders now; returns the free count.
+    /// Reclaims the permits of dead holders now; returns the free count
+    /// (`None`: the internal lock was not free before `deadline`).
     ///
     /// ```
     /// use shmproc_core::robust_semaphore::RawRobustSemaphore;
@@ -526,10 +547,10 @@ impl RawRobustSemaphore {
     /// let me = Owner::current();
     /// let p = Identity { id: 5, start: 9 };
     /// s.try_acquire(&me, p, &|_: u32, _: Option<u64>| true).unwrap();
-    /// assert_eq!(s.recover(&me, &|_: u32, _: Option<u64>| false), 1);
+    /// assert_eq!(s.recover(&me, None, &|_: u32, _: Option<u64>| false), Some(1));
     /// ```
-    pub fn recover(&self, me: &Owner, check: &impl OwnerCheck) -> u32 {
-        self.locked(me, None, check, || self.repair(check)).unwrap_or(0)
+    pub fn recover(&self, me: &Owner, deadline: Option<Deadline>, check: &impl OwnerCheck) -> Option<u32> {
+        self.locked(me, deadline, check, || self.repair(check))
     }
 }
 
@@ -557,15 +578,15 @@ mod tests {
         let d = Some(Deadline::after(Duration::from_millis(30)));
         assert_eq!(s.acquire(&me(), p(11), d, &ALIVE), Err(RobustError::Timeout));
         // p(11) holds none: an unbalanced release at the bound fails.
-        assert_eq!(s.release(&me(), p(11), &ALIVE), Err(RobustError::Overflow));
-        assert_eq!(s.release_held(&me(), p(11), &ALIVE), Err(RobustError::NotHeld));
-        assert_eq!(s.release(&me(), p(10), &ALIVE), Ok(()));
-        assert_eq!(s.release(&me(), p(10), &ALIVE), Ok(()));
+        assert_eq!(s.release(&me(), p(11), None, &ALIVE), Err(RobustError::Overflow));
+        assert_eq!(s.release_held(&me(), p(11), None, &ALIVE), Err(RobustError::NotHeld));
+        assert_eq!(s.release(&me(), p(10), None, &ALIVE), Ok(()));
+        assert_eq!(s.release(&me(), p(10), None, &ALIVE), Ok(()));
         assert_eq!(s.value(), 2);
-        assert_eq!(s.release(&me(), p(10), &ALIVE), Err(RobustError::Overflow));
+        assert_eq!(s.release(&me(), p(10), None, &ALIVE), Err(RobustError::Overflow));
         // Unbounded: unbalanced releases add permits.
         let u = RawRobustSemaphore::new(0, UNBOUNDED);
-        assert_eq!(u.release(&me(), p(1), &ALIVE), Ok(()));
+        assert_eq!(u.release(&me(), p(1), None, &ALIVE), Ok(()));
         assert_eq!(u.value(), 1);
     }
 
@@ -640,7 +661,7 @@ mod tests {
         let real = |pid: u32, _: Option<u64>| pid < 0xdead_0000;
         assert_eq!(s.acquire(&me(), p(10), d, &real), Ok(()));
         assert_eq!(s.try_acquire(&me(), p(10), &real), Err(RobustError::WouldBlock));
-        assert_eq!(s.release(&me(), p(10), &real), Ok(()));
+        assert_eq!(s.release(&me(), p(10), None, &real), Ok(()));
         assert_eq!(s.value(), 1);
         // A forged internal lock word naming us is taken over, not waited on.
         let _ = s.lock.try_lock(&me());

@@ -87,13 +87,13 @@ fuzz_target!(|data: &[u8]| {
                 let _ = s.acquire(&me, proc_, soon, &alive);
             }
             8 => {
-                let _ = s.release(&me, proc_, &alive);
+                let _ = s.release(&me, proc_, soon, &alive);
             }
             9 => {
-                let _ = s.release_held(&me, proc_, &alive);
+                let _ = s.release_held(&me, proc_, soon, &alive);
             }
             10 => {
-                let _ = s.recover(&me, &alive);
+                let _ = s.recover(&me, soon, &alive);
             }
             _ => {
                 let _ = (s.value(), s.held_by(proc_), s.max());

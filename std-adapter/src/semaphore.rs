@@ -564,7 +564,7 @@ impl RobustSemaphore {
     /// ```
     pub fn release(&self) -> Result<(), ReleaseError> {
         let me = crate::thread_id::owner();
-        self.raw().release(&me, this_process(), &ProcLiveness).map_err(|_| ReleaseError)
+        self.raw().release(&me, this_process(), None, &ProcLiveness).map_err(|_| ReleaseError)
     }
 
     /// Free permits now (a snapshot; Python's `get_value`).
@@ -601,7 +601,7 @@ impl RobustSemaphore {
     /// ```
     pub fn recover(&self) -> u32 {
         let me = crate::thread_id::owner();
-        self.raw().recover(&me, &ProcLiveness)
+        self.raw().recover(&me, None, &ProcLiveness).unwrap_or(0)
     }
 
     /// Acquires and returns a guard that returns the permit on drop
@@ -659,7 +659,7 @@ impl Drop for RobustPermit<'_> {
     fn drop(&mut self) {
         let me = crate::thread_id::owner();
         if me.pid == self.pid {
-            let _ = self.sem.raw().release_held(&me, this_process(), &ProcLiveness);
+            let _ = self.sem.raw().release_held(&me, this_process(), None, &ProcLiveness);
         }
     }
 }
