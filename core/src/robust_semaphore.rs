@@ -228,9 +228,7 @@ impl RawRobustSemaphore {
     }
 
     fn is(s: &Slot, holder: Identity) -> bool {
-        holder.id != 0
-            && s.pid.load(Ordering::Relaxed) == holder.id
-            && s.start.load(Ordering::Relaxed) == holder.start
+        holder.id != 0 && s.pid.load(Ordering::Relaxed) == holder.id && s.start.load(Ordering::Relaxed) == holder.start
     }
 
     /// Runs `f` under the internal lock, repairing first after a dead owner
@@ -506,8 +504,7 @@ impl RawRobustSemaphore {
     ) -> Result<(), RobustError> {
         let r = self
             .locked(me, deadline, check, || {
-                if let Some(s) = self.slots.iter().find(|s| Self::is(s, holder) && s.held.load(Ordering::Relaxed) > 0)
-                {
+                if let Some(s) = self.slots.iter().find(|s| Self::is(s, holder) && s.held.load(Ordering::Relaxed) > 0) {
                     let held = s.held.load(Ordering::Relaxed) - 1;
                     if held == 0 {
                         Self::clear(s);
@@ -656,7 +653,7 @@ mod tests {
         // Every record is taken by a live "process": no room, no permits.
         assert_eq!(s.try_acquire(&me(), p(10), &ALIVE), Err(RobustError::WouldBlock));
         assert_eq!(s.value(), 0); // the published count was rewritten
-        // Once they are judged dead, the bound comes back.
+                                  // Once they are judged dead, the bound comes back.
         let d = Some(Deadline::after(Duration::from_secs(5)));
         let real = |pid: u32, _: Option<u64>| pid < 0xdead_0000;
         assert_eq!(s.acquire(&me(), p(10), d, &real), Ok(()));

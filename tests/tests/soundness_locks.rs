@@ -14,8 +14,8 @@ use shmproc::core::owner::Owner;
 use shmproc::core::raw_mutex::RawMutex;
 use shmproc::core::region::kind;
 use shmproc::{
-    Array, BoundedSemaphore, Event, Identity, LockTimeoutError, Mutex, OwnerDied, PermitError, Process,
-    ReleaseError, RLock, RobustSemaphore, Segment, Semaphore, SharedMap, TryLockError, Value,
+    Array, BoundedSemaphore, Event, Identity, LockTimeoutError, Mutex, OwnerDied, PermitError, Process, RLock,
+    ReleaseError, RobustSemaphore, Segment, Semaphore, SharedMap, TryLockError, Value,
 };
 use shmproc_tests::{ensure, trials, TestResult, HANG_LIMIT};
 
