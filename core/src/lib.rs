@@ -13,7 +13,8 @@
 //! | [`region`] | the region header, object directory and validation |
 //! | [`raw_mutex`] | robust process-shared mutex (owner-died detection), recursive mode |
 //! | [`biased_lock`] | robust lock whose steady single-thread use costs no atomic read-modify-write |
-//! | [`semaphore`] | counting / bounded semaphore |
+//! | [`semaphore`] | counting / bounded semaphore (a dead holder's permit is lost, as in Python) |
+//! | [`robust_semaphore`] | semaphore whose permits come back when their holder's process dies |
 //! | [`event`] | event flag |
 //! | [`condvar`] | condition variable for the mutex |
 //! | [`barrier`] | barrier that breaks on timeout or a dead party |
@@ -51,6 +52,7 @@ pub mod peer_bytes;
 mod primitive;
 pub mod raw_mutex;
 pub mod region;
+pub mod robust_semaphore;
 pub mod semaphore;
 pub mod spsc;
 pub mod time;

@@ -121,7 +121,12 @@ pub enum LockError {
     WouldBlock,
     /// The deadline passed.
     Timeout,
-    /// The caller already holds this (non-recursive) lock.
+    /// The word names the caller: either it already holds this
+    /// (non-recursive) lock, or a peer *forged* the word with the caller's
+    /// tid and start time (both readable from `/proc`). The word alone cannot
+    /// tell the two apart; a caller that tracks, in private memory, which
+    /// locks it holds decides, and takes a forged lock over with
+    /// [`RawMutex::reclaim`].
     Deadlock,
 }
 
@@ -311,7 +316,7 @@ impl RawMutex {
                 }
                 continue;
             }
-            if self.is_owned_by(me) {
+            if self.names_caller(s, me) {
                 return Err(LockError::Deadlock);
             }
             if let Some(a) = self.take_over_if_dead(s, me, check) {
@@ -377,7 +382,7 @@ impl RawMutex {
                 }
                 continue;
             }
-            if self.is_owned_by(me) {
+            if self.names_caller(s, me) {
                 return Err(LockError::Deadlock);
             }
             if s & WAITERS == 0
@@ -402,6 +407,63 @@ impl RawMutex {
                     }
                 }
                 WaitOutcome::Woken | WaitOutcome::ValueChanged => {}
+            }
+        }
+    }
+
+    /// Whether state `s` names the caller's tid and nothing recorded says it
+    /// is another thread: the caller holds the lock, or the word was forged
+    /// (or left by a thread that had the caller's tid and died before
+    /// recording itself). Reported as [`LockError::Deadlock`] rather than
+    /// waited on: the caller is alive, so waiting for "the owner" to die or
+    /// unlock would never end. A recorded identity with the caller's tid but
+    /// another start time is a dead predecessor, taken over as usual.
+    #[inline]
+    fn names_caller(&self, s: u32, me: &Owner) -> bool {
+        s & TID_MASK == Self::my_tid(me)
+            && (self.owner_tid.load(Ordering::Relaxed) != me.thread.id
+                || self.owner_start.load(Ordering::Relaxed) == me.thread.start)
+    }
+
+    /// Takes over a lock whose word names the caller although the caller
+    /// knows, from its own private memory, that it does not hold it: the word
+    /// was forged by a peer (or left by a dead thread with the caller's tid).
+    /// That is a dead owner's word in effect, so the result is
+    /// [`Acquired::OwnerDied`]: the protected data may be in any state.
+    /// Fails with [`LockError::WouldBlock`] if the word no longer names the
+    /// caller (someone else changed it: lock normally again).
+    ///
+    /// Only for callers that track what they hold: reclaiming a lock the
+    /// caller does hold would give it two critical sections at once.
+    ///
+    /// ```
+    /// use shmproc_core::{owner::Owner, Identity};
+    /// use shmproc_core::raw_mutex::{Acquired, LockError, RawMutex};
+    /// let me = Owner { thread: Identity { id: 5, start: 7 }, pid: 5 };
+    /// let alive = |_: u32, _: Option<u64>| true;
+    /// let m = RawMutex::new();
+    /// let _ = m.try_lock(&me).unwrap(); // as if a peer wrote our identity...
+    /// assert_eq!(m.try_lock_checked(&me, &alive), Err(LockError::Deadlock));
+    /// // ...and we know we do not hold it: take it over.
+    /// assert_eq!(m.reclaim(&me), Ok(Acquired::OwnerDied));
+    /// assert!(m.unlock(&me));
+    /// assert_eq!(m.reclaim(&me), Err(LockError::WouldBlock));
+    /// ```
+    pub fn reclaim(&self, me: &Owner) -> Result<Acquired, LockError> {
+        let mine = Self::my_tid(me);
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            if s & TID_MASK != mine {
+                return Err(LockError::WouldBlock);
+            }
+            // Acquire, as every acquisition: pairs with the Release of
+            // whoever last unlocked.
+            match self.state.compare_exchange_weak(s, mine | (s & WAITERS), Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => {
+                    self.record(me);
+                    return Ok(Acquired::OwnerDied);
+                }
+                Err(cur) => s = cur,
             }
         }
     }
@@ -656,6 +718,36 @@ mod tests {
         m.state.store(WAITERS, Ordering::Relaxed);
         assert_eq!(m.lock(&b, None, &alive), Ok(Acquired::Locked));
         assert!(m.unlock(&b));
+    }
+
+    #[test]
+    fn forged_word_is_reported_not_waited_on() {
+        let m = RawMutex::new();
+        let me = owner(10);
+        let alive = |_: u32, _: Option<u64>| true;
+        // Only the word names us (side fields never recorded): before, the
+        // existence check of our own tid said "alive" and lock() waited forever.
+        m.state.store(10, Ordering::Relaxed);
+        assert_eq!(m.lock(&me, None, &alive), Err(LockError::Deadlock));
+        assert_eq!(m.try_lock_checked(&me, &alive), Err(LockError::Deadlock));
+        assert_eq!(m.reclaim(&me), Ok(Acquired::OwnerDied));
+        assert!(m.is_owned_by(&me));
+        assert!(m.unlock(&me));
+        // The word and our full identity: the same report.
+        m.state.store(10 | WAITERS, Ordering::Relaxed);
+        m.owner_tid.store(10, Ordering::Relaxed);
+        m.owner_start.store(7, Ordering::Relaxed);
+        assert_eq!(m.lock(&me, None, &alive), Err(LockError::Deadlock));
+        assert_eq!(m.reclaim(&me), Ok(Acquired::OwnerDied));
+        assert!(m.has_waiters());
+        assert!(m.unlock(&me));
+        // Our tid with another start time recorded: a dead predecessor.
+        m.state.store(10, Ordering::Relaxed);
+        m.owner_tid.store(10, Ordering::Relaxed);
+        m.owner_start.store(6, Ordering::Relaxed);
+        let by_start = |_: u32, start: Option<u64>| start == Some(7);
+        assert_eq!(m.lock(&me, None, &by_start), Ok(Acquired::OwnerDied));
+        assert!(m.unlock(&me));
     }
 
     #[test]

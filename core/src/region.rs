@@ -313,6 +313,14 @@ pub mod kind {
     /// assert_eq!(kind::SHARED_LIST, 11);
     /// ```
     pub const SHARED_LIST: u32 = 11;
+    /// A semaphore whose permits come back when their holder dies
+    /// (`RawRobustSemaphore`).
+    ///
+    /// ```
+    /// use shmproc_core::region::kind;
+    /// assert_eq!(kind::ROBUST_SEMAPHORE, 12);
+    /// ```
+    pub const ROBUST_SEMAPHORE: u32 = 12;
 }
 
 /// The region header at offset 0. All fields are atomics: a peer may write them

@@ -17,7 +17,8 @@
 //! # Robustness
 //!
 //! A holder that dies keeps its permit: a semaphore does not know who holds
-//! permits (as in Python). Waits always have a deadline path, and garbage
+//! permits (as in Python). [`robust_semaphore`](crate::robust_semaphore)
+//! records its holders and gives a dead holder's permits back. Waits always have a deadline path, and garbage
 //! values give wrong counts, never undefined behaviour or a hang beyond the
 //! caller's deadline.
 

@@ -23,11 +23,12 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use shmproc_core::owner::{Owner, ProcLiveness};
+use shmproc_core::owner::Owner;
 use shmproc_core::raw_mutex::{Acquired, RawMutex};
 use shmproc_core::region::{kind, RegionObject, OBJECT_ALIGN};
 
 use crate::error::Error;
+use crate::held::{Refused, Site};
 use crate::mutex::{LockResult, OwnerDied};
 use crate::object::{impl_handle_archive, Object};
 use crate::plain::Plain;
@@ -192,7 +193,19 @@ impl<T: Plain> Array<T> {
         self.obj.head::<ArrayHead>()
     }
 
+    fn site(&self) -> Site<'_> {
+        Site { raw: &self.head().lock, seg: self.obj.segment() }
+    }
+
     /// Locks the whole array; the guard derefs to `[T]`.
+    ///
+    /// A lock word forged by a peer to name this thread is taken over like a
+    /// dead owner's (`Err(OwnerDied(guard))`), as for [`Mutex::lock`](crate::Mutex::lock).
+    ///
+    /// # Panics
+    ///
+    /// If this thread already holds the array's lock (a bug in the caller,
+    /// judged from this thread's private memory, never from peer data).
     ///
     /// ```
     /// let a = shmproc::Array::<u32>::zeroed(3)?;
@@ -205,9 +218,11 @@ impl<T: Plain> Array<T> {
     /// ```
     pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
         let me = thread_id::owner();
-        let how = match self.head().lock.lock(&me, None, &ProcLiveness) {
+        let how = match self.site().lock(&me, None) {
             Ok(h) => h,
-            Err(e) => panic!("shmproc::Array locked twice by the same thread ({e:?})"),
+            Err(Refused::Reentered) => panic!("shmproc::Array locked twice by the same thread"),
+            // Without a deadline the site waits until it gets the lock.
+            Err(Refused::Timeout | Refused::WouldBlock) => return self.lock(),
         };
         let g = ArrayGuard { array: self, owner: me, _not_send: PhantomData };
         match how {
@@ -302,6 +317,6 @@ impl<T: Plain> DerefMut for ArrayGuard<'_, T> {
 
 impl<T: Plain> Drop for ArrayGuard<'_, T> {
     fn drop(&mut self) {
-        self.array.head().lock.unlock(&self.owner);
+        self.array.site().unlock(&self.owner);
     }
 }

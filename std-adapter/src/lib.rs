@@ -43,7 +43,7 @@
 //! | `cpu_count()` | [`cpu_count`] |
 //! | `Lock()` | [`Lock::new`] (`acquire`, or `lock`/`try_lock`/`lock_timeout` via `Mutex<()>`) |
 //! | `RLock()` | [`RLock::new`] |
-//! | `Semaphore(n)` / `BoundedSemaphore(n)` | [`Semaphore::new`] / [`BoundedSemaphore::new`] |
+//! | `Semaphore(n)` / `BoundedSemaphore(n)` | [`Semaphore::new`] / [`BoundedSemaphore::new`] (permits lost with a dead holder, as in Python); robust: [`Semaphore::robust`] / [`RobustSemaphore::bounded`] |
 //! | `sem.acquire()` / `acquire(timeout=t)` / `release()` / `with sem:` | [`Semaphore::acquire`] / [`Semaphore::acquire_timeout`] / [`Semaphore::release`] / [`Semaphore::access`] |
 //! | `Event()`: `set`, `clear`, `is_set`, `wait(timeout)` | [`Event::new`]: [`Event::set`], [`Event::clear`], [`Event::is_set`], [`Event::wait`] / [`Event::wait_timeout`] |
 //! | `Condition(lock)`: `wait`, `wait_for`, `notify`, `notify_all` | [`Condition::new`] with a [`Mutex`]: [`Condition::wait`], [`Condition::wait_while`], [`Condition::notify_one`], [`Condition::notify_all`] |
@@ -73,15 +73,16 @@
 //!
 //! | primitive | a peer process dies | a peer writes garbage |
 //! |---|---|---|
-//! | [`Mutex`], [`Lock`], [`RLock`], [`Value`], [`Array`] | holding the lock: the next acquirer gets `Err(OwnerDied(guard))` within ~20 ms (one liveness slice), the lock then works normally; waiting: nothing to clean up | any lock word is handled (a garbage owner is just a dead owner); the data may be garbage but is [`Plain`], so any bytes are a valid value |
-//! | [`Semaphore`], [`BoundedSemaphore`] | waiting: nothing to clean up; holding a permit: the permit is lost (as in Python); use `acquire_timeout` | wrong counts, never UB or a hang past a deadline |
+//! | [`Mutex`], [`Lock`], [`RLock`], [`Value`], [`Array`] (**robust**: owner-died recovery) | holding the lock: the next acquirer gets `Err(OwnerDied(guard))` within ~20 ms (one liveness slice), the lock then works normally; waiting: nothing to clean up | any lock word is handled (a garbage owner is just a dead owner); a word forged with the caller's own tid and start time is taken over as `OwnerDied` (each thread knows from private memory which locks it holds), never a panic; the data may be garbage but is [`Plain`], so any bytes are a valid value |
+//! | [`Semaphore`], [`BoundedSemaphore`] (**not robust**) | waiting: nothing to clean up; holding a permit: the permit is lost (as in Python); use `acquire_timeout` or [`RobustSemaphore`] | wrong counts, never UB or a hang past a deadline |
+//! | [`RobustSemaphore`] (**robust**) | holding permits: they come back to the next acquirer that finds none free, within ~20 ms (holders recorded by pid and start time, at most 32 processes at once: `TableFull` beyond); waiting: nothing to clean up | counts are derived from the holder table, never trusted; garbage records are cleared as dead: wrong counts, never UB, a panic or a hang past a deadline |
 //! | [`Event`] | nothing is owned: no effect | any non-zero flag reads as set |
 //! | [`Condition`] | nothing is owned; the mutex reports its own dead owner on re-lock | spurious wake-ups |
 //! | [`Barrier`] | a party that dies *while waiting* breaks the barrier for the others (`Broken`); one that dies before arriving looks slow: use `wait_timeout` | impossible counts break the barrier |
 //! | [`Queue`], [`JoinableQueue`] | a producer killed mid-message: nothing torn is ever delivered, the next producer takes its side over (byte ring) or its slot is skipped (slot ring); a consumer killed holding a message: that message is dropped (its out-of-line block freed) and the queue goes on; every sender gone (dropped or dead): receivers get `Disconnected`, and blocked senders when every receiver is gone; a consumer that dies before `task_done` leaves the task unfinished (use `join_timeout`) | lengths and positions checked, descriptors of out-of-line blocks checked against the segment file, messages validated (`Corrupt`) |
 //! | [`Pipe`] ends | frames are published whole, so a dead sender leaves nothing torn; the other end gets `Disconnected` | frames bounds-checked, messages validated |
 //! | [`Pool`] | a worker that dies fails exactly the task it ran (`WorkerDied`) and is replaced; a panicking task fails with `Panicked` and the worker goes on | results validated; a task rewritten in the queue fails with `Forged`, nothing runs |
-//! | [`SharedMap`], [`SharedList`] | a writer killed mid-update leaves the old or the new entry (duplicates resolved by version on the next access) | entries validated (`Corrupt`) |
+//! | [`SharedMap`], [`SharedList`] | a writer killed mid-update leaves the old or the new entry (duplicates resolved by version on the next access) | entries validated (`Corrupt`); a forged lock word is recovered from like a dead writer's |
 //! | [`Segment`] / regions | anonymous: freed with the last mapping; named: listed as stale, removable, also when the creator died mid-creation | opening validates magic, version, sizes, offsets and the file's size: a typed error; anonymous segments cannot be shrunk |
 //!
 //! ## Trust model
@@ -165,6 +166,7 @@ pub mod condition;
 mod error;
 pub mod event;
 mod globals;
+mod held;
 pub mod inspect;
 pub mod joinable;
 pub mod message;
@@ -210,7 +212,9 @@ pub use queue::{
 /// [`Message`]) without adding rkyv to `Cargo.toml`.
 pub use rkyv;
 pub use segment::{Segment, SegmentError, SegmentInfo, SegmentStatus};
-pub use semaphore::{BoundedSemaphore, ReleaseError, Semaphore, SemaphoreGuard};
+pub use semaphore::{
+    BoundedSemaphore, PermitError, ReleaseError, RobustPermit, RobustSemaphore, Semaphore, SemaphoreGuard,
+};
 pub use shared_map::{SharedError, SharedList, SharedMap};
 /// The `no_std` core: regions, futex, identities.
 pub use shmproc_core as core;

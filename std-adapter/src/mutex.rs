@@ -32,11 +32,12 @@ use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use shmproc_core::owner::{Owner, ProcLiveness};
-use shmproc_core::raw_mutex::{Acquired, LockError, OwnerInfo, RawMutex};
+use shmproc_core::raw_mutex::{Acquired, OwnerInfo, RawMutex};
 use shmproc_core::region::{kind, OBJECT_ALIGN};
 use shmproc_core::Deadline;
 
 use crate::error::Error;
+use crate::held::{Refused, Site};
 use crate::object::{impl_handle_archive, Object};
 use crate::plain::Plain;
 use crate::segment::Segment;
@@ -328,11 +329,24 @@ impl<T> Mutex<T> {
         }
     }
 
+    #[inline]
+    fn site(&self) -> Site<'_> {
+        Site { raw: self.raw(), seg: self.obj.segment() }
+    }
+
     /// Locks, blocking until the lock is free (or its owner is found dead).
+    ///
+    /// A lock word that names the calling thread although this thread does
+    /// not hold the lock (a peer wrote our tid and start time into it) is
+    /// taken over like a dead owner's: `Err(OwnerDied(guard))`. Which locks
+    /// a thread holds is tracked in private memory, so that forgery is never
+    /// mistaken for re-entrance.
     ///
     /// # Panics
     ///
-    /// If the calling thread already holds this lock (that would deadlock).
+    /// If the calling thread already holds this lock (that would deadlock):
+    /// a bug in the caller, judged from this thread's private memory, never
+    /// from anything a peer can write.
     ///
     /// ```
     /// let m = shmproc::Mutex::new(1i32)?;
@@ -346,34 +360,37 @@ impl<T> Mutex<T> {
     #[inline]
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
         let me = thread_id::owner();
-        match self.raw().lock(&me, None, &ProcLiveness) {
+        match self.site().lock(&me, None) {
             Ok(how) => self.guard(me, how),
-            Err(LockError::Deadlock) => panic!("shmproc::Mutex locked twice by the same thread"),
-            Err(e) => unreachable!("a lock without deadline cannot fail with {e:?}"),
+            Err(Refused::Reentered) => panic!("shmproc::Mutex locked twice by the same thread"),
+            // Without a deadline the site waits until it gets the lock.
+            Err(Refused::Timeout | Refused::WouldBlock) => self.lock(),
         }
     }
 
     /// Locks if that is possible right now. A lock whose owner is dead is
-    /// taken over (after one liveness check).
+    /// taken over (after one liveness check), as is a lock whose word was
+    /// forged to name this thread (see [`lock`](Mutex::lock)). A lock this
+    /// thread holds already gives `WouldBlock`.
     ///
     /// ```
     /// let m = shmproc::Mutex::new(0u8)?;
     /// let g = m.try_lock().ok().expect("free");
+    /// assert!(m.try_lock().is_err()); // held (by us)
     /// drop(g);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, TryLockError<MutexGuard<'_, T>>> {
         let me = thread_id::owner();
-        if let Ok(how) = self.raw().try_lock(&me) {
-            return self.guard(me, how).map_err(TryLockError::from);
-        }
-        match self.raw().try_lock_checked(&me, &ProcLiveness) {
+        match self.site().try_lock(&me) {
             Ok(how) => self.guard(me, how).map_err(TryLockError::from),
             Err(_) => Err(TryLockError::WouldBlock),
         }
     }
 
-    /// Locks, waiting at most `timeout`.
+    /// Locks, waiting at most `timeout`. A lock this thread holds already
+    /// gives `Timeout` at once; a forged word is taken over as in
+    /// [`lock`](Mutex::lock).
     ///
     /// ```
     /// use std::time::Duration;
@@ -391,7 +408,7 @@ impl<T> Mutex<T> {
     /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> Result<MutexGuard<'_, T>, LockTimeoutError<MutexGuard<'_, T>>> {
         let me = thread_id::owner();
-        match self.raw().lock(&me, Some(Deadline::after(timeout)), &ProcLiveness) {
+        match self.site().lock(&me, Some(Deadline::after(timeout))) {
             Ok(how) => self.guard(me, how).map_err(LockTimeoutError::from),
             Err(_) => Err(LockTimeoutError::Timeout),
         }
@@ -488,7 +505,7 @@ impl<T> DerefMut for MutexGuard<'_, T> {
 impl<T> Drop for MutexGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        self.mutex.raw().unlock(&self.owner);
+        self.mutex.site().unlock(&self.owner);
     }
 }
 
@@ -503,7 +520,7 @@ impl<'a, T> MutexGuard<'a, T> {
     /// relock.
     pub(crate) fn unlock_for_wait(self) -> &'a Mutex<T> {
         let m = self.mutex;
-        m.raw().unlock(&self.owner);
+        m.site().unlock(&self.owner);
         std::mem::forget(self);
         m
     }
@@ -667,15 +684,22 @@ impl RLock {
         self.obj.head::<RawMutex>()
     }
 
-    fn guard(&self, owner: Owner, how: Acquired) -> LockResult<RLockGuard<'_>> {
-        let g = RLockGuard { lock: self, owner, _not_send: PhantomData };
+    fn site(&self) -> Site<'_> {
+        Site { raw: self.raw(), seg: self.obj.segment() }
+    }
+
+    fn guard(&self, owner: Owner, (how, key): (Acquired, usize)) -> LockResult<RLockGuard<'_>> {
+        let g = RLockGuard { lock: self, owner, key, _not_send: PhantomData };
         match how {
             Acquired::Locked => Ok(g),
             Acquired::OwnerDied => Err(OwnerDied(g)),
         }
     }
 
-    /// Locks (again, if this thread already holds it).
+    /// Locks (again, if this thread already holds it). The levels are
+    /// counted in this thread's private memory, so a peer that forges the
+    /// word with this thread's identity cannot make it "re-enter" a lock it
+    /// does not hold: such a lock is taken over (`Err(OwnerDied(guard))`).
     ///
     /// ```
     /// let r = shmproc::RLock::new()?;
@@ -686,9 +710,11 @@ impl RLock {
     /// ```
     pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
         let me = thread_id::owner();
-        match self.raw().lock_recursive(&me, None, &ProcLiveness) {
+        match self.site().lock_recursive(&me, None, false) {
             Ok(how) => self.guard(me, how),
-            Err(e) => unreachable!("a recursive lock without deadline cannot fail with {e:?}"),
+            // Without a deadline the site waits until it gets the lock, and
+            // re-entrance is another level; try again should it ever refuse.
+            Err(_) => self.lock(),
         }
     }
 
@@ -704,7 +730,7 @@ impl RLock {
     /// ```
     pub fn try_lock(&self) -> Result<RLockGuard<'_>, TryLockError<RLockGuard<'_>>> {
         let me = thread_id::owner();
-        match self.raw().try_lock_recursive(&me, &ProcLiveness) {
+        match self.site().lock_recursive(&me, None, true) {
             Ok(how) => self.guard(me, how).map_err(TryLockError::from),
             Err(_) => Err(TryLockError::WouldBlock),
         }
@@ -720,7 +746,7 @@ impl RLock {
     /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> Result<RLockGuard<'_>, LockTimeoutError<RLockGuard<'_>>> {
         let me = thread_id::owner();
-        match self.raw().lock_recursive(&me, Some(Deadline::after(timeout)), &ProcLiveness) {
+        match self.site().lock_recursive(&me, Some(Deadline::after(timeout)), false) {
             Ok(how) => self.guard(me, how).map_err(LockTimeoutError::from),
             Err(_) => Err(LockTimeoutError::Timeout),
         }
@@ -756,12 +782,14 @@ impl_handle_archive!([] RLock, l => &l.obj, |seg, idx| RLock::from_parts(seg, id
 pub struct RLockGuard<'a> {
     lock: &'a RLock,
     owner: Owner,
+    /// The private record this level belongs to.
+    key: usize,
     _not_send: PhantomData<*const ()>,
 }
 
 impl Drop for RLockGuard<'_> {
     fn drop(&mut self) {
-        self.lock.raw().unlock_recursive(&self.owner);
+        self.lock.site().unlock_recursive(&self.owner, self.key);
     }
 }
 

@@ -1,9 +1,12 @@
 //! `Semaphore` and `BoundedSemaphore`, shared between processes.
 //!
-//! Robust to: dead waiters (nothing to clean up) and corrupt counts (wrong
-//! numbers, never undefined behaviour). Not robust to a *holder* dying: its
-//! permit is lost, as in Python, since a semaphore does not record who holds
-//! permits. Use a deadline (`acquire_timeout`) where that matters.
+//! [`Semaphore`] and [`BoundedSemaphore`] are robust to dead waiters (nothing
+//! to clean up) and corrupt counts (wrong numbers, never undefined
+//! behaviour), but **not** to a *holder* dying: its permit is lost, as in
+//! Python, since they do not record who holds permits, and a plain `acquire`
+//! may then block forever. Use a deadline (`acquire_timeout`), or
+//! [`RobustSemaphore`] ([`Semaphore::robust`]), whose permits come back when
+//! their holder's process dies.
 //!
 //! ```
 //! let sem = shmproc::Semaphore::new(2)?;
@@ -19,9 +22,11 @@ use std::fmt;
 use std::ops::Deref;
 use std::time::Duration;
 
+use shmproc_core::owner::ProcLiveness;
 use shmproc_core::region::kind;
+use shmproc_core::robust_semaphore::{RawRobustSemaphore, RobustError};
 use shmproc_core::semaphore::{RawSemaphore, SemaphoreError, UNBOUNDED};
-use shmproc_core::Deadline;
+use shmproc_core::{Deadline, Identity};
 
 use crate::error::Error;
 use crate::object::{impl_handle_archive, Object};
@@ -47,6 +52,11 @@ impl fmt::Display for ReleaseError {
 impl std::error::Error for ReleaseError {}
 
 /// A counting semaphore (Python's `Semaphore(value)`).
+///
+/// Its permits are **not robust**, as in Python: a process that dies holding
+/// one takes it with it, and a later `acquire` without a deadline can block
+/// forever. Use [`RobustSemaphore`] ([`Semaphore::robust`]) where holders may
+/// be killed.
 ///
 /// ```
 /// let slots = shmproc::Semaphore::new(2)?;
@@ -264,6 +274,8 @@ impl Drop for SemaphoreGuard<'_> {
 
 /// A semaphore whose `release` fails instead of raising the count above the
 /// initial value (Python's `BoundedSemaphore`). Derefs to [`Semaphore`].
+/// Not robust to a holder's death, like [`Semaphore`]; see
+/// [`RobustSemaphore::bounded`].
 ///
 /// ```
 /// let s = shmproc::BoundedSemaphore::new(2)?;
@@ -308,3 +320,346 @@ impl Deref for BoundedSemaphore {
 }
 
 impl_handle_archive!([] BoundedSemaphore, s => &s.0.obj, |seg, idx| Semaphore::from_parts(seg, idx).map(BoundedSemaphore));
+
+/// Why a [`RobustSemaphore`] did not give a permit.
+///
+/// ```
+/// let s = shmproc::RobustSemaphore::new(0)?;
+/// assert_eq!(s.try_acquire(), Err(shmproc::PermitError::WouldBlock));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PermitError {
+    /// No permit is free now (`try_acquire`).
+    WouldBlock,
+    /// None came before the timeout.
+    Timeout,
+    /// The holder table is full: [`HOLDERS`](shmproc_core::robust_semaphore::HOLDERS)
+    /// other live processes hold permits already.
+    TableFull,
+}
+
+impl fmt::Display for PermitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PermitError::WouldBlock => "no permit is free",
+            PermitError::Timeout => "timed out waiting for a permit",
+            PermitError::TableFull => "the semaphore's holder table is full",
+        })
+    }
+}
+
+impl std::error::Error for PermitError {}
+
+fn permit_error(e: RobustError) -> PermitError {
+    match e {
+        RobustError::WouldBlock => PermitError::WouldBlock,
+        RobustError::Timeout => PermitError::Timeout,
+        // Overflow (a process holding u32::MAX permits) and NotHeld do not
+        // come from acquiring; report them as "no room".
+        RobustError::TableFull | RobustError::Overflow | RobustError::NotHeld => PermitError::TableFull,
+    }
+}
+
+thread_local! {
+    static PROCESS: std::cell::Cell<Option<Identity>> = const { std::cell::Cell::new(None) };
+}
+
+/// The calling process as a permit holder (pid and start time), cached; a
+/// forked child (another pid) looks itself up again.
+fn this_process() -> Identity {
+    let pid = crate::thread_id::owner().pid;
+    PROCESS.with(|c| match c.get() {
+        Some(p) if p.id == pid => p,
+        _ => {
+            let p = Identity::current_process();
+            c.set(Some(p));
+            p
+        }
+    })
+}
+
+/// A counting semaphore whose permits come back when the process holding
+/// them dies: beyond Python, whose semaphores lose a dead holder's permit (as
+/// [`Semaphore`] does).
+///
+/// It records up to [`HOLDERS`](shmproc_core::robust_semaphore::HOLDERS)
+/// holder processes (pid and start time) in shared memory, under a robust
+/// lock. An acquirer that finds no free permit checks, before its first sleep
+/// and then every 20 ms, whether a recorded holder has died, and takes its
+/// permits back: a SIGKILLed holder's permits are free again within about
+/// 20 ms, wherever in `acquire` or `release` it was killed. Permits belong to
+/// the *process*: any of its threads may release them, and they come back
+/// when the process dies, not when a thread exits.
+///
+/// Costs more than [`Semaphore`]: every operation takes a short internal
+/// lock and scans the table (32 records). See
+/// [`shmproc_core::robust_semaphore`] for the algorithm.
+///
+/// ```
+/// use std::time::Duration;
+/// let sem = shmproc::RobustSemaphore::new(1)?;
+/// let s2 = sem.clone();
+/// // A child takes the only permit and is killed holding it.
+/// let mut child = shmproc::Process::spawn(move || {
+///     s2.acquire().unwrap();
+///     std::thread::sleep(Duration::from_secs(60));
+/// })?;
+/// while sem.value() > 0 {
+///     std::thread::sleep(Duration::from_millis(1));
+/// }
+/// child.kill()?;
+/// child.join()?;
+/// // Its permit comes back instead of being lost.
+/// let permit = sem.access_timeout(Duration::from_secs(10))?;
+/// drop(permit);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct RobustSemaphore {
+    obj: Object,
+}
+
+impl fmt::Debug for RobustSemaphore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RobustSemaphore").field("value", &self.value()).field("max", &self.raw().max()).finish()
+    }
+}
+
+impl Semaphore {
+    /// A [`RobustSemaphore`] with `value` permits: permits come back when
+    /// their holder's process dies.
+    ///
+    /// ```
+    /// let s = shmproc::Semaphore::robust(2)?;
+    /// let _p = s.access()?;
+    /// assert_eq!(s.value(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn robust(value: u32) -> Result<RobustSemaphore, Error> {
+        RobustSemaphore::new(value)
+    }
+}
+
+impl RobustSemaphore {
+    /// A robust semaphore with `value` permits, in a segment of its own;
+    /// `release` without `acquire` adds permits (Python's `Semaphore`).
+    ///
+    /// ```
+    /// let s = shmproc::RobustSemaphore::new(3)?;
+    /// assert_eq!(s.value(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(value: u32) -> Result<RobustSemaphore, Error> {
+        RobustSemaphore::create(None, "", value, UNBOUNDED)
+    }
+
+    /// A robust semaphore that never has more than `value` permits
+    /// (Python's `BoundedSemaphore`): a `release` that would exceed it fails.
+    ///
+    /// ```
+    /// let s = shmproc::RobustSemaphore::bounded(1)?;
+    /// assert_eq!(s.release(), Err(shmproc::ReleaseError));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn bounded(value: u32) -> Result<RobustSemaphore, Error> {
+        RobustSemaphore::create(None, "", value, value)
+    }
+
+    /// A robust semaphore named `name` in `seg`; `bounded` as in
+    /// [`bounded`](RobustSemaphore::bounded).
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// let s = shmproc::RobustSemaphore::new_in(&seg, "slots", 2, true)?;
+    /// assert_eq!(shmproc::RobustSemaphore::open_in(&seg, "slots")?.value(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new_in(seg: &Segment, name: &str, value: u32, bounded: bool) -> Result<RobustSemaphore, Error> {
+        RobustSemaphore::create(Some(seg), name, value, if bounded { value } else { UNBOUNDED })
+    }
+
+    fn create(seg: Option<&Segment>, name: &str, value: u32, max: u32) -> Result<RobustSemaphore, Error> {
+        let obj = Object::create(seg, name, kind::ROBUST_SEMAPHORE, std::mem::size_of::<RawRobustSemaphore>(), |p| {
+            // SAFETY: p is aligned and sized for a RawRobustSemaphore (atomics only).
+            unsafe { (*p.as_ptr().cast::<RawRobustSemaphore>()).init(value, max) }
+        })?;
+        Ok(RobustSemaphore { obj })
+    }
+
+    /// Opens the robust semaphore named `name` in `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 16)?;
+    /// let _s = shmproc::RobustSemaphore::new_in(&seg, "s", 1, false)?;
+    /// assert!(shmproc::RobustSemaphore::open_in(&seg, "s")?.try_acquire().is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_in(seg: &Segment, name: &str) -> Result<RobustSemaphore, Error> {
+        let size = std::mem::size_of::<RawRobustSemaphore>();
+        Ok(RobustSemaphore { obj: Object::open(seg, name, kind::ROBUST_SEMAPHORE, size)? })
+    }
+
+    fn from_parts(seg: Segment, index: u32) -> Result<RobustSemaphore, Error> {
+        let size = std::mem::size_of::<RawRobustSemaphore>();
+        Ok(RobustSemaphore { obj: Object::from_index(seg, index, kind::ROBUST_SEMAPHORE, size)? })
+    }
+
+    fn raw(&self) -> &RawRobustSemaphore {
+        self.obj.head::<RawRobustSemaphore>()
+    }
+
+    /// Takes a permit for this process, waiting as long as it takes (taking
+    /// back dead holders' permits meanwhile). Fails only with
+    /// [`PermitError::TableFull`].
+    ///
+    /// ```
+    /// let s = shmproc::RobustSemaphore::new(1)?;
+    /// s.acquire()?;
+    /// assert_eq!(s.held(), 1);
+    /// s.release()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn acquire(&self) -> Result<(), PermitError> {
+        let me = crate::thread_id::owner();
+        self.raw().acquire(&me, this_process(), None, &ProcLiveness).map_err(permit_error)
+    }
+
+    /// Takes a permit if one is free now.
+    ///
+    /// ```
+    /// let s = shmproc::RobustSemaphore::new(1)?;
+    /// assert!(s.try_acquire().is_ok());
+    /// assert_eq!(s.try_acquire(), Err(shmproc::PermitError::WouldBlock));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_acquire(&self) -> Result<(), PermitError> {
+        let me = crate::thread_id::owner();
+        self.raw().try_acquire(&me, this_process(), &ProcLiveness).map_err(permit_error)
+    }
+
+    /// Takes a permit, waiting at most `timeout`.
+    ///
+    /// ```
+    /// let s = shmproc::RobustSemaphore::new(0)?;
+    /// let r = s.acquire_timeout(std::time::Duration::from_millis(10));
+    /// assert_eq!(r, Err(shmproc::PermitError::Timeout));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<(), PermitError> {
+        let me = crate::thread_id::owner();
+        let d = Some(Deadline::after(timeout));
+        self.raw().acquire(&me, this_process(), d, &ProcLiveness).map_err(permit_error)
+    }
+
+    /// Returns a permit: one this process holds, or else (Python's `release`
+    /// without `acquire`) a new one, which fails with [`ReleaseError`] at a
+    /// bounded semaphore's bound.
+    ///
+    /// ```
+    /// let s = shmproc::RobustSemaphore::new(0)?;
+    /// s.release()?; // unbalanced: one more permit
+    /// assert_eq!(s.value(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn release(&self) -> Result<(), ReleaseError> {
+        let me = crate::thread_id::owner();
+        self.raw().release(&me, this_process(), None, &ProcLiveness).map_err(|_| ReleaseError)
+    }
+
+    /// Free permits now (a snapshot; Python's `get_value`).
+    ///
+    /// ```
+    /// assert_eq!(shmproc::RobustSemaphore::new(2)?.value(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn value(&self) -> u32 {
+        self.raw().value()
+    }
+
+    /// Permits this process holds (a snapshot).
+    ///
+    /// ```
+    /// let s = shmproc::RobustSemaphore::new(2)?;
+    /// let _p = s.access()?;
+    /// assert_eq!(s.held(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn held(&self) -> u32 {
+        self.raw().held_by(this_process())
+    }
+
+    /// Takes back, now, the permits of holders that died; returns the free
+    /// count. Acquirers do this by themselves when they find no permit.
+    ///
+    /// ```
+    /// let s = shmproc::RobustSemaphore::new(1)?;
+    /// assert_eq!(s.recover(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recover(&self) -> u32 {
+        let me = crate::thread_id::owner();
+        self.raw().recover(&me, None, &ProcLiveness).unwrap_or(0)
+    }
+
+    /// Acquires and returns a guard that returns the permit on drop
+    /// (Python's `with sem:`).
+    ///
+    /// ```
+    /// let s = shmproc::RobustSemaphore::new(1)?;
+    /// {
+    ///     let _p = s.access()?;
+    ///     assert_eq!(s.value(), 0);
+    /// }
+    /// assert_eq!(s.value(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn access(&self) -> Result<RobustPermit<'_>, PermitError> {
+        self.acquire()?;
+        Ok(RobustPermit { sem: self, pid: this_process().id })
+    }
+
+    /// Like [`access`](RobustSemaphore::access), waiting at most `timeout`.
+    ///
+    /// ```
+    /// let s = shmproc::RobustSemaphore::new(1)?;
+    /// let p = s.access_timeout(std::time::Duration::from_millis(10))?;
+    /// assert!(s.access_timeout(std::time::Duration::from_millis(10)).is_err());
+    /// drop(p);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn access_timeout(&self, timeout: Duration) -> Result<RobustPermit<'_>, PermitError> {
+        self.acquire_timeout(timeout)?;
+        Ok(RobustPermit { sem: self, pid: this_process().id })
+    }
+}
+
+impl_handle_archive!([] RobustSemaphore, s => &s.obj, |seg, idx| RobustSemaphore::from_parts(seg, idx));
+
+/// A permit of a [`RobustSemaphore`] held for a scope; returned on drop (if
+/// the process still holds one: a guard copied into a forked child returns
+/// nothing there, and a permit already taken back is not returned twice).
+///
+/// ```
+/// let s = shmproc::RobustSemaphore::new(1)?;
+/// let permit: shmproc::RobustPermit<'_> = s.access()?;
+/// drop(permit);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "if unused the permit is released immediately"]
+#[derive(Debug)]
+pub struct RobustPermit<'a> {
+    sem: &'a RobustSemaphore,
+    pid: u32,
+}
+
+impl Drop for RobustPermit<'_> {
+    fn drop(&mut self) {
+        let me = crate::thread_id::owner();
+        if me.pid == self.pid {
+            let _ = self.sem.raw().release_held(&me, this_process(), None, &ProcLiveness);
+        }
+    }
+}

@@ -38,13 +38,14 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use shmproc_core::owner::{Owner, ProcLiveness};
+use shmproc_core::owner::Owner;
 use shmproc_core::raw_mutex::{Acquired, RawMutex};
 use shmproc_core::region::{align_up, kind, RegionObject};
 
 use crate::bulk::{copy_block, with_message, BlockMut, Window, KIND_BLOCK, KIND_INLINE};
 use crate::channel_error::Failure;
 use crate::error::Error;
+use crate::held::{Refused, Site};
 use crate::message::{decode_copy, encode, Message};
 use crate::object::Object;
 use crate::segment::Segment;
@@ -191,7 +192,7 @@ struct Locked<'a> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        self.t.head().lock.unlock(&self.me);
+        self.t.site().unlock(&self.me);
     }
 }
 
@@ -325,14 +326,28 @@ impl Table {
         s.val_kind.store(u32::from(kind), Ordering::Relaxed);
     }
 
+    fn site(&self) -> Site<'_> {
+        Site { raw: &self.head().lock, seg: self.obj.segment() }
+    }
+
+    /// Takes the container's lock. A dead holder's lock, and a lock word
+    /// forged by a peer to name this thread (which this thread's private
+    /// memory says it does not hold), are taken over and `recover` repairs
+    /// the table.
+    ///
+    /// # Panics
+    ///
+    /// If this thread already holds the lock: a callback (`update`'s closure)
+    /// that re-enters the same container, a bug in the caller judged from
+    /// private memory, never from peer data.
     fn lock(&self, recover: impl FnOnce(&Table)) -> Locked<'_> {
         let me = thread_id::owner();
-        // A lock without deadline: Ok, or Deadlock if this thread already holds
-        // it (a callback re-entering the container): that is a bug in the caller.
-        match self.head().lock.lock(&me, None, &ProcLiveness) {
+        match self.site().lock(&me, None) {
             Ok(Acquired::Locked) => {}
             Ok(Acquired::OwnerDied) => recover(self),
-            Err(e) => panic!("shared container locked twice by one thread ({e:?})"),
+            Err(Refused::Reentered) => panic!("shared container locked twice by one thread"),
+            // Without a deadline the site waits until it gets the lock.
+            Err(Refused::Timeout | Refused::WouldBlock) => return self.lock(recover),
         }
         Locked { t: self, me }
     }
@@ -578,6 +593,11 @@ impl<K: Message, V: Message> SharedMap<K, V> {
     /// Atomically replaces the value of `key` by `f(old)` (`None` removes it,
     /// or leaves it absent); returns the old value. Across processes this is
     /// the way to do `d[k] += 1`.
+    ///
+    /// # Panics
+    ///
+    /// If `f` uses this same map (it runs under the map's lock, which is not
+    /// re-entrant).
     ///
     /// ```
     /// let m = shmproc::SharedMap::<String, u64>::with_capacity(8)?;

@@ -18,6 +18,7 @@ static ATFORK: Once = Once::new();
 
 extern "C" fn atfork_child() {
     reset_after_fork();
+    crate::held::reset_after_fork();
     // The child registers for the expedited barrier itself before its first
     // light fence (one atomic store here).
     shmproc_core::asymmetric_fence::after_fork_in_child();
