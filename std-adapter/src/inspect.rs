@@ -272,6 +272,7 @@ fn kind_name(k: u32) -> &'static str {
         kind::ARRAY => "array",
         kind::SHARED_MAP => "shared map",
         kind::SHARED_LIST => "shared list",
+        kind::ROBUST_SEMAPHORE => "robust semaphore",
         _ => "unknown",
     }
 }
