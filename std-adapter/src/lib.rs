@@ -183,6 +183,7 @@ pub mod shared_map;
 mod spawn;
 mod thread_id;
 pub mod value;
+pub mod wait;
 
 pub use array::{Array, ArrayGuard};
 pub use barrier::{Barrier, BarrierError, BarrierWaitResult};
@@ -196,7 +197,7 @@ pub use message::Message;
 pub use mutex::{Lock, LockResult, LockTimeoutError, Mutex, MutexGuard, OwnerDied, RLock, RLockGuard, TryLockError};
 pub use pipe::{Connection, Pipe, PipeReceiver, PipeSender, RecvBytesIntoError};
 pub use plain::Plain;
-pub use pool::{AsyncResult, Pool, PoolBuilder, PoolError, TaskError};
+pub use pool::{AsyncResult, MapResult, Pool, PoolBuilder, PoolError, TaskError};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Builder, ChildInfo, ChildResult, CurrentProcess,
     ParentProcess, Process, ProcessError,
@@ -216,6 +217,7 @@ pub use shared_map::{SharedError, SharedList, SharedMap};
 pub use shmproc_core as core;
 pub use shmproc_core::{Deadline, Identity};
 pub use value::Value;
+pub use wait::{wait, Waitable};
 
 /// Initialises shmproc. Call it first in `main`.
 ///

@@ -907,16 +907,20 @@ impl PoolInner {
 
     /// Waits for task `id`; returns its result, leaving a copy stored.
     fn wait_for(&self, id: u64, deadline: Option<Deadline>) -> Option<Result<Vec<u8>, TaskError>> {
+        // Results are collected at least once, even with a deadline that
+        // has passed (`ready`, `successful`).
+        let mut pumped = false;
         loop {
             let mut st = self.lock();
             let found = match st.done.get(&id) {
                 Some(r) => Some(Some(r.clone())),
                 None if !st.outstanding.contains(&id) => Some(Some(Err(TaskError::Closed))),
                 None => match deadline {
-                    Some(d) if d.has_passed() => Some(None),
+                    Some(d) if d.has_passed() && pumped => Some(None),
                     _ => None,
                 },
             };
+            pumped = true;
             if let Some(result) = found {
                 self.run_due(st);
                 return result;
