@@ -30,6 +30,38 @@
 //! until it has sent the result, so when a worker dies the parent can tell
 //! from the queue which task it held.
 //!
+//! Submitting never blocks. The shared task ring holds 1024 tasks; beyond
+//! that, tasks wait in a backlog in the parent's own memory (CPython keeps
+//! them in its task handler's queue) and move into the ring whenever the
+//! parent next calls into the pool, so `terminate()` is reachable right after
+//! submitting any number of tasks. As results, the backlog advances only
+//! while the parent calls in: a parent that submits 10,000 tasks and then
+//! does something else for a minute finds the first 1024 (and their results)
+//! done and the rest started when it next calls `get`, `wait`, `join`, ....
+//! After [`Pool::close`], workers that exit (`max_tasks_per_child`) or die
+//! are still replaced while tasks are waiting, so [`Pool::join`] returns
+//! once every task has run (CPython's bpo-10332).
+//!
+//! # Chunks, callbacks and context
+//!
+//! `map`, `starmap` and their `_async` forms cut the items into chunks as
+//! CPython does (about `len / (4 × processes)` items each), or into chunks of
+//! a given `chunksize` ([`Pool::map_chunked`], [`Pool::imap_chunked`],
+//! [`Pool::imap_unordered_chunked`], [`Pool::starmap_chunked`], and the
+//! `chunksize` argument of [`Pool::map_async_with`] and
+//! [`Pool::starmap_async_with`]); a chunk whose encoding would take more
+//! than half a message slot is halved. The `_with` forms take Python's
+//! `callback` (once, with every result in order) and `error_callback` (once,
+//! with the first failure).
+//!
+//! Task functions are `fn` pointers, which cannot capture. Python's
+//! `functools.partial(f, ctx)` shape is [`Pool::map_with`]`(&ctx, f, items)`
+//! with `f: fn(&C, A) -> R`: the context is encoded once per call and
+//! travels with each chunk (it is part of the chunk's argument bytes, so it
+//! is validated like them); for large read-only data, share it in a
+//! segment and pass the handle. Per-worker state set up once is
+//! [`PoolBuilder::initializer_with`]`(f, arg)` (Python's `initargs`).
+//!
 //! Workers are forked by default (a closure-free loop, so a fork is cheap and
 //! safe from a single-threaded parent); [`PoolBuilder::spawn_mode`] re-executes
 //! the binary instead (needs [`crate::init`] in `main`), which is the mode to
@@ -60,9 +92,14 @@
 //! nanoseconds) per task. What it does not cover: the *argument* bytes are not
 //! tagged; they are validated (rkyv bytecheck) like any message, so a peer
 //! rewriting them can change the data a parent-submitted function receives,
-//! never the code that runs. Processes forked from the parent after the pool
-//! was built carry a copy of its memory, key included: they are as trusted as
-//! the parent.
+//! never the code that runs. Every task shape (one item, a chunk, a chunk of
+//! pairs, a chunk with a context) goes through the same tagged message: the
+//! tag covers the trampoline that decodes the shape and the function it
+//! calls. An initializer and its argument never pass through shared memory
+//! (they travel with the rest of a worker's setup, by fork or in the sealed
+//! spawn payload), so they need no tag. Processes forked from the parent
+//! after the pool was built carry a copy of its memory, key included: they
+//! are as trusted as the parent.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -377,6 +414,9 @@ fn tramp_ctx<C: Message, A: Message, R: Message>(f: usize, arg: &[u8]) -> Result
     let out: Vec<R> = items.into_iter().map(|a| f(&ctx, a)).collect();
     encode(&out).map(|v| v.to_vec()).map_err(|e| format!("result: {e}"))
 }
+
+/// Turns one chunk into a task's argument bytes.
+type ChunkEncoder<'a, I> = dyn Fn(&Vec<I>) -> Result<Vec<u8>, TaskError> + 'a;
 
 /// Encodes one chunk of plain items.
 fn enc_chunk<I: Message>(chunk: &Vec<I>) -> Result<Vec<u8>, TaskError> {
@@ -1477,7 +1517,7 @@ impl Pool {
         &self,
         items: Vec<I>,
         size: Option<usize>,
-        enc: &dyn Fn(&Vec<I>) -> Result<Vec<u8>, TaskError>,
+        enc: &ChunkEncoder<'_, I>,
     ) -> Result<Vec<Vec<u8>>, TaskError> {
         let size = size.unwrap_or_else(|| self.chunk_size(items.len())).max(1);
         let mut out = Vec::new();
@@ -1490,7 +1530,7 @@ impl Pool {
     fn encode_chunk<I>(
         &self,
         mut chunk: Vec<I>,
-        enc: &dyn Fn(&Vec<I>) -> Result<Vec<u8>, TaskError>,
+        enc: &ChunkEncoder<'_, I>,
         out: &mut Vec<Vec<u8>>,
     ) -> Result<(), TaskError> {
         let bytes = enc(&chunk)?;
@@ -2077,6 +2117,29 @@ mod tests {
         }
         // The published test vector for the 8-byte message 00..07.
         assert_eq!(siphash24(key, &words[..1]), 0x93f5_f579_9a93_2462);
+    }
+
+    fn add_ctx(c: &u64, x: u64) -> u64 {
+        c + x
+    }
+
+    #[test]
+    fn context_arguments_are_checked() {
+        let f = add_ctx as fn(&u64, u64) -> u64 as usize;
+        let ctx = encode(&5u64).expect("ctx").to_vec();
+        let items = encode(&vec![1u64, 2]).expect("items").to_vec();
+        let mut good = (ctx.len() as u64).to_le_bytes().to_vec();
+        good.extend_from_slice(&ctx);
+        good.extend_from_slice(&items);
+        let out = tramp_ctx::<u64, u64, u64>(f, &good).expect("a good argument");
+        assert_eq!(decode_copy::<Vec<u64>>(&out).expect("result"), [6, 7]);
+        // Lengths a peer could write: past the end, huge, or no length at all.
+        for len in [good.len() as u64, u64::MAX, (ctx.len() + 1) as u64] {
+            let mut bad = good.clone();
+            bad[..8].copy_from_slice(&len.to_le_bytes());
+            assert!(tramp_ctx::<u64, u64, u64>(f, &bad).is_err(), "length {len}");
+        }
+        assert!(tramp_ctx::<u64, u64, u64>(f, &good[..5]).is_err());
     }
 
     #[test]

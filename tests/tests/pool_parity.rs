@@ -165,7 +165,8 @@ fn map_async_and_starmap_async_with_callbacks() -> TestResult {
     // No items: the callback at once with nothing.
     let empty = Arc::new(AtomicUsize::new(0));
     let e2 = empty.clone();
-    let r = pool.map_async_with(square, Vec::<u64>::new(), None, move |v| e2.store(v.len() + 1, Ordering::SeqCst), |_| {})?;
+    let r =
+        pool.map_async_with(square, Vec::<u64>::new(), None, move |v| e2.store(v.len() + 1, Ordering::SeqCst), |_| {})?;
     ensure!(r.get()?.is_empty() && empty.load(Ordering::SeqCst) == 1);
     pool.close();
     pool.join()?;
