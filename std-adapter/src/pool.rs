@@ -971,6 +971,24 @@ impl PoolInner {
         }
     }
 
+    /// Collects the results that are in, waiting up to `wait` for one.
+    fn collect(&self, wait: Duration) {
+        let mut st = self.lock();
+        self.pump(&mut st, wait);
+        self.run_due(st);
+    }
+
+    /// Whether task `id` has finished (`Some(succeeded)`), from what has
+    /// been collected so far.
+    fn peek(&self, id: u64) -> Option<bool> {
+        let st = self.lock();
+        match st.done.get(&id) {
+            Some(r) => Some(r.is_ok()),
+            None if !st.outstanding.contains(&id) => Some(false),
+            None => None,
+        }
+    }
+
     fn forget(&self, id: u64) {
         let mut st = self.lock();
         st.done.remove(&id);
@@ -1363,9 +1381,11 @@ impl<R: Message> MapResult<R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn successful(&self) -> Option<bool> {
+        let Some(first) = self.parts.first() else { return Some(true) };
+        first.inner.collect(Duration::ZERO);
         let mut all = true;
         for p in &self.parts {
-            match p.successful() {
+            match p.inner.peek(p.id) {
                 Some(false) => return Some(false),
                 Some(true) => {}
                 None => all = false,
@@ -1852,6 +1872,7 @@ impl Pool {
     ) -> impl Iterator<Item = Result<R, TaskError>> {
         let mut pending: Vec<Result<AsyncResult<R>, TaskError>> =
             items.into_iter().map(|a| self.apply_async(f, a)).collect();
+        let inner = self.inner.clone();
         std::iter::from_fn(move || {
             if pending.is_empty() {
                 return None;
@@ -1862,14 +1883,13 @@ impl Pool {
             loop {
                 for i in 0..pending.len() {
                     if let Ok(r) = &pending[i] {
-                        if r.ready() {
+                        if r.inner.peek(r.id).is_some() {
                             return Some(pending.swap_remove(i).and_then(|r| r.get()));
                         }
                     }
                 }
-                if let Ok(r) = &pending[0] {
-                    let _ = r.wait_timeout(CHECK);
-                }
+                // Until any result comes in.
+                inner.collect(CHECK);
             }
         })
     }
@@ -1944,14 +1964,12 @@ impl Pool {
             if pending.is_empty() {
                 return None;
             }
-            match pending.iter().position(|r| r.ready()) {
+            match pending.iter().position(|r| r.inner.peek(r.id).is_some()) {
                 Some(i) => match pending.swap_remove(i).get() {
                     Ok(v) => ready = v.into_iter(),
                     Err(e) => return Some(Err(e)),
                 },
-                None => {
-                    let _ = pending[0].wait_timeout(CHECK);
-                }
+                None => pending[0].inner.collect(CHECK),
             }
         })
     }
