@@ -60,10 +60,16 @@
 //! | `Pipe()` / `Pipe(duplex=False)` | [`Pipe::duplex`] / [`Pipe::oneway`] |
 //! | `conn.send`, `recv`, `poll(t)`, `send_bytes`, `recv_bytes`, `recv_bytes_into`, `close` | [`Connection::send`], [`Connection::recv`], [`Connection::poll`], [`Connection::send_bytes`], [`Connection::recv_bytes`], [`Connection::recv_bytes_into`], [`Connection::close`] |
 //! | `EOFError` from `recv` | [`RecvError::Disconnected`] |
-//! | `Pool(processes, initializer, maxtasksperchild)` | [`Pool::new`] / [`Pool::builder`]`().processes(n).initializer(f).max_tasks_per_child(k).build()` |
+//! | `Pool(processes, initializer, maxtasksperchild)` | [`Pool::new`] / [`Pool::builder`]`().processes(n).initializer(f).max_tasks_per_child(k).build()`; `Pool(0)` is [`PoolError::NoWorkers`] |
+//! | `Pool(initializer=f, initargs=(a, b))` | [`PoolBuilder::initializer_with`]`(f, (a, b))` |
 //! | `pool.apply`, `apply_async(f, args, callback, error_callback)` | [`Pool::apply`], [`Pool::apply_async`] / [`Pool::apply_async_with`] |
 //! | `AsyncResult.get(timeout)`, `ready`, `successful`, `wait` | [`AsyncResult::get`] / [`AsyncResult::get_timeout`], [`AsyncResult::ready`], [`AsyncResult::successful`], [`AsyncResult::wait`] |
 //! | `pool.map`, `imap`, `imap_unordered`, `starmap` | [`Pool::map`], [`Pool::imap`], [`Pool::imap_unordered`], [`Pool::starmap`] |
+//! | the same with `chunksize=n` | [`Pool::map_chunked`], [`Pool::imap_chunked`], [`Pool::imap_unordered_chunked`], [`Pool::starmap_chunked`] |
+//! | `pool.map_async(f, it, chunksize, callback, error_callback)`, `starmap_async` | [`Pool::map_async`] / [`Pool::map_async_with`], [`Pool::starmap_async`] / [`Pool::starmap_async_with`], giving a [`MapResult`] |
+//! | `pool.map(functools.partial(f, ctx), it)` | [`Pool::map_with`]`(&ctx, f, it)` with `f: fn(&C, A) -> R` (`fn` pointers cannot capture: the context travels as a message, once per chunk) |
+//! | `multiprocessing.connection.wait(objects, timeout)` | [`wait()`]`(&[&dyn `[`Waitable`]`], timeout)`: indices of the ready ones |
+//! | `p.sentinel` | [`Process::sentinel`] (the pidfd) |
 //! | `pool.close()`, `join()`, `terminate()` | [`Pool::close`], [`Pool::join`], [`Pool::terminate`] |
 //! | `Manager().dict()` / `Manager().list()` | [`SharedMap::with_capacity`] / [`SharedList::with_capacity`] (no server process) |
 //! | `shared_memory.SharedMemory(name, create=True)` | [`Segment::create_named`] / [`Segment::open`] |
@@ -185,6 +191,7 @@ pub mod shared_map;
 mod spawn;
 mod thread_id;
 pub mod value;
+pub mod wait;
 
 pub use array::{Array, ArrayGuard};
 pub use barrier::{Barrier, BarrierError, BarrierWaitResult};
@@ -198,7 +205,7 @@ pub use message::Message;
 pub use mutex::{Lock, LockResult, LockTimeoutError, Mutex, MutexGuard, OwnerDied, RLock, RLockGuard, TryLockError};
 pub use pipe::{Connection, Pipe, PipeReceiver, PipeSender, RecvBytesIntoError};
 pub use plain::Plain;
-pub use pool::{AsyncResult, Pool, PoolBuilder, PoolError, TaskError};
+pub use pool::{AsyncResult, MapResult, Pool, PoolBuilder, PoolError, TaskError};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Builder, ChildInfo, ChildResult, CurrentProcess,
     ParentProcess, Process, ProcessError,
@@ -220,6 +227,7 @@ pub use shared_map::{SharedError, SharedList, SharedMap};
 pub use shmproc_core as core;
 pub use shmproc_core::{Deadline, Identity};
 pub use value::Value;
+pub use wait::{wait, Waitable};
 
 /// Initialises shmproc. Call it first in `main`.
 ///

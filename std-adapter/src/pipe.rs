@@ -415,6 +415,12 @@ impl RxEnd {
         r?
     }
 
+    /// Whether a receive would not wait: a frame is there, or the pipe is
+    /// closed or has no sender left (for [`crate::wait()`]).
+    fn ready(&self) -> bool {
+        self.has_frame() || self.ch.ring.is_closed() || self.ch.presence(Role::Sender) == Presence::Absent
+    }
+
     fn poll(&self, timeout: Duration) -> bool {
         let ring = &self.ch.ring;
         if self.has_frame() {
@@ -704,6 +710,10 @@ pub struct Connection<T> {
 }
 
 impl<T> Connection<T> {
+    pub(crate) fn recv_ready(&self) -> bool {
+        self.rx.ready()
+    }
+
     fn new(tx: Channel, rx: Channel) -> Connection<T> {
         Connection { tx: TxEnd::new(tx), rx: RxEnd::new(rx), _t: PhantomData }
     }
@@ -779,6 +789,10 @@ pub struct PipeReceiver<T> {
 }
 
 impl<T> PipeReceiver<T> {
+    pub(crate) fn recv_ready(&self) -> bool {
+        self.rx.ready()
+    }
+
     /// Closes this end.
     ///
     /// ```

@@ -30,6 +30,38 @@
 //! until it has sent the result, so when a worker dies the parent can tell
 //! from the queue which task it held.
 //!
+//! Submitting never blocks. The shared task ring holds 1024 tasks; beyond
+//! that, tasks wait in a backlog in the parent's own memory (CPython keeps
+//! them in its task handler's queue) and move into the ring whenever the
+//! parent next calls into the pool, so `terminate()` is reachable right after
+//! submitting any number of tasks. As results, the backlog advances only
+//! while the parent calls in: a parent that submits 10,000 tasks and then
+//! does something else for a minute finds the first 1024 (and their results)
+//! done and the rest started when it next calls `get`, `wait`, `join`, ....
+//! After [`Pool::close`], workers that exit (`max_tasks_per_child`) or die
+//! are still replaced while tasks are waiting, so [`Pool::join`] returns
+//! once every task has run (CPython's bpo-10332).
+//!
+//! # Chunks, callbacks and context
+//!
+//! `map`, `starmap` and their `_async` forms cut the items into chunks as
+//! CPython does (about `len / (4 × processes)` items each), or into chunks of
+//! a given `chunksize` ([`Pool::map_chunked`], [`Pool::imap_chunked`],
+//! [`Pool::imap_unordered_chunked`], [`Pool::starmap_chunked`], and the
+//! `chunksize` argument of [`Pool::map_async_with`] and
+//! [`Pool::starmap_async_with`]); a chunk whose encoding would take more
+//! than half a message slot is halved. The `_with` forms take Python's
+//! `callback` (once, with every result in order) and `error_callback` (once,
+//! with the first failure).
+//!
+//! Task functions are `fn` pointers, which cannot capture. Python's
+//! `functools.partial(f, ctx)` shape is [`Pool::map_with`]`(&ctx, f, items)`
+//! with `f: fn(&C, A) -> R`: the context is encoded once per call and
+//! travels with each chunk (it is part of the chunk's argument bytes, so it
+//! is validated like them); for large read-only data, share it in a
+//! segment and pass the handle. Per-worker state set up once is
+//! [`PoolBuilder::initializer_with`]`(f, arg)` (Python's `initargs`).
+//!
 //! Workers are forked by default (a closure-free loop, so a fork is cheap and
 //! safe from a single-threaded parent); [`PoolBuilder::spawn_mode`] re-executes
 //! the binary instead (needs [`crate::init`] in `main`), which is the mode to
@@ -60,11 +92,16 @@
 //! nanoseconds) per task. What it does not cover: the *argument* bytes are not
 //! tagged; they are validated (rkyv bytecheck) like any message, so a peer
 //! rewriting them can change the data a parent-submitted function receives,
-//! never the code that runs. Processes forked from the parent after the pool
-//! was built carry a copy of its memory, key included: they are as trusted as
-//! the parent.
+//! never the code that runs. Every task shape (one item, a chunk, a chunk of
+//! pairs, a chunk with a context) goes through the same tagged message: the
+//! tag covers the trampoline that decodes the shape and the function it
+//! calls. An initializer and its argument never pass through shared memory
+//! (they travel with the rest of a worker's setup, by fork or in the sealed
+//! spawn payload), so they need no tag. Processes forked from the parent
+//! after the pool was built carry a copy of its memory, key included: they
+//! are as trusted as the parent.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard as StdGuard};
 use std::time::Duration;
@@ -150,6 +187,11 @@ pub enum PoolError {
     StillRunning,
     /// No randomness for the pool's task-authentication key.
     Random(std::io::Error),
+    /// A pool of zero workers was asked for (Python raises `ValueError`:
+    /// "Number of processes must be at least 1").
+    NoWorkers,
+    /// The initializer's argument could not be serialised.
+    InitArg(String),
 }
 
 impl fmt::Display for PoolError {
@@ -159,6 +201,8 @@ impl fmt::Display for PoolError {
             PoolError::Process(e) => write!(f, "pool worker: {e}"),
             PoolError::StillRunning => f.write_str("close() or terminate() the pool before join()"),
             PoolError::Random(e) => write!(f, "no randomness for the pool's key: {e}"),
+            PoolError::NoWorkers => f.write_str("a pool needs at least one worker process"),
+            PoolError::InitArg(m) => write!(f, "initializer argument: {m}"),
         }
     }
 }
@@ -169,7 +213,7 @@ impl std::error::Error for PoolError {
             PoolError::Shm(e) => Some(e),
             PoolError::Process(e) => Some(e),
             PoolError::Random(e) => Some(e),
-            PoolError::StillRunning => None,
+            PoolError::StillRunning | PoolError::NoWorkers | PoolError::InitArg(_) => None,
         }
     }
 }
@@ -219,9 +263,39 @@ struct ResultMsg {
 struct WorkerArgs {
     tasks: Receiver<TaskMsg>,
     results: Sender<ResultMsg>,
-    init: i64,
+    init: InitArgs,
     max_tasks: u64,
     key: [u64; 2],
+}
+
+/// A worker's initializer: the trampoline (0: none) and function as code
+/// offsets, and the encoded argument. It travels only in private memory (the
+/// forked worker's copy of `WorkerArgs`, or the sealed spawn payload), never
+/// through shared memory, so it needs no tag.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, Default)]
+struct InitArgs {
+    tramp: i64,
+    func: i64,
+    arg: Vec<u8>,
+}
+
+type InitTramp = fn(usize, &[u8]) -> Result<(), String>;
+
+fn init_unit(f: usize, _arg: &[u8]) -> Result<(), String> {
+    // SAFETY: `f` is a `fn()` of this image, chosen by the parent for this
+    // trampoline (private memory: see `InitArgs`).
+    let f: fn() = unsafe { std::mem::transmute::<usize, fn()>(f) };
+    f();
+    Ok(())
+}
+
+fn init_one<A: Message>(f: usize, arg: &[u8]) -> Result<(), String> {
+    let a = decode_copy::<A>(arg).map_err(|e| format!("initializer argument: {e}"))?;
+    // SAFETY: `f` is a `fn(A)` of this image, chosen by the parent for this
+    // trampoline instance (private memory: see `InitArgs`).
+    let f: fn(A) = unsafe { std::mem::transmute::<usize, fn(A)>(f) };
+    f(a);
+    Ok(())
 }
 
 /// The pool's private task-authentication key: 128 random bits from the
@@ -323,6 +397,32 @@ fn tramp_star<A: Message, B: Message, R: Message>(f: usize, arg: &[u8]) -> Resul
     encode(&out).map(|v| v.to_vec()).map_err(|e| format!("result: {e}"))
 }
 
+/// `f(&ctx, item)` over a chunk; the argument is the context's archive
+/// behind its length (8 bytes, little-endian), then the chunk's archive. The
+/// bytes come from shared memory: the length is checked, both archives
+/// validated.
+fn tramp_ctx<C: Message, A: Message, R: Message>(f: usize, arg: &[u8]) -> Result<Vec<u8>, String> {
+    let bad = || "argument: a context length past the end".to_owned();
+    let (len, rest) = arg.split_first_chunk::<8>().ok_or_else(bad)?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| bad())?;
+    let (ctx, items) = rest.split_at_checked(len).ok_or_else(bad)?;
+    let ctx = decode_copy::<C>(ctx).map_err(|e| format!("context: {e}"))?;
+    let items = decode_copy::<Vec<A>>(items).map_err(|e| format!("argument: {e}"))?;
+    // SAFETY: `f` is a `fn(&C, A) -> R` of this image, encoded for this
+    // trampoline instance (the task's tag covers both).
+    let f: fn(&C, A) -> R = unsafe { std::mem::transmute::<usize, fn(&C, A) -> R>(f) };
+    let out: Vec<R> = items.into_iter().map(|a| f(&ctx, a)).collect();
+    encode(&out).map(|v| v.to_vec()).map_err(|e| format!("result: {e}"))
+}
+
+/// Turns one chunk into a task's argument bytes.
+type ChunkEncoder<'a, I> = dyn Fn(&Vec<I>) -> Result<Vec<u8>, TaskError> + 'a;
+
+/// Encodes one chunk of plain items.
+fn enc_chunk<I: Message>(chunk: &Vec<I>) -> Result<Vec<u8>, TaskError> {
+    encode(chunk).map(|v| v.to_vec()).map_err(|e| TaskError::Message(e.to_string()))
+}
+
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_owned()
@@ -346,10 +446,15 @@ fn worker_main(args: WorkerArgs) -> i32 {
         let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         LAST_PANIC.with(|p| *p.borrow_mut() = Some(format!("{msg}{at}")));
     }));
-    if args.init != 0 {
-        // SAFETY: the parent encoded a `fn()` of this image.
-        let init: fn() = unsafe { std::mem::transmute::<usize, fn()>(fn_address(args.init)) };
-        init();
+    if args.init.tramp != 0 {
+        // SAFETY: the parent encoded an `InitTramp` of this image and the
+        // function it was monomorphised for; `WorkerArgs` reached this
+        // process through private memory only (see `InitArgs`).
+        let tramp: InitTramp = unsafe { std::mem::transmute::<usize, InitTramp>(fn_address(args.init.tramp)) };
+        if let Err(e) = tramp(fn_address(args.init.func), &args.init.arg) {
+            eprintln!("shmproc pool worker: {e}");
+            return 1;
+        }
     }
     let mut done = 0u64;
     loop {
@@ -416,7 +521,7 @@ fn worker_main(args: WorkerArgs) -> i32 {
 #[must_use]
 pub struct PoolBuilder {
     processes: usize,
-    initializer: Option<fn()>,
+    initializer: Option<InitArgs>,
     max_tasks_per_child: u64,
     spawn_mode: bool,
     allow_threaded_fork: bool,
@@ -439,15 +544,18 @@ impl Default for PoolBuilder {
 }
 
 impl PoolBuilder {
-    /// Number of workers (default: [`cpu_count`]).
+    /// Number of workers (default: [`cpu_count`]). Zero is refused by
+    /// [`build`](PoolBuilder::build) with [`PoolError::NoWorkers`], as Python
+    /// refuses `Pool(0)`.
     ///
     /// ```
     /// let pool = shmproc::Pool::builder().processes(3).build()?;
     /// assert_eq!(pool.worker_pids().len(), 3);
+    /// assert!(matches!(shmproc::Pool::builder().processes(0).build(), Err(shmproc::PoolError::NoWorkers)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn processes(mut self, n: usize) -> Self {
-        self.processes = n.max(1);
+        self.processes = n;
         self
     }
 
@@ -462,8 +570,45 @@ impl PoolBuilder {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn initializer(mut self, f: fn()) -> Self {
-        self.initializer = Some(f);
+        self.initializer = Some(InitArgs {
+            tramp: fn_offset(init_unit as InitTramp as usize),
+            func: fn_offset(f as usize),
+            arg: Vec::new(),
+        });
         self
+    }
+
+    /// A function each worker runs once when it starts, with an argument
+    /// (Python's `initializer=f, initargs=(arg,)`; several arguments: a
+    /// tuple). The argument is encoded once, here, and reaches each worker,
+    /// replacements included, through private memory (the fork copy or the
+    /// sealed spawn payload), as the rest of a worker's setup does.
+    ///
+    /// ```
+    /// static SCALE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    /// fn setup((scale, _name): (u64, String)) {
+    ///     SCALE.store(scale, std::sync::atomic::Ordering::Relaxed);
+    /// }
+    /// fn scaled(x: u64) -> u64 {
+    ///     x * SCALE.load(std::sync::atomic::Ordering::Relaxed)
+    /// }
+    /// let pool = shmproc::Pool::builder().processes(2).initializer_with(setup, (10, "db".to_string()))?.build()?;
+    /// assert_eq!(pool.map(scaled, [1, 2, 3])?, [10, 20, 30]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn initializer_with<A: Message>(mut self, f: fn(A), arg: A) -> Result<Self, PoolError> {
+        let arg = encode(&arg).map_err(|e| PoolError::InitArg(e.to_string()))?;
+        self.initializer = Some(InitArgs {
+            tramp: fn_offset(init_one::<A> as InitTramp as usize),
+            func: fn_offset(f as usize),
+            arg: arg.to_vec(),
+        });
+        Ok(self)
+    }
+
+    /// What workers get for their initializer.
+    fn init_args(&self) -> InitArgs {
+        self.initializer.clone().unwrap_or_default()
     }
 
     /// Replace each worker after it has run `k` tasks (0: never).
@@ -554,6 +699,9 @@ impl PoolBuilder {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn build(self) -> Result<Pool, PoolError> {
+        if self.processes == 0 {
+            return Err(PoolError::NoWorkers);
+        }
         // A slot ring: workers hold their task's slot while they run it.
         let tasks =
             Queue::<TaskMsg>::builder().capacity(self.capacity).message_size(self.message_size).slot_ring().build()?;
@@ -582,6 +730,10 @@ struct State {
     /// Callbacks whose results are in, run once the state lock is released
     /// (a callback may call into the pool).
     due: Vec<(Callback, Result<Vec<u8>, TaskError>)>,
+    /// Tasks submitted while the task ring was full, oldest first: they wait
+    /// here, in the parent, and move into the ring whenever the parent next
+    /// calls into the pool ([`PoolInner::feed`]), so submitting never blocks.
+    backlog: VecDeque<TaskMsg>,
     closed: bool,
     terminated: bool,
 }
@@ -609,7 +761,7 @@ impl PoolInner {
         let args = WorkerArgs {
             tasks: self.tasks.receiver(),
             results: self.results.sender(),
-            init: self.config.initializer.map_or(0, |f| fn_offset(f as usize)),
+            init: self.config.init_args(),
             max_tasks: self.config.max_tasks_per_child,
             key: self.key,
         };
@@ -642,8 +794,29 @@ impl PoolInner {
         self.complete(st, msg.id, r);
     }
 
-    /// Collects available results; waits up to `wait` for one.
+    /// Moves backlogged tasks into the task ring while it has room.
+    fn feed(&self, st: &mut State) {
+        while let Some(msg) = st.backlog.front() {
+            match self.tasks.try_send(msg) {
+                Ok(()) => {
+                    st.backlog.pop_front();
+                }
+                Err(TrySendError::Full) => return,
+                Err(e) => {
+                    let id = msg.id;
+                    st.backlog.pop_front();
+                    self.complete(st, id, Err(TaskError::Message(e.to_string())));
+                }
+            }
+        }
+    }
+
+    /// Collects available results; waits up to `wait` for one. Backlogged
+    /// tasks move into the ring before and after (a worker frees its slot
+    /// just after sending its result, so with a backlog the wait is short).
     fn pump(&self, st: &mut State, wait: Duration) {
+        self.feed(st);
+        let wait = if st.backlog.is_empty() { wait } else { wait.min(Duration::from_millis(1)) };
         match self.results.recv_timeout(wait) {
             Ok(msg) => {
                 self.take_result(st, msg);
@@ -655,6 +828,7 @@ impl PoolInner {
             Err(RecvTimeoutError::Corrupt { .. } | RecvTimeoutError::Reentered) => {}
         }
         self.check_workers(st);
+        self.feed(st);
     }
 
     /// Finds dead workers, fails the tasks they held, replaces them.
@@ -674,7 +848,8 @@ impl PoolInner {
         // Which outstanding tasks are still in the task queue (waiting, or
         // held by a live worker)? Scan first, then drain results: a task
         // released after the scan has its result published before.
-        let mut present = HashSet::new();
+        // Backlogged tasks are not in the ring yet: nobody held them.
+        let mut present: HashSet<u64> = st.backlog.iter().map(|t| t.id).collect();
         let mut held_by_dead: HashMap<u64, u32> = HashMap::new();
         self.tasks.core_scan(|claimant, bytes| {
             if let Ok(t) = crate::message::decode_peer::<TaskMsg>(bytes) {
@@ -700,8 +875,11 @@ impl PoolInner {
             self.complete(st, id, Err(TaskError::WorkerDied { pid, signal }));
         }
         // The claimed slots of dead workers are freed by the ring's own
-        // recovery when producers need them.
-        if !st.closed && !st.terminated {
+        // recovery when producers need them. A closed pool still replaces
+        // workers (those that reached `max_tasks_per_child`, or died) while
+        // tasks are waiting, so every queued task runs and `join` returns
+        // (CPython's bpo-10332).
+        if !st.terminated && (!st.closed || !st.outstanding.is_empty()) {
             for _ in 0..dead.len() {
                 if let Ok(w) = self.start_worker() {
                     st.workers.push(w);
@@ -737,15 +915,23 @@ impl PoolInner {
         let tag = task_tag(self.key, id, tramp, func);
         let msg = TaskMsg { id, tramp, func, tag, arg: arg.to_vec() };
         st.outstanding.insert(id);
-        loop {
-            match self.tasks.try_send(&msg) {
-                Ok(()) => return Ok(id),
-                Err(TrySendError::Full) => self.pump(st, Duration::from_millis(1)),
-                Err(e) => {
-                    st.outstanding.remove(&id);
-                    st.callbacks.remove(&id);
-                    return Err(TaskError::Message(e.to_string()));
-                }
+        // Older backlogged tasks go first; a full ring parks the task in the
+        // backlog instead of blocking the caller (Python's task handler).
+        self.feed(st);
+        if !st.backlog.is_empty() {
+            st.backlog.push_back(msg);
+            return Ok(id);
+        }
+        match self.tasks.try_send(&msg) {
+            Ok(()) => Ok(id),
+            Err(TrySendError::Full) => {
+                st.backlog.push_back(msg);
+                Ok(id)
+            }
+            Err(e) => {
+                st.outstanding.remove(&id);
+                st.callbacks.remove(&id);
+                Err(TaskError::Message(e.to_string()))
             }
         }
     }
@@ -761,16 +947,20 @@ impl PoolInner {
 
     /// Waits for task `id`; returns its result, leaving a copy stored.
     fn wait_for(&self, id: u64, deadline: Option<Deadline>) -> Option<Result<Vec<u8>, TaskError>> {
+        // Results are collected at least once, even with a deadline that
+        // has passed (`ready`, `successful`).
+        let mut pumped = false;
         loop {
             let mut st = self.lock();
             let found = match st.done.get(&id) {
                 Some(r) => Some(Some(r.clone())),
                 None if !st.outstanding.contains(&id) => Some(Some(Err(TaskError::Closed))),
                 None => match deadline {
-                    Some(d) if d.has_passed() => Some(None),
+                    Some(d) if d.has_passed() && pumped => Some(None),
                     _ => None,
                 },
             };
+            pumped = true;
             if let Some(result) = found {
                 self.run_due(st);
                 return result;
@@ -778,6 +968,24 @@ impl PoolInner {
             let wait = deadline.map_or(CHECK, |d| d.remaining().min(CHECK));
             self.pump(&mut st, wait);
             self.run_due(st);
+        }
+    }
+
+    /// Collects the results that are in, waiting up to `wait` for one.
+    fn collect(&self, wait: Duration) {
+        let mut st = self.lock();
+        self.pump(&mut st, wait);
+        self.run_due(st);
+    }
+
+    /// Whether task `id` has finished (`Some(succeeded)`), from what has
+    /// been collected so far.
+    fn peek(&self, id: u64) -> Option<bool> {
+        let st = self.lock();
+        match st.done.get(&id) {
+            Some(r) => Some(r.is_ok()),
+            None if !st.outstanding.contains(&id) => Some(false),
+            None => None,
         }
     }
 
@@ -951,6 +1159,248 @@ impl<R> fmt::Debug for AsyncResult<R> {
     }
 }
 
+/// A map callback over the encoded chunks' results: decodes them and runs
+/// the user's callback, or says why they did not decode.
+type PartsCallback = Box<dyn FnOnce(Vec<Vec<u8>>) -> Result<(), TaskError> + Send>;
+type ErrorCallback = Box<dyn FnOnce(&TaskError) + Send>;
+type MapCallbacks = (PartsCallback, ErrorCallback);
+
+/// The callbacks of `map_async_with` and kin, the result type erased.
+fn map_callbacks<R, C, E>(callback: C, error_callback: E) -> MapCallbacks
+where
+    R: Message,
+    C: FnOnce(Vec<R>) + Send + 'static,
+    E: FnOnce(&TaskError) + Send + 'static,
+{
+    let ok: PartsCallback = Box::new(move |parts: Vec<Vec<u8>>| {
+        let mut out = Vec::new();
+        for b in parts {
+            out.extend(decode_copy::<Vec<R>>(&b).map_err(|e| TaskError::Message(e.to_string()))?);
+        }
+        callback(out);
+        Ok(())
+    });
+    (ok, Box::new(error_callback))
+}
+
+/// Gathers the chunks of a `map_async_with`/`starmap_async_with` call for
+/// its callbacks.
+struct MapAgg {
+    parts: Vec<Option<Vec<u8>>>,
+    left: usize,
+    failed: bool,
+    callback: Option<PartsCallback>,
+    error_callback: Option<ErrorCallback>,
+}
+
+impl MapAgg {
+    fn lock(agg: &StdMutex<MapAgg>) -> StdGuard<'_, MapAgg> {
+        agg.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Chunk `i` finished with `r`.
+    fn part_done(agg: &StdMutex<MapAgg>, i: usize, r: &Result<Vec<u8>, TaskError>) {
+        let mut a = Self::lock(agg);
+        match r {
+            Ok(bytes) => {
+                if let Some(slot) = a.parts.get_mut(i) {
+                    *slot = Some(bytes.clone());
+                }
+                a.left = a.left.saturating_sub(1);
+                if a.left == 0 {
+                    drop(a);
+                    Self::finish(agg);
+                }
+            }
+            Err(e) => Self::fail(a, e),
+        }
+    }
+
+    /// The first failure runs the error callback; later ones nothing.
+    fn fail(mut a: StdGuard<'_, MapAgg>, e: &TaskError) {
+        if a.failed {
+            return;
+        }
+        a.failed = true;
+        a.callback = None;
+        let cb = a.error_callback.take();
+        drop(a);
+        if let Some(cb) = cb {
+            cb(e);
+        }
+    }
+
+    /// Every chunk succeeded: the callback gets all results, in order.
+    fn finish(agg: &StdMutex<MapAgg>) {
+        let mut a = Self::lock(agg);
+        if a.failed {
+            return;
+        }
+        let Some(parts) = std::mem::take(&mut a.parts).into_iter().collect::<Option<Vec<_>>>() else {
+            return Self::fail(a, &TaskError::Closed);
+        };
+        let cb = a.callback.take();
+        let ecb = a.error_callback.take();
+        a.failed = true; // settled: nothing more runs
+        drop(a);
+        if let Some(cb) = cb {
+            if let Err(e) = cb(parts) {
+                if let Some(ecb) = ecb {
+                    ecb(&e);
+                }
+            }
+        }
+    }
+}
+
+/// The pending results of [`Pool::map_async`] and its kin (Python's
+/// `MapResult`): the results of every chunk, in item order.
+///
+/// ```
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// let pool = shmproc::Pool::new(2)?;
+/// let r: shmproc::pool::MapResult<u64> = pool.map_async(square, 0..4u64)?;
+/// assert_eq!(r.get()?, [0, 1, 4, 9]);
+/// assert_eq!(r.successful(), Some(true));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct MapResult<R> {
+    parts: Vec<AsyncResult<Vec<R>>>,
+}
+
+impl<R: Message> MapResult<R> {
+    /// Waits for every chunk; the results in item order, or the failure of
+    /// the first failed chunk (in item order).
+    ///
+    /// ```
+    /// fn inc(x: u8) -> u8 {
+    ///     x + 1
+    /// }
+    /// let pool = shmproc::Pool::new(1)?;
+    /// assert_eq!(pool.map_async(inc, [1, 2])?.get()?, [2, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get(&self) -> Result<Vec<R>, TaskError> {
+        let mut out = Vec::new();
+        for p in &self.parts {
+            out.extend(p.get()?);
+        }
+        Ok(out)
+    }
+
+    /// [`get`](MapResult::get), waiting at most `timeout` in all;
+    /// `Err(TaskError::Timeout)` if some chunk is not done by then.
+    ///
+    /// ```
+    /// fn slow(ms: u64) -> u64 {
+    ///     std::thread::sleep(std::time::Duration::from_millis(ms));
+    ///     ms
+    /// }
+    /// let pool = shmproc::Pool::new(1)?;
+    /// let r = pool.map_async(slow, [300])?;
+    /// assert!(matches!(r.get_timeout(std::time::Duration::from_millis(10)), Err(shmproc::TaskError::Timeout)));
+    /// assert_eq!(r.get()?, [300]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<R>, TaskError> {
+        let deadline = Deadline::after(timeout);
+        let mut out = Vec::new();
+        for p in &self.parts {
+            match p.inner.wait_for(p.id, Some(deadline)) {
+                Some(r) => out.extend(AsyncResult::<Vec<R>>::decode(r)?),
+                None => return Err(TaskError::Timeout),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits until every chunk has finished (successfully or not).
+    ///
+    /// ```
+    /// fn inc(x: u8) -> u8 {
+    ///     x + 1
+    /// }
+    /// let pool = shmproc::Pool::new(1)?;
+    /// let r = pool.map_async(inc, [1, 2])?;
+    /// r.wait();
+    /// assert!(r.ready());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait(&self) {
+        for p in &self.parts {
+            p.wait();
+        }
+    }
+
+    /// Waits at most `timeout` in all; returns whether every chunk finished.
+    ///
+    /// ```
+    /// fn inc(x: u8) -> u8 {
+    ///     x + 1
+    /// }
+    /// let pool = shmproc::Pool::new(1)?;
+    /// assert!(pool.map_async(inc, [1, 2])?.wait_timeout(std::time::Duration::from_secs(10)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let deadline = Deadline::after(timeout);
+        self.parts.iter().all(|p| p.inner.wait_for(p.id, Some(deadline)).is_some())
+    }
+
+    /// Whether every chunk has finished, or one has failed (then the result
+    /// is known to be a failure, as in Python). Collects results without
+    /// waiting.
+    ///
+    /// ```
+    /// fn inc(x: u8) -> u8 {
+    ///     x + 1
+    /// }
+    /// let pool = shmproc::Pool::new(1)?;
+    /// let r = pool.map_async(inc, [1, 2])?;
+    /// r.wait();
+    /// assert!(r.ready());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn ready(&self) -> bool {
+        self.successful().is_some()
+    }
+
+    /// `Some(true)` if every chunk succeeded, `Some(false)` once one failed,
+    /// `None` while neither is known.
+    ///
+    /// ```
+    /// fn inc(x: u8) -> u8 {
+    ///     x + 1
+    /// }
+    /// let pool = shmproc::Pool::new(1)?;
+    /// let r = pool.map_async(inc, [1, 2])?;
+    /// r.wait();
+    /// assert_eq!(r.successful(), Some(true));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn successful(&self) -> Option<bool> {
+        let Some(first) = self.parts.first() else { return Some(true) };
+        first.inner.collect(Duration::ZERO);
+        let mut all = true;
+        for p in &self.parts {
+            match p.inner.peek(p.id) {
+                Some(false) => return Some(false),
+                Some(true) => {}
+                None => all = false,
+            }
+        }
+        all.then_some(true)
+    }
+}
+
+impl<R> fmt::Debug for MapResult<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapResult").field("chunks", &self.parts.len()).finish()
+    }
+}
+
 fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
     let mut out = Vec::new();
     let mut it = items.into_iter().peekable();
@@ -1078,46 +1528,75 @@ impl Pool {
         (len / workers + usize::from(len % workers != 0)).max(1)
     }
 
-    /// Submits `items` in chunks to `tramp` (which runs `func` over a chunk)
-    /// and collects the results in order.
-    fn run_chunked<I: Message, R: Message>(
+    /// Cuts `items` into chunks of `size` (CPython's default when `None`) and
+    /// encodes each with `enc`, halving a chunk while its encoding would take
+    /// more than half a message slot (leaving room for results of similar
+    /// size): a chunk that fits a slot travels without a system call.
+    /// Results of any size come back (out of line when they are larger).
+    fn encode_chunks<I>(
         &self,
-        tramp: PoolTramp,
-        func: usize,
         items: Vec<I>,
-    ) -> Result<Vec<R>, TaskError> {
-        let size = self.chunk_size(items.len());
-        let mut pending = Vec::new();
-        for chunk in chunks(items, size) {
-            self.submit_chunk(tramp, func, chunk, &mut pending)?;
-        }
+        size: Option<usize>,
+        enc: &ChunkEncoder<'_, I>,
+    ) -> Result<Vec<Vec<u8>>, TaskError> {
+        let size = size.unwrap_or_else(|| self.chunk_size(items.len())).max(1);
         let mut out = Vec::new();
-        for r in pending {
-            out.extend(r.get()?);
+        for chunk in chunks(items, size) {
+            self.encode_chunk(chunk, enc, &mut out)?;
         }
         Ok(out)
     }
 
-    /// Submits one chunk, halving it while its encoding would take more than
-    /// half a message slot (leaving room for results of similar size): a
-    /// chunk that fits a slot travels without a system call. Results of any
-    /// size come back (out of line when they are larger).
-    fn submit_chunk<I: Message, R: Message>(
+    fn encode_chunk<I>(
+        &self,
+        mut chunk: Vec<I>,
+        enc: &ChunkEncoder<'_, I>,
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<(), TaskError> {
+        let bytes = enc(&chunk)?;
+        if bytes.len() > self.inner.config.message_size / 2 && chunk.len() > 1 {
+            let tail = chunk.split_off(chunk.len() / 2);
+            self.encode_chunk(chunk, enc, out)?;
+            return self.encode_chunk(tail, enc, out);
+        }
+        out.push(bytes);
+        Ok(())
+    }
+
+    /// Submits encoded chunks to `tramp` (which runs `func` over a chunk);
+    /// with `callbacks`, the first runs once with every result in order when
+    /// all chunks succeeded, the second once with the first failure.
+    fn submit_parts<R: Message>(
         &self,
         tramp: PoolTramp,
         func: usize,
-        mut chunk: Vec<I>,
-        out: &mut Vec<AsyncResult<Vec<R>>>,
-    ) -> Result<(), TaskError> {
-        let bytes = encode(&chunk).map_err(|e| TaskError::Message(e.to_string()))?;
-        if bytes.len() > self.inner.config.message_size / 2 && chunk.len() > 1 {
-            let tail = chunk.split_off(chunk.len() / 2);
-            self.submit_chunk(tramp, func, chunk, out)?;
-            return self.submit_chunk(tramp, func, tail, out);
+        parts: Vec<Vec<u8>>,
+        callbacks: Option<MapCallbacks>,
+    ) -> Result<MapResult<R>, TaskError> {
+        let agg = callbacks.map(|(ok, err)| {
+            Arc::new(StdMutex::new(MapAgg {
+                parts: vec![None; parts.len()],
+                left: parts.len(),
+                failed: false,
+                callback: Some(ok),
+                error_callback: Some(err),
+            }))
+        });
+        if let Some(agg) = &agg {
+            if parts.is_empty() {
+                MapAgg::finish(agg);
+            }
         }
-        let id = self.inner.submit(tramp, func, &bytes, None)?;
-        out.push(AsyncResult { inner: self.inner.clone(), id, _r: std::marker::PhantomData });
-        Ok(())
+        let mut out = Vec::with_capacity(parts.len());
+        for (i, bytes) in parts.iter().enumerate() {
+            let cb = agg.as_ref().map(|agg| {
+                let agg = agg.clone();
+                Box::new(move |r: &Result<Vec<u8>, TaskError>| MapAgg::part_done(&agg, i, r)) as Callback
+            });
+            let id = self.inner.submit(tramp, func, bytes, cb)?;
+            out.push(AsyncResult { inner: self.inner.clone(), id, _r: std::marker::PhantomData });
+        }
+        Ok(MapResult { parts: out })
     }
 
     /// Applies `f` to every item in parallel, in chunks, keeping the order.
@@ -1135,7 +1614,89 @@ impl Pool {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
     ) -> Result<Vec<R>, TaskError> {
-        self.run_chunked(tramp_chunk::<A, R>, f as usize, items.into_iter().collect())
+        self.map_async(f, items)?.get()
+    }
+
+    /// [`map`](Pool::map) with Python's `chunksize`: items travel to the
+    /// workers `chunksize` at a time (0 is taken as 1; a chunk too large for
+    /// half a message slot is still split).
+    ///
+    /// ```
+    /// fn double(x: i64) -> i64 {
+    ///     2 * x
+    /// }
+    /// let pool = shmproc::Pool::new(2)?;
+    /// assert_eq!(pool.map_chunked(double, 0..10, 3)?, (0..10).map(|x| 2 * x).collect::<Vec<_>>());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_chunked<A: Message, R: Message>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<Vec<R>, TaskError> {
+        let parts = self.encode_chunks(items.into_iter().collect(), Some(chunksize), &enc_chunk::<A>)?;
+        self.submit_parts::<R>(tramp_chunk::<A, R>, f as usize, parts, None)?.get()
+    }
+
+    /// Submits `f` over every item, in chunks; returns at once (Python's
+    /// `map_async`). The [`MapResult`] gives the results in order.
+    ///
+    /// ```
+    /// fn double(x: i64) -> i64 {
+    ///     2 * x
+    /// }
+    /// let pool = shmproc::Pool::new(2)?;
+    /// let r = pool.map_async(double, 0..100)?;
+    /// assert_eq!(r.get()?.len(), 100);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_async<A: Message, R: Message>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<MapResult<R>, TaskError> {
+        let parts = self.encode_chunks(items.into_iter().collect(), None, &enc_chunk::<A>)?;
+        self.submit_parts(tramp_chunk::<A, R>, f as usize, parts, None)
+    }
+
+    /// [`map_async`](Pool::map_async) with Python's `chunksize` (`None`: the
+    /// default), `callback` and `error_callback`: `callback` runs once with
+    /// every result in order when all chunks succeeded, `error_callback` once
+    /// with the first failure (then `callback` never runs). They run in this
+    /// process when the results are collected, as
+    /// [`apply_async_with`](Pool::apply_async_with)'s do; with no items,
+    /// `callback` runs at once with an empty `Vec`.
+    ///
+    /// ```
+    /// fn double(x: i64) -> i64 {
+    ///     2 * x
+    /// }
+    /// use std::sync::{Arc, Mutex};
+    /// let pool = shmproc::Pool::new(2)?;
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let s = seen.clone();
+    /// let r = pool.map_async_with(double, 0..5, Some(2), move |v| *s.lock().unwrap() = v, |e| eprintln!("{e}"))?;
+    /// r.wait();
+    /// assert_eq!(*seen.lock().unwrap(), [0, 2, 4, 6, 8]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_async_with<A, R, C, E>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+        callback: C,
+        error_callback: E,
+    ) -> Result<MapResult<R>, TaskError>
+    where
+        A: Message,
+        R: Message,
+        C: FnOnce(Vec<R>) + Send + 'static,
+        E: FnOnce(&TaskError) + Send + 'static,
+    {
+        let parts = self.encode_chunks(items.into_iter().collect(), chunksize, &enc_chunk::<A>)?;
+        self.submit_parts(tramp_chunk::<A, R>, f as usize, parts, Some(map_callbacks(callback, error_callback)))
     }
 
     /// Like [`map`](Pool::map) for two-argument functions (Python's `starmap`);
@@ -1154,7 +1715,119 @@ impl Pool {
         f: fn(A, B) -> R,
         items: impl IntoIterator<Item = (A, B)>,
     ) -> Result<Vec<R>, TaskError> {
-        self.run_chunked(tramp_star::<A, B, R>, f as usize, items.into_iter().collect::<Vec<_>>())
+        self.starmap_async(f, items)?.get()
+    }
+
+    /// [`starmap`](Pool::starmap) with Python's `chunksize` (0 is taken as 1).
+    ///
+    /// ```
+    /// fn add(a: u32, b: u32) -> u32 {
+    ///     a + b
+    /// }
+    /// let pool = shmproc::Pool::new(2)?;
+    /// assert_eq!(pool.starmap_chunked(add, [(1, 2), (3, 4), (5, 6)], 2)?, [3, 7, 11]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn starmap_chunked<A: Message, B: Message, R: Message>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+        chunksize: usize,
+    ) -> Result<Vec<R>, TaskError> {
+        let parts = self.encode_chunks(items.into_iter().collect(), Some(chunksize), &enc_chunk::<(A, B)>)?;
+        self.submit_parts::<R>(tramp_star::<A, B, R>, f as usize, parts, None)?.get()
+    }
+
+    /// Python's `starmap_async`: [`starmap`](Pool::starmap) that returns at
+    /// once.
+    ///
+    /// ```
+    /// fn add(a: u32, b: u32) -> u32 {
+    ///     a + b
+    /// }
+    /// let pool = shmproc::Pool::new(2)?;
+    /// assert_eq!(pool.starmap_async(add, [(1, 2), (3, 4)])?.get()?, [3, 7]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn starmap_async<A: Message, B: Message, R: Message>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+    ) -> Result<MapResult<R>, TaskError> {
+        let parts = self.encode_chunks(items.into_iter().collect(), None, &enc_chunk::<(A, B)>)?;
+        self.submit_parts(tramp_star::<A, B, R>, f as usize, parts, None)
+    }
+
+    /// [`starmap_async`](Pool::starmap_async) with `chunksize`, `callback`
+    /// and `error_callback`, as in [`map_async_with`](Pool::map_async_with).
+    ///
+    /// ```
+    /// fn div(a: u32, b: u32) -> u32 {
+    ///     a / b
+    /// }
+    /// use std::sync::{Arc, Mutex};
+    /// let pool = shmproc::Pool::new(2)?;
+    /// let failed = Arc::new(Mutex::new(None));
+    /// let f = failed.clone();
+    /// let r = pool.starmap_async_with(div, [(4, 2), (1, 0)], None, |_| {}, move |e| *f.lock().unwrap() = Some(e.clone()))?;
+    /// r.wait();
+    /// assert!(matches!(*failed.lock().unwrap(), Some(shmproc::TaskError::Panicked(_))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn starmap_async_with<A, B, R, C, E>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+        chunksize: Option<usize>,
+        callback: C,
+        error_callback: E,
+    ) -> Result<MapResult<R>, TaskError>
+    where
+        A: Message,
+        B: Message,
+        R: Message,
+        C: FnOnce(Vec<R>) + Send + 'static,
+        E: FnOnce(&TaskError) + Send + 'static,
+    {
+        let parts = self.encode_chunks(items.into_iter().collect(), chunksize, &enc_chunk::<(A, B)>)?;
+        self.submit_parts(tramp_star::<A, B, R>, f as usize, parts, Some(map_callbacks(callback, error_callback)))
+    }
+
+    /// `map` with a context: `f(&ctx, item)` for every item, in order
+    /// (Python's `pool.map(functools.partial(f, ctx), items)`; plain `fn`
+    /// pointers cannot capture, so the captured value travels as a message).
+    /// `ctx` is encoded once per call and travels with each chunk (about
+    /// `4 × processes` chunks by default, fewer with a larger `chunksize`):
+    /// fine for settings, keys and small tables; for large read-only data put
+    /// it in shared memory ([`Array`](crate::Array),
+    /// [`SharedMap`](crate::SharedMap), a [`Segment`](crate::Segment)) and
+    /// pass its handle as the context.
+    ///
+    /// ```
+    /// fn scale(factor: &u64, x: u64) -> u64 {
+    ///     factor * x
+    /// }
+    /// let pool = shmproc::Pool::new(2)?;
+    /// assert_eq!(pool.map_with(&3u64, scale, [1, 2, 3])?, [3, 6, 9]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_with<C: Message, A: Message, R: Message>(
+        &self,
+        ctx: &C,
+        f: fn(&C, A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>, TaskError> {
+        let ctx = encode(ctx).map_err(|e| TaskError::Message(e.to_string()))?;
+        let enc = |chunk: &Vec<A>| -> Result<Vec<u8>, TaskError> {
+            let items = encode(chunk).map_err(|e| TaskError::Message(e.to_string()))?;
+            let mut arg = Vec::with_capacity(8 + ctx.len() + items.len());
+            arg.extend_from_slice(&(ctx.len() as u64).to_le_bytes());
+            arg.extend_from_slice(&ctx);
+            arg.extend_from_slice(&items);
+            Ok(arg)
+        };
+        let parts = self.encode_chunks(items.into_iter().collect(), None, &enc)?;
+        self.submit_parts::<R>(tramp_ctx::<C, A, R>, f as usize, parts, None)?.get()
     }
 
     /// An iterator over `f(item)` results in order, each yielded as soon as
@@ -1199,6 +1872,7 @@ impl Pool {
     ) -> impl Iterator<Item = Result<R, TaskError>> {
         let mut pending: Vec<Result<AsyncResult<R>, TaskError>> =
             items.into_iter().map(|a| self.apply_async(f, a)).collect();
+        let inner = self.inner.clone();
         std::iter::from_fn(move || {
             if pending.is_empty() {
                 return None;
@@ -1209,14 +1883,93 @@ impl Pool {
             loop {
                 for i in 0..pending.len() {
                     if let Ok(r) = &pending[i] {
-                        if r.ready() {
+                        if r.inner.peek(r.id).is_some() {
                             return Some(pending.swap_remove(i).and_then(|r| r.get()));
                         }
                     }
                 }
-                if let Ok(r) = &pending[0] {
-                    let _ = r.wait_timeout(CHECK);
-                }
+                // Until any result comes in.
+                inner.collect(CHECK);
+            }
+        })
+    }
+
+    /// [`imap`](Pool::imap) with Python's `chunksize`: items travel
+    /// `chunksize` at a time (0 is taken as 1), results come back in item
+    /// order as their chunks finish. A failed chunk yields its failure once,
+    /// in place of its items.
+    ///
+    /// ```
+    /// fn inc(x: u32) -> u32 {
+    ///     x + 1
+    /// }
+    /// let pool = shmproc::Pool::new(2)?;
+    /// let out: Vec<u32> = pool.imap_chunked(inc, 0..10, 4).collect::<Result<_, _>>()?;
+    /// assert_eq!(out, (1..11).collect::<Vec<_>>());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn imap_chunked<A: Message, R: Message>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> impl Iterator<Item = Result<R, TaskError>> {
+        let parts = self
+            .encode_chunks(items.into_iter().collect(), Some(chunksize), &enc_chunk::<A>)
+            .and_then(|parts| self.submit_parts::<R>(tramp_chunk::<A, R>, f as usize, parts, None));
+        let pending: Vec<Result<AsyncResult<Vec<R>>, TaskError>> = match parts {
+            Ok(m) => m.parts.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e)],
+        };
+        pending.into_iter().flat_map(|r| match r.and_then(|r| r.get()) {
+            Ok(v) => v.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        })
+    }
+
+    /// [`imap_unordered`](Pool::imap_unordered) with Python's `chunksize`:
+    /// chunks in completion order, the items of a chunk in order.
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let pool = shmproc::Pool::new(2)?;
+    /// let mut got: Vec<u64> = pool.imap_unordered_chunked(square, 0..10u64, 3).collect::<Result<_, _>>()?;
+    /// got.sort();
+    /// assert_eq!(got, (0..10u64).map(|x| x * x).collect::<Vec<_>>());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn imap_unordered_chunked<A: Message, R: Message>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> impl Iterator<Item = Result<R, TaskError>> {
+        let parts = self
+            .encode_chunks(items.into_iter().collect(), Some(chunksize), &enc_chunk::<A>)
+            .and_then(|parts| self.submit_parts::<R>(tramp_chunk::<A, R>, f as usize, parts, None));
+        let (mut pending, mut failed) = match parts {
+            Ok(m) => (m.parts, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        let mut ready: std::vec::IntoIter<R> = Vec::new().into_iter();
+        std::iter::from_fn(move || loop {
+            if let Some(v) = ready.next() {
+                return Some(Ok(v));
+            }
+            if let Some(e) = failed.take() {
+                return Some(Err(e));
+            }
+            if pending.is_empty() {
+                return None;
+            }
+            match pending.iter().position(|r| r.inner.peek(r.id).is_some()) {
+                Some(i) => match pending.swap_remove(i).get() {
+                    Ok(v) => ready = v.into_iter(),
+                    Err(e) => return Some(Err(e)),
+                },
+                None => pending[0].inner.collect(CHECK),
             }
         })
     }
@@ -1289,6 +2042,7 @@ impl Pool {
         let mut st = self.inner.lock();
         st.terminated = true;
         st.closed = true;
+        st.backlog.clear();
         self.inner.tasks.close();
         for w in &st.workers {
             let _ = w.kill();
@@ -1381,6 +2135,29 @@ mod tests {
         }
         // The published test vector for the 8-byte message 00..07.
         assert_eq!(siphash24(key, &words[..1]), 0x93f5_f579_9a93_2462);
+    }
+
+    fn add_ctx(c: &u64, x: u64) -> u64 {
+        c + x
+    }
+
+    #[test]
+    fn context_arguments_are_checked() {
+        let f = add_ctx as fn(&u64, u64) -> u64 as usize;
+        let ctx = encode(&5u64).expect("ctx").to_vec();
+        let items = encode(&vec![1u64, 2]).expect("items").to_vec();
+        let mut good = (ctx.len() as u64).to_le_bytes().to_vec();
+        good.extend_from_slice(&ctx);
+        good.extend_from_slice(&items);
+        let out = tramp_ctx::<u64, u64, u64>(f, &good).expect("a good argument");
+        assert_eq!(decode_copy::<Vec<u64>>(&out).expect("result"), [6, 7]);
+        // Lengths a peer could write: past the end, huge, or no length at all.
+        for len in [good.len() as u64, u64::MAX, (ctx.len() + 1) as u64] {
+            let mut bad = good.clone();
+            bad[..8].copy_from_slice(&len.to_le_bytes());
+            assert!(tramp_ctx::<u64, u64, u64>(f, &bad).is_err(), "length {len}");
+        }
+        assert!(tramp_ctx::<u64, u64, u64>(f, &good[..5]).is_err());
     }
 
     #[test]

@@ -904,6 +904,30 @@ impl Process {
     pub fn signal(&self, sig: i32) -> Result<(), ProcessError> {
         self.shared.signal(sig)
     }
+
+    /// A descriptor that becomes readable once the child has exited
+    /// (Python's `sentinel`): the child's pidfd, for `poll(2)` or `epoll`
+    /// beside your own descriptors; it stays readable after the child is
+    /// reaped. `None` where the kernel has no pidfds (before Linux 5.3).
+    /// To wait on processes together with queues, pipes and events, use
+    /// [`crate::wait()`].
+    ///
+    /// ```
+    /// let mut p = shmproc::Process::spawn(|| ())?;
+    /// if let Some(fd) = p.sentinel() {
+    ///     use std::os::fd::AsRawFd;
+    ///     let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    ///     // SAFETY: one valid pollfd.
+    ///     assert_eq!(unsafe { libc::poll(&mut pfd, 1, 10_000) }, 1);
+    /// }
+    /// p.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn sentinel(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.shared.pidfd.as_ref().map(|fd| fd.as_fd())
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -432,6 +432,12 @@ impl Core {
         on_layout!(&self.ring, r => SharedRing::has_message(r))
     }
 
+    /// Whether a receive would not wait: a message is there, or the queue is
+    /// closed or has no sender left (for [`crate::wait()`]).
+    pub(crate) fn recv_ready(&self) -> bool {
+        self.has_message() || self.is_closed() || self.presence(Role::Sender) == Presence::Absent
+    }
+
     /// Writes one message with a raw `write` (the user's `send_with`), which
     /// gets [`message_size`](Core::message_size) bytes: it is never sent out
     /// of line. Waits for the producing side's lock (byte ring) until
@@ -1234,6 +1240,12 @@ macro_rules! handle_common {
 }
 
 handle_common!(Queue, true, true);
+
+impl<T> Receiver<T> {
+    pub(crate) fn recv_ready(&self) -> bool {
+        self.reg.core.recv_ready()
+    }
+}
 
 impl<T> Queue<T> {
     pub(crate) fn core(&self) -> &Arc<Core> {
