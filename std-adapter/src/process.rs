@@ -173,6 +173,52 @@ impl ChildResult for i32 {
     }
 }
 
+mod never {
+    /// Names the never type `!` on stable Rust: the output of a `fn() -> !`.
+    /// Public but unnameable outside the crate (a private module).
+    pub trait HasOutput {
+        /// The function's return type.
+        type Output;
+    }
+
+    impl<R> HasOutput for fn() -> R {
+        type Output = R;
+    }
+}
+
+/// `!`, the type of an expression that never finishes.
+type Never = <fn() -> ! as never::HasOutput>::Output;
+
+/// A child that never returns (`loop { .. }`, `std::process::exit`).
+///
+/// With this impl `Process::spawn(move || loop { .. })` compiles without
+/// relying on the never-type fallback to `()` (the
+/// `dependency_on_unit_never_type_fallback` lint, an error in edition 2024):
+///
+/// ```
+/// #![deny(warnings)]
+/// let p = shmproc::Process::spawn(move || loop {
+///     std::thread::sleep(std::time::Duration::from_secs(1));
+/// })?;
+/// p.kill()?;
+/// let mut p = p;
+/// assert_eq!(p.join()?, -libc::SIGKILL);
+/// let mut q = shmproc::Process::spawn(|| std::process::exit(3))?;
+/// assert_eq!(q.join()?, 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl ChildResult for Never {
+    fn exit_code(self) -> i32 {
+        match self {}
+    }
+}
+
+impl ChildResult for std::convert::Infallible {
+    fn exit_code(self) -> i32 {
+        match self {}
+    }
+}
+
 impl<T: ChildResult, E: fmt::Debug> ChildResult for Result<T, E> {
     fn exit_code(self) -> i32 {
         match self {
