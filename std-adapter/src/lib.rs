@@ -163,6 +163,7 @@ mod bulk;
 mod channel_error;
 pub mod condition;
 mod error;
+mod forkserver;
 pub mod event;
 mod globals;
 pub mod inspect;
@@ -198,8 +199,8 @@ pub use pipe::{Connection, Pipe, PipeReceiver, PipeSender, RecvBytesIntoError};
 pub use plain::Plain;
 pub use pool::{AsyncResult, Pool, PoolBuilder, PoolError, TaskError};
 pub use process::{
-    active_children, cpu_count, current_process, parent_process, Builder, ChildInfo, ChildResult, CurrentProcess,
-    ParentProcess, Process, ProcessError,
+    active_children, cpu_count, current_process, get_start_method, parent_process, set_start_method, Builder,
+    ChildInfo, ChildResult, CurrentProcess, ParentProcess, Process, ProcessError, StartMethod,
 };
 pub use queue::{
     Queue, QueueBuilder, Receiver, RecvError, RecvRef, RecvTimeoutError, SendError, SendTimeoutError, Sender,

@@ -97,8 +97,17 @@ pub enum ProcessError {
         /// Borrows alive in the process.
         borrows: usize,
     },
-    /// Spawn mode needs `shmproc::init()` at the top of `main`.
+    /// Spawn mode and the fork server need shmproc's start-up routing: the
+    /// constructor that runs before `main` on Linux, or [`crate::init`].
     InitNotCalled,
+    /// Starting or reaching the fork server failed.
+    ForkServer(io::Error),
+    /// A closure can only run in a forked child: [`Builder::spawn`] was given
+    /// another start method. Use [`Builder::spawn_fn`] with a `fn(A) -> R`.
+    ClosureNeedsFork {
+        /// The start method the builder asked for.
+        method: StartMethod,
+    },
     /// The argument could not be serialised.
     Serialize(String),
     /// The child was reaped by someone else (a `waitpid(-1)` outside this crate),
@@ -125,11 +134,18 @@ impl fmt::Display for ProcessError {
             ProcessError::ThreadedParent { threads } => write!(
                 f,
                 "refusing to fork a parent with {threads} threads (locks held by other threads would stay locked \
-                 in the child); use spawn mode (spawn_fn) or Builder::allow_threaded_fork"
+                 in the child); run a fn with spawn_fn (the fork server or spawn mode), or see \
+                 Builder::allow_threaded_fork"
             ),
             ProcessError::InitNotCalled => {
-                write!(f, "spawn mode requires shmproc::init() at the start of main")
+                write!(f, "spawn mode and the fork server need shmproc::init() at the start of main on this platform")
             }
+            ProcessError::ForkServer(e) => write!(f, "the fork server failed: {e}"),
+            ProcessError::ClosureNeedsFork { method } => write!(
+                f,
+                "a closure can only run in a forked child, not with the {} start method; use spawn_fn with a fn",
+                method.name()
+            ),
             ProcessError::Serialize(e) => write!(f, "serialising the argument failed: {e}"),
             ProcessError::Lost { pid } => write!(f, "child {pid} was reaped outside shmproc"),
         }
@@ -139,10 +155,136 @@ impl fmt::Display for ProcessError {
 impl std::error::Error for ProcessError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ProcessError::Fork(e) | ProcessError::Spawn(e) | ProcessError::Wait(e) | ProcessError::Signal(e) => Some(e),
+            ProcessError::Fork(e)
+            | ProcessError::Spawn(e)
+            | ProcessError::Wait(e)
+            | ProcessError::Signal(e)
+            | ProcessError::ForkServer(e) => Some(e),
             _ => None,
         }
     }
+}
+
+/// How a child process is started (Python's start methods).
+///
+/// * [`Fork`](StartMethod::Fork): `fork()` of the caller. Fastest; runs
+///   closures; only safe in a single-threaded parent (otherwise refused with
+///   [`ProcessError::ThreadedParent`]).
+/// * [`Spawn`](StartMethod::Spawn): re-executes the binary, which runs the
+///   `fn` and exits before `main`. Safe from any parent; slowest.
+/// * [`ForkServer`](StartMethod::ForkServer): a single-threaded server
+///   process (started on first use by re-executing the binary) forks the
+///   child; the child is still a child of the caller (pid, `join`, exit
+///   codes, signals). Safe from any parent; about as fast as fork once the
+///   server runs. See the module docs for where its children differ.
+///
+/// Closures ([`Builder::spawn`], [`Process::spawn`]) always fork; the start
+/// method applies to `fn`s ([`Builder::spawn_fn`], [`Process::spawn_fn`])
+/// and to [`Pool`](crate::Pool) workers. Unless set, per builder or
+/// process-wide ([`set_start_method`]), it is `Fork` in a single-threaded
+/// parent and `ForkServer` in a multi-threaded one ([`get_start_method`]).
+///
+/// ```
+/// use shmproc::{Process, StartMethod};
+/// fn twice(x: i32) -> i32 {
+///     2 * x
+/// }
+/// for m in [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer] {
+///     let mut p = Process::builder().start_method(m).spawn_fn(twice, 21)?;
+///     assert_eq!(p.join()?, 42);
+/// }
+/// # Ok::<(), shmproc::ProcessError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StartMethod {
+    /// `fork()` the caller.
+    Fork,
+    /// Re-execute the binary.
+    Spawn,
+    /// Have the fork server fork the child.
+    ForkServer,
+}
+
+impl StartMethod {
+    /// Python's name: `"fork"`, `"spawn"` or `"forkserver"`.
+    ///
+    /// ```
+    /// assert_eq!(shmproc::StartMethod::ForkServer.name(), "forkserver");
+    /// ```
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            StartMethod::Fork => "fork",
+            StartMethod::Spawn => "spawn",
+            StartMethod::ForkServer => "forkserver",
+        }
+    }
+
+    fn code(m: Option<StartMethod>) -> u8 {
+        match m {
+            None => 0,
+            Some(StartMethod::Fork) => 1,
+            Some(StartMethod::Spawn) => 2,
+            Some(StartMethod::ForkServer) => 3,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<StartMethod> {
+        match c {
+            1 => Some(StartMethod::Fork),
+            2 => Some(StartMethod::Spawn),
+            3 => Some(StartMethod::ForkServer),
+            _ => None,
+        }
+    }
+
+    /// The automatic choice: fork when it is safe, the fork server otherwise.
+    fn automatic() -> StartMethod {
+        if thread_count() > 1 {
+            StartMethod::ForkServer
+        } else {
+            StartMethod::Fork
+        }
+    }
+}
+
+static DEFAULT_METHOD: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Sets the process-wide start method for `fn`s and pool workers (Python's
+/// `set_start_method`); `None` returns to the automatic choice (`Fork` in a
+/// single-threaded process, `ForkServer` in a multi-threaded one). A
+/// builder's [`Builder::start_method`] overrides it.
+///
+/// ```
+/// use shmproc::StartMethod;
+/// shmproc::set_start_method(Some(StartMethod::Spawn));
+/// assert_eq!(shmproc::get_start_method(), StartMethod::Spawn);
+/// shmproc::set_start_method(None);
+/// assert_eq!(shmproc::get_start_method(), StartMethod::Fork); // single-threaded
+/// ```
+pub fn set_start_method(method: Option<StartMethod>) {
+    DEFAULT_METHOD.store(StartMethod::code(method), Ordering::Relaxed);
+}
+
+/// The start method a `fn` or pool worker started now without an explicit
+/// one would get (Python's `get_start_method`).
+///
+/// ```
+/// let m = shmproc::get_start_method();
+/// println!("children start with {}", m.name());
+/// ```
+#[must_use]
+pub fn get_start_method() -> StartMethod {
+    StartMethod::from_code(DEFAULT_METHOD.load(Ordering::Relaxed)).unwrap_or_else(StartMethod::automatic)
+}
+
+/// The pid of this process's fork server, if it runs one (for tests and
+/// diagnostics; the server is a child of this process but not a
+/// [`Process`]).
+#[doc(hidden)]
+#[must_use]
+pub fn forkserver_pid() -> Option<u32> {
+    crate::forkserver::server_pid()
 }
 
 /// What a child's function may return; turned into the exit code.
@@ -406,7 +548,7 @@ impl ChildShared {
     }
 }
 
-fn open_pidfd(pid: u32) -> Option<OwnedFd> {
+pub(crate) fn open_pidfd(pid: u32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags; it returns a new fd or -1.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if r < 0 {
@@ -511,6 +653,7 @@ pub struct Builder {
     name: Option<String>,
     daemon: bool,
     allow_threaded_fork: bool,
+    start_method: Option<StartMethod>,
 }
 
 impl Builder {
@@ -570,6 +713,27 @@ impl Builder {
     /// ```
     pub fn allow_threaded_fork(mut self, allow: bool) -> Builder {
         self.allow_threaded_fork = allow;
+        self
+    }
+
+    /// The start method for [`spawn_fn`](Builder::spawn_fn) (default: the
+    /// process-wide one, [`get_start_method`]). [`spawn`](Builder::spawn)
+    /// runs a closure and so always forks: it refuses any other method with
+    /// [`ProcessError::ClosureNeedsFork`].
+    ///
+    /// ```
+    /// use shmproc::{Process, StartMethod};
+    /// fn pid(_: ()) -> i32 {
+    ///     (std::process::id() % 100) as i32
+    /// }
+    /// let mut p = Process::builder().start_method(StartMethod::ForkServer).spawn_fn(pid, ())?;
+    /// assert_eq!(p.join()?, (p.pid() % 100) as i32);
+    /// let closure = Process::builder().start_method(StartMethod::Spawn).spawn(|| ());
+    /// assert!(matches!(closure, Err(shmproc::ProcessError::ClosureNeedsFork { .. })));
+    /// # Ok::<(), shmproc::ProcessError>(())
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> Builder {
+        self.start_method = Some(method);
         self
     }
 
@@ -633,6 +797,9 @@ impl Builder {
         F: FnOnce() -> R + 'static,
         R: ChildResult,
     {
+        if let Some(method) = self.start_method.filter(|m| *m != StartMethod::Fork) {
+            return Err(ProcessError::ClosureNeedsFork { method });
+        }
         let threads = thread_count();
         if threads > 1 && !self.allow_threaded_fork {
             return Err(ProcessError::ThreadedParent { threads });
@@ -694,20 +861,29 @@ impl Builder {
     /// ```
     pub fn spawn_fn<A, R>(self, f: fn(A) -> R, arg: A) -> Result<Process, ProcessError>
     where
-        A: Message,
+        A: Message + 'static,
         R: ChildResult + 'static,
     {
+        let method = self.start_method.unwrap_or_else(get_start_method);
+        if method == StartMethod::Fork {
+            return self.spawn(move || f(arg));
+        }
         if !crate::spawn::init_called() {
             return Err(ProcessError::InitNotCalled);
         }
         let (name, identity, daemon) = self.prepare()?;
         let payload = crate::spawn::Payload::new(f, &arg, &name, &identity, daemon, &parent_triple())?;
         let roles = payload.roles.clone();
-        let (pid, payload) = crate::spawn::spawn(payload, daemon)?;
+        let (pid, payload) = if method == StartMethod::Spawn {
+            let (pid, fd) = crate::spawn::spawn(payload, daemon)?;
+            (pid, Some(fd))
+        } else {
+            (crate::forkserver::spawn(&payload, daemon)?, None)
+        };
         if let Some(start) = shmproc_core::identity::start_time(pid) {
             crate::roles::register_spawned(Identity { id: pid, start }, &roles);
         }
-        Ok(self.finish(pid, name, daemon, Some(payload)))
+        Ok(self.finish(pid, name, daemon, payload))
     }
 
     fn finish(&self, pid: u32, name: String, daemon: bool, payload: Option<OwnedFd>) -> Process {
@@ -782,7 +958,7 @@ impl Process {
     /// ```
     pub fn spawn_fn<A, R>(f: fn(A) -> R, arg: A) -> Result<Process, ProcessError>
     where
-        A: Message,
+        A: Message + 'static,
         R: ChildResult + 'static,
     {
         Builder::new().spawn_fn(f, arg)

@@ -16,8 +16,12 @@ thread_local! {
 
 static ATFORK: Once = Once::new();
 
-extern "C" fn atfork_child() {
+/// What a freshly forked child must do first (the fork handler; the fork
+/// server's children call it directly, as their raw `clone` runs no
+/// handlers).
+pub(crate) extern "C" fn atfork_child() {
     reset_after_fork();
+    crate::forkserver::after_fork_in_child();
     // The child registers for the expedited barrier itself before its first
     // light fence (one atomic store here).
     shmproc_core::asymmetric_fence::after_fork_in_child();
