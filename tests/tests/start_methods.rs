@@ -362,3 +362,62 @@ fn client_sigkill_leaves_no_server_and_no_zombies() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// ------------------------------------- who may make a process serve ------
+
+/// Runs this test binary with `SHMPROC_FORKSERVER=value` (through `sh` when
+/// `via_sh`, so that the socket's creator is not the parent); returns the
+/// exit code, whether libtest's `main` ran, and stderr.
+fn run_with_server_env(value: &str, keep: Option<i32>, via_sh: bool) -> (Option<i32>, bool, String) {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = if via_sh {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg("\"$0\" --list; exit $?").arg(&exe);
+        c
+    } else {
+        let mut c = Command::new(&exe);
+        c.arg("--list");
+        c
+    };
+    cmd.env("SHMPROC_FORKSERVER", value);
+    if let Some(fd) = keep {
+        // SAFETY: only fcntl (async-signal-safe) between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                libc::fcntl(fd, libc::F_SETFD, 0);
+                Ok(())
+            });
+        }
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    (out.status.code(), stdout.contains(": test"), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn forged_fork_server_variables_are_refused() {
+    // Garbage, or descriptors that are not sockets: an error exit before main.
+    for value in ["", "x", "-1", "999", "0"] {
+        let (code, ran_main, err) = run_with_server_env(value, None, false);
+        assert_eq!(code, Some(1), "{value:?}: {err}");
+        assert!(!ran_main, "{value:?}");
+    }
+    // A socket created by someone other than the parent (here the parent is
+    // `sh`, another executable): refused too.
+    if !std::path::Path::new("/bin/sh").exists() {
+        println!("skipped the socket case: no /bin/sh");
+        return;
+    }
+    let mut sv = [-1; 2];
+    // SAFETY: `sv` has room for two descriptors.
+    assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) }, 0);
+    let (code, ran_main, err) = run_with_server_env(&sv[1].to_string(), Some(sv[1]), true);
+    // SAFETY: closing our own descriptors.
+    unsafe {
+        libc::close(sv[0]);
+        libc::close(sv[1]);
+    }
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!ran_main);
+    assert!(err.contains("not serving"), "{err}");
+}
