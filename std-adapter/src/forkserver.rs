@@ -451,9 +451,7 @@ fn serve(value: &str) -> i32 {
     // The client is gone: its daemon children go with it.
     for p in &daemons {
         // SAFETY: a valid pidfd; null siginfo means "as if by kill".
-        unsafe {
-            libc::syscall(libc::SYS_pidfd_send_signal, p.as_raw_fd(), libc::SIGKILL, std::ptr::null::<u8>(), 0)
-        };
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, p.as_raw_fd(), libc::SIGKILL, std::ptr::null::<u8>(), 0) };
     }
     0
 }

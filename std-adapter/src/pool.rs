@@ -30,10 +30,12 @@
 //! until it has sent the result, so when a worker dies the parent can tell
 //! from the queue which task it held.
 //!
-//! Workers are forked by default (a closure-free loop, so a fork is cheap and
-//! safe from a single-threaded parent); [`PoolBuilder::spawn_mode`] re-executes
-//! the binary instead (needs [`crate::init`] in `main`), which is the mode to
-//! use from a multi-threaded parent.
+//! Workers start with the default start method (see
+//! [`crate::StartMethod`]): forked in a single-threaded parent (a
+//! closure-free loop, so a fork is cheap and safe there), started by the fork
+//! server in a multi-threaded one (a `#[test]`, an async runtime), so
+//! `Pool::new(n)` works in both; [`PoolBuilder::start_method`] chooses one
+//! ([`PoolBuilder::spawn_mode`] is short for spawn mode).
 //!
 //! # Trust: tasks name code, so tasks are authenticated
 //!
@@ -45,7 +47,7 @@
 //! (a keyed pseudo-random function) over `(id, trampoline, function)` under a
 //! 128-bit key drawn from the kernel when the pool is built. The key lives only
 //! in private memory: the parent's, and each worker's copy (inherited at fork,
-//! or inside the sealed spawn payload for spawn-mode workers, see
+//! or inside the sealed payload for spawn-mode and fork-server workers, see
 //! [`crate::Process::spawn_fn`]); it is never written to shared memory. A peer
 //! that can write the queue but cannot read that private memory cannot make a
 //! tag for a pair the parent never submitted (short of guessing 64 bits), so a

@@ -1,28 +1,52 @@
 //! Child processes, the way Python's `multiprocessing.Process` runs them.
 //!
-//! Two start methods:
+//! Three start methods ([`StartMethod`]), as in Python:
 //!
-//! * **fork** ([`Process::spawn`], [`Builder::spawn`]): the child is a copy of the
-//!   parent and runs a closure. Fast, and everything the closure captured (and
-//!   every anonymous [`Segment`](crate::Segment) mapping) is there in the child.
+//! * **fork** ([`Process::spawn`], [`Builder::spawn`], and `fn`s with
+//!   [`StartMethod::Fork`]): the child is a copy of the parent. Fast, runs
+//!   closures, and everything the closure captured (and every anonymous
+//!   [`Segment`](crate::Segment) mapping) is there in the child.
 //!   **Only safe in a single-threaded parent**: after `fork()` only the calling
 //!   thread exists in the child, and any lock another thread held (stdout, a
 //!   user's mutex, a runtime's internals) stays locked forever. A fork from a
 //!   multi-threaded parent is therefore refused with
 //!   [`ProcessError::ThreadedParent`] unless the builder explicitly allows it
-//!   ([`Builder::allow_threaded_fork`]).
-//! * **spawn** ([`Process::spawn_fn`], [`Builder::spawn_fn`]): re-executes the
-//!   current binary (`/proc/self/exe`), which must call [`crate::init`] first in
-//!   `main`; the child runs a `fn(A) -> R` with the argument passed through rkyv.
-//!   Safe from any parent, including one running a tokio or zenoh runtime.
-//!   The function and argument travel in a sealed memfd named by the
-//!   `SHMPROC_SPAWN` variable; the child runs them only after checking that
-//!   its parent runs the same executable and holds that memfd, so whoever
-//!   else sets the variable cannot choose what it runs (an error exit
+//!   ([`Builder::allow_threaded_fork`]). Closures can only be forked.
+//! * **spawn** ([`StartMethod::Spawn`]): re-executes the current binary
+//!   (`/proc/self/exe`); the child runs a `fn(A) -> R` with the argument
+//!   passed through rkyv, and exits before the program's `main` runs (routed
+//!   by a constructor in `.init_array`, or by [`crate::init`] where that is
+//!   unavailable). Safe from any parent, including one running a tokio or
+//!   zenoh runtime. The function and argument travel in a sealed memfd named
+//!   by the `SHMPROC_SPAWN` variable; the child runs them only after checking
+//!   that its parent runs the same executable and holds that memfd, so
+//!   whoever else sets the variable cannot choose what it runs (an error exit
 //!   instead). This needs `/proc` and a parent the child may inspect (same
 //!   user, dumpable), and the parent keeps the memfd until it reaps the
 //!   child. Segment descriptors passed to the child are close-on-exec again
 //!   once it starts.
+//! * **forkserver** ([`StartMethod::ForkServer`]): a single-threaded server
+//!   process, started on first use by re-executing the binary, forks the
+//!   child on request, with `clone(CLONE_PARENT)` so that the child is a real
+//!   child of the caller (pid, [`Process::join`], exit codes, signals,
+//!   [`parent_process`] all as with fork). Safe from any parent, and after the
+//!   server's start almost as cheap as fork. The server exits when the
+//!   calling process does (or is killed), killing the daemon children it
+//!   started. Where its children differ: their stdio is the caller's at the
+//!   time the server started; a daemon child gets no parent-death signal (the
+//!   server kills it when the caller goes away instead, so if both are
+//!   SIGKILLed it keeps running); at most 252 segment descriptors per child.
+//!
+//! [`Builder::spawn_fn`] / [`Process::spawn_fn`] run a `fn` with the
+//! builder's [`Builder::start_method`], else the process-wide one
+//! ([`set_start_method`]), else automatically: fork in a single-threaded
+//! process, the fork server in a multi-threaded one (a `#[test]`, an async
+//! runtime). [`Pool`](crate::Pool) workers follow the same rule.
+//!
+//! No `init()` ritual: on Linux the crate routes re-executed children (spawn
+//! mode, the fork server) from a constructor that runs before `main`, so both
+//! work in test binaries, examples and programs whose `main` belongs to a
+//! framework. [`crate::init`] stays valid (and idempotent).
 //!
 //! Exit codes follow Python: 0 for a normal return, 1 for a panic (the message
 //! goes to stderr as usual), `n` for `std::process::exit(n)`, `-signal` when
@@ -844,20 +868,26 @@ impl Builder {
         Ok(self.finish(pid as u32, name, daemon, None))
     }
 
-    /// Re-executes the current binary and runs `f(arg)` in it (spawn mode).
-    /// `main` must call [`crate::init`] first.
+    /// Runs `f(arg)` in a child started with the builder's start method
+    /// (else the process-wide one, [`get_start_method`]: fork in a
+    /// single-threaded process, the fork server in a multi-threaded one).
+    /// The argument is moved into a forked child, or travels as an rkyv
+    /// archive (with the descriptors of any shmproc handles in it) to a
+    /// spawned or fork-server child.
     ///
     /// ```
     /// fn add_one(x: u32) -> i32 {
     ///     x as i32 + 1
     /// }
     ///
-    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
-    ///     shmproc::init();
-    ///     let mut p = shmproc::Process::builder().name("adder").spawn_fn(add_one, 41)?;
-    ///     assert_eq!(p.join()?, 42);
-    ///     Ok(())
-    /// }
+    /// let mut p = shmproc::Process::builder().name("adder").spawn_fn(add_one, 41)?;
+    /// assert_eq!(p.join()?, 42);
+    /// // From a multi-threaded process too (the fork server by default).
+    /// let t = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(300)));
+    /// let mut q = shmproc::Process::spawn_fn(add_one, 1)?;
+    /// assert_eq!(q.join()?, 2);
+    /// t.join().unwrap();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn spawn_fn<A, R>(self, f: fn(A) -> R, arg: A) -> Result<Process, ProcessError>
     where
@@ -941,20 +971,17 @@ impl Process {
         Builder::new().spawn(f)
     }
 
-    /// Re-executes this binary to run `f(arg)` (spawn mode; needs
-    /// [`crate::init`] at the top of `main`).
+    /// Runs `f(arg)` in a child with default settings and the default start
+    /// method (see [`Builder::spawn_fn`]).
     ///
     /// ```
     /// fn child(name: String) {
     ///     println!("hello, {name}");
     /// }
     ///
-    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
-    ///     shmproc::init();
-    ///     let mut p = shmproc::Process::spawn_fn(child, "spawned".to_string())?;
-    ///     assert_eq!(p.join()?, 0);
-    ///     Ok(())
-    /// }
+    /// let mut p = shmproc::Process::spawn_fn(child, "spawned".to_string())?;
+    /// assert_eq!(p.join()?, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn spawn_fn<A, R>(f: fn(A) -> R, arg: A) -> Result<Process, ProcessError>
     where

@@ -2,9 +2,12 @@
 //!
 //! The parent writes a payload into a `memfd` and starts `/proc/self/exe` (the
 //! very image it runs, even if the file was replaced since) with the fd number
-//! in `SHMPROC_SPAWN`. In the child, [`crate::init`] (called first in `main`)
-//! finds the variable, reads the payload, runs the function and exits; it
-//! never returns to the rest of `main`.
+//! in `SHMPROC_SPAWN`. In the child, a constructor in `.init_array`
+//! ([`ROUTE_BEFORE_MAIN`], which runs before `main`; or [`crate::init`] at
+//! the top of `main`, where no constructor runs) finds the variable, reads
+//! the payload, runs the function and exits; the program's `main` never
+//! runs there. The same constructor routes the fork server (see
+//! `forkserver.rs`), whose children run payloads of this format too.
 //!
 //! Functions travel as offsets from an anchor function in this crate: the child
 //! runs the same image, so `anchor + offset` is the same function even under
@@ -31,8 +34,8 @@
 //!   is the parent the payload names.
 //!
 //! This binary writes such payloads only in [`spawn`], for the functions its
-//! own code passes to `spawn_fn`, and `init` removes the variable from its own
-//! environment, so a variable set by anyone else never reaches a child of it.
+//! own code passes to `spawn_fn`, and the routing removes the variable from
+//! its own environment, so a variable set by anyone else never reaches a child of it.
 //! A payload that fails any check, or does not parse, ends the child with an
 //! error message and exit status 1: never a jump. The parent keeps its copy of
 //! the payload open until it has reaped the child.
@@ -379,7 +382,11 @@ static ROUTE_BEFORE_MAIN: extern "C" fn(libc::c_int, *const *const libc::c_char,
     route_before_main;
 
 #[cfg(target_os = "linux")]
-extern "C" fn route_before_main(_argc: libc::c_int, _argv: *const *const libc::c_char, _envp: *const *const libc::c_char) {
+extern "C" fn route_before_main(
+    _argc: libc::c_int,
+    _argv: *const *const libc::c_char,
+    _envp: *const *const libc::c_char,
+) {
     if std::panic::catch_unwind(init).is_err() {
         // SAFETY: ending the process without unwinding into C.
         unsafe { libc::_exit(1) };

@@ -383,10 +383,15 @@ fn reports_identity(expected_parent: u32) -> i32 {
 }
 
 fn exitcodes_follow_python_in_spawn_mode() -> TestResult {
-    let mut sum = Process::builder().start_method(StartMethod::Spawn).spawn_fn(sum_job, Job { name: "sum".into(), values: vec![10, 20, 12] })?;
+    let mut sum = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .spawn_fn(sum_job, Job { name: "sum".into(), values: vec![10, 20, 12] })?;
     let mut panics = Process::builder().start_method(StartMethod::Spawn).spawn_fn(panics_in_spawn, 0u8)?;
     let mut exits = Process::builder().start_method(StartMethod::Spawn).spawn_fn(exits_in_spawn, 7)?;
-    let mut ident = Process::builder().name("spawned").start_method(StartMethod::Spawn).spawn_fn(reports_identity, std::process::id())?;
+    let mut ident = Process::builder()
+        .name("spawned")
+        .start_method(StartMethod::Spawn)
+        .spawn_fn(reports_identity, std::process::id())?;
     let sleeper = Process::builder().start_method(StartMethod::Spawn).spawn_fn(sleeps_in_spawn, 60)?;
     ensure!(sum.join()? == 42);
     ensure!(panics.join()? == 1);

@@ -258,12 +258,7 @@ fn helper_client() {
         })
         .unwrap();
     let server = shmproc::process::forkserver_pid().unwrap();
-    let line = format!(
-        "PIDS {server} {} {} {}\n",
-        pid_list(&pool.worker_pids()),
-        plain.pid(),
-        forked.pid()
-    );
+    let line = format!("PIDS {server} {} {} {}\n", pid_list(&pool.worker_pids()), plain.pid(), forked.pid());
     let mut out = std::io::stdout();
     out.write_all(line.as_bytes()).unwrap();
     out.flush().unwrap();
@@ -410,7 +405,10 @@ fn forged_fork_server_variables_are_refused() {
     }
     let mut sv = [-1; 2];
     // SAFETY: `sv` has room for two descriptors.
-    assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) }, 0);
+    assert_eq!(
+        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) },
+        0
+    );
     let (code, ran_main, err) = run_with_server_env(&sv[1].to_string(), Some(sv[1]), true);
     // SAFETY: closing our own descriptors.
     unsafe {
