@@ -220,7 +220,7 @@ fn fork_server_children_from_many_threads() {
         .map(|t| {
             std::thread::spawn(move || {
                 for i in 0..5 {
-                    let code = (t * 10 + i) as i32;
+                    let code = t * 10 + i;
                     let mut p = Process::spawn_fn(exit_with, code).expect("start from a runtime thread");
                     assert_eq!(p.join().expect("join"), code);
                 }
