@@ -11,10 +11,11 @@
 //!   children (see `spawn.rs`) routes the server before `main` runs, so the
 //!   server never runs the program's `main` and has exactly one thread. It is
 //!   a child of the client.
-//! * **Requests**: the client writes the child's payload (the same encoding
-//!   as spawn mode: function offsets, rkyv argument, name, identity, parent)
-//!   into a sealed memfd and sends it, with the descriptors of the segments
-//!   the argument's handles use, in one message (`SCM_RIGHTS`). The server
+//! * **Requests**: the client sends the child's payload (the same encoding
+//!   as spawn mode: function offsets, rkyv argument, name, identity, parent;
+//!   in the message itself up to [`INLINE_MAX`] bytes, else in a sealed
+//!   memfd) with the descriptors of the segments the argument's handles use,
+//!   in one message (`SCM_RIGHTS`). The server
 //!   forks with `clone(CLONE_PARENT)`: the new process's parent is the
 //!   *client*, not the server. So the child is a real child of the caller:
 //!   `waitpid`, exit codes, `SIGCHLD`, pidfds, `getppid` in the child all work
@@ -72,6 +73,12 @@ const MAGIC: u32 = u32::from_le_bytes(*b"SHFS");
 /// and the payload takes one).
 pub(crate) const MAX_SEG_FDS: usize = 252;
 const MAX_FDS: usize = MAX_SEG_FDS + 1;
+/// Payloads up to this size travel in the request message itself.
+const INLINE_MAX: usize = 32 * 1024;
+/// Request header: magic, daemon flag, payload kind.
+const HEADER: usize = 6;
+const KIND_MEMFD: u8 = 0;
+const KIND_INLINE: u8 = 1;
 
 // ---------------------------------------------------------------------------
 // Descriptor passing
@@ -273,14 +280,29 @@ fn discard(conn: Option<Conn>) {
     }
 }
 
-fn request(conn: &Conn, payload: RawFd, seg: &[RawFd], daemon: bool) -> io::Result<i32> {
+/// The payload as sent: in the message, or in a memfd.
+enum Body<'a> {
+    Inline(&'a [u8]),
+    Memfd(RawFd),
+}
+
+fn request(conn: &Conn, body: &Body<'_>, seg: &[RawFd], daemon: bool) -> io::Result<i32> {
     let mut fds = Vec::with_capacity(seg.len() + 1);
-    fds.push(payload);
+    let mut msg = Vec::with_capacity(HEADER + if let Body::Inline(b) = body { b.len() } else { 0 });
+    msg.extend_from_slice(&MAGIC.to_le_bytes());
+    msg.push(u8::from(daemon));
+    match *body {
+        Body::Inline(bytes) => {
+            msg.push(KIND_INLINE);
+            msg.extend_from_slice(bytes);
+        }
+        Body::Memfd(fd) => {
+            msg.push(KIND_MEMFD);
+            fds.push(fd);
+        }
+    }
     fds.extend_from_slice(seg);
-    let mut header = [0u8; 5];
-    header[..4].copy_from_slice(&MAGIC.to_le_bytes());
-    header[4] = u8::from(daemon);
-    send_with_fds(conn.sock.as_raw_fd(), &header, &fds)?;
+    send_with_fds(conn.sock.as_raw_fd(), &msg, &fds)?;
     let mut reply = [0u8; 4];
     loop {
         // SAFETY: `reply` is a valid 4-byte buffer.
@@ -307,7 +329,15 @@ pub(crate) fn spawn(payload: &Payload, daemon: bool) -> Result<u32, ProcessError
             format!("at most {MAX_SEG_FDS} segment descriptors per fork-server child"),
         )));
     }
-    let memfd = sealed_memfd(&payload.bytes).map_err(ProcessError::ForkServer)?;
+    let memfd = if payload.bytes.len() > INLINE_MAX {
+        Some(sealed_memfd(&payload.bytes).map_err(ProcessError::ForkServer)?)
+    } else {
+        None
+    };
+    let body = match &memfd {
+        Some(fd) => Body::Memfd(fd.as_raw_fd()),
+        None => Body::Inline(&payload.bytes),
+    };
     with_conn(|conn| {
         let mut last = io::Error::other("the fork server could not be started");
         for _ in 0..2 {
@@ -315,7 +345,7 @@ pub(crate) fn spawn(payload: &Payload, daemon: bool) -> Result<u32, ProcessError
                 *conn = Some(start_server().map_err(ProcessError::ForkServer)?);
             }
             let Some(c) = conn.as_ref() else { continue };
-            match request(c, memfd.as_raw_fd(), &payload.fds, daemon) {
+            match request(c, &body, &payload.fds, daemon) {
                 Ok(pid) if pid > 0 => return Ok(pid as u32),
                 Ok(errno) => {
                     let errno = if errno < 0 { errno.saturating_neg() } else { libc::EINVAL };
@@ -395,7 +425,7 @@ fn serve(value: &str) -> i32 {
     // SAFETY: ignoring SIGINT has no memory-safety conditions.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     let mut daemons: Vec<OwnedFd> = Vec::new();
-    let mut buf = [0u8; 64];
+    let mut buf = vec![0u8; HEADER + INLINE_MAX];
     loop {
         let (n, mut fds) = match recv_with_fds(sock.as_raw_fd(), &mut buf) {
             Ok(Some(m)) => m,
@@ -408,7 +438,15 @@ fn serve(value: &str) -> i32 {
             }
             Err(_) => break,
         };
-        let ok = n == 5 && buf[..4] == MAGIC.to_le_bytes() && !fds.is_empty() && fds.len() <= MAX_FDS;
+        let kind = buf.get(5).copied();
+        let ok = n >= HEADER
+            && buf[..4] == MAGIC.to_le_bytes()
+            && fds.len() <= MAX_FDS
+            && match kind {
+                Some(KIND_INLINE) => fds.len() < MAX_FDS,
+                Some(KIND_MEMFD) => n == HEADER && !fds.is_empty(),
+                _ => false,
+            };
         if !ok {
             if reply(&sock, -libc::EINVAL).is_err() {
                 break;
@@ -431,7 +469,8 @@ fn serve(value: &str) -> i32 {
             // SAFETY: closing the child's copies of the server's descriptors.
             unsafe { libc::close(sock_fd) };
             drop(std::mem::take(&mut daemons));
-            in_child(std::mem::take(&mut fds));
+            let inline = if kind == Some(KIND_INLINE) { buf.get(HEADER..n).map(<[u8]>::to_vec) } else { None };
+            in_child(std::mem::take(&mut fds), inline);
         }
         let answer = if pid < 0 {
             -io::Error::last_os_error().raw_os_error().unwrap_or(libc::EAGAIN)
@@ -467,37 +506,51 @@ fn exited(pidfd: &OwnedFd) -> bool {
     unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
 }
 
-/// The child of a request: never returns.
-fn in_child(mut fds: Vec<OwnedFd>) -> ! {
-    // SAFETY: restoring the default disposition.
-    unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
-    crate::thread_id::atfork_child();
-    let code = run_request(&mut fds);
-    let _ = io::stdout().flush();
-    let _ = io::stderr().flush();
-    std::process::exit(code)
-}
-
-fn run_request(fds: &mut Vec<OwnedFd>) -> i32 {
+/// Reads (from offset 0: the descriptor's file offset is shared with the
+/// client) the payload memfd, the first of `fds`, and removes it from them.
+fn read_memfd(fds: &mut Vec<OwnedFd>) -> io::Result<Vec<u8>> {
+    if fds.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "no payload descriptor"));
+    }
     let payload = std::fs::File::from(fds.remove(0));
     let mut bytes = Vec::new();
     let mut off = 0u64;
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         match payload.read_at(&mut chunk, off) {
-            Ok(0) => break,
+            Ok(0) => return Ok(bytes),
             Ok(n) => {
-                bytes.extend_from_slice(&chunk[..n]);
+                bytes.extend_from_slice(chunk.get(..n).unwrap_or_default());
                 off += n as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The child of a request: never returns.
+fn in_child(mut fds: Vec<OwnedFd>, inline: Option<Vec<u8>>) -> ! {
+    // SAFETY: restoring the default disposition.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+    crate::thread_id::atfork_child();
+    let code = run_request(&mut fds, inline);
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    std::process::exit(code)
+}
+
+fn run_request(fds: &mut Vec<OwnedFd>, inline: Option<Vec<u8>>) -> i32 {
+    let bytes = match inline {
+        Some(b) => b,
+        None => match read_memfd(fds) {
+            Ok(b) => b,
             Err(e) => {
                 eprintln!("shmproc: reading the fork-server payload failed: {e}");
                 return 1;
             }
-        }
-    }
-    drop(payload);
+        },
+    };
     let Some(targets) = payload_fds(&bytes) else {
         eprintln!("shmproc: malformed fork-server payload");
         return 1;

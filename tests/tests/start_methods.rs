@@ -419,3 +419,54 @@ fn forged_fork_server_variables_are_refused() {
     assert!(!ran_main);
     assert!(err.contains("not serving"), "{err}");
 }
+
+fn byte_sum(v: Vec<u8>) -> i32 {
+    (v.iter().map(|&b| u64::from(b)).sum::<u64>() % 251) as i32
+}
+
+#[test]
+fn large_arguments_reach_fork_server_children() {
+    // Beyond what travels in the request message: the payload goes in a memfd.
+    let v: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let want = byte_sum(v.clone());
+    let mut p = Process::builder().start_method(StartMethod::ForkServer).spawn_fn(byte_sum, v).unwrap();
+    assert_eq!(p.join().unwrap(), want);
+}
+
+/// Helper (run as its own process, so that killing its server disturbs no
+/// other test): a killed server is replaced on the next request.
+#[test]
+fn helper_restart() {
+    if std::env::var(ROLE).as_deref() != Ok("restart") {
+        return;
+    }
+    let fs = || Process::builder().start_method(StartMethod::ForkServer);
+    assert_eq!(fs().spawn_fn(exit_with, 3).unwrap().join().unwrap(), 3);
+    let first = shmproc::process::forkserver_pid().unwrap();
+    // SAFETY: our own child.
+    unsafe { libc::kill(first as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(fs().spawn_fn(exit_with, 4).unwrap().join().unwrap(), 4);
+    let second = shmproc::process::forkserver_pid().unwrap();
+    assert_ne!(first, second);
+    // The dead server was reaped, not left a zombie.
+    let mut st = 0;
+    // SAFETY: waitpid with a valid out-pointer.
+    assert_eq!(unsafe { libc::waitpid(first as libc::pid_t, &mut st, libc::WNOHANG) }, -1);
+    println!("RESTART OK");
+}
+
+#[test]
+fn a_killed_fork_server_is_replaced() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "helper_restart", "--nocapture"])
+        .env(ROLE, "restart")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("RESTART OK"),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
