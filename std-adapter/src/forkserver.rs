@@ -35,8 +35,12 @@
 //!
 //! # Where a fork-server child differs from a forked or spawned one
 //!
-//! * Its stdin/stdout/stderr are those the client had when the server
-//!   started (as in Python).
+//! * Its stdin/stdout/stderr, environment, working directory, resource
+//!   limits and signal mask are those the client had when the server
+//!   started (as in Python), not the caller's at the time of the request.
+//! * If the server dies between forking a child and replying, that child
+//!   runs unknown to the client (it is still the client's child, reaped only
+//!   by a `waitpid(-1)`); the next request starts a new server.
 //! * A daemon child gets no `PR_SET_PDEATHSIG`: the signal would follow the
 //!   client *thread* that happens to be the server's parent. The server kills
 //!   daemon children when the client goes away instead; if server and client
