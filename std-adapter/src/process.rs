@@ -32,8 +32,8 @@
 //!   [`parent_process`] all as with fork). Safe from any parent, and after the
 //!   server's start almost as cheap as fork. The server exits when the
 //!   calling process does (or is killed), killing the daemon children it
-//!   started. Where its children differ: their stdio is the caller's at the
-//!   time the server started; a daemon child gets no parent-death signal (the
+//!   started. Where its children differ: their stdio, environment and
+//!   working directory are the caller's at the time the server started; a daemon child gets no parent-death signal (the
 //!   server kills it when the caller goes away instead, so if both are
 //!   SIGKILLed it keeps running); at most 252 segment descriptors per child.
 //!
