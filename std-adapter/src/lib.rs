@@ -168,7 +168,6 @@ mod channel_error;
 pub mod condition;
 mod error;
 pub mod event;
-mod forkserver;
 mod globals;
 pub mod inspect;
 pub mod joinable;
@@ -185,9 +184,11 @@ mod roles;
 pub mod segment;
 pub mod semaphore;
 pub mod shared_map;
-mod spawn;
 mod thread_id;
 pub mod value;
+
+/// Spawn mode's function encoding, used by the pool.
+pub(crate) use process::spawn;
 
 pub use array::{Array, ArrayGuard};
 pub use barrier::{Barrier, BarrierError, BarrierWaitResult};

@@ -48,6 +48,11 @@
 //! work in test binaries, examples and programs whose `main` belongs to a
 //! framework. [`crate::init`] stays valid (and idempotent).
 //!
+//! Layout: this file holds the Python-style API; `fork.rs`, `spawn.rs` and
+//! `forkserver.rs` one start method each; `sys.rs` the system calls
+//! (`waitpid`, pidfds, `kill`, `prctl`); `atfork.rs` the one fork-child
+//! handler.
+//!
 //! Exit codes follow Python: 0 for a normal return, 1 for a panic (the message
 //! goes to stderr as usual), `n` for `std::process::exit(n)`, `-signal` when
 //! killed by a signal.
@@ -72,8 +77,8 @@
 //! ```
 
 use std::fmt;
-use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -82,6 +87,12 @@ use shmproc_core::{Deadline, Identity};
 
 use crate::globals::ForkSafe;
 use crate::message::Message;
+
+pub(crate) mod atfork;
+mod fork;
+pub(crate) mod forkserver;
+pub(crate) mod spawn;
+pub(crate) mod sys;
 
 /// Errors from starting, waiting for or signalling a process.
 ///
@@ -264,7 +275,7 @@ impl StartMethod {
 
     /// The automatic choice: fork when it is safe, the fork server otherwise.
     fn automatic() -> StartMethod {
-        if thread_count() > 1 {
+        if sys::thread_count() > 1 {
             StartMethod::ForkServer
         } else {
             StartMethod::Fork
@@ -308,7 +319,7 @@ pub fn get_start_method() -> StartMethod {
 #[doc(hidden)]
 #[must_use]
 pub fn forkserver_pid() -> Option<u32> {
-    crate::forkserver::server_pid()
+    forkserver::server_pid()
 }
 
 /// What a child's function may return; turned into the exit code.
@@ -462,16 +473,6 @@ pub(crate) unsafe fn become_child(name: String, identity: String, daemon: bool, 
     crate::thread_id::reset_after_fork();
 }
 
-fn decode_status(status: libc::c_int) -> i64 {
-    if libc::WIFEXITED(status) {
-        i64::from(libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        -i64::from(libc::WTERMSIG(status))
-    } else {
-        i64::from(status)
-    }
-}
-
 impl ChildShared {
     fn exit_status(&self) -> Option<i64> {
         match self.status.load(Ordering::Acquire) {
@@ -485,34 +486,24 @@ impl ChildShared {
         if let Some(s) = self.exit_status() {
             return Ok(Some(s));
         }
-        let mut status: libc::c_int = 0;
-        loop {
-            let flags = if block { 0 } else { libc::WNOHANG };
-            // SAFETY: `status` is a valid out-pointer; pid is our child.
-            let r = unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, flags) };
-            if r == self.pid as libc::pid_t {
-                let s = decode_status(status);
+        match sys::waitpid(self.pid, block) {
+            Ok(Some(status)) => {
+                let s = sys::decode_status(status);
                 self.status.store(s, Ordering::Release);
                 drop(self.payload.lock().unwrap_or_else(|e| e.into_inner()).take());
-                return Ok(Some(s));
+                Ok(Some(s))
             }
-            if r == 0 {
-                return Ok(None);
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::ECHILD) => {
-                    // Another thread of ours reaped it (it stored the status), or
-                    // someone outside the crate did.
-                    if let Some(s) = self.exit_status() {
-                        return Ok(Some(s));
-                    }
-                    self.status.store(LOST, Ordering::Release);
-                    return Ok(Some(LOST));
+            Ok(None) => Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
+                // Another thread of ours reaped it (it stored the status), or
+                // someone outside the crate did.
+                if let Some(s) = self.exit_status() {
+                    return Ok(Some(s));
                 }
-                _ => return Err(ProcessError::Wait(e)),
+                self.status.store(LOST, Ordering::Release);
+                Ok(Some(LOST))
             }
+            Err(e) => Err(ProcessError::Wait(e)),
         }
     }
 
@@ -554,32 +545,15 @@ impl ChildShared {
         }
         // A pidfd cannot be confused with a recycled pid.
         let r = match &self.pidfd {
-            // SAFETY: a valid pidfd; null siginfo means "as if by kill".
-            Some(fd) => unsafe {
-                libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig, std::ptr::null::<u8>(), 0) as i32
-            },
-            // SAFETY: the pid is our unreaped child, so it cannot have been reused.
-            None => unsafe { libc::kill(self.pid as libc::pid_t, sig) },
+            Some(fd) => sys::pidfd_signal(fd, sig),
+            // The pid is our unreaped child, so it cannot have been reused.
+            None => sys::kill(self.pid, sig),
         };
-        if r != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ESRCH) {
-                return Ok(());
-            }
-            return Err(ProcessError::Signal(e));
+        match r {
+            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => return Err(ProcessError::Signal(e)),
+            _ => {}
         }
         Ok(())
-    }
-}
-
-pub(crate) fn open_pidfd(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags; it returns a new fd or -1.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if r < 0 {
-        None
-    } else {
-        // SAFETY: a fresh fd owned by us.
-        Some(unsafe { OwnedFd::from_raw_fd(r as i32) })
     }
 }
 
@@ -612,17 +586,6 @@ fn register_child(shared: &Arc<ChildShared>) {
         unsafe { libc::atexit(at_exit) };
     });
     GLOBALS.with(|g| g.children.push(shared.clone()));
-}
-
-/// Threads of the calling process, from `/proc/self/stat` (field 20).
-pub(crate) fn thread_count() -> usize {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = &s[s.rfind(')')? + 1..];
-            rest.split_whitespace().nth(17)?.parse().ok()
-        })
-        .unwrap_or(1)
 }
 
 // ---------------------------------------------------------------------------
@@ -824,7 +787,7 @@ impl Builder {
         if let Some(method) = self.start_method.filter(|m| *m != StartMethod::Fork) {
             return Err(ProcessError::ClosureNeedsFork { method });
         }
-        let threads = thread_count();
+        let threads = sys::thread_count();
         if threads > 1 && !self.allow_threaded_fork {
             return Err(ProcessError::ThreadedParent { threads });
         }
@@ -834,38 +797,8 @@ impl Builder {
         }
         let (name, identity, daemon) = self.prepare()?;
         let parent = parent_triple();
-        let handles = crate::roles::snapshot();
-        // Flush buffered output so the child does not print it a second time.
-        let _ = io::stdout().flush();
-        let _ = io::stderr().flush();
-        // SAFETY: fork has no memory-safety preconditions of its own; the child
-        // only touches state that is valid in a single-threaded copy (see the
-        // module docs and `become_child`).
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(ProcessError::Fork(io::Error::last_os_error()));
-        }
-        if pid == 0 {
-            // Child.
-            // SAFETY: we are the only thread of the new child.
-            unsafe { become_child(name, identity, daemon, parent.clone()) };
-            if daemon {
-                set_parent_death_signal(parent.0);
-            }
-            let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-                Ok(r) => r.exit_code(),
-                Err(_) => 1,
-            };
-            let _ = io::stdout().flush();
-            let _ = io::stderr().flush();
-            // SAFETY: _exit ends the child without running the parent's atexit
-            // handlers or destructors of state that belongs to the parent.
-            unsafe { libc::_exit(code) };
-        }
-        if let Some(start) = shmproc_core::identity::start_time(pid as u32) {
-            crate::roles::register_child(Identity { id: pid as u32, start }, &handles);
-        }
-        Ok(self.finish(pid as u32, name, daemon, None))
+        let pid = fork::fork_child(f, name.clone(), identity, daemon, parent)?;
+        Ok(self.finish(pid, name, daemon, None))
     }
 
     /// Runs `f(arg)` in a child started with the builder's start method
@@ -898,17 +831,17 @@ impl Builder {
         if method == StartMethod::Fork {
             return self.spawn(move || f(arg));
         }
-        if !crate::spawn::init_called() {
+        if !spawn::init_called() {
             return Err(ProcessError::InitNotCalled);
         }
         let (name, identity, daemon) = self.prepare()?;
-        let payload = crate::spawn::Payload::new(f, &arg, &name, &identity, daemon, &parent_triple())?;
+        let payload = spawn::Payload::new(f, &arg, &name, &identity, daemon, &parent_triple())?;
         let roles = payload.roles.clone();
         let (pid, payload) = if method == StartMethod::Spawn {
-            let (pid, fd) = crate::spawn::spawn(payload, daemon)?;
+            let (pid, fd) = spawn::spawn(payload, daemon)?;
             (pid, Some(fd))
         } else {
-            (crate::forkserver::spawn(&payload, daemon)?, None)
+            (forkserver::spawn(&payload, daemon)?, None)
         };
         if let Some(start) = shmproc_core::identity::start_time(pid) {
             crate::roles::register_spawned(Identity { id: pid, start }, &roles);
@@ -922,7 +855,7 @@ impl Builder {
             name,
             daemon,
             status: AtomicI64::new(RUNNING),
-            pidfd: open_pidfd(pid),
+            pidfd: sys::open_pidfd(pid),
             payload: std::sync::Mutex::new(payload),
         });
         register_child(&shared);
@@ -934,17 +867,6 @@ fn parent_triple() -> (u32, String, u64) {
     let name = GLOBALS.with(|g| display_name(&g.name).to_owned());
     let me = Identity::current_process();
     (me.id, name, me.start)
-}
-
-pub(crate) fn set_parent_death_signal(parent_pid: u32) {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
-    // The parent may have died before the prctl: then we were re-parented.
-    // SAFETY: getppid has no preconditions.
-    if unsafe { libc::getppid() } as u32 != parent_pid {
-        // SAFETY: ending this process immediately, as the parent is gone.
-        unsafe { libc::_exit(1) };
-    }
 }
 
 fn display_name(name: &str) -> &str {

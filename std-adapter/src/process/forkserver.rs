@@ -8,7 +8,7 @@
 //!   request of a process): the client creates a `SOCK_SEQPACKET` socket pair
 //!   and re-executes its own binary (`/proc/self/exe`) with one end inherited
 //!   and named by `SHMPROC_FORKSERVER`. The constructor that routes spawned
-//!   children (see `spawn.rs`) routes the server before `main` runs, so the
+//!   children (see `process/spawn.rs`) routes the server before `main` runs, so the
 //!   server never runs the program's `main` and has exactly one thread. It is
 //!   a child of the client.
 //! * **Requests**: the client sends the child's payload (the same encoding
@@ -67,9 +67,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
+use super::spawn::{payload_fds, run_payload, sealed_memfd, Payload, Started};
+use super::ProcessError;
 use crate::globals::ForkSafe;
-use crate::process::ProcessError;
-use crate::spawn::{payload_fds, run_payload, sealed_memfd, Payload, Started};
 
 pub(crate) const ENV: &str = "SHMPROC_FORKSERVER";
 const MAGIC: u32 = u32::from_le_bytes(*b"SHFS");
@@ -249,7 +249,7 @@ fn start_server() -> io::Result<Conn> {
     if let Some(arg0) = std::env::args_os().next() {
         cmd.arg0(arg0);
     }
-    cmd.env(ENV, their_fd.to_string()).env_remove(crate::spawn::ENV);
+    cmd.env(ENV, their_fd.to_string()).env_remove(super::spawn::ENV);
     // SAFETY: the closure runs in the forked child before exec and only calls
     // fcntl (async-signal-safe).
     unsafe {
@@ -273,15 +273,9 @@ fn discard(conn: Option<Conn>) {
     let Some(conn) = conn else { return };
     CLIENT_FD.store(-1, Ordering::Release);
     drop(conn.sock);
-    // SAFETY: the server is our unreaped child, so its pid cannot have been
-    // reused; SIGKILL and a blocking waitpid on it have no other effects.
-    unsafe {
-        libc::kill(conn.server as libc::pid_t, libc::SIGKILL);
-        let mut status = 0;
-        while libc::waitpid(conn.server as libc::pid_t, &mut status, 0) < 0
-            && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-        {}
-    }
+    // The server is our unreaped child, so its pid cannot have been reused.
+    let _ = super::sys::kill(conn.server, libc::SIGKILL);
+    let _ = super::sys::waitpid(conn.server, true);
 }
 
 /// The payload as sent: in the message, or in a memfd.
@@ -380,7 +374,7 @@ pub(crate) fn route() {
         return;
     };
     std::env::remove_var(ENV);
-    crate::spawn::ignore_sigpipe();
+    super::spawn::ignore_sigpipe();
     let code = serve(&value.to_string_lossy());
     let _ = io::stdout().flush();
     let _ = io::stderr().flush();
@@ -407,7 +401,7 @@ fn attest(fd: RawFd) -> Result<(), String> {
     if cred.pid != ppid {
         return Err(format!("the socket was created by pid {}, not by the parent (pid {ppid})", cred.pid));
     }
-    crate::spawn::same_exe_as(ppid)
+    super::spawn::same_exe_as(ppid)
 }
 
 fn serve(value: &str) -> i32 {
@@ -480,7 +474,7 @@ fn serve(value: &str) -> i32 {
             -io::Error::last_os_error().raw_os_error().unwrap_or(libc::EAGAIN)
         } else {
             if daemon {
-                if let Some(p) = crate::process::open_pidfd(pid as u32) {
+                if let Some(p) = super::sys::open_pidfd(pid as u32) {
                     daemons.push(p);
                 }
             }
@@ -537,7 +531,7 @@ fn read_memfd(fds: &mut Vec<OwnedFd>) -> io::Result<Vec<u8>> {
 fn in_child(mut fds: Vec<OwnedFd>, inline: Option<Vec<u8>>) -> ! {
     // SAFETY: restoring the default disposition.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
-    crate::thread_id::atfork_child();
+    super::atfork::child();
     let code = run_request(&mut fds, inline);
     let _ = io::stdout().flush();
     let _ = io::stderr().flush();

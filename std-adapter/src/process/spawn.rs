@@ -7,7 +7,7 @@
 //! the top of `main`, where no constructor runs) finds the variable, reads
 //! the payload, runs the function and exits; the program's `main` never
 //! runs there. The same constructor routes the fork server (see
-//! `forkserver.rs`), whose children run payloads of this format too.
+//! `process/forkserver.rs`), whose children run payloads of this format too.
 //!
 //! Functions travel as offsets from an anchor function in this crate: the child
 //! runs the same image, so `anchor + offset` is the same function even under
@@ -53,8 +53,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rkyv::util::AlignedVec;
 
+use super::sys::set_parent_death_signal;
+use super::{become_child, ChildResult, ProcessError};
 use crate::message::{decode, encode, Message};
-use crate::process::{become_child, set_parent_death_signal, ChildResult, ProcessError};
 
 pub(crate) const ENV: &str = "SHMPROC_SPAWN";
 const MAGIC: u64 = u64::from_le_bytes(*b"SHMPSPWN");
@@ -337,8 +338,8 @@ pub(crate) fn same_exe_as(ppid: libc::pid_t) -> Result<(), String> {
 /// requested function (or serves) and exits.
 pub(crate) fn init() {
     INIT_CALLED.store(true, Ordering::Relaxed);
-    crate::thread_id::install_atfork();
-    crate::forkserver::route();
+    super::atfork::install();
+    super::forkserver::route();
     let Some(value) = std::env::var_os(ENV) else {
         return;
     };
@@ -426,7 +427,7 @@ fn run_child(value: &str) -> i32 {
 pub(crate) enum Started {
     /// Re-executed by its parent (spawn mode).
     Spawned,
-    /// Forked by the fork server on its client's behalf (see `forkserver.rs`).
+    /// Forked by the fork server on its client's behalf (see `process/forkserver.rs`).
     ForkServer,
 }
 
@@ -460,7 +461,7 @@ pub(crate) fn run_payload(bytes: &[u8], how: Started) -> i32 {
     }
     // A fork server's child is not tied to a thread of its parent, so no
     // parent-death signal there: the server kills its daemon children when
-    // the client goes away (see `forkserver.rs`).
+    // the client goes away (see `process/forkserver.rs`).
     if p.daemon && how == Started::Spawned {
         set_parent_death_signal(p.parent_pid);
     }
