@@ -8,7 +8,12 @@
 //!
 //! ## Getting started
 //!
-//! Call [`init`] first in `main` (needed for spawn mode, harmless otherwise):
+//! No set-up is needed: on Linux, children re-executed by spawn mode or the
+//! fork server are routed before `main` by a constructor, so
+//! [`Process::spawn_fn`] and [`Pool`] work in test binaries and under
+//! frameworks that own `main`. ([`init`] is optional and harmless.) A `fn`
+//! runs with the default [`StartMethod`]: fork in a single-threaded process,
+//! the fork server in a multi-threaded one.
 //!
 //! ```
 //! fn square(x: u64) -> i32 {
@@ -17,7 +22,6 @@
 //! }
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     shmproc::init();
 //!     let mut a = shmproc::Process::spawn(|| println!("forked child"))?;
 //!     let mut b = shmproc::Process::spawn_fn(square, 7u64)?;
 //!     assert_eq!(a.join()?, 0);
@@ -30,7 +34,8 @@
 //!
 //! | Python `multiprocessing` | shmproc |
 //! |---|---|
-//! | `Process(target=f, args=(a,)).start()` | [`Process::spawn`]`(move \|\| f(a))` (fork) / [`Process::spawn_fn`]`(f, a)` (spawn) |
+//! | `Process(target=f, args=(a,)).start()` | [`Process::spawn`]`(move \|\| f(a))` (fork) / [`Process::spawn_fn`]`(f, a)` (default start method) |
+//! | `set_start_method(m)` / `get_start_method()` / `get_context(m).Process` | [`set_start_method`] / [`get_start_method`] / [`Builder::start_method`], [`PoolBuilder::start_method`] |
 //! | `Process(name=.., daemon=True)` | [`Process::builder`]`().name(..).daemon(true).spawn(..)` |
 //! | `p.pid`, `p.name`, `p.daemon` | [`Process::pid`], [`Process::name`], [`Process::daemon`] |
 //! | `p.is_alive()` | [`Process::is_alive`] |
@@ -73,7 +78,6 @@
 //! | `pool.close()`, `join()`, `terminate()` | [`Pool::close`], [`Pool::join`], [`Pool::terminate`] |
 //! | `Manager().dict()` / `Manager().list()` | [`SharedMap::with_capacity`] / [`SharedList::with_capacity`] (no server process) |
 //! | `shared_memory.SharedMemory(name, create=True)` | [`Segment::create_named`] / [`Segment::open`] |
-//! | `set_start_method("fork" / "spawn")` | choose per call: `spawn` (fork) or `spawn_fn` (re-exec) |
 //!
 //! ## What each primitive is robust to
 //!
@@ -188,10 +192,12 @@ mod roles;
 pub mod segment;
 pub mod semaphore;
 pub mod shared_map;
-mod spawn;
 mod thread_id;
 pub mod value;
 pub mod wait;
+
+/// Spawn mode's function encoding, used by the pool.
+pub(crate) use process::spawn;
 
 pub use array::{Array, ArrayGuard};
 pub use barrier::{Barrier, BarrierError, BarrierWaitResult};
@@ -207,8 +213,8 @@ pub use pipe::{Connection, Pipe, PipeReceiver, PipeSender, RecvBytesIntoError};
 pub use plain::Plain;
 pub use pool::{AsyncResult, MapResult, Pool, PoolBuilder, PoolError, TaskError};
 pub use process::{
-    active_children, cpu_count, current_process, parent_process, Builder, ChildInfo, ChildResult, CurrentProcess,
-    ParentProcess, Process, ProcessError,
+    active_children, cpu_count, current_process, get_start_method, parent_process, set_start_method, Builder,
+    ChildInfo, ChildResult, CurrentProcess, ParentProcess, Process, ProcessError, StartMethod,
 };
 pub use queue::{
     Queue, QueueBuilder, Receiver, RecvError, RecvRef, RecvTimeoutError, SendError, SendTimeoutError, Sender,
@@ -229,12 +235,18 @@ pub use shmproc_core::{Deadline, Identity};
 pub use value::Value;
 pub use wait::{wait, Waitable};
 
-/// Initialises shmproc. Call it first in `main`.
+/// Initialises shmproc: optional on Linux, where a constructor does the same
+/// before `main` runs.
 ///
-/// In a process started by [`Process::spawn_fn`] this runs the requested
-/// function and exits, never returning; otherwise it returns at once after
-/// installing the fork handlers. Spawn mode refuses to start children until it
-/// has been called.
+/// In a child re-executed by spawn mode (or a fork server) this runs the
+/// requested function (or serves) and exits, never returning; otherwise it
+/// returns at once after installing the fork handler. On Linux the
+/// constructor in `.init_array` has already done all of this before `main`
+/// (it reads only the `SHMPROC_SPAWN` and `SHMPROC_FORKSERVER` variables
+/// and registers a `pthread_atfork` handler; in an ordinary process it
+/// touches nothing else), so calling `init` is harmless and idempotent.
+/// Where no constructor runs, spawn mode and the fork server refuse
+/// ([`ProcessError::InitNotCalled`]) until `init` has been called.
 ///
 /// ```
 /// shmproc::init(); // the first statement of `main`

@@ -62,10 +62,12 @@
 //! segment and pass the handle. Per-worker state set up once is
 //! [`PoolBuilder::initializer_with`]`(f, arg)` (Python's `initargs`).
 //!
-//! Workers are forked by default (a closure-free loop, so a fork is cheap and
-//! safe from a single-threaded parent); [`PoolBuilder::spawn_mode`] re-executes
-//! the binary instead (needs [`crate::init`] in `main`), which is the mode to
-//! use from a multi-threaded parent.
+//! Workers start with the default start method (see
+//! [`crate::StartMethod`]): forked in a single-threaded parent (a
+//! closure-free loop, so a fork is cheap and safe there), started by the fork
+//! server in a multi-threaded one (a `#[test]`, an async runtime), so
+//! `Pool::new(n)` works in both; [`PoolBuilder::start_method`] chooses one
+//! ([`PoolBuilder::spawn_mode`] is short for spawn mode).
 //!
 //! # Trust: tasks name code, so tasks are authenticated
 //!
@@ -77,7 +79,7 @@
 //! (a keyed pseudo-random function) over `(id, trampoline, function)` under a
 //! 128-bit key drawn from the kernel when the pool is built. The key lives only
 //! in private memory: the parent's, and each worker's copy (inherited at fork,
-//! or inside the sealed spawn payload for spawn-mode workers, see
+//! or inside the sealed payload for spawn-mode and fork-server workers, see
 //! [`crate::Process::spawn_fn`]); it is never written to shared memory. A peer
 //! that can write the queue but cannot read that private memory cannot make a
 //! tag for a pair the parent never submitted (short of guessing 64 bits), so a
@@ -110,7 +112,7 @@ use shmproc_core::Deadline;
 
 use crate::error::Error;
 use crate::message::{decode_copy, encode, Message};
-use crate::process::{cpu_count, Process, ProcessError};
+use crate::process::{cpu_count, Process, ProcessError, StartMethod};
 use crate::queue::{Queue, Receiver, RecvTimeoutError, Sender, TrySendError};
 use crate::spawn::{fn_address, fn_offset};
 
@@ -523,7 +525,7 @@ pub struct PoolBuilder {
     processes: usize,
     initializer: Option<InitArgs>,
     max_tasks_per_child: u64,
-    spawn_mode: bool,
+    start_method: Option<StartMethod>,
     allow_threaded_fork: bool,
     capacity: usize,
     message_size: usize,
@@ -535,7 +537,7 @@ impl Default for PoolBuilder {
             processes: cpu_count(),
             initializer: None,
             max_tasks_per_child: 0,
-            spawn_mode: false,
+            start_method: None,
             allow_threaded_fork: false,
             capacity: 1024,
             message_size: 8 * 1024 - 32,
@@ -627,7 +629,9 @@ impl PoolBuilder {
         self
     }
 
-    /// Start workers by re-executing the binary instead of forking.
+    /// Start workers by re-executing the binary (`true`: the same as
+    /// [`start_method`](PoolBuilder::start_method)`(StartMethod::Spawn)`) or
+    /// by forking (`false`: `StartMethod::Fork`).
     ///
     /// ```
     /// fn square(x: u64) -> u64 {
@@ -635,14 +639,34 @@ impl PoolBuilder {
     /// }
     ///
     /// fn main() -> Result<(), Box<dyn std::error::Error>> {
-    ///     shmproc::init();
     ///     let pool = shmproc::Pool::builder().processes(1).spawn_mode(true).build()?;
     ///     assert_eq!(pool.apply(square, 5)?, 25);
     ///     Ok(())
     /// }
     /// ```
     pub fn spawn_mode(mut self, yes: bool) -> Self {
-        self.spawn_mode = yes;
+        self.start_method = Some(if yes { StartMethod::Spawn } else { StartMethod::Fork });
+        self
+    }
+
+    /// How workers are started (default: the process-wide start method,
+    /// [`crate::get_start_method`]: fork in a single-threaded parent, the
+    /// fork server in a multi-threaded one, so a pool works inside a
+    /// `#[test]` or an async runtime).
+    ///
+    /// ```
+    /// use shmproc::StartMethod;
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// for m in [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer] {
+    ///     let pool = shmproc::Pool::builder().processes(1).start_method(m).build()?;
+    ///     assert_eq!(pool.apply(square, 5)?, 25);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.start_method = Some(method);
         self
     }
 
@@ -766,11 +790,11 @@ impl PoolInner {
             key: self.key,
         };
         let b = Process::builder().name("PoolWorker").daemon(true).allow_threaded_fork(self.config.allow_threaded_fork);
-        if self.config.spawn_mode {
-            b.spawn_fn(worker_main, args)
-        } else {
-            b.spawn(move || worker_main(args))
-        }
+        let b = match self.config.start_method {
+            Some(m) => b.start_method(m),
+            None => b,
+        };
+        b.spawn_fn(worker_main, args)
     }
 
     fn complete(&self, st: &mut State, id: u64, r: Result<Vec<u8>, TaskError>) {

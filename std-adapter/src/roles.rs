@@ -65,7 +65,7 @@ pub(crate) fn presence(table: &Participants, role: Role) -> Presence {
 
 /// Registers one handle of `role` for this process.
 pub(crate) fn attach(table: &Participants, role: Role) {
-    crate::thread_id::install_atfork();
+    crate::process::atfork::install();
     let key = table as *const Participants as usize;
     REGISTRY.with(|r| match r.iter_mut().find(|e| e.table == key && e.role == role) {
         Some(e) => e.count += 1,

@@ -2,36 +2,15 @@
 //!
 //! Lock fast paths need the owner id without a syscall, so it is cached in a
 //! thread-local. `fork()` copies the cache into the child, where it would name
-//! the parent's thread: a `pthread_atfork` child handler (installed on first
-//! use) and [`reset_after_fork`] clear it.
+//! the parent's thread: the fork-child handler (`process/atfork.rs`,
+//! installed on first use) calls [`reset_after_fork`] to clear it.
 
 use std::cell::Cell;
-use std::sync::Once;
 
 use shmproc_core::owner::Owner;
 
 thread_local! {
     static CACHED: Cell<Option<Owner>> = const { Cell::new(None) };
-}
-
-static ATFORK: Once = Once::new();
-
-extern "C" fn atfork_child() {
-    reset_after_fork();
-    crate::held::reset_after_fork();
-    // The child registers for the expedited barrier itself before its first
-    // light fence (one atomic store here).
-    shmproc_core::asymmetric_fence::after_fork_in_child();
-    crate::roles::reattach_in_child();
-}
-
-/// Installs the `pthread_atfork` child handler (idempotent).
-pub(crate) fn install_atfork() {
-    ATFORK.call_once(|| {
-        // SAFETY: registering a valid extern "C" fn as the child handler; it only
-        // writes a const-initialised thread-local Cell (no allocation, no lock).
-        unsafe { libc::pthread_atfork(None, None, Some(atfork_child)) };
-    });
 }
 
 /// The calling thread as a lock owner.
@@ -40,7 +19,7 @@ pub(crate) fn owner() -> Owner {
     CACHED.with(|c| match c.get() {
         Some(o) => o,
         None => {
-            install_atfork();
+            crate::process::atfork::install();
             let o = Owner::current();
             c.set(Some(o));
             o

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use shmproc::core::futex::{self, WaitOutcome};
 use shmproc::core::region::RegionError;
-use shmproc::{Deadline, Process, ProcessError, Segment, SegmentError, SegmentStatus};
+use shmproc::{Deadline, Process, ProcessError, Segment, SegmentError, SegmentStatus, StartMethod};
 use shmproc_tests::{ensure, eventually, is_gone, proc_state, trials, TestResult, Word, HANG_LIMIT};
 
 fn word_segment() -> Result<(Segment, u32), Box<dyn std::error::Error>> {
@@ -383,11 +383,16 @@ fn reports_identity(expected_parent: u32) -> i32 {
 }
 
 fn exitcodes_follow_python_in_spawn_mode() -> TestResult {
-    let mut sum = Process::spawn_fn(sum_job, Job { name: "sum".into(), values: vec![10, 20, 12] })?;
-    let mut panics = Process::spawn_fn(panics_in_spawn, 0u8)?;
-    let mut exits = Process::spawn_fn(exits_in_spawn, 7)?;
-    let mut ident = Process::builder().name("spawned").spawn_fn(reports_identity, std::process::id())?;
-    let sleeper = Process::spawn_fn(sleeps_in_spawn, 60)?;
+    let mut sum = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .spawn_fn(sum_job, Job { name: "sum".into(), values: vec![10, 20, 12] })?;
+    let mut panics = Process::builder().start_method(StartMethod::Spawn).spawn_fn(panics_in_spawn, 0u8)?;
+    let mut exits = Process::builder().start_method(StartMethod::Spawn).spawn_fn(exits_in_spawn, 7)?;
+    let mut ident = Process::builder()
+        .name("spawned")
+        .start_method(StartMethod::Spawn)
+        .spawn_fn(reports_identity, std::process::id())?;
+    let sleeper = Process::builder().start_method(StartMethod::Spawn).spawn_fn(sleeps_in_spawn, 60)?;
     ensure!(sum.join()? == 42);
     ensure!(panics.join()? == 1);
     ensure!(exits.join()? == 7);
@@ -515,7 +520,7 @@ fn no_zombies_after_join_or_drop() -> TestResult {
         "running child dropped and exited, still a zombie"
     );
     // Spawn mode too.
-    let mut s = Process::spawn_fn(exits_in_spawn, 0)?;
+    let mut s = Process::builder().start_method(StartMethod::Spawn).spawn_fn(exits_in_spawn, 0)?;
     let spid = s.pid();
     s.join()?;
     ensure!(is_gone(spid));

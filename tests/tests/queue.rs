@@ -349,7 +349,8 @@ fn pipe_oneway_bytes_and_oversize() -> TestResult {
 
 fn queue_handles_move_into_spawn_mode_children() -> TestResult {
     let q = Queue::<u32>::bounded(8)?;
-    let mut child = Process::spawn_fn(spawned_producer, q.sender())?;
+    let mut child =
+        Process::builder().start_method(shmproc::StartMethod::Spawn).spawn_fn(spawned_producer, q.sender())?;
     let mut got = Vec::new();
     for _ in 0..4 {
         got.push(q.recv_timeout(HANG_LIMIT)?);

@@ -237,7 +237,8 @@ fn spawn_children_do_not_leak_segment_fds_to_exec() -> TestResult {
         return Ok(());
     }
     let q = shmproc::Queue::<u32>::bounded(4)?;
-    let mut p = shmproc::Process::spawn_fn(exec_and_list_fds, q.clone())?;
+    let mut p =
+        shmproc::Process::builder().start_method(shmproc::StartMethod::Spawn).spawn_fn(exec_and_list_fds, q.clone())?;
     let code = p.join()?;
     ensure!(code != 4 && code != 5, "the check could not be made (exit {code})");
     ensure!(code == 0, "a program exec'd by a spawn-mode child inherited a segment descriptor (exit {code})");
@@ -350,7 +351,7 @@ fn spawn_env_cannot_choose_the_code_a_process_runs() -> TestResult {
     fn plus_one(x: u32) -> i32 {
         x as i32 + 1
     }
-    let mut p = shmproc::Process::spawn_fn(plus_one, 41)?;
+    let mut p = shmproc::Process::builder().start_method(shmproc::StartMethod::Spawn).spawn_fn(plus_one, 41)?;
     ensure!(p.join()? == 42);
     drop((sealed, unsealed));
     Ok(())

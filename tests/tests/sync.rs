@@ -425,14 +425,18 @@ fn handles_move_into_spawn_mode_children() -> TestResult {
     let m = Mutex::new(10u64)?;
     let e = Event::new()?;
     let v = Value::new(0u32)?;
-    let mut child = Process::spawn_fn(spawned_child_uses_handles, (m.clone(), e.clone(), v.clone()))?;
+    let mut child = Process::builder()
+        .start_method(shmproc::StartMethod::Spawn)
+        .spawn_fn(spawned_child_uses_handles, (m.clone(), e.clone(), v.clone()))?;
     ensure!(child.join_timeout(HANG_LIMIT)? == Some(0));
     ensure!(e.is_set());
     ensure!(*m.lock().map_err(|_| "died")? == 15);
     ensure!(v.get() == 7);
     let b = Barrier::new(2)?;
     let s = Semaphore::new(0)?;
-    let mut child = Process::spawn_fn(spawned_child_waits, (b.clone(), s.clone()))?;
+    let mut child = Process::builder()
+        .start_method(shmproc::StartMethod::Spawn)
+        .spawn_fn(spawned_child_waits, (b.clone(), s.clone()))?;
     ensure!(b.wait_timeout(HANG_LIMIT).is_ok());
     ensure!(s.acquire_timeout(HANG_LIMIT));
     ensure!(child.join_timeout(HANG_LIMIT)? == Some(0));

@@ -1,28 +1,57 @@
 //! Child processes, the way Python's `multiprocessing.Process` runs them.
 //!
-//! Two start methods:
+//! Three start methods ([`StartMethod`]), as in Python:
 //!
-//! * **fork** ([`Process::spawn`], [`Builder::spawn`]): the child is a copy of the
-//!   parent and runs a closure. Fast, and everything the closure captured (and
-//!   every anonymous [`Segment`](crate::Segment) mapping) is there in the child.
+//! * **fork** ([`Process::spawn`], [`Builder::spawn`], and `fn`s with
+//!   [`StartMethod::Fork`]): the child is a copy of the parent. Fast, runs
+//!   closures, and everything the closure captured (and every anonymous
+//!   [`Segment`](crate::Segment) mapping) is there in the child.
 //!   **Only safe in a single-threaded parent**: after `fork()` only the calling
 //!   thread exists in the child, and any lock another thread held (stdout, a
 //!   user's mutex, a runtime's internals) stays locked forever. A fork from a
 //!   multi-threaded parent is therefore refused with
 //!   [`ProcessError::ThreadedParent`] unless the builder explicitly allows it
-//!   ([`Builder::allow_threaded_fork`]).
-//! * **spawn** ([`Process::spawn_fn`], [`Builder::spawn_fn`]): re-executes the
-//!   current binary (`/proc/self/exe`), which must call [`crate::init`] first in
-//!   `main`; the child runs a `fn(A) -> R` with the argument passed through rkyv.
-//!   Safe from any parent, including one running a tokio or zenoh runtime.
-//!   The function and argument travel in a sealed memfd named by the
-//!   `SHMPROC_SPAWN` variable; the child runs them only after checking that
-//!   its parent runs the same executable and holds that memfd, so whoever
-//!   else sets the variable cannot choose what it runs (an error exit
+//!   ([`Builder::allow_threaded_fork`]). Closures can only be forked.
+//! * **spawn** ([`StartMethod::Spawn`]): re-executes the current binary
+//!   (`/proc/self/exe`); the child runs a `fn(A) -> R` with the argument
+//!   passed through rkyv, and exits before the program's `main` runs (routed
+//!   by a constructor in `.init_array`, or by [`crate::init`] where that is
+//!   unavailable). Safe from any parent, including one running a tokio or
+//!   zenoh runtime. The function and argument travel in a sealed memfd named
+//!   by the `SHMPROC_SPAWN` variable; the child runs them only after checking
+//!   that its parent runs the same executable and holds that memfd, so
+//!   whoever else sets the variable cannot choose what it runs (an error exit
 //!   instead). This needs `/proc` and a parent the child may inspect (same
 //!   user, dumpable), and the parent keeps the memfd until it reaps the
 //!   child. Segment descriptors passed to the child are close-on-exec again
 //!   once it starts.
+//! * **forkserver** ([`StartMethod::ForkServer`]): a single-threaded server
+//!   process, started on first use by re-executing the binary, forks the
+//!   child on request, with `clone(CLONE_PARENT)` so that the child is a real
+//!   child of the caller (pid, [`Process::join`], exit codes, signals,
+//!   [`parent_process`] all as with fork). Safe from any parent, and after the
+//!   server's start almost as cheap as fork. The server exits when the
+//!   calling process does (or is killed), killing the daemon children it
+//!   started. Where its children differ: their stdio, environment and
+//!   working directory are the caller's at the time the server started; a daemon child gets no parent-death signal (the
+//!   server kills it when the caller goes away instead, so if both are
+//!   SIGKILLed it keeps running); at most 252 segment descriptors per child.
+//!
+//! [`Builder::spawn_fn`] / [`Process::spawn_fn`] run a `fn` with the
+//! builder's [`Builder::start_method`], else the process-wide one
+//! ([`set_start_method`]), else automatically: fork in a single-threaded
+//! process, the fork server in a multi-threaded one (a `#[test]`, an async
+//! runtime). [`Pool`](crate::Pool) workers follow the same rule.
+//!
+//! No `init()` ritual: on Linux the crate routes re-executed children (spawn
+//! mode, the fork server) from a constructor that runs before `main`, so both
+//! work in test binaries, examples and programs whose `main` belongs to a
+//! framework. [`crate::init`] stays valid (and idempotent).
+//!
+//! Layout: this file holds the Python-style API; `fork.rs`, `spawn.rs` and
+//! `forkserver.rs` one start method each; `sys.rs` the system calls
+//! (`waitpid`, pidfds, `kill`, `prctl`); `atfork.rs` the one fork-child
+//! handler.
 //!
 //! Exit codes follow Python: 0 for a normal return, 1 for a panic (the message
 //! goes to stderr as usual), `n` for `std::process::exit(n)`, `-signal` when
@@ -48,8 +77,8 @@
 //! ```
 
 use std::fmt;
-use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -58,6 +87,12 @@ use shmproc_core::{Deadline, Identity};
 
 use crate::globals::ForkSafe;
 use crate::message::Message;
+
+pub(crate) mod atfork;
+mod fork;
+pub(crate) mod forkserver;
+pub(crate) mod spawn;
+pub(crate) mod sys;
 
 /// Errors from starting, waiting for or signalling a process.
 ///
@@ -97,8 +132,17 @@ pub enum ProcessError {
         /// Borrows alive in the process.
         borrows: usize,
     },
-    /// Spawn mode needs `shmproc::init()` at the top of `main`.
+    /// Spawn mode and the fork server need shmproc's start-up routing: the
+    /// constructor that runs before `main` on Linux, or [`crate::init`].
     InitNotCalled,
+    /// Starting or reaching the fork server failed.
+    ForkServer(io::Error),
+    /// A closure can only run in a forked child: [`Builder::spawn`] was given
+    /// another start method. Use [`Builder::spawn_fn`] with a `fn(A) -> R`.
+    ClosureNeedsFork {
+        /// The start method the builder asked for.
+        method: StartMethod,
+    },
     /// The argument could not be serialised.
     Serialize(String),
     /// The child was reaped by someone else (a `waitpid(-1)` outside this crate),
@@ -125,11 +169,18 @@ impl fmt::Display for ProcessError {
             ProcessError::ThreadedParent { threads } => write!(
                 f,
                 "refusing to fork a parent with {threads} threads (locks held by other threads would stay locked \
-                 in the child); use spawn mode (spawn_fn) or Builder::allow_threaded_fork"
+                 in the child); run a fn with spawn_fn (the fork server or spawn mode), or see \
+                 Builder::allow_threaded_fork"
             ),
             ProcessError::InitNotCalled => {
-                write!(f, "spawn mode requires shmproc::init() at the start of main")
+                write!(f, "spawn mode and the fork server need shmproc::init() at the start of main on this platform")
             }
+            ProcessError::ForkServer(e) => write!(f, "the fork server failed: {e}"),
+            ProcessError::ClosureNeedsFork { method } => write!(
+                f,
+                "a closure can only run in a forked child, not with the {} start method; use spawn_fn with a fn",
+                method.name()
+            ),
             ProcessError::Serialize(e) => write!(f, "serialising the argument failed: {e}"),
             ProcessError::Lost { pid } => write!(f, "child {pid} was reaped outside shmproc"),
         }
@@ -139,10 +190,136 @@ impl fmt::Display for ProcessError {
 impl std::error::Error for ProcessError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ProcessError::Fork(e) | ProcessError::Spawn(e) | ProcessError::Wait(e) | ProcessError::Signal(e) => Some(e),
+            ProcessError::Fork(e)
+            | ProcessError::Spawn(e)
+            | ProcessError::Wait(e)
+            | ProcessError::Signal(e)
+            | ProcessError::ForkServer(e) => Some(e),
             _ => None,
         }
     }
+}
+
+/// How a child process is started (Python's start methods).
+///
+/// * [`Fork`](StartMethod::Fork): `fork()` of the caller. Fastest; runs
+///   closures; only safe in a single-threaded parent (otherwise refused with
+///   [`ProcessError::ThreadedParent`]).
+/// * [`Spawn`](StartMethod::Spawn): re-executes the binary, which runs the
+///   `fn` and exits before `main`. Safe from any parent; slowest.
+/// * [`ForkServer`](StartMethod::ForkServer): a single-threaded server
+///   process (started on first use by re-executing the binary) forks the
+///   child; the child is still a child of the caller (pid, `join`, exit
+///   codes, signals). Safe from any parent; about as fast as fork once the
+///   server runs. See the module docs for where its children differ.
+///
+/// Closures ([`Builder::spawn`], [`Process::spawn`]) always fork; the start
+/// method applies to `fn`s ([`Builder::spawn_fn`], [`Process::spawn_fn`])
+/// and to [`Pool`](crate::Pool) workers. Unless set, per builder or
+/// process-wide ([`set_start_method`]), it is `Fork` in a single-threaded
+/// parent and `ForkServer` in a multi-threaded one ([`get_start_method`]).
+///
+/// ```
+/// use shmproc::{Process, StartMethod};
+/// fn twice(x: i32) -> i32 {
+///     2 * x
+/// }
+/// for m in [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer] {
+///     let mut p = Process::builder().start_method(m).spawn_fn(twice, 21)?;
+///     assert_eq!(p.join()?, 42);
+/// }
+/// # Ok::<(), shmproc::ProcessError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StartMethod {
+    /// `fork()` the caller.
+    Fork,
+    /// Re-execute the binary.
+    Spawn,
+    /// Have the fork server fork the child.
+    ForkServer,
+}
+
+impl StartMethod {
+    /// Python's name: `"fork"`, `"spawn"` or `"forkserver"`.
+    ///
+    /// ```
+    /// assert_eq!(shmproc::StartMethod::ForkServer.name(), "forkserver");
+    /// ```
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            StartMethod::Fork => "fork",
+            StartMethod::Spawn => "spawn",
+            StartMethod::ForkServer => "forkserver",
+        }
+    }
+
+    fn code(m: Option<StartMethod>) -> u8 {
+        match m {
+            None => 0,
+            Some(StartMethod::Fork) => 1,
+            Some(StartMethod::Spawn) => 2,
+            Some(StartMethod::ForkServer) => 3,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<StartMethod> {
+        match c {
+            1 => Some(StartMethod::Fork),
+            2 => Some(StartMethod::Spawn),
+            3 => Some(StartMethod::ForkServer),
+            _ => None,
+        }
+    }
+
+    /// The automatic choice: fork when it is safe, the fork server otherwise.
+    fn automatic() -> StartMethod {
+        if sys::thread_count() > 1 {
+            StartMethod::ForkServer
+        } else {
+            StartMethod::Fork
+        }
+    }
+}
+
+static DEFAULT_METHOD: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Sets the process-wide start method for `fn`s and pool workers (Python's
+/// `set_start_method`); `None` returns to the automatic choice (`Fork` in a
+/// single-threaded process, `ForkServer` in a multi-threaded one). A
+/// builder's [`Builder::start_method`] overrides it.
+///
+/// ```
+/// use shmproc::StartMethod;
+/// shmproc::set_start_method(Some(StartMethod::Spawn));
+/// assert_eq!(shmproc::get_start_method(), StartMethod::Spawn);
+/// shmproc::set_start_method(None);
+/// assert_eq!(shmproc::get_start_method(), StartMethod::Fork); // single-threaded
+/// ```
+pub fn set_start_method(method: Option<StartMethod>) {
+    DEFAULT_METHOD.store(StartMethod::code(method), Ordering::Relaxed);
+}
+
+/// The start method a `fn` or pool worker started now without an explicit
+/// one would get (Python's `get_start_method`).
+///
+/// ```
+/// let m = shmproc::get_start_method();
+/// println!("children start with {}", m.name());
+/// ```
+#[must_use]
+pub fn get_start_method() -> StartMethod {
+    StartMethod::from_code(DEFAULT_METHOD.load(Ordering::Relaxed)).unwrap_or_else(StartMethod::automatic)
+}
+
+/// The pid of this process's fork server, if it runs one (for tests and
+/// diagnostics; the server is a child of this process but not a
+/// [`Process`]).
+#[doc(hidden)]
+#[must_use]
+pub fn forkserver_pid() -> Option<u32> {
+    forkserver::server_pid()
 }
 
 /// What a child's function may return; turned into the exit code.
@@ -170,6 +347,52 @@ impl ChildResult for () {
 impl ChildResult for i32 {
     fn exit_code(self) -> i32 {
         self
+    }
+}
+
+mod never {
+    /// Names the never type `!` on stable Rust: the output of a `fn() -> !`.
+    /// Public but unnameable outside the crate (a private module).
+    pub trait HasOutput {
+        /// The function's return type.
+        type Output;
+    }
+
+    impl<R> HasOutput for fn() -> R {
+        type Output = R;
+    }
+}
+
+/// `!`, the type of an expression that never finishes.
+type Never = <fn() -> ! as never::HasOutput>::Output;
+
+/// A child that never returns (`loop { .. }`, `std::process::exit`).
+///
+/// With this impl `Process::spawn(move || loop { .. })` compiles without
+/// relying on the never-type fallback to `()` (the
+/// `dependency_on_unit_never_type_fallback` lint, an error in edition 2024):
+///
+/// ```
+/// #![deny(warnings)]
+/// let p = shmproc::Process::spawn(move || loop {
+///     std::thread::sleep(std::time::Duration::from_secs(1));
+/// })?;
+/// p.kill()?;
+/// let mut p = p;
+/// assert_eq!(p.join()?, -libc::SIGKILL);
+/// let mut q = shmproc::Process::spawn(|| std::process::exit(3))?;
+/// assert_eq!(q.join()?, 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl ChildResult for Never {
+    fn exit_code(self) -> i32 {
+        match self {}
+    }
+}
+
+impl ChildResult for std::convert::Infallible {
+    fn exit_code(self) -> i32 {
+        match self {}
     }
 }
 
@@ -250,16 +473,6 @@ pub(crate) unsafe fn become_child(name: String, identity: String, daemon: bool, 
     crate::thread_id::reset_after_fork();
 }
 
-fn decode_status(status: libc::c_int) -> i64 {
-    if libc::WIFEXITED(status) {
-        i64::from(libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        -i64::from(libc::WTERMSIG(status))
-    } else {
-        i64::from(status)
-    }
-}
-
 impl ChildShared {
     fn exit_status(&self) -> Option<i64> {
         match self.status.load(Ordering::Acquire) {
@@ -273,34 +486,24 @@ impl ChildShared {
         if let Some(s) = self.exit_status() {
             return Ok(Some(s));
         }
-        let mut status: libc::c_int = 0;
-        loop {
-            let flags = if block { 0 } else { libc::WNOHANG };
-            // SAFETY: `status` is a valid out-pointer; pid is our child.
-            let r = unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, flags) };
-            if r == self.pid as libc::pid_t {
-                let s = decode_status(status);
+        match sys::waitpid(self.pid, block) {
+            Ok(Some(status)) => {
+                let s = sys::decode_status(status);
                 self.status.store(s, Ordering::Release);
                 drop(self.payload.lock().unwrap_or_else(|e| e.into_inner()).take());
-                return Ok(Some(s));
+                Ok(Some(s))
             }
-            if r == 0 {
-                return Ok(None);
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::ECHILD) => {
-                    // Another thread of ours reaped it (it stored the status), or
-                    // someone outside the crate did.
-                    if let Some(s) = self.exit_status() {
-                        return Ok(Some(s));
-                    }
-                    self.status.store(LOST, Ordering::Release);
-                    return Ok(Some(LOST));
+            Ok(None) => Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
+                // Another thread of ours reaped it (it stored the status), or
+                // someone outside the crate did.
+                if let Some(s) = self.exit_status() {
+                    return Ok(Some(s));
                 }
-                _ => return Err(ProcessError::Wait(e)),
+                self.status.store(LOST, Ordering::Release);
+                Ok(Some(LOST))
             }
+            Err(e) => Err(ProcessError::Wait(e)),
         }
     }
 
@@ -342,32 +545,15 @@ impl ChildShared {
         }
         // A pidfd cannot be confused with a recycled pid.
         let r = match &self.pidfd {
-            // SAFETY: a valid pidfd; null siginfo means "as if by kill".
-            Some(fd) => unsafe {
-                libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig, std::ptr::null::<u8>(), 0) as i32
-            },
-            // SAFETY: the pid is our unreaped child, so it cannot have been reused.
-            None => unsafe { libc::kill(self.pid as libc::pid_t, sig) },
+            Some(fd) => sys::pidfd_signal(fd, sig),
+            // The pid is our unreaped child, so it cannot have been reused.
+            None => sys::kill(self.pid, sig),
         };
-        if r != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ESRCH) {
-                return Ok(());
-            }
-            return Err(ProcessError::Signal(e));
+        match r {
+            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => return Err(ProcessError::Signal(e)),
+            _ => {}
         }
         Ok(())
-    }
-}
-
-fn open_pidfd(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags; it returns a new fd or -1.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if r < 0 {
-        None
-    } else {
-        // SAFETY: a fresh fd owned by us.
-        Some(unsafe { OwnedFd::from_raw_fd(r as i32) })
     }
 }
 
@@ -400,17 +586,6 @@ fn register_child(shared: &Arc<ChildShared>) {
         unsafe { libc::atexit(at_exit) };
     });
     GLOBALS.with(|g| g.children.push(shared.clone()));
-}
-
-/// Threads of the calling process, from `/proc/self/stat` (field 20).
-pub(crate) fn thread_count() -> usize {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = &s[s.rfind(')')? + 1..];
-            rest.split_whitespace().nth(17)?.parse().ok()
-        })
-        .unwrap_or(1)
 }
 
 // ---------------------------------------------------------------------------
@@ -465,6 +640,7 @@ pub struct Builder {
     name: Option<String>,
     daemon: bool,
     allow_threaded_fork: bool,
+    start_method: Option<StartMethod>,
 }
 
 impl Builder {
@@ -524,6 +700,27 @@ impl Builder {
     /// ```
     pub fn allow_threaded_fork(mut self, allow: bool) -> Builder {
         self.allow_threaded_fork = allow;
+        self
+    }
+
+    /// The start method for [`spawn_fn`](Builder::spawn_fn) (default: the
+    /// process-wide one, [`get_start_method`]). [`spawn`](Builder::spawn)
+    /// runs a closure and so always forks: it refuses any other method with
+    /// [`ProcessError::ClosureNeedsFork`].
+    ///
+    /// ```
+    /// use shmproc::{Process, StartMethod};
+    /// fn pid(_: ()) -> i32 {
+    ///     (std::process::id() % 100) as i32
+    /// }
+    /// let mut p = Process::builder().start_method(StartMethod::ForkServer).spawn_fn(pid, ())?;
+    /// assert_eq!(p.join()?, (p.pid() % 100) as i32);
+    /// let closure = Process::builder().start_method(StartMethod::Spawn).spawn(|| ());
+    /// assert!(matches!(closure, Err(shmproc::ProcessError::ClosureNeedsFork { .. })));
+    /// # Ok::<(), shmproc::ProcessError>(())
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> Builder {
+        self.start_method = Some(method);
         self
     }
 
@@ -587,7 +784,10 @@ impl Builder {
         F: FnOnce() -> R + 'static,
         R: ChildResult,
     {
-        let threads = thread_count();
+        if let Some(method) = self.start_method.filter(|m| *m != StartMethod::Fork) {
+            return Err(ProcessError::ClosureNeedsFork { method });
+        }
+        let threads = sys::thread_count();
         if threads > 1 && !self.allow_threaded_fork {
             return Err(ProcessError::ThreadedParent { threads });
         }
@@ -597,71 +797,56 @@ impl Builder {
         }
         let (name, identity, daemon) = self.prepare()?;
         let parent = parent_triple();
-        let handles = crate::roles::snapshot();
-        // Flush buffered output so the child does not print it a second time.
-        let _ = io::stdout().flush();
-        let _ = io::stderr().flush();
-        // SAFETY: fork has no memory-safety preconditions of its own; the child
-        // only touches state that is valid in a single-threaded copy (see the
-        // module docs and `become_child`).
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(ProcessError::Fork(io::Error::last_os_error()));
-        }
-        if pid == 0 {
-            // Child.
-            // SAFETY: we are the only thread of the new child.
-            unsafe { become_child(name, identity, daemon, parent.clone()) };
-            if daemon {
-                set_parent_death_signal(parent.0);
-            }
-            let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-                Ok(r) => r.exit_code(),
-                Err(_) => 1,
-            };
-            let _ = io::stdout().flush();
-            let _ = io::stderr().flush();
-            // SAFETY: _exit ends the child without running the parent's atexit
-            // handlers or destructors of state that belongs to the parent.
-            unsafe { libc::_exit(code) };
-        }
-        if let Some(start) = shmproc_core::identity::start_time(pid as u32) {
-            crate::roles::register_child(Identity { id: pid as u32, start }, &handles);
-        }
-        Ok(self.finish(pid as u32, name, daemon, None))
+        let pid = fork::fork_child(f, name.clone(), identity, daemon, parent)?;
+        Ok(self.finish(pid, name, daemon, None))
     }
 
-    /// Re-executes the current binary and runs `f(arg)` in it (spawn mode).
-    /// `main` must call [`crate::init`] first.
+    /// Runs `f(arg)` in a child started with the builder's start method
+    /// (else the process-wide one, [`get_start_method`]: fork in a
+    /// single-threaded process, the fork server in a multi-threaded one).
+    /// The argument is moved into a forked child, or travels as an rkyv
+    /// archive (with the descriptors of any shmproc handles in it) to a
+    /// spawned or fork-server child.
     ///
     /// ```
     /// fn add_one(x: u32) -> i32 {
     ///     x as i32 + 1
     /// }
     ///
-    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
-    ///     shmproc::init();
-    ///     let mut p = shmproc::Process::builder().name("adder").spawn_fn(add_one, 41)?;
-    ///     assert_eq!(p.join()?, 42);
-    ///     Ok(())
-    /// }
+    /// let mut p = shmproc::Process::builder().name("adder").spawn_fn(add_one, 41)?;
+    /// assert_eq!(p.join()?, 42);
+    /// // From a multi-threaded process too (the fork server by default).
+    /// let t = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(300)));
+    /// let mut q = shmproc::Process::spawn_fn(add_one, 1)?;
+    /// assert_eq!(q.join()?, 2);
+    /// t.join().unwrap();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn spawn_fn<A, R>(self, f: fn(A) -> R, arg: A) -> Result<Process, ProcessError>
     where
-        A: Message,
+        A: Message + 'static,
         R: ChildResult + 'static,
     {
-        if !crate::spawn::init_called() {
+        let method = self.start_method.unwrap_or_else(get_start_method);
+        if method == StartMethod::Fork {
+            return self.spawn(move || f(arg));
+        }
+        if !spawn::init_called() {
             return Err(ProcessError::InitNotCalled);
         }
         let (name, identity, daemon) = self.prepare()?;
-        let payload = crate::spawn::Payload::new(f, &arg, &name, &identity, daemon, &parent_triple())?;
+        let payload = spawn::Payload::new(f, &arg, &name, &identity, daemon, &parent_triple())?;
         let roles = payload.roles.clone();
-        let (pid, payload) = crate::spawn::spawn(payload, daemon)?;
+        let (pid, payload) = if method == StartMethod::Spawn {
+            let (pid, fd) = spawn::spawn(payload, daemon)?;
+            (pid, Some(fd))
+        } else {
+            (forkserver::spawn(&payload, daemon)?, None)
+        };
         if let Some(start) = shmproc_core::identity::start_time(pid) {
             crate::roles::register_spawned(Identity { id: pid, start }, &roles);
         }
-        Ok(self.finish(pid, name, daemon, Some(payload)))
+        Ok(self.finish(pid, name, daemon, payload))
     }
 
     fn finish(&self, pid: u32, name: String, daemon: bool, payload: Option<OwnedFd>) -> Process {
@@ -670,7 +855,7 @@ impl Builder {
             name,
             daemon,
             status: AtomicI64::new(RUNNING),
-            pidfd: open_pidfd(pid),
+            pidfd: sys::open_pidfd(pid),
             payload: std::sync::Mutex::new(payload),
         });
         register_child(&shared);
@@ -682,17 +867,6 @@ fn parent_triple() -> (u32, String, u64) {
     let name = GLOBALS.with(|g| display_name(&g.name).to_owned());
     let me = Identity::current_process();
     (me.id, name, me.start)
-}
-
-pub(crate) fn set_parent_death_signal(parent_pid: u32) {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
-    // The parent may have died before the prctl: then we were re-parented.
-    // SAFETY: getppid has no preconditions.
-    if unsafe { libc::getppid() } as u32 != parent_pid {
-        // SAFETY: ending this process immediately, as the parent is gone.
-        unsafe { libc::_exit(1) };
-    }
 }
 
 fn display_name(name: &str) -> &str {
@@ -719,24 +893,21 @@ impl Process {
         Builder::new().spawn(f)
     }
 
-    /// Re-executes this binary to run `f(arg)` (spawn mode; needs
-    /// [`crate::init`] at the top of `main`).
+    /// Runs `f(arg)` in a child with default settings and the default start
+    /// method (see [`Builder::spawn_fn`]).
     ///
     /// ```
     /// fn child(name: String) {
     ///     println!("hello, {name}");
     /// }
     ///
-    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
-    ///     shmproc::init();
-    ///     let mut p = shmproc::Process::spawn_fn(child, "spawned".to_string())?;
-    ///     assert_eq!(p.join()?, 0);
-    ///     Ok(())
-    /// }
+    /// let mut p = shmproc::Process::spawn_fn(child, "spawned".to_string())?;
+    /// assert_eq!(p.join()?, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn spawn_fn<A, R>(f: fn(A) -> R, arg: A) -> Result<Process, ProcessError>
     where
-        A: Message,
+        A: Message + 'static,
         R: ChildResult + 'static,
     {
         Builder::new().spawn_fn(f, arg)

@@ -2,9 +2,12 @@
 //!
 //! The parent writes a payload into a `memfd` and starts `/proc/self/exe` (the
 //! very image it runs, even if the file was replaced since) with the fd number
-//! in `SHMPROC_SPAWN`. In the child, [`crate::init`] (called first in `main`)
-//! finds the variable, reads the payload, runs the function and exits; it
-//! never returns to the rest of `main`.
+//! in `SHMPROC_SPAWN`. In the child, a constructor in `.init_array`
+//! ([`ROUTE_BEFORE_MAIN`], which runs before `main`; or [`crate::init`] at
+//! the top of `main`, where no constructor runs) finds the variable, reads
+//! the payload, runs the function and exits; the program's `main` never
+//! runs there. The same constructor routes the fork server (see
+//! `process/forkserver.rs`), whose children run payloads of this format too.
 //!
 //! Functions travel as offsets from an anchor function in this crate: the child
 //! runs the same image, so `anchor + offset` is the same function even under
@@ -31,8 +34,8 @@
 //!   is the parent the payload names.
 //!
 //! This binary writes such payloads only in [`spawn`], for the functions its
-//! own code passes to `spawn_fn`, and `init` removes the variable from its own
-//! environment, so a variable set by anyone else never reaches a child of it.
+//! own code passes to `spawn_fn`, and the routing removes the variable from
+//! its own environment, so a variable set by anyone else never reaches a child of it.
 //! A payload that fails any check, or does not parse, ends the child with an
 //! error message and exit status 1: never a jump. The parent keeps its copy of
 //! the payload open until it has reaped the child.
@@ -50,10 +53,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rkyv::util::AlignedVec;
 
+use super::sys::set_parent_death_signal;
+use super::{become_child, ChildResult, ProcessError};
 use crate::message::{decode, encode, Message};
-use crate::process::{become_child, set_parent_death_signal, ChildResult, ProcessError};
 
-const ENV: &str = "SHMPROC_SPAWN";
+pub(crate) const ENV: &str = "SHMPROC_SPAWN";
 const MAGIC: u64 = u64::from_le_bytes(*b"SHMPSPWN");
 const VERSION: u32 = 2;
 /// At most this many inherited segment descriptors in one payload.
@@ -104,10 +108,10 @@ fn trampoline<A: Message, R: ChildResult>(f: usize, arg: &[u8]) -> i32 {
 
 /// The serialised start-up information of a spawned child.
 pub(crate) struct Payload {
-    bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
     /// Descriptors of the segments behind handles in the argument; the child
     /// inherits exactly these.
-    fds: Vec<std::os::fd::RawFd>,
+    pub(crate) fds: Vec<std::os::fd::RawFd>,
     /// Queue roles carried by handles in the argument.
     pub(crate) roles: Vec<(usize, shmproc_core::participants::Role)>,
 }
@@ -191,6 +195,11 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The segment descriptor numbers a payload names (`None`: malformed).
+pub(crate) fn payload_fds(bytes: &[u8]) -> Option<Vec<i32>> {
+    parse(bytes).map(|p| p.fds)
+}
+
 fn parse(bytes: &[u8]) -> Option<Parsed> {
     let mut r = Reader(bytes);
     if r.u64()? != MAGIC || r.u32()? != VERSION {
@@ -220,23 +229,29 @@ fn parse(bytes: &[u8]) -> Option<Parsed> {
 /// The seals a payload memfd must carry: its contents can no longer change.
 const PAYLOAD_SEALS: libc::c_int = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
 
-/// Starts the child; returns its pid and the payload, which the caller keeps
-/// open until the child is reaped (the child checks that its parent holds it).
-pub(crate) fn spawn(payload: Payload, daemon: bool) -> Result<(u32, OwnedFd), ProcessError> {
+/// A close-on-exec memfd holding `bytes`, sealed against every change.
+pub(crate) fn sealed_memfd(bytes: &[u8]) -> io::Result<OwnedFd> {
     // SAFETY: valid C string and flags.
     let raw = unsafe { libc::memfd_create(c"shmproc-spawn".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if raw < 0 {
-        return Err(ProcessError::Spawn(io::Error::last_os_error()));
+        return Err(io::Error::last_os_error());
     }
     // SAFETY: a fresh fd that we own.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let mut file = std::fs::File::from(fd);
-    file.write_all(&payload.bytes).map_err(ProcessError::Spawn)?;
-    file.rewind().map_err(ProcessError::Spawn)?;
+    file.write_all(bytes)?;
+    file.rewind()?;
     // SAFETY: fcntl on our own memfd with valid seal flags.
     if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, PAYLOAD_SEALS) } != 0 {
-        return Err(ProcessError::Spawn(io::Error::last_os_error()));
+        return Err(io::Error::last_os_error());
     }
+    Ok(OwnedFd::from(file))
+}
+
+/// Starts the child; returns its pid and the payload, which the caller keeps
+/// open until the child is reaped (the child checks that its parent holds it).
+pub(crate) fn spawn(payload: Payload, daemon: bool) -> Result<(u32, OwnedFd), ProcessError> {
+    let file = std::fs::File::from(sealed_memfd(&payload.bytes).map_err(ProcessError::Spawn)?);
     let data_fd = file.as_raw_fd();
     let parent_pid = std::process::id();
     let inherit = payload.fds;
@@ -299,6 +314,17 @@ fn attest(fd: i32) -> Result<(), String> {
     if theirs != mine {
         return Err(format!("the parent (pid {ppid}) does not hold the payload"));
     }
+    same_exe_as(ppid)
+}
+
+/// Whether process `ppid` (our parent) runs the same executable as we do
+/// (the `/proc/<pid>/exe` inodes match).
+pub(crate) fn same_exe_as(ppid: libc::pid_t) -> Result<(), String> {
+    let stat_path = |p: &str| -> io::Result<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(p)?;
+        Ok((m.dev(), m.ino()))
+    };
     let (their_exe, my_exe) = (stat_path(&format!("/proc/{ppid}/exe")), stat_path("/proc/self/exe"));
     match (their_exe, my_exe) {
         (Ok(a), Ok(b)) if a == b => Ok(()),
@@ -307,19 +333,65 @@ fn attest(fd: i32) -> Result<(), String> {
     }
 }
 
-/// Called by [`crate::init`]: marks init as done and, in a spawned child, runs
-/// the requested function and exits.
+/// Called by [`crate::init`] and by the constructor [`ROUTE_BEFORE_MAIN`]:
+/// marks init as done and, in a spawned child (or a fork server), runs the
+/// requested function (or serves) and exits.
 pub(crate) fn init() {
     INIT_CALLED.store(true, Ordering::Relaxed);
-    crate::thread_id::install_atfork();
+    super::atfork::install();
+    super::forkserver::route();
     let Some(value) = std::env::var_os(ENV) else {
         return;
     };
     std::env::remove_var(ENV);
+    ignore_sigpipe();
     let code = run_child(&value.to_string_lossy());
     let _ = io::stdout().flush();
     let _ = io::stderr().flush();
     std::process::exit(code);
+}
+
+/// The Rust runtime ignores SIGPIPE before `main` (writes to a closed pipe
+/// fail with `EPIPE` instead of killing the process); a child routed before
+/// `main` never gets there, so it does the same itself.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: installing SIG_IGN for SIGPIPE has no memory-safety conditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// Routes re-executed children before `main` runs, so that spawn mode and
+/// the fork server work in binaries whose `main` never calls
+/// [`crate::init`] (test binaries, examples, programs whose `main` belongs
+/// to a framework).
+///
+/// glibc (and musl) call the functions listed in `.init_array` after the C
+/// library is initialised (`malloc`, `environ`, stdio, `pthread_atfork`
+/// work) and before `main`, with only the main thread running. This one
+/// only reads the environment (`SHMPROC_SPAWN`, `SHMPROC_FORKSERVER`): in
+/// an ordinary process it registers shmproc's fork handler and returns; in a
+/// child started by shmproc it removes the variable, runs the child (or the
+/// fork server) and exits, so the program's `main` never runs there. What
+/// such a child does *not* get from the Rust runtime, which sets it up just
+/// before `main`: the stack-overflow handler (an overflow is a plain
+/// SIGSEGV) and the name `main` for its thread; SIGPIPE is ignored as the
+/// runtime would. A panic cannot unwind out of the constructor: the child
+/// exits with status 1.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static ROUTE_BEFORE_MAIN: extern "C" fn(libc::c_int, *const *const libc::c_char, *const *const libc::c_char) =
+    route_before_main;
+
+#[cfg(target_os = "linux")]
+extern "C" fn route_before_main(
+    _argc: libc::c_int,
+    _argv: *const *const libc::c_char,
+    _envp: *const *const libc::c_char,
+) {
+    if std::panic::catch_unwind(init).is_err() {
+        // SAFETY: ending the process without unwinding into C.
+        unsafe { libc::_exit(1) };
+    }
 }
 
 fn run_child(value: &str) -> i32 {
@@ -347,7 +419,22 @@ fn run_child(value: &str) -> i32 {
         return 1;
     }
     drop(file);
-    let Some(p) = parse(&bytes) else {
+    run_payload(&bytes, Started::Spawned)
+}
+
+/// How a child running a payload was started.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Started {
+    /// Re-executed by its parent (spawn mode).
+    Spawned,
+    /// Forked by the fork server on its client's behalf (see `process/forkserver.rs`).
+    ForkServer,
+}
+
+/// Runs a payload's function in this (child) process; returns the exit code.
+/// The payload's segment descriptors must be open at the numbers it names.
+pub(crate) fn run_payload(bytes: &[u8], how: Started) -> i32 {
+    let Some(p) = parse(bytes) else {
         eprintln!("shmproc: malformed spawn payload");
         return 1;
     };
@@ -366,11 +453,16 @@ fn run_child(value: &str) -> i32 {
         eprintln!("shmproc: the spawn payload names another parent");
         return 1;
     }
-    // SAFETY: init() runs first in main, before the program starts threads.
+    // SAFETY: we are the only thread: a spawned child is routed before
+    // `main` (or by init() first in main), before any thread starts; a fork
+    // server's child is a copy of the single-threaded server.
     unsafe {
         become_child(p.name, p.identity, p.daemon, (p.parent_pid, p.parent_name, p.parent_start));
     }
-    if p.daemon {
+    // A fork server's child is not tied to a thread of its parent, so no
+    // parent-death signal there: the server kills its daemon children when
+    // the client goes away (see `process/forkserver.rs`).
+    if p.daemon && how == Started::Spawned {
         set_parent_death_signal(p.parent_pid);
     }
     let base = anchor_addr() as i64;
