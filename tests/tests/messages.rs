@@ -465,6 +465,9 @@ fn unbounded_queue_survives_killed_peers() -> TestResult {
                 tx.send(&i).unwrap();
             }
         })?;
+        // Killed some time into its burst (not before its first send: a
+        // loaded machine may start it late).
+        ensure!(eventually(HANG_LIMIT, || !q.is_empty()), "round {round}: the producer sent nothing");
         std::thread::sleep(Duration::from_millis(5 + 37 * round % 90));
         producer.kill()?;
         let code = producer.join_timeout(HANG_LIMIT)?;
