@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shmproc::{Pool, Process, ProcessError, Queue, StartMethod, Value};
+use shmproc::{get_start_method, Pool, Process, ProcessError, Queue, StartMethod, Value};
 
 const METHODS: [StartMethod; 3] = [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer];
 const ROLE: &str = "SHMPROC_START_METHODS_ROLE";
@@ -230,6 +230,33 @@ fn fork_server_children_from_many_threads() {
     for w in workers {
         w.join().unwrap();
     }
+}
+
+/// Inside a multi-threaded tokio runtime (the parent has its worker threads):
+/// children and a pool start with the default method, the fork server, from
+/// async tasks, and their results come back.
+#[test]
+fn fork_server_children_from_a_tokio_runtime() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).build().expect("runtime");
+    rt.block_on(async {
+        let starts: Vec<_> = (0..8)
+            .map(|code| {
+                tokio::task::spawn_blocking(move || {
+                    let mut p = Process::spawn_fn(exit_with, code).expect("start from a runtime task");
+                    p.join().expect("join")
+                })
+            })
+            .collect();
+        for (code, start) in starts.into_iter().enumerate() {
+            assert_eq!(start.await.expect("task"), code as i32);
+        }
+        let pool = tokio::task::spawn_blocking(|| {
+            let pool = Pool::new(2).expect("a pool inside the runtime");
+            pool.map(square, 0..100u64).expect("map")
+        });
+        assert_eq!(pool.await.expect("task"), (0..100u64).map(|x| x * x).collect::<Vec<_>>());
+    });
+    assert_eq!(get_start_method(), StartMethod::ForkServer, "a threaded parent defaults to the fork server");
 }
 
 // ------------------------------------------------ SIGKILL of a client ------
