@@ -21,7 +21,7 @@ use crate::raw_mutex::{Acquired, LockError, RawMutex};
 use crate::semaphore::RawSemaphore;
 
 fn owner(tid: u32) -> Owner {
-    Owner { thread: Identity { id: tid, start: 1 }, pid: tid }
+    Owner { thread: Identity { id: tid, start: 1, ns: 1 }, pid: tid }
 }
 
 fn always_alive(_: u32, _: Option<u64>) -> bool {

@@ -567,7 +567,7 @@ impl Builder {
             unsafe { libc::_exit(code) };
         }
         if let Some(start) = shmproc_core::identity::start_time(pid as u32) {
-            crate::roles::register_child(Identity { id: pid as u32, start }, &handles);
+            crate::roles::register_child(Identity::local(pid as u32, start), &handles);
         }
         Ok(self.finish(pid as u32, name, daemon))
     }
@@ -600,7 +600,7 @@ impl Builder {
         let roles = payload.roles.clone();
         let pid = crate::spawn::spawn(payload, daemon)?;
         if let Some(start) = shmproc_core::identity::start_time(pid) {
-            crate::roles::register_spawned(Identity { id: pid, start }, &roles);
+            crate::roles::register_spawned(Identity::local(pid, start), &roles);
         }
         Ok(self.finish(pid, name, daemon))
     }
@@ -967,7 +967,7 @@ impl ParentProcess {
     /// ```
     #[must_use]
     pub fn is_alive(&self) -> bool {
-        Identity { id: self.pid, start: self.start }.is_alive()
+        Identity::local(self.pid, self.start).is_alive()
     }
 }
 
