@@ -429,9 +429,7 @@ fn read_stat(id: u32) -> Result<Stat, StatError> {
     let mut buf = [0u8; 1024];
     match read_file(&path[..n], &mut buf) {
         Some(len) => parse_stat(&buf[..len]).ok_or(StatError::Other),
-        None if matches!(errno(), libc::ENOENT | libc::ESRCH) && !test_hooks::proc_blocked() => {
-            Err(StatError::Missing)
-        }
+        None if matches!(errno(), libc::ENOENT | libc::ESRCH) && !test_hooks::proc_blocked() => Err(StatError::Missing),
         None => Err(StatError::Other),
     }
 }

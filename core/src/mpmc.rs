@@ -1711,6 +1711,35 @@ mod tests {
         }
     }
 
+    /// With the kernel's verdict ([`ProcLiveness`](crate::owner::ProcLiveness)),
+    /// a consumer recorded in another pid namespace keeps its slot, even when
+    /// its tid names a process here with another start time; the same record
+    /// in our namespace is proven dead and its slot is recovered.
+    #[test]
+    fn foreign_namespace_consumer_keeps_its_slot() {
+        use crate::owner::ProcLiveness;
+        let mut mem = Mem([0; 16384]);
+        let r = ring(&mut mem, 2, 32);
+        let me = Owner::current();
+        let here = crate::identity::current_pid_ns();
+        // Tid 1 exists in every namespace; start 1 is not init's start time.
+        let foreign = Owner { thread: Identity { id: 1, start: 1, ns: here ^ 1 }, pid: 1 };
+        r.try_push(&me, b"a").unwrap();
+        let _held = r.try_pop(&foreign).unwrap();
+        let (_, done) = r.recover_reader_with(&ProcLiveness, false, |_, _| panic!("dropped a live reader's message"));
+        assert!(!done);
+        // The same record in our namespace: proven dead, recovered.
+        let mut mem2 = Mem([0; 16384]);
+        let r2 = ring(&mut mem2, 2, 32);
+        let local = Owner { thread: Identity { id: 1, start: 1, ns: here }, pid: 1 };
+        r2.try_push(&me, b"b").unwrap();
+        let _lost = r2.try_pop(&local).unwrap();
+        let mut dropped = 0;
+        let (_, done) = r2.recover_reader_with(&ProcLiveness, false, |_, _| dropped += 1);
+        assert!(done);
+        assert_eq!(dropped, 1);
+    }
+
     /// Payloads start 16-byte aligned for every slot size: the slot head is
     /// padded to 16 and the stride is a multiple of 64 from a 128-aligned
     /// base.

@@ -190,13 +190,11 @@ impl Participants {
     }
 
     fn find(&self, me: Identity) -> Option<&Entry> {
-        self.entries
-            .iter()
-            .find(|e| {
-                e.pid.load(Ordering::Acquire) == me.id
-                    && e.start.load(Ordering::Relaxed) == me.start
-                    && e.ns.load(Ordering::Relaxed) == me.ns
-            })
+        self.entries.iter().find(|e| {
+            e.pid.load(Ordering::Acquire) == me.id
+                && e.start.load(Ordering::Relaxed) == me.start
+                && e.ns.load(Ordering::Relaxed) == me.ns
+        })
     }
 
     /// Adds `n` handles of `role` for process `me`. Returns false if the table

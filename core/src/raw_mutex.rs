@@ -67,7 +67,13 @@
 //! time and judging a live owner dead. The `Acquire` load of the word rules
 //! out a record older than the word: reading the word a new owner set
 //! synchronises with the previous owner's unlock, which cleared `owner_id`
-//! first. Taking over is then a compare-and-swap on the exact word judged.
+//! first. After a "dead" verdict the judge reads the word and the record
+//! again and gives up if either changed: an owner proven dead has done
+//! nothing since, so a change means it unlocked before dying, and the same
+//! word may now belong to a new owner with the same tid (two containers'
+//! main threads are both tid 1). Taking over is then a compare-and-swap on
+//! the exact word judged. (The loom model
+//! `loom_mutex_owner_record_is_never_torn` found that race.)
 //!
 //! `recursion` is touched only by the owner. The `WAITERS` bit
 //! is set with a compare-and-swap before sleeping and the kernel re-checks the
@@ -214,7 +220,7 @@ pub struct RawMutex {
 }
 
 /// A consistent owner record (module docs, "Orderings").
-#[derive(Copy, Clone)]
+#[derive(Copy, Clone, PartialEq, Eq)]
 struct Record {
     tid: u32,
     ns: u32,
@@ -536,7 +542,17 @@ impl RawMutex {
             return Verdict::Wait;
         }
         let Some(r) = self.recorded(observed) else { return Verdict::Unrecorded };
-        match self.take_over(observed, me, check.is_alive_in(r.tid, Some(r.start), r.ns)) {
+        if check.is_alive_in(r.tid, Some(r.start), r.ns) {
+            return Verdict::Wait;
+        }
+        // The verdict took time. A dead owner changes nothing afterwards, so
+        // the record must be unchanged; if it changed, the judged owner
+        // unlocked before it died, and the word may now be a new owner's
+        // with the same tid (another namespace's, or a reused one).
+        if self.state.load(Ordering::Acquire) != observed || self.recorded(observed) != Some(r) {
+            return Verdict::Wait;
+        }
+        match self.take_over(observed, me, false) {
             Some(a) => Verdict::TookOver(a),
             None => Verdict::Wait,
         }

@@ -118,9 +118,8 @@ impl NsChild {
             if g == 0 {
                 // Pid 1 of the new namespace: mount its own /proc.
                 // SAFETY: NUL-terminated strings, null data.
-                let r = unsafe {
-                    libc::mount(c"proc".as_ptr(), c"/proc".as_ptr(), c"proc".as_ptr(), 0, std::ptr::null())
-                };
+                let r =
+                    unsafe { libc::mount(c"proc".as_ptr(), c"/proc".as_ptr(), c"proc".as_ptr(), 0, std::ptr::null()) };
                 if r != 0 {
                     page.at(1).store(-errno(), Ordering::SeqCst);
                     page.at(2).store(3, Ordering::SeqCst);
