@@ -249,7 +249,7 @@ fn pid_ns_inode() -> Option<u32> {
     // SAFETY: an all-zero `stat` is a valid out-parameter.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
     // SAFETY: the path is NUL-terminated and `st` is a valid out-pointer.
-    let r = unsafe { libc::stat(b"/proc/self/ns/pid\0".as_ptr().cast(), &mut st) };
+    let r = unsafe { libc::stat(c"/proc/self/ns/pid".as_ptr(), &mut st) };
     if r != 0 {
         return None;
     }
@@ -279,7 +279,7 @@ fn proc_shows_own_namespace() -> bool {
     }
     let mut link = [0u8; 16];
     // SAFETY: the path is NUL-terminated; `link` is writable for its length.
-    let n = unsafe { libc::readlink(b"/proc/self\0".as_ptr().cast(), link.as_mut_ptr().cast(), link.len()) };
+    let n = unsafe { libc::readlink(c"/proc/self".as_ptr(), link.as_mut_ptr().cast(), link.len()) };
     n > 0 && parse_u64(link.get(..n as usize).unwrap_or(&[])) == Some(u64::from(pid))
 }
 

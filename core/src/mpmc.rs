@@ -1726,6 +1726,8 @@ mod tests {
         let foreign = Owner { thread: Identity { id: 1, start: 1, ns: here ^ 1 }, pid: 1 };
         r.try_push(&me, b"a").unwrap();
         let _held = r.try_pop(&foreign).unwrap();
+        r.try_push(&me, b"x").unwrap();
+        assert_eq!(r.try_push(&me, b"y"), Err(MpmcError::Full)); // the held slot is next
         let (_, done) = r.recover_reader_with(&ProcLiveness, false, |_, _| panic!("dropped a live reader's message"));
         assert!(!done);
         // The same record in our namespace: proven dead, recovered.
@@ -1734,6 +1736,7 @@ mod tests {
         let local = Owner { thread: Identity { id: 1, start: 1, ns: here }, pid: 1 };
         r2.try_push(&me, b"b").unwrap();
         let _lost = r2.try_pop(&local).unwrap();
+        r2.try_push(&me, b"x").unwrap();
         let mut dropped = 0;
         let (_, done) = r2.recover_reader_with(&ProcLiveness, false, |_, _| dropped += 1);
         assert!(done);
