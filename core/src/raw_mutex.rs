@@ -49,10 +49,11 @@
 //! The owner record is a seqlock whose sequence is `owner_id`
 //! (`ns << 32 | tid`; 0 = no complete record):
 //!
-//! * the owner, right after acquiring, stores `owner_id = 0`, issues a
-//!   `Release` fence, stores `owner_start` and `owner_pid` (`Relaxed`), then
-//!   stores `owner_id` with `Release`; unlocking stores `owner_id = 0` before
-//!   its `Release` swap of the word;
+//! * unlocking stores `owner_id = 0` before its `Release` swap of the word
+//!   (a takeover from a dead owner stores it right after its compare-and-swap);
+//!   the next owner, right after acquiring, issues a `Release` fence, stores
+//!   `owner_start` and `owner_pid` (`Relaxed`), then stores `owner_id` with
+//!   `Release`;
 //! * a judge loads the word with `Acquire`, then `owner_id` with `Acquire`,
 //!   the start time and pid (`Relaxed`), an `Acquire` fence, and `owner_id`
 //!   again; the record counts only if both `owner_id` loads agree and name
@@ -301,8 +302,9 @@ impl RawMutex {
     /// Publishes the owner record (the writer side of the seqlock in the
     /// module docs).
     #[inline]
+    /// `owner_id` is 0 here: cleared by the previous owner's unlock (which
+    /// our `Acquire` compare-and-swap follows), by `init`, or by a takeover.
     fn record(&self, me: &Owner) {
-        self.owner_id.store(0, Ordering::Relaxed);
         fence(Ordering::Release);
         self.owner_start.store(me.thread.start, Ordering::Relaxed);
         self.owner_pid.store(me.pid, Ordering::Relaxed);
@@ -568,6 +570,8 @@ impl RawMutex {
         let new = Self::my_tid(me) | (observed & WAITERS);
         match self.state.compare_exchange(observed, new, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => {
+                // The dead owner's record is still there: invalidate it first.
+                self.owner_id.store(0, Ordering::Relaxed);
                 self.record(me);
                 Some(Acquired::OwnerDied)
             }
