@@ -60,7 +60,13 @@ fn loom_mutex_excludes_and_publishes() {
 
 #[test]
 fn loom_mutex_dead_owner_taken_over_exactly_once() {
-    loom::model(|| {
+    // Bounded: the takeover path re-reads the owner record after the verdict
+    // (raw_mutex "Orderings"), and two takers retrying it made the exhaustive
+    // search run past half an hour; four preemptions still interleave both
+    // takers' reads, verdicts and compare-and-swaps every way that matters.
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(4);
+    builder.check(|| {
         let m = Arc::new(RawMutex::new());
         let dead = Arc::new(AtomicU32::new(0));
         let a = owner(1);
