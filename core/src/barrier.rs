@@ -85,7 +85,8 @@ pub struct BarrierWait {
 #[repr(C)]
 struct Arrival {
     tid: AtomicU32,
-    _pad: AtomicU32,
+    /// The party's pid namespace ([`Identity::ns`](crate::Identity::ns)).
+    ns: AtomicU32,
     start: AtomicU64,
 }
 
@@ -140,6 +141,7 @@ impl RawBarrier {
         self.reset_of.store(0, Ordering::Relaxed);
         for a in &self.arrivals {
             a.tid.store(0, Ordering::Relaxed);
+            a.ns.store(0, Ordering::Relaxed);
             a.start.store(0, Ordering::Relaxed);
         }
     }
@@ -232,6 +234,7 @@ impl RawBarrier {
             }
             if let Some(a) = self.arrivals.get(c as usize) {
                 a.tid.store(me.thread.id, Ordering::Relaxed);
+                a.ns.store(me.thread.ns, Ordering::Relaxed);
                 a.start.store(me.thread.start, Ordering::Relaxed);
             }
             if c + 1 == parties {
@@ -289,9 +292,11 @@ impl RawBarrier {
                 }
                 let n = (self.count.load(Ordering::Relaxed) as usize).min(MAX_TRACKED);
                 let dead = self.arrivals[..n].iter().any(|a| {
+                    // Written under the barrier's lock, which we hold: one
+                    // party's consistent record.
                     let tid = a.tid.load(Ordering::Relaxed);
                     let start = a.start.load(Ordering::Relaxed);
-                    !check.is_alive(tid, Some(start))
+                    !check.is_alive_in(tid, Some(start), a.ns.load(Ordering::Relaxed))
                 });
                 if dead {
                     self.break_now();

@@ -62,9 +62,11 @@
 //! The mutex handles its own dead owners ([`RawMutex`]). A bias holder that
 //! dies *outside* a critical section leaves `busy == 0`: it is revoked like a
 //! live one and nothing is reported. One that dies *inside* leaves
-//! `busy == 1`: waiters check the recorded holder's liveness (tid and start
-//! time) before sleeping and after every [`LIVENESS_SLICE`], clear `busy` and
-//! report [`Held::owner_died`].
+//! `busy == 1`: waiters check the recorded holder's liveness (tid, pid
+//! namespace and start time; fail closed, as for the mutex) before sleeping
+//! and after every [`LIVENESS_SLICE`], clear `busy` and report
+//! [`Held::owner_died`]. A holder recorded in another pid namespace is never
+//! judged dead: waits for it end in a timeout.
 //!
 //! # Orderings
 //!
@@ -72,7 +74,12 @@
 //! critical section ends with a `Release` store of `busy = 0`, which the next
 //! mutex holder reads with `Acquire` before entering. A grant is made under
 //! the mutex by the thread that will hold the bias, so its own next critical
-//! section follows in program order. The handshake's store-load ordering is
+//! section follows in program order. The holder record (`tid`, `ns`, `start`)
+//! is written only under the mutex, before the grant's `Release` store of
+//! `holder` and the mutex's `Release` unlock, and judged only by a waiter
+//! that holds the mutex (its `Acquire`), so a judge never pairs one holder's
+//! tid with another's start time; only [`BiasedLock::holder`], an unlocked
+//! snapshot for inspection, may. The handshake's store-load ordering is
 //! the asymmetric fence pair (see [`asymmetric_fence`]); under `cfg(loom)` both
 //! are `SeqCst` fences, which the loom models check.
 //!
@@ -152,6 +159,8 @@ struct Bias {
     start: AtomicU64,
     /// Thread id of the latest bias holder.
     tid: AtomicU32,
+    /// Pid namespace of the latest bias holder ([`Identity::ns`](crate::Identity::ns)).
+    ns: AtomicU32,
     /// The thread of the last mutex acquisitions and how many in a row.
     last: AtomicU32,
     streak: AtomicU32,
@@ -184,7 +193,7 @@ impl Held {
     /// ```
     /// use shmproc_core::biased_lock::{BiasedLock, BIAS_AFTER};
     /// use shmproc_core::{owner::Owner, Identity};
-    /// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7 }, pid: tid };
+    /// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7, ns: 1 }, pid: tid };
     /// let l = BiasedLock::new();
     /// let alive = |_: u32, _: Option<u64>| true;
     /// for _ in 0..=BIAS_AFTER {
@@ -265,6 +274,7 @@ impl BiasedLock {
                 holder: AtomicU64::new(0),
                 start: AtomicU64::new(0),
                 tid: AtomicU32::new(0),
+                ns: AtomicU32::new(0),
                 last: AtomicU32::new(0),
                 streak: AtomicU32::new(0),
                 revocations: AtomicU32::new(0),
@@ -286,6 +296,7 @@ impl BiasedLock {
         b.holder.store(0, Ordering::Relaxed);
         b.start.store(0, Ordering::Relaxed);
         b.tid.store(0, Ordering::Relaxed);
+        b.ns.store(0, Ordering::Relaxed);
         b.last.store(0, Ordering::Relaxed);
         b.streak.store(0, Ordering::Relaxed);
         b.revocations.store(0, Ordering::Relaxed);
@@ -315,6 +326,7 @@ impl BiasedLock {
         let mine = Self::mine(me);
         if self.bias.holder.load(Ordering::Relaxed) == mine
             && self.bias.start.load(Ordering::Relaxed) == me.thread.start
+            && self.bias.ns.load(Ordering::Relaxed) == me.thread.ns
         {
             if self.busy.load(Ordering::Relaxed) != 0 {
                 // Only we set `busy`: this is a nested acquisition.
@@ -387,9 +399,11 @@ impl BiasedLock {
                 spin_loop();
                 continue;
             }
+            // Written under the mutex we hold: a consistent record.
             let tid = self.bias.tid.load(Ordering::Relaxed);
             let start = self.bias.start.load(Ordering::Relaxed);
-            if !check.is_alive(tid, Some(start)) {
+            let ns = self.bias.ns.load(Ordering::Relaxed);
+            if !check.is_alive_in(tid, Some(start), ns) {
                 self.busy.store(0, Ordering::Relaxed);
                 return Ok(true);
             }
@@ -444,6 +458,7 @@ impl BiasedLock {
                 b.streak.store(0, Ordering::Relaxed);
                 b.tid.store(me.thread.id, Ordering::Relaxed);
                 b.start.store(me.thread.start, Ordering::Relaxed);
+                b.ns.store(me.thread.ns, Ordering::Relaxed);
                 b.holder.store(Self::mine(me), Ordering::Release);
             } else {
                 b.streak.store(streak, Ordering::Relaxed);
@@ -470,9 +485,12 @@ impl BiasedLock {
         let busy = self.busy.load(Ordering::Relaxed) != 0;
         // A revoked holder still inside its critical section counts too.
         if busy || self.bias.holder.load(Ordering::Relaxed) & BIASED != 0 {
-            let tid = self.bias.tid.load(Ordering::Relaxed);
+            // A snapshot without the mutex: the fields may belong to two
+            // successive holders (inspection only).
+            let tid = self.bias.tid.load(Ordering::Acquire);
             let start = self.bias.start.load(Ordering::Relaxed);
-            return Holder::Biased { tid, busy, alive: check.is_alive(tid, Some(start)) };
+            let ns = self.bias.ns.load(Ordering::Relaxed);
+            return Holder::Biased { tid, busy, alive: check.is_alive_in(tid, Some(start), ns) };
         }
         match self.mutex.owner(check) {
             Some(o) => Holder::Locked(o),
@@ -485,7 +503,7 @@ impl BiasedLock {
     /// ```
     /// use shmproc_core::biased_lock::{BiasedLock, BIAS_AFTER};
     /// use shmproc_core::{owner::Owner, Identity};
-    /// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7 }, pid: tid };
+    /// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7, ns: 1 }, pid: tid };
     /// let alive = |_: u32, _: Option<u64>| true;
     /// let l = BiasedLock::new();
     /// for _ in 0..BIAS_AFTER {
@@ -513,7 +531,7 @@ mod tests {
     use crate::identity::Identity;
 
     fn owner(tid: u32) -> Owner {
-        Owner { thread: Identity { id: tid, start: 7 }, pid: tid }
+        Owner { thread: Identity { id: tid, start: 7, ns: 1 }, pid: tid }
     }
 
     #[test]

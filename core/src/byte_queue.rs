@@ -1276,7 +1276,7 @@ mod tests {
         assert!(pid > 0);
         // SAFETY: waiting for our own child.
         unsafe { libc::waitpid(pid, core::ptr::null_mut(), 0) };
-        let dead = Owner { thread: crate::Identity { id: pid as u32, start: 1 }, pid: pid as u32 };
+        let dead = Owner { thread: crate::Identity::local(pid as u32, 1), pid: pid as u32 };
         let c = q.try_claim(&dead, None).unwrap().unwrap();
         assert_eq!(q.kind(&c), KIND_BLOCK);
         // It dies holding it: never released.

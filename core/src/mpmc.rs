@@ -51,9 +51,18 @@
 //! `seq`, observed with `Acquire` loads before touching the payload, so the
 //! payload written by the producer happens-before the consumer's read and the
 //! consumer's read happens-before the next producer's write. The position
-//! counters only arbitrate claims and use `Relaxed`. Claim registration uses
-//! `AcqRel` compare-and-swap so a poisoner that reads the claim also sees the
-//! `start` stored before it.
+//! counters only arbitrate claims and use `Relaxed`. Claim registration
+//! stores the claimant's `start` and `ns` (`Relaxed`), then publishes its tid
+//! with an `AcqRel` compare-and-swap of `claim`; a poisoner loads `claim` with
+//! `Acquire` before `start` and `ns`, so it sees that claimant's values or
+//! later ones. Later ones belong to another registration (another tag), which
+//! changes `claim` after them, so the poisoner's compare-and-swap on the
+//! claim it judged then fails: a wrong pairing never poisons.
+//!
+//! Liveness fails closed ([`crate::owner::OwnerCheck`]): a claimant recorded
+//! in another (or an unknown) pid namespace is never judged dead, so its
+//! slot is not recovered from its id; only [`UNREGISTERED_GRACE`] applies to
+//! claims never registered.
 //!
 //! # Untrusted memory
 //!
@@ -109,7 +118,7 @@ const DROPPING_TID: u32 = u32::MAX;
 /// presumed dead): anyone may complete the freeing.
 const DROPPED_TID: u32 = u32::MAX - 1;
 /// Bytes before a slot's payload: the slot head, padded so the payload is
-/// 16-byte aligned (32 on real atomics; larger under loom).
+/// 16-byte aligned (48 on real atomics; larger under loom).
 const SLOT_HEAD: usize = match align_up(core::mem::size_of::<SlotHead>(), 16) {
     Some(v) => v,
     None => panic!("slot head size"),
@@ -193,6 +202,9 @@ struct SlotHead {
     /// The message's kind: a `u8` stored by the producer; anything above
     /// `u8::MAX` is corrupt.
     kind: AtomicU32,
+    /// The registered claimant's pid namespace ([`Identity::ns`](crate::Identity::ns)).
+    ns: AtomicU32,
+    _pad: AtomicU32,
 }
 
 const HEADER_SPAN: usize = match align_up(core::mem::size_of::<MpmcHeader>(), OBJECT_ALIGN) {
@@ -232,7 +244,15 @@ unsafe fn loom_construct(base: NonNull<u8>, slots: usize, slot_size: usize) {
         base.as_ptr().cast::<MpmcHeader>().write(hdr);
         for i in 0..slots {
             let slot = base.as_ptr().add(HEADER_SPAN + i * stride(slot_size)).cast::<SlotHead>();
-            slot.write(SlotHead { seq: u64_(), claim: u64_(), start: u64_(), len: u32_(), kind: u32_() });
+            slot.write(SlotHead {
+                seq: u64_(),
+                claim: u64_(),
+                start: u64_(),
+                len: u32_(),
+                kind: u32_(),
+                ns: u32_(),
+                _pad: u32_(),
+            });
         }
     }
 }
@@ -421,6 +441,7 @@ impl MpmcRing {
             let s = ring.slot(p);
             s.claim.store(u64::MAX, Ordering::Relaxed);
             s.start.store(0, Ordering::Relaxed);
+            s.ns.store(0, Ordering::Relaxed);
             s.len.store(0, Ordering::Relaxed);
             s.kind.store(0, Ordering::Relaxed);
             s.seq.store(p, Ordering::Release);
@@ -678,6 +699,7 @@ impl MpmcRing {
         let s = self.slot(pos);
         let t = tag(pos, reader);
         s.start.store(me.thread.start, Ordering::Relaxed);
+        s.ns.store(me.thread.ns, Ordering::Relaxed);
         let mut c = s.claim.load(Ordering::Relaxed);
         for _ in 0..2 {
             if c & 0xffff_ffff == t {
@@ -1202,7 +1224,8 @@ impl MpmcRing {
             if reader && (tid == DROPPING_TID || tid == DROPPED_TID) {
                 false
             } else {
-                u64::from(tid) == POISON_TID || !check.is_alive(tid, Some(s.start.load(Ordering::Relaxed)))
+                u64::from(tid) == POISON_TID
+                    || !check.is_alive_in(tid, Some(s.start.load(Ordering::Relaxed)), s.ns.load(Ordering::Relaxed))
             }
         } else {
             grace_passed
@@ -1307,7 +1330,7 @@ impl MpmcRing {
     ///     ring.try_push(&me, b"x")?;
     /// }
     /// // A consumer (tid 99 here) claims the first message and dies.
-    /// let dead = Owner { thread: shmproc_core::Identity { id: 99, start: 1 }, pid: 99 };
+    /// let dead = Owner { thread: shmproc_core::Identity { id: 99, start: 1, ns: 1 }, pid: 99 };
     /// let _lost = ring.try_pop(&dead)?;
     /// // The next push needs the slot it holds.
     /// assert_eq!(ring.try_push(&me, b"y"), Err(MpmcError::Full));
@@ -1411,7 +1434,7 @@ mod tests {
     struct Mem([u8; 16384]);
 
     fn owner(tid: u32) -> Owner {
-        Owner { thread: Identity { id: tid, start: 3 }, pid: tid }
+        Owner { thread: Identity { id: tid, start: 3, ns: 1 }, pid: tid }
     }
 
     fn ring(mem: &mut Mem, slots: usize, size: usize) -> MpmcRing {
@@ -1713,6 +1736,38 @@ mod tests {
             r.try_push(&me, b"y").unwrap();
             assert_eq!(pop_vec(&r, &me).unwrap(), b"y");
         }
+    }
+
+    /// With the kernel's verdict ([`ProcLiveness`](crate::owner::ProcLiveness)),
+    /// a consumer recorded in another pid namespace keeps its slot, even when
+    /// its tid names a process here with another start time; the same record
+    /// in our namespace is proven dead and its slot is recovered.
+    #[test]
+    fn foreign_namespace_consumer_keeps_its_slot() {
+        use crate::owner::ProcLiveness;
+        let mut mem = Mem([0; 16384]);
+        let r = ring(&mut mem, 2, 32);
+        let me = Owner::current();
+        let here = crate::identity::current_pid_ns();
+        // Tid 1 exists in every namespace; start 1 is not init's start time.
+        let foreign = Owner { thread: Identity { id: 1, start: 1, ns: here ^ 1 }, pid: 1 };
+        r.try_push(&me, b"a").unwrap();
+        let _held = r.try_pop(&foreign).unwrap();
+        r.try_push(&me, b"x").unwrap();
+        assert_eq!(r.try_push(&me, b"y"), Err(MpmcError::Full)); // the held slot is next
+        let (_, done) = r.recover_reader_with(&ProcLiveness, false, |_, _| panic!("dropped a live reader's message"));
+        assert!(!done);
+        // The same record in our namespace: proven dead, recovered.
+        let mut mem2 = Mem([0; 16384]);
+        let r2 = ring(&mut mem2, 2, 32);
+        let local = Owner { thread: Identity { id: 1, start: 1, ns: here }, pid: 1 };
+        r2.try_push(&me, b"b").unwrap();
+        let _lost = r2.try_pop(&local).unwrap();
+        r2.try_push(&me, b"x").unwrap();
+        let mut dropped = 0;
+        let (_, done) = r2.recover_reader_with(&ProcLiveness, false, |_, _| dropped += 1);
+        assert!(done);
+        assert_eq!(dropped, 1);
     }
 
     /// Payloads start 16-byte aligned for every slot size: the slot head is

@@ -1,6 +1,6 @@
 //! Who holds a lock, and the check that tells a dead holder from a slow one.
 
-use crate::identity::{liveness, Identity, Liveness};
+use crate::identity::{liveness, liveness_in, Identity, Liveness};
 
 /// The thread acting on a primitive: its kernel tid and start time, plus its
 /// process id (for reporting). Callers cache it per thread (see the std crate)
@@ -36,7 +36,12 @@ impl Owner {
 }
 
 /// Decides whether a recorded holder is still alive. The default,
-/// [`ProcLiveness`], asks the kernel; models and tests substitute their own.
+/// [`ProcLiveness`], asks the kernel and fails closed; models and tests
+/// substitute their own.
+///
+/// A primitive that judges a holder "not alive" takes over its lock or frees
+/// its slot, so an implementation must answer `false` only when the holder is
+/// *known* dead, and `true` whenever it cannot tell.
 ///
 /// ```
 /// use shmproc_core::owner::OwnerCheck;
@@ -44,27 +49,46 @@ impl Owner {
 /// let check = |tid: u32, _start: Option<u64>| tid != 7;
 /// assert!(check.is_alive(1, None));
 /// assert!(!check.is_alive(7, Some(123)));
+/// assert!(!check.is_alive_in(7, Some(123), 42)); // closures ignore the namespace
 /// ```
 pub trait OwnerCheck {
-    /// `start` is `None` when only the id is known (the holder had not finished
-    /// recording itself): then only existence can be checked.
+    /// Whether thread `tid` of the caller's own pid namespace is alive.
+    /// `start` is `None` when only the id is known (the holder had not
+    /// finished recording itself): then only existence can be checked.
     fn is_alive(&self, tid: u32, start: Option<u64>) -> bool;
+
+    /// Whether thread `tid`, recorded in pid namespace `ns` (0: unknown; see
+    /// [`Identity::ns`]), is alive. The default ignores `ns` and asks
+    /// [`is_alive`](OwnerCheck::is_alive), which suits test doubles.
+    fn is_alive_in(&self, tid: u32, start: Option<u64>, ns: u32) -> bool {
+        let _ = ns;
+        self.is_alive(tid, start)
+    }
 }
 
-/// Liveness from `/proc/<tid>/stat`: exists, not a zombie, same start time.
+/// Liveness from the kernel ([`crate::identity::liveness_in`]): a holder is
+/// judged dead only on proof (its id is gone from, or reused in, the caller's
+/// own pid namespace, or it is a zombie); a holder in another or an unknown
+/// namespace, or behind an unreadable `/proc`, counts as alive.
 ///
 /// ```
 /// use shmproc_core::owner::{OwnerCheck, ProcLiveness};
 /// let me = shmproc_core::Identity::current_thread();
 /// assert!(ProcLiveness.is_alive(me.id, Some(me.start)));
 /// assert!(!ProcLiveness.is_alive(me.id, Some(me.start + 1)));
+/// // Recorded in another pid namespace: never judged dead by its id.
+/// assert!(ProcLiveness.is_alive_in(me.id, Some(me.start + 1), me.ns ^ 1));
 /// ```
 #[derive(Copy, Clone, Debug, Default)]
 pub struct ProcLiveness;
 
 impl OwnerCheck for ProcLiveness {
     fn is_alive(&self, tid: u32, start: Option<u64>) -> bool {
-        liveness(tid, start.unwrap_or(0)) == Liveness::Alive
+        liveness(tid, start.unwrap_or(0)) != Liveness::Dead
+    }
+
+    fn is_alive_in(&self, tid: u32, start: Option<u64>, ns: u32) -> bool {
+        liveness_in(tid, start.unwrap_or(0), ns) != Liveness::Dead
     }
 }
 

@@ -17,6 +17,20 @@
 //! read-modify-writes suffice; the claim uses `AcqRel` so the reclaimer's
 //! zeroing happens-before the next owner's writes.
 //!
+//! Each entry also records the pid namespace of its pid (`ns`), and liveness
+//! fails closed ([`crate::identity`]): a process recorded in another or an
+//! unknown namespace always counts as present.
+//!
+//! # Orderings
+//!
+//! Here the flag (`pid`) is claimed *before* the data (`start`, `ns`) is
+//! written, because the claim is what makes the entry ours. A reader loads
+//! `pid` with `Acquire`; when it reads a claimer's compare-and-swap (a release
+//! operation) it also sees the zeroing that preceded the previous `pid = 0`
+//! `Release` store, so `start` and `ns` are each either 0 or the claimer's
+//! own, never a previous occupant's. A 0 fails closed: `ns == 0` is an
+//! unknown namespace (present), and `start == 0` checks existence only.
+//!
 //! If the table is full, [`Participants::attach`] sets the `overflow` flag:
 //! from then on liveness answers "unknown" and callers must not declare a
 //! disconnection from liveness alone.
@@ -74,7 +88,8 @@ struct Entry {
     senders: AtomicU32,
     start: AtomicU64,
     receivers: AtomicU32,
-    _pad: AtomicU32,
+    /// The pid namespace `pid` belongs to ([`Identity::ns`]; 0: unknown).
+    ns: AtomicU32,
 }
 
 impl Entry {
@@ -144,7 +159,7 @@ impl Participants {
                 senders: AtomicU32::new(0),
                 start: AtomicU64::new(0),
                 receivers: AtomicU32::new(0),
-                _pad: AtomicU32::new(0),
+                ns: AtomicU32::new(0),
             }),
         }
     }
@@ -169,14 +184,17 @@ impl Participants {
             e.senders.store(0, Ordering::Relaxed);
             e.receivers.store(0, Ordering::Relaxed);
             e.start.store(0, Ordering::Relaxed);
+            e.ns.store(0, Ordering::Relaxed);
             e.pid.store(0, Ordering::Release);
         }
     }
 
     fn find(&self, me: Identity) -> Option<&Entry> {
-        self.entries
-            .iter()
-            .find(|e| e.pid.load(Ordering::Acquire) == me.id && e.start.load(Ordering::Relaxed) == me.start)
+        self.entries.iter().find(|e| {
+            e.pid.load(Ordering::Acquire) == me.id
+                && e.start.load(Ordering::Relaxed) == me.start
+                && e.ns.load(Ordering::Relaxed) == me.ns
+        })
     }
 
     /// Adds `n` handles of `role` for process `me`. Returns false if the table
@@ -206,6 +224,7 @@ impl Participants {
             for e in &self.entries {
                 if e.pid.compare_exchange(0, me.id, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                     e.start.store(me.start, Ordering::Relaxed);
+                    e.ns.store(me.ns, Ordering::Relaxed);
                     e.count(role).fetch_add(n, Ordering::Relaxed);
                     return true;
                 }
@@ -247,6 +266,7 @@ impl Participants {
             for e in &self.entries {
                 if e.pid.compare_exchange(0, me.id, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                     e.start.store(me.start, Ordering::Relaxed);
+                    e.ns.store(me.ns, Ordering::Relaxed);
                     e.count(role).store(n, Ordering::Relaxed);
                     return true;
                 }
@@ -290,6 +310,7 @@ impl Participants {
             && e.pid.compare_exchange(me.id, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
             e.start.store(0, Ordering::Relaxed);
+            e.ns.store(0, Ordering::Relaxed);
             e.pid.store(0, Ordering::Release);
         }
     }
@@ -300,11 +321,12 @@ impl Participants {
             if pid == 0 || pid == RECLAIMING {
                 continue;
             }
-            let id = Identity { id: pid, start: e.start.load(Ordering::Relaxed) };
+            let id = Identity { id: pid, start: e.start.load(Ordering::Relaxed), ns: e.ns.load(Ordering::Relaxed) };
             if !alive(id) && e.pid.compare_exchange(pid, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                 e.senders.store(0, Ordering::Relaxed);
                 e.receivers.store(0, Ordering::Relaxed);
                 e.start.store(0, Ordering::Relaxed);
+                e.ns.store(0, Ordering::Relaxed);
                 e.pid.store(0, Ordering::Release);
             }
         }
@@ -342,13 +364,14 @@ impl Participants {
             if e.count(role).load(Ordering::Relaxed) == 0 {
                 continue;
             }
-            let id = Identity { id: pid, start: e.start.load(Ordering::Relaxed) };
+            let id = Identity { id: pid, start: e.start.load(Ordering::Relaxed), ns: e.ns.load(Ordering::Relaxed) };
             if alive(id) {
                 found = true;
             } else if e.pid.compare_exchange(pid, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                 e.senders.store(0, Ordering::Relaxed);
                 e.receivers.store(0, Ordering::Relaxed);
                 e.start.store(0, Ordering::Relaxed);
+                e.ns.store(0, Ordering::Relaxed);
                 e.pid.store(0, Ordering::Release);
             }
         }
@@ -380,7 +403,7 @@ impl Participants {
             let pid = e.pid.load(Ordering::Acquire);
             (pid != 0 && pid != RECLAIMING).then(|| {
                 (
-                    Identity { id: pid, start: e.start.load(Ordering::Relaxed) },
+                    Identity { id: pid, start: e.start.load(Ordering::Relaxed), ns: e.ns.load(Ordering::Relaxed) },
                     e.senders.load(Ordering::Relaxed),
                     e.receivers.load(Ordering::Relaxed),
                 )
@@ -398,8 +421,8 @@ mod tests {
         // SAFETY: all-zero bytes are a valid (empty) table of atomics.
         let t: Participants = unsafe { core::mem::zeroed() };
         t.init();
-        let a = Identity { id: 10, start: 1 };
-        let b = Identity { id: 11, start: 1 };
+        let a = Identity { id: 10, start: 1, ns: 1 };
+        let b = Identity { id: 11, start: 1, ns: 1 };
         let all_alive = |_: Identity| true;
         assert_eq!(t.presence(Role::Sender, all_alive), Presence::Absent);
         assert!(t.attach(a, Role::Sender, 2, all_alive));
@@ -415,9 +438,9 @@ mod tests {
         assert_eq!(t.snapshot().count(), 1);
         // Fill the table, then overflow.
         for i in 0..MAX_PARTICIPANTS as u32 - 1 {
-            assert!(t.attach(Identity { id: 100 + i, start: 1 }, Role::Receiver, 1, all_alive));
+            assert!(t.attach(Identity { id: 100 + i, start: 1, ns: 1 }, Role::Receiver, 1, all_alive));
         }
-        assert!(!t.attach(Identity { id: 5000, start: 1 }, Role::Sender, 1, all_alive));
+        assert!(!t.attach(Identity { id: 5000, start: 1, ns: 1 }, Role::Sender, 1, all_alive));
         assert_eq!(t.presence(Role::Sender, all_alive), Presence::Unknown);
     }
 }

@@ -8,9 +8,9 @@
 //! * bit 31 ([`WAITERS`]): someone may be sleeping on the word, so unlock must
 //!   wake.
 //!
-//! Beside the word, the owner records its identity (tid, thread start time,
-//! pid) in side fields right after acquiring. They are what lets a waiter tell
-//! a dead owner from a slow one.
+//! Beside the word, the owner records its identity (tid, pid namespace,
+//! thread start time, pid) in side fields right after acquiring. They are what
+//! lets a waiter tell a dead owner from a slow one.
 //!
 //! # Dead owners
 //!
@@ -23,19 +23,60 @@
 //! the waiter observed, and the new owner is told [`Acquired::OwnerDied`]. A
 //! death is therefore noticed within one slice (20 ms) plus the check.
 //!
-//! If the owner died between its compare-and-swap and recording its side
-//! fields, the recorded tid does not match the word; the check then falls back
-//! to "does this tid exist at all".
+//! The check fails closed ([`OwnerCheck`], [`crate::identity`]): an owner is
+//! dead only on proof, which a tid can give only in the waiter's own pid
+//! namespace. An owner recorded in another pid namespace (or an unknown one:
+//! no `/proc`, a `/proc` of another namespace) is never taken over; if it
+//! really died, waits with a deadline end in [`LockError::Timeout`] and waits
+//! without one keep waiting. The kernel does not tell us about such deaths
+//! (see "Dead owners" in the crate docs for what would).
 //!
-//! Liveness is checked in the caller's pid namespace: processes sharing a lock
-//! must see each other's tids (the same or a parent namespace).
+//! If the owner died between its compare-and-swap and completing its record,
+//! the record does not match the word, and nothing says which namespace the
+//! tid belongs to. A waiter that sees the *same* unrecorded word for
+//! [`UNRECORDED_GRACE`] then falls back to "does this tid exist at all (in my
+//! namespace)". This is the one practical bound in the scheme: a live owner
+//! of another pid namespace, frozen for that long between two adjacent
+//! instructions, whose tid does not exist in the waiter's namespace, would be
+//! taken over.
 //!
 //! # Orderings
 //!
 //! Acquiring is a compare-and-swap with `Acquire` on success, releasing a
 //! `Release` swap to 0: the usual lock pairing, so everything written under the
-//! lock happens-before the next owner's critical section. The side fields are
-//! advisory (read only to judge liveness) and use `Relaxed`. The `WAITERS` bit
+//! lock happens-before the next owner's critical section.
+//!
+//! The owner record is a seqlock whose sequence is `owner_id`
+//! (`ns << 32 | tid`; 0 = no complete record):
+//!
+//! * unlocking stores `owner_id = 0` before its `Release` swap of the word
+//!   (a takeover from a dead owner stores it right after its compare-and-swap);
+//!   the next owner, right after acquiring, issues a `Release` fence, stores
+//!   `owner_start` and `owner_pid` (`Relaxed`), then stores `owner_id` with
+//!   `Release`;
+//! * a judge loads the word with `Acquire`, then `owner_id` with `Acquire`,
+//!   the start time and pid (`Relaxed`), an `Acquire` fence, and `owner_id`
+//!   again; the record counts only if both `owner_id` loads agree and name
+//!   the word's tid.
+//!
+//! So a start time is never paired with another owner's tid or namespace: if
+//! the judge read a start time stored by a later owner, that owner's
+//! `Release` fence synchronises with the judge's `Acquire` fence, and the
+//! second `owner_id` load sees that owner's 0 (or its new id), not the old
+//! one. On a weakly ordered CPU (ARM) `Relaxed` stores of tid and start could
+//! otherwise be seen in either order, pairing a new tid with an old start
+//! time and judging a live owner dead. The `Acquire` load of the word rules
+//! out a record older than the word: reading the word a new owner set
+//! synchronises with the previous owner's unlock, which cleared `owner_id`
+//! first. After a "dead" verdict the judge reads the word and the record
+//! again and gives up if either changed: an owner proven dead has done
+//! nothing since, so a change means it unlocked before dying, and the same
+//! word may now belong to a new owner with the same tid (two containers'
+//! main threads are both tid 1). Taking over is then a compare-and-swap on
+//! the exact word judged. (The loom model
+//! `loom_mutex_owner_record_is_never_torn` found that race.)
+//!
+//! `recursion` is touched only by the owner. The `WAITERS` bit
 //! is set with a compare-and-swap before sleeping and the kernel re-checks the
 //! word atomically in `FUTEX_WAIT`, so a wake-up cannot be lost: an unlock
 //! that races with a waiter either sees the bit (and wakes) or changes the word
@@ -52,7 +93,7 @@ use core::time::Duration;
 use crate::futex::{self, WaitOutcome};
 use crate::owner::{Owner, OwnerCheck};
 use crate::primitive::spin_loop;
-use crate::primitive::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::primitive::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::region::{kind, RegionObject};
 use crate::time::{earliest, Deadline};
 
@@ -80,13 +121,22 @@ pub const WAITERS: u32 = 0x8000_0000;
 /// assert_eq!(LIVENESS_SLICE, core::time::Duration::from_millis(20));
 /// ```
 pub const LIVENESS_SLICE: Duration = Duration::from_millis(20);
+/// How long a waiter watches the same owner without a complete record (it
+/// died, or stalls, between its compare-and-swap and its record) before it
+/// judges that owner by tid existence alone (module docs, "Dead owners").
+///
+/// ```
+/// use shmproc_core::raw_mutex::UNRECORDED_GRACE;
+/// assert_eq!(UNRECORDED_GRACE, core::time::Duration::from_millis(500));
+/// ```
+pub const UNRECORDED_GRACE: Duration = Duration::from_millis(500);
 const SPIN_LIMIT: u32 = 100;
 
 /// How a lock was obtained.
 ///
 /// ```
 /// use shmproc_core::{owner::Owner, Identity};
-/// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7 }, pid: tid };
+/// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7, ns: 1 }, pid: tid };
 /// use shmproc_core::raw_mutex::{Acquired, RawMutex};
 /// let m = RawMutex::new();
 /// let _ = m.try_lock(&owner(1)).unwrap(); // tid 1 "dies" holding it
@@ -107,7 +157,7 @@ pub enum Acquired {
 ///
 /// ```
 /// use shmproc_core::{owner::Owner, Identity};
-/// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7 }, pid: tid };
+/// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7, ns: 1 }, pid: tid };
 /// use shmproc_core::raw_mutex::{LockError, RawMutex};
 /// let m = RawMutex::new();
 /// let _ = m.try_lock(&owner(1)).unwrap();
@@ -166,11 +216,32 @@ pub struct OwnerInfo {
 #[repr(C, align(128))]
 pub struct RawMutex {
     state: AtomicU32,
-    owner_tid: AtomicU32,
-    owner_start: AtomicU64,
     owner_pid: AtomicU32,
+    /// `ns << 32 | tid` of the owner whose record is complete; 0 otherwise
+    /// (the seqlock sequence of the module docs).
+    owner_id: AtomicU64,
+    owner_start: AtomicU64,
     /// Extra acquisitions by the owner (recursive use only).
     recursion: AtomicU32,
+}
+
+/// A consistent owner record (module docs, "Orderings").
+#[derive(Copy, Clone, PartialEq, Eq)]
+struct Record {
+    tid: u32,
+    ns: u32,
+    start: u64,
+    pid: u32,
+}
+
+/// What a waiter concluded about the owner in the word it observed.
+enum Verdict {
+    /// Taken over from a dead owner.
+    TookOver(Acquired),
+    /// Alive, not provably dead, or the word changed meanwhile.
+    Wait,
+    /// The owner's record is incomplete (module docs).
+    Unrecorded,
 }
 
 // SAFETY: only atomics, valid for any bit pattern; alignment 128 ==
@@ -191,9 +262,9 @@ impl RawMutex {
     pub const fn new() -> RawMutex {
         RawMutex {
             state: AtomicU32::new(0),
-            owner_tid: AtomicU32::new(0),
-            owner_start: AtomicU64::new(0),
             owner_pid: AtomicU32::new(0),
+            owner_id: AtomicU64::new(0),
+            owner_start: AtomicU64::new(0),
             recursion: AtomicU32::new(0),
         }
     }
@@ -209,9 +280,9 @@ impl RawMutex {
     pub fn new() -> RawMutex {
         RawMutex {
             state: AtomicU32::new(0),
-            owner_tid: AtomicU32::new(0),
-            owner_start: AtomicU64::new(0),
             owner_pid: AtomicU32::new(0),
+            owner_id: AtomicU64::new(0),
+            owner_start: AtomicU64::new(0),
             recursion: AtomicU32::new(0),
         }
     }
@@ -226,19 +297,44 @@ impl RawMutex {
     /// assert!(!m.is_locked());
     /// ```
     pub fn init(&self) {
-        self.owner_tid.store(0, Ordering::Relaxed);
+        self.owner_id.store(0, Ordering::Relaxed);
         self.owner_start.store(0, Ordering::Relaxed);
         self.owner_pid.store(0, Ordering::Relaxed);
         self.recursion.store(0, Ordering::Relaxed);
         self.state.store(0, Ordering::Release);
     }
 
+    /// Publishes the owner record (the writer side of the seqlock in the
+    /// module docs).
+    /// `owner_id` is 0 here: cleared by the previous owner's unlock (which
+    /// our `Acquire` compare-and-swap follows), by `init`, or by a takeover.
     #[inline]
     fn record(&self, me: &Owner) {
+        fence(Ordering::Release);
         self.owner_start.store(me.thread.start, Ordering::Relaxed);
         self.owner_pid.store(me.pid, Ordering::Relaxed);
-        self.owner_tid.store(me.thread.id, Ordering::Relaxed);
         self.recursion.store(0, Ordering::Relaxed);
+        self.owner_id.store(Self::id_word(me), Ordering::Release);
+    }
+
+    #[inline]
+    fn id_word(me: &Owner) -> u64 {
+        (u64::from(me.thread.ns) << 32) | u64::from(me.thread.id)
+    }
+
+    /// The record of the owner of word `s`, if complete and consistent (the
+    /// reader side of the seqlock in the module docs). The caller loaded `s`
+    /// with `Acquire`.
+    fn recorded(&self, s: u32) -> Option<Record> {
+        let id = self.owner_id.load(Ordering::Acquire);
+        let tid = id as u32;
+        if tid == 0 || tid & TID_MASK != s & TID_MASK {
+            return None;
+        }
+        let start = self.owner_start.load(Ordering::Relaxed);
+        let pid = self.owner_pid.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        (self.owner_id.load(Ordering::Relaxed) == id).then_some(Record { tid, ns: (id >> 32) as u32, start, pid })
     }
 
     #[inline]
@@ -251,17 +347,17 @@ impl RawMutex {
     ///
     /// ```
     /// use shmproc_core::{owner::Owner, Identity};
-    /// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7 }, pid: tid };
+    /// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7, ns: 1 }, pid: tid };
     /// let m = shmproc_core::raw_mutex::RawMutex::new();
     /// let _ = m.try_lock(&owner(1)).unwrap();
     /// assert!(m.is_owned_by(&owner(1)));
     /// // Same tid, another start time: a reused tid is not the owner.
-    /// let reused = Owner { thread: Identity { id: 1, start: 8 }, pid: 1 };
+    /// let reused = Owner { thread: Identity { id: 1, start: 8, ns: 1 }, pid: 1 };
     /// assert!(!m.is_owned_by(&reused));
     /// ```
     pub fn is_owned_by(&self, me: &Owner) -> bool {
         self.state.load(Ordering::Relaxed) & TID_MASK == Self::my_tid(me)
-            && self.owner_tid.load(Ordering::Relaxed) == me.thread.id
+            && self.owner_id.load(Ordering::Relaxed) == Self::id_word(me)
             && self.owner_start.load(Ordering::Relaxed) == me.thread.start
     }
 
@@ -293,7 +389,7 @@ impl RawMutex {
     ///
     /// ```
     /// use shmproc_core::{owner::Owner, Identity};
-    /// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7 }, pid: tid };
+    /// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7, ns: 1 }, pid: tid };
     /// use shmproc_core::raw_mutex::{Acquired, LockError, RawMutex};
     /// let m = RawMutex::new();
     /// let _ = m.try_lock(&owner(1)).unwrap();
@@ -319,7 +415,7 @@ impl RawMutex {
             if self.names_caller(s, me) {
                 return Err(LockError::Deadlock);
             }
-            if let Some(a) = self.take_over_if_dead(s, me, check) {
+            if let Verdict::TookOver(a) = self.take_over_if_dead(s, me, check) {
                 return Ok(a);
             }
             if self.state.load(Ordering::Relaxed) == s {
@@ -371,6 +467,8 @@ impl RawMutex {
         // An owner that is already dead is found before the first sleep rather
         // than after a whole liveness slice.
         let mut checked = false;
+        // The unrecorded word last seen, and when its grace ends.
+        let mut unrecorded: Option<(u32, Deadline)> = None;
         loop {
             let s = self.state.load(Ordering::Relaxed);
             if s & TID_MASK == 0 {
@@ -392,14 +490,14 @@ impl RawMutex {
             }
             if !checked {
                 checked = true;
-                if let Some(a) = self.take_over_if_dead(s | WAITERS, me, check) {
+                if let Some(a) = self.judge(s | WAITERS, me, check, &mut unrecorded) {
                     return Ok(a);
                 }
             }
             let slice = Deadline::after(LIVENESS_SLICE);
             match futex::wait(&self.state, s | WAITERS, Some(earliest(deadline, slice))) {
                 WaitOutcome::TimedOut => {
-                    if let Some(a) = self.take_over_if_dead(s | WAITERS, me, check) {
+                    if let Some(a) = self.judge(s | WAITERS, me, check, &mut unrecorded) {
                         return Ok(a);
                     }
                     if deadline.is_some_and(|d| d.has_passed()) {
@@ -416,13 +514,22 @@ impl RawMutex {
     /// (or left by a thread that had the caller's tid and died before
     /// recording itself). Reported as [`LockError::Deadlock`] rather than
     /// waited on: the caller is alive, so waiting for "the owner" to die or
-    /// unlock would never end. A recorded identity with the caller's tid but
-    /// another start time is a dead predecessor, taken over as usual.
+    /// unlock would never end. A record of the caller's tid with another
+    /// start time (a dead predecessor, taken over as usual), or in another
+    /// known pid namespace (a live thread elsewhere with the same number:
+    /// two containers' main threads are both tid 1), is not the caller.
     #[inline]
     fn names_caller(&self, s: u32, me: &Owner) -> bool {
-        s & TID_MASK == Self::my_tid(me)
-            && (self.owner_tid.load(Ordering::Relaxed) != me.thread.id
-                || self.owner_start.load(Ordering::Relaxed) == me.thread.start)
+        if s & TID_MASK != Self::my_tid(me) {
+            return false;
+        }
+        match self.recorded(s) {
+            Some(r) if r.tid == me.thread.id => {
+                let other_ns = r.ns != 0 && me.thread.ns != 0 && r.ns != me.thread.ns;
+                !other_ns && r.start == me.thread.start
+            }
+            _ => true,
+        }
     }
 
     /// Takes over a lock whose word names the caller although the caller
@@ -468,22 +575,74 @@ impl RawMutex {
         }
     }
 
-    /// If the word still holds `observed` and its owner is dead, takes the lock.
-    fn take_over_if_dead(&self, observed: u32, me: &Owner, check: &impl OwnerCheck) -> Option<Acquired> {
+    /// One judgement of a waiting `lock`: takes over from a dead owner, and
+    /// from an unrecorded one once the same word has stayed unrecorded for
+    /// [`UNRECORDED_GRACE`] (module docs).
+    fn judge(
+        &self,
+        observed: u32,
+        me: &Owner,
+        check: &impl OwnerCheck,
+        unrecorded: &mut Option<(u32, Deadline)>,
+    ) -> Option<Acquired> {
+        match self.take_over_if_dead(observed, me, check) {
+            Verdict::TookOver(a) => Some(a),
+            Verdict::Wait => {
+                *unrecorded = None;
+                None
+            }
+            Verdict::Unrecorded => match *unrecorded {
+                Some((word, grace)) if word == observed => {
+                    if grace.has_passed() {
+                        self.take_over(observed, me, check.is_alive(observed & TID_MASK, None))
+                    } else {
+                        None
+                    }
+                }
+                _ => {
+                    *unrecorded = Some((observed, Deadline::after(UNRECORDED_GRACE)));
+                    None
+                }
+            },
+        }
+    }
+
+    /// If the word still holds `observed` and its recorded owner is dead,
+    /// takes the lock.
+    fn take_over_if_dead(&self, observed: u32, me: &Owner, check: &impl OwnerCheck) -> Verdict {
         let tid = observed & TID_MASK;
-        if tid == 0 {
+        if tid == 0 || self.state.load(Ordering::Acquire) != observed {
+            return Verdict::Wait;
+        }
+        let Some(r) = self.recorded(observed) else { return Verdict::Unrecorded };
+        if check.is_alive_in(r.tid, Some(r.start), r.ns) {
+            return Verdict::Wait;
+        }
+        // The verdict took time. A dead owner changes nothing afterwards, so
+        // the record must be unchanged; if it changed, the judged owner
+        // unlocked before it died, and the word may now be a new owner's
+        // with the same tid (another namespace's, or a reused one).
+        if self.state.load(Ordering::Acquire) != observed || self.recorded(observed) != Some(r) {
+            return Verdict::Wait;
+        }
+        match self.take_over(observed, me, false) {
+            Some(a) => Verdict::TookOver(a),
+            None => Verdict::Wait,
+        }
+    }
+
+    /// Takes over exactly the state judged, unless the owner is `alive`. If
+    /// the word changed meanwhile, someone else took over (or it was a new
+    /// owner).
+    fn take_over(&self, observed: u32, me: &Owner, alive: bool) -> Option<Acquired> {
+        if alive {
             return None;
         }
-        let recorded_tid = self.owner_tid.load(Ordering::Relaxed);
-        let start = (recorded_tid & TID_MASK == tid).then(|| self.owner_start.load(Ordering::Relaxed));
-        if check.is_alive(tid, start) {
-            return None;
-        }
-        // The owner is dead: take over exactly the state we judged. If it
-        // changed meanwhile, someone else took over (or it was a new owner).
         let new = Self::my_tid(me) | (observed & WAITERS);
         match self.state.compare_exchange(observed, new, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => {
+                // The dead owner's record is still there: invalidate it first.
+                self.owner_id.store(0, Ordering::Relaxed);
                 self.record(me);
                 Some(Acquired::OwnerDied)
             }
@@ -496,7 +655,7 @@ impl RawMutex {
     ///
     /// ```
     /// use shmproc_core::{owner::Owner, Identity};
-    /// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7 }, pid: tid };
+    /// let owner = |tid: u32| Owner { thread: Identity { id: tid, start: 7, ns: 1 }, pid: tid };
     /// let m = shmproc_core::raw_mutex::RawMutex::new();
     /// let _ = m.try_lock(&owner(1)).unwrap();
     /// assert!(!m.unlock(&owner(2))); // not the owner: nothing happens
@@ -510,7 +669,7 @@ impl RawMutex {
             if s & TID_MASK != mine {
                 return false;
             }
-            self.owner_tid.store(0, Ordering::Relaxed);
+            self.owner_id.store(0, Ordering::Relaxed);
             match self.state.compare_exchange_weak(s, 0, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(cur) => s = cur,
@@ -616,19 +775,16 @@ impl RawMutex {
     /// assert_eq!(m.owner(&ProcLiveness), None);
     /// ```
     pub fn owner(&self, check: &impl OwnerCheck) -> Option<OwnerInfo> {
-        let s = self.state.load(Ordering::Relaxed);
+        let s = self.state.load(Ordering::Acquire);
         let tid = s & TID_MASK;
         if tid == 0 {
             return None;
         }
-        let recorded = self.owner_tid.load(Ordering::Relaxed) & TID_MASK == tid;
-        let start = recorded.then(|| self.owner_start.load(Ordering::Relaxed));
-        Some(OwnerInfo {
-            tid,
-            pid: if recorded { self.owner_pid.load(Ordering::Relaxed) } else { 0 },
-            alive: check.is_alive(tid, start),
-            waiters: s & WAITERS != 0,
-        })
+        let (pid, alive) = match self.recorded(s) {
+            Some(r) => (r.pid, check.is_alive_in(r.tid, Some(r.start), r.ns)),
+            None => (0, check.is_alive(tid, None)),
+        };
+        Some(OwnerInfo { tid, pid, alive, waiters: s & WAITERS != 0 })
     }
 
     /// Whether waiters may be sleeping on the lock (a snapshot).
@@ -668,7 +824,7 @@ mod tests {
     use crate::identity::Identity;
 
     fn owner(tid: u32) -> Owner {
-        Owner { thread: Identity { id: tid, start: 7 }, pid: tid }
+        Owner { thread: Identity { id: tid, start: 7, ns: 1 }, pid: tid }
     }
 
     #[test]
@@ -735,19 +891,23 @@ mod tests {
         assert!(m.unlock(&me));
         // The word and our full identity: the same report.
         m.state.store(10 | WAITERS, Ordering::Relaxed);
-        m.owner_tid.store(10, Ordering::Relaxed);
-        m.owner_start.store(7, Ordering::Relaxed);
+        m.record(&me);
         assert_eq!(m.lock(&me, None, &alive), Err(LockError::Deadlock));
         assert_eq!(m.reclaim(&me), Ok(Acquired::OwnerDied));
         assert!(m.has_waiters());
         assert!(m.unlock(&me));
         // Our tid with another start time recorded: a dead predecessor.
         m.state.store(10, Ordering::Relaxed);
-        m.owner_tid.store(10, Ordering::Relaxed);
-        m.owner_start.store(6, Ordering::Relaxed);
+        m.record(&Owner { thread: Identity { id: 10, start: 6, ns: 1 }, pid: 10 });
         let by_start = |_: u32, start: Option<u64>| start == Some(7);
         assert_eq!(m.lock(&me, None, &by_start), Ok(Acquired::OwnerDied));
         assert!(m.unlock(&me));
+        // Our tid in another pid namespace: a live thread elsewhere, waited
+        // for (not reported as ours, never reclaimed by a caller that trusts
+        // the report).
+        m.state.store(10, Ordering::Relaxed);
+        m.record(&Owner { thread: Identity { id: 10, start: 7, ns: 2 }, pid: 10 });
+        assert_eq!(m.try_lock_checked(&me, &alive), Err(LockError::WouldBlock));
     }
 
     #[test]

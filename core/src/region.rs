@@ -346,7 +346,18 @@ pub struct RegionHeader {
     heap_next: AtomicU64,
     creator_uid: AtomicU32,
     flags: AtomicU32,
+    /// The creator's pid namespace ([`Identity::ns`]; 0: unknown).
+    creator_ns: AtomicU32,
 }
+
+/// Byte offset of the creator's pid (`u32`, then its start time `u64`) in
+/// the region header: a creator records itself there with one write before
+/// the region is initialised, so that a half-created segment names whoever
+/// made it.
+pub const CREATOR_RECORD_OFFSET: usize = core::mem::offset_of!(RegionHeader, creator_pid);
+/// Byte offset of the creator's pid namespace (`u32`) in the region header.
+pub const CREATOR_NS_OFFSET: usize = core::mem::offset_of!(RegionHeader, creator_ns);
+const _: () = assert!(core::mem::offset_of!(RegionHeader, creator_start) == CREATOR_RECORD_OFFSET + 4);
 
 /// One directory slot: 64 bytes.
 ///
@@ -692,6 +703,7 @@ impl Region {
         h.total_size.store(len as u64, Ordering::Relaxed);
         h.creator_pid.store(creator.id, Ordering::Relaxed);
         h.creator_start.store(creator.start, Ordering::Relaxed);
+        h.creator_ns.store(creator.ns, Ordering::Relaxed);
         h.creator_uid.store(creator_uid, Ordering::Relaxed);
         h.flags.store(0, Ordering::Relaxed);
         h.dir_offset.store(HEADER_SIZE as u64, Ordering::Relaxed);
@@ -909,6 +921,7 @@ impl Region {
             creator: Identity {
                 id: h.creator_pid.load(Ordering::Relaxed),
                 start: h.creator_start.load(Ordering::Relaxed),
+                ns: h.creator_ns.load(Ordering::Relaxed),
             },
             creator_uid: h.creator_uid.load(Ordering::Relaxed),
             dir_capacity: self.dir_capacity as u32,
@@ -1206,7 +1219,7 @@ mod tests {
     fn fresh(buf: &mut Buf) -> Region {
         let p = NonNull::new(buf.0.as_mut_ptr()).unwrap();
         // SAFETY: the buffer is valid, aligned and outlives the region in each test.
-        unsafe { Region::create(p, buf.0.len(), Identity { id: 1, start: 2 }, 0, 8) }.unwrap()
+        unsafe { Region::create(p, buf.0.len(), Identity { id: 1, start: 2, ns: 3 }, 0, 8) }.unwrap()
     }
 
     fn reopen(buf: &mut Buf, len: usize) -> Result<Region, RegionError> {
@@ -1228,7 +1241,7 @@ mod tests {
         assert_eq!(c.0.load(Ordering::Relaxed), 7);
         assert!(matches!(r2.get::<Counter>(5), Err(RegionError::NoSuchObject)));
         let info = r2.info().unwrap();
-        assert_eq!(info.creator, Identity { id: 1, start: 2 });
+        assert_eq!(info.creator, Identity { id: 1, start: 2, ns: 3 });
         assert_eq!(info.dir_len, 1);
     }
 

@@ -107,6 +107,10 @@ struct Slot {
     held: AtomicU32,
     /// Its start time (clock ticks since boot; 0: unknown).
     start: AtomicU64,
+    /// Its pid namespace ([`Identity::ns`]; 0: unknown): a holder recorded
+    /// in another namespace is never judged dead by its number here.
+    ns: AtomicU32,
+    _pad: AtomicU32,
 }
 
 /// The robust semaphore, as laid out in shared memory.
@@ -171,6 +175,8 @@ impl RawRobustSemaphore {
                 pid: AtomicU32::new(0),
                 held: AtomicU32::new(0),
                 start: AtomicU64::new(0),
+                ns: AtomicU32::new(0),
+                _pad: AtomicU32::new(0),
             }),
         }
     }
@@ -187,6 +193,7 @@ impl RawRobustSemaphore {
             s.pid.store(0, Ordering::Relaxed);
             s.held.store(0, Ordering::Relaxed);
             s.start.store(0, Ordering::Relaxed);
+            s.ns.store(0, Ordering::Relaxed);
         }
         self.waiters.store(0, Ordering::Relaxed);
         self.max.store(max, Ordering::Relaxed);
@@ -228,7 +235,10 @@ impl RawRobustSemaphore {
     }
 
     fn is(s: &Slot, holder: Identity) -> bool {
-        holder.id != 0 && s.pid.load(Ordering::Relaxed) == holder.id && s.start.load(Ordering::Relaxed) == holder.start
+        holder.id != 0
+            && s.pid.load(Ordering::Relaxed) == holder.id
+            && s.start.load(Ordering::Relaxed) == holder.start
+            && s.ns.load(Ordering::Relaxed) == holder.ns
     }
 
     /// Runs `f` under the internal lock, repairing first after a dead owner
@@ -274,7 +284,8 @@ impl RawRobustSemaphore {
                 continue;
             }
             let start = s.start.load(Ordering::Relaxed);
-            if s.held.load(Ordering::Relaxed) == 0 || !check.is_alive(pid, Some(start)) {
+            let ns = s.ns.load(Ordering::Relaxed);
+            if s.held.load(Ordering::Relaxed) == 0 || !check.is_alive_in(pid, Some(start), ns) {
                 Self::clear(s);
             }
         }
@@ -284,6 +295,7 @@ impl RawRobustSemaphore {
     fn clear(s: &Slot) {
         s.held.store(0, Ordering::Relaxed);
         s.start.store(0, Ordering::Relaxed);
+        s.ns.store(0, Ordering::Relaxed);
         s.pid.store(0, Ordering::Relaxed);
     }
 
@@ -328,6 +340,7 @@ impl RawRobustSemaphore {
                     // a record with no permit (cleared by the next repair).
                     s.held.store(0, Ordering::Relaxed);
                     s.start.store(holder.start, Ordering::Relaxed);
+                    s.ns.store(holder.ns, Ordering::Relaxed);
                     s.pid.store(holder.id, Ordering::Relaxed);
                     s
                 }
@@ -558,10 +571,10 @@ mod tests {
     use core::time::Duration;
 
     fn me() -> Owner {
-        Owner { thread: Identity { id: 1, start: 1 }, pid: 1 }
+        Owner { thread: Identity::local(1, 1), pid: 1 }
     }
     fn p(id: u32) -> Identity {
-        Identity { id, start: 100 + u64::from(id) }
+        Identity::local(id, 100 + u64::from(id))
     }
     const ALIVE: fn(u32, Option<u64>) -> bool = |_, _| true;
 
@@ -597,7 +610,7 @@ mod tests {
         assert_eq!(s.acquire(&me(), p(12), d, &ten_dead), Ok(()));
         assert_eq!((s.held_by(p(10)), s.held_by(p(11)), s.held_by(p(12))), (0, 1, 1));
         // A reused pid (other start time) is not the holder.
-        assert_eq!(s.held_by(Identity { id: 11, start: 1 }), 0);
+        assert_eq!(s.held_by(Identity::local(11, 1)), 0);
     }
 
     #[test]
@@ -620,7 +633,7 @@ mod tests {
         // Process 20 (thread 20) was killed in `take` after recording its
         // permit but before publishing the count, holding the internal lock.
         let s = RawRobustSemaphore::new(1, 1);
-        let dead = Owner { thread: Identity { id: 20, start: 5 }, pid: 20 };
+        let dead = Owner { thread: Identity::local(20, 5), pid: 20 };
         let _ = s.lock.try_lock(&dead).unwrap();
         let sl = &s.slots[3];
         sl.start.store(120, Ordering::Relaxed);
@@ -634,7 +647,7 @@ mod tests {
         // And killed right after claiming a record (pid written, no permit).
         let s = RawRobustSemaphore::new(1, 1);
         s.slots[0].pid.store(21, Ordering::Relaxed);
-        let _ = s.lock.try_lock(&Owner { thread: Identity { id: 21, start: 5 }, pid: 21 }).unwrap();
+        let _ = s.lock.try_lock(&Owner { thread: Identity::local(21, 5), pid: 21 }).unwrap();
         assert_eq!(s.try_acquire(&me(), p(10), &|id: u32, _: Option<u64>| id != 21), Ok(()));
         assert_eq!(s.value(), 0);
     }

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let size = if mode & 1 == 0 { spsc_size } else { mpmc_size };
     let mut mem = vec![Line([0; 128]); size.div_ceil(128)];
     let base = NonNull::new(mem.as_mut_ptr().cast::<u8>()).unwrap();
-    let me = Owner { thread: Identity { id: 1, start: 1 }, pid: 1 };
+    let me = Owner { thread: Identity { id: 1, start: 1, ns: 1 }, pid: 1 };
     let dead = |_: u32, _: Option<u64>| false;
     // SAFETY: `mem` is aligned, `size` bytes long and outlives the rings.
     unsafe {

@@ -193,8 +193,8 @@ fn mpmc(data: &[u8]) {
     let base = NonNull::new(mem.as_mut_ptr().cast::<u8>()).unwrap();
     // SAFETY: `mem` is aligned, `size` bytes long and outlives the ring.
     let ring = unsafe { MpmcRing::init(base, size, slots, slot_size) }.unwrap();
-    let me = Owner { thread: Identity { id: 1, start: 1 }, pid: 1 };
-    let dead = Owner { thread: Identity { id: 7, start: 1 }, pid: 7 };
+    let me = Owner { thread: Identity { id: 1, start: 1, ns: 1 }, pid: 1 };
+    let dead = Owner { thread: Identity { id: 7, start: 1, ns: 1 }, pid: 7 };
     let alive = |tid: u32, _: Option<u64>| tid != 7;
     // Slots in use: a capacity of 1 takes two (see `MpmcRing::init`).
     let real_slots = slots.max(2) as u64;

@@ -95,6 +95,35 @@
 //! | [`SharedMap`], [`SharedList`] | a writer killed mid-update leaves the old or the new entry (duplicates resolved by version on the next access) | entries validated (`Corrupt`); a forged lock word is recovered from like a dead writer's |
 //! | [`Segment`] / regions | anonymous: freed with the last mapping; named: listed as stale, removable, also when the creator died mid-creation | opening validates magic, version, sizes, offsets and the file's size: a typed error; anonymous segments cannot be shrunk |
 //!
+//! ## How a dead peer is recognised, and pid namespaces
+//!
+//! Locks, ring slots, barrier arrivals and queue participants record who holds
+//! them: a thread or process id, its start time, and its pid namespace. A peer
+//! is judged dead only on proof, because "dead" lets another process take its
+//! lock or free its slot: its id no longer exists in the judge's own pid
+//! namespace, or the id now has another start time (reused), or it is a
+//! zombie. Anything uncertain counts as alive: a peer recorded in **another
+//! pid namespace** (two containers sharing `/dev/shm` or an IPC namespace, or
+//! a parent namespace looking at a child namespace's process), a process with
+//! no `/proc` or a `/proc` mounted for another namespace, an unreadable or
+//! unparsable `/proc` entry.
+//!
+//! What holds: a live peer in another namespace is never robbed of a lock or a
+//! message slot (tested with a real child that is pid 1 of its own namespace,
+//! and with a checker whose `/proc` is empty). What does not: the death of a
+//! peer that the judge cannot check is not detected. A lock such a peer died
+//! holding stays held (waits with a timeout end in `Timeout`; [`Mutex::lock`]
+//! without one keeps waiting), its ring slot is not recovered, and it keeps
+//! counting as a sender or receiver (no `Disconnected`). Within one pid
+//! namespace with its own `/proc` (the usual case, including containers that
+//! do not share memory across namespaces), dead peers are recovered as the
+//! table above says. A kernel-kept signal across namespaces (a record lock
+//! per participant on the segment file) is not implemented yet.
+//!
+//! One practical bound remains (see `shmproc_core::raw_mutex`): a lock owner
+//! that has taken the lock word but not yet recorded itself is judged by tid
+//! existence alone after it has stayed so for 500 ms.
+//!
 //! ## Trust model
 //!
 //! Shared memory is writable by every process that maps it. shmproc assumes

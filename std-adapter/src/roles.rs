@@ -17,7 +17,7 @@
 //! the re-registration: it then does not count as a holder.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use shmproc_core::participants::{Participants, Presence, Role};
 use shmproc_core::Identity;
@@ -35,6 +35,7 @@ static REGISTRY: ForkSafe<Vec<Reg>> = ForkSafe::new(Vec::new());
 /// time beside it.
 static PROCESS_PID: AtomicU64 = AtomicU64::new(0);
 static PROCESS_START: AtomicU64 = AtomicU64::new(0);
+static PROCESS_NS: AtomicU32 = AtomicU32::new(0);
 
 thread_local! {
     /// Set while this thread forks for spawn mode: that child execs at once.
@@ -46,10 +47,15 @@ pub(crate) fn process() -> Identity {
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() } as u64;
     if PROCESS_PID.load(Ordering::Acquire) == pid {
-        return Identity { id: pid as u32, start: PROCESS_START.load(Ordering::Relaxed) };
+        return Identity {
+            id: pid as u32,
+            start: PROCESS_START.load(Ordering::Relaxed),
+            ns: PROCESS_NS.load(Ordering::Relaxed),
+        };
     }
     let me = Identity::current_process();
     PROCESS_START.store(me.start, Ordering::Relaxed);
+    PROCESS_NS.store(me.ns, Ordering::Relaxed);
     PROCESS_PID.store(pid, Ordering::Release);
     me
 }

@@ -97,9 +97,11 @@ const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const NOT_READY_GRACE: Duration = Duration::from_secs(60);
 
 /// Byte offset of the creator record (pid `u32`, start time `u64`) in the
-/// region header (`RegionHeader`: magic u64, version u32, header_size u32,
-/// total_size u64, init u32, creator_pid u32, creator_start u64).
-const CREATOR_RECORD: libc::off_t = 28;
+/// region header.
+const CREATOR_RECORD: libc::off_t = shmproc_core::region::CREATOR_RECORD_OFFSET as libc::off_t;
+/// Byte offset of the creator's pid namespace (`u32`), written before the
+/// record, so a record implies its namespace.
+const CREATOR_NS: libc::off_t = shmproc_core::region::CREATOR_NS_OFFSET as libc::off_t;
 
 /// Test hook: the creation step at which `create_named` stops its own
 /// process with SIGSTOP (0: none).
@@ -882,6 +884,11 @@ impl Segment {
 
 /// Writes `creator` into the header's creator fields, in one write.
 fn record_creator(fd: &OwnedFd, creator: Identity) -> io::Result<()> {
+    let ns = creator.ns.to_le_bytes();
+    // SAFETY: pwrite from a valid 4-byte buffer to our fd.
+    if unsafe { libc::pwrite(fd.as_raw_fd(), ns.as_ptr().cast(), ns.len(), CREATOR_NS) } != ns.len() as isize {
+        return Err(io::Error::last_os_error());
+    }
     let mut rec = [0u8; 12];
     rec[..4].copy_from_slice(&creator.id.to_le_bytes());
     rec[4..].copy_from_slice(&creator.start.to_le_bytes());
@@ -906,7 +913,11 @@ fn read_creator(file: &File) -> Option<Identity> {
     }
     let id = u32::from_le_bytes(rec[..4].try_into().ok()?);
     let start = u64::from_le_bytes(rec[4..].try_into().ok()?);
-    (id != 0).then_some(Identity { id, start })
+    let mut ns = [0u8; 4];
+    // SAFETY: pread into a valid 4-byte buffer from an open fd.
+    let n = unsafe { libc::pread(file.as_raw_fd(), ns.as_mut_ptr().cast(), ns.len(), CREATOR_NS) };
+    let ns = if n == ns.len() as isize { u32::from_le_bytes(ns) } else { 0 };
+    (id != 0).then_some(Identity { id, start, ns })
 }
 
 /// What a not-ready segment file says about its creator.

@@ -46,7 +46,7 @@ fn forge(raw: &RawMutex, victim: u32, how: Forgery) -> i32 {
     match how {
         Forgery::Full => {
             let Some(start) = start_time(victim) else { return 10 };
-            let as_victim = Owner { thread: Identity { id: victim, start }, pid: victim };
+            let as_victim = Owner { thread: Identity::local(victim, start), pid: victim };
             if raw.try_lock(&as_victim).is_err() {
                 return 11;
             }

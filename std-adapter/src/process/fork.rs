@@ -50,7 +50,7 @@ where
         unsafe { libc::_exit(code) };
     }
     if let Some(start) = shmproc_core::identity::start_time(pid as u32) {
-        crate::roles::register_child(Identity { id: pid as u32, start }, &handles);
+        crate::roles::register_child(Identity::local(pid as u32, start), &handles);
     }
     Ok(pid as u32)
 }

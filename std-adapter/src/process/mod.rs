@@ -844,7 +844,7 @@ impl Builder {
             (forkserver::spawn(&payload, daemon)?, None)
         };
         if let Some(start) = shmproc_core::identity::start_time(pid) {
-            crate::roles::register_spawned(Identity { id: pid, start }, &roles);
+            crate::roles::register_spawned(Identity::local(pid, start), &roles);
         }
         Ok(self.finish(pid, name, daemon, payload))
     }
@@ -1227,7 +1227,7 @@ impl ParentProcess {
     /// ```
     #[must_use]
     pub fn is_alive(&self) -> bool {
-        Identity { id: self.pid, start: self.start }.is_alive()
+        Identity::local(self.pid, self.start).is_alive()
     }
 }
 
