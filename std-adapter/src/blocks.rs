@@ -156,6 +156,13 @@ impl Blocks {
                 self.recycle_range(off, bspan);
                 continue;
             }
+            // The entry came from shared memory: a garbage one may name a
+            // range past the file's end or a punched hole, which writing
+            // would fault on (SIGBUS) or charge to no reservation.
+            if !self.window.ensure_memory(off, bspan) {
+                self.window.free(Descriptor::new(off, bspan, bspan));
+                continue;
+            }
             match self.mapping(off, bspan) {
                 Some(map) => {
                     return Some(BlockMut { map, desc: Descriptor::new(off, len, bspan), window: self.window })

@@ -200,6 +200,19 @@ impl Window {
         Mapping::new(self.fd, desc.off, desc.span(), true).ok_or(Failure::NoSpace { size })
     }
 
+    /// Makes sure a range of the window has memory and lies inside the file
+    /// (`fallocate`, which may extend the file but never shrinks it): for a
+    /// range read from shared memory (a recycled block from the bin) before
+    /// it is written, so that a garbage range costs memory, never a
+    /// `SIGBUS`. False when no memory could be had.
+    pub(crate) fn ensure_memory(&self, off: u64, span: u64) -> bool {
+        if !self.contains(off, span) {
+            return false;
+        }
+        // SAFETY: plain syscall on our fd, inside this object's window.
+        unsafe { libc::fallocate(self.fd, 0, off as libc::off_t, span as libc::off_t) == 0 }
+    }
+
     /// Validates a descriptor read from a ring and maps its block for
     /// reading.
     pub(crate) fn open(&self, bytes: PeerBytes<'_>) -> Result<BlockRef, Failure> {
