@@ -215,7 +215,10 @@ pub enum RecvError {
 pub enum TryRecvError {
     /// No message right now.
     Empty,
-    /// Empty, and no live sender is left (or the channel was closed).
+    /// Empty, and no live sender is left (or the channel was closed). A
+    /// sender's death is looked up at most every few milliseconds by a
+    /// queue's non-blocking receives (each look reads `/proc`), so a
+    /// `try_recv` loop sees it within that time.
     Disconnected,
     /// A receive under a live [`RecvRef`](crate::RecvRef) of the same queue.
     Reentered,

@@ -292,7 +292,17 @@ pub(crate) struct Core {
     /// Bytes of the last message sent through this mapping: the frame size a
     /// byte-ring send reserves first.
     hint: AtomicUsize,
+    /// When a non-blocking receive that found nothing last asked whether any
+    /// sender is left (see [`senders_gone`](Core::senders_gone)), in
+    /// microseconds since this mapping was made, plus one (0: never).
+    presence_checked: AtomicU64,
+    made: std::time::Instant,
 }
+
+/// How often a non-blocking receive that finds the queue empty looks for
+/// live senders (a look reads `/proc` for each registered process, too much
+/// for every call of a `try_recv` loop).
+const PRESENCE_EVERY: Duration = Duration::from_millis(5);
 
 /// What a first, in-ring send attempt did.
 #[derive(Copy, Clone, Debug)]
@@ -383,7 +393,14 @@ impl Core {
         let extra = obj.head::<Extra>();
         let blocks = Window::of(&obj)
             .map(|w| Blocks::new(w, std::ptr::NonNull::from(&extra.bulk_next), std::ptr::NonNull::from(&extra.bin)));
-        Ok(Core { obj, ring, blocks, hint: AtomicUsize::new(0) })
+        Ok(Core {
+            obj,
+            ring,
+            blocks,
+            hint: AtomicUsize::new(0),
+            presence_checked: AtomicU64::new(0),
+            made: std::time::Instant::now(),
+        })
     }
 
     pub(crate) fn extra(&self) -> &Extra {
@@ -404,6 +421,22 @@ impl Core {
 
     fn presence(&self, role: Role) -> Presence {
         roles::presence(self.participants(), role)
+    }
+
+    /// For a non-blocking receive that found nothing: whether no live sender
+    /// is left, looked up at most every [`PRESENCE_EVERY`] per mapping (in
+    /// between, the answer is "not known to be gone").
+    #[cold]
+    fn senders_gone(&self) -> bool {
+        let now = self.made.elapsed().as_micros() as u64 + 1;
+        let last = self.presence_checked.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < PRESENCE_EVERY.as_micros() as u64 {
+            return false;
+        }
+        if self.presence_checked.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        self.presence(Role::Sender) == Presence::Absent
     }
 
     fn len(&self) -> usize {
@@ -705,8 +738,11 @@ impl Core {
     #[inline]
     fn try_claim(&self, lock_deadline: Option<Deadline>) -> Result<Claim, Failure> {
         let me = thread_id::owner();
+        // Empty, and closed or (looked up now and then) without senders:
+        // disconnected, as for a blocking receive. Emptiness is checked again
+        // after the look, for a message sent just before its sender died.
         let empty = || {
-            if self.is_closed() && !self.has_message() {
+            if !self.has_message() && (self.is_closed() || self.senders_gone()) && !self.has_message() {
                 Err(Failure::Disconnected)
             } else {
                 Err(Failure::Full)

@@ -168,6 +168,28 @@ fn killed_producer_gives_disconnected() -> TestResult {
     Ok(())
 }
 
+/// `try_recv` also says `Disconnected` once the queue is empty and its only
+/// sender was killed (not just after `close`), in either layout.
+fn try_recv_sees_a_killed_sender() -> TestResult {
+    for slot_ring in [false, true] {
+        let b = Queue::<u32>::builder().capacity(16);
+        let (tx, rx) = if slot_ring { b.slot_ring() } else { b }.build::<u32>()?.into_split();
+        let mut producer = Process::spawn(move || -> () {
+            tx.send(&7).unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+        })?;
+        ensure!(rx.recv_timeout(HANG_LIMIT)? == 7);
+        ensure!(rx.try_recv() == Err(TryRecvError::Empty), "slot ring {slot_ring}: a live sender is not gone");
+        producer.kill()?;
+        producer.join()?;
+        ensure!(
+            eventually(HANG_LIMIT, || rx.try_recv() == Err(TryRecvError::Disconnected)),
+            "slot ring {slot_ring}: try_recv never said Disconnected"
+        );
+    }
+    Ok(())
+}
+
 fn producer_killed_mid_message_leaves_no_torn_message() -> TestResult {
     // The byte ring (default): producers take turns, so the stuck producer
     // holds the producing side until it is killed; then the next send takes
@@ -523,6 +545,7 @@ fn main() {
         large_messages_and_oversize_errors,
         recv_ref_reads_a_struct_in_place,
         killed_producer_gives_disconnected,
+        try_recv_sees_a_killed_sender,
         producer_killed_mid_message_leaves_no_torn_message,
         biased_producer_killed_inside_a_send,
         receiver_killed_holding_a_recv_ref,
