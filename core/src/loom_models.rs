@@ -501,7 +501,7 @@ fn loom_biased_lock_stale_holder_and_repeated_revoker() {
 }
 
 fn holder(pid: u32) -> Identity {
-    Identity { id: pid, start: 1 }
+    Identity { id: pid, start: 1, ns: 1 }
 }
 
 #[test]

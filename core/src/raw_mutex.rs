@@ -546,7 +546,7 @@ impl RawMutex {
     /// ```
     /// use shmproc_core::{owner::Owner, Identity};
     /// use shmproc_core::raw_mutex::{Acquired, LockError, RawMutex};
-    /// let me = Owner { thread: Identity { id: 5, start: 7 }, pid: 5 };
+    /// let me = Owner { thread: Identity { id: 5, start: 7, ns: 1 }, pid: 5 };
     /// let alive = |_: u32, _: Option<u64>| true;
     /// let m = RawMutex::new();
     /// let _ = m.try_lock(&me).unwrap(); // as if a peer wrote our identity...

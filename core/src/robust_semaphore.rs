@@ -411,7 +411,7 @@ impl RawRobustSemaphore {
     /// use shmproc_core::{owner::Owner, Deadline, Identity};
     /// let s = RawRobustSemaphore::new(1, 1);
     /// let me = Owner::current();
-    /// let dead = Identity { id: 77, start: 1 };
+    /// let dead = Identity { id: 77, start: 1, ns: 1 };
     /// let alive_but_77 = |pid: u32, _: Option<u64>| pid != 77;
     /// s.try_acquire(&me, dead, &alive_but_77).unwrap(); // process 77 "dies" holding it
     /// let d = Some(Deadline::after(core::time::Duration::from_secs(5)));
@@ -555,7 +555,7 @@ impl RawRobustSemaphore {
     /// use shmproc_core::{owner::Owner, Identity};
     /// let s = RawRobustSemaphore::new(1, 1);
     /// let me = Owner::current();
-    /// let p = Identity { id: 5, start: 9 };
+    /// let p = Identity { id: 5, start: 9, ns: 1 };
     /// s.try_acquire(&me, p, &|_: u32, _: Option<u64>| true).unwrap();
     /// assert_eq!(s.recover(&me, None, &|_: u32, _: Option<u64>| false), Some(1));
     /// ```
