@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
     let alive = move |id: u32, _: Option<u64>| id < 8 && alive_mask & (1 << id) != 0;
     let owner = |i: u8| {
         let id = u32::from(i % 4) + 1;
-        Owner { thread: Identity { id, start: 7 }, pid: id }
+        Owner { thread: Identity { id, start: 7, ns: 1 }, pid: id }
     };
     for chunk in rest.chunks(6) {
         if chunk.len() < 6 {
