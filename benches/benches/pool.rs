@@ -3,7 +3,6 @@
 //! fork-mode `Process` start+join. Prints the ratios at the end.
 
 use std::io::{BufReader, Read, Write};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
@@ -129,24 +128,10 @@ fn pool(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(20)
-        .configure_from_args()
-}
-
-criterion_group! { name = benches; config = config(); targets = pool }
+criterion_group! { name = benches; config = shmproc_benches::criterion_config(20); targets = pool }
 
 fn python_baseline() -> Option<serde_json::Value> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/pool_bench.py");
-    let out = Command::new("python3").arg(script).arg(WORKERS.to_string()).output().ok()?;
-    if !out.status.success() {
-        eprintln!("python baseline failed: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let v = shmproc_benches::python_json("pool_bench.py", &[&WORKERS.to_string()])?;
     // Kept for the summary report (benches/z_report.rs).
     let dir = shmproc_benches::report_dir();
     let _ = std::fs::create_dir_all(&dir);

@@ -373,15 +373,7 @@ fn latency(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(20)
-        .configure_from_args()
-}
-
-criterion_group! { name = benches; config = config(); targets = spsc, spsc_large, mpmc, latency }
+criterion_group! { name = benches; config = shmproc_benches::criterion_config(20); targets = spsc, spsc_large, mpmc, latency }
 
 fn main() {
     shmproc::init();

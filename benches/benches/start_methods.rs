@@ -3,9 +3,6 @@
 //! python3 script when python3 exists), in the same run. Target: the fork
 //! server at most 2x fork mode.
 
-use std::process::Command;
-use std::time::Duration;
-
 use criterion::{criterion_group, Criterion};
 use shmproc::{Process, StartMethod};
 use shmproc_benches::mean_ns;
@@ -32,30 +29,12 @@ fn start_join(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(20)
-        .configure_from_args()
-}
-
-criterion_group! { name = benches; config = config(); targets = start_join }
-
-fn python_baseline() -> Option<serde_json::Value> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/start_bench.py");
-    let out = Command::new("python3").arg(script).output().ok()?;
-    if !out.status.success() {
-        eprintln!("python baseline failed: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
-}
+criterion_group! { name = benches; config = shmproc_benches::criterion_config(20); targets = start_join }
 
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    let py = python_baseline();
+    let py = shmproc_benches::python_json("start_bench.py", &[]);
     if py.is_none() {
         println!("\n(python3 not available: CPython baseline skipped)");
     }

@@ -3,7 +3,7 @@
 //! pipe-token ping-pong. Prints the ratios at the end.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{criterion_group, Criterion};
 use shmproc::{Mutex, Process, Semaphore};
@@ -96,15 +96,7 @@ fn pipe_roundtrip_child(rx: &mut std::fs::File, tx: &mut std::fs::File) {
     }
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(30)
-        .configure_from_args()
-}
-
-criterion_group! { name = benches; config = config(); targets = uncontended, handoff }
+criterion_group! { name = benches; config = shmproc_benches::criterion_config(30); targets = uncontended, handoff }
 
 fn main() {
     shmproc::init();

@@ -114,3 +114,26 @@ pub mod stream_queue {
         }
     }
 }
+
+/// The criterion settings of every bench: short warm-up and measurement,
+/// `samples` samples, overridable from the command line.
+pub fn criterion_config(samples: usize) -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(2))
+        .sample_size(samples)
+        .configure_from_args()
+}
+
+/// Runs a CPython baseline script of `benches/python/` with `args` and
+/// parses the JSON it prints; `None` (with the reason on stderr, if it ran)
+/// when python3 is missing or the script fails.
+pub fn python_json(script: &str, args: &[&str]) -> Option<serde_json::Value> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python").join(script);
+    let out = std::process::Command::new("python3").arg(path).args(args).output().ok()?;
+    if !out.status.success() {
+        eprintln!("python baseline failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
