@@ -1587,6 +1587,31 @@ impl Pool {
         Ok(())
     }
 
+    /// The `map` family's one submission path: `items` in chunks of `size`
+    /// (`None`: the default size), `f` over each chunk.
+    fn submit_map<A: Message, R: Message>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        size: Option<usize>,
+        callbacks: Option<MapCallbacks>,
+    ) -> Result<MapResult<R>, TaskError> {
+        let parts = self.encode_chunks(items.into_iter().collect(), size, &enc_chunk::<A>)?;
+        self.submit_parts(tramp_chunk::<A, R>, f as usize, parts, callbacks)
+    }
+
+    /// As [`submit_map`](Pool::submit_map), for the `starmap` family.
+    fn submit_starmap<A: Message, B: Message, R: Message>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+        size: Option<usize>,
+        callbacks: Option<MapCallbacks>,
+    ) -> Result<MapResult<R>, TaskError> {
+        let parts = self.encode_chunks(items.into_iter().collect(), size, &enc_chunk::<(A, B)>)?;
+        self.submit_parts(tramp_star::<A, B, R>, f as usize, parts, callbacks)
+    }
+
     /// Submits encoded chunks to `tramp` (which runs `func` over a chunk);
     /// with `callbacks`, the first runs once with every result in order when
     /// all chunks succeeded, the second once with the first failure.
@@ -1659,8 +1684,7 @@ impl Pool {
         items: impl IntoIterator<Item = A>,
         chunksize: usize,
     ) -> Result<Vec<R>, TaskError> {
-        let parts = self.encode_chunks(items.into_iter().collect(), Some(chunksize), &enc_chunk::<A>)?;
-        self.submit_parts::<R>(tramp_chunk::<A, R>, f as usize, parts, None)?.get()
+        self.submit_map(f, items, Some(chunksize), None)?.get()
     }
 
     /// Submits `f` over every item, in chunks; returns at once (Python's
@@ -1680,8 +1704,7 @@ impl Pool {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
     ) -> Result<MapResult<R>, TaskError> {
-        let parts = self.encode_chunks(items.into_iter().collect(), None, &enc_chunk::<A>)?;
-        self.submit_parts(tramp_chunk::<A, R>, f as usize, parts, None)
+        self.submit_map(f, items, None, None)
     }
 
     /// [`map_async`](Pool::map_async) with Python's `chunksize` (`None`: the
@@ -1719,8 +1742,7 @@ impl Pool {
         C: FnOnce(Vec<R>) + Send + 'static,
         E: FnOnce(&TaskError) + Send + 'static,
     {
-        let parts = self.encode_chunks(items.into_iter().collect(), chunksize, &enc_chunk::<A>)?;
-        self.submit_parts(tramp_chunk::<A, R>, f as usize, parts, Some(map_callbacks(callback, error_callback)))
+        self.submit_map(f, items, chunksize, Some(map_callbacks(callback, error_callback)))
     }
 
     /// Like [`map`](Pool::map) for two-argument functions (Python's `starmap`);
@@ -1758,8 +1780,7 @@ impl Pool {
         items: impl IntoIterator<Item = (A, B)>,
         chunksize: usize,
     ) -> Result<Vec<R>, TaskError> {
-        let parts = self.encode_chunks(items.into_iter().collect(), Some(chunksize), &enc_chunk::<(A, B)>)?;
-        self.submit_parts::<R>(tramp_star::<A, B, R>, f as usize, parts, None)?.get()
+        self.submit_starmap(f, items, Some(chunksize), None)?.get()
     }
 
     /// Python's `starmap_async`: [`starmap`](Pool::starmap) that returns at
@@ -1778,8 +1799,7 @@ impl Pool {
         f: fn(A, B) -> R,
         items: impl IntoIterator<Item = (A, B)>,
     ) -> Result<MapResult<R>, TaskError> {
-        let parts = self.encode_chunks(items.into_iter().collect(), None, &enc_chunk::<(A, B)>)?;
-        self.submit_parts(tramp_star::<A, B, R>, f as usize, parts, None)
+        self.submit_starmap(f, items, None, None)
     }
 
     /// [`starmap_async`](Pool::starmap_async) with `chunksize`, `callback`
@@ -1813,8 +1833,7 @@ impl Pool {
         C: FnOnce(Vec<R>) + Send + 'static,
         E: FnOnce(&TaskError) + Send + 'static,
     {
-        let parts = self.encode_chunks(items.into_iter().collect(), chunksize, &enc_chunk::<(A, B)>)?;
-        self.submit_parts(tramp_star::<A, B, R>, f as usize, parts, Some(map_callbacks(callback, error_callback)))
+        self.submit_starmap(f, items, chunksize, Some(map_callbacks(callback, error_callback)))
     }
 
     /// `map` with a context: `f(&ctx, item)` for every item, in order
@@ -1938,9 +1957,7 @@ impl Pool {
         items: impl IntoIterator<Item = A>,
         chunksize: usize,
     ) -> impl Iterator<Item = Result<R, TaskError>> {
-        let parts = self
-            .encode_chunks(items.into_iter().collect(), Some(chunksize), &enc_chunk::<A>)
-            .and_then(|parts| self.submit_parts::<R>(tramp_chunk::<A, R>, f as usize, parts, None));
+        let parts = self.submit_map(f, items, Some(chunksize), None);
         let pending: Vec<Result<AsyncResult<Vec<R>>, TaskError>> = match parts {
             Ok(m) => m.parts.into_iter().map(Ok).collect(),
             Err(e) => vec![Err(e)],
@@ -1970,9 +1987,7 @@ impl Pool {
         items: impl IntoIterator<Item = A>,
         chunksize: usize,
     ) -> impl Iterator<Item = Result<R, TaskError>> {
-        let parts = self
-            .encode_chunks(items.into_iter().collect(), Some(chunksize), &enc_chunk::<A>)
-            .and_then(|parts| self.submit_parts::<R>(tramp_chunk::<A, R>, f as usize, parts, None));
+        let parts = self.submit_map(f, items, Some(chunksize), None);
         let (mut pending, mut failed) = match parts {
             Ok(m) => (m.parts, None),
             Err(e) => (Vec::new(), Some(e)),
