@@ -5,6 +5,9 @@
 //! The 32-bit state word uses the layout of the kernel's robust futexes:
 //!
 //! * bits 0..30 ([`TID_MASK`]): the owner's thread id, 0 when unlocked;
+//! * bit 30 ([`HOME`]): the owner lives in the lock's *home* pid namespace
+//!   (`home_ns`, the namespace of the first thread that locked it), so its
+//!   tid can be judged there even before its record is complete;
 //! * bit 31 ([`WAITERS`]): someone may be sleeping on the word, so unlock must
 //!   wake.
 //!
@@ -31,14 +34,24 @@
 //! without one keep waiting. The kernel does not tell us about such deaths
 //! (see "Dead owners" in the crate docs for what would).
 //!
-//! If the owner died between its compare-and-swap and completing its record,
-//! the record does not match the word, and nothing says which namespace the
-//! tid belongs to. A waiter that sees the *same* unrecorded word for
-//! [`UNRECORDED_GRACE`] then falls back to "does this tid exist at all (in my
-//! namespace)". This is the one practical bound in the scheme: a live owner
-//! of another pid namespace, frozen for that long between two adjacent
-//! instructions, whose tid does not exist in the waiter's namespace, would be
-//! taken over.
+//! If the owner died between its compare-and-swap and completing its record
+//! (or between clearing its record and its unlocking swap), the record does
+//! not match the word. When the word carries [`HOME`], the owner's namespace
+//! is `home_ns`, and a waiter in that namespace judges the tid at once: a
+//! tid that does not exist there (or is a zombie) is dead; one that exists
+//! is waited on. That is every owner in the common case of one namespace,
+//! and it lets a non-blocking `try_lock_checked` recover such a lock too
+//! (a consumer SIGKILLed in the middle of unlocking otherwise left its queue
+//! looking empty to `try_recv`). A tid reused in the home namespace is alive,
+//! so it is never taken for the dead owner.
+//!
+//! Without [`HOME`] (or for a waiter of another namespace), nothing says
+//! which namespace the tid belongs to. A waiter that sees the *same*
+//! unrecorded word for [`UNRECORDED_GRACE`] then falls back to "does this
+//! tid exist at all (in my namespace)". This is the one practical bound in
+//! the scheme: a live owner of another pid namespace, frozen for that long
+//! between two adjacent instructions, whose tid does not exist in the
+//! waiter's namespace, would be taken over.
 //!
 //! # Orderings
 //!
@@ -114,6 +127,14 @@ pub const TID_MASK: u32 = 0x3fff_ffff;
 /// assert!(!m.has_waiters());
 /// ```
 pub const WAITERS: u32 = 0x8000_0000;
+/// State bit: the owner's pid namespace is the lock's home namespace (module
+/// docs, "Dead owners").
+///
+/// ```
+/// use shmproc_core::raw_mutex::{HOME, TID_MASK, WAITERS};
+/// assert_eq!(HOME & (TID_MASK | WAITERS), 0);
+/// ```
+pub const HOME: u32 = 0x4000_0000;
 /// How often a sleeping waiter checks whether the owner is still alive.
 ///
 /// ```
@@ -223,6 +244,9 @@ pub struct RawMutex {
     owner_start: AtomicU64,
     /// Extra acquisitions by the owner (recursive use only).
     recursion: AtomicU32,
+    /// The pid namespace of the first thread that locked it (0: none yet);
+    /// owners of this namespace set [`HOME`] in the word.
+    home_ns: AtomicU32,
 }
 
 /// A consistent owner record (module docs, "Orderings").
@@ -266,6 +290,7 @@ impl RawMutex {
             owner_id: AtomicU64::new(0),
             owner_start: AtomicU64::new(0),
             recursion: AtomicU32::new(0),
+            home_ns: AtomicU32::new(0),
         }
     }
 
@@ -284,6 +309,7 @@ impl RawMutex {
             owner_id: AtomicU64::new(0),
             owner_start: AtomicU64::new(0),
             recursion: AtomicU32::new(0),
+            home_ns: AtomicU32::new(0),
         }
     }
 
@@ -301,6 +327,7 @@ impl RawMutex {
         self.owner_start.store(0, Ordering::Relaxed);
         self.owner_pid.store(0, Ordering::Relaxed);
         self.recursion.store(0, Ordering::Relaxed);
+        self.home_ns.store(0, Ordering::Relaxed);
         self.state.store(0, Ordering::Release);
     }
 
@@ -342,6 +369,24 @@ impl RawMutex {
         me.thread.id & TID_MASK
     }
 
+    /// The word `me` stores as owner: its tid, with [`HOME`] if it lives in
+    /// the lock's home namespace (which the first locker with a known
+    /// namespace sets). `home_ns` is written once and only read as a hint
+    /// for the judges, so `Relaxed` suffices: a judge that does not see it
+    /// yet reads 0, an unknown namespace, and fails closed.
+    #[inline]
+    fn my_word(&self, me: &Owner) -> u32 {
+        let ns = me.thread.ns;
+        let mut home = self.home_ns.load(Ordering::Relaxed);
+        if home == 0 && ns != 0 {
+            home = match self.home_ns.compare_exchange(0, ns, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => ns,
+                Err(h) => h,
+            };
+        }
+        Self::my_tid(me) | if ns != 0 && home == ns { HOME } else { 0 }
+    }
+
     /// Whether `me` is the recorded owner (tid in the word and matching start
     /// time, so a reused tid is not mistaken for the owner).
     ///
@@ -375,7 +420,7 @@ impl RawMutex {
     /// ```
     #[inline]
     pub fn try_lock(&self, me: &Owner) -> Result<Acquired, LockError> {
-        match self.state.compare_exchange(0, Self::my_tid(me), Ordering::Acquire, Ordering::Relaxed) {
+        match self.state.compare_exchange(0, self.my_word(me), Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => {
                 self.record(me);
                 Ok(Acquired::Locked)
@@ -404,7 +449,7 @@ impl RawMutex {
             if s & TID_MASK == 0 {
                 if self
                     .state
-                    .compare_exchange(s, Self::my_tid(me) | (s & WAITERS), Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(s, self.my_word(me) | (s & WAITERS), Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
                     self.record(me);
@@ -450,7 +495,7 @@ impl RawMutex {
         deadline: Option<Deadline>,
         check: &impl OwnerCheck,
     ) -> Result<Acquired, LockError> {
-        let mine = Self::my_tid(me);
+        let mine = self.my_word(me);
         // Spin briefly: a critical section is often shorter than a syscall.
         for _ in 0..SPIN_LIMIT {
             let s = self.state.load(Ordering::Relaxed);
@@ -565,7 +610,12 @@ impl RawMutex {
             }
             // Acquire, as every acquisition: pairs with the Release of
             // whoever last unlocked.
-            match self.state.compare_exchange_weak(s, mine | (s & WAITERS), Ordering::Acquire, Ordering::Relaxed) {
+            match self.state.compare_exchange_weak(
+                s,
+                self.my_word(me) | (s & WAITERS),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => {
                     self.record(me);
                     return Ok(Acquired::OwnerDied);
@@ -614,7 +664,7 @@ impl RawMutex {
         if tid == 0 || self.state.load(Ordering::Acquire) != observed {
             return Verdict::Wait;
         }
-        let Some(r) = self.recorded(observed) else { return Verdict::Unrecorded };
+        let Some(r) = self.recorded(observed) else { return self.judge_unrecorded(observed, me, check) };
         if check.is_alive_in(r.tid, Some(r.start), r.ns) {
             return Verdict::Wait;
         }
@@ -631,6 +681,29 @@ impl RawMutex {
         }
     }
 
+    /// An owner without a complete record: judged at once if the word says
+    /// it lives in the home namespace (module docs, "Dead owners"), else
+    /// left to the grace of [`judge`](RawMutex::judge).
+    fn judge_unrecorded(&self, observed: u32, me: &Owner, check: &impl OwnerCheck) -> Verdict {
+        if observed & HOME == 0 {
+            return Verdict::Unrecorded;
+        }
+        let home = self.home_ns.load(Ordering::Relaxed);
+        if check.is_alive_in(observed & TID_MASK, None, home) {
+            return Verdict::Wait;
+        }
+        // A dead owner changes nothing: if the word or the record moved
+        // during the verdict, a new owner (a live tid, so not this one in
+        // the home namespace) may hold it.
+        if self.state.load(Ordering::Acquire) != observed || self.recorded(observed).is_some() {
+            return Verdict::Wait;
+        }
+        match self.take_over(observed, me, false) {
+            Some(a) => Verdict::TookOver(a),
+            None => Verdict::Wait,
+        }
+    }
+
     /// Takes over exactly the state judged, unless the owner is `alive`. If
     /// the word changed meanwhile, someone else took over (or it was a new
     /// owner).
@@ -638,7 +711,7 @@ impl RawMutex {
         if alive {
             return None;
         }
-        let new = Self::my_tid(me) | (observed & WAITERS);
+        let new = self.my_word(me) | (observed & WAITERS);
         match self.state.compare_exchange(observed, new, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => {
                 // The dead owner's record is still there: invalidate it first.
@@ -908,6 +981,49 @@ mod tests {
         m.state.store(10, Ordering::Relaxed);
         m.record(&Owner { thread: Identity { id: 10, start: 7, ns: 2 }, pid: 10 });
         assert_eq!(m.try_lock_checked(&me, &alive), Err(LockError::WouldBlock));
+    }
+
+    /// An owner that died between clearing its record and its unlocking swap
+    /// (or between its swap and its record) leaves an unrecorded word. With
+    /// [`HOME`] a waiter of the home namespace judges it at once, even
+    /// without waiting (`try_lock_checked`); without it, only a blocking
+    /// `lock` recovers it, after [`UNRECORDED_GRACE`].
+    #[test]
+    fn unrecorded_home_owner_is_judged_at_once() {
+        /// Tid 10 is dead; anything else is alive. Calls judged in a namespace
+        /// other than 1 count as alive (as `ProcLiveness` fails closed).
+        struct Check;
+        impl OwnerCheck for Check {
+            fn is_alive(&self, tid: u32, _: Option<u64>) -> bool {
+                tid != 10
+            }
+            fn is_alive_in(&self, tid: u32, start: Option<u64>, ns: u32) -> bool {
+                ns != 1 || self.is_alive(tid, start)
+            }
+        }
+        let m = RawMutex::new();
+        let (a, b, c) = (owner(10), owner(11), owner(12));
+        let _ = m.try_lock(&a).unwrap();
+        assert_eq!(m.state.load(Ordering::Relaxed), 10 | HOME, "the first locker's namespace is home");
+        // A dies in the middle of unlocking: record cleared, word still set.
+        m.owner_id.store(0, Ordering::Relaxed);
+        assert_eq!(m.try_lock_checked(&b, &Check), Ok(Acquired::OwnerDied));
+        assert!(m.unlock(&b));
+        // A live unrecorded owner of the home namespace is waited for.
+        m.state.store(12 | HOME, Ordering::Relaxed);
+        assert_eq!(m.try_lock_checked(&b, &Check), Err(LockError::WouldBlock));
+        m.state.store(0, Ordering::Relaxed);
+        // An owner of another namespace: no HOME, so no verdict without the
+        // grace (a tid means nothing across namespaces).
+        let foreign = Owner { thread: Identity { id: 10, start: 7, ns: 2 }, pid: 10 };
+        let _ = m.try_lock(&foreign).unwrap();
+        assert_eq!(m.state.load(Ordering::Relaxed), 10);
+        m.owner_id.store(0, Ordering::Relaxed);
+        assert_eq!(m.try_lock_checked(&c, &Check), Err(LockError::WouldBlock));
+        let d = Some(Deadline::after(Duration::from_millis(50)));
+        assert_eq!(m.lock(&c, d, &Check), Err(LockError::Timeout));
+        assert_eq!(m.lock(&c, None, &Check), Ok(Acquired::OwnerDied), "after the grace");
+        assert!(m.unlock(&c));
     }
 
     #[test]

@@ -491,11 +491,16 @@ fn unbounded_queue_survives_killed_peers() -> TestResult {
         // The rest, in order: at most the message the consumer was reading
         // when it died is gone.
         let mut expect = taken.get();
-        while let Ok(v) = q.try_recv() {
-            ensure!(v == expect || v == expect + 1, "round {round}: got {v}, expected {expect}");
-            expect = v + 1;
-        }
-        ensure!(expect >= start + sent - 1, "round {round}: stopped at {expect} of {}", start + sent);
+        let end = loop {
+            match q.try_recv() {
+                Ok(v) => {
+                    ensure!(v == expect || v == expect + 1, "round {round}: got {v}, expected {expect}");
+                    expect = v + 1;
+                }
+                Err(e) => break e,
+            }
+        };
+        ensure!(expect >= start + sent - 1, "round {round}: stopped at {expect} of {} with {end:?}", start + sent);
         next = expect.max(start + sent);
         q.send(&next)?;
         ensure!(q.recv_timeout(HANG_LIMIT)? == next);
