@@ -415,19 +415,20 @@ pub(crate) fn copy_block(window: Option<Window>, next: &AtomicU64, bytes: &[u8])
 /// Runs `read` on the bytes of a message of `kind` whose frame or slot holds
 /// `bytes`: in place, or from its out-of-line block. The block is freed after
 /// `read` if `read` says the message is consumed (before the caller releases
-/// the frame: module docs).
+/// the frame: module docs). The bytes are a peer's ([`PeerBytes`]): `read`
+/// copies them out.
 pub(crate) fn with_message<R>(
     window: Option<Window>,
     kind: u8,
-    bytes: &[u8],
-    read: impl FnOnce(&[u8]) -> (R, bool),
+    bytes: PeerBytes<'_>,
+    read: impl FnOnce(PeerBytes<'_>) -> (R, bool),
 ) -> Result<(R, bool), Failure> {
     match kind {
         KIND_INLINE => Ok(read(bytes)),
         KIND_BLOCK => {
             let window = window.ok_or_else(|| Failure::corrupt("a block in a channel without a window"))?;
-            let block = window.open(PeerBytes::from_slice(bytes))?;
-            let (r, consumed) = read(block.bytes());
+            let block = window.open(bytes)?;
+            let (r, consumed) = read(block.peer());
             if consumed {
                 block.free();
             }

@@ -139,7 +139,8 @@
 //! refused, so the peers are processes of the same user.
 //!
 //! Bytes a peer may write while they are read (a received frame, slot or
-//! out-of-line block) are copied out with atomic loads before they are
+//! out-of-line block, a `SharedMap` or `SharedList` entry) are copied out
+//! with atomic loads before they are
 //! validated (`shmproc_core::peer_bytes`), so a scribbling peer makes a
 //! receive fail or return wrong values, never a data race in Rust's sense.
 //! [`RecvRef`] reads in place: it is sound against peers that follow the

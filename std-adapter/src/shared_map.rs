@@ -23,6 +23,11 @@
 //! lock that the holder died) resolves by keeping the newer version. Bytes
 //! that fail validation are reported as [`SharedError::Corrupt`].
 //!
+//! Entries are compared and copied out through
+//! `shmproc_core::peer_bytes::PeerBytes` (atomic loads), never through a
+//! `&[u8]` over the slot: a peer that writes without the lock makes a
+//! reader see garbage (reported as `Corrupt`), not a data race.
+//!
 //! ```
 //! let scores = shmproc::SharedMap::<String, u32>::with_capacity(16)?;
 //! let s = scores.clone();
@@ -36,9 +41,11 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use shmproc_core::owner::Owner;
+use shmproc_core::peer_bytes::PeerBytes;
 use shmproc_core::raw_mutex::{Acquired, RawMutex};
 use shmproc_core::region::{align_up, kind, RegionObject};
 
@@ -46,7 +53,7 @@ use crate::bulk::{copy_block, with_message, BlockMut, Window, KIND_BLOCK, KIND_I
 use crate::channel_error::Failure;
 use crate::error::Error;
 use crate::held::{Refused, Site};
-use crate::message::{decode_copy, encode, Message};
+use crate::message::{decode_peer, encode, Message};
 use crate::object::Object;
 use crate::segment::Segment;
 use crate::thread_id;
@@ -271,23 +278,28 @@ impl Table {
         self.obj.at(HEAD_SPAN + (i % self.slots) * self.stride + SLOT_HEAD + pad16(self.key_size)).as_ptr()
     }
 
-    /// Bytes of slot `i`'s key and value, lengths validated against the slot.
-    fn entry(&self, i: usize) -> Result<(&[u8], &[u8]), SharedError> {
+    /// Bytes of slot `i`'s key and value, lengths validated against the slot,
+    /// to be compared or copied out through atomic loads
+    /// ([`PeerBytes`]): a peer that breaks the protocol (writing without the
+    /// lock, or a list writer racing a reader) may write them meanwhile, and
+    /// a `&[u8]` over bytes being written would be a data race.
+    fn entry(&self, i: usize) -> Result<(PeerBytes<'_>, PeerBytes<'_>), SharedError> {
         let s = self.slot(i);
         let kl = s.key_len.load(Ordering::Relaxed) as usize;
         let vl = s.val_len.load(Ordering::Relaxed) as usize;
         if kl > self.key_size || vl > self.val_size {
             return Err(SharedError::Corrupt("entry length".into()));
         }
-        // SAFETY: kl <= key_size and vl <= val_size bytes lie inside slot i;
-        // we hold the lock, so no conforming writer changes them.
-        unsafe {
-            Ok((std::slice::from_raw_parts(self.key_ptr(i), kl), std::slice::from_raw_parts(self.val_ptr(i), vl)))
-        }
+        let at = |p: *mut u8| NonNull::new(p).ok_or_else(|| SharedError::Corrupt("null slot".into()));
+        let (k, v) = (at(self.key_ptr(i))?, at(self.val_ptr(i))?);
+        // SAFETY: kl <= key_size and vl <= val_size bytes lie inside slot i of
+        // the mapping, which lives as long as `self`; they are only read
+        // through `PeerBytes`' atomic loads.
+        unsafe { Ok((PeerBytes::new(k, kl), PeerBytes::new(v, vl))) }
     }
 
     /// Slot `i`'s value, read with `read` (in place, or from its block).
-    fn with_value<R>(&self, i: usize, read: impl FnOnce(&[u8]) -> R) -> Result<R, SharedError> {
+    fn with_value<R>(&self, i: usize, read: impl FnOnce(PeerBytes<'_>) -> R) -> Result<R, SharedError> {
         let kind = self.slot(i).val_kind.load(Ordering::Relaxed) as u8;
         let (r, _) = with_message(self.window, kind, self.entry(i)?.1, |b| (read(b), false))
             .map_err(|e| SharedError::Corrupt(format!("{e:?}")))?;
@@ -299,7 +311,7 @@ impl Table {
     fn free_value(&self, i: usize) {
         if self.slot(i).val_kind.load(Ordering::Relaxed) == u32::from(KIND_BLOCK) {
             if let (Some(w), Ok((_, v))) = (self.window, self.entry(i)) {
-                w.free_raw(shmproc_core::peer_bytes::PeerBytes::from_slice(v));
+                w.free_raw(v);
             }
         }
     }
@@ -406,7 +418,11 @@ fn map_recover(t: &Table) {
             continue;
         }
         match t.entry(i) {
-            Ok((k, _)) => live.push((i, k.to_vec(), s.version.load(Ordering::Relaxed))),
+            Ok((k, _)) => {
+                let mut key = vec![0; k.len()];
+                k.copy_to(&mut key);
+                live.push((i, key, s.version.load(Ordering::Relaxed)));
+            }
             Err(_) => t.retire(i),
         }
     }
@@ -501,7 +517,7 @@ impl<K: Message, V: Message> SharedMap<K, V> {
             match self.t.slot(i).state.load(Ordering::Acquire) {
                 EMPTY => return Ok((None, free.or(Some(i)))),
                 LIVE => {
-                    if self.t.entry(i)?.0 == key {
+                    if self.t.entry(i)?.0.equals(key) {
                         return Ok((Some(i), free));
                     }
                 }
@@ -516,7 +532,7 @@ impl<K: Message, V: Message> SharedMap<K, V> {
     }
 
     fn value_at(&self, i: usize) -> Result<V, SharedError> {
-        self.t.with_value(i, decode_copy::<V>)?.map_err(|e| SharedError::Corrupt(e.to_string()))
+        self.t.with_value(i, decode_peer::<V>)?.map_err(|e| SharedError::Corrupt(e.to_string()))
     }
 
     /// Inserts or replaces; returns the previous value.
@@ -748,7 +764,7 @@ impl<K: Message, V: Message> SharedMap<K, V> {
             if self.t.slot(i).state.load(Ordering::Acquire) != LIVE {
                 continue;
             }
-            let k = decode_copy::<K>(self.t.entry(i)?.0).map_err(|e| SharedError::Corrupt(e.to_string()))?;
+            let k = decode_peer::<K>(self.t.entry(i)?.0).map_err(|e| SharedError::Corrupt(e.to_string()))?;
             let v = self.value_at(i)?;
             out.push((k, v));
         }
@@ -835,14 +851,14 @@ impl<T: Message> SharedList<T> {
         Ok(SharedList { t: Table::create(None, "", kind::SHARED_LIST, capacity.max(1), size, size)?, _t: PhantomData })
     }
 
-    fn half(&self, i: usize, which: u32) -> Result<&[u8], SharedError> {
+    fn half(&self, i: usize, which: u32) -> Result<PeerBytes<'_>, SharedError> {
         let (a, b) = self.t.entry(i)?;
         Ok(if which == 0 { a } else { b })
     }
 
     fn read(&self, i: usize) -> Result<T, SharedError> {
         let which = self.t.slot(i).state.load(Ordering::Acquire) & 1;
-        decode_copy::<T>(self.half(i, which)?).map_err(|e| SharedError::Corrupt(e.to_string()))
+        decode_peer::<T>(self.half(i, which)?).map_err(|e| SharedError::Corrupt(e.to_string()))
     }
 
     /// Writes `bytes` to the inactive half of slot `i` and switches to it.

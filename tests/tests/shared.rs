@@ -169,8 +169,61 @@ fn map_values_of_any_size_are_freed_when_retired() -> TestResult {
     Ok(())
 }
 
+/// A peer that writes random bytes over a map's slots without taking its
+/// lock, while this process reads and writes: every call gives a value or a
+/// typed error, and the process neither faults, panics nor hangs (entries
+/// are compared and copied out through atomic loads, then validated).
+fn scribbled_map_entries_give_values_or_errors() -> TestResult {
+    let seg = shmproc::Segment::anonymous(4 << 20)?;
+    let m = SharedMap::<u32, String>::new_in(&seg, "m", 64)?;
+    for k in 0..32u32 {
+        m.insert(&k, &format!("value {k}"))?;
+    }
+    let info = seg.region().find(b"m")?;
+    let base = seg.region().base().as_ptr() as usize + info.offset;
+    // Spare the head (the lock and counters: a forged lock word is another
+    // test's subject) and scribble over the slots.
+    let (lo, hi) = (base + 512, base + info.size);
+    let scribbler = Process::builder().spawn(move || {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let until = std::time::Instant::now() + Duration::from_millis(1500);
+        while std::time::Instant::now() < until {
+            for _ in 0..1024 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let at = lo + (x as usize % (hi - lo));
+                // SAFETY: inside the segment's mapping, which the child
+                // inherited at the same address; volatile, as a hostile
+                // peer's plain stores would be.
+                unsafe { std::ptr::write_volatile(at as *mut u8, (x >> 56) as u8) };
+            }
+        }
+    })?;
+    let (mut ok, mut errors) = (0u32, 0u32);
+    let started = std::time::Instant::now();
+    while scribbler.is_alive() && started.elapsed() < HANG_LIMIT {
+        for k in 0..32u32 {
+            let outcomes =
+                [m.get(&k).map(|_| ()), m.insert(&k, &format!("value {k}")).map(|_| ()), m.snapshot().map(|_| ())];
+            for r in outcomes {
+                match r {
+                    Ok(()) => ok += 1,
+                    Err(_) => errors += 1,
+                }
+            }
+        }
+    }
+    let mut scribbler = scribbler;
+    ensure!(scribbler.join()? == 0);
+    ensure!(ok > 0, "nothing succeeded at all");
+    println!("scribbled map: {ok} calls succeeded, {errors} typed errors");
+    Ok(())
+}
+
 fn main() {
     shmproc_tests::run(trials![
+        scribbled_map_entries_give_values_or_errors,
         map_updated_by_four_processes_is_exact,
         map_capacity_and_size_limits,
         map_values_of_any_size_are_freed_when_retired,
