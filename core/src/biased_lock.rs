@@ -179,7 +179,7 @@ struct Bias {
 /// assert!(!held.owner_died());
 /// l.unlock(&me, held);
 /// ```
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 #[must_use = "a held lock must be unlocked"]
 pub struct Held {
     biased: bool,

@@ -99,7 +99,9 @@ use crate::owner::{Owner, ProcLiveness};
 use crate::participants::Participants;
 use crate::peer_bytes::PeerBytes;
 use crate::raw_mutex::LockError;
-use crate::spsc::{capacity_for_frames, frame_span, Frame, Producer, Reservation, RingError, SpscRing, MIN_CAPACITY};
+use crate::spsc::{
+    capacity_for_frames, frame_span, Consumer, Frame, Producer, Reservation, RingError, SpscRing, MIN_CAPACITY,
+};
 use crate::Deadline;
 
 /// The kind of a frame that holds the message itself.
@@ -212,6 +214,24 @@ type Peeked<K> = (RingRef<K>, Frame);
 
 /// A corrupt-state error of any store.
 #[cold]
+/// `ring`'s producer. Called only with the queue's producing side locked
+/// (inside `with_producer`), which is [`SpscRing::producer`]'s "one at a
+/// time" contract.
+#[inline]
+fn tx(ring: &SpscRing) -> Producer {
+    // SAFETY: the producing side's lock is held by every caller (above).
+    unsafe { ring.producer() }
+}
+
+/// `ring`'s consumer. Called only with the queue's consuming side locked
+/// (`try_claim`, `try_take`, a claim's release, `after_dead_reader`), which
+/// is [`SpscRing::consumer`]'s "one at a time" contract.
+#[inline]
+fn rx(ring: &SpscRing) -> Consumer {
+    // SAFETY: the consuming side's lock is held by every caller (above).
+    unsafe { ring.consumer() }
+}
+
 fn corrupt<E: From<QueueError>>(reason: &'static str) -> E {
     E::from(QueueError::Corrupt(reason))
 }
@@ -645,13 +665,13 @@ impl<S: RingStore> ByteQueue<S> {
     fn resync_dead_producer(&self) -> Result<(), S::Error> {
         let h = self.head();
         let pr = self.producer_ring()?;
-        let mut published = pr.ring.producer().resync().map_err(ring_corrupt)?;
+        let mut published = tx(&pr.ring).resync().map_err(ring_corrupt)?;
         let pending_at = h.sent.pending_at.load(Ordering::Relaxed);
         if pending_at != 0 {
             let pending = load_desc(&h.sent.pending);
             if pending == pr.desc {
                 // Published and moved to: only the record was left.
-            } else if pr.ring.producer().position().map_err(ring_corrupt)? >= pending_at {
+            } else if tx(&pr.ring).position().map_err(ring_corrupt)? >= pending_at {
                 // The link was published (resync walked over it, and it is
                 // not a message): finish the move.
                 published = published.saturating_sub(1);
@@ -712,7 +732,7 @@ impl<S: RingStore> ByteQueue<S> {
     /// room for a link beyond them); `None` when there is no room.
     #[inline]
     fn reserve(&self, pr: &RingRef<S::Keep>, len: usize) -> Result<Option<(Producer, Reservation)>, S::Error> {
-        let mut p = pr.ring.producer();
+        let mut p = tx(&pr.ring);
         // An unbounded queue's reservation publishes nothing when it fails
         // (no wrap marker), so the room kept for the link stays whole.
         let reserved = if self.unbounded() { p.reserve_quiet(len + LINK_ROOM) } else { p.reserve(len) };
@@ -750,7 +770,7 @@ impl<S: RingStore> ByteQueue<S> {
     /// Records that producers are about to link `pr` to `to` (module docs).
     fn record_link(&self, pr: &RingRef<S::Keep>, to: &RingDesc) -> Result<(), S::Error> {
         let h = self.head();
-        let at = pr.ring.producer().position().map_err(ring_corrupt)?;
+        let at = tx(&pr.ring).position().map_err(ring_corrupt)?;
         store_desc(&h.sent.pending, to);
         h.sent.pending_at.store(at + 1, Ordering::Relaxed);
         Ok(())
@@ -761,7 +781,7 @@ impl<S: RingStore> ByteQueue<S> {
     /// and the record is cleared whether the link is published or not.
     fn link(&self, pr: &RingRef<S::Keep>, to: &RingDesc) -> Result<(), S::Error> {
         let h = self.head();
-        let mut p = pr.ring.producer();
+        let mut p = tx(&pr.ring);
         let r = p.reserve(DESCRIPTOR_LEN).map_err(|e| {
             h.sent.pending_at.store(0, Ordering::Relaxed);
             match e {
@@ -908,7 +928,7 @@ impl<S: RingStore> ByteQueue<S> {
     fn peek_marked(&self) -> Result<Option<Peeked<S::Keep>>, S::Error> {
         let mut cr = if self.unbounded() { self.consumer_ring()? } else { RingRef::own(self.ring) };
         for _ in 0..MAX_HOPS {
-            let mut c = cr.ring.consumer();
+            let mut c = rx(&cr.ring);
             match c.peek().map_err(ring_corrupt)? {
                 Some(frame) if frame.kind() == KIND_LINK => cr = self.follow_link(&cr, frame)?,
                 Some(frame) => {
@@ -936,7 +956,7 @@ impl<S: RingStore> ByteQueue<S> {
         let r = &self.head().reader;
         store_desc(&r.follow, &to);
         r.following.store(1, Ordering::Relaxed);
-        cr.ring.consumer().release(frame);
+        rx(&cr.ring).release(frame);
         self.finish_follow(&cr.desc);
         Ok(next)
     }
@@ -961,7 +981,7 @@ impl<S: RingStore> ByteQueue<S> {
     #[inline]
     fn consume(&self, ring: &RingRef<S::Keep>, frame: Frame) {
         self.count_received();
-        ring.ring.consumer().release(frame);
+        rx(&ring.ring).release(frame);
         self.head().reader.reading.store(0, Ordering::Relaxed);
     }
 
@@ -1020,7 +1040,7 @@ impl<S: RingStore> ByteQueue<S> {
         if r.following.load(Ordering::Relaxed) != 0 {
             let from = load_desc(&r.ring);
             let still_linked = self.ring_named(&from).ok().and_then(|cr| {
-                let frame = cr.ring.consumer().peek().ok()??;
+                let frame = rx(&cr.ring).peek().ok()??;
                 (frame.kind() == KIND_LINK && cr.ring.peer_payload(&frame).equals(&load_desc(&r.follow))).then_some(())
             });
             if still_linked.is_some() {
@@ -1033,7 +1053,7 @@ impl<S: RingStore> ByteQueue<S> {
         let reading = r.reading.load(Ordering::Relaxed);
         r.reading.store(0, Ordering::Relaxed);
         let Ok(cr) = self.consumer_ring() else { return };
-        let mut c = cr.ring.consumer();
+        let mut c = rx(&cr.ring);
         if reading != 0 && reading == c.position().wrapping_add(1) {
             if let Ok(Some(frame)) = c.peek() {
                 if frame.kind() == KIND_LINK {

@@ -310,7 +310,8 @@ fn loom_spsc_frames_wrap_in_order() {
             m
         };
         let producer = thread::spawn(move || {
-            let mut p = ring.producer();
+            // SAFETY: this thread is the ring's only producer.
+            let mut p = unsafe { ring.producer() };
             for (k, &n) in sizes.iter().enumerate() {
                 let msg = msg_of(k, n);
                 loop {
@@ -322,7 +323,8 @@ fn loom_spsc_frames_wrap_in_order() {
                 }
             }
         });
-        let mut c = ring.consumer();
+        // SAFETY: this thread is the ring's only consumer.
+        let mut c = unsafe { ring.consumer() };
         let mut k = 0;
         while k < sizes.len() {
             match c.peek().unwrap() {
@@ -422,8 +424,9 @@ fn loom_biased_lock_excludes_holder_and_revoker() {
                     // revoker are ever inside together.
                     // SAFETY: the lock is held: no other access to the cell.
                     data.with_mut(|p| unsafe { *p += 1 });
+                    let died = h.owner_died();
                     l.unlock(&me, h);
-                    h.owner_died()
+                    died
                 })
             })
             .collect();
@@ -457,8 +460,9 @@ fn loom_biased_holder_dead_inside_reported_exactly_once() {
                     let me = owner(tid);
                     let check = |t: u32, _: Option<u64>| !(t == 1 && dead.load(Ordering::SeqCst) == 1);
                     let h = l.lock(&me, None, &check).unwrap();
+                    let died = h.owner_died();
                     l.unlock(&me, h);
-                    h.owner_died()
+                    died
                 })
             })
             .collect();

@@ -317,6 +317,10 @@ pub struct Claimed {
     pos: u64,
     len: usize,
     kind: u8,
+    /// The claiming ring (its header's address): a claim handed to another
+    /// ring reads nothing there and releases nothing (see
+    /// [`MpmcRing::release`]).
+    ring: usize,
 }
 
 impl Claimed {
@@ -530,6 +534,24 @@ impl MpmcRing {
     pub fn header(&self) -> &MpmcHeader {
         // SAFETY: validated at attach; the memory outlives self (contract).
         unsafe { self.hdr.as_ref() }
+    }
+
+    /// This ring's identity for its claims: its header's address.
+    #[inline]
+    fn id(&self) -> usize {
+        self.hdr.as_ptr() as usize
+    }
+
+    /// Whether `c` was claimed from this ring. A claim of another ring
+    /// (safe code can pass one) is a caller's bug: debug builds panic, and
+    /// release builds read nothing and release nothing, rather than reading
+    /// past this ring's (possibly smaller) slots or freeing a slot of this
+    /// ring that someone else holds.
+    #[inline]
+    fn owns(&self, c: &Claimed) -> bool {
+        let ours = c.ring == self.id();
+        debug_assert!(ours, "a claim released to, or read from, another MpmcRing");
+        ours
     }
 
     /// The capacity in messages.
@@ -934,18 +956,18 @@ impl MpmcRing {
                 }
                 let len = s.len.load(Ordering::Relaxed);
                 if len == SKIP {
-                    self.release(Claimed { pos, len: 0, kind: 0 });
+                    self.release(Claimed { pos, len: 0, kind: 0, ring: self.id() });
                     continue;
                 }
                 if len as usize > self.slot_size {
-                    self.release(Claimed { pos, len: 0, kind: 0 });
+                    self.release(Claimed { pos, len: 0, kind: 0, ring: self.id() });
                     return Err(MpmcError::Corrupt("message length"));
                 }
                 let Ok(kind) = u8::try_from(s.kind.load(Ordering::Relaxed)) else {
-                    self.release(Claimed { pos, len: 0, kind: 0 });
+                    self.release(Claimed { pos, len: 0, kind: 0, ring: self.id() });
                     return Err(MpmcError::Corrupt("message kind"));
                 };
-                return Ok(Claimed { pos, len: len as usize, kind });
+                return Ok(Claimed { pos, len: len as usize, kind, ring: self.id() });
             } else if dif < 0 {
                 return Err(MpmcError::Empty);
             } else if hdr.dequeue.load(Ordering::Relaxed) == pos {
@@ -975,6 +997,9 @@ impl MpmcRing {
     /// ```
     #[inline]
     pub fn bytes(&self, c: &Claimed) -> &[u8] {
+        if !self.owns(c) {
+            return &[];
+        }
         // SAFETY: the slot is claimed by us (not reused until release) and
         // len <= slot_size was checked.
         unsafe { core::slice::from_raw_parts(self.payload(c.pos), c.len) }
@@ -985,6 +1010,9 @@ impl MpmcRing {
     /// [`peer_bytes`](crate::peer_bytes)).
     #[inline]
     pub fn peer_bytes(&self, c: &Claimed) -> PeerBytes<'_> {
+        if !self.owns(c) {
+            return PeerBytes::from_slice(&[]);
+        }
         // SAFETY: len <= slot_size was checked, so the payload lies inside
         // the slot's stride in the mapping, which outlives `&self`; read only
         // through atomic loads.
@@ -1050,6 +1078,9 @@ impl MpmcRing {
     /// ```
     #[inline]
     pub fn release(&self, c: Claimed) {
+        if !self.owns(&c) {
+            return;
+        }
         let s = self.slot(c.pos);
         // A registered, live consumer is never reclaimed from, so the slot is
         // still ours: free it with a plain Release store.
@@ -1773,6 +1804,33 @@ mod tests {
     /// Payloads start 16-byte aligned for every slot size: the slot head is
     /// padded to 16 and the stride is a multiple of 64 from a 128-aligned
     /// base.
+    /// A claim is checked against its ring: handed to another ring (with
+    /// smaller slots), it reads nothing and frees nothing there, instead of
+    /// reading past the slot (debug builds report the bug by panicking).
+    #[test]
+    fn a_claim_of_another_ring_reads_and_frees_nothing() {
+        let (mut big, mut small) = (Mem([0; 16384]), Mem([0; 16384]));
+        let (a, b) = (ring(&mut big, 2, 512), ring(&mut small, 2, 16));
+        let me = owner(5);
+        a.try_push(&me, &[7; 500]).unwrap();
+        b.try_push(&me, b"b").unwrap();
+        let c = a.try_pop(&me).unwrap();
+        let misuse =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (b.peer_bytes(&c).len(), b.bytes(&c).len())));
+        if cfg!(debug_assertions) {
+            assert!(misuse.is_err(), "debug builds report the foreign claim");
+        } else {
+            assert_eq!(misuse.ok(), Some((0, 0)));
+            b.release(c);
+            assert_eq!(b.len(), 1, "b's message is still there");
+            assert_eq!(pop_vec(&b, &me).unwrap(), b"b");
+            return;
+        }
+        assert_eq!(pop_vec(&b, &me).unwrap(), b"b");
+        a.release(c);
+        assert!(a.has_room());
+    }
+
     #[test]
     fn payloads_are_16_aligned() {
         assert_eq!(SLOT_HEAD % 16, 0);

@@ -67,12 +67,21 @@ use crate::time::Deadline;
 /// # Ok::<(), shmproc_core::RegionError>(())
 /// ```
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPROC1");
-/// Version of the layout described in this module.
+/// Version of the layout described in this module and of every object kind
+/// in it; a region of another version is refused
+/// ([`RegionError::VersionMismatch`]), so processes built from different
+/// releases never misread each other's objects.
+///
+/// Version 2: the region header records its creator's pid namespace; the
+/// mutex owner record is a seqlock with the namespace, and the word's bit 30
+/// is [`HOME`](crate::raw_mutex::HOME); MPMC slot heads record their
+/// claimer (48 bytes); the robust semaphore's holder table; the biased lock
+/// records its holder's namespace.
 ///
 /// ```
-/// assert_eq!(shmproc_core::region::LAYOUT_VERSION, 1);
+/// assert_eq!(shmproc_core::region::LAYOUT_VERSION, 2);
 /// ```
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Alignment of the header, the directory and every object (two cache lines:
 /// adjacent-line prefetch makes 64 too small to avoid false sharing).
 ///
@@ -1261,7 +1270,7 @@ mod tests {
             reopen(&mut buf, 8192).unwrap_err(),
             RegionError::VersionMismatch { found: 9, expected: LAYOUT_VERSION }
         );
-        buf.0[8] = 1;
+        buf.0[8] = LAYOUT_VERSION as u8;
         assert!(matches!(reopen(&mut buf, 4096), Err(RegionError::TooSmall { .. })));
         assert!(reopen(&mut buf, 8192).is_ok());
     }

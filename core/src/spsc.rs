@@ -103,7 +103,8 @@ use crate::region::{align_up, OBJECT_ALIGN};
 /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
 /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
 /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// # // SAFETY: the example is the ring's only producer and consumer.
+/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
 /// // A frame that does not fit before the end starts at offset 0 after a
 /// // WRAP marker; the consumer skips the marker.
 /// for i in 0..200u32 {
@@ -126,7 +127,8 @@ pub const WRAP: u64 = u64::MAX;
 /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
 /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
 /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// # // SAFETY: the example is the ring's only producer and consumer.
+/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
 /// tx.push(b"")?; // an empty message is still a published frame
 /// assert_eq!(rx.pop(|b| b.len())?, Some(0));
 /// assert_eq!(FRAME_FLAG, 1 << 32);
@@ -157,7 +159,8 @@ const HEADER_BITS: u64 = FRAME_FLAG | (0xff << KIND_SHIFT) | LEN_MASK;
 /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
 /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
 /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// # // SAFETY: the example is the ring's only producer and consumer.
+/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
 /// use shmproc_core::spsc::PAYLOAD_ALIGN;
 /// for n in [1usize, 8, 13, 100] {
 ///     tx.push(&vec![7; n])?;
@@ -185,7 +188,8 @@ pub const PAYLOAD_ALIGN: usize = 16;
 /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
 /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
 /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// # // SAFETY: the example is the ring's only producer and consumer.
+/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
 /// use shmproc_core::spsc::{frame_span, FRAME_HEADER, NEXT_HEADER_ROOM};
 /// // The largest frame fills the ring but for the room.
 /// assert_eq!(ring.max_frame(), 1024 - FRAME_HEADER - NEXT_HEADER_ROOM);
@@ -255,7 +259,8 @@ pub const fn frame_span(len: usize) -> usize {
 /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
 /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
 /// # let ring = unsafe { SpscRing::init(mem, len, cap) }.unwrap();
-/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// # // SAFETY: the example is the ring's only producer and consumer.
+/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
 /// // Whatever the positions, 5 messages of up to 20 bytes fit.
 /// for round in 0..100 {
 ///     for k in 0..5 {
@@ -291,7 +296,8 @@ pub const fn capacity_for_frames(frames: usize, len: usize) -> Option<usize> {
 /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
 /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
 /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// # // SAFETY: the example is the ring's only producer and consumer.
+/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
 /// tx.push(b"hi")?;
 /// // 8 header bytes, the payload padded so that the frame spans 16.
 /// assert_eq!(ring.used()?, (shmproc_core::spsc::FRAME_HEADER + 8) as u64);
@@ -317,7 +323,8 @@ pub const MIN_CAPACITY: usize = 64;
 /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
 /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
 /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// # // SAFETY: the example is the ring's only producer and consumer.
+/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
 /// assert!(ring.max_frame() <= shmproc_core::spsc::MAX_FRAME);
 /// ```
 pub const MAX_FRAME: usize = u32::MAX as usize - 8;
@@ -333,7 +340,8 @@ pub const MAX_FRAME: usize = u32::MAX as usize - 8;
 /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
 /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
 /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// # // SAFETY: the example is the ring's only producer and consumer.
+/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
 /// assert_eq!(tx.reserve(4096).unwrap_err(), RingError::TooLarge);
 /// while tx.push(&[0; 64]).is_ok() {}
 /// assert_eq!(tx.push(&[0; 64]).unwrap_err(), RingError::Full);
@@ -379,7 +387,8 @@ impl RingError {
 /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
 /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
 /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// # // SAFETY: the example is the ring's only producer and consumer.
+/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
 /// // The header carries the blocking layer and the participants table.
 /// assert_eq!(ring.header().not_empty.waiters(), 0);
 /// ```
@@ -445,7 +454,8 @@ const _: () = assert!(OBJECT_ALIGN % PAYLOAD_ALIGN == 0 && HEADER_SPAN % PAYLOAD
 /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
 /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
 /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// # // SAFETY: the example is the ring's only producer and consumer.
+/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
 /// tx.push(b"frame")?;
 /// assert_eq!(rx.pop(|b| b.to_vec())?, Some(b"frame".to_vec()));
 /// # Ok::<(), RingError>(())
@@ -516,7 +526,8 @@ impl SpscRing {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// assert_eq!(ring.capacity(), 1024);
     /// // A capacity that is not a power of two is refused.
     /// // SAFETY: the same memory.
@@ -588,12 +599,14 @@ impl SpscRing {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// tx.push(b"x")?;
     /// // Another process attaches to the same memory (validated).
     /// // SAFETY: the same memory, still mapped.
     /// let other = unsafe { SpscRing::attach(mem, len) }?;
-    /// assert_eq!(other.consumer().pop(|b| b.to_vec())?, Some(b"x".to_vec()));
+    /// // SAFETY: `other` is the only consumer in use now.
+    /// assert_eq!(unsafe { other.consumer() }.pop(|b| b.to_vec())?, Some(b"x".to_vec()));
     /// # Ok::<(), RingError>(())
     /// ```
     pub unsafe fn attach(base: NonNull<u8>, len: usize) -> Result<SpscRing, RingError> {
@@ -631,7 +644,8 @@ impl SpscRing {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// ring.header().not_empty.notify();
     /// ```
     #[inline]
@@ -651,7 +665,8 @@ impl SpscRing {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// assert_eq!(ring.capacity(), 1024);
     /// ```
     #[must_use]
@@ -674,7 +689,8 @@ impl SpscRing {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// assert_eq!(ring.max_frame(), 1024 - 24);
     /// ```
     #[must_use]
@@ -694,7 +710,8 @@ impl SpscRing {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// ring.close();
     /// assert!(ring.is_closed());
     /// ```
@@ -715,7 +732,8 @@ impl SpscRing {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// assert!(!ring.is_closed());
     /// ```
     #[inline]
@@ -735,7 +753,8 @@ impl SpscRing {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// tx.push(b"abc")?;
     /// let frame = rx.peek()?.unwrap();
     /// assert_eq!(ring.payload(&frame), b"abc");
@@ -743,7 +762,7 @@ impl SpscRing {
     /// # Ok::<(), RingError>(())
     /// ```
     #[inline]
-    pub fn payload(&self, frame: &Frame) -> &[u8] {
+    pub fn payload<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
         if frame.off + FRAME_HEADER + frame.len > self.cap as usize {
             // A frame of another, larger ring: nothing of this one.
             return &[];
@@ -759,7 +778,7 @@ impl SpscRing {
     /// [`peer_bytes`](crate::peer_bytes)). Empty for a frame of another,
     /// larger ring, as [`payload`](SpscRing::payload).
     #[inline]
-    pub fn peer_payload(&self, frame: &Frame) -> PeerBytes<'_> {
+    pub fn peer_payload<'a>(&'a self, frame: &'a Frame) -> PeerBytes<'a> {
         if frame.off + FRAME_HEADER + frame.len > self.cap as usize {
             return PeerBytes::from_slice(&[]);
         }
@@ -780,7 +799,8 @@ impl SpscRing {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// let before = ring.head();
     /// tx.push(b"a")?;
     /// rx.pop(|_| ())?;
@@ -803,7 +823,8 @@ impl SpscRing {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// assert_eq!(ring.used()?, 0);
     /// tx.push(&[1; 8])?;
     /// assert_eq!(ring.used()?, 16);
@@ -836,7 +857,8 @@ impl SpscRing {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// assert!(!ring.has_frame());
     /// tx.push(b"x")?;
     /// assert!(ring.has_frame());
@@ -892,7 +914,8 @@ impl SpscRing {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// assert!(ring.fits(ring.max_frame()));
     /// tx.push(&[0; 500])?;
     /// assert!(!ring.fits(600));
@@ -949,13 +972,23 @@ impl SpscRing {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
-    /// let mut p: Producer = ring.producer();
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// drop((tx, rx));
+    /// // SAFETY: the only producer now (the example's first one is gone).
+    /// let mut p: Producer = unsafe { ring.producer() };
     /// p.push(b"one")?;
     /// # Ok::<(), RingError>(())
     /// ```
+    ///
+    /// # Safety
+    ///
+    /// At most one `Producer` of this ring may be in use at a time, in all
+    /// processes together: the caller serialises producers (a queue holds its
+    /// producing side's lock while it uses one). Two at once would hand out
+    /// the same bytes as two `&mut [u8]`.
     #[must_use]
-    pub fn producer(&self) -> Producer {
+    pub unsafe fn producer(&self) -> Producer {
         Producer { ring: *self }
     }
 
@@ -970,14 +1003,24 @@ impl SpscRing {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// tx.push(b"one")?;
-    /// let mut c: Consumer = ring.consumer();
+    /// drop(rx);
+    /// // SAFETY: the only consumer now.
+    /// let mut c: Consumer = unsafe { ring.consumer() };
     /// assert!(c.pop(|b| b == b"one")?.unwrap());
     /// # Ok::<(), RingError>(())
     /// ```
+    ///
+    /// # Safety
+    ///
+    /// At most one `Consumer` of this ring may be in use at a time, in all
+    /// processes together (a queue holds its consuming side's lock): a second
+    /// one could release a frame the first is still reading, and the
+    /// producer would then write bytes that are borrowed as `&[u8]`.
     #[must_use]
-    pub fn consumer(&self) -> Consumer {
+    pub unsafe fn consumer(&self) -> Consumer {
         Consumer { ring: *self }
     }
 
@@ -1043,7 +1086,8 @@ impl SpscRing {
 /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
 /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
 /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// # // SAFETY: the example is the ring's only producer and consumer.
+/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
 /// let r = tx.reserve(16)?;
 /// assert_eq!(r.len(), 16);
 /// tx.buffer(&r)[..2].copy_from_slice(b"ok");
@@ -1073,7 +1117,8 @@ impl Reservation {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// let r = tx.reserve(5)?;
     /// assert_eq!(r.len(), 5);
     /// tx.commit(r, 0);
@@ -1095,7 +1140,8 @@ impl Reservation {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// let r = tx.reserve(0)?;
     /// assert!(r.is_empty());
     /// tx.commit(r, 0);
@@ -1118,7 +1164,8 @@ impl Reservation {
 /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
 /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
 /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// # // SAFETY: the example is the ring's only producer and consumer.
+/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
 /// tx.push(b"in order")?;
 /// tx.push_batch([&b"a"[..], b"b"])?;
 /// assert_eq!(rx.pop(|b| b.len())?, Some(8));
@@ -1141,7 +1188,8 @@ impl Producer {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// assert_eq!(tx.ring().capacity(), 1024);
     /// ```
     #[must_use]
@@ -1161,7 +1209,8 @@ impl Producer {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// let mut tx = ring.producer();
+    /// // SAFETY: the example's only producer.
+    /// let mut tx = unsafe { ring.producer() };
     /// assert_eq!(tx.position()?, 0);
     /// tx.push(&[1; 8])?;
     /// assert_eq!(tx.position()?, 16);
@@ -1215,7 +1264,8 @@ impl Producer {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// // Serialise in place: reserve the largest size, commit what was written.
     /// let r = tx.reserve(64)?;
     /// let n = { let buf = tx.buffer(&r); buf[..3].copy_from_slice(b"xyz"); 3 };
@@ -1242,7 +1292,8 @@ impl Producer {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// tx.push(&[0; 500])?;
     /// rx.pop(|_| ())?;
     /// // 600 bytes fit only from the buffer start: `reserve` would publish a
@@ -1323,7 +1374,8 @@ impl Producer {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// let r = tx.reserve(4)?;
     /// tx.buffer(&r).copy_from_slice(&7u32.to_le_bytes());
     /// tx.commit(r, 4);
@@ -1348,7 +1400,8 @@ impl Producer {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// let r = tx.reserve(100)?;
     /// tx.buffer(&r)[0] = 1;
     /// tx.commit(r, 1); // only one byte is published
@@ -1374,7 +1427,8 @@ impl Producer {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// const HANDLE: u8 = 1; // say: the payload names memory to free
     /// let r = tx.reserve(8)?;
     /// tx.buffer(&r).copy_from_slice(&42u64.to_le_bytes());
@@ -1414,7 +1468,8 @@ impl Producer {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// tx.push(b"copy")?;
     /// assert_eq!(rx.pop(|b| b.to_vec())?, Some(b"copy".to_vec()));
     /// # Ok::<(), RingError>(())
@@ -1436,7 +1491,8 @@ impl Producer {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// tx.push_kind(b"control", 7)?;
     /// tx.push(b"data")?;
     /// let f = rx.peek()?.unwrap();
@@ -1466,7 +1522,8 @@ impl Producer {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// let n = tx.push_batch([&b"1"[..], b"22", b"333"])?;
     /// assert_eq!(n, 3);
     /// let mut got = Vec::new();
@@ -1532,7 +1589,8 @@ impl Producer {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// tx.push(b"a")?;
     /// assert_eq!(tx.resync()?, 0); // nothing published past the position
     /// # Ok::<(), RingError>(())
@@ -1602,14 +1660,37 @@ enum Item {
 /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
 /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
 /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// # // SAFETY: the example is the ring's only producer and consumer.
+/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
 /// tx.push(b"peeked")?;
 /// let f: Frame = rx.peek()?.unwrap();
 /// assert_eq!(f.len(), 6);
 /// rx.release(f);
 /// # Ok::<(), RingError>(())
 /// ```
-#[derive(Debug, Clone, Copy)]
+///
+/// A frame is not `Copy`, and its payload borrows it, so its bytes cannot be
+/// used after it is handed back (when the producer may write them again):
+///
+/// ```compile_fail
+/// # use core::ptr::NonNull;
+/// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+/// # let len = SpscRing::required_size(1024);
+/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
+/// # // SAFETY: the layout has a non-zero size.
+/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
+/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+/// # // SAFETY: the example is the ring's only producer and consumer.
+/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+/// tx.push(b"x")?;
+/// let f = rx.peek()?.unwrap();
+/// let bytes = ring.payload(&f);
+/// rx.release(f); // error: `f` is borrowed by `bytes`
+/// assert_eq!(bytes, b"x");
+/// # Ok::<(), RingError>(())
+/// ```
+#[derive(Debug)]
 #[must_use = "a frame is consumed only by release"]
 pub struct Frame {
     next_head: u64,
@@ -1630,7 +1711,8 @@ impl Frame {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// tx.push(&[0; 9])?;
     /// assert_eq!(rx.peek()?.unwrap().len(), 9);
     /// # Ok::<(), RingError>(())
@@ -1651,7 +1733,8 @@ impl Frame {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// tx.push(&[])?;
     /// assert!(rx.peek()?.unwrap().is_empty());
     /// # Ok::<(), RingError>(())
@@ -1675,14 +1758,16 @@ impl Frame {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// tx.push_kind(b"x", 200)?;
     /// tx.push(b"y")?;
     /// let kinds: Vec<u8> = (0..2)
     ///     .map(|_| {
     ///         let f = rx.peek().unwrap().unwrap();
+    ///         let kind = f.kind();
     ///         rx.release(f);
-    ///         f.kind()
+    ///         kind
     ///     })
     ///     .collect();
     /// assert_eq!(kinds, [200, 0]);
@@ -1705,7 +1790,8 @@ impl Frame {
 /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
 /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
 /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+/// # // SAFETY: the example is the ring's only producer and consumer.
+/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
 /// tx.push(b"m")?;
 /// assert_eq!(rx.pop(|b| b[0])?, Some(b'm'));
 /// assert_eq!(rx.pop(|b| b[0])?, None);
@@ -1728,7 +1814,8 @@ impl Consumer {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// assert_eq!(rx.ring().capacity(), 1024);
     /// ```
     #[must_use]
@@ -1747,7 +1834,8 @@ impl Consumer {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// assert_eq!(rx.position(), 0);
     /// tx.push(b"a")?;
     /// rx.pop(|_| ())?;
@@ -1770,7 +1858,8 @@ impl Consumer {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// assert!(rx.peek()?.is_none());
     /// tx.push(b"x")?;
     /// let f = rx.peek()?.unwrap(); // read in place, then release
@@ -1817,7 +1906,8 @@ impl Consumer {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// tx.push(b"in place")?;
     /// let f = rx.peek()?.unwrap();
     /// assert_eq!(rx.bytes(&f), b"in place");
@@ -1825,7 +1915,7 @@ impl Consumer {
     /// # Ok::<(), RingError>(())
     /// ```
     #[inline]
-    pub fn bytes(&self, frame: &Frame) -> &[u8] {
+    pub fn bytes<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
         self.ring.payload(frame)
     }
 
@@ -1840,7 +1930,8 @@ impl Consumer {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// tx.push(&[0; 100])?;
     /// let f = rx.peek()?.unwrap();
     /// rx.release(f); // the space goes back to the producer
@@ -1873,7 +1964,8 @@ impl Consumer {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// tx.push(&5u64.to_le_bytes())?;
     /// let v = rx.pop(|b| u64::from_le_bytes(b.try_into().unwrap()))?;
     /// assert_eq!(v, Some(5));
@@ -1902,7 +1994,8 @@ impl Consumer {
     /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
     /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
     /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # let (mut tx, mut rx) = (ring.producer(), ring.consumer());
+    /// # // SAFETY: the example is the ring's only producer and consumer.
+    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
     /// for i in 0..5u8 {
     ///     tx.push(&[i])?;
     /// }
@@ -1959,7 +2052,8 @@ mod tests {
     fn frames_wrap_in_order() {
         let mut mem = Mem([0; 8192]);
         let r = ring(&mut mem, 256);
-        let (mut p, mut c) = (r.producer(), r.consumer());
+        // SAFETY: the test is the ring's only producer and consumer.
+        let (mut p, mut c) = unsafe { (r.producer(), r.consumer()) };
         let mut expect = 0u32;
         let mut next = 0u32;
         for _ in 0..500 {
@@ -1980,7 +2074,8 @@ mod tests {
     fn batches_and_in_place_writes() {
         let mut mem = Mem([0; 8192]);
         let r = ring(&mut mem, 128);
-        let (mut p, mut c) = (r.producer(), r.consumer());
+        // SAFETY: the test is the ring's only producer and consumer.
+        let (mut p, mut c) = unsafe { (r.producer(), r.consumer()) };
         let items: [&[u8]; 5] = [b"a", b"bb", b"ccc", b"dddd", b"eeeee"];
         assert_eq!(p.push_batch(items).unwrap(), 5);
         let mut got = Vec::new();
@@ -1998,7 +2093,8 @@ mod tests {
     fn corrupt_positions_and_lengths_are_errors() {
         let mut mem = Mem([0; 8192]);
         let r = ring(&mut mem, 128);
-        let (mut p, mut c) = (r.producer(), r.consumer());
+        // SAFETY: the test is the ring's only producer and consumer.
+        let (mut p, mut c) = unsafe { (r.producer(), r.consumer()) };
         p.push(b"hello").unwrap();
         // Overwrite the frame length with something past the published range.
         let data = SpscRing::required_size(0);
@@ -2032,7 +2128,8 @@ mod tests {
     fn stale_payload_is_never_a_frame() {
         let mut mem = Mem([0; 8192]);
         let r = ring(&mut mem, 256);
-        let (mut p, mut c) = (r.producer(), r.consumer());
+        // SAFETY: the test is the ring's only producer and consumer.
+        let (mut p, mut c) = unsafe { (r.producer(), r.consumer()) };
         // Look-alikes of plain and of kind-tagged frames.
         let fake: Vec<u8> = [FRAME_FLAG | 8, FRAME_FLAG | (9 << KIND_SHIFT) | 8, FRAME_FLAG | 16]
             .iter()
@@ -2101,7 +2198,8 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| {
                 let _done = SetOnDrop(&done);
-                let mut p = r.producer();
+                // SAFETY: this thread is the ring's only producer.
+                let mut p = unsafe { r.producer() };
                 let mut next = 0u32;
                 while next < 200_000 {
                     let batch: Vec<[u8; 4]> = (next..(next + 7).min(200_000)).map(u32::to_le_bytes).collect();
@@ -2112,7 +2210,8 @@ mod tests {
                     }
                 }
             });
-            let mut c = r.consumer();
+            // SAFETY: this thread is the ring's only consumer.
+            let mut c = unsafe { r.consumer() };
             let mut expect = 0u32;
             while expect < 200_000 {
                 let ended = done.load(Ordering::Acquire);
@@ -2138,7 +2237,8 @@ mod tests {
     fn resync_walks_over_frames_a_dead_producer_published() {
         let mut mem = Mem([0; 8192]);
         let r = ring(&mut mem, 128);
-        let (mut p, mut c) = (r.producer(), r.consumer());
+        // SAFETY: the test is the ring's only producer and consumer.
+        let (mut p, mut c) = unsafe { (r.producer(), r.consumer()) };
         p.push(&[1; 72]).unwrap(); // 80 bytes: the next frame is at offset 80
         c.pop(|_| ()).unwrap();
         let before = r.header().producer.pos.load(Ordering::Relaxed);
@@ -2177,7 +2277,8 @@ mod tests {
         let mut mem = Mem([0; 8192]);
         for cap in [64usize, 256, 1024] {
             let r = ring(&mut mem, cap);
-            let (mut p, mut c) = (r.producer(), r.consumer());
+            // SAFETY: the test is the ring's only producer and consumer.
+            let (mut p, mut c) = unsafe { (r.producer(), r.consumer()) };
             let mut x: u32 = 0x1234_5678;
             let mut next = || {
                 x ^= x << 13;
@@ -2234,7 +2335,8 @@ mod tests {
     fn frame_kinds_and_header_validation() {
         let mut mem = Mem([0; 8192]);
         let r = ring(&mut mem, 256);
-        let (mut p, mut c) = (r.producer(), r.consumer());
+        // SAFETY: the test is the ring's only producer and consumer.
+        let (mut p, mut c) = unsafe { (r.producer(), r.consumer()) };
         for kind in [0u8, 1, 7, 128, 255] {
             p.push_kind(&[kind; 5], kind).unwrap();
             let res = p.reserve(20).unwrap();
@@ -2257,7 +2359,8 @@ mod tests {
             mem.0[at..at + 8].copy_from_slice(&word.to_le_bytes());
             // SAFETY: the same buffer, re-validated.
             let r2 = unsafe { SpscRing::attach(NonNull::new(mem.0.as_mut_ptr()).unwrap(), mem.0.len()) }.unwrap();
-            let f = r2.consumer().peek();
+            // SAFETY: the only consumer.
+            let f = unsafe { r2.consumer() }.peek();
             (f.map(|f| f.map(|f| (f.kind(), f.len()))), r2.has_frame())
         };
         assert_eq!(check(FRAME_FLAG | (255 << KIND_SHIFT) | 4), (Ok(Some((255, 4))), true));
@@ -2292,7 +2395,8 @@ mod tests {
             assert_eq!(cap, (n + 1) * frame_span(len));
             let cap = cap.max(MIN_CAPACITY).next_power_of_two();
             let r = ring(&mut mem, cap);
-            let (mut p, mut c) = (r.producer(), r.consumer());
+            // SAFETY: the test is the ring's only producer and consumer.
+            let (mut p, mut c) = unsafe { (r.producer(), r.consumer()) };
             let mut x: u32 = 0x9e37_79b9 ^ (n * 1000 + len) as u32;
             let mut next = || {
                 x ^= x << 13;

@@ -49,7 +49,8 @@ fuzz_target!(|data: &[u8]| {
         if mode & 1 == 0 {
             // SAFETY: as above; the contents may be anything.
             let Ok(ring) = (unsafe { SpscRing::attach(base, size) }) else { continue };
-            let (mut p, mut c) = (ring.producer(), ring.consumer());
+            // SAFETY: the target is the ring's only producer and consumer.
+            let (mut p, mut c) = unsafe { (ring.producer(), ring.consumer()) };
             for _ in 0..(op % 4) {
                 let _ = p.push(&[op; 13]);
                 let _ = p.push_kind(&[op; 3], op);

@@ -55,7 +55,8 @@ fn spsc(data: &[u8]) {
     let base = NonNull::new(mem.as_mut_ptr().cast::<u8>()).unwrap();
     // SAFETY: `mem` is aligned, `size` bytes long and outlives the ring.
     let ring = unsafe { SpscRing::init(base, size, cap) }.unwrap();
-    let (mut p, mut c) = (ring.producer(), ring.consumer());
+    // SAFETY: the target is the ring's only producer and consumer.
+    let (mut p, mut c) = unsafe { (ring.producer(), ring.consumer()) };
     let mut model: VecDeque<(Vec<u8>, u8)> = VecDeque::new();
     let mut attempted = 0;
     let mut i = 1;

@@ -47,7 +47,7 @@ thread_local! {
 /// would slow it down), else every [`LOOK_EVERY`] (one message at a time:
 /// latency matters). Called once per wait, never per message.
 pub(crate) fn receiver_pace(ring: &SpscRing) -> Duration {
-    pace_for(ring.header() as *const _ as usize, ring.consumer().position())
+    pace_for(ring.header() as *const _ as usize, ring.head())
 }
 
 /// [`receiver_pace`] for the ring identified by `ring` (its address), whose

@@ -190,7 +190,12 @@ struct TxEnd {
 impl TxEnd {
     fn new(ch: Channel) -> TxEnd {
         roles::attach(&ch.ring.header().participants, Role::Sender);
-        let producer = RefCell::new(ch.ring.producer());
+        // SAFETY: this is the ring's only producer in this process: ends are
+        // made in pairs on a new segment, are not `Clone`, and are not `Sync`
+        // (the `RefCell`). Another process holding a copy of this end must
+        // not send at the same time (module docs: Python's rule); if it does,
+        // the frames it garbles are bounds-checked and validated on receipt.
+        let producer = RefCell::new(unsafe { ch.ring.producer() });
         TxEnd { ch, producer, size_hint: Cell::new(0) }
     }
 
@@ -325,7 +330,11 @@ struct RxEnd {
 impl RxEnd {
     fn new(ch: Channel) -> RxEnd {
         roles::attach(&ch.ring.header().participants, Role::Receiver);
-        let consumer = RefCell::new(ch.ring.consumer());
+        // SAFETY: the ring's only consumer in this process, as for the
+        // producer in `TxEnd::new`; received bytes are copied out through
+        // `PeerBytes` before validation, so a second process receiving on a
+        // copy of this end garbles messages, never this process's memory.
+        let consumer = RefCell::new(unsafe { ch.ring.consumer() });
         RxEnd { ch, consumer }
     }
 
