@@ -200,12 +200,14 @@ pub fn current_pid_ns() -> u32 {
         // SAFETY: getpid has no preconditions and cannot fail.
         let pid = unsafe { libc::getpid() } as u64 & 0x3fff_ffff;
         let key = (u64::from(ino) << 32) | (pid << 2) | 1;
-        let cached = PROC_VIEW.load(Ordering::Relaxed);
-        let ok = if cached & !2 == key {
-            cached & 2 != 0
-        } else {
+        // Only a positive verdict is cached: a process that mounts its own
+        // namespace's /proc later (pid 1 of a fresh namespace does) must see
+        // it then.
+        let ok = PROC_VIEW.load(Ordering::Relaxed) == key | 2 || {
             let ok = proc_shows_own_namespace();
-            PROC_VIEW.store(key | if ok { 2 } else { 0 }, Ordering::Relaxed);
+            if ok {
+                PROC_VIEW.store(key | 2, Ordering::Relaxed);
+            }
             ok
         };
         if ok {

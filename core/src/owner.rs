@@ -16,9 +16,23 @@ use crate::identity::{liveness, liveness_in, Identity, Liveness};
 pub struct Owner {
     /// The thread (tid and start time).
     pub thread: Identity,
-    /// The process (tgid) the thread belongs to.
+    /// The process (tgid) the thread belongs to, with [`KERNEL_LIVE`] set
+    /// when that process holds its kernel liveness lock on the file of the
+    /// region being used (set by the std crate per segment; records keep it).
     pub pid: u32,
 }
+
+/// Flag in [`Owner::pid`] (and in the pid a lock records): the owner's
+/// process holds a kernel-kept liveness record for the region's file, so a
+/// judge of another pid namespace can prove its death
+/// ([`OwnerCheck::is_alive_owner`]). Pids are below 2²² on Linux, so the
+/// bit is free.
+///
+/// ```
+/// use shmproc_core::owner::KERNEL_LIVE;
+/// assert_eq!(KERNEL_LIVE, 1 << 31);
+/// ```
+pub const KERNEL_LIVE: u32 = 1 << 31;
 
 impl Owner {
     /// The calling thread (two syscalls and a `/proc` read: cache it).
@@ -63,6 +77,24 @@ pub trait OwnerCheck {
     fn is_alive_in(&self, tid: u32, start: Option<u64>, ns: u32) -> bool {
         let _ = ns;
         self.is_alive(tid, start)
+    }
+
+    /// Whether the holder recorded as thread `tid` (namespace `ns`) of
+    /// process `pid` is alive. `pid` may carry [`KERNEL_LIVE`], which a check
+    /// that can read kernel-kept liveness records (the std crate's, per
+    /// segment) uses to prove the death of a process of another namespace.
+    /// The default ignores `pid` and asks
+    /// [`is_alive_in`](OwnerCheck::is_alive_in).
+    ///
+    /// ```
+    /// use shmproc_core::owner::{OwnerCheck, ProcLiveness, KERNEL_LIVE};
+    /// let me = shmproc_core::owner::Owner::current();
+    /// let (t, ns) = (me.thread, me.thread.ns);
+    /// assert!(ProcLiveness.is_alive_owner(t.id, Some(t.start), ns, me.pid | KERNEL_LIVE));
+    /// ```
+    fn is_alive_owner(&self, tid: u32, start: Option<u64>, ns: u32, pid: u32) -> bool {
+        let _ = pid;
+        self.is_alive_in(tid, start, ns)
     }
 }
 

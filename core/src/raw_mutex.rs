@@ -29,10 +29,12 @@
 //! The check fails closed ([`OwnerCheck`], [`crate::identity`]): an owner is
 //! dead only on proof, which a tid can give only in the waiter's own pid
 //! namespace. An owner recorded in another pid namespace (or an unknown one:
-//! no `/proc`, a `/proc` of another namespace) is never taken over; if it
-//! really died, waits with a deadline end in [`LockError::Timeout`] and waits
-//! without one keep waiting. The kernel does not tell us about such deaths
-//! (see "Dead owners" in the crate docs for what would).
+//! no `/proc`, a `/proc` of another namespace) is taken over only if the
+//! check can prove its process's death otherwise: the recorded pid carries
+//! [`KERNEL_LIVE`] when the owner's process held a kernel-kept liveness
+//! record on the region's file, which the std crate's check reads
+//! ([`OwnerCheck::is_alive_owner`]). Without that, waits with a deadline end
+//! in [`LockError::Timeout`] and waits without one keep waiting.
 //!
 //! If the owner died between its compare-and-swap and completing its record
 //! (or between clearing its record and its unlocking swap), the record does
@@ -104,7 +106,7 @@
 use core::time::Duration;
 
 use crate::futex::{self, WaitOutcome};
-use crate::owner::{Owner, OwnerCheck};
+use crate::owner::{Owner, OwnerCheck, KERNEL_LIVE};
 use crate::primitive::spin_loop;
 use crate::primitive::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::region::{kind, RegionObject};
@@ -665,7 +667,7 @@ impl RawMutex {
             return Verdict::Wait;
         }
         let Some(r) = self.recorded(observed) else { return self.judge_unrecorded(observed, me, check) };
-        if check.is_alive_in(r.tid, Some(r.start), r.ns) {
+        if check.is_alive_owner(r.tid, Some(r.start), r.ns, r.pid) {
             return Verdict::Wait;
         }
         // The verdict took time. A dead owner changes nothing afterwards, so
@@ -854,7 +856,7 @@ impl RawMutex {
             return None;
         }
         let (pid, alive) = match self.recorded(s) {
-            Some(r) => (r.pid, check.is_alive_in(r.tid, Some(r.start), r.ns)),
+            Some(r) => (r.pid & !KERNEL_LIVE, check.is_alive_owner(r.tid, Some(r.start), r.ns, r.pid)),
             None => (0, check.is_alive(tid, None)),
         };
         Some(OwnerInfo { tid, pid, alive, waiters: s & WAITERS != 0 })

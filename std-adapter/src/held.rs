@@ -36,7 +36,7 @@
 use std::cell::RefCell;
 use std::os::fd::RawFd;
 
-use shmproc_core::owner::{Owner, ProcLiveness};
+use shmproc_core::owner::Owner;
 use shmproc_core::raw_mutex::{Acquired, LockError, RawMutex};
 use shmproc_core::Deadline;
 
@@ -132,8 +132,9 @@ impl Site<'_> {
         if self.is_held_here() {
             return Err(Refused::Reentered);
         }
+        let me = &self.seg.owner(me);
         loop {
-            let got = match self.raw.lock(me, deadline, &ProcLiveness) {
+            let got = match self.raw.lock(me, deadline, &self.seg.liveness()) {
                 Ok(a) => a,
                 Err(LockError::Deadlock) => match self.names_us(me)? {
                     Some(a) => a,
@@ -158,9 +159,10 @@ impl Site<'_> {
         if self.is_held_here() {
             return Err(Refused::Reentered);
         }
+        let me = &self.seg.owner(me);
         let got = match self.raw.try_lock(me) {
             Ok(a) => a,
-            Err(_) => match self.raw.try_lock_checked(me, &ProcLiveness) {
+            Err(_) => match self.raw.try_lock_checked(me, &self.seg.liveness()) {
                 Ok(a) => a,
                 Err(LockError::Deadlock) => match self.names_us(me)? {
                     Some(a) => a,

@@ -19,7 +19,6 @@ use std::fmt;
 use shmproc_core::barrier::RawBarrier;
 use shmproc_core::condvar::RawCondvar;
 use shmproc_core::event::RawEvent;
-use shmproc_core::owner::ProcLiveness;
 use shmproc_core::raw_mutex::RawMutex;
 use shmproc_core::region::{kind, HeaderInfo, RegionError};
 use shmproc_core::semaphore::{RawSemaphore, UNBOUNDED};
@@ -309,7 +308,7 @@ pub fn inspect(seg: &Segment) -> Result<SegmentReport, RegionError> {
             kind::MUTEX => match region.get::<RawMutex>(info.index) {
                 Ok(m) => {
                     // One snapshot (and one liveness check) for both fields.
-                    let owner = m.owner(&ProcLiveness);
+                    let owner = m.owner(&seg.liveness());
                     ObjectState::Mutex {
                         owner: owner.map(|o| (o.tid, o.pid, o.alive)),
                         waiters: owner.is_some_and(|o| o.waiters),

@@ -110,19 +110,34 @@
 //!
 //! What holds: a live peer in another namespace is never robbed of a lock or a
 //! message slot (tested with a real child that is pid 1 of its own namespace,
-//! and with a checker whose `/proc` is empty). What does not: the death of a
-//! peer that the judge cannot check is not detected. A lock such a peer died
-//! holding stays held (waits with a timeout end in `Timeout`; [`Mutex::lock`]
-//! without one keeps waiting), its ring slot is not recovered, and it keeps
-//! counting as a sender or receiver (no `Disconnected`). Within one pid
-//! namespace with its own `/proc` (the usual case, including containers that
-//! do not share memory across namespaces), dead peers are recovered as the
-//! table above says. A kernel-kept signal across namespaces (a record lock
-//! per participant on the segment file) is not implemented yet.
+//! and with a checker whose `/proc` is empty).
+//!
+//! **Kernel-kept liveness across namespaces.** Every process that attaches a
+//! segment (and knows its own pid namespace) holds an `F_OFD_SETLK` record
+//! lock on one byte of the segment's file, at an offset made of its
+//! (namespace, pid); the kernel drops it when the process dies, and every
+//! process of every namespace with the file open can see it. A lock owner
+//! records that it holds such a lock, so the robust locks ([`Lock`],
+//! [`RLock`], [`Mutex`], a [`Condition`]'s lock, [`Value`]/[`Array`] locks,
+//! [`SharedMap`]/[`SharedList`]) are recovered with `OwnerDied` when their
+//! owner's process died in another namespace too, or when the judge's
+//! `/proc` is unreadable (tested with a real pid-1 owner SIGKILLed in its
+//! own namespace, and with an owner whose forked child outlives it: the fork
+//! handler gives each child a record of its own). This is process-level: a
+//! dead *thread* of a live process of another namespace is not detected.
+//!
+//! What does not hold yet: queue sides, slot-ring claims, barrier arrivals
+//! and participants tables do not use the kernel's records, so there the
+//! death of a peer the judge cannot check is not detected: its queue side
+//! stays held (waits with a timeout end in `Timeout`), its ring slot is not
+//! recovered, and it keeps counting as a sender or receiver (no
+//! `Disconnected`). Within one pid namespace with its own `/proc` (the usual
+//! case), dead peers are recovered as the table above says.
 //!
 //! One practical bound remains (see `shmproc_core::raw_mutex`): a lock owner
-//! that has taken the lock word but not yet recorded itself is judged by tid
-//! existence alone after it has stayed so for 500 ms.
+//! that has taken the lock word but not yet recorded itself is judged at once
+//! in its own namespace, and by tid existence alone after it has stayed so for
+//! 500 ms elsewhere.
 //!
 //! ## Trust model
 //!
@@ -209,6 +224,7 @@ mod globals;
 mod held;
 pub mod inspect;
 pub mod joinable;
+mod kernel_liveness;
 pub mod message;
 pub mod mutex;
 mod object;

@@ -31,7 +31,7 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use shmproc_core::owner::{Owner, ProcLiveness};
+use shmproc_core::owner::Owner;
 use shmproc_core::raw_mutex::{Acquired, OwnerInfo, RawMutex};
 use shmproc_core::region::{kind, OBJECT_ALIGN};
 use shmproc_core::Deadline;
@@ -427,7 +427,7 @@ impl<T> Mutex<T> {
     /// ```
     #[must_use]
     pub fn owner(&self) -> Option<OwnerInfo> {
-        self.raw().owner(&ProcLiveness)
+        self.raw().owner(&self.obj.segment().liveness())
     }
 
     /// Whether the lock is held (a snapshot).
@@ -627,7 +627,7 @@ pub struct RLock {
 
 impl fmt::Debug for RLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RLock").field("owner", &self.raw().owner(&ProcLiveness)).finish()
+        f.debug_struct("RLock").field("owner", &self.raw().owner(&self.obj.segment().liveness())).finish()
     }
 }
 

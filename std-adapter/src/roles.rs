@@ -124,6 +124,12 @@ pub(crate) fn register_spawned(child: Identity, roles: &[(usize, Role)]) {
     }
 }
 
+/// Whether this thread is forking a spawn-mode child (which execs at once,
+/// so its fork handler skips re-registrations).
+pub(crate) fn spawning() -> bool {
+    SPAWNING.try_with(Cell::get).unwrap_or(false)
+}
+
 /// Runs `f` with re-registration in forked children suppressed (spawn mode).
 pub(crate) fn while_spawning<R>(f: impl FnOnce() -> R) -> R {
     SPAWNING.with(|s| s.set(true));

@@ -261,6 +261,9 @@ struct Inner {
     unlink_by: Option<u32>,
     unlink_on_drop: AtomicBool,
     region: Region,
+    /// This process's kernel-kept liveness record on the file
+    /// (`kernel_liveness`), shared with every handle of the same file.
+    live: Option<Arc<crate::kernel_liveness::LiveFile>>,
 }
 
 impl fmt::Debug for Segment {
@@ -652,8 +655,9 @@ impl Segment {
         let region = unsafe { Region::create(base, len, Identity::current_process(), current_uid(), dir) }
             .map_err(|source| SegmentError::Region { name: name.clone(), source })?;
         let unlink_by = name.as_ref().map(|_| std::process::id());
+        let live = crate::kernel_liveness::register(&fd);
         Ok(Segment {
-            inner: Arc::new(Inner { map, fd, name, unlink_by, unlink_on_drop: AtomicBool::new(true), region }),
+            inner: Arc::new(Inner { map, fd, name, unlink_by, unlink_on_drop: AtomicBool::new(true), region, live }),
         })
     }
 
@@ -669,9 +673,31 @@ impl Segment {
         // kept alive by `Inner`; its contents are validated by `open`.
         let region = unsafe { Region::open(base, len, deadline) }
             .map_err(|source| SegmentError::Region { name: name.clone(), source })?;
+        let live = crate::kernel_liveness::register(&fd);
         Ok(Segment {
-            inner: Arc::new(Inner { map, fd, name, unlink_by: None, unlink_on_drop: AtomicBool::new(false), region }),
+            inner: Arc::new(Inner {
+                map,
+                fd,
+                name,
+                unlink_by: None,
+                unlink_on_drop: AtomicBool::new(false),
+                region,
+                live,
+            }),
         })
+    }
+
+    /// The owner check for locks in this segment: `/proc`, plus the kernel's
+    /// liveness records on the segment's file for owners of other pid
+    /// namespaces (`kernel_liveness`).
+    pub(crate) fn liveness(&self) -> crate::kernel_liveness::SegmentLiveness<'_> {
+        crate::kernel_liveness::SegmentLiveness(self.inner.live.as_deref())
+    }
+
+    /// `me` as locks in this segment record it (flagged when this process
+    /// holds its liveness record on the segment's file).
+    pub(crate) fn owner(&self, me: &shmproc_core::owner::Owner) -> shmproc_core::owner::Owner {
+        crate::kernel_liveness::owner_for(self.inner.live.as_deref(), self.inner.fd.as_raw_fd(), me)
     }
 
     /// The region at offset 0 of the segment.

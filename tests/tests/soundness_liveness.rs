@@ -179,8 +179,9 @@ impl NsChild {
 /// A process in another pid namespace holds the lock: it is alive, and its
 /// tid (1) names another process here, so a tid check in our namespace
 /// "proves" it dead. The lock must not be taken from it. After it is
-/// SIGKILLed, its death cannot be seen from its id either: as documented, the
-/// lock then stays held and waits time out (instead of hanging or stealing).
+/// SIGKILLed, its id proves nothing here either, but its kernel-kept
+/// liveness record on the segment's file (`kernel_liveness`) is gone: the
+/// next locker recovers the lock with `OwnerDied`.
 fn lock_of_owner_in_another_pid_namespace_is_not_stolen() -> TestResult {
     let m = Mutex::new(0u64)?;
     let ready = Event::new()?;
@@ -230,13 +231,71 @@ fn lock_of_owner_in_another_pid_namespace_is_not_stolen() -> TestResult {
     ensure!(timed_result == "timeout", "lock_timeout on a live foreign owner: {timed_result}");
     ensure!(third_code == Some(OK), "another process on a live foreign owner: exit {third_code:?}");
     ensure!(code == 128 + libc::SIGKILL || code == -1 || code == libc::SIGKILL, "grandchild exit {code}");
-    // Documented limitation: the dead foreign owner is not detected by id.
-    match m.lock_timeout(Duration::from_millis(200)) {
-        Err(LockTimeoutError::Timeout) => {}
-        Err(LockTimeoutError::OwnerDied(_)) => return Err("a foreign owner's death was detected by id?".into()),
-        Ok(_) => return Err("locked a lock a dead foreign owner holds".into()),
+    // The dead foreign owner is recovered through the kernel's record.
+    match m.lock_timeout(HANG_LIMIT) {
+        Err(LockTimeoutError::OwnerDied(g)) => ensure!(*g.0 == 99, "the owner's write is there"),
+        Err(LockTimeoutError::Timeout) => return Err("a dead foreign owner's lock was not recovered".into()),
+        Ok(_) => return Err("locked a dead owner's lock without being told".into()),
     }
-    ensure!(m.owner().is_some_and(|o| o.alive && o.tid == 1), "{:?}", m.owner());
+    ensure!(m.owner().is_none(), "{:?}", m.owner());
+    Ok(())
+}
+
+/// The owner of a lock, in another pid namespace, forks a child that
+/// outlives it and then dies holding the lock. The child inherited the
+/// owner's open files, including its liveness record's description; if it
+/// kept it, the dead owner would look alive for as long as the child lives.
+/// The fork handler gives the child a record of its own and closes the
+/// inherited one, so the lock is recovered while the child still runs.
+fn foreign_owner_dead_while_its_forked_child_lives_is_recovered() -> TestResult {
+    let m = Mutex::new(0u64)?;
+    let ready = Event::new()?;
+    let (m2, r2) = (m.clone(), ready.clone());
+    let child = match NsChild::spawn(move || {
+        // SAFETY: the namespace's pid 1 is single-threaded here.
+        let owner = unsafe { libc::fork() };
+        if owner == 0 {
+            let mut g = m2.lock().unwrap();
+            *g = 7;
+            // Held until death: never unlocked.
+            std::mem::forget(g);
+            // SAFETY: single-threaded child.
+            if unsafe { libc::fork() } == 0 {
+                // The bystander: outlives the owner.
+                std::thread::sleep(Duration::from_secs(60));
+                exit_now(OK);
+            }
+            r2.set();
+            // SAFETY: signalling ourselves.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            exit_now(OK);
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(owner, &mut status, 0) };
+        std::thread::sleep(Duration::from_secs(60));
+        OK
+    }) {
+        Ok(c) => c,
+        Err(reason) => {
+            eprintln!("SKIPPED foreign_owner_dead_while_its_forked_child_lives_is_recovered: {reason}");
+            return Ok(());
+        }
+    };
+    if !ready.wait_timeout(HANG_LIMIT) {
+        child.kill();
+        child.wait();
+        return Err("the owner in the other namespace never locked".into());
+    }
+    let got = match m.lock_timeout(HANG_LIMIT) {
+        Err(LockTimeoutError::OwnerDied(g)) => Ok(*g.0),
+        Err(LockTimeoutError::Timeout) => Err("the dead owner still looks alive (its child kept its record?)"),
+        Ok(_) => Err("locked a dead owner's lock without being told"),
+    };
+    child.kill();
+    child.wait();
+    let value = got?;
+    ensure!(value == 7, "the owner's write is there: {value}");
     Ok(())
 }
 
@@ -263,6 +322,15 @@ fn probe_held_lock(m: &Mutex<u64>) -> i32 {
 /// Forks a child that runs `setup` and then [`probe_held_lock`]; its exit
 /// code (`SKIP_CODE + n` if `setup` returned `Err(n)`).
 fn fork_checker(m: &Mutex<u64>, setup: impl FnOnce() -> Result<(), i32>) -> Result<i32, String> {
+    fork_checker_with(m, setup, probe_held_lock)
+}
+
+/// [`fork_checker`] with the probe `probe`.
+fn fork_checker_with(
+    m: &Mutex<u64>,
+    setup: impl FnOnce() -> Result<(), i32>,
+    probe: impl FnOnce(&Mutex<u64>) -> i32,
+) -> Result<i32, String> {
     // SAFETY: the test process is single-threaded; the child only uses the
     // mapped mutex and exits with _exit.
     let pid = unsafe { libc::fork() };
@@ -271,7 +339,7 @@ fn fork_checker(m: &Mutex<u64>, setup: impl FnOnce() -> Result<(), i32>) -> Resu
     }
     if pid == 0 {
         let code = match setup() {
-            Ok(()) => probe_held_lock(m),
+            Ok(()) => probe(m),
             Err(n) => SKIP_CODE + n,
         };
         exit_now(code);
@@ -332,6 +400,46 @@ fn unreadable_proc_is_not_death() -> TestResult {
     Ok(())
 }
 
+/// An owner that died holding the lock is recovered by a judge whose `/proc`
+/// is unreadable: its id proves nothing there, but its process's kernel-kept
+/// liveness record on the segment's file is gone.
+fn dead_owner_recovered_by_a_judge_without_proc() -> TestResult {
+    let m = Mutex::new(1u64)?;
+    // SAFETY: the test process is single-threaded; the child only locks the
+    // mapped mutex and kills itself.
+    let owner = unsafe { libc::fork() };
+    if owner < 0 {
+        return Err(format!("fork: errno {}", errno()).into());
+    }
+    if owner == 0 {
+        let mut g = m.lock().unwrap_or_else(|_| exit_now(TIMED_OUT_WRONGLY));
+        *g = 42;
+        std::mem::forget(g);
+        // SAFETY: signalling ourselves.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        exit_now(OK);
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(owner, &mut status, 0) };
+    ensure!(libc::WIFSIGNALED(status), "the owner was not killed: {status:#x}");
+    let code = fork_checker_with(
+        &m,
+        || {
+            shmproc::core::identity::test_hooks::block_proc(true);
+            Ok(())
+        },
+        |m| match m.lock_timeout(HANG_LIMIT) {
+            Err(LockTimeoutError::OwnerDied(g)) if *g.0 == 42 => OK,
+            Err(LockTimeoutError::OwnerDied(_)) => LOCKED,
+            Err(LockTimeoutError::Timeout) => TIMED_OUT_WRONGLY,
+            Ok(_) => STOLEN,
+        },
+    )?;
+    ensure!(code == OK, "judge without /proc: exit {code} (4: the dead owner was not recovered)");
+    Ok(())
+}
+
 /// The core check, directly: only proof counts as death.
 fn liveness_answers_unknown_without_proof() -> TestResult {
     use shmproc::core::identity::{current_pid_ns, liveness_in, Liveness};
@@ -363,7 +471,9 @@ fn liveness_answers_unknown_without_proof() -> TestResult {
 fn main() {
     shmproc_tests::run(trials![
         lock_of_owner_in_another_pid_namespace_is_not_stolen,
+        foreign_owner_dead_while_its_forked_child_lives_is_recovered,
         unreadable_proc_is_not_death,
+        dead_owner_recovered_by_a_judge_without_proc,
         liveness_answers_unknown_without_proof,
     ]);
 }

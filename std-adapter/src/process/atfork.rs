@@ -18,6 +18,10 @@ static ATFORK: Once = Once::new();
 pub(crate) extern "C" fn child() {
     crate::thread_id::reset_after_fork();
     crate::held::reset_after_fork();
+    if !crate::roles::spawning() {
+        // The parent's liveness locks must not live on in the child.
+        crate::kernel_liveness::relock_in_child();
+    }
     // The child registers for the expedited barrier itself before its first
     // light fence (one atomic store here).
     shmproc_core::asymmetric_fence::after_fork_in_child();
