@@ -27,7 +27,8 @@ use std::sync::{Arc, Mutex};
 
 use shmproc::Pool;
 
-const PAGES: [(&str, usize); 5] = [("/baidu", 120), ("/python", 300), ("/openstack", 80), ("/help", 500), ("/sina", 42)];
+const PAGES: [(&str, usize); 5] =
+    [("/baidu", 120), ("/python", 300), ("/openstack", 80), ("/help", 500), ("/sina", 42)];
 
 /// The local web server: each known path answers 200 with a page of the
 /// listed size, anything else 404.
@@ -91,7 +92,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pool.close();
     pool.join()?;
     let got: Vec<Page> = res_l.iter().map(|r| r.get()).collect::<Result<_, _>>()?;
-    println!("{} pages fetched, {} not found", got.iter().flatten().count(), got.iter().filter(|p| p.is_none()).count());
+    println!(
+        "{} pages fetched, {} not found",
+        got.iter().flatten().count(),
+        got.iter().filter(|p| p.is_none()).count()
+    );
     let db = db.lock().unwrap();
     for line in db.iter() {
         println!("db: {line}");

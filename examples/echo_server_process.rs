@@ -38,7 +38,11 @@ fn talk(mut conn: TcpStream) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        println!("[pid {}] client {peer} says >> {}", std::process::id(), String::from_utf8_lossy(&buf[..n]).trim_end());
+        println!(
+            "[pid {}] client {peer} says >> {}",
+            std::process::id(),
+            String::from_utf8_lossy(&buf[..n]).trim_end()
+        );
         if conn.write_all(&buf[..n].to_ascii_uppercase()).is_err() {
             break;
         }

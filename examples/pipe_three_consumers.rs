@@ -22,7 +22,7 @@
 //!
 //! Rust's ownership does the `close()` calls: each process gets (moves in)
 //! only the end it uses; the three consumers share the receiving end
-//! through an `Arc` copied into each forked child.
+//! through an `Rc` copied into each forked child.
 
 use shmproc::{Lock, Pipe, Process, Value};
 
@@ -30,8 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     shmproc::init();
     let (p, con) = Pipe::<Option<String>>::oneway()?;
     // One receiving end for three processes, as the seed's `con`: each forked
-    // child gets its own copy of the `Arc` (and of the end) with the fork.
-    let con = std::sync::Arc::new(con);
+    // child gets its own copy of the `Rc` (and of the end) with the fork.
+    let con = std::rc::Rc::new(con);
     let lock = Lock::new()?;
     let consumed = Value::new(0u32)?;
     let mut consumers = Vec::new();
