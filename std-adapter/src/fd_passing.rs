@@ -53,7 +53,21 @@
 //! a pool worker it started), so it would fail on most machines, and it needs
 //! Linux 5.6. The broker works for any two processes of one user in one
 //! network namespace (abstract socket names are per network namespace: a
-//! receiver in another one gets [`FdError::SenderGone`]).
+//! receiver in another one gets [`FdError::SenderGone`]), and in one pid
+//! namespace (the receiver checks the broker's pid as its own namespace sees
+//! it: across pid namespaces it gets [`FdError::Protocol`]).
+//!
+//! Cost, measured with the 10,000-descriptor test (release build, a shared
+//! 2-core machine): 20,000 hops (there and back), each with a fresh socket
+//! pair, a queue message and a redemption, in about 1.8 s, so under 100 µs
+//! per descriptor passed. `pidfd_getfd` would save the connection and one
+//! context switch per descriptor; the broker is kept because it works
+//! wherever the descriptor is useful at all.
+//!
+//! The broker serves one request at a time; a connected peer that sends
+//! nothing holds it up for at most a second (its receive timeout), so a
+//! misbehaving same-user process can slow descriptor passing down, not stop
+//! it for good.
 //!
 //! # Errors, never hangs
 //!
@@ -224,7 +238,8 @@ impl From<FdError> for io::Error {
 /// let (tx, rx) = shmproc::Pipe::<Fd<File>>::oneway()?;
 /// tx.send(&Fd::new(File::open("/dev/null")?)?)?;
 /// let f: File = rx.recv()?.take()?; // here the same process; any process works
-/// assert!(f.metadata()?.is_file() == false);
+/// use std::os::unix::fs::FileTypeExt;
+/// assert!(f.metadata()?.file_type().is_char_device());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[must_use = "a received Fd holds a descriptor in the sender's broker until it is taken or dropped"]
@@ -280,11 +295,18 @@ impl<T> Fd<T> {
     /// caller keeps using its own, as Python's `reduction.DupFd` does.
     ///
     /// ```
+    /// use std::io::{Read, Write};
     /// use std::os::unix::net::UnixStream;
-    /// let (a, _b) = UnixStream::pair()?;
+    /// let (a, mut b) = UnixStream::pair()?;
     /// let ticket = shmproc::Fd::<UnixStream>::dup(&a)?;
-    /// let again: UnixStream = ticket.take()?; // a second descriptor for the same socket
-    /// assert_eq!(again.local_addr()?.is_unnamed(), a.local_addr()?.is_unnamed());
+    /// let mut again: UnixStream = ticket.take()?; // a second descriptor for `a`'s socket
+    /// again.write_all(b"x")?;
+    /// let mut buf = [0u8; 1];
+    /// b.read_exact(&mut buf)?;
+    /// drop(a); // `again` still works
+    /// again.write_all(b"y")?;
+    /// b.read_exact(&mut buf)?;
+    /// assert_eq!(&buf, b"y");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn dup(value: &impl AsFd) -> Result<Fd<T>, FdError> {
@@ -629,6 +651,9 @@ fn serve(listener: RawFd, wake: RawFd) {
         // SAFETY: accept4 on our listening socket, no address wanted.
         let conn = unsafe { libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
         if conn < 0 {
+            // Out of descriptors (EMFILE) or the like: the connection stays
+            // pending; do not spin on it.
+            std::thread::sleep(Duration::from_millis(10));
             continue;
         }
         // SAFETY: a fresh descriptor we own.
