@@ -233,6 +233,17 @@ fn unreceived_descriptor_expires() -> TestResult {
     Ok(())
 }
 
+/// A sending `Fd` dropped without ever being sent closes its descriptor at
+/// once.
+fn unsent_fd_closes_on_drop() -> TestResult {
+    let (mut a, b) = UnixStream::pair()?;
+    drop(Fd::new(b)?);
+    a.set_read_timeout(Some(HANG_LIMIT))?;
+    let mut buf = [0u8; 1];
+    ensure!(a.read(&mut buf)? == 0, "the unsent descriptor is still open");
+    Ok(())
+}
+
 /// A received `Fd` dropped without `take` closes the sender's copy; a forked
 /// child's inherited copy of a brokered descriptor is closed in the child.
 fn dropped_ticket_and_forked_copies_close_the_descriptor() -> TestResult {
@@ -254,6 +265,72 @@ fn dropped_ticket_and_forked_copies_close_the_descriptor() -> TestResult {
     Ok(())
 }
 
+/// A message type of the user's with a descriptor inside (derived rkyv).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(crate = rkyv)]
+struct Job {
+    id: u32,
+    name: String,
+    conn: Fd<UnixStream>,
+}
+
+fn descriptor_inside_a_derived_message() -> TestResult {
+    let q = Queue::<Job>::bounded(4)?;
+    let rx = q.clone();
+    let mut child = Process::spawn(move || {
+        let job = rx.recv_timeout(HANG_LIMIT).unwrap();
+        let mut s = job.conn.take().unwrap();
+        s.write_all(format!("{} {}\n", job.id, job.name).as_bytes()).unwrap();
+    })?;
+    let (a, b) = UnixStream::pair()?;
+    q.send(&Job { id: 7, name: "seven".into(), conn: Fd::new(b)? })?;
+    a.set_read_timeout(Some(HANG_LIMIT))?;
+    let mut line = String::new();
+    BufReader::new(&a).read_line(&mut line)?;
+    ensure!(line == "7 seven\n", "got {line:?}");
+    ensure!(child.join_timeout(HANG_LIMIT)? == Some(0));
+    Ok(())
+}
+
+/// Forged and garbage tickets (raw bytes where an `Fd` is expected) give
+/// errors, never a hang, a panic or someone else's descriptor.
+fn forged_and_garbage_tickets_give_errors() -> TestResult {
+    let (tx, rx) = Pipe::<Fd<UnixStream>>::oneway()?;
+    // A real descriptor in this process's broker, which forgers try to get.
+    let (_a, b) = UnixStream::pair()?;
+    let real = Fd::new(b)?;
+    let me = real.ticket();
+    let forged = [
+        shmproc::fd_passing::Ticket { token: me.token ^ 1, ..me },
+        shmproc::fd_passing::Ticket { start: me.start + 1, ..me },
+        shmproc::fd_passing::Ticket { pid: 0, ..me },
+        shmproc::fd_passing::Ticket { pid: u32::MAX, start: 0, token: 0 },
+    ];
+    let mut child = Process::spawn(move || {
+        for t in forged {
+            tx.send_bytes(&rkyv::to_bytes::<rkyv::rancor::Error>(&t).unwrap()).unwrap();
+        }
+        for len in [0usize, 3, 20, 64] {
+            tx.send_bytes(&vec![0xA5; len]).unwrap();
+        }
+    })?;
+    ensure!(child.join_timeout(HANG_LIMIT)? == Some(0));
+    for i in 0..8 {
+        let start = Instant::now();
+        match rx.recv_timeout(HANG_LIMIT) {
+            Ok(fd) => {
+                let got = fd.take_timeout(Duration::from_secs(2));
+                ensure!(got.is_err(), "forged ticket {i} was honoured");
+            }
+            Err(e) => ensure!(matches!(e, shmproc::RecvTimeoutError::Corrupt { .. }), "garbage {i}: unexpected {e:?}"),
+        }
+        ensure!(start.elapsed() < HANG_LIMIT, "message {i} took {:?}", start.elapsed());
+    }
+    // The real one is still there for its owner.
+    real.take()?;
+    Ok(())
+}
+
 fn main() {
     shmproc_tests::run(trials![
         socket_through_queue_to_a_child,
@@ -262,6 +339,9 @@ fn main() {
         ten_thousand_descriptors_leave_fd_counts_unchanged,
         killed_sender_gives_an_error_not_a_hang,
         unreceived_descriptor_expires,
+        unsent_fd_closes_on_drop,
         dropped_ticket_and_forked_copies_close_the_descriptor,
+        descriptor_inside_a_derived_message,
+        forged_and_garbage_tickets_give_errors,
     ]);
 }
