@@ -80,6 +80,11 @@
 //! * The ticket was already redeemed, discarded or expired:
 //!   [`FdError::NotFound`].
 //!
+//! A `take` that times out after the broker already handed the descriptor
+//! over (a receiver stalled exactly between its request and the reply) loses
+//! that descriptor: the broker's copy is closed once it was sent, and the
+//! receiver never picks it up. It is closed, not leaked.
+//!
 //! # When a brokered descriptor is closed (nothing leaks forever)
 //!
 //! The broker holds the one copy of the descriptor (moved in by
