@@ -78,6 +78,9 @@
 //! | `pool.close()`, `join()`, `terminate()` | [`Pool::close`], [`Pool::join`], [`Pool::terminate`] |
 //! | `Manager().dict()` / `Manager().list()` | [`SharedMap::with_capacity`] / [`SharedList::with_capacity`] (no server process) |
 //! | `shared_memory.SharedMemory(name, create=True)` | [`Segment::create_named`] / [`Segment::open`] |
+//! | `reduction.send_handle(conn, fd, pid)` / `recv_handle(conn)`; pickling a socket into a `Queue`, `Pipe` or `pool.apply_async(f, (conn,))` | [`Fd::new`]`(stream)` sent as (part of) any message, [`Fd::take`] on the other side (see [`fd_passing`]: an [`Fd`] is a ticket redeemed from the sender's broker by `SCM_RIGHTS`) |
+//! | `reduction.DupFd(fd)` (the sender keeps its own) | [`Fd::dup`]`(&stream)` |
+//! | `class P(Process): def run(self)` / `P(..).start()` | a type implementing [`process::Run`], started with [`Process::start`] (fork; fields move into the child) |
 //!
 //! ## What each primitive is robust to
 //!
@@ -93,6 +96,7 @@
 //! | [`Pipe`] ends | frames are published whole, so a dead sender leaves nothing torn; the other end gets `Disconnected` | frames bounds-checked, messages validated |
 //! | [`Pool`] | a worker that dies fails exactly the task it ran (`WorkerDied`) and is replaced; a panicking task fails with `Panicked` and the worker goes on | results validated; a task rewritten in the queue fails with `Forged`, nothing runs |
 //! | [`SharedMap`], [`SharedList`] | a writer killed mid-update leaves the old or the new entry (duplicates resolved by version on the next access) | entries validated (`Corrupt`); a forged lock word is recovered from like a dead writer's |
+//! | [`Fd`] (descriptor passing) | the sender dies before the receiver takes it: [`FdError::SenderGone`] at once; its broker does not answer: [`FdError::Timeout`] (every socket operation carries a timeout); a receiver that dies holding an untaken ticket: the descriptor is closed when its time to live passes | a forged or garbage ticket names nothing: [`FdError::NotFound`] or `SenderGone`; only same-user peers are served, and only the ticket's own pid is believed as broker |
 //! | [`Segment`] / regions | anonymous: freed with the last mapping; named: listed as stale, removable, also when the creator died mid-creation | opening validates magic, version, sizes, offsets and the file's size: a typed error; anonymous segments cannot be shrunk |
 //!
 //! ## How a dead peer is recognised, and pid namespaces
@@ -220,6 +224,7 @@ mod channel_error;
 pub mod condition;
 mod error;
 pub mod event;
+pub mod fd_passing;
 mod globals;
 mod held;
 pub mod inspect;
@@ -252,6 +257,7 @@ pub use bytemuck;
 pub use condition::{Condition, WaitTimeoutResult};
 pub use error::Error;
 pub use event::Event;
+pub use fd_passing::{Fd, FdError};
 pub use joinable::{JoinableQueue, TaskDoneError};
 pub use message::Message;
 pub use mutex::{Lock, LockResult, LockTimeoutError, Mutex, MutexGuard, OwnerDied, RLock, RLockGuard, TryLockError};

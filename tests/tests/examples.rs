@@ -63,6 +63,13 @@ fn main() {
         ("zero_copy", &["probe-2: 1000 samples"]),
         ("pool", &["apply: 144", "map: [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]", "10 callbacks ran"]),
         ("shared_dict", &["(\"count\", 4)", "hello from"]),
+        ("process_subclass", &["Jedan is chatting", "alexDSB is chatting", "name Myprocess-4 arg1 4 arg2 5"]),
+        ("echo_server_process", &["4 clients got their upper-cased echoes", "server stopped"]),
+        ("echo_server_pool", &["worker pid:", "6 clients served by"]),
+        ("crawler", &["5 pages fetched, 1 not found", "callbacks parsed 5 pages in the parent"]),
+        ("pool_vs_processes", &["100 tasks on a pool of 5:", "100 tasks, one process each:"]),
+        ("pipe_three_consumers", &["10 products consumed by three consumers"]),
+        ("manager_dict_decrements", &["main process [(\"count\", 50)]", "count is 50"]),
     ];
     let trials: Vec<Trial> = cases
         .into_iter()

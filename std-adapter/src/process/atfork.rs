@@ -13,8 +13,8 @@ static ATFORK: Once = Once::new();
 /// What a freshly forked child must do first: forget the cached thread
 /// identity and the list of locks this thread held (held.rs),
 /// register for the expedited barrier, re-register the inherited
-/// queue and pipe handles under the child's identity, and drop the parent's
-/// fork-server connection.
+/// queue and pipe handles under the child's identity, drop the parent's
+/// fork-server connection, and forget the parent's descriptor broker.
 pub(crate) extern "C" fn child() {
     crate::thread_id::reset_after_fork();
     crate::held::reset_after_fork();
@@ -27,6 +27,7 @@ pub(crate) extern "C" fn child() {
     shmproc_core::asymmetric_fence::after_fork_in_child();
     super::forkserver::after_fork_in_child();
     crate::roles::reattach_in_child();
+    crate::fd_passing::after_fork_in_child();
 }
 
 /// Installs the `pthread_atfork` child handler (idempotent).

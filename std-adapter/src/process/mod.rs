@@ -91,8 +91,11 @@ use crate::message::Message;
 pub(crate) mod atfork;
 mod fork;
 pub(crate) mod forkserver;
+mod run;
 pub(crate) mod spawn;
 pub(crate) mod sys;
+
+pub use run::Run;
 
 /// Errors from starting, waiting for or signalling a process.
 ///

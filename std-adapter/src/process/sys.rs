@@ -84,13 +84,15 @@ pub(crate) fn set_parent_death_signal(parent_pid: u32) {
     }
 }
 
-/// Threads of the calling process, from `/proc/self/stat` (field 20).
+/// Threads of the calling process, from `/proc/self/stat` (field 20), not
+/// counting shmproc's own fork-safe descriptor broker (see `fd_passing`).
 pub(crate) fn thread_count() -> usize {
-    std::fs::read_to_string("/proc/self/stat")
+    let all: usize = std::fs::read_to_string("/proc/self/stat")
         .ok()
         .and_then(|s| {
             let rest = &s[s.rfind(')')? + 1..];
             rest.split_whitespace().nth(17)?.parse().ok()
         })
-        .unwrap_or(1)
+        .unwrap_or(1);
+    all.saturating_sub(crate::fd_passing::fork_safe_threads()).max(1)
 }
