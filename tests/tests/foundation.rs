@@ -138,7 +138,7 @@ fn named_segment_rejects_garbage_truncation_and_wrong_version() -> TestResult {
         other => return Err(format!("wrong version: {other:?}").into()),
     }
     f.seek(SeekFrom::Start(8))?;
-    f.write_all(&1u32.to_le_bytes())?;
+    f.write_all(&shmproc::core::region::LAYOUT_VERSION.to_le_bytes())?;
     ensure!(Segment::open_timeout(&name, Duration::ZERO).is_ok());
 
     // Garbage magic.

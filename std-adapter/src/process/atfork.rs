@@ -13,7 +13,8 @@ static ATFORK: Once = Once::new();
 /// What a freshly forked child must do first: forget the cached thread
 /// identity and the list of locks this thread held (held.rs),
 /// register for the expedited barrier, re-register the inherited
-/// queue and pipe handles under the child's identity, drop the parent's
+/// queue and pipe handles under the child's identity, give the child its
+/// own kernel liveness records (`kernel_liveness`), drop the parent's
 /// fork-server connection, and forget the parent's descriptor broker.
 pub(crate) extern "C" fn child() {
     crate::thread_id::reset_after_fork();
