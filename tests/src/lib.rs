@@ -110,3 +110,25 @@ pub fn words(n: u32) -> Result<(shmproc::Segment, u32), Box<dyn Error>> {
 pub fn word(seg: &shmproc::Segment, first: u32, i: u32) -> &std::sync::atomic::AtomicU32 {
     &seg.region().get::<Word>(first + i).expect("word object").0
 }
+
+/// A forked child that writes random bytes over `lo..hi` (addresses in a
+/// shared mapping the child inherits) for `for_how_long`, as a hostile peer
+/// would, with volatile stores; exits with 0.
+pub fn scribbler(lo: usize, hi: usize, for_how_long: Duration) -> Result<shmproc::Process, Box<dyn Error>> {
+    Ok(shmproc::Process::builder().spawn(move || {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let until = Instant::now() + for_how_long;
+        while Instant::now() < until {
+            for _ in 0..1024 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let at = lo + (x as usize % (hi - lo));
+                // SAFETY: inside the segment's mapping, which the child
+                // inherited at the same address; volatile, as a hostile
+                // peer's plain stores would be.
+                unsafe { std::ptr::write_volatile(at as *mut u8, (x >> 56) as u8) };
+            }
+        }
+    })?)
+}

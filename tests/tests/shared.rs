@@ -184,22 +184,7 @@ fn scribbled_map_entries_give_values_or_errors() -> TestResult {
     // Spare the head (the lock and counters: a forged lock word is another
     // test's subject) and scribble over the slots.
     let (lo, hi) = (base + 512, base + info.size);
-    let scribbler = Process::builder().spawn(move || {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let until = std::time::Instant::now() + Duration::from_millis(1500);
-        while std::time::Instant::now() < until {
-            for _ in 0..1024 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let at = lo + (x as usize % (hi - lo));
-                // SAFETY: inside the segment's mapping, which the child
-                // inherited at the same address; volatile, as a hostile
-                // peer's plain stores would be.
-                unsafe { std::ptr::write_volatile(at as *mut u8, (x >> 56) as u8) };
-            }
-        }
-    })?;
+    let scribbler = shmproc_tests::scribbler(lo, hi, Duration::from_millis(1500))?;
     let (mut ok, mut errors) = (0u32, 0u32);
     let started = std::time::Instant::now();
     while scribbler.is_alive() && started.elapsed() < HANG_LIMIT {

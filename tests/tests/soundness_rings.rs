@@ -72,22 +72,7 @@ fn scribbled_frames_give_values_or_errors() -> TestResult {
     // The ring's bytes are the object's last 256 KiB; spare its first frames
     // a while by scribbling only the last 192 KiB.
     let (lo, hi) = (end - (192 << 10), end);
-    let scribbler = Process::builder().spawn(move || {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let until = Instant::now() + Duration::from_millis(1500);
-        while Instant::now() < until {
-            for _ in 0..4096 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let at = lo + (x as usize % (hi - lo));
-                // SAFETY: inside the segment's mapping, which the child
-                // inherited at the same address; volatile, as a hostile
-                // peer's plain stores would be.
-                unsafe { std::ptr::write_volatile(at as *mut u8, (x >> 56) as u8) };
-            }
-        }
-    })?;
+    let scribbler = shmproc_tests::scribbler(lo, hi, Duration::from_millis(1500))?;
     let (mut ok, mut errors) = (0u32, 0u32);
     let started = Instant::now();
     while scribbler.is_alive() && started.elapsed() < Duration::from_secs(60) {
