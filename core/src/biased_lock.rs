@@ -74,7 +74,7 @@
 //! critical section ends with a `Release` store of `busy = 0`, which the next
 //! mutex holder reads with `Acquire` before entering. A grant is made under
 //! the mutex by the thread that will hold the bias, so its own next critical
-//! section follows in program order. The holder record (`tid`, `ns`, `start`)
+//! section follows in program order. The holder record (`tid`, `ns`, `start`, `pid`)
 //! is written only under the mutex, before the grant's `Release` store of
 //! `holder` and the mutex's `Release` unlock, and judged only by a waiter
 //! that holds the mutex (its `Acquire`), so a judge never pairs one holder's
@@ -161,6 +161,9 @@ struct Bias {
     tid: AtomicU32,
     /// Pid namespace of the latest bias holder ([`Identity::ns`](crate::Identity::ns)).
     ns: AtomicU32,
+    /// Process of the latest bias holder, as its [`Owner::pid`] says (with
+    /// [`KERNEL_LIVE`](crate::owner::KERNEL_LIVE) when set).
+    pid: AtomicU32,
     /// The thread of the last mutex acquisitions and how many in a row.
     last: AtomicU32,
     streak: AtomicU32,
@@ -275,6 +278,7 @@ impl BiasedLock {
                 start: AtomicU64::new(0),
                 tid: AtomicU32::new(0),
                 ns: AtomicU32::new(0),
+                pid: AtomicU32::new(0),
                 last: AtomicU32::new(0),
                 streak: AtomicU32::new(0),
                 revocations: AtomicU32::new(0),
@@ -297,6 +301,7 @@ impl BiasedLock {
         b.start.store(0, Ordering::Relaxed);
         b.tid.store(0, Ordering::Relaxed);
         b.ns.store(0, Ordering::Relaxed);
+        b.pid.store(0, Ordering::Relaxed);
         b.last.store(0, Ordering::Relaxed);
         b.streak.store(0, Ordering::Relaxed);
         b.revocations.store(0, Ordering::Relaxed);
@@ -403,7 +408,8 @@ impl BiasedLock {
             let tid = self.bias.tid.load(Ordering::Relaxed);
             let start = self.bias.start.load(Ordering::Relaxed);
             let ns = self.bias.ns.load(Ordering::Relaxed);
-            if !check.is_alive_in(tid, Some(start), ns) {
+            let pid = self.bias.pid.load(Ordering::Relaxed);
+            if !check.is_alive_owner(tid, Some(start), ns, pid) {
                 self.busy.store(0, Ordering::Relaxed);
                 return Ok(true);
             }
@@ -459,6 +465,7 @@ impl BiasedLock {
                 b.tid.store(me.thread.id, Ordering::Relaxed);
                 b.start.store(me.thread.start, Ordering::Relaxed);
                 b.ns.store(me.thread.ns, Ordering::Relaxed);
+                b.pid.store(me.pid, Ordering::Relaxed);
                 b.holder.store(Self::mine(me), Ordering::Release);
             } else {
                 b.streak.store(streak, Ordering::Relaxed);
@@ -490,7 +497,8 @@ impl BiasedLock {
             let tid = self.bias.tid.load(Ordering::Acquire);
             let start = self.bias.start.load(Ordering::Relaxed);
             let ns = self.bias.ns.load(Ordering::Relaxed);
-            return Holder::Biased { tid, busy, alive: check.is_alive_in(tid, Some(start), ns) };
+            let pid = self.bias.pid.load(Ordering::Relaxed);
+            return Holder::Biased { tid, busy, alive: check.is_alive_owner(tid, Some(start), ns, pid) };
         }
         match self.mutex.owner(check) {
             Some(o) => Holder::Locked(o),

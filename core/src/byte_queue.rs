@@ -95,7 +95,7 @@ use core::ptr::NonNull;
 use crate::biased_lock::{BiasedLock, Held, Holder};
 use crate::cache_padded::CachePadded;
 use crate::notify::Notifier;
-use crate::owner::{Owner, ProcLiveness};
+use crate::owner::{Owner, OwnerCheck};
 use crate::participants::Participants;
 use crate::peer_bytes::PeerBytes;
 use crate::raw_mutex::LockError;
@@ -179,6 +179,19 @@ pub trait RingStore {
     /// Frees the out-of-line block a dropped [`KIND_BLOCK`] frame names:
     /// idempotent, garbage ignored.
     fn free_block(&self, desc: PeerBytes<'_>);
+
+    /// How the side locks judge a recorded holder
+    /// ([`ProcLiveness`](crate::owner::ProcLiveness), or a
+    /// check that also reads kernel-kept records of the region's file).
+    type Check: OwnerCheck;
+    /// The check the side locks use.
+    fn check(&self) -> &Self::Check;
+    /// `me` as the side locks record it (the std store flags
+    /// [`KERNEL_LIVE`](crate::owner::KERNEL_LIVE) when its process holds its
+    /// liveness record on the region's file); `me` itself by default.
+    fn owner(&self, me: &Owner) -> Owner {
+        *me
+    }
 }
 
 /// A ring of a queue: its own, or a chained one, kept mapped while this
@@ -647,7 +660,8 @@ impl<S: RingStore> ByteQueue<S> {
         f: impl FnOnce(u64) -> Result<R, S::Error>,
     ) -> Result<R, S::Error> {
         let h = self.head();
-        let held = match h.producer.lock(me, lock_deadline, &ProcLiveness) {
+        let me = &self.store.owner(me);
+        let held = match h.producer.lock(me, lock_deadline, self.store.check()) {
             Ok(held) => held,
             Err(LockError::Timeout | LockError::WouldBlock) => return Err(QueueError::Full.into()),
             Err(LockError::Deadlock) => return Err(QueueError::Reentered.into()),
@@ -910,7 +924,7 @@ impl<S: RingStore> ByteQueue<S> {
     /// `lock_deadline`), finishing what a dead previous holder left.
     #[inline]
     fn lock_consumer(&self, me: &Owner, lock_deadline: Option<Deadline>) -> Result<Option<Held>, S::Error> {
-        match self.head().consumer.lock(me, lock_deadline, &ProcLiveness) {
+        match self.head().consumer.lock(&self.store.owner(me), lock_deadline, self.store.check()) {
             Ok(held) => {
                 if held.owner_died() {
                     self.after_dead_reader();
@@ -1072,14 +1086,14 @@ impl<S: RingStore> ByteQueue<S> {
     /// Who holds each side, for inspection: (producers, consumers).
     pub fn sides(&self) -> (Holder, Holder) {
         let h = self.head();
-        (h.producer.holder(&ProcLiveness), h.consumer.holder(&ProcLiveness))
+        (h.producer.holder(self.store.check()), h.consumer.holder(self.store.check()))
     }
 
     /// For producers blocked on a full queue: if the consuming side is held by
     /// a dead thread, takes it over (dropping the frame it was reading) so the
     /// queue moves again. Returns whether it did.
     pub fn recover_dead_reader(&self, me: &Owner) -> bool {
-        let dead = match self.head().consumer.holder(&ProcLiveness) {
+        let dead = match self.head().consumer.holder(self.store.check()) {
             Holder::Biased { busy, alive, .. } => busy && !alive,
             Holder::Locked(o) => !o.alive,
             Holder::Free => false,
@@ -1087,7 +1101,8 @@ impl<S: RingStore> ByteQueue<S> {
         if !dead {
             return false;
         }
-        match self.head().consumer.lock(me, Some(Deadline::EXPIRED), &ProcLiveness) {
+        let me = &self.store.owner(me);
+        match self.head().consumer.lock(me, Some(Deadline::EXPIRED), self.store.check()) {
             Ok(held) => {
                 if held.owner_died() {
                     self.after_dead_reader();
@@ -1137,6 +1152,11 @@ mod tests {
     impl RingStore for &HeapStore {
         type Keep = ();
         type Error = QueueError;
+        type Check = crate::owner::ProcLiveness;
+
+        fn check(&self) -> &crate::owner::ProcLiveness {
+            &crate::owner::ProcLiveness
+        }
 
         fn ring(&self, desc: &RingDesc) -> Result<(SpscRing, ()), QueueError> {
             let mut rings = self.rings.borrow_mut();

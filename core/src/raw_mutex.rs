@@ -690,7 +690,12 @@ impl RawMutex {
         if observed & HOME == 0 {
             return Verdict::Unrecorded;
         }
+        // 0: the first locker's store is not visible here yet (it is a hint,
+        // not synchronised with the word): no verdict without the grace.
         let home = self.home_ns.load(Ordering::Relaxed);
+        if home == 0 {
+            return Verdict::Unrecorded;
+        }
         if check.is_alive_in(observed & TID_MASK, None, home) {
             return Verdict::Wait;
         }

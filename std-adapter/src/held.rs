@@ -134,7 +134,7 @@ impl Site<'_> {
         }
         let me = &self.seg.owner(me);
         loop {
-            let got = match self.raw.lock(me, deadline, &self.seg.liveness()) {
+            let got = match self.raw.lock(me, deadline, self.seg.liveness()) {
                 Ok(a) => a,
                 Err(LockError::Deadlock) => match self.names_us(me)? {
                     Some(a) => a,
@@ -162,7 +162,7 @@ impl Site<'_> {
         let me = &self.seg.owner(me);
         let got = match self.raw.try_lock(me) {
             Ok(a) => a,
-            Err(_) => match self.raw.try_lock_checked(me, &self.seg.liveness()) {
+            Err(_) => match self.raw.try_lock_checked(me, self.seg.liveness()) {
                 Ok(a) => a,
                 Err(LockError::Deadlock) => match self.names_us(me)? {
                     Some(a) => a,

@@ -308,7 +308,7 @@ pub fn inspect(seg: &Segment) -> Result<SegmentReport, RegionError> {
             kind::MUTEX => match region.get::<RawMutex>(info.index) {
                 Ok(m) => {
                     // One snapshot (and one liveness check) for both fields.
-                    let owner = m.owner(&seg.liveness());
+                    let owner = m.owner(seg.liveness());
                     ObjectState::Mutex {
                         owner: owner.map(|o| (o.tid, o.pid, o.alive)),
                         waiters: owner.is_some_and(|o| o.waiters),

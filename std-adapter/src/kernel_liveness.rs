@@ -45,10 +45,12 @@
 //!   locks are not recovered from there (waits with a deadline time out).
 //! * A process that cannot read its own namespace (no `/proc`) takes no lock
 //!   and records no flag: its foreign judges cannot prove its death.
-//! * The first version covers the robust locks (`Lock`, `RLock`, `Mutex`,
-//!   `Condition`'s lock, `Value`/`Array` locks, `SharedMap`/`SharedList`).
-//!   Queue sides, slot-ring claims and participants tables of a foreign
-//!   namespace still fail closed without recovery.
+//! * Covered: the robust locks (`Lock`, `RLock`, `Mutex`, `Condition`'s
+//!   lock, `Value`/`Array` locks, `SharedMap`/`SharedList`) and the byte-ring
+//!   queue sides (a receiver or sender that died holding its side, a
+//!   `RecvRef` included). Not yet: slot-ring claims, barrier arrivals,
+//!   robust-semaphore holders and participants tables (so `Disconnected`)
+//!   of a foreign namespace still fail closed without recovery.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
@@ -87,6 +89,9 @@ fn request(at: i64) -> libc::flock {
 pub(crate) struct LiveFile {
     dev: u64,
     ino: u64,
+    /// A descriptor of the file (a duplicate of the first segment's), to
+    /// open a new description from when the lock is taken late.
+    src: OwnedFd,
     /// Our private description of the file, holding the lock (-1: none).
     fd: AtomicI32,
     /// The pid whose byte `fd` holds locked (0: none): equal to the caller's
@@ -174,9 +179,11 @@ fn me() -> (u32, u32) {
 
 /// The record for the segment file behind `fd`, taken now if this process
 /// has none yet (`None` if the file cannot be identified).
-pub(crate) fn register(fd: &OwnedFd) -> Option<Arc<LiveFile>> {
+fn register(fd: &OwnedFd) -> Option<Arc<LiveFile>> {
     crate::process::atfork::install();
     let (dev, ino) = file_id(fd.as_raw_fd())?;
+    // `try_clone` duplicates with close-on-exec set.
+    let src = fd.try_clone().ok()?;
     let (pid, ns) = me();
     FILES.with(|files| {
         files.retain(|w| w.strong_count() > 0);
@@ -187,6 +194,7 @@ pub(crate) fn register(fd: &OwnedFd) -> Option<Arc<LiveFile>> {
         let f = Arc::new(LiveFile {
             dev,
             ino,
+            src,
             fd: AtomicI32::new(locked.unwrap_or(-1)),
             pid: AtomicU32::new(if locked.is_some() { pid } else { 0 }),
             tried: AtomicU32::new(if locked.is_some() { 0 } else { pid }),
@@ -216,7 +224,7 @@ pub(crate) fn relock_in_child() {
             let old = f.fd.load(Ordering::Relaxed);
             // Not yet known (pid 1 of a new namespace mounts its /proc after
             // the fork): left to the first lock (`owner_for`).
-            let new = if old >= 0 && ns != 0 { lock_file(old, ns, pid) } else { None };
+            let new = if ns != 0 { lock_file(f.src.as_raw_fd(), ns, pid) } else { None };
             f.fd.store(new.unwrap_or(-1), Ordering::Relaxed);
             f.pid.store(if new.is_some() { pid } else { 0 }, Ordering::Release);
             f.tried.store(0, Ordering::Relaxed);
@@ -230,24 +238,11 @@ pub(crate) fn relock_in_child() {
     });
 }
 
-/// `me` as a segment's lock records it: with [`KERNEL_LIVE`] when this
-/// process holds its liveness lock on the segment's file (`seg_fd`), taken
-/// now if this process has not tried yet.
-pub(crate) fn owner_for(file: Option<&LiveFile>, seg_fd: RawFd, me: &Owner) -> Owner {
-    let Some(f) = file else { return *me };
-    let pid = me.pid & !KERNEL_LIVE;
-    if f.held_by(pid) || (f.tried.load(Ordering::Relaxed) != pid && f.lock_late(seg_fd, pid)) {
-        Owner { thread: me.thread, pid: pid | KERNEL_LIVE }
-    } else {
-        *me
-    }
-}
-
 impl LiveFile {
     /// Takes this process's lock on the file now (after a fork whose
     /// handler could not: module docs); whether it holds it.
     #[cold]
-    fn lock_late(&self, seg_fd: RawFd, pid: u32) -> bool {
+    fn lock_late(&self, pid: u32) -> bool {
         FILES.with(|_| {
             if self.held_by(pid) {
                 return true;
@@ -256,7 +251,7 @@ impl LiveFile {
             if now != pid {
                 return false;
             }
-            match lock_file(seg_fd, ns, pid) {
+            match lock_file(self.src.as_raw_fd(), ns, pid) {
                 Some(fd) => {
                     let old = self.fd.swap(fd, Ordering::Relaxed);
                     if old >= 0 {
@@ -277,13 +272,43 @@ impl LiveFile {
     }
 }
 
-/// The owner check for a segment's locks: [`ProcLiveness`], plus, for an
-/// owner that `/proc` cannot judge, its process's liveness record on the
-/// segment's file (module docs).
-#[derive(Clone, Copy)]
-pub(crate) struct SegmentLiveness<'a>(pub(crate) Option<&'a LiveFile>);
+/// A segment's view of its process's liveness record on the segment's file:
+/// the owner check for its locks ([`ProcLiveness`], plus, for an owner that
+/// `/proc` cannot judge, the owner's process's record: module docs) and the
+/// identity its lock owners record.
+#[derive(Clone, Default)]
+pub(crate) struct FileLiveness(Option<Arc<LiveFile>>);
 
-impl OwnerCheck for SegmentLiveness<'_> {
+impl std::fmt::Debug for FileLiveness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self.0.as_deref().map(|l| (l.pid.load(Ordering::Relaxed), l.fd.load(Ordering::Relaxed) >= 0));
+        f.debug_tuple("FileLiveness").field(&held).finish()
+    }
+}
+
+impl FileLiveness {
+    /// The record of the file behind `fd` (taken now if this process has
+    /// none yet); empty if the file cannot be identified.
+    pub(crate) fn of(fd: &OwnedFd) -> FileLiveness {
+        FileLiveness(register(fd))
+    }
+
+    /// `me` as the segment's locks record it: with [`KERNEL_LIVE`] when this
+    /// process holds its liveness lock on the file, taken now if this
+    /// process has not tried yet.
+    #[inline]
+    pub(crate) fn owner(&self, me: &Owner) -> Owner {
+        let Some(f) = self.0.as_deref() else { return *me };
+        let pid = me.pid & !KERNEL_LIVE;
+        if f.held_by(pid) || (f.tried.load(Ordering::Relaxed) != pid && f.lock_late(pid)) {
+            Owner { thread: me.thread, pid: pid | KERNEL_LIVE }
+        } else {
+            *me
+        }
+    }
+}
+
+impl OwnerCheck for FileLiveness {
     fn is_alive(&self, tid: u32, start: Option<u64>) -> bool {
         ProcLiveness.is_alive(tid, start)
     }
@@ -296,7 +321,7 @@ impl OwnerCheck for SegmentLiveness<'_> {
         match liveness_in(tid, start.unwrap_or(0), ns) {
             Liveness::Dead => false,
             Liveness::Alive => true,
-            Liveness::Unknown => match self.0 {
+            Liveness::Unknown => match self.0.as_deref() {
                 // Only an owner that recorded the flag held its byte while
                 // it owned the lock: no lock there now proves its death.
                 Some(f) if pid & KERNEL_LIVE != 0 => f.holder_alive(ns, pid & !KERNEL_LIVE) != Some(false),

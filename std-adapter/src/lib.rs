@@ -123,20 +123,21 @@
 //! process of every namespace with the file open can see it. A lock owner
 //! records that it holds such a lock, so the robust locks ([`Lock`],
 //! [`RLock`], [`Mutex`], a [`Condition`]'s lock, [`Value`]/[`Array`] locks,
-//! [`SharedMap`]/[`SharedList`]) are recovered with `OwnerDied` when their
-//! owner's process died in another namespace too, or when the judge's
-//! `/proc` is unreadable (tested with a real pid-1 owner SIGKILLed in its
-//! own namespace, and with an owner whose forked child outlives it: the fork
-//! handler gives each child a record of its own). This is process-level: a
-//! dead *thread* of a live process of another namespace is not detected.
+//! [`SharedMap`]/[`SharedList`]) and the sides of a (byte-ring) [`Queue`]
+//! are recovered when their holder's process died in another namespace too,
+//! or when the judge's `/proc` is unreadable (tested with a real pid-1 owner
+//! SIGKILLed in its own namespace, a pid-1 receiver killed inside a
+//! `RecvRef`, and an owner whose forked child outlives it: the fork handler
+//! gives each child a record of its own). This is process-level: a dead
+//! *thread* of a live process of another namespace is not detected.
 //!
-//! What does not hold yet: queue sides, slot-ring claims, barrier arrivals
-//! and participants tables do not use the kernel's records, so there the
-//! death of a peer the judge cannot check is not detected: its queue side
-//! stays held (waits with a timeout end in `Timeout`), its ring slot is not
-//! recovered, and it keeps counting as a sender or receiver (no
-//! `Disconnected`). Within one pid namespace with its own `/proc` (the usual
-//! case), dead peers are recovered as the table above says.
+//! What does not hold yet: slot-ring claims, barrier arrivals, robust
+//! semaphore holders and participants tables do not use the kernel's
+//! records, so there the death of a peer the judge cannot check is not
+//! detected: its ring slot is not recovered, and it keeps counting as a
+//! sender or receiver (no `Disconnected`). Within one pid namespace with its
+//! own `/proc` (the usual case), dead peers are recovered as the table above
+//! says.
 //!
 //! One practical bound remains (see `shmproc_core::raw_mutex`): a lock owner
 //! that has taken the lock word but not yet recorded itself is judged at once

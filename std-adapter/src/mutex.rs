@@ -427,7 +427,7 @@ impl<T> Mutex<T> {
     /// ```
     #[must_use]
     pub fn owner(&self) -> Option<OwnerInfo> {
-        self.raw().owner(&self.obj.segment().liveness())
+        self.raw().owner(self.obj.segment().liveness())
     }
 
     /// Whether the lock is held (a snapshot).
@@ -627,7 +627,7 @@ pub struct RLock {
 
 impl fmt::Debug for RLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RLock").field("owner", &self.raw().owner(&self.obj.segment().liveness())).finish()
+        f.debug_struct("RLock").field("owner", &self.raw().owner(self.obj.segment().liveness())).finish()
     }
 }
 

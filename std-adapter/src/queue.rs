@@ -384,7 +384,13 @@ impl Core {
                 // SAFETY: as above.
                 let next = std::ptr::NonNull::from(&obj.head::<Extra>().bulk_next);
                 // SAFETY: as above.
-                let r = unsafe { ByteRing::attach(base, len, QueueStore::new(Window::of(&obj), next)) };
+                let r = unsafe {
+                    ByteRing::attach(
+                        base,
+                        len,
+                        QueueStore::new(Window::of(&obj), next, obj.segment().liveness().clone()),
+                    )
+                };
                 // An unbounded queue's store also keeps its chained rings.
                 Layout::Bytes(r.map_err(Error::Layout)?.map_store(|s, unbounded| s.with_chain(unbounded)))
             }

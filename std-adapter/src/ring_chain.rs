@@ -9,11 +9,13 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use shmproc_core::byte_queue::{QueueError, RingDesc, RingStore};
+use shmproc_core::owner::Owner;
 use shmproc_core::peer_bytes::PeerBytes;
 use shmproc_core::spsc::SpscRing;
 
 use crate::bulk::{Descriptor, Mapping, Window};
 use crate::channel_error::Failure;
+use crate::kernel_liveness::FileLiveness;
 
 /// How many chained rings a process keeps mapped (beyond those in use).
 const CACHED: usize = 8;
@@ -28,6 +30,9 @@ pub(crate) struct QueueStore {
     next: Option<NonNull<AtomicU64>>,
     /// Its chained rings (an unbounded queue with a window).
     chain: Option<Arc<Chain>>,
+    /// The segment's liveness record (`kernel_liveness`): how the side
+    /// locks judge a holder and record this process.
+    live: FileLiveness,
 }
 
 // SAFETY: `next` points into the queue's shared mapping, kept alive by the
@@ -41,8 +46,8 @@ impl QueueStore {
     /// The store of a queue whose blocks live in `window`, counted by `next`
     /// (the object's block counter, which must stay mapped while the store
     /// is used), without chained rings: see [`with_chain`](QueueStore::with_chain).
-    pub(crate) fn new(window: Option<Window>, next: NonNull<AtomicU64>) -> QueueStore {
-        QueueStore { window, next: Some(next), chain: None }
+    pub(crate) fn new(window: Option<Window>, next: NonNull<AtomicU64>, live: FileLiveness) -> QueueStore {
+        QueueStore { window, next: Some(next), chain: None, live }
     }
 
     /// The same store, keeping chained rings if `unbounded`.
@@ -63,6 +68,16 @@ impl QueueStore {
 impl RingStore for QueueStore {
     type Keep = Arc<Mapping>;
     type Error = Failure;
+    type Check = FileLiveness;
+
+    fn check(&self) -> &FileLiveness {
+        &self.live
+    }
+
+    #[inline]
+    fn owner(&self, me: &Owner) -> Owner {
+        self.live.owner(me)
+    }
 
     fn ring(&self, desc: &RingDesc) -> Result<(SpscRing, Arc<Mapping>), Failure> {
         self.chain()?.ring(desc)

@@ -263,7 +263,7 @@ struct Inner {
     region: Region,
     /// This process's kernel-kept liveness record on the file
     /// (`kernel_liveness`), shared with every handle of the same file.
-    live: Option<Arc<crate::kernel_liveness::LiveFile>>,
+    live: crate::kernel_liveness::FileLiveness,
 }
 
 impl fmt::Debug for Segment {
@@ -655,7 +655,7 @@ impl Segment {
         let region = unsafe { Region::create(base, len, Identity::current_process(), current_uid(), dir) }
             .map_err(|source| SegmentError::Region { name: name.clone(), source })?;
         let unlink_by = name.as_ref().map(|_| std::process::id());
-        let live = crate::kernel_liveness::register(&fd);
+        let live = crate::kernel_liveness::FileLiveness::of(&fd);
         Ok(Segment {
             inner: Arc::new(Inner { map, fd, name, unlink_by, unlink_on_drop: AtomicBool::new(true), region, live }),
         })
@@ -673,7 +673,7 @@ impl Segment {
         // kept alive by `Inner`; its contents are validated by `open`.
         let region = unsafe { Region::open(base, len, deadline) }
             .map_err(|source| SegmentError::Region { name: name.clone(), source })?;
-        let live = crate::kernel_liveness::register(&fd);
+        let live = crate::kernel_liveness::FileLiveness::of(&fd);
         Ok(Segment {
             inner: Arc::new(Inner {
                 map,
@@ -690,14 +690,14 @@ impl Segment {
     /// The owner check for locks in this segment: `/proc`, plus the kernel's
     /// liveness records on the segment's file for owners of other pid
     /// namespaces (`kernel_liveness`).
-    pub(crate) fn liveness(&self) -> crate::kernel_liveness::SegmentLiveness<'_> {
-        crate::kernel_liveness::SegmentLiveness(self.inner.live.as_deref())
+    pub(crate) fn liveness(&self) -> &crate::kernel_liveness::FileLiveness {
+        &self.inner.live
     }
 
     /// `me` as locks in this segment record it (flagged when this process
     /// holds its liveness record on the segment's file).
     pub(crate) fn owner(&self, me: &shmproc_core::owner::Owner) -> shmproc_core::owner::Owner {
-        crate::kernel_liveness::owner_for(self.inner.live.as_deref(), self.inner.fd.as_raw_fd(), me)
+        self.inner.live.owner(me)
     }
 
     /// The region at offset 0 of the segment.

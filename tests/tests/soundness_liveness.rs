@@ -400,6 +400,49 @@ fn unreadable_proc_is_not_death() -> TestResult {
     Ok(())
 }
 
+/// A receiver in another pid namespace holds a queue's consuming side (a
+/// `RecvRef` in place): while it lives, other receivers wait (time out);
+/// once it is SIGKILLed, its process's kernel-kept record is gone and the
+/// next receive takes the side over, dropping the message it was reading.
+fn queue_side_of_a_dead_receiver_in_another_pid_namespace_is_recovered() -> TestResult {
+    let q = shmproc::Queue::<u64>::bounded(8)?;
+    let ready = Event::new()?;
+    q.send(&1)?;
+    q.send(&2)?;
+    let (q2, r2) = (q.clone(), ready.clone());
+    let child = match NsChild::spawn(move || {
+        let Ok(held) = q2.recv_ref() else { return LOCKED };
+        if *held != 1 {
+            return LOCKED;
+        }
+        r2.set();
+        std::thread::sleep(Duration::from_secs(60));
+        drop(held);
+        OK
+    }) {
+        Ok(c) => c,
+        Err(reason) => {
+            eprintln!("SKIPPED queue_side_of_a_dead_receiver_in_another_pid_namespace_is_recovered: {reason}");
+            return Ok(());
+        }
+    };
+    if !ready.wait_timeout(HANG_LIMIT) {
+        child.kill();
+        child.wait();
+        return Err("the receiver in the other namespace never took its message".into());
+    }
+    let while_alive = q.recv_timeout(Duration::from_millis(200));
+    child.kill();
+    child.wait();
+    ensure!(
+        while_alive == Err(shmproc::RecvTimeoutError::Timeout),
+        "a live foreign receiver's side was taken: {while_alive:?}"
+    );
+    let after = q.recv_timeout(HANG_LIMIT);
+    ensure!(after == Ok(2), "after the foreign receiver died: {after:?}");
+    Ok(())
+}
+
 /// An owner that died holding the lock is recovered by a judge whose `/proc`
 /// is unreadable: its id proves nothing there, but its process's kernel-kept
 /// liveness record on the segment's file is gone.
@@ -472,6 +515,7 @@ fn main() {
     shmproc_tests::run(trials![
         lock_of_owner_in_another_pid_namespace_is_not_stolen,
         foreign_owner_dead_while_its_forked_child_lives_is_recovered,
+        queue_side_of_a_dead_receiver_in_another_pid_namespace_is_recovered,
         unreadable_proc_is_not_death,
         dead_owner_recovered_by_a_judge_without_proc,
         liveness_answers_unknown_without_proof,
