@@ -204,7 +204,9 @@ struct SlotHead {
     kind: AtomicU32,
     /// The registered claimant's pid namespace ([`Identity::ns`](crate::Identity::ns)).
     ns: AtomicU32,
-    _pad: AtomicU32,
+    /// The registered claimant's process, as its [`Owner::pid`] says (with
+    /// [`KERNEL_LIVE`](crate::owner::KERNEL_LIVE) when set).
+    pid: AtomicU32,
 }
 
 const HEADER_SPAN: usize = match align_up(core::mem::size_of::<MpmcHeader>(), OBJECT_ALIGN) {
@@ -251,7 +253,7 @@ unsafe fn loom_construct(base: NonNull<u8>, slots: usize, slot_size: usize) {
                 len: u32_(),
                 kind: u32_(),
                 ns: u32_(),
-                _pad: u32_(),
+                pid: u32_(),
             });
         }
     }
@@ -446,6 +448,7 @@ impl MpmcRing {
             s.claim.store(u64::MAX, Ordering::Relaxed);
             s.start.store(0, Ordering::Relaxed);
             s.ns.store(0, Ordering::Relaxed);
+            s.pid.store(0, Ordering::Relaxed);
             s.len.store(0, Ordering::Relaxed);
             s.kind.store(0, Ordering::Relaxed);
             s.seq.store(p, Ordering::Release);
@@ -722,6 +725,7 @@ impl MpmcRing {
         let t = tag(pos, reader);
         s.start.store(me.thread.start, Ordering::Relaxed);
         s.ns.store(me.thread.ns, Ordering::Relaxed);
+        s.pid.store(me.pid, Ordering::Relaxed);
         let mut c = s.claim.load(Ordering::Relaxed);
         for _ in 0..2 {
             if c & 0xffff_ffff == t {
@@ -1256,7 +1260,12 @@ impl MpmcRing {
                 false
             } else {
                 u64::from(tid) == POISON_TID
-                    || !check.is_alive_in(tid, Some(s.start.load(Ordering::Relaxed)), s.ns.load(Ordering::Relaxed))
+                    || !check.is_alive_owner(
+                        tid,
+                        Some(s.start.load(Ordering::Relaxed)),
+                        s.ns.load(Ordering::Relaxed),
+                        s.pid.load(Ordering::Relaxed),
+                    )
             }
         } else {
             grace_passed

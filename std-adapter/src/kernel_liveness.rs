@@ -46,9 +46,9 @@
 //! * A process that cannot read its own namespace (no `/proc`) takes no lock
 //!   and records no flag: its foreign judges cannot prove its death.
 //! * Covered: the robust locks (`Lock`, `RLock`, `Mutex`, `Condition`'s
-//!   lock, `Value`/`Array` locks, `SharedMap`/`SharedList`) and the byte-ring
+//!   lock, `Value`/`Array` locks, `SharedMap`/`SharedList`), the byte-ring
 //!   queue sides (a receiver or sender that died holding its side, a
-//!   `RecvRef` included). Not yet: slot-ring claims, barrier arrivals,
+//!   `RecvRef` included) and slot-ring claims. Not yet: barrier arrivals,
 //!   robust-semaphore holders and participants tables (so `Disconnected`)
 //!   of a foreign namespace still fail closed without recovery.
 

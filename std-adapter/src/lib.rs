@@ -123,19 +123,19 @@
 //! process of every namespace with the file open can see it. A lock owner
 //! records that it holds such a lock, so the robust locks ([`Lock`],
 //! [`RLock`], [`Mutex`], a [`Condition`]'s lock, [`Value`]/[`Array`] locks,
-//! [`SharedMap`]/[`SharedList`]) and the sides of a (byte-ring) [`Queue`]
-//! are recovered when their holder's process died in another namespace too,
+//! [`SharedMap`]/[`SharedList`]), the sides of a byte-ring [`Queue`] and
+//! the claimed slots of a slot-ring one are recovered when their holder's process died in another namespace too,
 //! or when the judge's `/proc` is unreadable (tested with a real pid-1 owner
 //! SIGKILLed in its own namespace, a pid-1 receiver killed inside a
 //! `RecvRef`, and an owner whose forked child outlives it: the fork handler
 //! gives each child a record of its own). This is process-level: a dead
 //! *thread* of a live process of another namespace is not detected.
 //!
-//! What does not hold yet: slot-ring claims, barrier arrivals, robust
-//! semaphore holders and participants tables do not use the kernel's
-//! records, so there the death of a peer the judge cannot check is not
-//! detected: its ring slot is not recovered, and it keeps counting as a
-//! sender or receiver (no `Disconnected`). Within one pid namespace with its
+//! What does not hold yet: barrier arrivals, robust semaphore holders and
+//! participants tables do not use the kernel's records, so there the death
+//! of a peer the judge cannot check is not detected: it keeps counting as a
+//! sender or receiver (no `Disconnected`), and its permits and barrier
+//! arrival are not given back. Within one pid namespace with its
 //! own `/proc` (the usual case), dead peers are recovered as the table above
 //! says.
 //!

@@ -105,7 +105,7 @@ use rkyv::Archive;
 use shmproc_core::byte_queue::{self, ByteQueue, FrameClaim, Placed, RingStore};
 use shmproc_core::mpmc::{stride, Claimed, MpmcError, MpmcRing};
 use shmproc_core::notify::Notifier;
-use shmproc_core::owner::ProcLiveness;
+use shmproc_core::owner::Owner;
 use shmproc_core::participants::{Participants, Presence, Role};
 use shmproc_core::region::{kind, OBJECT_ALIGN};
 use shmproc_core::spsc::frame_span;
@@ -326,6 +326,14 @@ pub(crate) fn measure<T: Message>(v: &T) -> Result<usize, Failure> {
 }
 
 impl Core {
+    /// The calling thread as this queue's locks and slots record it
+    /// (flagged when this process holds its kernel liveness record on the
+    /// segment's file: `kernel_liveness`).
+    #[inline]
+    fn me(&self) -> Owner {
+        self.obj.segment().owner(&thread_id::owner())
+    }
+
     fn create(seg: Option<&Segment>, name: &str, b: &QueueBuilder) -> Result<Core, Error> {
         // Every slot or frame can hold a block descriptor.
         let (slots, message_size) = (b.capacity, b.message_size.max(DESCRIPTOR_LEN));
@@ -491,7 +499,7 @@ impl Core {
         }
         let limit = self.message_size();
         let gave_up = Failure::TooLarge { size: 0, limit };
-        let me = thread_id::owner();
+        let me = self.me();
         match &self.ring {
             Layout::Slots(r) => match r.try_push_with_kind(&me, KIND_INLINE, write) {
                 Ok(()) => Ok(()),
@@ -521,7 +529,7 @@ impl Core {
         if self.is_closed() {
             return Err(Failure::Disconnected);
         }
-        let me = thread_id::owner();
+        let me = self.me();
         let hint = self.hint.load(Ordering::Relaxed);
         match &self.ring {
             Layout::Bytes(r) => {
@@ -605,7 +613,7 @@ impl Core {
         if self.is_closed() {
             return Err(Failure::Disconnected);
         }
-        let me = thread_id::owner();
+        let me = self.me();
         match &self.ring {
             Layout::Bytes(r) => r.try_send_descriptor(&me, lock_deadline, desc),
             Layout::Slots(r) => r
@@ -691,7 +699,11 @@ impl Core {
                 || r.has_room(),
                 || r.is_closed(),
                 absent,
-                |grace| r.recover_reader_with(&ProcLiveness, grace, |kind, bytes| self.drop_message(kind, bytes)),
+                |grace| {
+                    r.recover_reader_with(self.obj.segment().liveness(), grace, |kind, bytes| {
+                        self.drop_message(kind, bytes)
+                    })
+                },
             ),
             Layout::Bytes(r) => wait(
                 deadline,
@@ -699,7 +711,7 @@ impl Core {
                 || r.progress() != progress,
                 || r.is_closed(),
                 absent,
-                |_| (0, r.recover_dead_reader(&thread_id::owner())),
+                |_| (0, r.recover_dead_reader(&self.me())),
             ),
         }
     }
@@ -743,7 +755,7 @@ impl Core {
 
     #[inline]
     fn try_claim(&self, lock_deadline: Option<Deadline>) -> Result<Claim, Failure> {
-        let me = thread_id::owner();
+        let me = self.me();
         // Empty, and closed or (looked up now and then) without senders:
         // disconnected, as for a blocking receive. Emptiness is checked again
         // after the look, for a message sent just before its sender died.
@@ -830,7 +842,7 @@ impl Core {
             return self.take(c);
         };
         // The byte ring's fast path: read and release in one call.
-        let me = thread_id::owner();
+        let me = self.me();
         loop {
             if let Some((v, block)) = r.try_take(&me, deadline, |kind, bytes| self.read_message::<T>(kind, bytes))? {
                 self.after_release(block);
@@ -861,7 +873,7 @@ impl Core {
                 || r.has_message(),
                 || r.is_closed(),
                 drained,
-                |grace| r.recover_writer(&ProcLiveness, grace),
+                |grace| r.recover_writer(self.obj.segment().liveness(), grace),
             ),
             // A dead producer publishes nothing and blocks nobody.
             Layout::Bytes(r) => wait_paced(

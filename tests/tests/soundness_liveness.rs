@@ -443,6 +443,48 @@ fn queue_side_of_a_dead_receiver_in_another_pid_namespace_is_recovered() -> Test
     Ok(())
 }
 
+/// On the slot ring, a receiver in another pid namespace holds a claimed
+/// slot (a `RecvRef`): while it lives, a sender that needs that slot waits
+/// (times out); once it is SIGKILLed, its process's kernel-kept record is
+/// gone and the sender recovers the slot.
+fn slot_of_a_dead_receiver_in_another_pid_namespace_is_recovered() -> TestResult {
+    let q = shmproc::Queue::<u64>::builder().capacity(2).slot_ring().build::<u64>()?;
+    let ready = Event::new()?;
+    q.send(&1)?;
+    let (q2, r2) = (q.clone(), ready.clone());
+    let child = match NsChild::spawn(move || {
+        let Ok(held) = q2.recv_ref() else { return LOCKED };
+        if *held != 1 {
+            return LOCKED;
+        }
+        r2.set();
+        std::thread::sleep(Duration::from_secs(60));
+        drop(held);
+        OK
+    }) {
+        Ok(c) => c,
+        Err(reason) => {
+            eprintln!("SKIPPED slot_of_a_dead_receiver_in_another_pid_namespace_is_recovered: {reason}");
+            return Ok(());
+        }
+    };
+    if !ready.wait_timeout(HANG_LIMIT) {
+        child.kill();
+        child.wait();
+        return Err("the receiver in the other namespace never took its message".into());
+    }
+    // Slot 1 takes 2; 3 needs slot 0 again, which the foreign receiver holds.
+    q.send(&2)?;
+    let while_alive = q.send_timeout(&3, Duration::from_millis(200));
+    child.kill();
+    child.wait();
+    ensure!(while_alive.is_err(), "a live foreign receiver's slot was taken");
+    q.send_timeout(&3, HANG_LIMIT).map_err(|e| format!("after the foreign receiver died: {e:?}"))?;
+    ensure!(q.recv_timeout(HANG_LIMIT) == Ok(2));
+    ensure!(q.recv_timeout(HANG_LIMIT) == Ok(3));
+    Ok(())
+}
+
 /// An owner that died holding the lock is recovered by a judge whose `/proc`
 /// is unreadable: its id proves nothing there, but its process's kernel-kept
 /// liveness record on the segment's file is gone.
@@ -516,6 +558,7 @@ fn main() {
         lock_of_owner_in_another_pid_namespace_is_not_stolen,
         foreign_owner_dead_while_its_forked_child_lives_is_recovered,
         queue_side_of_a_dead_receiver_in_another_pid_namespace_is_recovered,
+        slot_of_a_dead_receiver_in_another_pid_namespace_is_recovered,
         unreadable_proc_is_not_death,
         dead_owner_recovered_by_a_judge_without_proc,
         liveness_answers_unknown_without_proof,
