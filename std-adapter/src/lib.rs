@@ -195,6 +195,8 @@
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 pub mod array;
+pub mod async_objects;
+pub mod async_wait;
 pub mod barrier;
 mod blocking;
 mod blocks;
@@ -234,7 +236,7 @@ pub use barrier::{Barrier, BarrierError, BarrierWaitResult};
 pub use bytemuck;
 pub use condition::{Condition, WaitTimeoutResult};
 pub use error::Error;
-pub use event::Event;
+pub use event::{Event, EventWait};
 pub use joinable::{JoinableQueue, TaskDoneError};
 pub use message::Message;
 pub use mutex::{Lock, LockResult, LockTimeoutError, Mutex, MutexGuard, OwnerDied, RLock, RLockGuard, TryLockError};
@@ -246,7 +248,8 @@ pub use process::{
     ChildInfo, ChildResult, CurrentProcess, ParentProcess, Process, ProcessError, StartMethod,
 };
 pub use queue::{
-    Queue, QueueBuilder, Receiver, RecvError, RecvRef, RecvTimeoutError, SendError, SendTimeoutError, Sender,
+    Queue, QueueBuilder, Receiver, RecvError, RecvFuture, RecvRef, RecvTimeoutError, SendError, SendFuture,
+    SendTimeoutError, Sender,
     TryRecvError, TrySendError,
 };
 /// rkyv, the serialisation every message uses: derive

@@ -23,6 +23,7 @@ pub(crate) extern "C" fn child() {
     shmproc_core::asymmetric_fence::after_fork_in_child();
     super::forkserver::after_fork_in_child();
     crate::roles::reattach_in_child();
+    crate::async_wait::reset_after_fork();
 }
 
 /// Installs the `pthread_atfork` child handler (idempotent).
