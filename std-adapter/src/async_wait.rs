@@ -191,6 +191,18 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
+/// Distinct words the helper threads watch right now (futures waiting on
+/// the same word share one).
+///
+/// ```
+/// assert_eq!(shmproc::async_wait::watched_words(), 0);
+/// ```
+#[must_use]
+pub fn watched_words() -> usize {
+    let g = lock();
+    g.state().map_or(0, |s| s.helpers.iter().map(|h| h.words.len()).sum())
+}
+
 fn mode() -> u8 {
     let m = MODE.load(Ordering::Relaxed);
     if m != MODE_UNSET {
