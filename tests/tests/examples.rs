@@ -63,6 +63,7 @@ fn main() {
         ("zero_copy", &["probe-2: 1000 samples"]),
         ("pool", &["apply: 144", "map: [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]", "10 callbacks ran"]),
         ("shared_dict", &["(\"count\", 4)", "hello from"]),
+        ("async_service", &["32 handlers served 1600 requests", "sum of squares 1293600", "workers exited"]),
     ];
     let trials: Vec<Trial> = cases
         .into_iter()
