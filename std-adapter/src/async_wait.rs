@@ -237,8 +237,15 @@ const FUTEX2_SIZE_U32: u32 = 0x02;
 /// `__NR_futex_waitv` (the same number on every architecture).
 const SYS_FUTEX_WAITV: libc::c_long = 449;
 
+/// Elsewhere than Linux there is no `futex_waitv`: the polling fallback.
+#[cfg(not(target_os = "linux"))]
+fn futex_waitv(_list: &[FutexWaitv], _deadline: Option<Instant>) -> Result<usize, i32> {
+    Err(libc::ENOSYS)
+}
+
 /// `futex_waitv` on `list` until `deadline` (monotonic); the index woken, or
 /// the errno.
+#[cfg(target_os = "linux")]
 fn futex_waitv(list: &[FutexWaitv], deadline: Option<Instant>) -> Result<usize, i32> {
     let ts = deadline.map(|d| {
         let left = d.saturating_duration_since(Instant::now());
@@ -269,9 +276,13 @@ fn waitv_supported() -> bool {
     !matches!(futex_waitv(&list, Some(Instant::now())), Err(libc::ENOSYS | libc::EPERM | libc::EINVAL))
 }
 
+#[cfg(not(target_os = "linux"))]
+fn wake_one_raw(_addr: usize) {}
+
 /// `FUTEX_WAKE` of one waiter on `addr` (shared). A word that was unmapped
 /// meanwhile makes the kernel answer `EFAULT`; one mapped again there gets
 /// a spurious wake-up, which every waiter tolerates.
+#[cfg(target_os = "linux")]
 fn wake_one_raw(addr: usize) {
     // SAFETY: FUTEX_WAKE only looks `addr` up in the kernel's futex hash; it
     // reads and writes no user memory.
@@ -443,10 +454,11 @@ impl Waiting {
     ) {
         let addr = word.as_ptr() as usize;
         let mut wake_now: Vec<Waker> = Vec::new();
+        let _old: Option<Waker>;
         {
             let g = lock();
             let st = g.state_mut();
-            self.remove_locked(st);
+            _old = self.remove_locked(st);
             if self.id == 0 {
                 self.id = st.next_id;
                 st.next_id += 1;
@@ -502,9 +514,10 @@ impl Waiting {
 
     /// Has `waker` woken at `at` (a timed re-check with nothing to watch).
     pub(crate) fn sleep_until(&mut self, at: Instant, waker: &Waker) {
+        let _old: Option<Waker>;
         let g = lock();
         let st = g.state_mut();
-        self.remove_locked(st);
+        _old = self.remove_locked(st);
         if self.id == 0 {
             self.id = st.next_id;
             st.next_id += 1;
@@ -533,31 +546,30 @@ impl Waiting {
         let st = g.state_mut();
         let removed = self.remove_locked(st);
         drop(g);
-        !removed
+        removed.is_none()
     }
 
-    /// Removes this registration if it is still there (returns whether it
-    /// was); the state lock is held.
-    fn remove_locked(&mut self, st: &mut State) -> bool {
+    /// Removes this registration if it is still there, returning its waker
+    /// (`None`: it was not there, it had fired). The state lock is held: the
+    /// caller drops the waker after unlocking (dropping the last waker of a
+    /// task may drop the task, and so a future that unregisters itself).
+    fn remove_locked(&mut self, st: &mut State) -> Option<Waker> {
         let place = std::mem::replace(&mut self.place, Place::Nowhere);
         if self.epoch != st.epoch {
-            return false;
+            return None;
         }
         let id = self.id;
         match place {
-            Place::Nowhere => false,
+            Place::Nowhere => None,
             Place::Timer => {
-                let before = st.timers.len();
-                st.timers.retain(|e| e.id != id);
-                st.timers.len() != before
+                let i = st.timers.iter().position(|e| e.id == id)?;
+                Some(st.timers.swap_remove(i).waker)
             }
             Place::Word { helper, addr } => {
-                let Some(slot) = st.helpers.get_mut(helper) else { return false };
-                let Some(wi) = slot.words.iter().position(|w| w.addr == addr) else { return false };
+                let slot = st.helpers.get_mut(helper)?;
+                let wi = slot.words.iter().position(|w| w.addr == addr)?;
                 let w = &mut slot.words[wi];
-                let before = w.entries.len();
-                w.entries.retain(|e| e.id != id);
-                let removed = w.entries.len() != before;
+                let removed = w.entries.iter().position(|e| e.id == id).map(|i| w.entries.swap_remove(i).waker);
                 if w.entries.is_empty() {
                     // Dropped from the helper's set at its next wake-up; a
                     // wake-up it takes before then is passed on by it.
@@ -752,16 +764,16 @@ fn helper_main(index: usize, shared: &Helper, epoch: u64) {
             let mut deadline: Option<Instant> = None;
             let mut earliest = |t: Instant| deadline = Some(deadline.map_or(t, |d: Instant| d.min(t)));
             if index == 0 {
-                st.timers.retain(|e| match e.recheck {
-                    Some(t) if t > now => {
-                        earliest(t);
-                        true
+                // Due wakers move to `to_wake`: woken and dropped unlocked.
+                for e in std::mem::take(&mut st.timers) {
+                    match e.recheck {
+                        Some(t) if t > now => {
+                            earliest(t);
+                            st.timers.push(e);
+                        }
+                        _ => to_wake.push(e.waker),
                     }
-                    _ => {
-                        to_wake.push(e.waker.clone());
-                        false
-                    }
-                });
+                }
             }
             let slot = &mut st.helpers[index];
             let mut list = Vec::with_capacity(slot.words.len() + 1);
@@ -781,17 +793,16 @@ fn helper_main(index: usize, shared: &Helper, epoch: u64) {
                     to_wake.extend(w.entries.drain(..).map(|e| e.waker));
                     return false;
                 }
-                w.entries.retain(|e| match e.recheck {
-                    Some(t) if t <= now => {
-                        to_wake.push(e.waker.clone());
-                        false
+                for e in std::mem::take(&mut w.entries) {
+                    match e.recheck {
+                        Some(t) if t <= now => to_wake.push(e.waker),
+                        Some(t) => {
+                            earliest(t);
+                            w.entries.push(e);
+                        }
+                        None => w.entries.push(e),
                     }
-                    Some(t) => {
-                        earliest(t);
-                        true
-                    }
-                    None => true,
-                });
+                }
                 if w.entries.is_empty() {
                     return false;
                 }
