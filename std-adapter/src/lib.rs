@@ -90,6 +90,7 @@
 //! | [`Queue::recv`], [`Receiver::recv`] | [`Queue::recv_async`], [`Receiver::recv_async`] ([`RecvFuture`]) |
 //! | [`Queue::send`], [`Sender::send`] | [`Queue::send_async`], [`Sender::send_async`] ([`SendFuture`]) |
 //! | [`Event::wait`] | [`Event::wait_async`] ([`EventWait`]) |
+//! | [`Semaphore::acquire`] | [`Semaphore::acquire_async`] ([`AcquireFuture`]) |
 //! | [`Process::join`] | [`Process::join_async`] |
 //! | [`AsyncResult::get`], [`MapResult::get`] | `.await` on them ([`IntoFuture`](std::future::IntoFuture)) |
 //!
@@ -124,7 +125,7 @@
 //! within [`async_wait::LIVENESS_MAX`], 320 ms, in a long wait).
 //!
 //! **Not done yet** (issue #16): `JoinableQueue::join_async`, the `Pipe`
-//! ends, `Semaphore::acquire_async`, `Barrier::wait_async`,
+//! ends, `BoundedSemaphore`/`RobustSemaphore`, `Barrier::wait_async`,
 //! `Mutex::lock_async`, `Condition`, a `Stream` of messages, and
 //! [`wait()`] over many objects as a future; use the blocking calls on a
 //! blocking-thread pool (`spawn_blocking`) for those. `Process::join_async`
@@ -311,7 +312,7 @@ pub use queue::{
 pub use rkyv;
 pub use segment::{Segment, SegmentError, SegmentInfo, SegmentStatus};
 pub use semaphore::{
-    BoundedSemaphore, PermitError, ReleaseError, RobustPermit, RobustSemaphore, Semaphore, SemaphoreGuard,
+    AcquireFuture, BoundedSemaphore, PermitError, ReleaseError, RobustPermit, RobustSemaphore, Semaphore, SemaphoreGuard,
 };
 pub use shared_map::{SharedError, SharedList, SharedMap};
 /// The `no_std` core: regions, futex, identities.

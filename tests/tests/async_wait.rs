@@ -151,33 +151,53 @@ fn million_messages_exactly_once_through_send_async_and_recv_async() -> TestResu
     Ok(())
 }
 
-/// Receives with a random, short timeout: each timeout drops a
-/// `recv_async` future, pending or just woken. Nothing may be lost or
-/// duplicated.
+/// Receives through futures that are dropped at random points: each round
+/// polls a fresh `recv_async` future 0 to 3 times (yielding to the runtime
+/// in between, so the helper may wake it) and drops it unless it resolved;
+/// every fourth round awaits with a short timeout instead. Nothing may be
+/// lost or duplicated.
 fn random_cancellation_loses_nothing() -> TestResult {
     let (tx, rx) = Queue::<u64>::bounded(256)?.into_split();
     let mut child = Process::spawn_fn(bursty_producer, (tx, CANCEL_ROUNDS))?;
     run_async(HANG_LIMIT * 12, async move {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = 0u64;
-        let mut dropped = 0u64;
+        let (mut next, mut dropped, mut dropped_pending) = (0u64, 0u64, 0u64);
         while next < CANCEL_ROUNDS {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            let limit = Duration::from_micros(seed % 60);
-            match tokio::time::timeout(limit, rx.recv_async()).await {
-                Ok(Ok(v)) => {
+            let got = if seed % 4 == 0 {
+                tokio::time::timeout(Duration::from_micros(seed % 200), rx.recv_async()).await.ok()
+            } else {
+                let mut fut = Box::pin(rx.recv_async());
+                let mut got = None;
+                let mut polled = false;
+                for _ in 0..(seed >> 8) % 4 {
+                    polled = true;
+                    let p = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+                    if let std::task::Poll::Ready(v) = p {
+                        got = Some(v);
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                if got.is_none() && polled {
+                    dropped_pending += 1;
+                }
+                got
+            };
+            match got {
+                Some(Ok(v)) => {
                     ensure!(v == next, "got {v}, expected {next}");
                     next += 1;
                 }
-                Ok(Err(e)) => return Err(format!("after {next}: {e}").into()),
-                Err(_) => dropped += 1,
+                Some(Err(e)) => return Err(format!("after {next}: {e}").into()),
+                None => dropped += 1,
             }
         }
         ensure!(rx.recv_async().await == Err(RecvError::Disconnected));
-        println!("{CANCEL_ROUNDS} received, {dropped} futures dropped unresolved");
-        ensure!(dropped > 0, "no future was cancelled: the test tested nothing");
+        println!("{CANCEL_ROUNDS} received; {dropped} futures dropped unresolved, {dropped_pending} of them after a Pending poll");
+        ensure!(dropped_pending > 0, "no pending future was cancelled: the test tested nothing");
         Ok(())
     })?;
     ensure!(child.join()? == 0);
@@ -321,6 +341,41 @@ impl std::task::Wake for NoWake {
     fn wake(self: Arc<Self>) {}
 }
 
+/// A release wakes one waiter. The future's helper thread sleeps on the
+/// count word before a blocked child does, so the kernel hands the wake-up
+/// to the helper (with `futex_waitv`); the future is then dropped without
+/// being polled again. The wake-up must still reach the child.
+fn semaphore_wake_absorbed_by_a_dropped_future_is_passed_on() -> TestResult {
+    let sem = shmproc::Semaphore::new(0)?;
+    let waker = std::task::Waker::from(Arc::new(NoWake));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = Box::pin(sem.acquire_async());
+    ensure!(fut.as_mut().poll(&mut cx).is_pending());
+    ensure!(eventually(HANG_LIMIT, || async_wait::watched_words() == 1));
+    // The helper is asleep on the word first ...
+    std::thread::sleep(Duration::from_millis(20));
+    let s2 = sem.clone();
+    let mut child = Process::builder().allow_threaded_fork(true).spawn(move || s2.acquire())?;
+    // ... then the child, blocked in the kernel behind it.
+    ensure!(eventually(HANG_LIMIT, || shmproc_tests::proc_state(child.pid()) == Some('S')));
+    std::thread::sleep(Duration::from_millis(20));
+    sem.release()?;
+    // The helper takes the wake-up and wakes the future, which is dropped.
+    std::thread::sleep(Duration::from_millis(30));
+    drop(fut);
+    ensure!(child.join_timeout(HANG_LIMIT)? == Some(0), "the blocked acquirer never got the free permit");
+    ensure!(sem.value() == 0);
+    // And an awaited acquire takes a permit released by another process.
+    let s3 = sem.clone();
+    let mut releaser = Process::builder().allow_threaded_fork(true).spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        s3.release().unwrap();
+    })?;
+    async_wait::block_on(sem.acquire_async());
+    ensure!(releaser.join()? == 0);
+    Ok(())
+}
+
 fn event_join_and_pool_results_as_futures() -> TestResult {
     let e = Event::new()?;
     let e2 = e.clone();
@@ -402,6 +457,7 @@ fn main() {
         tokio_task_receives_from_forked_producer,
         helper_rebuilt_after_fork,
         dropped_futures_leave_nothing_behind,
+        semaphore_wake_absorbed_by_a_dropped_future_is_passed_on,
         million_messages_exactly_once_through_send_async_and_recv_async,
         random_cancellation_loses_nothing,
         killed_producer_gives_disconnected,
