@@ -1,6 +1,7 @@
 //! Waiting without a thread per waiter: the machinery behind the crate's
 //! `async` methods (`recv_async`, `send_async`, `Event::wait_async`,
-//! `Process::join_async`, `AsyncResult: IntoFuture`).
+//! `Semaphore::acquire_async`, `Process::join_async`,
+//! `AsyncResult: IntoFuture`).
 //!
 //! # Mechanism
 //!
@@ -62,10 +63,13 @@
 //! same as `try_recv` (no registration, no system call). One that has to wait
 //! costs, per wait: a lock of the process-wide registry, one `FUTEX_WAKE` of
 //! the helper's control word, the helper's re-arm, and finally one wake of the
-//! runtime thread by the helper. The queue and event futures spin briefly
-//! (a few microseconds, [`SPIN_FOR`]) before registering, as the blocking
-//! calls do, because a peer on another core usually answers within that
-//! time and a round trip through the helper costs more.
+//! runtime thread by the helper. The queue futures spin briefly (up to
+//! [`SPIN_FOR`], 20 µs, on the executor's thread, looking every 1–5 µs as
+//! the blocking calls do), then yield to the executor up to [`YIELDS`]
+//! times (returning `Pending` with the waker already woken), before they
+//! register: a peer on another core usually answers within that time, and a
+//! round trip through the helper (a `membarrier`, two futex wakes and the
+//! executor's own unpark) costs more.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
@@ -82,6 +86,10 @@ pub const WORDS_PER_HELPER: usize = 127;
 /// How long a queue or event future spins, re-checking, before it
 /// registers with a helper thread (see the module docs).
 pub const SPIN_FOR: Duration = Duration::from_micros(20);
+
+/// How many times a queue future yields to the executor (polled again at
+/// once) after its spin and before it registers with a helper thread.
+pub const YIELDS: u32 = 64;
 
 /// The first sleep of the polling fallback; it doubles up to [`POLL_MAX`].
 const POLL_FIRST: Duration = Duration::from_micros(50);
@@ -607,6 +615,8 @@ fn new_helper(st: &mut State) -> Option<usize> {
 pub(crate) struct NotifierWait {
     waiting: Waiting,
     counted: bool,
+    /// Yields to the executor so far in this wait.
+    yields: u32,
     /// The next liveness re-check, and the interval after it.
     recheck_at: Option<Instant>,
     slice: Duration,
@@ -626,7 +636,14 @@ const BUSY_MAX: Duration = Duration::from_millis(1);
 
 impl NotifierWait {
     pub(crate) const fn new() -> NotifierWait {
-        NotifierWait { waiting: Waiting::new(), counted: false, recheck_at: None, slice: LIVENESS_FIRST, busy: BUSY_FIRST }
+        NotifierWait {
+            waiting: Waiting::new(),
+            counted: false,
+            yields: 0,
+            recheck_at: None,
+            slice: LIVENESS_FIRST,
+            busy: BUSY_FIRST,
+        }
     }
 
     /// Whether a liveness re-check is due (a peer may have died without
@@ -649,30 +666,51 @@ impl NotifierWait {
         self.busy = (self.busy * 2).min(BUSY_MAX);
     }
 
-    /// After an attempt found nothing to do: spins up to [`SPIN_FOR`]
-    /// looking at `ready`, then counts the future as a sleeper of `n`,
-    /// re-checks, and has a helper watch the word. Returns `true` if `ready`
-    /// held (attempt again now), `false` if the waker is registered (return
-    /// `Pending`).
+    /// After an attempt found nothing to do: first spins up to [`SPIN_FOR`],
+    /// looking at `ready` every `look_every()` (looking less often lets a
+    /// streaming peer write undisturbed, see `blocking.rs`), then yields to
+    /// the executor up to [`YIELDS`] times (the waker woken at once), and only
+    /// then counts the future as a sleeper of `n`, re-checks, and has a
+    /// helper watch the word. Returns `true` if `ready` held (attempt again
+    /// now), `false` if `Pending` is to be returned (the waker is registered,
+    /// or already woken for a yield).
     ///
     /// # Safety
     ///
     /// `n` must stay valid until [`finish`](NotifierWait::finish) is called
     /// with it, which must happen before it is unmapped (a future calls it
     /// when it completes and when it is dropped).
-    pub(crate) unsafe fn park(&mut self, n: &shmproc_core::notify::Notifier, ready: impl Fn() -> bool, waker: &Waker) -> bool {
+    pub(crate) unsafe fn park(
+        &mut self,
+        n: &shmproc_core::notify::Notifier,
+        look_every: impl FnOnce() -> Duration,
+        ready: impl Fn() -> bool,
+        waker: &Waker,
+    ) -> bool {
         if !self.counted {
-            let until = Instant::now() + SPIN_FOR;
-            loop {
-                for _ in 0..64 {
-                    std::hint::spin_loop();
+            if self.yields == 0 {
+                let look_every = look_every();
+                let until = Instant::now() + SPIN_FOR;
+                loop {
+                    let next = (Instant::now() + look_every).min(until);
+                    while Instant::now() < next {
+                        std::hint::spin_loop();
+                    }
+                    if ready() {
+                        return true;
+                    }
+                    if Instant::now() >= until {
+                        break;
+                    }
                 }
+            }
+            if self.yields < YIELDS {
+                self.yields += 1;
                 if ready() {
                     return true;
                 }
-                if Instant::now() >= until {
-                    break;
-                }
+                waker.wake_by_ref();
+                return false;
             }
         }
         let s = if self.counted {
@@ -703,6 +741,7 @@ impl NotifierWait {
         self.recheck_at = None;
         self.slice = LIVENESS_FIRST;
         self.busy = BUSY_FIRST;
+        self.yields = 0;
     }
 }
 
@@ -806,7 +845,12 @@ fn helper_main(index: usize, shared: &Helper, epoch: u64) {
                 if w.entries.is_empty() {
                     return false;
                 }
-                list.push(FutexWaitv { val: u64::from(w.expected), uaddr: w.addr as u64, flags: FUTEX2_SIZE_U32, reserved: 0 });
+                list.push(FutexWaitv {
+                    val: u64::from(w.expected),
+                    uaddr: w.addr as u64,
+                    flags: FUTEX2_SIZE_U32,
+                    reserved: 0,
+                });
                 words.push((w.addr, w.pass_on));
                 true
             });

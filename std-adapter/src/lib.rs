@@ -91,6 +91,7 @@
 //! | [`Queue::send`], [`Sender::send`] | [`Queue::send_async`], [`Sender::send_async`] ([`SendFuture`]) |
 //! | [`Event::wait`] | [`Event::wait_async`] ([`EventWait`]) |
 //! | [`Semaphore::acquire`] | [`Semaphore::acquire_async`] ([`AcquireFuture`]) |
+//! | [`JoinableQueue::join`] | [`JoinableQueue::join_async`] ([`JoinAllDone`]) |
 //! | [`Process::join`] | [`Process::join_async`] |
 //! | [`AsyncResult::get`], [`MapResult::get`] | `.await` on them ([`IntoFuture`](std::future::IntoFuture)) |
 //!
@@ -124,8 +125,9 @@
 //! sender was killed gets `Disconnected` (noticed by a liveness re-check,
 //! within [`async_wait::LIVENESS_MAX`], 320 ms, in a long wait).
 //!
-//! **Not done yet** (issue #16): `JoinableQueue::join_async`, the `Pipe`
-//! ends, `BoundedSemaphore`/`RobustSemaphore`, `Barrier::wait_async`,
+//! **Not done yet** (issue #16): `recv_async`/`send_async` on
+//! `JoinableQueue` itself (await its [`queue`](JoinableQueue::queue)
+//! instead, then call `task_done`), the `Pipe` ends, `BoundedSemaphore`/`RobustSemaphore`, `Barrier::wait_async`,
 //! `Mutex::lock_async`, `Condition`, a `Stream` of messages, and
 //! [`wait()`] over many objects as a future; use the blocking calls on a
 //! blocking-thread pool (`spawn_blocking`) for those. `Process::join_async`
@@ -291,7 +293,7 @@ pub use bytemuck;
 pub use condition::{Condition, WaitTimeoutResult};
 pub use error::Error;
 pub use event::{Event, EventWait};
-pub use joinable::{JoinableQueue, TaskDoneError};
+pub use joinable::{JoinAllDone, JoinableQueue, TaskDoneError};
 pub use message::Message;
 pub use mutex::{Lock, LockResult, LockTimeoutError, Mutex, MutexGuard, OwnerDied, RLock, RLockGuard, TryLockError};
 pub use pipe::{Connection, Pipe, PipeReceiver, PipeSender, RecvBytesIntoError};
@@ -303,8 +305,7 @@ pub use process::{
 };
 pub use queue::{
     Queue, QueueBuilder, Receiver, RecvError, RecvFuture, RecvRef, RecvTimeoutError, SendError, SendFuture,
-    SendTimeoutError, Sender,
-    TryRecvError, TrySendError,
+    SendTimeoutError, Sender, TryRecvError, TrySendError,
 };
 /// rkyv, the serialisation every message uses: derive
 /// `shmproc::rkyv::{Archive, Serialize, Deserialize}` for a message type (see
@@ -312,7 +313,8 @@ pub use queue::{
 pub use rkyv;
 pub use segment::{Segment, SegmentError, SegmentInfo, SegmentStatus};
 pub use semaphore::{
-    AcquireFuture, BoundedSemaphore, PermitError, ReleaseError, RobustPermit, RobustSemaphore, Semaphore, SemaphoreGuard,
+    AcquireFuture, BoundedSemaphore, PermitError, ReleaseError, RobustPermit, RobustSemaphore, Semaphore,
+    SemaphoreGuard,
 };
 pub use shared_map::{SharedError, SharedList, SharedMap};
 /// The `no_std` core: regions, futex, identities.

@@ -114,11 +114,11 @@ use shmproc_core::Deadline;
 use crate::blocking::{receiver_pace, wait, wait_paced, Waited};
 
 mod async_ops;
-pub use async_ops::{RecvFuture, SendFuture};
 use crate::blocks::{Bin, Blocks};
 use crate::borrows::RingBorrow;
 use crate::bulk::{BlockRef, Descriptor, Window, DESCRIPTOR_LEN, KIND_BLOCK, KIND_INLINE};
 use crate::ring_chain::QueueStore;
+pub use async_ops::{RecvFuture, SendFuture};
 use shmproc_core::peer_bytes::PeerBytes;
 
 /// The default layout: the byte ring of `shmproc_core::byte_queue` with

@@ -396,6 +396,31 @@ fn event_join_and_pool_results_as_futures() -> TestResult {
     code
 }
 
+/// `JoinableQueue::join_async` resolves once a child marked every item
+/// done.
+fn joinable_join_async_waits_for_task_done() -> TestResult {
+    let q = shmproc::JoinableQueue::<u64>::bounded(16)?;
+    let q2 = q.clone();
+    let mut child = Process::builder().allow_threaded_fork(true).spawn(move || {
+        for _ in 0..200 {
+            q2.recv().unwrap();
+            std::thread::sleep(Duration::from_micros(100));
+            q2.task_done().unwrap();
+        }
+    })?;
+    for i in 0..200u64 {
+        q.send(&i)?;
+    }
+    let q3 = q.clone();
+    run_async(HANG_LIMIT, async move {
+        q3.join_async().await;
+        ensure!(q3.join_timeout(Duration::ZERO), "join_async resolved before every task was done");
+        Ok(())
+    })?;
+    ensure!(child.join()? == 0);
+    Ok(())
+}
+
 fn sets_after_a_while(e: Event) {
     std::thread::sleep(Duration::from_millis(30));
     e.set();
@@ -463,6 +488,7 @@ fn main() {
         killed_producer_gives_disconnected,
         ten_thousand_futures_few_threads_no_fds,
         event_join_and_pool_results_as_futures,
+        joinable_join_async_waits_for_task_done,
         poll_fallback_passes_the_same_suite,
     ]);
 }

@@ -19,6 +19,7 @@ use shmproc_core::Deadline;
 
 use super::{Core, Layout, Message, RecvError, SendError};
 use crate::async_wait::NotifierWait;
+use crate::blocking::{receiver_pace, LOOK_STREAMING};
 use crate::channel_error::Failure;
 use crate::thread_id;
 
@@ -38,6 +39,27 @@ impl Stuck {
             _ => Some((pos, Deadline::after(UNREGISTERED_GRACE))),
         };
     }
+}
+
+/// One receive attempt without waiting: on the byte ring its fast path
+/// (read and release in one call, as `recv` does), else `try_recv`. `Full`
+/// when there is nothing to take now.
+#[inline]
+fn attempt_recv<T: Message>(core: &Core) -> Result<T, Failure> {
+    let Layout::Bytes(r) = &core.ring else {
+        return core.try_recv();
+    };
+    let me = thread_id::owner();
+    if let Some((v, block)) = r.try_take(&me, Some(Deadline::EXPIRED), |kind, bytes| core.read_message::<T>(kind, bytes))? {
+        core.after_release(block);
+        return v;
+    }
+    // Empty, and closed or (looked up now and then) without senders:
+    // disconnected, as `try_recv` reports it.
+    if !core.has_message() && (core.is_closed() || core.senders_gone()) && !core.has_message() {
+        return Err(Failure::Disconnected);
+    }
+    Err(Failure::Full)
 }
 
 /// The future of [`Queue::recv_async`](super::Queue::recv_async) (and of
@@ -73,7 +95,7 @@ impl<T: Message> Future for RecvFuture<'_, T> {
                 }
             }
             // One whole attempt, lock taken and released inside.
-            match core.try_recv::<T>() {
+            match attempt_recv::<T>(core) {
                 Ok(v) => {
                     this.wait.finish(core.not_empty());
                     return Poll::Ready(Ok(v));
@@ -90,9 +112,14 @@ impl<T: Message> Future for RecvFuture<'_, T> {
                 return Poll::Pending;
             }
             let ready = || core.has_message() || core.is_closed();
+            // Asked once per wait (it keeps per-thread history).
+            let look = || match &core.ring {
+                Layout::Bytes(r) => receiver_pace(r.spsc()),
+                Layout::Slots(_) => LOOK_STREAMING,
+            };
             // SAFETY: the notifier lives in `core`'s mapping, borrowed for
             // the future's lifetime; `finish` runs on completion and in Drop.
-            if unsafe { this.wait.park(core.not_empty(), ready, cx.waker()) } {
+            if unsafe { this.wait.park(core.not_empty(), look, ready, cx.waker()) } {
                 continue;
             }
             return Poll::Pending;
@@ -148,6 +175,21 @@ impl<T: Message> Future for SendFuture<'_, T> {
                     }
                 }
             }
+            match core.try_send(this.value) {
+                Ok(()) => {
+                    this.wait.finish(core.not_full());
+                    return Poll::Ready(Ok(()));
+                }
+                Err(Failure::Full) => {}
+                Err(e) => {
+                    this.wait.finish(core.not_full());
+                    return Poll::Ready(Err(SendError::from(e)));
+                }
+            }
+            // Read the receivers' progress only once the queue was found
+            // full (it lives on lines they write), then try once more: room
+            // made before the read is seen by that attempt, room made after
+            // it ends the wait (as `Core::send_loop` does).
             let progress = core.progress();
             match core.try_send(this.value) {
                 Ok(()) => {
@@ -174,7 +216,7 @@ impl<T: Message> Future for SendFuture<'_, T> {
                 return Poll::Pending;
             }
             // SAFETY: as in `RecvFuture::poll`.
-            if unsafe { this.wait.park(core.not_full(), ready, cx.waker()) } {
+            if unsafe { this.wait.park(core.not_full(), || LOOK_STREAMING, ready, cx.waker()) } {
                 continue;
             }
             return Poll::Pending;
