@@ -461,7 +461,9 @@ impl<T: Message> std::future::Future for JoinAllDone<'_, T> {
             }
             // SAFETY: the notifier lives in the queue's mapping, borrowed for
             // the future's lifetime; `finish` runs on completion and in Drop.
-            if !unsafe { this.wait.park(all_done, || std::time::Duration::from_micros(5), || q.unfinished() == 0, cx.waker()) } {
+            if !unsafe {
+                this.wait.park(all_done, || std::time::Duration::from_micros(5), || q.unfinished() == 0, cx.waker())
+            } {
                 return std::task::Poll::Pending;
             }
         }

@@ -50,7 +50,9 @@ fn attempt_recv<T: Message>(core: &Core) -> Result<T, Failure> {
         return core.try_recv();
     };
     let me = thread_id::owner();
-    if let Some((v, block)) = r.try_take(&me, Some(Deadline::EXPIRED), |kind, bytes| core.read_message::<T>(kind, bytes))? {
+    if let Some((v, block)) =
+        r.try_take(&me, Some(Deadline::EXPIRED), |kind, bytes| core.read_message::<T>(kind, bytes))?
+    {
         core.after_release(block);
         return v;
     }
