@@ -128,6 +128,13 @@ async fn fd_read(fd: &AsyncFd<OwnedFd>, b: &mut [u8; 8]) {
     }
 }
 
+/// Registers an owned pipe end with the current runtime's reactor.
+fn register(fd: OwnedFd) -> AsyncFd<OwnedFd> {
+    // SAFETY: the `OwnedFd` is moved into the `AsyncFd`, so the descriptor
+    // stays open and the same until the `AsyncFd` drops it.
+    unsafe { AsyncFd::register(fd) }.map_err(|_| "register").expect("asyncfd")
+}
+
 /// Round trips over two pipes with tokio's `AsyncFd` in both processes.
 fn tokio_pipe_pingpong(iters: u64) -> Duration {
     let (r1, w1) = nonblocking_pipe();
@@ -135,7 +142,7 @@ fn tokio_pipe_pingpong(iters: u64) -> Duration {
     let rounds = iters.div_ceil(2);
     let mut child = fork(move || {
         current_thread().block_on(async move {
-            let (r, w) = (AsyncFd::new(r1).expect("asyncfd"), AsyncFd::new(w2).expect("asyncfd"));
+            let (r, w) = (register(r1), register(w2));
             let mut b = [0u8; 8];
             for _ in 0..rounds {
                 fd_read(&r, &mut b).await;
@@ -145,7 +152,7 @@ fn tokio_pipe_pingpong(iters: u64) -> Duration {
     });
     let rt = current_thread();
     let t = rt.block_on(async move {
-        let (r, w) = (AsyncFd::new(r2).expect("asyncfd"), AsyncFd::new(w1).expect("asyncfd"));
+        let (r, w) = (register(r2), register(w1));
         let mut b = [0u8; 8];
         let start = Instant::now();
         for i in 0..rounds {
