@@ -92,6 +92,8 @@
 //! | [`Event::wait`] | [`Event::wait_async`] ([`EventWait`]) |
 //! | [`Semaphore::acquire`] | [`Semaphore::acquire_async`] ([`AcquireFuture`]) |
 //! | [`JoinableQueue::join`] | [`JoinableQueue::join_async`] ([`JoinAllDone`]) |
+//! | [`Queue::iter`] | `Queue::stream` / `Receiver::stream`: a `futures_core::Stream` (feature `stream`) |
+//! | [`wait()`] over many objects | [`wait_async`] ([`WaitAny`], polled like `wait`) |
 //! | [`Process::join`] | [`Process::join_async`] |
 //! | [`AsyncResult::get`], [`MapResult::get`] | `.await` on them ([`IntoFuture`](std::future::IntoFuture)) |
 //!
@@ -303,6 +305,8 @@ pub use process::{
     active_children, cpu_count, current_process, get_start_method, parent_process, set_start_method, Builder,
     ChildInfo, ChildResult, CurrentProcess, ParentProcess, Process, ProcessError, StartMethod,
 };
+#[cfg(feature = "stream")]
+pub use queue::RecvStream;
 pub use queue::{
     Queue, QueueBuilder, Receiver, RecvError, RecvFuture, RecvRef, RecvTimeoutError, SendError, SendFuture,
     SendTimeoutError, Sender, TryRecvError, TrySendError,
@@ -321,7 +325,7 @@ pub use shared_map::{SharedError, SharedList, SharedMap};
 pub use shmproc_core as core;
 pub use shmproc_core::{Deadline, Identity};
 pub use value::Value;
-pub use wait::{wait, Waitable};
+pub use wait::{wait, wait_async, WaitAny, Waitable};
 
 /// Initialises shmproc: optional on Linux, where a constructor does the same
 /// before `main` runs.

@@ -118,6 +118,8 @@ use crate::blocks::{Bin, Blocks};
 use crate::borrows::RingBorrow;
 use crate::bulk::{BlockRef, Descriptor, Window, DESCRIPTOR_LEN, KIND_BLOCK, KIND_INLINE};
 use crate::ring_chain::QueueStore;
+#[cfg(feature = "stream")]
+pub use async_ops::RecvStream;
 pub use async_ops::{RecvFuture, SendFuture};
 use shmproc_core::peer_bytes::PeerBytes;
 
@@ -1448,6 +1450,14 @@ macro_rules! recv_methods {
             /// ```
             pub fn recv_async(&self) -> RecvFuture<'_, T> {
                 RecvFuture::new(&self.reg.core)
+            }
+            /// The received messages as a `futures_core::Stream` (feature
+            /// `stream`): `Ok(message)` items, an `Err` item for a message
+            /// that fails validation, and the end once the queue is drained
+            /// and disconnected. See [`RecvStream`].
+            #[cfg(feature = "stream")]
+            pub fn stream(&self) -> RecvStream<'_, T> {
+                RecvStream::new(&self.reg.core)
             }
             /// Receives if a message is waiting now.
             ///

@@ -432,6 +432,31 @@ fn joinable_join_async_waits_for_task_done() -> TestResult {
     Ok(())
 }
 
+/// `Receiver::stream` yields every message once, in order, and ends at
+/// `Disconnected`; `wait_async` resolves to the ready object's index.
+fn stream_and_wait_async_over_many_objects() -> TestResult {
+    use futures_core::Stream;
+    let (tx, rx) = Queue::<u64>::bounded(8)?.into_split();
+    let mut child = Process::spawn_fn(async_producer, (tx, 0, 500))?;
+    run_async(HANG_LIMIT * 2, async move {
+        let mut s = std::pin::pin!(rx.stream());
+        let mut next = 0u64;
+        while let Some(v) = std::future::poll_fn(|cx| s.as_mut().poll_next(cx)).await {
+            ensure!(v? == next);
+            next += 1;
+        }
+        ensure!(next == 500, "the stream ended after {next}");
+        Ok(())
+    })?;
+    ensure!(child.join()? == 0);
+    let (idle, later, empty) = (Event::new()?, Event::new()?, Queue::<u8>::bounded(1)?);
+    let mut setter = Process::spawn_fn(sets_after_a_while, later.clone())?;
+    let objects = [&idle as &dyn shmproc::Waitable, &later, &empty];
+    ensure!(async_wait::block_on(shmproc::wait_async(&objects)) == [1]);
+    ensure!(setter.join()? == 0);
+    Ok(())
+}
+
 fn sets_after_a_while(e: Event) {
     std::thread::sleep(Duration::from_millis(30));
     e.set();
@@ -500,6 +525,7 @@ fn main() {
         ten_thousand_futures_few_threads_no_fds,
         event_join_and_pool_results_as_futures,
         joinable_join_async_waits_for_task_done,
+        stream_and_wait_async_over_many_objects,
         poll_fallback_passes_the_same_suite,
     ]);
 }

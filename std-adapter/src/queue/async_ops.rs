@@ -243,3 +243,58 @@ impl<T> std::fmt::Debug for SendFuture<'_, T> {
         f.debug_struct("SendFuture").field("wait", &self.wait).finish_non_exhaustive()
     }
 }
+
+/// A [`Stream`](futures_core::Stream) of the messages of a queue (feature
+/// `stream`), from [`Queue::stream`](super::Queue::stream) or
+/// [`Receiver::stream`](super::Receiver::stream): yields `Ok(message)`, an
+/// `Err` for a message that fails validation (the stream goes on), and
+/// ends once the queue is drained and disconnected. Dropping it between
+/// items loses nothing, as with [`RecvFuture`].
+#[cfg(feature = "stream")]
+#[must_use = "streams do nothing unless polled"]
+pub struct RecvStream<'a, T> {
+    core: &'a Core,
+    next: Option<RecvFuture<'a, T>>,
+    done: bool,
+}
+
+#[cfg(feature = "stream")]
+impl<'a, T: Message> RecvStream<'a, T> {
+    pub(super) fn new(core: &'a Core) -> Self {
+        RecvStream { core, next: None, done: false }
+    }
+}
+
+#[cfg(feature = "stream")]
+impl<T: Message> futures_core::Stream for RecvStream<'_, T> {
+    type Item = Result<T, RecvError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let core = this.core;
+        let next = this.next.get_or_insert_with(|| RecvFuture::new(core));
+        match Pin::new(next).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                this.next = None;
+                match r {
+                    Err(RecvError::Disconnected) => {
+                        this.done = true;
+                        Poll::Ready(None)
+                    }
+                    other => Poll::Ready(Some(other)),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "stream")]
+impl<T> std::fmt::Debug for RecvStream<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvStream").field("done", &self.done).finish_non_exhaustive()
+    }
+}
