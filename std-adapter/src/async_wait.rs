@@ -317,6 +317,10 @@ struct Entry {
     id: u64,
     waker: Waker,
     recheck: Option<Instant>,
+    /// The mapping the word lives in, kept alive while the entry exists,
+    /// so that the helper's reads of the word stay valid even if the future
+    /// that registered it is leaked (`mem::forget`) rather than dropped.
+    _keep: Option<crate::Segment>,
 }
 
 /// A watched word and the futures waiting on it.
@@ -353,8 +357,14 @@ struct Global {
     epochs: AtomicU32,
 }
 
-// SAFETY: `state` is only accessed through `Guard`, which holds `lock`.
+// SAFETY: `state` is only accessed through `Guard`, which holds `lock`, and
+// what it holds may move between threads (checked below).
 unsafe impl Sync for Global {}
+
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<State>();
+};
 
 static GLOBAL: Global = Global { lock: AtomicU32::new(0), state: UnsafeCell::new(None), epochs: AtomicU32::new(0) };
 
@@ -450,10 +460,14 @@ impl Waiting {
     ///
     /// # Safety
     ///
-    /// `word` must stay valid (mapped) until this `Waiting` is disarmed,
-    /// re-registered or dropped: the helper thread reads it meanwhile.
+    /// `word` must lie in the mapping of `keep` (a clone of which the
+    /// registration holds, so the helper thread's reads of the word stay
+    /// valid however the future ends), or, with `keep` `None`, stay valid
+    /// until this `Waiting` is disarmed, re-registered or dropped, and the
+    /// `Waiting` must not be leaked.
     pub(crate) unsafe fn watch(
         &mut self,
+        keep: Option<&crate::Segment>,
         word: &AtomicU32,
         expected: u32,
         recheck: Option<Instant>,
@@ -462,7 +476,7 @@ impl Waiting {
     ) {
         let addr = word.as_ptr() as usize;
         let mut wake_now: Vec<Waker> = Vec::new();
-        let _old: Option<Waker>;
+        let _old: Option<Entry>;
         {
             let g = lock();
             let st = g.state_mut();
@@ -472,7 +486,7 @@ impl Waiting {
                 st.next_id += 1;
             }
             self.epoch = st.epoch;
-            let entry = Entry { id: self.id, waker: waker.clone(), recheck };
+            let entry = Entry { id: self.id, waker: waker.clone(), recheck, _keep: keep.cloned() };
             // The helper that already watches the word, else the first with
             // room, else a new one.
             let found = st.helpers.iter().position(|h| h.words.iter().any(|w| w.addr == addr));
@@ -522,7 +536,7 @@ impl Waiting {
 
     /// Has `waker` woken at `at` (a timed re-check with nothing to watch).
     pub(crate) fn sleep_until(&mut self, at: Instant, waker: &Waker) {
-        let _old: Option<Waker>;
+        let _old: Option<Entry>;
         let g = lock();
         let st = g.state_mut();
         _old = self.remove_locked(st);
@@ -536,7 +550,7 @@ impl Waiting {
             waker.wake_by_ref();
             return;
         }
-        st.timers.push(Entry { id: self.id, waker: waker.clone(), recheck: Some(at) });
+        st.timers.push(Entry { id: self.id, waker: waker.clone(), recheck: Some(at), _keep: None });
         let slot = &mut st.helpers[0];
         if slot.armed_until.map_or(true, |a| at < a) {
             slot.shared.poke();
@@ -557,11 +571,11 @@ impl Waiting {
         removed.is_none()
     }
 
-    /// Removes this registration if it is still there, returning its waker
+    /// Removes this registration if it is still there, returning it
     /// (`None`: it was not there, it had fired). The state lock is held: the
-    /// caller drops the waker after unlocking (dropping the last waker of a
+    /// caller drops the entry after unlocking (dropping the last waker of a
     /// task may drop the task, and so a future that unregisters itself).
-    fn remove_locked(&mut self, st: &mut State) -> Option<Waker> {
+    fn remove_locked(&mut self, st: &mut State) -> Option<Entry> {
         let place = std::mem::replace(&mut self.place, Place::Nowhere);
         if self.epoch != st.epoch {
             return None;
@@ -571,13 +585,13 @@ impl Waiting {
             Place::Nowhere => None,
             Place::Timer => {
                 let i = st.timers.iter().position(|e| e.id == id)?;
-                Some(st.timers.swap_remove(i).waker)
+                Some(st.timers.swap_remove(i))
             }
             Place::Word { helper, addr } => {
                 let slot = st.helpers.get_mut(helper)?;
                 let wi = slot.words.iter().position(|w| w.addr == addr)?;
                 let w = &mut slot.words[wi];
-                let removed = w.entries.iter().position(|e| e.id == id).map(|i| w.entries.swap_remove(i).waker);
+                let removed = w.entries.iter().position(|e| e.id == id).map(|i| w.entries.swap_remove(i));
                 if w.entries.is_empty() {
                     // Dropped from the helper's set at its next wake-up; a
                     // wake-up it takes before then is passed on by it.
@@ -677,11 +691,10 @@ impl NotifierWait {
     ///
     /// # Safety
     ///
-    /// `n` must stay valid until [`finish`](NotifierWait::finish) is called
-    /// with it, which must happen before it is unmapped (a future calls it
-    /// when it completes and when it is dropped).
+    /// `n` must lie in the mapping of `keep` (see [`Waiting::watch`]).
     pub(crate) unsafe fn park(
         &mut self,
+        keep: &crate::Segment,
         n: &shmproc_core::notify::Notifier,
         look_every: impl FnOnce() -> Duration,
         ready: impl Fn() -> bool,
@@ -725,9 +738,8 @@ impl NotifierWait {
             return true;
         }
         let at = *self.recheck_at.get_or_insert_with(|| Instant::now() + self.slice);
-        // SAFETY: `n` stays valid until `finish` (this function's contract),
-        // which disarms the registration first.
-        unsafe { self.waiting.watch(n.word(), s, Some(at), false, waker) };
+        // SAFETY: `n` lies in `keep`'s mapping (this function's contract).
+        unsafe { self.waiting.watch(Some(keep), n.word(), s, Some(at), false, waker) };
         false
     }
 
@@ -951,7 +963,7 @@ mod tests {
         let (c, waker) = counted();
         let mut w = Waiting::new();
         // SAFETY: `word` outlives `w` (dropped first, below).
-        unsafe { w.watch(&word, 5, None, false, &waker) };
+        unsafe { w.watch(None, &word, 5, None, false, &waker) };
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(c.0.load(Ordering::SeqCst), 0);
         word.store(6, Ordering::Release);
@@ -967,7 +979,7 @@ mod tests {
         let (c, waker) = counted();
         let mut w = Waiting::new();
         // SAFETY: `word` outlives `w`.
-        unsafe { w.watch(&word, 0, None, false, &waker) };
+        unsafe { w.watch(None, &word, 0, None, false, &waker) };
         assert!(until(|| c.0.load(Ordering::SeqCst) == 1));
         w.sleep_until(Instant::now() + Duration::from_millis(2), &waker);
         assert!(until(|| c.0.load(Ordering::SeqCst) == 2));

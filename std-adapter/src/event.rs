@@ -235,9 +235,9 @@ impl Future for EventWait<'_> {
             this.finish();
             return Poll::Ready(true);
         }
-        // SAFETY: the word lives in the event's mapping, borrowed for the
-        // future's lifetime; `finish` (on completion and in Drop) disarms.
-        unsafe { this.waiting.watch(raw.flag_word(), now, None, false, cx.waker()) };
+        // SAFETY: the word lives in the event's segment, which the
+        // registration keeps mapped.
+        unsafe { this.waiting.watch(Some(this.event.obj.segment()), raw.flag_word(), now, None, false, cx.waker()) };
         Poll::Pending
     }
 }

@@ -459,11 +459,10 @@ impl<T: Message> std::future::Future for JoinAllDone<'_, T> {
                 this.wait.finish(all_done);
                 return std::task::Poll::Ready(());
             }
-            // SAFETY: the notifier lives in the queue's mapping, borrowed for
-            // the future's lifetime; `finish` runs on completion and in Drop.
-            if !unsafe {
-                this.wait.park(all_done, || std::time::Duration::from_micros(5), || q.unfinished() == 0, cx.waker())
-            } {
+            let seg = q.q.archived_object().segment();
+            let look = || std::time::Duration::from_micros(5);
+            // SAFETY: the notifier lives in the queue's segment.
+            if !unsafe { this.wait.park(seg, all_done, look, || q.unfinished() == 0, cx.waker()) } {
                 return std::task::Poll::Pending;
             }
         }

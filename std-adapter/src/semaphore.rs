@@ -734,10 +734,9 @@ impl std::future::Future for AcquireFuture<'_> {
             if c != 0 {
                 continue;
             }
-            // SAFETY: the word lives in the semaphore's mapping, borrowed for
-            // the future's lifetime; `finish` (on completion and in Drop)
-            // disarms first.
-            unsafe { this.waiting.watch(raw.count_word(), 0, None, true, cx.waker()) };
+            // SAFETY: the word lives in the semaphore's segment, which the
+            // registration keeps mapped.
+            unsafe { this.waiting.watch(Some(this.sem.obj.segment()), raw.count_word(), 0, None, true, cx.waker()) };
             return std::task::Poll::Pending;
         }
     }

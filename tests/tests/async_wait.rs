@@ -347,6 +347,39 @@ fn dropped_futures_leave_nothing_behind() -> TestResult {
     Ok(())
 }
 
+/// A future leaked with `mem::forget` while registered (its `Drop` never
+/// runs) and its queue then dropped: the helper thread still reads the
+/// watched word at every scan, so the registration must keep the mapping
+/// alive (without that, this test dies of SIGSEGV).
+fn a_leaked_future_keeps_its_word_mapped() -> TestResult {
+    let before = async_wait::watched_words();
+    let waker = std::task::Waker::from(Arc::new(NoWake));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let q = Queue::<u64>::bounded(1)?;
+    let mut fut = Box::pin(q.recv_async());
+    // Past the spin and the yields, to the registration.
+    for _ in 0..1000 {
+        if async_wait::watched_words() > before {
+            break;
+        }
+        ensure!(fut.as_mut().poll(&mut cx).is_pending());
+    }
+    ensure!(async_wait::watched_words() == before + 1, "the future never registered");
+    std::mem::forget(fut);
+    drop(q);
+    // Make the helper scan (and read the word) again and again.
+    let e = Event::new()?;
+    for _ in 0..20 {
+        let mut w = Box::pin(e.wait_async());
+        ensure!(w.as_mut().poll(&mut cx).is_pending());
+        drop(w);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The leaked registration's liveness re-check fires it; then it is gone.
+    ensure!(eventually(HANG_LIMIT, || async_wait::watched_words() == before));
+    Ok(())
+}
+
 struct NoWake;
 impl std::task::Wake for NoWake {
     fn wake(self: Arc<Self>) {}
@@ -518,6 +551,7 @@ fn main() {
         tokio_task_receives_from_forked_producer,
         helper_rebuilt_after_fork,
         dropped_futures_leave_nothing_behind,
+        a_leaked_future_keeps_its_word_mapped,
         semaphore_wake_absorbed_by_a_dropped_future_is_passed_on,
         million_messages_exactly_once_through_send_async_and_recv_async,
         random_cancellation_loses_nothing,

@@ -119,9 +119,8 @@ impl<T: Message> Future for RecvFuture<'_, T> {
                 Layout::Bytes(r) => receiver_pace(r.spsc()),
                 Layout::Slots(_) => LOOK_STREAMING,
             };
-            // SAFETY: the notifier lives in `core`'s mapping, borrowed for
-            // the future's lifetime; `finish` runs on completion and in Drop.
-            if unsafe { this.wait.park(core.not_empty(), look, ready, cx.waker()) } {
+            // SAFETY: the notifier lives in `core`'s segment.
+            if unsafe { this.wait.park(core.obj.segment(), core.not_empty(), look, ready, cx.waker()) } {
                 continue;
             }
             return Poll::Pending;
@@ -217,8 +216,8 @@ impl<T: Message> Future for SendFuture<'_, T> {
                 this.wait.back_off(cx.waker());
                 return Poll::Pending;
             }
-            // SAFETY: as in `RecvFuture::poll`.
-            if unsafe { this.wait.park(core.not_full(), || LOOK_STREAMING, ready, cx.waker()) } {
+            // SAFETY: the notifier lives in `core`'s segment.
+            if unsafe { this.wait.park(core.obj.segment(), core.not_full(), || LOOK_STREAMING, ready, cx.waker()) } {
                 continue;
             }
             return Poll::Pending;
