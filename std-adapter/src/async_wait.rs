@@ -40,6 +40,10 @@
 //!   (one `FUTEX_WAKE` on the word), and a wake-up that reaches a word whose
 //!   futures are already gone is passed on by the helper itself. The queues
 //!   and events wake all sleepers, so nothing can be absorbed there.
+//! * A registration holds a clone of the [`Segment`](crate::Segment) handle
+//!   its word lives in, so a future leaked with `mem::forget` (whose `Drop`
+//!   never unregisters it) keeps that memory mapped until the registration
+//!   fires, rather than leaving the helper a dangling address.
 //! * **After `fork`** the child has no helper thread: the crate's
 //!   `pthread_atfork` child handler forgets the parent's registrations, and
 //!   the first wait in the child starts the child's own helpers.

@@ -129,13 +129,17 @@
 //!
 //! **Not done yet** (issue #16): `recv_async`/`send_async` on
 //! `JoinableQueue` itself (await its [`queue`](JoinableQueue::queue)
-//! instead, then call `task_done`), the `Pipe` ends, `BoundedSemaphore`/`RobustSemaphore`, `Barrier::wait_async`,
-//! `Mutex::lock_async`, `Condition`, a `Stream` of messages, and
-//! [`wait()`] over many objects as a future; use the blocking calls on a
-//! blocking-thread pool (`spawn_blocking`) for those. `Process::join_async`
-//! and the pool results have no futex word to watch: they are re-checked
-//! with a back-off (50 µs up to 10 ms). macOS and other platforms have no
-//! `futex_waitv`: there the polling fallback is used (untested in CI).
+//! instead, then call `task_done`), the [`Pipe`] ends (their receivers
+//! work with [`wait_async`]), `BoundedSemaphore`/`RobustSemaphore`,
+//! `Barrier::wait_async` (arriving cannot be undone, so a dropped future
+//! would leave its party counted: it needs a design of its own),
+//! `Mutex::lock_async` (the robust mutex records its owner per thread, and
+//! a task may move between threads between polls) and `Condition`; use the
+//! blocking calls on a blocking-thread pool (`spawn_blocking`) for those.
+//! `Process::join_async`, the pool results and [`wait_async`] have no
+//! futex word to watch: they are re-checked with a back-off (50 µs up to
+//! 10 ms). macOS and other platforms have no `futex_waitv`: there the
+//! polling fallback is used (untested in CI).
 //!
 //! ## What each primitive is robust to
 //!
