@@ -840,9 +840,11 @@ fn helper_main(index: usize, shared: &Helper, epoch: u64) {
             });
             let mut words = Vec::with_capacity(slot.words.len());
             slot.words.retain_mut(|w| {
-                // SAFETY: a word with entries is registered, and every
-                // registration is removed (under this lock) before its
-                // memory may be unmapped (`Waiting::watch`'s contract).
+                // SAFETY: a word in the set has entries (empty words are
+                // removed at once), and each entry keeps the segment the
+                // word lies in mapped (or, without one, is removed under
+                // this lock before the memory goes: `Waiting::watch`'s
+                // contract); an aligned u32 there is read atomically.
                 let now_val = unsafe { (*(w.addr as *const AtomicU32)).load(Ordering::Acquire) };
                 if now_val != w.expected {
                     to_wake.extend(w.entries.drain(..).map(|e| e.waker));
