@@ -664,6 +664,12 @@ impl NotifierWait {
         }
     }
 
+    /// Whether the future has registered in this wait (so a poll now follows
+    /// a wake-up or a liveness slice, not the first look).
+    pub(crate) fn is_counted(&self) -> bool {
+        self.counted
+    }
+
     /// Whether a liveness re-check is due (a peer may have died without
     /// waking anyone); schedules the next one further away.
     pub(crate) fn recheck_due(&mut self) -> bool {

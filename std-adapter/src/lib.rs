@@ -92,6 +92,7 @@
 //! | [`Event::wait`] | [`Event::wait_async`] ([`EventWait`]) |
 //! | [`Semaphore::acquire`] | [`Semaphore::acquire_async`] ([`AcquireFuture`]) |
 //! | [`JoinableQueue::join`] | [`JoinableQueue::join_async`] ([`JoinAllDone`]) |
+//! | [`PipeReceiver::recv`], [`Connection::recv`] | [`PipeReceiver::recv_async`], [`Connection::recv_async`] ([`PipeRecvFuture`], not `Send`) |
 //! | [`Queue::iter`] | `Queue::stream` / `Receiver::stream`: a `futures_core::Stream` (feature `stream`) |
 //! | [`wait()`] over many objects | [`wait_async`] ([`WaitAny`], polled like `wait`) |
 //! | [`Process::join`] | [`Process::join_async`] |
@@ -129,8 +130,7 @@
 //!
 //! **Not done yet** (issue #16): `recv_async`/`send_async` on
 //! `JoinableQueue` itself (await its [`queue`](JoinableQueue::queue)
-//! instead, then call `task_done`), the [`Pipe`] ends (their receivers
-//! work with [`wait_async`]), `BoundedSemaphore`/`RobustSemaphore`,
+//! instead, then call `task_done`), `send_async` on the [`Pipe`] ends, `BoundedSemaphore`/`RobustSemaphore`,
 //! `Barrier::wait_async` (arriving cannot be undone, so a dropped future
 //! would leave its party counted: it needs a design of its own),
 //! `Mutex::lock_async` (the robust mutex records its owner per thread, and
@@ -302,7 +302,7 @@ pub use event::{Event, EventWait};
 pub use joinable::{JoinAllDone, JoinableQueue, TaskDoneError};
 pub use message::Message;
 pub use mutex::{Lock, LockResult, LockTimeoutError, Mutex, MutexGuard, OwnerDied, RLock, RLockGuard, TryLockError};
-pub use pipe::{Connection, Pipe, PipeReceiver, PipeSender, RecvBytesIntoError};
+pub use pipe::{Connection, Pipe, PipeReceiver, PipeRecvFuture, PipeSender, RecvBytesIntoError};
 pub use plain::Plain;
 pub use pool::{AsyncResult, MapResult, Pool, PoolBuilder, PoolError, TaskError};
 pub use process::{

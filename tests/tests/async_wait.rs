@@ -490,6 +490,45 @@ fn stream_and_wait_async_over_many_objects() -> TestResult {
     Ok(())
 }
 
+/// `recv_async` on a pipe end: every message once, in order, with futures
+/// dropped while pending in between; then end of file when the child (the
+/// only sender) exits.
+fn pipe_recv_async_from_a_child() -> TestResult {
+    let (tx, rx) = shmproc::Pipe::<u64>::oneway()?;
+    let mut child = Process::builder().allow_threaded_fork(true).spawn(move || {
+        for i in 0..3000u64 {
+            tx.send(&i).unwrap();
+            if i % 500 == 499 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    })?;
+    let waker = std::task::Waker::from(Arc::new(NoWake));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    let (mut next, mut dropped) = (0u64, 0u64);
+    while next < 3000 {
+        if next % 7 == 3 {
+            // Polled once, then dropped unless it resolved.
+            let mut f = Box::pin(rx.recv_async());
+            if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                ensure!(v? == next);
+                next += 1;
+            } else {
+                dropped += 1;
+            }
+            continue;
+        }
+        let v = rt.block_on(async { tokio::time::timeout(HANG_LIMIT, rx.recv_async()).await })??;
+        ensure!(v == next, "got {v}, expected {next}");
+        next += 1;
+    }
+    ensure!(child.join()? == 0);
+    ensure!(async_wait::block_on(rx.recv_async()) == Err(RecvError::Disconnected));
+    println!("3000 received, {dropped} futures dropped pending");
+    Ok(())
+}
+
 fn sets_after_a_while(e: Event) {
     std::thread::sleep(Duration::from_millis(30));
     e.set();
@@ -560,6 +599,7 @@ fn main() {
         event_join_and_pool_results_as_futures,
         joinable_join_async_waits_for_task_done,
         stream_and_wait_async_over_many_objects,
+        pipe_recv_async_from_a_child,
         poll_fallback_passes_the_same_suite,
     ]);
 }
