@@ -203,6 +203,65 @@ impl RawEvent {
     }
 }
 
+impl RawEvent {
+    /// For a waiter that does not block a thread (an `async` future): counts
+    /// it as a waiter, so that [`set`](RawEvent::set) wakes the flag word,
+    /// and returns the word's value now. The caller then checks
+    /// [`happened_since`](RawEvent::happened_since) and has the word watched
+    /// for a change from the returned value; it calls
+    /// [`end_async_wait`](RawEvent::end_async_wait) exactly once when done.
+    ///
+    /// ```
+    /// use shmproc_core::event::RawEvent;
+    /// let e = RawEvent::new();
+    /// let start = e.snapshot();
+    /// let now = e.begin_async_wait();
+    /// assert!(!e.happened_since(start, now));
+    /// e.set();
+    /// assert!(e.happened_since(start, e.flag_word().load(core::sync::atomic::Ordering::Acquire)));
+    /// e.end_async_wait();
+    /// ```
+    pub fn begin_async_wait(&self) -> u32 {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Ends a wait begun with [`begin_async_wait`](RawEvent::begin_async_wait).
+    ///
+    /// ```
+    /// let e = shmproc_core::event::RawEvent::new();
+    /// let _ = e.begin_async_wait();
+    /// e.end_async_wait();
+    /// assert_eq!(e.waiters(), 0);
+    /// ```
+    pub fn end_async_wait(&self) {
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether the flag word `now` says the event is set, or was set since
+    /// `start` (a [`snapshot`](RawEvent::snapshot)).
+    ///
+    /// ```
+    /// let e = shmproc_core::event::RawEvent::new();
+    /// let s = e.snapshot();
+    /// assert!(!e.happened_since(s, s));
+    /// ```
+    #[must_use]
+    pub fn happened_since(&self, start: u32, now: u32) -> bool {
+        now & SET != 0 || (now & !SET) != (start & !SET)
+    }
+
+    /// The futex word waiters sleep on.
+    ///
+    /// ```
+    /// let e = shmproc_core::event::RawEvent::new();
+    /// assert_eq!(e.flag_word().load(core::sync::atomic::Ordering::Relaxed), 0);
+    /// ```
+    pub fn flag_word(&self) -> &AtomicU32 {
+        &self.flag
+    }
+}
+
 impl Default for RawEvent {
     fn default() -> Self {
         RawEvent::new()

@@ -139,6 +139,61 @@ impl Notifier {
     }
 }
 
+impl Notifier {
+    /// For a waiter that does not block a thread (an `async` future): counts
+    /// it as a sleeper and returns the word's value to wait against, after
+    /// the same fence as [`sleep`](Notifier::sleep). The caller re-checks its
+    /// condition *after* this call, then has the word watched for a change
+    /// from the returned value, and calls [`end_async_wait`](Notifier::end_async_wait)
+    /// exactly once when it stops waiting. While it is counted, every
+    /// [`notify`](Notifier::notify) bumps the word and wakes, so a later
+    /// re-arm needs only [`word`](Notifier::word)`().load(Acquire)` and a
+    /// re-check. The waking side is unchanged.
+    ///
+    /// ```
+    /// use core::sync::atomic::Ordering;
+    /// use shmproc_core::notify::Notifier;
+    /// let n = Notifier::new();
+    /// let s = n.begin_async_wait();
+    /// assert_eq!(n.waiters(), 1);
+    /// n.notify(); // a sleeper is counted: the word moves
+    /// assert_ne!(n.word().load(Ordering::Acquire), s);
+    /// n.end_async_wait();
+    /// assert_eq!(n.waiters(), 0);
+    /// ```
+    pub fn begin_async_wait(&self) -> u32 {
+        let s = self.seq.load(Ordering::Acquire);
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        // Pairs with `notify`'s light fence, as in `sleep`.
+        let _ = asymmetric_fence::heavy();
+        s
+    }
+
+    /// Ends a wait begun with [`begin_async_wait`](Notifier::begin_async_wait).
+    ///
+    /// ```
+    /// let n = shmproc_core::notify::Notifier::new();
+    /// let _ = n.begin_async_wait();
+    /// n.end_async_wait();
+    /// assert_eq!(n.waiters(), 0);
+    /// ```
+    pub fn end_async_wait(&self) {
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The futex word sleepers wait on (bumped by every notify that sees a
+    /// sleeper).
+    ///
+    /// ```
+    /// use core::sync::atomic::Ordering;
+    /// let n = shmproc_core::notify::Notifier::new();
+    /// assert_eq!(n.word().load(Ordering::Relaxed), 0);
+    /// ```
+    pub fn word(&self) -> &AtomicU32 {
+        &self.seq
+    }
+}
+
 impl Default for Notifier {
     fn default() -> Self {
         Notifier::new()

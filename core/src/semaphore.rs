@@ -228,6 +228,49 @@ impl RawSemaphore {
         Ok(())
     }
 
+    /// For a waiter that does not block a thread (an `async` future): counts
+    /// it as a waiter, so that [`release`](RawSemaphore::release) wakes the
+    /// count word, and returns the count now. When it is 0 the caller has the
+    /// word watched for a change from 0; it calls
+    /// [`end_async_wait`](RawSemaphore::end_async_wait) exactly once when
+    /// done. A release wakes *one* waiter: an async waiter that was woken but
+    /// gives up without taking a permit must pass the wake-up on
+    /// ([`futex::wake_one`] on [`count_word`](RawSemaphore::count_word)).
+    ///
+    /// ```
+    /// use shmproc_core::semaphore::{RawSemaphore, UNBOUNDED};
+    /// let s = RawSemaphore::new(0, UNBOUNDED);
+    /// assert_eq!(s.begin_async_wait(), 0);
+    /// s.end_async_wait();
+    /// ```
+    pub fn begin_async_wait(&self) -> u32 {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Ends a wait begun with [`begin_async_wait`](RawSemaphore::begin_async_wait).
+    ///
+    /// ```
+    /// use shmproc_core::semaphore::{RawSemaphore, UNBOUNDED};
+    /// let s = RawSemaphore::new(0, UNBOUNDED);
+    /// let _ = s.begin_async_wait();
+    /// s.end_async_wait();
+    /// ```
+    pub fn end_async_wait(&self) {
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The futex word waiters sleep on (the count of free permits).
+    ///
+    /// ```
+    /// use shmproc_core::semaphore::{RawSemaphore, UNBOUNDED};
+    /// let s = RawSemaphore::new(3, UNBOUNDED);
+    /// assert_eq!(s.count_word().load(core::sync::atomic::Ordering::Relaxed), 3);
+    /// ```
+    pub fn count_word(&self) -> &AtomicU32 {
+        &self.count
+    }
+
     #[cold]
     fn wake(&self, n: u32) {
         if n == 1 {

@@ -27,7 +27,7 @@ use shmproc_core::Deadline;
 /// their header word (the consumer sees each one as soon as it is written,
 /// and so catches up with the producer more often), 2 µs gave 27–29 ns, 5 µs
 /// 21.5–23 ns and 10 µs 20–21 ns (2 M messages a run, five runs each).
-const LOOK_STREAMING: Duration = Duration::from_micros(5);
+pub(crate) const LOOK_STREAMING: Duration = Duration::from_micros(5);
 /// How long a spinning receiver lets pass between looks when messages come
 /// one at a time (request and reply): the latency a blocking receive adds.
 const LOOK_EVERY: Duration = Duration::from_micros(1);

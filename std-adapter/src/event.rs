@@ -14,12 +14,16 @@
 //! ```
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use shmproc_core::event::RawEvent;
 use shmproc_core::region::kind;
 use shmproc_core::Deadline;
 
+use crate::async_wait::Waiting;
 use crate::error::Error;
 use crate::object::{impl_handle_archive, Object};
 use crate::segment::Segment;
@@ -165,6 +169,82 @@ impl Event {
     #[must_use]
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         self.raw().wait(Some(Deadline::after(timeout)))
+    }
+}
+
+impl Event {
+    /// Waits without blocking a thread: the future resolves to `true` once
+    /// the flag is set (or was set, perhaps cleared again, since the first
+    /// poll). `set` in any process wakes it through the helper thread of
+    /// [`async_wait`](crate::async_wait); the setting side is unchanged.
+    ///
+    /// ```
+    /// let e = shmproc::Event::new()?;
+    /// let e2 = e.clone();
+    /// let mut child = shmproc::Process::spawn(move || e2.set())?;
+    /// assert!(shmproc::async_wait::block_on(e.wait_async()));
+    /// child.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_async(&self) -> EventWait<'_> {
+        EventWait { event: self, start: None, counted: false, waiting: Waiting::new() }
+    }
+}
+
+/// The future of [`Event::wait_async`]. Dropping it unresolved changes
+/// nothing.
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct EventWait<'a> {
+    event: &'a Event,
+    start: Option<u32>,
+    counted: bool,
+    waiting: Waiting,
+}
+
+impl EventWait<'_> {
+    fn finish(&mut self) {
+        self.waiting.disarm();
+        if self.counted {
+            self.counted = false;
+            self.event.raw().end_async_wait();
+        }
+    }
+}
+
+impl Future for EventWait<'_> {
+    type Output = bool;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        let this = self.get_mut();
+        let raw = this.event.raw();
+        let start = *this.start.get_or_insert_with(|| raw.snapshot());
+        if raw.happened_since(start, raw.snapshot()) {
+            this.finish();
+            return Poll::Ready(true);
+        }
+        // Counted as a waiter first, so that `set` wakes the word; then
+        // looked at again (both SeqCst, as in `RawEvent::wait`).
+        let now = if this.counted {
+            raw.flag_word().load(std::sync::atomic::Ordering::SeqCst)
+        } else {
+            this.counted = true;
+            raw.begin_async_wait()
+        };
+        if raw.happened_since(start, now) {
+            this.finish();
+            return Poll::Ready(true);
+        }
+        // SAFETY: the word lives in the event's segment, which the
+        // registration keeps mapped.
+        unsafe { this.waiting.watch(Some(this.event.obj.segment()), raw.flag_word(), now, None, false, cx.waker()) };
+        Poll::Pending
+    }
+}
+
+impl Drop for EventWait<'_> {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

@@ -177,6 +177,26 @@ impl<T> JoinableQueue<T> {
         self.join_until(None);
     }
 
+    /// [`join`](JoinableQueue::join) without blocking a thread: resolves once
+    /// every item sent so far has been marked done, in any process (see
+    /// [`async_wait`](crate::async_wait)).
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::bounded(4)?;
+    /// let q2 = q.clone();
+    /// let mut child = shmproc::Process::spawn(move || {
+    ///     q2.recv().unwrap();
+    ///     q2.task_done().unwrap();
+    /// })?;
+    /// q.send(&1)?;
+    /// shmproc::async_wait::block_on(q.join_async());
+    /// child.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn join_async(&self) -> JoinAllDone<'_, T> {
+        JoinAllDone { q: self, wait: crate::async_wait::NotifierWait::new() }
+    }
+
     /// Like [`join`](JoinableQueue::join), giving up after `timeout`; returns
     /// whether all tasks were done.
     ///
@@ -413,3 +433,44 @@ crate::object::impl_handle_archive!(
     [T: Message,] JoinableQueue<T>, q => q.q.archived_object(),
     |seg, idx| Queue::<T>::from_parts_pub(seg, idx).map(|q| JoinableQueue { q })
 );
+
+/// The future of [`JoinableQueue::join_async`].
+#[must_use = "futures do nothing unless polled"]
+pub struct JoinAllDone<'a, T> {
+    q: &'a JoinableQueue<T>,
+    wait: crate::async_wait::NotifierWait,
+}
+
+impl<T> fmt::Debug for JoinAllDone<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinAllDone").field("wait", &self.wait).finish_non_exhaustive()
+    }
+}
+
+impl<T: Message> std::future::Future for JoinAllDone<'_, T> {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let this = self.get_mut();
+        let q = this.q;
+        let all_done = &q.q.core().extra().all_done;
+        loop {
+            if q.unfinished() == 0 {
+                this.wait.finish(all_done);
+                return std::task::Poll::Ready(());
+            }
+            let seg = q.q.archived_object().segment();
+            let look = || std::time::Duration::from_micros(5);
+            // SAFETY: the notifier lives in the queue's segment.
+            if !unsafe { this.wait.park(seg, all_done, look, || q.unfinished() == 0, cx.waker()) } {
+                return std::task::Poll::Pending;
+            }
+        }
+    }
+}
+
+impl<T> Drop for JoinAllDone<'_, T> {
+    fn drop(&mut self) {
+        self.wait.finish(&self.q.q.core().extra().all_done);
+    }
+}

@@ -45,6 +45,8 @@ use shmproc_core::spsc::{Consumer, Producer, RingError, SpscRing};
 use shmproc_core::Deadline;
 
 use crate::blocking::{receiver_pace, wait, wait_paced, Waited};
+
+mod async_ops;
 use crate::blocks::{Bin, Blocks};
 use crate::bulk::{BlockMut, Descriptor, Window, DESCRIPTOR_LEN, KIND_BLOCK, KIND_INLINE};
 use crate::channel_error::Failure;
@@ -54,6 +56,7 @@ use crate::object::Object;
 use crate::queue::{measure, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError};
 use crate::roles;
 use crate::segment::Segment;
+pub use async_ops::PipeRecvFuture;
 
 /// Ring bytes per direction unless set with [`Pipe::duplex_with_capacity`].
 ///
@@ -618,6 +621,23 @@ macro_rules! recv_side {
             /// ```
             pub fn recv(&self) -> Result<T, RecvError> {
                 self.$rx.recv(None).map_err(RecvError::from)
+            }
+            /// Receives without blocking a thread: resolves to the next
+            /// message, or to the errors of [`recv`](Self::recv). Dropping
+            /// the future unresolved takes nothing. See [`PipeRecvFuture`]
+            /// (not `Send`) and [`async_wait`](crate::async_wait).
+            ///
+            /// ```
+            /// let (tx, rx) = shmproc::Pipe::<u32>::oneway()?;
+            /// let mut child = shmproc::Process::spawn(move || tx.send(&9).unwrap())?;
+            /// assert_eq!(shmproc::async_wait::block_on(rx.recv_async())?, 9);
+            /// // The sender is gone with the child: end of file.
+            /// child.join()?;
+            /// assert!(shmproc::async_wait::block_on(rx.recv_async()).is_err());
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn recv_async(&self) -> PipeRecvFuture<'_, T> {
+                PipeRecvFuture::new(&self.$rx)
             }
             /// Receives a message if one is waiting.
             ///

@@ -112,10 +112,15 @@ use shmproc_core::spsc::frame_span;
 use shmproc_core::Deadline;
 
 use crate::blocking::{receiver_pace, wait, wait_paced, Waited};
+
+mod async_ops;
 use crate::blocks::{Bin, Blocks};
 use crate::borrows::RingBorrow;
 use crate::bulk::{BlockRef, Descriptor, Window, DESCRIPTOR_LEN, KIND_BLOCK, KIND_INLINE};
 use crate::ring_chain::QueueStore;
+#[cfg(feature = "stream")]
+pub use async_ops::RecvStream;
+pub use async_ops::{RecvFuture, SendFuture};
 use shmproc_core::peer_bytes::PeerBytes;
 
 /// The default layout: the byte ring of `shmproc_core::byte_queue` with
@@ -1348,6 +1353,22 @@ macro_rules! send_methods {
             pub fn send(&self, value: &T) -> Result<(), SendError> {
                 self.reg.core.send_deadline(value, None).map_err(SendError::from)
             }
+            /// Sends without blocking a thread: the future resolves once the
+            /// message is in the queue (at once if there is room), with the
+            /// errors of [`send`](Self::send). Dropping it unresolved sends
+            /// nothing and leaves nothing half-written. Works with any
+            /// executor; see [`async_wait`](crate::async_wait) for how it
+            /// waits.
+            ///
+            /// ```
+            /// let q = shmproc::Queue::<u32>::bounded(1)?;
+            /// shmproc::async_wait::block_on(q.send_async(&5))?;
+            /// assert_eq!(q.recv()?, 5);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn send_async<'a>(&'a self, value: &'a T) -> SendFuture<'a, T> {
+                SendFuture::new(&self.reg.core, value)
+            }
             /// Sends if there is room now.
             ///
             /// ```
@@ -1426,6 +1447,35 @@ macro_rules! recv_methods {
             #[inline]
             pub fn recv(&self) -> Result<T, RecvError> {
                 self.reg.core.recv_deadline(None).map_err(RecvError::from)
+            }
+            /// Receives without blocking a thread: the future resolves to the
+            /// next message, or to the errors of [`recv`](Self::recv)
+            /// (`Disconnected` once the queue is empty and no live sender is
+            /// left, noticed within [`LIVENESS_MAX`](crate::async_wait::LIVENESS_MAX)
+            /// when the sender was killed). Dropping it unresolved loses no
+            /// message and holds no lock. Works with any executor; see
+            /// [`async_wait`](crate::async_wait) for how it waits.
+            ///
+            /// ```
+            /// let q = shmproc::Queue::<u32>::bounded(4)?;
+            /// let tx = q.clone();
+            /// let mut child = shmproc::Process::spawn(move || tx.send(&7).unwrap())?;
+            /// // Any executor; here the crate's minimal one.
+            /// let v = shmproc::async_wait::block_on(q.recv_async())?;
+            /// assert_eq!(v, 7);
+            /// child.join()?;
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn recv_async(&self) -> RecvFuture<'_, T> {
+                RecvFuture::new(&self.reg.core)
+            }
+            /// The received messages as a `futures_core::Stream` (feature
+            /// `stream`): `Ok(message)` items, an `Err` item for a message
+            /// that fails validation, and the end once the queue is drained
+            /// and disconnected. See [`RecvStream`].
+            #[cfg(feature = "stream")]
+            pub fn stream(&self) -> RecvStream<'_, T> {
+                RecvStream::new(&self.reg.core)
             }
             /// Receives if a message is waiting now.
             ///

@@ -20,6 +20,7 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use shmproc_core::owner::ProcLiveness;
@@ -150,6 +151,26 @@ impl Semaphore {
     pub fn acquire(&self) {
         // Without a deadline the only possible result is success.
         let _ = self.raw().acquire(None);
+    }
+
+    /// Takes a permit without blocking a thread: the future resolves once it
+    /// holds one. A release wakes one waiter; if that is this future's
+    /// helper thread and the future is dropped before it took the permit,
+    /// the wake-up is passed on to the next waiter (see
+    /// [`async_wait`](crate::async_wait)), so no blocked acquirer is left
+    /// asleep beside a free permit.
+    ///
+    /// ```
+    /// let s = shmproc::Semaphore::new(0)?;
+    /// let s2 = s.clone();
+    /// let mut child = shmproc::Process::spawn(move || s2.release().unwrap())?;
+    /// shmproc::async_wait::block_on(s.acquire_async());
+    /// assert_eq!(s.value(), 0);
+    /// child.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn acquire_async(&self) -> AcquireFuture<'_> {
+        AcquireFuture { sem: self, counted: false, done: false, waiting: crate::async_wait::Waiting::new() }
     }
 
     /// Takes a permit if one is free now.
@@ -660,6 +681,71 @@ impl Drop for RobustPermit<'_> {
         let me = crate::thread_id::owner();
         if me.pid == self.pid {
             let _ = self.sem.raw().release_held(&me, this_process(), None, &ProcLiveness);
+        }
+    }
+}
+
+/// The future of [`Semaphore::acquire_async`]: resolves once it holds a
+/// permit. Dropping it unresolved takes nothing, and passes on a wake-up it
+/// absorbed.
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct AcquireFuture<'a> {
+    sem: &'a Semaphore,
+    counted: bool,
+    done: bool,
+    waiting: crate::async_wait::Waiting,
+}
+
+impl AcquireFuture<'_> {
+    fn finish(&mut self) {
+        let fired = self.waiting.disarm();
+        let raw = self.sem.raw();
+        if self.counted {
+            self.counted = false;
+            raw.end_async_wait();
+        }
+        // Woken (perhaps by a release meant for one waiter) and gone without
+        // a permit: pass the wake-up on if a permit is there to take.
+        if fired && !self.done && raw.count_word().load(Ordering::SeqCst) != 0 {
+            shmproc_core::futex::wake_one(raw.count_word());
+        }
+    }
+}
+
+impl std::future::Future for AcquireFuture<'_> {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let this = self.get_mut();
+        let raw = this.sem.raw();
+        loop {
+            if raw.try_acquire().is_ok() {
+                this.done = true;
+                this.finish();
+                return std::task::Poll::Ready(());
+            }
+            let c = if this.counted {
+                raw.count_word().load(Ordering::SeqCst)
+            } else {
+                this.counted = true;
+                raw.begin_async_wait()
+            };
+            if c != 0 {
+                continue;
+            }
+            // SAFETY: the word lives in the semaphore's segment, which the
+            // registration keeps mapped.
+            unsafe { this.waiting.watch(Some(this.sem.obj.segment()), raw.count_word(), 0, None, true, cx.waker()) };
+            return std::task::Poll::Pending;
+        }
+    }
+}
+
+impl Drop for AcquireFuture<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish();
         }
     }
 }

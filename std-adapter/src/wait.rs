@@ -136,6 +136,55 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Vec<usize> 
     }
 }
 
+/// [`wait()`] without blocking a thread: resolves to the indices of the
+/// ready objects once at least one is ready. Like `wait`, it polls (after a
+/// sleep that starts at 50 µs and doubles up to 10 ms, served by the helper
+/// thread of [`async_wait`](crate::async_wait)); put a timeout around it
+/// with the executor's timer. The future borrows `&dyn Waitable`s, which are
+/// not `Sync`: it is not `Send` (await it inside a task, not across
+/// `tokio::spawn`).
+///
+/// ```
+/// use shmproc::wait::Waitable;
+/// let (tx, rx) = shmproc::Pipe::<u32>::oneway()?;
+/// let idle = shmproc::Event::new()?;
+/// let mut child = shmproc::Process::spawn(move || tx.send(&1).unwrap())?;
+/// let objects = [&idle as &dyn Waitable, &rx];
+/// assert_eq!(shmproc::async_wait::block_on(shmproc::wait_async(&objects)), [1]);
+/// child.join()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn wait_async<'a>(objects: &'a [&'a dyn Waitable]) -> WaitAny<'a> {
+    WaitAny { objects, recheck: crate::async_wait::Recheck::new() }
+}
+
+/// The future of [`wait_async`].
+#[must_use = "futures do nothing unless polled"]
+pub struct WaitAny<'a> {
+    objects: &'a [&'a dyn Waitable],
+    recheck: crate::async_wait::Recheck,
+}
+
+impl std::fmt::Debug for WaitAny<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitAny").field("objects", &self.objects.len()).finish_non_exhaustive()
+    }
+}
+
+impl std::future::Future for WaitAny<'_> {
+    type Output = Vec<usize>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Vec<usize>> {
+        let this = self.get_mut();
+        let ready: Vec<usize> = this.objects.iter().enumerate().filter(|(_, o)| o.is_ready()).map(|(i, _)| i).collect();
+        if ready.is_empty() {
+            this.recheck.later(cx.waker());
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(ready)
+    }
+}
+
 impl sealed::Sealed for Process {}
 impl Waitable for Process {
     fn is_ready(&self) -> bool {

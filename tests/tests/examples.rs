@@ -70,6 +70,7 @@ fn main() {
         ("pool_vs_processes", &["100 tasks on a pool of 5:", "100 tasks, one process each:"]),
         ("pipe_three_consumers", &["10 products consumed by three consumers"]),
         ("manager_dict_decrements", &["main process [(\"count\", 50)]", "count is 50"]),
+        ("async_service", &["32 handlers served 1600 requests", "sum of squares 1293600", "workers exited"]),
     ];
     let trials: Vec<Trial> = cases
         .into_iter()

@@ -15,7 +15,8 @@ static ATFORK: Once = Once::new();
 /// register for the expedited barrier, re-register the inherited
 /// queue and pipe handles under the child's identity, give the child its
 /// own kernel liveness records (`kernel_liveness`), drop the parent's
-/// fork-server connection, and forget the parent's descriptor broker.
+/// fork-server connection, forget the parent's descriptor broker, and
+/// drop the parent's async waiter registrations.
 pub(crate) extern "C" fn child() {
     crate::thread_id::reset_after_fork();
     crate::held::reset_after_fork();
@@ -29,6 +30,7 @@ pub(crate) extern "C" fn child() {
     super::forkserver::after_fork_in_child();
     crate::roles::reattach_in_child();
     crate::fd_passing::after_fork_in_child();
+    crate::async_wait::reset_after_fork();
 }
 
 /// Installs the `pthread_atfork` child handler (idempotent).

@@ -1,0 +1,89 @@
+//! `recv_async` on pipe ends (see `async_wait.rs` for how it waits).
+//!
+//! Cancellation safety: a frame is peeked, copied out and released within
+//! one `poll`, so a future dropped between polls takes nothing.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use shmproc_core::participants::{Presence, Role};
+use shmproc_core::Deadline;
+
+use super::{Message, RecvError, RxEnd};
+use crate::async_wait::NotifierWait;
+use crate::blocking::receiver_pace;
+use crate::channel_error::Failure;
+
+/// The future of `recv_async` on a [`Connection`](super::Connection) or a
+/// [`PipeReceiver`](super::PipeReceiver): resolves to the next message, or
+/// to the error `recv` would give (`Disconnected` once the pipe is drained
+/// and the other end is gone). Dropping it unresolved takes nothing. Like
+/// the pipe ends themselves (one receiver, not shared between threads) it
+/// is not `Send`: await it in the task that owns the end (a current-thread
+/// runtime, or `spawn_local`).
+#[must_use = "futures do nothing unless polled"]
+pub struct PipeRecvFuture<'a, T> {
+    rx: &'a RxEnd,
+    wait: NotifierWait,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<'a, T: Message> PipeRecvFuture<'a, T> {
+    pub(super) fn new(rx: &'a RxEnd) -> Self {
+        PipeRecvFuture { rx, wait: NotifierWait::new(), _t: PhantomData }
+    }
+}
+
+impl<T: Message> Future for PipeRecvFuture<'_, T> {
+    type Output = Result<T, RecvError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let rx = this.rx;
+        let ring = &rx.ch.ring;
+        let not_empty = &ring.header().not_empty;
+        loop {
+            let woken = this.wait.recheck_due() || this.wait.is_counted();
+            if rx.has_frame() || ring.is_closed() {
+                // One whole receive (peek, copy out, release) or the
+                // disconnection of a drained, closed pipe.
+                match rx.recv::<T>(Some(Deadline::EXPIRED)) {
+                    Ok(v) => {
+                        this.wait.finish(not_empty);
+                        return Poll::Ready(Ok(v));
+                    }
+                    Err(Failure::Timeout | Failure::Full) => {}
+                    Err(e) => {
+                        this.wait.finish(not_empty);
+                        return Poll::Ready(Err(RecvError::from(e)));
+                    }
+                }
+            } else if woken && rx.ch.presence(Role::Sender) == Presence::Absent && !rx.has_frame() {
+                // Woken (or a liveness slice passed) with nothing to read:
+                // is the other end gone?
+                this.wait.finish(not_empty);
+                return Poll::Ready(Err(RecvError::from(Failure::Disconnected)));
+            }
+            let ready = || rx.has_frame() || ring.is_closed();
+            // SAFETY: the notifier lives in the pipe's segment.
+            if unsafe { this.wait.park(rx.ch._obj.segment(), not_empty, || receiver_pace(ring), ready, cx.waker()) } {
+                continue;
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+impl<T> Drop for PipeRecvFuture<'_, T> {
+    fn drop(&mut self) {
+        self.wait.finish(&self.rx.ch.ring.header().not_empty);
+    }
+}
+
+impl<T> std::fmt::Debug for PipeRecvFuture<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipeRecvFuture").field("wait", &self.wait).finish_non_exhaustive()
+    }
+}
