@@ -82,6 +82,17 @@ pub struct BarrierWait {
     pub leader: bool,
 }
 
+/// A party's arrival at a [`RawBarrier`] ([`RawBarrier::arrive`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Arrived {
+    /// The generation it arrived in.
+    pub generation: u32,
+    /// Its arrival index.
+    pub index: u32,
+    /// Whether it was the last party (the barrier tripped).
+    pub leader: bool,
+}
+
 #[repr(C)]
 struct Arrival {
     tid: AtomicU32,
@@ -218,6 +229,55 @@ impl RawBarrier {
         deadline: Option<Deadline>,
         check: &impl OwnerCheck,
     ) -> Result<BarrierWait, BarrierError> {
+        let arrived = self.arrive(me, check)?;
+        loop {
+            if let Some(done) = self.outcome(&arrived) {
+                return done;
+            }
+            let slice = Deadline::after(LIVENESS_SLICE);
+            let outcome = futex::wait(&self.generation, arrived.generation, Some(earliest(deadline, slice)));
+            if let Some(done) = self.outcome(&arrived) {
+                return done;
+            }
+            if outcome != WaitOutcome::TimedOut {
+                continue;
+            }
+            if deadline.is_some_and(|d| d.has_passed()) {
+                return match self.leave(me, check, &arrived) {
+                    Some(done) => done,
+                    None => Err(BarrierError::Timeout),
+                };
+            }
+            // A slice ended: has a party that arrived in this generation died?
+            if self.break_if_a_party_died(me, check, &arrived) {
+                return Err(BarrierError::Broken);
+            }
+        }
+    }
+
+    /// The first half of [`wait`](RawBarrier::wait), for waiters that sleep
+    /// elsewhere (an async task): arrives in the current generation. The
+    /// last party to arrive trips the barrier (its arrival is
+    /// [`outcome`](RawBarrier::outcome) `Ok` at once); the others then wait
+    /// for the [`generation_word`](RawBarrier::generation_word) to move from
+    /// [`Arrived::generation`], checking now and then that no party died
+    /// ([`break_if_a_party_died`](RawBarrier::break_if_a_party_died)), and
+    /// call [`leave`](RawBarrier::leave) if they give up.
+    ///
+    /// ```
+    /// use shmproc_core::barrier::RawBarrier;
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// // SAFETY: a RawBarrier is atomics only, valid when zeroed; init sets it up.
+    /// let b: Box<RawBarrier> = Box::new(unsafe { core::mem::zeroed() });
+    /// b.init(2);
+    /// let me = Owner::current();
+    /// let first = b.arrive(&me, &ProcLiveness).unwrap();
+    /// assert!(b.outcome(&first).is_none()); // waits for the second party
+    /// let second = b.arrive(&me, &ProcLiveness).unwrap();
+    /// assert!(b.outcome(&second).unwrap().unwrap().leader);
+    /// assert_eq!(b.outcome(&first).unwrap().unwrap().index, 0);
+    /// ```
+    pub fn arrive(&self, me: &Owner, check: &impl OwnerCheck) -> Result<Arrived, BarrierError> {
         let arrived = self.locked(me, check, |died| {
             if died {
                 self.broken.store(1, Ordering::Release);
@@ -240,73 +300,86 @@ impl RawBarrier {
             if c + 1 == parties {
                 self.count.store(0, Ordering::Relaxed);
                 self.generation.store(g.wrapping_add(1), Ordering::Release);
-                Ok((g, c, true))
+                Ok(Arrived { generation: g, index: c, leader: true })
             } else {
                 self.count.store(c + 1, Ordering::Relaxed);
-                Ok((g, c, false))
+                Ok(Arrived { generation: g, index: c, leader: false })
             }
         });
-        let (g, index, leader) = match arrived {
-            Err(e) => {
-                futex::wake_all(&self.generation);
-                return Err(e);
-            }
-            Ok(x) => x,
-        };
-        if leader {
+        // The leader wakes the sleepers; a failed arrival wakes them too (the
+        // barrier is broken).
+        if !matches!(arrived, Ok(Arrived { leader: false, .. })) {
             futex::wake_all(&self.generation);
-            return Ok(BarrierWait { index, leader: true });
         }
-        loop {
-            let slice = Deadline::after(LIVENESS_SLICE);
-            let outcome = futex::wait(&self.generation, g, Some(earliest(deadline, slice)));
-            if self.generation.load(Ordering::Acquire) != g {
-                if self.reset_of.load(Ordering::Relaxed) == g.wrapping_add(1) {
-                    return Err(BarrierError::Broken);
-                }
-                return Ok(BarrierWait { index, leader: false });
+        arrived
+    }
+
+    /// How an arrival ended, or `None` while it waits: `Ok` once its
+    /// generation has moved on (tripped), `Broken` if the barrier broke or
+    /// was reset meanwhile.
+    #[must_use]
+    pub fn outcome(&self, a: &Arrived) -> Option<Result<BarrierWait, BarrierError>> {
+        if a.leader {
+            return Some(Ok(BarrierWait { index: a.index, leader: true }));
+        }
+        if self.generation.load(Ordering::Acquire) != a.generation {
+            if self.reset_of.load(Ordering::Relaxed) == a.generation.wrapping_add(1) {
+                return Some(Err(BarrierError::Broken));
             }
-            if self.is_broken() {
-                return Err(BarrierError::Broken);
+            return Some(Ok(BarrierWait { index: a.index, leader: false }));
+        }
+        if self.is_broken() {
+            return Some(Err(BarrierError::Broken));
+        }
+        None
+    }
+
+    /// The futex word an arrival waits on: it moves from
+    /// [`Arrived::generation`] when the barrier trips or is reset, and is
+    /// woken when it breaks.
+    #[must_use]
+    pub fn generation_word(&self) -> &AtomicU32 {
+        &self.generation
+    }
+
+    /// Breaks the barrier if a party that arrived in `a`'s generation has
+    /// died; whether it did.
+    pub fn break_if_a_party_died(&self, me: &Owner, check: &impl OwnerCheck, a: &Arrived) -> bool {
+        self.locked(me, check, |_| {
+            if self.generation.load(Ordering::Relaxed) != a.generation {
+                return false;
             }
-            if outcome != WaitOutcome::TimedOut {
-                continue;
-            }
-            if deadline.is_some_and(|d| d.has_passed()) {
-                let tripped = self.locked(me, check, |_| {
-                    if self.generation.load(Ordering::Relaxed) != g {
-                        return true;
-                    }
-                    self.break_now();
-                    false
-                });
-                if tripped && self.reset_of.load(Ordering::Relaxed) != g.wrapping_add(1) {
-                    return Ok(BarrierWait { index, leader: false });
-                }
-                return Err(BarrierError::Timeout);
-            }
-            // A slice ended: has a party that arrived in this generation died?
-            let dead = self.locked(me, check, |_| {
-                if self.generation.load(Ordering::Relaxed) != g {
-                    return false;
-                }
-                let n = (self.count.load(Ordering::Relaxed) as usize).min(MAX_TRACKED);
-                let dead = self.arrivals[..n].iter().any(|a| {
-                    // Written under the barrier's lock, which we hold: one
-                    // party's consistent record.
-                    let tid = a.tid.load(Ordering::Relaxed);
-                    let start = a.start.load(Ordering::Relaxed);
-                    !check.is_alive_in(tid, Some(start), a.ns.load(Ordering::Relaxed))
-                });
-                if dead {
-                    self.break_now();
-                }
-                dead
+            let n = (self.count.load(Ordering::Relaxed) as usize).min(MAX_TRACKED);
+            let dead = self.arrivals[..n].iter().any(|r| {
+                // Written under the barrier's lock, which we hold: one
+                // party's consistent record.
+                let tid = r.tid.load(Ordering::Relaxed);
+                let start = r.start.load(Ordering::Relaxed);
+                !check.is_alive_in(tid, Some(start), r.ns.load(Ordering::Relaxed))
             });
             if dead {
-                return Err(BarrierError::Broken);
+                self.break_now();
             }
+            dead
+        })
+    }
+
+    /// Gives up an arrival that is still waiting (a timeout, a dropped
+    /// future): an arrival cannot be taken back, so the barrier breaks, as
+    /// Python's does when a `wait` times out. If the barrier tripped first,
+    /// returns that outcome instead.
+    pub fn leave(&self, me: &Owner, check: &impl OwnerCheck, a: &Arrived) -> Option<Result<BarrierWait, BarrierError>> {
+        let tripped = self.locked(me, check, |_| {
+            if self.generation.load(Ordering::Relaxed) != a.generation {
+                return true;
+            }
+            self.break_now();
+            false
+        });
+        if tripped {
+            return self.outcome(a);
         }
+        None
     }
 
     /// Breaks the barrier: current and future waits fail until `reset`.

@@ -867,6 +867,47 @@ impl RawMutex {
         Some(OwnerInfo { tid, pid, alive, waiters: s & WAITERS != 0 })
     }
 
+    /// For a waiter that sleeps elsewhere (an async task's helper thread):
+    /// the state word and the value to wait on while the lock is held, with
+    /// [`WAITERS`] set so that the owner's unlock wakes the word; `None` if
+    /// the lock is free now (try again). A wake-up such a waiter receives
+    /// and does not use must be passed on (`futex::wake_one` on the word).
+    ///
+    /// ```
+    /// use shmproc_core::raw_mutex::{RawMutex, WAITERS};
+    /// let m = RawMutex::new();
+    /// assert!(m.wait_word().is_none()); // free
+    /// let me = shmproc_core::owner::Owner::current();
+    /// let _ = m.try_lock(&me).unwrap();
+    /// let (word, expected) = m.wait_word().expect("held");
+    /// assert_eq!(word.load(core::sync::atomic::Ordering::Relaxed), expected);
+    /// assert!(expected & WAITERS != 0 && m.has_waiters());
+    /// ```
+    pub fn wait_word(&self) -> Option<(&AtomicU32, u32)> {
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            if s & TID_MASK == 0 {
+                return None;
+            }
+            if s & WAITERS != 0
+                || self.state.compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            {
+                return Some((&self.state, s | WAITERS));
+            }
+        }
+    }
+
+    /// Wakes one waiter sleeping on the word: passes on a wake-up that a
+    /// [`wait_word`](RawMutex::wait_word) waiter received and did not use.
+    ///
+    /// ```
+    /// let m = shmproc_core::raw_mutex::RawMutex::new();
+    /// m.wake_waiter(); // nobody sleeps: nothing happens
+    /// ```
+    pub fn wake_waiter(&self) {
+        futex::wake_one(&self.state);
+    }
+
     /// Whether waiters may be sleeping on the lock (a snapshot).
     ///
     /// ```

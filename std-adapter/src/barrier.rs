@@ -58,6 +58,96 @@ impl fmt::Display for BarrierError {
 
 impl std::error::Error for BarrierError {}
 
+/// The future of [`Barrier::wait_async`].
+#[must_use = "futures do nothing unless polled"]
+pub struct BarrierFuture<'a> {
+    barrier: &'a Barrier,
+    arrived: Option<shmproc_core::barrier::Arrived>,
+    done: bool,
+    /// When to look for dead parties next.
+    next_check: Option<std::time::Instant>,
+    waiting: crate::async_wait::Waiting,
+}
+
+impl fmt::Debug for BarrierFuture<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BarrierFuture").field("arrived", &self.arrived).field("done", &self.done).finish()
+    }
+}
+
+fn converted(r: Result<BarrierWait, RawError>) -> Result<BarrierWaitResult, BarrierError> {
+    match r {
+        Ok(w) => Ok(BarrierWaitResult(w)),
+        Err(RawError::Broken) => Err(BarrierError::Broken),
+        Err(RawError::Timeout) => Err(BarrierError::Timeout),
+    }
+}
+
+impl std::future::Future for BarrierFuture<'_> {
+    type Output = Result<BarrierWaitResult, BarrierError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let raw = this.barrier.raw();
+        let me = thread_id::owner();
+        let a = match this.arrived {
+            Some(a) => a,
+            None => match raw.arrive(&me, &ProcLiveness) {
+                Ok(a) => {
+                    this.arrived = Some(a);
+                    a
+                }
+                Err(e) => {
+                    this.done = true;
+                    return Poll::Ready(converted(Err(e)));
+                }
+            },
+        };
+        let now = std::time::Instant::now();
+        let next = *this.next_check.get_or_insert(now + shmproc_core::raw_mutex::LIVENESS_SLICE);
+        if raw.outcome(&a).is_none() && now >= next {
+            this.next_check = Some(now + shmproc_core::raw_mutex::LIVENESS_SLICE);
+            raw.break_if_a_party_died(&me, &ProcLiveness, &a);
+        }
+        if let Some(r) = raw.outcome(&a) {
+            this.done = true;
+            this.waiting.disarm();
+            return Poll::Ready(converted(r));
+        }
+        let at = this.next_check.unwrap_or(now);
+        // SAFETY: the word lives in the barrier's segment, which the
+        // registration keeps mapped.
+        unsafe {
+            this.waiting.watch(
+                Some(this.barrier.obj.segment()),
+                raw.generation_word(),
+                a.generation,
+                Some(at),
+                false,
+                cx.waker(),
+            )
+        };
+        // It may have moved before the helper watched it.
+        if let Some(r) = raw.outcome(&a) {
+            this.done = true;
+            this.waiting.disarm();
+            return Poll::Ready(converted(r));
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for BarrierFuture<'_> {
+    fn drop(&mut self) {
+        self.waiting.disarm();
+        if let (Some(a), false) = (self.arrived, self.done) {
+            // Arrived and given up: the barrier breaks (unless it tripped).
+            let _ = self.barrier.raw().leave(&thread_id::owner(), &ProcLiveness, &a);
+        }
+    }
+}
+
 /// A successful barrier wait.
 ///
 /// ```
@@ -205,6 +295,37 @@ impl Barrier {
     /// ```
     pub fn wait(&self) -> Result<BarrierWaitResult, BarrierError> {
         self.wait_until(None)
+    }
+
+    /// [`wait`](Barrier::wait) without blocking the executor (`.await` it).
+    ///
+    /// The future arrives when it is first polled; a helper thread then
+    /// watches the barrier's generation word (`shmproc::async_wait`), with a
+    /// check every 20 ms that no party died. An arrival cannot be taken
+    /// back: dropping the future after it arrived and before the barrier
+    /// tripped **breaks** the barrier for everyone, as a timed-out `wait`
+    /// does (Python's rule), so that the other parties are never left
+    /// waiting for a party that is gone. A future dropped before its first
+    /// poll has not arrived and changes nothing.
+    ///
+    /// ```
+    /// let b = shmproc::Barrier::new(2)?;
+    /// let b2 = b.clone();
+    /// let mut child = shmproc::Process::spawn(move || {
+    ///     b2.wait().unwrap();
+    /// })?;
+    /// shmproc::async_wait::block_on(b.wait_async())?;
+    /// child.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_async(&self) -> BarrierFuture<'_> {
+        BarrierFuture {
+            barrier: self,
+            arrived: None,
+            done: false,
+            next_check: None,
+            waiting: crate::async_wait::Waiting::new(),
+        }
     }
 
     /// Waits at most `timeout`; on timeout the barrier breaks for everyone.

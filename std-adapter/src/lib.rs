@@ -94,8 +94,11 @@
 //! | [`Queue::send`], [`Sender::send`] | [`Queue::send_async`], [`Sender::send_async`] ([`SendFuture`]) |
 //! | [`Event::wait`] | [`Event::wait_async`] ([`EventWait`]) |
 //! | [`Semaphore::acquire`] | [`Semaphore::acquire_async`] ([`AcquireFuture`]) |
+//! | [`Mutex::lock`], [`Lock::acquire`] | [`Mutex::lock_async`] ([`LockFuture`]), [`Lock::acquire_async`] (the guard is not `Send`: the lock belongs to the polling thread) |
+//! | [`Barrier::wait`] | [`Barrier::wait_async`] ([`BarrierFuture`]; dropped after arriving, it breaks the barrier, as a timed-out `wait` does) |
 //! | [`JoinableQueue::join`] | [`JoinableQueue::join_async`] ([`JoinAllDone`]) |
 //! | [`PipeReceiver::recv`], [`Connection::recv`] | [`PipeReceiver::recv_async`], [`Connection::recv_async`] ([`PipeRecvFuture`], not `Send`) |
+//! | [`PipeSender::send`], [`Connection::send`] | [`PipeSender::send_async`], [`Connection::send_async`] ([`PipeSendFuture`], not `Send`) |
 //! | [`Queue::iter`] | `Queue::stream` / `Receiver::stream`: a `futures_core::Stream` (feature `stream`) |
 //! | [`wait()`] over many objects | [`wait_async`] ([`WaitAny`], polled like `wait`) |
 //! | [`Process::join`] | [`Process::join_async`] |
@@ -133,11 +136,9 @@
 //!
 //! **Not done yet** (issue #16): `recv_async`/`send_async` on
 //! `JoinableQueue` itself (await its [`queue`](JoinableQueue::queue)
-//! instead, then call `task_done`), `send_async` on the [`Pipe`] ends, `BoundedSemaphore`/`RobustSemaphore`,
-//! `Barrier::wait_async` (arriving cannot be undone, so a dropped future
-//! would leave its party counted: it needs a design of its own),
-//! `Mutex::lock_async` (the robust mutex records its owner per thread, and
-//! a task may move between threads between polls) and `Condition`; use the
+//! instead, then call `task_done`), `BoundedSemaphore`/`RobustSemaphore`,
+//! `RLock`, and `Condition` (its wait releases and retakes a lock that
+//! belongs to a thread, while a task may move between threads); use the
 //! blocking calls on a blocking-thread pool (`spawn_blocking`) for those.
 //! `Process::join_async`, the pool results and [`wait_async`] have no
 //! futex word to watch: they are re-checked with a back-off (50 µs up to
@@ -316,7 +317,7 @@ pub mod wait;
 pub(crate) use process::spawn;
 
 pub use array::{Array, ArrayGuard};
-pub use barrier::{Barrier, BarrierError, BarrierWaitResult};
+pub use barrier::{Barrier, BarrierError, BarrierFuture, BarrierWaitResult};
 /// Derive [`Plain`] data with `bytemuck::{Zeroable, AnyBitPattern}`.
 pub use bytemuck;
 pub use condition::{Condition, WaitTimeoutResult};
@@ -325,8 +326,10 @@ pub use event::{Event, EventWait};
 pub use fd_passing::{Fd, FdError};
 pub use joinable::{JoinAllDone, JoinableQueue, TaskDoneError};
 pub use message::Message;
-pub use mutex::{Lock, LockResult, LockTimeoutError, Mutex, MutexGuard, OwnerDied, RLock, RLockGuard, TryLockError};
-pub use pipe::{Connection, Pipe, PipeReceiver, PipeRecvFuture, PipeSender, RecvBytesIntoError};
+pub use mutex::{
+    Lock, LockFuture, LockResult, LockTimeoutError, Mutex, MutexGuard, OwnerDied, RLock, RLockGuard, TryLockError,
+};
+pub use pipe::{Connection, Pipe, PipeReceiver, PipeRecvFuture, PipeSendFuture, PipeSender, RecvBytesIntoError};
 pub use plain::Plain;
 pub use pool::{AsyncResult, MapResult, Pool, PoolBuilder, PoolError, TaskError};
 pub use process::{

@@ -368,6 +368,38 @@ impl<T> Mutex<T> {
         }
     }
 
+    /// Locks without blocking the executor (`.await` it): the future tries
+    /// the lock each time it is polled, and in between a helper thread
+    /// watches the lock word (`shmproc::async_wait`), with a liveness
+    /// re-check every 20 ms so that an owner that died is taken over
+    /// (`Err(OwnerDied(guard))`), as [`lock`](Mutex::lock) does.
+    ///
+    /// The lock belongs to the *thread* that polled it last: the guard is
+    /// not `Send`, so a task that keeps it across another `.await` is not
+    /// `Send` either (use a current-thread runtime, `spawn_local`, or drop
+    /// the guard before awaiting). Two tasks on one thread exclude each
+    /// other too: while one holds the lock, the other's future waits (it is
+    /// never told "re-entered"). Dropping the future before it completes
+    /// takes nothing and passes on a wake-up it absorbed.
+    ///
+    /// ```
+    /// let m = shmproc::Mutex::new(1u32)?;
+    /// let held = m.lock().unwrap();
+    /// let other = m.clone();
+    /// let mut child = shmproc::Process::spawn(move || {
+    ///     let mut g = shmproc::async_wait::block_on(other.lock_async()).unwrap();
+    ///     *g += 1;
+    /// })?;
+    /// std::thread::sleep(std::time::Duration::from_millis(20));
+    /// drop(held); // the child's future is woken and takes the lock
+    /// child.join()?;
+    /// assert_eq!(*shmproc::async_wait::block_on(m.lock_async()).unwrap(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock_async(&self) -> LockFuture<'_, T> {
+        LockFuture { mutex: self, waiting: crate::async_wait::Waiting::new(), done: false }
+    }
+
     /// Locks if that is possible right now. A lock whose owner is dead is
     /// taken over (after one liveness check), as is a lock whose word was
     /// forged to name this thread (see [`lock`](Mutex::lock)). A lock this
@@ -464,6 +496,56 @@ impl<T> Mutex<T> {
 }
 
 impl_handle_archive!([T: Plain,] Mutex<T>, m => &m.obj, |seg, idx| Mutex::<T>::from_parts(seg, idx));
+
+/// The future of [`Mutex::lock_async`].
+#[must_use = "futures do nothing unless polled"]
+pub struct LockFuture<'a, T> {
+    mutex: &'a Mutex<T>,
+    waiting: crate::async_wait::Waiting,
+    done: bool,
+}
+
+impl<T> fmt::Debug for LockFuture<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockFuture").field("done", &self.done).finish()
+    }
+}
+
+impl<'a, T> std::future::Future for LockFuture<'a, T> {
+    type Output = LockResult<MutexGuard<'a, T>>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        let m = this.mutex;
+        loop {
+            let me = thread_id::owner();
+            // `Reentered`: another task of this thread holds it; wait for it
+            // like for anyone else.
+            if let Ok(how) = m.site().try_lock(&me) {
+                this.done = true;
+                this.waiting.disarm();
+                return std::task::Poll::Ready(m.guard(me, how));
+            }
+            let Some((word, expected)) = m.raw().wait_word() else { continue };
+            let recheck = std::time::Instant::now() + shmproc_core::raw_mutex::LIVENESS_SLICE;
+            // SAFETY: the word lives in the mutex's segment, which the
+            // registration keeps mapped.
+            unsafe { this.waiting.watch(Some(m.obj.segment()), word, expected, Some(recheck), true, cx.waker()) };
+            return std::task::Poll::Pending;
+        }
+    }
+}
+
+impl<T> Drop for LockFuture<'_, T> {
+    fn drop(&mut self) {
+        // Woken by an unlock meant for one waiter and gone without the lock:
+        // wake another (a sync waiter would otherwise sleep to the end of
+        // its liveness slice).
+        if self.waiting.disarm() && !self.done {
+            self.mutex.raw().wake_waiter();
+        }
+    }
+}
 
 /// Access to the data of a locked [`Mutex`]; unlocks on drop. Not `Send`: a
 /// lock is released by the thread that took it.
@@ -596,6 +678,21 @@ impl Lock {
     /// ```
     pub fn acquire(&self) -> MutexGuard<'_, ()> {
         self.0.lock().unwrap_or_else(OwnerDied::into_inner)
+    }
+
+    /// [`acquire`](Lock::acquire) without blocking the executor (see
+    /// [`Mutex::lock_async`]: the guard belongs to the polling thread and is
+    /// not `Send`).
+    ///
+    /// ```
+    /// let lock = shmproc::Lock::new()?;
+    /// let g = shmproc::async_wait::block_on(lock.acquire_async());
+    /// assert!(lock.try_lock().is_err());
+    /// drop(g);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn acquire_async(&self) -> MutexGuard<'_, ()> {
+        self.0.lock_async().await.unwrap_or_else(OwnerDied::into_inner)
     }
 }
 

@@ -56,7 +56,7 @@ use crate::object::Object;
 use crate::queue::{measure, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError};
 use crate::roles;
 use crate::segment::Segment;
-pub use async_ops::PipeRecvFuture;
+pub use async_ops::{PipeRecvFuture, PipeSendFuture};
 
 /// Ring bytes per direction unless set with [`Pipe::duplex_with_capacity`].
 ///
@@ -572,6 +572,19 @@ macro_rules! send_side {
             /// ```
             pub fn send_timeout(&self, value: &T, timeout: Duration) -> Result<(), SendTimeoutError> {
                 self.$tx.send(value, Some(Deadline::after(timeout))).map_err(SendTimeoutError::from)
+            }
+            /// Sends without blocking the executor (`.await` it), waiting
+            /// for room as [`send`](Self::send) does; dropping the future
+            /// unresolved sends nothing. See [`PipeSendFuture`].
+            ///
+            /// ```
+            /// let (tx, rx) = shmproc::Pipe::<u32>::oneway()?;
+            /// shmproc::async_wait::block_on(tx.send_async(&7))?;
+            /// assert_eq!(rx.recv()?, 7);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn send_async<'a>(&'a self, value: &'a T) -> PipeSendFuture<'a, T> {
+                PipeSendFuture::new(&self.$tx, value)
             }
             /// Sends raw bytes as one message.
             ///

@@ -420,6 +420,132 @@ fn semaphore_wake_absorbed_by_a_dropped_future_is_passed_on() -> TestResult {
     Ok(())
 }
 
+/// `Mutex::lock_async` across processes: children increment under the lock
+/// while current-thread tasks of this process do the same through the
+/// future (two tasks on one thread exclude each other); a future dropped
+/// while waiting takes nothing and a blocked process still gets the lock; an
+/// owner that dies holding it is taken over with `OwnerDied`.
+fn mutex_lock_async_excludes_across_processes_and_tasks() -> TestResult {
+    const ROUNDS: u64 = 300;
+    let m = shmproc::Mutex::new(0u64)?;
+    let mut children = Vec::new();
+    for _ in 0..2 {
+        let m2 = m.clone();
+        children.push(Process::builder().allow_threaded_fork(true).spawn(move || {
+            for _ in 0..ROUNDS {
+                let mut g = m2.lock().unwrap();
+                let v = *g;
+                std::thread::yield_now();
+                *g = v + 1;
+            }
+        })?);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let m = m.clone();
+                tokio::task::spawn_local(async move {
+                    for _ in 0..ROUNDS {
+                        let mut g = m.lock_async().await.unwrap();
+                        let v = *g;
+                        // Another task of this thread runs here, and must wait.
+                        tokio::task::yield_now().await;
+                        *g = v + 1;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    for c in &mut children {
+        ensure!(c.join_timeout(HANG_LIMIT)? == Some(0));
+    }
+    ensure!(*m.lock().unwrap() == 4 * ROUNDS, "lost updates: {}", *m.lock().unwrap());
+
+    // A dropped waiting future: a blocked process still gets the lock.
+    let held = m.lock().unwrap();
+    let waker = std::task::Waker::from(Arc::new(NoWake));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = Box::pin(m.lock_async());
+    ensure!(fut.as_mut().poll(&mut cx).is_pending());
+    let m3 = m.clone();
+    let mut blocked = Process::builder().allow_threaded_fork(true).spawn(move || {
+        *m3.lock().unwrap() += 1;
+    })?;
+    ensure!(eventually(HANG_LIMIT, || shmproc_tests::proc_state(blocked.pid()) == Some('S')));
+    drop(held);
+    std::thread::sleep(Duration::from_millis(30));
+    drop(fut);
+    ensure!(blocked.join_timeout(HANG_LIMIT)? == Some(0), "the blocked process never got the lock");
+
+    // An owner that dies holding the lock.
+    let m4 = m.clone();
+    let mut dying = Process::builder().allow_threaded_fork(true).spawn(move || {
+        let g = m4.lock().unwrap();
+        std::mem::forget(g);
+        // SAFETY: signalling ourselves.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    })?;
+    ensure!(dying.join_timeout(HANG_LIMIT)? == Some(-9));
+    match async_wait::block_on(m.lock_async()) {
+        Err(shmproc::OwnerDied(g)) => ensure!(*g == 4 * ROUNDS + 1),
+        Ok(_) => return Err("a dead owner's lock taken without OwnerDied".into()),
+    }
+    Ok(())
+}
+
+/// `Barrier::wait_async`: two tokio tasks and a child process meet at a
+/// three-party barrier, round after round; a future dropped after it arrived
+/// breaks the barrier, so the child waiting there gets `Broken` instead of
+/// waiting for a party that is gone.
+fn barrier_wait_async_meets_processes_and_a_dropped_wait_breaks_it() -> TestResult {
+    const ROUNDS: u32 = 20;
+    let b = shmproc::Barrier::new(3)?;
+    let b2 = b.clone();
+    let mut child = Process::builder().allow_threaded_fork(true).spawn(move || {
+        for _ in 0..ROUNDS {
+            b2.wait().unwrap();
+        }
+    })?;
+    let (b3, b4) = (b.clone(), b.clone());
+    run_async(HANG_LIMIT, async move {
+        let t = tokio::spawn(async move {
+            let mut leaders = 0;
+            for _ in 0..ROUNDS {
+                leaders += u32::from(b3.wait_async().await.map_err(|e| e.to_string())?.is_leader());
+            }
+            Ok::<u32, String>(leaders)
+        });
+        for _ in 0..ROUNDS {
+            b4.wait_async().await?;
+        }
+        t.await??;
+        Ok(())
+    })?;
+    ensure!(child.join_timeout(HANG_LIMIT)? == Some(0));
+    ensure!(!b.is_broken());
+    // A dropped wait: the child arrives, we arrive and give up.
+    let b5 = b.clone();
+    let mut waiter = Process::builder().allow_threaded_fork(true).spawn(move || match b5.wait() {
+        Err(shmproc::BarrierError::Broken) => 0,
+        _ => 1,
+    })?;
+    let waker = std::task::Waker::from(Arc::new(NoWake));
+    let mut cx = std::task::Context::from_waker(&waker);
+    ensure!(eventually(HANG_LIMIT, || b.n_waiting() == 1));
+    let mut fut = Box::pin(b.wait_async());
+    ensure!(fut.as_mut().poll(&mut cx).is_pending());
+    ensure!(b.n_waiting() == 2);
+    drop(fut);
+    ensure!(waiter.join_timeout(HANG_LIMIT)? == Some(0), "the waiting process was not told the barrier broke");
+    ensure!(b.is_broken());
+    Ok(())
+}
+
 fn event_join_and_pool_results_as_futures() -> TestResult {
     let e = Event::new()?;
     let e2 = e.clone();
@@ -529,6 +655,78 @@ fn pipe_recv_async_from_a_child() -> TestResult {
     Ok(())
 }
 
+/// `send_async` on a pipe end into a small ring that a slow child drains:
+/// every message arrives once, in order, though the sender waits for room
+/// and futures are dropped while waiting; once the child is gone, the
+/// sender gets `Disconnected`.
+fn pipe_send_async_waits_for_room_and_sees_the_receiver_go() -> TestResult {
+    const N: u64 = 3000;
+    let (tx, rx) = shmproc::Pipe::<u64>::oneway_with_capacity(256)?;
+    let go = Event::new()?;
+    let go2 = go.clone();
+    let mut child = Process::builder().allow_threaded_fork(true).spawn(move || {
+        go2.wait();
+        for i in 0..N {
+            if rx.recv().unwrap() != i {
+                return 1;
+            }
+            if i % 300 == 299 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        0
+    })?;
+    let waker = std::task::Waker::from(Arc::new(NoWake));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    let (mut next, mut dropped) = (0u64, 0u64);
+    // The child does not read yet: fill the ring, then a send must wait, and
+    // dropping it there sends nothing.
+    while tx.send_timeout(&next, Duration::ZERO).is_ok() {
+        next += 1;
+    }
+    {
+        let value = next;
+        let mut f = Box::pin(tx.send_async(&value));
+        for _ in 0..100 {
+            ensure!(f.as_mut().poll(&mut cx).is_pending(), "a send into a full pipe resolved");
+        }
+        dropped += 1;
+    }
+    go.set();
+    while next < N {
+        if next % 5 == 2 {
+            // Polled once, then dropped unless it resolved: sends nothing.
+            let value = next;
+            let mut f = Box::pin(tx.send_async(&value));
+            if let std::task::Poll::Ready(r) = f.as_mut().poll(&mut cx) {
+                r?;
+                next += 1;
+            } else {
+                dropped += 1;
+            }
+            continue;
+        }
+        rt.block_on(async { tokio::time::timeout(HANG_LIMIT, tx.send_async(&next)).await })??;
+        next += 1;
+    }
+    ensure!(child.join_timeout(HANG_LIMIT)? == Some(0), "the child saw a message lost, repeated or out of order");
+    // The receiving end is gone with the child: fill the ring, then the
+    // send waits for room nobody will make, and ends with Disconnected.
+    let gone = rt.block_on(async {
+        loop {
+            match tokio::time::timeout(HANG_LIMIT, tx.send_async(&0)).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => return Ok(e),
+                Err(_) => return Err("send_async hung on a pipe without a receiver"),
+            }
+        }
+    })?;
+    ensure!(gone == shmproc::SendError::Disconnected, "{gone:?}");
+    println!("{N} sent, {dropped} futures dropped pending");
+    Ok(())
+}
+
 fn sets_after_a_while(e: Event) {
     std::thread::sleep(Duration::from_millis(30));
     e.set();
@@ -592,6 +790,8 @@ fn main() {
         dropped_futures_leave_nothing_behind,
         a_leaked_future_keeps_its_word_mapped,
         semaphore_wake_absorbed_by_a_dropped_future_is_passed_on,
+        mutex_lock_async_excludes_across_processes_and_tasks,
+        barrier_wait_async_meets_processes_and_a_dropped_wait_breaks_it,
         million_messages_exactly_once_through_send_async_and_recv_async,
         random_cancellation_loses_nothing,
         killed_producer_gives_disconnected,
@@ -600,6 +800,7 @@ fn main() {
         joinable_join_async_waits_for_task_done,
         stream_and_wait_async_over_many_objects,
         pipe_recv_async_from_a_child,
+        pipe_send_async_waits_for_room_and_sees_the_receiver_go,
         poll_fallback_passes_the_same_suite,
     ]);
 }

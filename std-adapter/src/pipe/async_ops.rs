@@ -1,7 +1,11 @@
-//! `recv_async` on pipe ends (see `async_wait.rs` for how it waits).
+//! `recv_async` and `send_async` on pipe ends (see `async_wait.rs` for how
+//! they wait).
 //!
 //! Cancellation safety: a frame is peeked, copied out and released within
-//! one `poll`, so a future dropped between polls takes nothing.
+//! one `poll`, so a future dropped between polls takes nothing; a frame is
+//! reserved, written and committed within one `poll` (a reservation that is
+//! not committed publishes nothing), so a dropped send leaves nothing
+//! half-written.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -11,7 +15,7 @@ use std::task::{Context, Poll};
 use shmproc_core::participants::{Presence, Role};
 use shmproc_core::Deadline;
 
-use super::{Message, RecvError, RxEnd};
+use super::{Message, RecvError, RxEnd, SendError, TxEnd};
 use crate::async_wait::NotifierWait;
 use crate::blocking::receiver_pace;
 use crate::channel_error::Failure;
@@ -85,5 +89,75 @@ impl<T> Drop for PipeRecvFuture<'_, T> {
 impl<T> std::fmt::Debug for PipeRecvFuture<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PipeRecvFuture").field("wait", &self.wait).finish_non_exhaustive()
+    }
+}
+
+/// The future of `send_async` on a [`Connection`](super::Connection) or a
+/// [`PipeSender`](super::PipeSender): resolves once the message is in the
+/// pipe, or to the error `send` would give (`Disconnected` once the other
+/// end is gone). Dropping it unresolved sends nothing. Not `Send`, like the
+/// pipe ends (see [`PipeRecvFuture`]).
+#[must_use = "futures do nothing unless polled"]
+pub struct PipeSendFuture<'a, T> {
+    tx: &'a TxEnd,
+    value: &'a T,
+    wait: NotifierWait,
+}
+
+impl<'a, T: Message> PipeSendFuture<'a, T> {
+    pub(super) fn new(tx: &'a TxEnd, value: &'a T) -> Self {
+        PipeSendFuture { tx, value, wait: NotifierWait::new() }
+    }
+}
+
+impl<T: Message> Future for PipeSendFuture<'_, T> {
+    type Output = Result<(), SendError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let tx = this.tx;
+        let ring = &tx.ch.ring;
+        let not_full = &ring.header().not_full;
+        loop {
+            let woken = this.wait.recheck_due() || this.wait.is_counted();
+            // One whole attempt: reserve, write and commit, or nothing.
+            match tx.send(this.value, Some(Deadline::EXPIRED)) {
+                Ok(()) => {
+                    this.wait.finish(not_full);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(Failure::Timeout | Failure::Full) => {}
+                Err(e) => {
+                    this.wait.finish(not_full);
+                    return Poll::Ready(Err(SendError::from(e)));
+                }
+            }
+            if ring.is_closed() || (woken && tx.ch.presence(Role::Receiver) == Presence::Absent) {
+                this.wait.finish(not_full);
+                return Poll::Ready(Err(SendError::from(Failure::Disconnected)));
+            }
+            // Room for the last message's size (the frame this one most
+            // likely needs); any consumption re-checks through the word.
+            let need = tx.size_hint.get().max(8);
+            let head = ring.head();
+            let ready = || ring.is_closed() || ring.fits(need) || ring.head() != head;
+            // SAFETY: the notifier lives in the pipe's segment.
+            if unsafe { this.wait.park(tx.ch._obj.segment(), not_full, || receiver_pace(ring), ready, cx.waker()) } {
+                continue;
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+impl<T> Drop for PipeSendFuture<'_, T> {
+    fn drop(&mut self) {
+        self.wait.finish(&self.tx.ch.ring.header().not_full);
+    }
+}
+
+impl<T> std::fmt::Debug for PipeSendFuture<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipeSendFuture").field("wait", &self.wait).finish_non_exhaustive()
     }
 }

@@ -13,7 +13,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use shmproc_core::mpmc::UNREGISTERED_GRACE;
-use shmproc_core::owner::ProcLiveness;
 use shmproc_core::participants::{Presence, Role};
 use shmproc_core::Deadline;
 
@@ -93,7 +92,7 @@ impl<T: Message> Future for RecvFuture<'_, T> {
                 // A producer that died mid-message on the slot ring leaves
                 // a claimed slot in the way (the byte ring needs nothing).
                 if let Layout::Slots(r) = &core.ring {
-                    this.stuck.recover(|grace| r.recover_writer(&ProcLiveness, grace));
+                    this.stuck.recover(|grace| r.recover_writer(core.obj.segment().liveness(), grace));
                 }
             }
             // One whole attempt, lock taken and released inside.
@@ -169,10 +168,12 @@ impl<T: Message> Future for SendFuture<'_, T> {
                 // A receiver that died holding a message holds room.
                 match &core.ring {
                     Layout::Slots(r) => this.stuck.recover(|grace| {
-                        r.recover_reader_with(&ProcLiveness, grace, |kind, bytes| core.drop_message(kind, bytes))
+                        r.recover_reader_with(core.obj.segment().liveness(), grace, |kind, bytes| {
+                            core.drop_message(kind, bytes)
+                        })
                     }),
                     Layout::Bytes(r) => {
-                        r.recover_dead_reader(&thread_id::owner());
+                        r.recover_dead_reader(&core.me());
                     }
                 }
             }
