@@ -356,6 +356,51 @@ impl<T: Message> JoinableQueue<T> {
         self.q.recv()
     }
 
+    /// Sends one task without blocking the executor (`.await` it): the
+    /// task counts as unfinished from the start, as with [`send`](Self::send),
+    /// and stops counting if the send fails or the future is dropped before
+    /// the message went in (a dropped send sends nothing).
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::bounded(4)?;
+    /// shmproc::async_wait::block_on(q.send_async(&1))?;
+    /// assert_eq!(q.unfinished(), 1);
+    /// drop(q.send_async(&2)); // never polled: nothing sent, nothing counted
+    /// assert_eq!(q.unfinished(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn send_async(&self, value: &T) -> Result<(), SendError> {
+        /// Takes the task back out of the count unless disarmed.
+        struct Undo<'a, T>(&'a JoinableQueue<T>, bool);
+        impl<T> Drop for Undo<'_, T> {
+            fn drop(&mut self) {
+                if self.1 {
+                    let _ = self.0.sub();
+                }
+            }
+        }
+        self.add();
+        let mut undo = Undo(self, true);
+        let r = self.q.send_async(value).await;
+        undo.1 = r.is_err();
+        r
+    }
+
+    /// Receives a task without blocking the executor (`.await` it); see
+    /// [`Queue::recv_async`]. Call [`task_done`](Self::task_done) when it is
+    /// processed.
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::bounded(4)?;
+    /// q.send(&5)?;
+    /// assert_eq!(shmproc::async_wait::block_on(q.recv_async())?, 5);
+    /// q.task_done()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn recv_async(&self) -> Result<T, RecvError> {
+        self.q.recv_async().await
+    }
+
     /// Receives a task if one is waiting.
     ///
     /// ```

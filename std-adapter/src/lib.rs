@@ -97,6 +97,7 @@
 //! | [`Mutex::lock`], [`Lock::acquire`] | [`Mutex::lock_async`] ([`LockFuture`]), [`Lock::acquire_async`] (the guard is not `Send`: the lock belongs to the polling thread) |
 //! | [`Barrier::wait`] | [`Barrier::wait_async`] ([`BarrierFuture`]; dropped after arriving, it breaks the barrier, as a timed-out `wait` does) |
 //! | [`JoinableQueue::join`] | [`JoinableQueue::join_async`] ([`JoinAllDone`]) |
+//! | [`JoinableQueue::send`], [`JoinableQueue::recv`] | [`JoinableQueue::send_async`] (a dropped send is not counted), [`JoinableQueue::recv_async`] |
 //! | [`PipeReceiver::recv`], [`Connection::recv`] | [`PipeReceiver::recv_async`], [`Connection::recv_async`] ([`PipeRecvFuture`], not `Send`) |
 //! | [`PipeSender::send`], [`Connection::send`] | [`PipeSender::send_async`], [`Connection::send_async`] ([`PipeSendFuture`], not `Send`) |
 //! | [`Queue::iter`] | `Queue::stream` / `Receiver::stream`: a `futures_core::Stream` (feature `stream`) |
@@ -134,9 +135,7 @@
 //! sender was killed gets `Disconnected` (noticed by a liveness re-check,
 //! within [`async_wait::LIVENESS_MAX`], 320 ms, in a long wait).
 //!
-//! **Not done yet** (issue #16): `recv_async`/`send_async` on
-//! `JoinableQueue` itself (await its [`queue`](JoinableQueue::queue)
-//! instead, then call `task_done`), `BoundedSemaphore`/`RobustSemaphore`,
+//! **Not done yet** (issue #16): `BoundedSemaphore`/`RobustSemaphore`,
 //! `RLock`, and `Condition` (its wait releases and retakes a lock that
 //! belongs to a thread, while a task may move between threads); use the
 //! blocking calls on a blocking-thread pool (`spawn_blocking`) for those.

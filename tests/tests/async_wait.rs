@@ -591,6 +591,54 @@ fn joinable_join_async_waits_for_task_done() -> TestResult {
     Ok(())
 }
 
+/// `JoinableQueue::send_async` / `recv_async`: tasks sent by a task and by a
+/// child, received by a task that marks them done, joined with
+/// `join_async`; a send dropped while waiting for room sends nothing and
+/// leaves no unfinished task behind.
+fn joinable_send_and_recv_async_keep_the_count() -> TestResult {
+    let q = shmproc::JoinableQueue::<u64>::bounded(4)?;
+    let q2 = q.clone();
+    let mut child = Process::builder().allow_threaded_fork(true).spawn(move || {
+        for i in 0..100u64 {
+            q2.send(&(1000 + i)).unwrap();
+        }
+    })?;
+    let (qa, qb) = (q.clone(), q.clone());
+    run_async(HANG_LIMIT, async move {
+        let consumer = tokio::spawn(async move {
+            let mut sum = 0u64;
+            for _ in 0..200 {
+                sum += qb.recv_async().await.map_err(|e| e.to_string())?;
+                qb.task_done().map_err(|e| e.to_string())?;
+            }
+            Ok::<u64, String>(sum)
+        });
+        for i in 0..100u64 {
+            qa.send_async(&i).await?;
+        }
+        qa.join_async().await;
+        let sum = consumer.await??;
+        ensure!(sum == (0..100).sum::<u64>() + (1000..1100).sum::<u64>(), "sum {sum}");
+        Ok(())
+    })?;
+    ensure!(child.join()? == 0);
+    ensure!(q.unfinished() == 0);
+    // Full, nobody receiving: a send polled once, then dropped.
+    for i in 0..4u64 {
+        q.try_send(&i)?;
+    }
+    let waker = std::task::Waker::from(Arc::new(NoWake));
+    let mut cx = std::task::Context::from_waker(&waker);
+    {
+        let mut f = Box::pin(q.send_async(&9));
+        ensure!(f.as_mut().poll(&mut cx).is_pending());
+        ensure!(q.unfinished() == 5, "counted while waiting: {}", q.unfinished());
+    }
+    ensure!(q.unfinished() == 4, "a dropped send left {} unfinished", q.unfinished());
+    ensure!(q.len() == 4);
+    Ok(())
+}
+
 /// `Receiver::stream` yields every message once, in order, and ends at
 /// `Disconnected`; `wait_async` resolves to the ready object's index.
 fn stream_and_wait_async_over_many_objects() -> TestResult {
@@ -798,6 +846,7 @@ fn main() {
         ten_thousand_futures_few_threads_no_fds,
         event_join_and_pool_results_as_futures,
         joinable_join_async_waits_for_task_done,
+        joinable_send_and_recv_async_keep_the_count,
         stream_and_wait_async_over_many_objects,
         pipe_recv_async_from_a_child,
         pipe_send_async_waits_for_room_and_sees_the_receiver_go,
