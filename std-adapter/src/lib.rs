@@ -100,6 +100,7 @@
 //! | [`JoinableQueue::send`], [`JoinableQueue::recv`] | [`JoinableQueue::send_async`] (a dropped send is not counted), [`JoinableQueue::recv_async`] |
 //! | [`PipeReceiver::recv`], [`Connection::recv`] | [`PipeReceiver::recv_async`], [`Connection::recv_async`] ([`PipeRecvFuture`], not `Send`) |
 //! | [`PipeSender::send`], [`Connection::send`] | [`PipeSender::send_async`], [`Connection::send_async`] ([`PipeSendFuture`], not `Send`) |
+//! | [`PipeReceiver::poll`], [`Connection::poll`] | [`PipeReceiver::readable_async`], [`Connection::readable_async`] ([`PipeReadable`]) |
 //! | [`Queue::iter`] | `Queue::stream` / `Receiver::stream`: a `futures_core::Stream` (feature `stream`) |
 //! | [`wait()`] over many objects | [`wait_async`] ([`WaitAny`], polled like `wait`) |
 //! | [`Process::join`] | [`Process::join_async`] |
@@ -328,7 +329,9 @@ pub use message::Message;
 pub use mutex::{
     Lock, LockFuture, LockResult, LockTimeoutError, Mutex, MutexGuard, OwnerDied, RLock, RLockGuard, TryLockError,
 };
-pub use pipe::{Connection, Pipe, PipeReceiver, PipeRecvFuture, PipeSendFuture, PipeSender, RecvBytesIntoError};
+pub use pipe::{
+    Connection, Pipe, PipeReadable, PipeReceiver, PipeRecvFuture, PipeSendFuture, PipeSender, RecvBytesIntoError,
+};
 pub use plain::Plain;
 pub use pool::{AsyncResult, MapResult, Pool, PoolBuilder, PoolError, TaskError};
 pub use process::{

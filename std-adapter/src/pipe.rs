@@ -56,7 +56,7 @@ use crate::object::Object;
 use crate::queue::{measure, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError};
 use crate::roles;
 use crate::segment::Segment;
-pub use async_ops::{PipeRecvFuture, PipeSendFuture};
+pub use async_ops::{PipeReadable, PipeRecvFuture, PipeSendFuture};
 
 /// Ring bytes per direction unless set with [`Pipe::duplex_with_capacity`].
 ///
@@ -731,6 +731,20 @@ macro_rules! recv_side {
             #[must_use]
             pub fn poll(&self, timeout: Duration) -> bool {
                 self.$rx.poll(timeout)
+            }
+            /// [`poll`](Self::poll) without a timeout, as a future: resolves
+            /// once a receive would not wait (a message is there, or the
+            /// other end is gone). Takes nothing; see [`PipeReadable`].
+            ///
+            /// ```
+            /// let (tx, rx) = shmproc::Pipe::<u8>::oneway()?;
+            /// tx.send(&1)?;
+            /// shmproc::async_wait::block_on(rx.readable_async());
+            /// assert_eq!(rx.recv()?, 1); // still there
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn readable_async(&self) -> PipeReadable<'_> {
+                PipeReadable::new(&self.$rx)
             }
         }
     };

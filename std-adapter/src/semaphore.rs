@@ -309,6 +309,18 @@ impl Drop for SemaphoreGuard<'_> {
 pub struct BoundedSemaphore(Semaphore);
 
 impl BoundedSemaphore {
+    /// [`Semaphore::acquire_async`] for a bounded semaphore.
+    ///
+    /// ```
+    /// let s = shmproc::BoundedSemaphore::new(1)?;
+    /// shmproc::async_wait::block_on(s.acquire_async());
+    /// assert!(!s.try_acquire());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn acquire_async(&self) -> AcquireFuture<'_> {
+        self.0.acquire_async()
+    }
+
     /// A bounded semaphore with `value` permits (and at most `value`).
     ///
     /// ```

@@ -775,6 +775,25 @@ fn pipe_send_async_waits_for_room_and_sees_the_receiver_go() -> TestResult {
     Ok(())
 }
 
+/// `readable_async` on a pipe end (the async `poll`): resolves when a child
+/// sends, without taking the message; resolves again once the child is gone
+/// (then `recv` says `Disconnected`).
+fn pipe_readable_async_waits_without_taking() -> TestResult {
+    let (tx, rx) = shmproc::Pipe::<u64>::oneway()?;
+    let mut child = Process::builder().allow_threaded_fork(true).spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        tx.send(&5).unwrap();
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    rt.block_on(async { tokio::time::timeout(HANG_LIMIT, rx.readable_async()).await })?;
+    ensure!(rx.poll(Duration::ZERO), "resolved with nothing to read");
+    ensure!(rx.recv()? == 5);
+    ensure!(child.join()? == 0);
+    rt.block_on(async { tokio::time::timeout(HANG_LIMIT, rx.readable_async()).await })?;
+    ensure!(rx.recv() == Err(RecvError::Disconnected));
+    Ok(())
+}
+
 fn sets_after_a_while(e: Event) {
     std::thread::sleep(Duration::from_millis(30));
     e.set();
@@ -850,6 +869,7 @@ fn main() {
         stream_and_wait_async_over_many_objects,
         pipe_recv_async_from_a_child,
         pipe_send_async_waits_for_room_and_sees_the_receiver_go,
+        pipe_readable_async_waits_without_taking,
         poll_fallback_passes_the_same_suite,
     ]);
 }

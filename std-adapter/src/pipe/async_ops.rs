@@ -161,3 +161,55 @@ impl<T> std::fmt::Debug for PipeSendFuture<'_, T> {
         f.debug_struct("PipeSendFuture").field("wait", &self.wait).finish_non_exhaustive()
     }
 }
+
+/// The future of `readable_async` on a [`Connection`](super::Connection) or a
+/// [`PipeReceiver`](super::PipeReceiver) (the async form of `poll`): resolves
+/// once a receive would not wait: a message is there, or the pipe is closed
+/// or has no sender left (then `recv` reports `Disconnected`). Takes nothing.
+#[must_use = "futures do nothing unless polled"]
+pub struct PipeReadable<'a> {
+    rx: &'a RxEnd,
+    wait: NotifierWait,
+}
+
+impl<'a> PipeReadable<'a> {
+    pub(super) fn new(rx: &'a RxEnd) -> Self {
+        PipeReadable { rx, wait: NotifierWait::new() }
+    }
+}
+
+impl Future for PipeReadable<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let rx = this.rx;
+        let ring = &rx.ch.ring;
+        let not_empty = &ring.header().not_empty;
+        loop {
+            let woken = this.wait.recheck_due() || this.wait.is_counted();
+            if rx.has_frame() || ring.is_closed() || (woken && rx.ch.presence(Role::Sender) == Presence::Absent) {
+                this.wait.finish(not_empty);
+                return Poll::Ready(());
+            }
+            let ready = || rx.has_frame() || ring.is_closed();
+            // SAFETY: the notifier lives in the pipe's segment.
+            if unsafe { this.wait.park(rx.ch._obj.segment(), not_empty, || receiver_pace(ring), ready, cx.waker()) } {
+                continue;
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+impl Drop for PipeReadable<'_> {
+    fn drop(&mut self) {
+        self.wait.finish(&self.rx.ch.ring.header().not_empty);
+    }
+}
+
+impl std::fmt::Debug for PipeReadable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipeReadable").field("wait", &self.wait).finish_non_exhaustive()
+    }
+}
