@@ -400,15 +400,11 @@ fn unreadable_proc_is_not_death() -> TestResult {
     Ok(())
 }
 
-/// A receiver in another pid namespace holds a queue's consuming side (a
-/// `RecvRef` in place): while it lives, other receivers wait (time out);
-/// once it is SIGKILLed, its process's kernel-kept record is gone and the
-/// next receive takes the side over, dropping the message it was reading.
-fn queue_side_of_a_dead_receiver_in_another_pid_namespace_is_recovered() -> TestResult {
-    let q = shmproc::Queue::<u64>::bounded(8)?;
-    let ready = Event::new()?;
-    q.send(&1)?;
-    q.send(&2)?;
+/// A process that is pid 1 of a new pid namespace and holds message 1 of
+/// `q` in place (a `RecvRef`) until it is killed; `None` (printed as
+/// skipped) where the machine refuses the namespace.
+fn receiver_in_another_namespace(q: &shmproc::Queue<u64>, test: &str) -> Result<Option<NsChild>, String> {
+    let ready = Event::new().map_err(|e| e.to_string())?;
     let (q2, r2) = (q.clone(), ready.clone());
     let child = match NsChild::spawn(move || {
         let Ok(held) = q2.recv_ref() else { return LOCKED };
@@ -422,8 +418,8 @@ fn queue_side_of_a_dead_receiver_in_another_pid_namespace_is_recovered() -> Test
     }) {
         Ok(c) => c,
         Err(reason) => {
-            eprintln!("SKIPPED queue_side_of_a_dead_receiver_in_another_pid_namespace_is_recovered: {reason}");
-            return Ok(());
+            eprintln!("SKIPPED {test}: {reason}");
+            return Ok(None);
         }
     };
     if !ready.wait_timeout(HANG_LIMIT) {
@@ -431,6 +427,22 @@ fn queue_side_of_a_dead_receiver_in_another_pid_namespace_is_recovered() -> Test
         child.wait();
         return Err("the receiver in the other namespace never took its message".into());
     }
+    Ok(Some(child))
+}
+
+/// A receiver in another pid namespace holds a queue's consuming side (a
+/// `RecvRef` in place): while it lives, other receivers wait (time out);
+/// once it is SIGKILLed, its process's kernel-kept record is gone and the
+/// next receive takes the side over, dropping the message it was reading.
+fn queue_side_of_a_dead_receiver_in_another_pid_namespace_is_recovered() -> TestResult {
+    let q = shmproc::Queue::<u64>::bounded(8)?;
+    q.send(&1)?;
+    q.send(&2)?;
+    let Some(child) =
+        receiver_in_another_namespace(&q, "queue_side_of_a_dead_receiver_in_another_pid_namespace_is_recovered")?
+    else {
+        return Ok(());
+    };
     let while_alive = q.recv_timeout(Duration::from_millis(200));
     child.kill();
     child.wait();
@@ -449,30 +461,12 @@ fn queue_side_of_a_dead_receiver_in_another_pid_namespace_is_recovered() -> Test
 /// gone and the sender recovers the slot.
 fn slot_of_a_dead_receiver_in_another_pid_namespace_is_recovered() -> TestResult {
     let q = shmproc::Queue::<u64>::builder().capacity(2).slot_ring().build::<u64>()?;
-    let ready = Event::new()?;
     q.send(&1)?;
-    let (q2, r2) = (q.clone(), ready.clone());
-    let child = match NsChild::spawn(move || {
-        let Ok(held) = q2.recv_ref() else { return LOCKED };
-        if *held != 1 {
-            return LOCKED;
-        }
-        r2.set();
-        std::thread::sleep(Duration::from_secs(60));
-        drop(held);
-        OK
-    }) {
-        Ok(c) => c,
-        Err(reason) => {
-            eprintln!("SKIPPED slot_of_a_dead_receiver_in_another_pid_namespace_is_recovered: {reason}");
-            return Ok(());
-        }
+    let Some(child) =
+        receiver_in_another_namespace(&q, "slot_of_a_dead_receiver_in_another_pid_namespace_is_recovered")?
+    else {
+        return Ok(());
     };
-    if !ready.wait_timeout(HANG_LIMIT) {
-        child.kill();
-        child.wait();
-        return Err("the receiver in the other namespace never took its message".into());
-    }
     // Slot 1 takes 2; 3 needs slot 0 again, which the foreign receiver holds.
     q.send(&2)?;
     let while_alive = q.send_timeout(&3, Duration::from_millis(200));

@@ -46,37 +46,49 @@ impl<T: Message> Future for PipeRecvFuture<'_, T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let rx = this.rx;
-        let ring = &rx.ch.ring;
-        let not_empty = &ring.header().not_empty;
-        loop {
-            let woken = this.wait.recheck_due() || this.wait.is_counted();
-            if rx.has_frame() || ring.is_closed() {
+        poll_receiving(rx, &mut this.wait, cx, |woken| {
+            if rx.has_frame() || rx.ch.ring.is_closed() {
                 // One whole receive (peek, copy out, release) or the
                 // disconnection of a drained, closed pipe.
                 match rx.recv::<T>(Some(Deadline::EXPIRED)) {
-                    Ok(v) => {
-                        this.wait.finish(not_empty);
-                        return Poll::Ready(Ok(v));
-                    }
-                    Err(Failure::Timeout | Failure::Full) => {}
-                    Err(e) => {
-                        this.wait.finish(not_empty);
-                        return Poll::Ready(Err(RecvError::from(e)));
-                    }
+                    Ok(v) => Some(Ok(v)),
+                    Err(Failure::Timeout | Failure::Full) => None,
+                    Err(e) => Some(Err(RecvError::from(e))),
                 }
             } else if woken && rx.ch.presence(Role::Sender) == Presence::Absent && !rx.has_frame() {
                 // Woken (or a liveness slice passed) with nothing to read:
-                // is the other end gone?
-                this.wait.finish(not_empty);
-                return Poll::Ready(Err(RecvError::from(Failure::Disconnected)));
+                // the other end is gone.
+                Some(Err(RecvError::from(Failure::Disconnected)))
+            } else {
+                None
             }
-            let ready = || rx.has_frame() || ring.is_closed();
-            // SAFETY: the notifier lives in the pipe's segment.
-            if unsafe { this.wait.park(rx.ch._obj.segment(), not_empty, || receiver_pace(ring), ready, cx.waker()) } {
-                continue;
-            }
-            return Poll::Pending;
+        })
+    }
+}
+
+/// The receiving futures' loop: `attempt` (told whether this poll follows a
+/// wake-up or a liveness slice) until it gives a result, waiting on the
+/// pipe's "not empty" word in between.
+fn poll_receiving<R>(
+    rx: &RxEnd,
+    wait: &mut NotifierWait,
+    cx: &mut Context<'_>,
+    mut attempt: impl FnMut(bool) -> Option<R>,
+) -> Poll<R> {
+    let ring = &rx.ch.ring;
+    let not_empty = &ring.header().not_empty;
+    loop {
+        let woken = wait.recheck_due() || wait.is_counted();
+        if let Some(r) = attempt(woken) {
+            wait.finish(not_empty);
+            return Poll::Ready(r);
         }
+        let ready = || rx.has_frame() || ring.is_closed();
+        // SAFETY: the notifier lives in the pipe's segment.
+        if unsafe { wait.park(rx.ch._obj.segment(), not_empty, || receiver_pace(ring), ready, cx.waker()) } {
+            continue;
+        }
+        return Poll::Pending;
     }
 }
 
@@ -184,21 +196,10 @@ impl Future for PipeReadable<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let rx = this.rx;
-        let ring = &rx.ch.ring;
-        let not_empty = &ring.header().not_empty;
-        loop {
-            let woken = this.wait.recheck_due() || this.wait.is_counted();
-            if rx.has_frame() || ring.is_closed() || (woken && rx.ch.presence(Role::Sender) == Presence::Absent) {
-                this.wait.finish(not_empty);
-                return Poll::Ready(());
-            }
-            let ready = || rx.has_frame() || ring.is_closed();
-            // SAFETY: the notifier lives in the pipe's segment.
-            if unsafe { this.wait.park(rx.ch._obj.segment(), not_empty, || receiver_pace(ring), ready, cx.waker()) } {
-                continue;
-            }
-            return Poll::Pending;
-        }
+        poll_receiving(rx, &mut this.wait, cx, |woken| {
+            let gone = woken && rx.ch.presence(Role::Sender) == Presence::Absent;
+            (rx.has_frame() || rx.ch.ring.is_closed() || gone).then_some(())
+        })
     }
 }
 
