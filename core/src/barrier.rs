@@ -99,6 +99,10 @@ struct Arrival {
     /// The party's pid namespace ([`Identity::ns`](crate::Identity::ns)).
     ns: AtomicU32,
     start: AtomicU64,
+    /// The party's process, as its [`Owner::pid`] says (with
+    /// [`KERNEL_LIVE`](crate::owner::KERNEL_LIVE) when set).
+    pid: AtomicU32,
+    _pad: AtomicU32,
 }
 
 /// The barrier, as laid out in shared memory.
@@ -154,6 +158,7 @@ impl RawBarrier {
             a.tid.store(0, Ordering::Relaxed);
             a.ns.store(0, Ordering::Relaxed);
             a.start.store(0, Ordering::Relaxed);
+            a.pid.store(0, Ordering::Relaxed);
         }
     }
 
@@ -296,6 +301,7 @@ impl RawBarrier {
                 a.tid.store(me.thread.id, Ordering::Relaxed);
                 a.ns.store(me.thread.ns, Ordering::Relaxed);
                 a.start.store(me.thread.start, Ordering::Relaxed);
+                a.pid.store(me.pid, Ordering::Relaxed);
             }
             if c + 1 == parties {
                 self.count.store(0, Ordering::Relaxed);
@@ -355,7 +361,7 @@ impl RawBarrier {
                 // party's consistent record.
                 let tid = r.tid.load(Ordering::Relaxed);
                 let start = r.start.load(Ordering::Relaxed);
-                !check.is_alive_in(tid, Some(start), r.ns.load(Ordering::Relaxed))
+                !check.is_alive_owner(tid, Some(start), r.ns.load(Ordering::Relaxed), r.pid.load(Ordering::Relaxed))
             });
             if dead {
                 self.break_now();

@@ -31,11 +31,22 @@
 //! own, never a previous occupant's. A 0 fails closed: `ns == 0` is an
 //! unknown namespace (present), and `start == 0` checks existence only.
 //!
+//! # Kernel-kept liveness
+//!
+//! A process that holds its kernel liveness record on the object's file
+//! (see the std crate's `kernel_liveness`) registers with
+//! [`KERNEL_LIVE`](crate::owner::KERNEL_LIVE) set in its pid, so that a judge
+//! that cannot read `/proc` for it (another pid namespace) can still prove
+//! its death. An entry is found by the pid without the flag; a process that
+//! registered without it (a parent registering its forked child) is
+//! upgraded when the process itself registers with it.
+//!
 //! If the table is full, [`Participants::attach`] sets the `overflow` flag:
 //! from then on liveness answers "unknown" and callers must not declare a
 //! disconnection from liveness alone.
 
 use crate::identity::Identity;
+use crate::owner::KERNEL_LIVE;
 use crate::primitive::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Entries per table.
@@ -189,12 +200,22 @@ impl Participants {
         }
     }
 
+    /// `me`'s entry (its pid compared without [`KERNEL_LIVE`]), upgraded to
+    /// `me`'s flag if `me` has it.
     fn find(&self, me: Identity) -> Option<&Entry> {
-        self.entries.iter().find(|e| {
-            e.pid.load(Ordering::Acquire) == me.id
+        let e = self.entries.iter().find(|e| {
+            let pid = e.pid.load(Ordering::Acquire);
+            pid != RECLAIMING
+                && pid & !KERNEL_LIVE == me.id & !KERNEL_LIVE
                 && e.start.load(Ordering::Relaxed) == me.start
                 && e.ns.load(Ordering::Relaxed) == me.ns
-        })
+        })?;
+        if me.id & KERNEL_LIVE != 0 {
+            // Only the process itself (or a reclaimer after its death) moves
+            // its claim word: a failed swap means it is being reclaimed.
+            let _ = e.pid.compare_exchange(me.id & !KERNEL_LIVE, me.id, Ordering::AcqRel, Ordering::Relaxed);
+        }
+        Some(e)
     }
 
     /// Adds `n` handles of `role` for process `me`. Returns false if the table
@@ -305,9 +326,11 @@ impl Participants {
                 Err(v) => cur = v,
             }
         }
+        let claim = e.pid.load(Ordering::Relaxed);
         if e.senders.load(Ordering::Relaxed) == 0
             && e.receivers.load(Ordering::Relaxed) == 0
-            && e.pid.compare_exchange(me.id, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            && claim & !KERNEL_LIVE == me.id & !KERNEL_LIVE
+            && e.pid.compare_exchange(claim, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
             e.start.store(0, Ordering::Relaxed);
             e.ns.store(0, Ordering::Relaxed);
@@ -382,7 +405,8 @@ impl Participants {
         }
     }
 
-    /// `(pid, senders, receivers)` of every claimed entry, for inspection.
+    /// `(process, senders, receivers)` of every claimed entry, for inspection
+    /// (the pid without [`KERNEL_LIVE`]).
     ///
     /// ```
     /// use shmproc_core::participants::{Participants, Presence, Role};
@@ -403,7 +427,11 @@ impl Participants {
             let pid = e.pid.load(Ordering::Acquire);
             (pid != 0 && pid != RECLAIMING).then(|| {
                 (
-                    Identity { id: pid, start: e.start.load(Ordering::Relaxed), ns: e.ns.load(Ordering::Relaxed) },
+                    Identity {
+                        id: pid & !KERNEL_LIVE,
+                        start: e.start.load(Ordering::Relaxed),
+                        ns: e.ns.load(Ordering::Relaxed),
+                    },
                     e.senders.load(Ordering::Relaxed),
                     e.receivers.load(Ordering::Relaxed),
                 )
@@ -442,5 +470,35 @@ mod tests {
         }
         assert!(!t.attach(Identity { id: 5000, start: 1, ns: 1 }, Role::Sender, 1, all_alive));
         assert_eq!(t.presence(Role::Sender, all_alive), Presence::Unknown);
+    }
+
+    /// A parent registers its child without the kernel flag; the child's
+    /// own flagged registration upgrades the same entry (no second one), the
+    /// judge sees the flag, and detaching without it still frees the entry.
+    #[test]
+    fn kernel_flag_upgrades_one_entry() {
+        // SAFETY: all-zero bytes are a valid (empty) table of atomics.
+        let t: Participants = unsafe { core::mem::zeroed() };
+        t.init();
+        let plain = Identity { id: 10, start: 1, ns: 1 };
+        let flagged = Identity { id: 10 | KERNEL_LIVE, ..plain };
+        let all_alive = |_: Identity| true;
+        assert!(t.set(plain, Role::Sender, 1, all_alive));
+        assert!(t.set(flagged, Role::Sender, 1, all_alive));
+        assert_eq!(t.snapshot().collect::<std::vec::Vec<_>>(), [(plain, 1, 0)]);
+        let seen_flag = core::cell::Cell::new(false);
+        let judge = |id: Identity| {
+            seen_flag.set(id.id & KERNEL_LIVE != 0);
+            true
+        };
+        assert_eq!(t.presence(Role::Sender, judge), Presence::Present);
+        assert!(seen_flag.get(), "the judge is given the flag");
+        // A later unflagged registration by the parent does not downgrade.
+        assert!(t.set(plain, Role::Sender, 1, all_alive));
+        assert_eq!(t.presence(Role::Sender, judge), Presence::Present);
+        assert!(seen_flag.get());
+        t.detach(plain, Role::Sender, 1);
+        assert_eq!(t.snapshot().count(), 0);
+        assert_eq!(t.presence(Role::Sender, all_alive), Presence::Absent);
     }
 }

@@ -57,7 +57,7 @@
 
 use crate::futex::{self, WaitOutcome};
 use crate::identity::Identity;
-use crate::owner::{Owner, OwnerCheck};
+use crate::owner::{Owner, OwnerCheck, KERNEL_LIVE};
 use crate::primitive::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::raw_mutex::{Acquired, LockError, RawMutex, LIVENESS_SLICE};
 use crate::region::{kind, RegionObject};
@@ -234,9 +234,12 @@ impl RawRobustSemaphore {
             .fold(0u32, |n, s| n.saturating_add(s.held.load(Ordering::Relaxed)))
     }
 
+    /// Whether slot `s` records `holder` (the pids compared without
+    /// [`KERNEL_LIVE`]: a holder flags its record once it holds its kernel
+    /// liveness record, see `owner::KERNEL_LIVE`).
     fn is(s: &Slot, holder: Identity) -> bool {
-        holder.id != 0
-            && s.pid.load(Ordering::Relaxed) == holder.id
+        holder.id & !KERNEL_LIVE != 0
+            && s.pid.load(Ordering::Relaxed) & !KERNEL_LIVE == holder.id & !KERNEL_LIVE
             && s.start.load(Ordering::Relaxed) == holder.start
             && s.ns.load(Ordering::Relaxed) == holder.ns
     }
@@ -285,7 +288,7 @@ impl RawRobustSemaphore {
             }
             let start = s.start.load(Ordering::Relaxed);
             let ns = s.ns.load(Ordering::Relaxed);
-            if s.held.load(Ordering::Relaxed) == 0 || !check.is_alive_in(pid, Some(start), ns) {
+            if s.held.load(Ordering::Relaxed) == 0 || !check.is_alive_owner(pid & !KERNEL_LIVE, Some(start), ns, pid) {
                 Self::clear(s);
             }
         }
@@ -333,7 +336,11 @@ impl RawRobustSemaphore {
             return Step::Full;
         }
         let slot = match self.slots.iter().find(|s| Self::is(s, holder)) {
-            Some(s) => s,
+            Some(s) => {
+                // Under the lock: take the holder's flag (never drop it).
+                s.pid.store(s.pid.load(Ordering::Relaxed) | (holder.id & KERNEL_LIVE), Ordering::Relaxed);
+                s
+            }
             None => match self.slots.iter().find(|s| s.pid.load(Ordering::Relaxed) == 0) {
                 Some(s) => {
                     // Written in this order so that a kill in between leaves

@@ -20,7 +20,6 @@ use std::fmt;
 use std::time::Duration;
 
 use shmproc_core::barrier::{BarrierError as RawError, BarrierWait, RawBarrier};
-use shmproc_core::owner::ProcLiveness;
 use shmproc_core::region::kind;
 use shmproc_core::Deadline;
 
@@ -90,10 +89,10 @@ impl std::future::Future for BarrierFuture<'_> {
         use std::task::Poll;
         let this = self.get_mut();
         let raw = this.barrier.raw();
-        let me = thread_id::owner();
+        let me = this.barrier.me();
         let a = match this.arrived {
             Some(a) => a,
-            None => match raw.arrive(&me, &ProcLiveness) {
+            None => match raw.arrive(&me, this.barrier.check()) {
                 Ok(a) => {
                     this.arrived = Some(a);
                     a
@@ -108,7 +107,7 @@ impl std::future::Future for BarrierFuture<'_> {
         let next = *this.next_check.get_or_insert(now + shmproc_core::raw_mutex::LIVENESS_SLICE);
         if raw.outcome(&a).is_none() && now >= next {
             this.next_check = Some(now + shmproc_core::raw_mutex::LIVENESS_SLICE);
-            raw.break_if_a_party_died(&me, &ProcLiveness, &a);
+            raw.break_if_a_party_died(&me, this.barrier.check(), &a);
         }
         if let Some(r) = raw.outcome(&a) {
             this.done = true;
@@ -143,7 +142,7 @@ impl Drop for BarrierFuture<'_> {
         self.waiting.disarm();
         if let (Some(a), false) = (self.arrived, self.done) {
             // Arrived and given up: the barrier breaks (unless it tripped).
-            let _ = self.barrier.raw().leave(&thread_id::owner(), &ProcLiveness, &a);
+            let _ = self.barrier.raw().leave(&self.barrier.me(), self.barrier.check(), &a);
         }
     }
 }
@@ -273,8 +272,20 @@ impl Barrier {
         self.obj.head::<RawBarrier>()
     }
 
+    /// The calling thread as arrivals and the internal lock record it
+    /// (`kernel_liveness`).
+    fn me(&self) -> shmproc_core::owner::Owner {
+        self.obj.segment().owner(&thread_id::owner())
+    }
+
+    /// How parties and the lock holder are judged: `/proc`, else the
+    /// kernel's records of the segment's file.
+    fn check(&self) -> &crate::kernel_liveness::FileLiveness {
+        self.obj.segment().liveness()
+    }
+
     fn wait_until(&self, deadline: Option<Deadline>) -> Result<BarrierWaitResult, BarrierError> {
-        match self.raw().wait(&thread_id::owner(), deadline, &ProcLiveness) {
+        match self.raw().wait(&self.me(), deadline, self.check()) {
             Ok(w) => Ok(BarrierWaitResult(w)),
             Err(RawError::Broken) => Err(BarrierError::Broken),
             Err(RawError::Timeout) => Err(BarrierError::Timeout),
@@ -354,7 +365,7 @@ impl Barrier {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn abort(&self) {
-        self.raw().abort(&thread_id::owner(), &ProcLiveness);
+        self.raw().abort(&self.me(), self.check());
     }
 
     /// Back to the initial state; parties waiting now get `Broken`.
@@ -368,7 +379,7 @@ impl Barrier {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn reset(&self) {
-        self.raw().reset(&thread_id::owner(), &ProcLiveness);
+        self.raw().reset(&self.me(), self.check());
     }
 
     /// The number of parties.

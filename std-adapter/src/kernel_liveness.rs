@@ -48,9 +48,11 @@
 //! * Covered: the robust locks (`Lock`, `RLock`, `Mutex`, `Condition`'s
 //!   lock, `Value`/`Array` locks, `SharedMap`/`SharedList`), the byte-ring
 //!   queue sides (a receiver or sender that died holding its side, a
-//!   `RecvRef` included) and slot-ring claims. Not yet: barrier arrivals,
-//!   robust-semaphore holders and participants tables (so `Disconnected`)
-//!   of a foreign namespace still fail closed without recovery.
+//!   `RecvRef` included), slot-ring claims, participants tables (so
+//!   `Disconnected` when the last sender died), barrier arrivals (the
+//!   barrier breaks) and robust-semaphore holders (their permits come
+//!   back). Each records its holder's pid with [`KERNEL_LIVE`] while the
+//!   holder's process holds its record.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
@@ -278,6 +280,21 @@ impl LiveFile {
 /// identity its lock owners record.
 #[derive(Clone, Default)]
 pub(crate) struct FileLiveness(Option<Arc<LiveFile>>);
+
+impl FileLiveness {
+    /// [`KERNEL_LIVE`] if this process holds its record on the file (taken
+    /// now if it has not tried yet), else 0: the flag its participant
+    /// entries carry.
+    pub(crate) fn process_flag(&self) -> u32 {
+        self.owner(&crate::thread_id::owner()).pid & KERNEL_LIVE
+    }
+
+    /// Whether the process `id` (its pid possibly flagged) is alive:
+    /// `/proc` where it can tell, else the process's record on the file.
+    pub(crate) fn process_alive(&self, id: shmproc_core::Identity) -> bool {
+        self.is_alive_owner(id.id & !KERNEL_LIVE, Some(id.start), id.ns, id.id)
+    }
+}
 
 impl std::fmt::Debug for FileLiveness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

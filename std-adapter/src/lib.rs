@@ -186,21 +186,22 @@
 //! process of every namespace with the file open can see it. A lock owner
 //! records that it holds such a lock, so the robust locks ([`Lock`],
 //! [`RLock`], [`Mutex`], a [`Condition`]'s lock, [`Value`]/[`Array`] locks,
-//! [`SharedMap`]/[`SharedList`]), the sides of a byte-ring [`Queue`] and
-//! the claimed slots of a slot-ring one are recovered when their holder's process died in another namespace too,
-//! or when the judge's `/proc` is unreadable (tested with a real pid-1 owner
-//! SIGKILLed in its own namespace, a pid-1 receiver killed inside a
-//! `RecvRef`, and an owner whose forked child outlives it: the fork handler
-//! gives each child a record of its own). This is process-level: a dead
-//! *thread* of a live process of another namespace is not detected.
+//! [`SharedMap`]/[`SharedList`]), the sides of a byte-ring [`Queue`], the
+//! claimed slots of a slot-ring one, the senders and receivers that decide
+//! `Disconnected`, [`Barrier`] arrivals and [`RobustSemaphore`] holders are
+//! all recovered when their holder's process died in another namespace
+//! too, or when the judge's `/proc` is unreadable. Tested with a real pid-1
+//! owner SIGKILLed in its own namespace, a pid-1 receiver killed inside a
+//! `RecvRef` (byte ring and slot ring), an owner whose forked child outlives
+//! it (the fork handler gives each child a record of its own), and judges
+//! without `/proc` for a lock, a queue's last sender, a barrier party and a
+//! robust permit.
 //!
-//! What does not hold yet: barrier arrivals, robust semaphore holders and
-//! participants tables do not use the kernel's records, so there the death
-//! of a peer the judge cannot check is not detected: it keeps counting as a
-//! sender or receiver (no `Disconnected`), and its permits and barrier
-//! arrival are not given back. Within one pid namespace with its
-//! own `/proc` (the usual case), dead peers are recovered as the table above
-//! says.
+//! What this does not cover: it is process-level, so a dead *thread* of a
+//! live process of another namespace is not detected; a process that cannot
+//! read its own namespace (no `/proc` at all) takes no record, so its death
+//! cannot be proven to another namespace. Both fail closed: nothing is
+//! taken from a live peer.
 //!
 //! One practical bound remains (see `shmproc_core::raw_mutex`): a lock owner
 //! that has taken the lock word but not yet recorded itself is judged at once

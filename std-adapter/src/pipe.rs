@@ -177,7 +177,7 @@ impl Channel {
     }
 
     fn presence(&self, role: Role) -> Presence {
-        roles::presence(&self.ring.header().participants, role)
+        roles::presence(&self.ring.header().participants, role, self._obj.segment().liveness())
     }
 }
 
@@ -192,7 +192,7 @@ struct TxEnd {
 
 impl TxEnd {
     fn new(ch: Channel) -> TxEnd {
-        roles::attach(&ch.ring.header().participants, Role::Sender);
+        roles::attach(&ch.ring.header().participants, Role::Sender, ch._obj.segment().liveness());
         // SAFETY: this is the ring's only producer in this process: ends are
         // made in pairs on a new segment, are not `Clone`, and are not `Sync`
         // (the `RefCell`). Another process holding a copy of this end must
@@ -332,7 +332,7 @@ struct RxEnd {
 
 impl RxEnd {
     fn new(ch: Channel) -> RxEnd {
-        roles::attach(&ch.ring.header().participants, Role::Receiver);
+        roles::attach(&ch.ring.header().participants, Role::Receiver, ch._obj.segment().liveness());
         // SAFETY: the ring's only consumer in this process, as for the
         // producer in `TxEnd::new`; received bytes are copied out through
         // `PeerBytes` before validation, so a second process receiving on a

@@ -439,7 +439,7 @@ impl Core {
     }
 
     fn presence(&self, role: Role) -> Presence {
-        roles::presence(self.participants(), role)
+        roles::presence(self.participants(), role, self.obj.segment().liveness())
     }
 
     /// For a non-blocking receive that found nothing: whether no live sender
@@ -973,10 +973,10 @@ struct Registered {
 impl Registered {
     fn new(core: Arc<Core>, send: bool, recv: bool) -> Registered {
         if send {
-            roles::attach(core.participants(), Role::Sender);
+            roles::attach(core.participants(), Role::Sender, core.obj.segment().liveness());
         }
         if recv {
-            roles::attach(core.participants(), Role::Receiver);
+            roles::attach(core.participants(), Role::Receiver, core.obj.segment().liveness());
         }
         Registered { core, send, recv }
     }

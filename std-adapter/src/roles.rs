@@ -23,11 +23,15 @@ use shmproc_core::participants::{Participants, Presence, Role};
 use shmproc_core::Identity;
 
 use crate::globals::ForkSafe;
+use crate::kernel_liveness::FileLiveness;
 
 struct Reg {
     table: usize,
     role: Role,
     count: u32,
+    /// The object's segment's liveness record (its process flag and its
+    /// check: `kernel_liveness`).
+    live: FileLiveness,
 }
 
 static REGISTRY: ForkSafe<Vec<Reg>> = ForkSafe::new(Vec::new());
@@ -64,20 +68,29 @@ fn alive(id: Identity) -> bool {
     id.is_alive()
 }
 
-/// Whether a live process holds a handle of `role` on `table`.
-pub(crate) fn presence(table: &Participants, role: Role) -> Presence {
-    table.presence(role, alive)
+/// This process as `table` records it: flagged when it holds its kernel
+/// liveness record on the object's file (`live`).
+fn me_in(live: &FileLiveness) -> Identity {
+    let me = process();
+    Identity { id: me.id | live.process_flag(), ..me }
+}
+
+/// Whether a live process holds a handle of `role` on `table` (judged with
+/// the kernel's records of the object's file, `live`, where `/proc` cannot
+/// tell).
+pub(crate) fn presence(table: &Participants, role: Role, live: &FileLiveness) -> Presence {
+    table.presence(role, |id| live.process_alive(id))
 }
 
 /// Registers one handle of `role` for this process.
-pub(crate) fn attach(table: &Participants, role: Role) {
+pub(crate) fn attach(table: &Participants, role: Role, live: &FileLiveness) {
     crate::process::atfork::install();
     let key = table as *const Participants as usize;
     REGISTRY.with(|r| match r.iter_mut().find(|e| e.table == key && e.role == role) {
         Some(e) => e.count += 1,
-        None => r.push(Reg { table: key, role, count: 1 }),
+        None => r.push(Reg { table: key, role, count: 1, live: live.clone() }),
     });
-    table.attach(process(), role, 1, alive);
+    table.attach(me_in(live), role, 1, |id| live.process_alive(id));
 }
 
 /// Removes one handle of `role` for this process.
@@ -156,7 +169,8 @@ pub(crate) fn reattach_in_child() {
             // SAFETY: the table lives in a MAP_SHARED mapping that the handle
             // keeps alive; fork duplicated both the handle and the mapping.
             let table = unsafe { &*(e.table as *const Participants) };
-            table.set(me, e.role, e.count, alive);
+            let flagged = Identity { id: me.id | e.live.process_flag(), ..me };
+            table.set(flagged, e.role, e.count, |id| e.live.process_alive(id));
         }
     });
 }

@@ -23,7 +23,6 @@ use std::ops::Deref;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use shmproc_core::owner::ProcLiveness;
 use shmproc_core::region::kind;
 use shmproc_core::robust_semaphore::{RawRobustSemaphore, RobustError};
 use shmproc_core::semaphore::{RawSemaphore, SemaphoreError, UNBOUNDED};
@@ -542,6 +541,24 @@ impl RobustSemaphore {
         self.obj.head::<RawRobustSemaphore>()
     }
 
+    /// The calling thread as the internal lock records it (`kernel_liveness`).
+    fn me(&self) -> shmproc_core::owner::Owner {
+        self.obj.segment().owner(&crate::thread_id::owner())
+    }
+
+    /// This process as a holder: flagged when it holds its kernel liveness
+    /// record on the segment's file, so a judge of another pid namespace can
+    /// prove its death and give its permits back.
+    fn holder(&self) -> Identity {
+        let p = this_process();
+        Identity { id: p.id | self.obj.segment().liveness().process_flag(), ..p }
+    }
+
+    /// How holders are judged: `/proc`, else the kernel's records.
+    fn check(&self) -> &crate::kernel_liveness::FileLiveness {
+        self.obj.segment().liveness()
+    }
+
     /// Takes a permit for this process, waiting as long as it takes (taking
     /// back dead holders' permits meanwhile). Fails only with
     /// [`PermitError::TableFull`].
@@ -554,8 +571,8 @@ impl RobustSemaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn acquire(&self) -> Result<(), PermitError> {
-        let me = crate::thread_id::owner();
-        self.raw().acquire(&me, this_process(), None, &ProcLiveness).map_err(permit_error)
+        let me = self.me();
+        self.raw().acquire(&me, self.holder(), None, self.check()).map_err(permit_error)
     }
 
     /// Takes a permit if one is free now.
@@ -567,8 +584,8 @@ impl RobustSemaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_acquire(&self) -> Result<(), PermitError> {
-        let me = crate::thread_id::owner();
-        self.raw().try_acquire(&me, this_process(), &ProcLiveness).map_err(permit_error)
+        let me = self.me();
+        self.raw().try_acquire(&me, self.holder(), self.check()).map_err(permit_error)
     }
 
     /// Takes a permit, waiting at most `timeout`.
@@ -580,9 +597,9 @@ impl RobustSemaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<(), PermitError> {
-        let me = crate::thread_id::owner();
+        let me = self.me();
         let d = Some(Deadline::after(timeout));
-        self.raw().acquire(&me, this_process(), d, &ProcLiveness).map_err(permit_error)
+        self.raw().acquire(&me, self.holder(), d, self.check()).map_err(permit_error)
     }
 
     /// Returns a permit: one this process holds, or else (Python's `release`
@@ -596,8 +613,8 @@ impl RobustSemaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn release(&self) -> Result<(), ReleaseError> {
-        let me = crate::thread_id::owner();
-        self.raw().release(&me, this_process(), None, &ProcLiveness).map_err(|_| ReleaseError)
+        let me = self.me();
+        self.raw().release(&me, self.holder(), None, self.check()).map_err(|_| ReleaseError)
     }
 
     /// Free permits now (a snapshot; Python's `get_value`).
@@ -621,7 +638,7 @@ impl RobustSemaphore {
     /// ```
     #[must_use]
     pub fn held(&self) -> u32 {
-        self.raw().held_by(this_process())
+        self.raw().held_by(self.holder())
     }
 
     /// Takes back, now, the permits of holders that died; returns the free
@@ -633,8 +650,8 @@ impl RobustSemaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn recover(&self) -> u32 {
-        let me = crate::thread_id::owner();
-        self.raw().recover(&me, None, &ProcLiveness).unwrap_or(0)
+        let me = self.me();
+        self.raw().recover(&me, None, self.check()).unwrap_or(0)
     }
 
     /// Acquires and returns a guard that returns the permit on drop
@@ -690,9 +707,9 @@ pub struct RobustPermit<'a> {
 
 impl Drop for RobustPermit<'_> {
     fn drop(&mut self) {
-        let me = crate::thread_id::owner();
-        if me.pid == self.pid {
-            let _ = self.sem.raw().release_held(&me, this_process(), None, &ProcLiveness);
+        if crate::thread_id::owner().pid == self.pid {
+            let me = self.sem.me();
+            let _ = self.sem.raw().release_held(&me, self.sem.holder(), None, self.sem.check());
         }
     }
 }

@@ -519,6 +519,95 @@ fn dead_owner_recovered_by_a_judge_without_proc() -> TestResult {
     Ok(())
 }
 
+/// The only sender of a queue is SIGKILLed; a receiver whose `/proc` is
+/// unreadable cannot tell that from its pid, but the sender's process's
+/// kernel-kept record on the queue's file is gone: it gets `Disconnected`
+/// (before: it waited forever, or timed out).
+fn receiver_without_proc_sees_a_dead_sender_disconnect() -> TestResult {
+    let (tx, rx) = shmproc::Queue::<u64>::bounded(8)?.into_split();
+    let mut sender = Process::spawn(move || {
+        tx.send(&1).unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+    })?;
+    ensure!(rx.recv_timeout(HANG_LIMIT) == Ok(1));
+    let pid = sender.pid() as libc::pid_t;
+    let code = fork_checker_with(
+        &Mutex::new(0u64)?,
+        || {
+            shmproc::core::identity::test_hooks::block_proc(true);
+            Ok(())
+        },
+        move |_| {
+            // SAFETY: signalling the test's own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            match rx.recv_timeout(HANG_LIMIT) {
+                Err(shmproc::RecvTimeoutError::Disconnected) => OK,
+                Err(shmproc::RecvTimeoutError::Timeout) => TIMED_OUT_WRONGLY,
+                _ => LOCKED,
+            }
+        },
+    )?;
+    let _ = sender.join_timeout(HANG_LIMIT)?;
+    ensure!(code == OK, "receiver without /proc: exit {code} (4: never told the sender died)");
+    Ok(())
+}
+
+/// A robust semaphore's only permit is held by a process that is then
+/// SIGKILLed; a process whose `/proc` is unreadable gets the permit back
+/// through the dead holder's missing kernel-kept record.
+fn robust_permit_of_a_dead_holder_returns_to_a_judge_without_proc() -> TestResult {
+    let s = shmproc::RobustSemaphore::new(1)?;
+    let s2 = s.clone();
+    let mut holder = Process::spawn(move || {
+        s2.acquire().unwrap();
+        // SAFETY: signalling ourselves.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    })?;
+    ensure!(holder.join_timeout(HANG_LIMIT)? == Some(-libc::SIGKILL));
+    let code = fork_checker_with(
+        &Mutex::new(0u64)?,
+        || {
+            shmproc::core::identity::test_hooks::block_proc(true);
+            Ok(())
+        },
+        move |_| match s.acquire_timeout(HANG_LIMIT) {
+            Ok(()) => OK,
+            Err(_) => TIMED_OUT_WRONGLY,
+        },
+    )?;
+    ensure!(code == OK, "judge without /proc: exit {code} (4: the dead holder's permit never came back)");
+    Ok(())
+}
+
+/// A party that arrived at a barrier is SIGKILLed while it waits; a party
+/// whose `/proc` is unreadable, waiting there too, is told the barrier broke
+/// (the dead party's kernel-kept record is gone) instead of timing out.
+fn barrier_party_dead_is_seen_by_a_judge_without_proc() -> TestResult {
+    let b = shmproc::Barrier::new(3)?;
+    let b2 = b.clone();
+    let mut party = Process::spawn(move || {
+        let _ = b2.wait();
+    })?;
+    ensure!(eventually(HANG_LIMIT, || b.n_waiting() == 1), "the party never arrived");
+    // SAFETY: signalling the test's own child.
+    unsafe { libc::kill(party.pid() as libc::pid_t, libc::SIGKILL) };
+    ensure!(party.join_timeout(HANG_LIMIT)? == Some(-libc::SIGKILL));
+    let code = fork_checker_with(
+        &Mutex::new(0u64)?,
+        || {
+            shmproc::core::identity::test_hooks::block_proc(true);
+            Ok(())
+        },
+        move |_| match b.wait_timeout(HANG_LIMIT) {
+            Err(shmproc::BarrierError::Broken) => OK,
+            Err(shmproc::BarrierError::Timeout) => TIMED_OUT_WRONGLY,
+            Ok(_) => LOCKED,
+        },
+    )?;
+    ensure!(code == OK, "judge without /proc: exit {code} (4: the dead party was not noticed)");
+    Ok(())
+}
+
 /// The core check, directly: only proof counts as death.
 fn liveness_answers_unknown_without_proof() -> TestResult {
     use shmproc::core::identity::{current_pid_ns, liveness_in, Liveness};
@@ -555,6 +644,9 @@ fn main() {
         slot_of_a_dead_receiver_in_another_pid_namespace_is_recovered,
         unreadable_proc_is_not_death,
         dead_owner_recovered_by_a_judge_without_proc,
+        receiver_without_proc_sees_a_dead_sender_disconnect,
+        robust_permit_of_a_dead_holder_returns_to_a_judge_without_proc,
+        barrier_party_dead_is_seen_by_a_judge_without_proc,
         liveness_answers_unknown_without_proof,
     ]);
 }
