@@ -665,8 +665,10 @@ mod tests {
         // A peer writes nonsense everywhere.
         s.count.store(u32::MAX, Ordering::Relaxed);
         s.total.store(u32::MAX, Ordering::Relaxed);
+        // (Bit 31 of a pid is the kernel-liveness flag: garbage pids without
+        // it, so that this judge can tell them apart.)
         for (i, sl) in s.slots.iter().enumerate() {
-            sl.pid.store(0xdead_0000 + i as u32, Ordering::Relaxed);
+            sl.pid.store(0x5ead_0000 + i as u32, Ordering::Relaxed);
             sl.held.store(u32::MAX, Ordering::Relaxed);
             sl.start.store(u64::MAX, Ordering::Relaxed);
         }
@@ -675,7 +677,7 @@ mod tests {
         assert_eq!(s.value(), 0); // the published count was rewritten
                                   // Once they are judged dead, the bound comes back.
         let d = Some(Deadline::after(Duration::from_secs(5)));
-        let real = |pid: u32, _: Option<u64>| pid < 0xdead_0000;
+        let real = |pid: u32, _: Option<u64>| pid < 0x5ead_0000;
         assert_eq!(s.acquire(&me(), p(10), d, &real), Ok(()));
         assert_eq!(s.try_acquire(&me(), p(10), &real), Err(RobustError::WouldBlock));
         assert_eq!(s.release(&me(), p(10), None, &real), Ok(()));

@@ -286,7 +286,27 @@ impl FileLiveness {
     /// now if it has not tried yet), else 0: the flag its participant
     /// entries carry.
     pub(crate) fn process_flag(&self) -> u32 {
-        self.owner(&crate::thread_id::owner()).pid & KERNEL_LIVE
+        let Some(f) = self.0.as_deref() else { return 0 };
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() } as u32;
+        if f.held_by(pid) || (f.tried.load(Ordering::Relaxed) != pid && f.lock_late(pid)) {
+            KERNEL_LIVE
+        } else {
+            0
+        }
+    }
+
+    /// [`process_flag`](Self::process_flag) without taking the record now:
+    /// for the fork handler, which must not try before a child that made a
+    /// new pid namespace has mounted its own `/proc` (a failed try is not
+    /// repeated).
+    pub(crate) fn process_flag_held(&self) -> u32 {
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() } as u32;
+        match self.0.as_deref() {
+            Some(f) if f.held_by(pid) => KERNEL_LIVE,
+            _ => 0,
+        }
     }
 
     /// Whether the process `id` (its pid possibly flagged) is alive:

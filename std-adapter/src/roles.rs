@@ -169,7 +169,7 @@ pub(crate) fn reattach_in_child() {
             // SAFETY: the table lives in a MAP_SHARED mapping that the handle
             // keeps alive; fork duplicated both the handle and the mapping.
             let table = unsafe { &*(e.table as *const Participants) };
-            let flagged = Identity { id: me.id | e.live.process_flag(), ..me };
+            let flagged = Identity { id: me.id | e.live.process_flag_held(), ..me };
             table.set(flagged, e.role, e.count, |id| e.live.process_alive(id));
         }
     });
