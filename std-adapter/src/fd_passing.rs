@@ -706,7 +706,34 @@ fn serve_one(conn: RawFd) -> Result<(), FdError> {
 
 /// Takes (or discards) a ticket's descriptor: from this process's table if
 /// the ticket is ours, else from the sender's broker.
+///
+/// A refused or dropped connection means the sender is gone only if its
+/// process really is (checked by pid and start time in `/proc`): a live
+/// sender's broker that refused (a full backlog, a connection it dropped
+/// while busy) is asked again until `timeout`, and a sender that cannot be
+/// checked is taken at its word as before.
 fn redeem(ticket: Ticket, op: u64, timeout: Duration) -> Result<Option<OwnedFd>, FdError> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        match redeem_once(ticket, op, left) {
+            Err(FdError::SenderGone { pid })
+                if Instant::now() < deadline
+                    && shmproc_core::identity::liveness(ticket.pid, ticket.start)
+                        == shmproc_core::identity::Liveness::Alive =>
+            {
+                let _ = pid;
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One attempt of [`redeem`].
+fn redeem_once(ticket: Ticket, op: u64, timeout: Duration) -> Result<Option<OwnedFd>, FdError> {
     let mine = STATE.with(|s| s.me) == Some((ticket.pid, ticket.start));
     if mine {
         let fd = local_take(ticket.token).ok_or(FdError::NotFound)?;

@@ -126,7 +126,10 @@ fn ten_thousand_descriptors_leave_fd_counts_unchanged() -> TestResult {
     let there = Queue::<Fd<UnixStream>>::bounded(64)?;
     let back = Queue::<Fd<UnixStream>>::bounded(64)?;
     let counts = Queue::<(u64, u64)>::bounded(2)?;
-    let (rx, tx, report) = (there.clone(), back.clone(), counts.clone());
+    // Set once this process has redeemed every descriptor the child sent:
+    // the child's broker must outlive its last ticket.
+    let redeemed = shmproc::Event::new()?;
+    let (rx, tx, report, redeemed2) = (there.clone(), back.clone(), counts.clone(), redeemed.clone());
     let mut child = Process::spawn(move || {
         // Warm up (starts this process's broker), then count.
         let first = rx.recv().unwrap().take().unwrap();
@@ -141,6 +144,7 @@ fn ten_thousand_descriptors_leave_fd_counts_unchanged() -> TestResult {
             tx.send(&Fd::new(s).unwrap()).unwrap();
         }
         // Our copies are closed once the parent redeemed them.
+        redeemed2.wait();
         let mut after = open_fds() as u64;
         eventually(HANG_LIMIT, || {
             after = open_fds() as u64;
@@ -175,6 +179,7 @@ fn ten_thousand_descriptors_leave_fd_counts_unchanged() -> TestResult {
         check(a, back.recv_timeout(HANG_LIMIT)?, i)?;
         done += 1;
     }
+    redeemed.set();
     let (child_before, child_after) = counts.recv_timeout(HANG_LIMIT)?;
     ensure!(child.join_timeout(HANG_LIMIT)? == Some(0));
     ensure!(child_after <= child_before, "child: {child_before} descriptors before, {child_after} after");
