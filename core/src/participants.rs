@@ -35,7 +35,7 @@
 //!
 //! A process that holds its kernel liveness record on the object's file
 //! (see the std crate's `kernel_liveness`) registers with
-//! [`KERNEL_LIVE`](crate::owner::KERNEL_LIVE) set in its pid, so that a judge
+//! [`KERNEL_LIVE`] set in its pid, so that a judge
 //! that cannot read `/proc` for it (another pid namespace) can still prove
 //! its death. An entry is found by the pid without the flag; a process that
 //! registered without it (a parent registering its forked child) is
