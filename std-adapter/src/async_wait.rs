@@ -484,12 +484,7 @@ impl Waiting {
         {
             let g = lock();
             let st = g.state_mut();
-            _old = self.remove_locked(st);
-            if self.id == 0 {
-                self.id = st.next_id;
-                st.next_id += 1;
-            }
-            self.epoch = st.epoch;
+            _old = self.rearm_locked(st);
             let entry = Entry { id: self.id, waker: waker.clone(), recheck, _keep: keep.cloned() };
             // The helper that already watches the word, else the first with
             // room, else a new one.
@@ -543,12 +538,7 @@ impl Waiting {
         let _old: Option<Entry>;
         let g = lock();
         let st = g.state_mut();
-        _old = self.remove_locked(st);
-        if self.id == 0 {
-            self.id = st.next_id;
-            st.next_id += 1;
-        }
-        self.epoch = st.epoch;
+        _old = self.rearm_locked(st);
         if st.helpers.is_empty() && new_helper(st).is_none() {
             drop(g);
             waker.wake_by_ref();
@@ -573,6 +563,19 @@ impl Waiting {
         let removed = self.remove_locked(st);
         drop(g);
         removed.is_none()
+    }
+
+    /// Before registering again: removes the previous registration
+    /// (returned, to be dropped after unlocking), gives this `Waiting` an id
+    /// if it has none, and ties it to the current epoch.
+    fn rearm_locked(&mut self, st: &mut State) -> Option<Entry> {
+        let old = self.remove_locked(st);
+        if self.id == 0 {
+            self.id = st.next_id;
+            st.next_id += 1;
+        }
+        self.epoch = st.epoch;
+        old
     }
 
     /// Removes this registration if it is still there, returning it

@@ -177,32 +177,18 @@ impl<T: Message> Future for SendFuture<'_, T> {
                     }
                 }
             }
-            match core.try_send(this.value) {
-                Ok(()) => {
-                    this.wait.finish(core.not_full());
-                    return Poll::Ready(Ok(()));
-                }
-                Err(Failure::Full) => {}
-                Err(e) => {
-                    this.wait.finish(core.not_full());
-                    return Poll::Ready(Err(SendError::from(e)));
-                }
+            if let Some(r) = settled(core.try_send(this.value)) {
+                this.wait.finish(core.not_full());
+                return Poll::Ready(r);
             }
             // Read the receivers' progress only once the queue was found
             // full (it lives on lines they write), then try once more: room
             // made before the read is seen by that attempt, room made after
             // it ends the wait (as `Core::send_loop` does).
             let progress = core.progress();
-            match core.try_send(this.value) {
-                Ok(()) => {
-                    this.wait.finish(core.not_full());
-                    return Poll::Ready(Ok(()));
-                }
-                Err(Failure::Full) => {}
-                Err(e) => {
-                    this.wait.finish(core.not_full());
-                    return Poll::Ready(Err(SendError::from(e)));
-                }
+            if let Some(r) = settled(core.try_send(this.value)) {
+                this.wait.finish(core.not_full());
+                return Poll::Ready(r);
             }
             let ready = || {
                 core.is_closed()
@@ -223,6 +209,15 @@ impl<T: Message> Future for SendFuture<'_, T> {
             }
             return Poll::Pending;
         }
+    }
+}
+
+/// A send attempt's outcome for the future: `None` when the queue was full
+/// (wait and try again), else the result to resolve with.
+fn settled(r: Result<(), Failure>) -> Option<Result<(), SendError>> {
+    match r {
+        Err(Failure::Full) => None,
+        r => Some(r.map_err(SendError::from)),
     }
 }
 
