@@ -325,6 +325,13 @@ fn fork_checker(m: &Mutex<u64>, setup: impl FnOnce() -> Result<(), i32>) -> Resu
     fork_checker_with(m, setup, probe_held_lock)
 }
 
+/// A checker's setup: every `/proc` read fails from now on (the test hook;
+/// the empty-`/proc` sandbox is the real thing).
+fn blind() -> Result<(), i32> {
+    shmproc::core::identity::test_hooks::block_proc(true);
+    Ok(())
+}
+
 /// [`fork_checker`] with the probe `probe`.
 fn fork_checker_with(
     m: &Mutex<u64>,
@@ -381,10 +388,7 @@ fn unreadable_proc_is_not_death() -> TestResult {
         Ok(())
     })?;
     // Simulated: every /proc read fails.
-    let hooked = fork_checker(&m, || {
-        shmproc::core::identity::test_hooks::block_proc(true);
-        Ok(())
-    })?;
+    let hooked = fork_checker(&m, blind)?;
     drop(guard);
     if real >= SKIP_CODE {
         eprintln!(
@@ -502,19 +506,12 @@ fn dead_owner_recovered_by_a_judge_without_proc() -> TestResult {
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(owner, &mut status, 0) };
     ensure!(libc::WIFSIGNALED(status), "the owner was not killed: {status:#x}");
-    let code = fork_checker_with(
-        &m,
-        || {
-            shmproc::core::identity::test_hooks::block_proc(true);
-            Ok(())
-        },
-        |m| match m.lock_timeout(HANG_LIMIT) {
-            Err(LockTimeoutError::OwnerDied(g)) if *g.0 == 42 => OK,
-            Err(LockTimeoutError::OwnerDied(_)) => LOCKED,
-            Err(LockTimeoutError::Timeout) => TIMED_OUT_WRONGLY,
-            Ok(_) => STOLEN,
-        },
-    )?;
+    let code = fork_checker_with(&m, blind, |m| match m.lock_timeout(HANG_LIMIT) {
+        Err(LockTimeoutError::OwnerDied(g)) if *g.0 == 42 => OK,
+        Err(LockTimeoutError::OwnerDied(_)) => LOCKED,
+        Err(LockTimeoutError::Timeout) => TIMED_OUT_WRONGLY,
+        Ok(_) => STOLEN,
+    })?;
     ensure!(code == OK, "judge without /proc: exit {code} (4: the dead owner was not recovered)");
     Ok(())
 }
@@ -531,22 +528,15 @@ fn receiver_without_proc_sees_a_dead_sender_disconnect() -> TestResult {
     })?;
     ensure!(rx.recv_timeout(HANG_LIMIT) == Ok(1));
     let pid = sender.pid() as libc::pid_t;
-    let code = fork_checker_with(
-        &Mutex::new(0u64)?,
-        || {
-            shmproc::core::identity::test_hooks::block_proc(true);
-            Ok(())
-        },
-        move |_| {
-            // SAFETY: signalling the test's own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            match rx.recv_timeout(HANG_LIMIT) {
-                Err(shmproc::RecvTimeoutError::Disconnected) => OK,
-                Err(shmproc::RecvTimeoutError::Timeout) => TIMED_OUT_WRONGLY,
-                _ => LOCKED,
-            }
-        },
-    )?;
+    let code = fork_checker_with(&Mutex::new(0u64)?, blind, move |_| {
+        // SAFETY: signalling the test's own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        match rx.recv_timeout(HANG_LIMIT) {
+            Err(shmproc::RecvTimeoutError::Disconnected) => OK,
+            Err(shmproc::RecvTimeoutError::Timeout) => TIMED_OUT_WRONGLY,
+            _ => LOCKED,
+        }
+    })?;
     let _ = sender.join_timeout(HANG_LIMIT)?;
     ensure!(code == OK, "receiver without /proc: exit {code} (4: never told the sender died)");
     Ok(())
@@ -564,17 +554,10 @@ fn robust_permit_of_a_dead_holder_returns_to_a_judge_without_proc() -> TestResul
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     })?;
     ensure!(holder.join_timeout(HANG_LIMIT)? == Some(-libc::SIGKILL));
-    let code = fork_checker_with(
-        &Mutex::new(0u64)?,
-        || {
-            shmproc::core::identity::test_hooks::block_proc(true);
-            Ok(())
-        },
-        move |_| match s.acquire_timeout(HANG_LIMIT) {
-            Ok(()) => OK,
-            Err(_) => TIMED_OUT_WRONGLY,
-        },
-    )?;
+    let code = fork_checker_with(&Mutex::new(0u64)?, blind, move |_| match s.acquire_timeout(HANG_LIMIT) {
+        Ok(()) => OK,
+        Err(_) => TIMED_OUT_WRONGLY,
+    })?;
     ensure!(code == OK, "judge without /proc: exit {code} (4: the dead holder's permit never came back)");
     Ok(())
 }
@@ -592,18 +575,11 @@ fn barrier_party_dead_is_seen_by_a_judge_without_proc() -> TestResult {
     // SAFETY: signalling the test's own child.
     unsafe { libc::kill(party.pid() as libc::pid_t, libc::SIGKILL) };
     ensure!(party.join_timeout(HANG_LIMIT)? == Some(-libc::SIGKILL));
-    let code = fork_checker_with(
-        &Mutex::new(0u64)?,
-        || {
-            shmproc::core::identity::test_hooks::block_proc(true);
-            Ok(())
-        },
-        move |_| match b.wait_timeout(HANG_LIMIT) {
-            Err(shmproc::BarrierError::Broken) => OK,
-            Err(shmproc::BarrierError::Timeout) => TIMED_OUT_WRONGLY,
-            Ok(_) => LOCKED,
-        },
-    )?;
+    let code = fork_checker_with(&Mutex::new(0u64)?, blind, move |_| match b.wait_timeout(HANG_LIMIT) {
+        Err(shmproc::BarrierError::Broken) => OK,
+        Err(shmproc::BarrierError::Timeout) => TIMED_OUT_WRONGLY,
+        Ok(_) => LOCKED,
+    })?;
     ensure!(code == OK, "judge without /proc: exit {code} (4: the dead party was not noticed)");
     Ok(())
 }
