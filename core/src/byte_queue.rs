@@ -624,6 +624,61 @@ impl<S: RingStore> ByteQueue<S> {
         self.with_producer(me, lock_deadline, |queued| self.send_locked(queued, hint, &mut write))
     }
 
+    /// Sends up to `count` messages in the ring with one publication of the
+    /// producing side's position, one count and one wake-up: `write(i,
+    /// buf)` serialises message `i` into its frame (first `hint` bytes, then
+    /// its exact size if larger, as [`try_send_with`](ByteQueue::try_send_with)).
+    /// Stops at the message limit, when the ring has no room, and before a
+    /// message larger than the message size (the caller sends that one
+    /// alone, out of line or into a larger ring). Returns how many were
+    /// sent, in order (`Full` when none could be: the limit or no room).
+    ///
+    /// A producer killed mid-batch leaves the frames it committed published
+    /// but not recorded: the next producer counts them as sent (module docs,
+    /// `resync`), so nothing is torn, lost or doubled.
+    pub fn try_send_batch(
+        &self,
+        me: &Owner,
+        lock_deadline: Option<Deadline>,
+        hint: usize,
+        count: usize,
+        mut write: impl FnMut(usize, &mut [u8]) -> Result<Written, S::Error>,
+    ) -> Result<usize, S::Error> {
+        self.with_producer(me, lock_deadline, |queued| {
+            let allowed = (self.limit - queued).min(count as u64) as usize;
+            let pr = if self.unbounded() { self.producer_ring_for_send()? } else { RingRef::own(self.ring) };
+            let keep = if self.unbounded() { LINK_ROOM } else { 0 };
+            let mut p = tx(&pr.ring);
+            let mut batch = p.batch().map_err(ring_corrupt)?;
+            let mut size = hint.clamp(1, self.message_size);
+            let mut i = 0;
+            while i < allowed {
+                let r = match batch.reserve(size + keep) {
+                    Ok(r) => r,
+                    Err(RingError::Full | RingError::TooLarge) => break,
+                    Err(e) => return Err(reserve_failure(e)),
+                };
+                // Not published unless committed (module docs).
+                match write(i, &mut batch.buffer(&r)[..size])? {
+                    Written::Done(n) => {
+                        batch.commit(r, n, KIND_INLINE);
+                        i += 1;
+                    }
+                    Written::Needs(n) if n > size && n <= self.message_size => size = n,
+                    Written::Needs(_) => break,
+                }
+            }
+            let sent = batch.finish();
+            if sent == 0 {
+                return Err(QueueError::Full.into());
+            }
+            self.published_in(&pr);
+            let total = &self.head().sent.sent;
+            total.store(total.load(Ordering::Relaxed).wrapping_add(sent as u64), Ordering::Relaxed);
+            Ok(sent)
+        })
+    }
+
     /// Publishes the descriptor of an out-of-line block (a [`KIND_BLOCK`]
     /// frame);
     /// `Full` when the message limit is reached or the ring has no room.
@@ -918,6 +973,58 @@ impl<S: RingStore> ByteQueue<S> {
         });
         self.head().consumer.unlock(me, held);
         r
+    }
+
+    /// Takes up to `max` messages in a row, reading each with `read` (its
+    /// kind and bytes; `read` returns whether to go on after this one), and hands their space back with one release of the
+    /// consuming side: one store of the head, one count, one wake-up of
+    /// sleeping senders. Stops early at an empty ring, a wrap of the ring or
+    /// a link to another ring (the next call moves on). `Ok(0)` when empty,
+    /// or when another receiver kept the side past `lock_deadline`.
+    ///
+    /// The first frame of the run is the one marked as being read: a
+    /// consumer killed mid-run loses that message (as one killed in
+    /// [`try_take`](ByteQueue::try_take) loses its one), and the next
+    /// consumer is handed the others again: none was delivered, since the
+    /// run is handed back only after `read` has run on each.
+    pub fn try_take_batch(
+        &self,
+        me: &Owner,
+        lock_deadline: Option<Deadline>,
+        max: usize,
+        mut read: impl FnMut(u8, PeerBytes<'_>) -> bool,
+    ) -> Result<usize, S::Error> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let Some(held) = self.lock_consumer(me, lock_deadline)? else { return Ok(0) };
+        let taken = self.peek_marked().map(|found| {
+            let Some((ring, first)) = found else { return 0 };
+            let mut c = rx(&ring.ring);
+            let mut frame = first;
+            let mut n = 0;
+            loop {
+                let go_on = read(frame.kind(), ring.ring.peer_payload(&frame));
+                n += 1;
+                if n == max || !go_on {
+                    break;
+                }
+                match c.peek_after(&frame) {
+                    Ok(Some(next)) if next.kind() != KIND_LINK => frame = next,
+                    // A corrupt frame further on is reported by the next call.
+                    _ => break,
+                }
+            }
+            let r = &self.head().reader;
+            let received = r.received.load(Ordering::Relaxed).wrapping_add(n as u64);
+            r.received.store(received, Ordering::Relaxed);
+            self.head().received.store(received, Ordering::Release);
+            c.release(frame);
+            r.reading.store(0, Ordering::Relaxed);
+            n
+        });
+        self.head().consumer.unlock(me, held);
+        taken
     }
 
     /// Locks the consuming side (`None`: another receiver kept it past

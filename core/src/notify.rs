@@ -140,6 +140,59 @@ impl Notifier {
 }
 
 impl Notifier {
+    /// Counts a *standing* sleeper: one that will sleep here again and again
+    /// (with [`sleep_registered`](Notifier::sleep_registered)) without
+    /// counting itself and fencing before each sleep. Pays the heavy fence
+    /// once, here; until [`unregister`](Notifier::unregister), every
+    /// [`notify`](Notifier::notify) bumps the word and wakes (a system call
+    /// on the waking side), so stand down as soon as waits get short.
+    ///
+    /// # Orderings
+    ///
+    /// The handshake of the module docs, split in time: the count is
+    /// incremented (`SeqCst`) and the heavy fence run once. Any `notify`
+    /// whose sleeper-count load comes after that fence's barrier on its CPU
+    /// sees the count and wakes; one whose load came before it had its
+    /// progress store drained by that barrier, so it is visible to every
+    /// re-check made after `register` returns. So each later
+    /// `sleep_registered` only needs what `sleep` does after its fence: read
+    /// the word, re-check, wait against the word.
+    ///
+    /// ```
+    /// use shmproc_core::futex::WaitOutcome;
+    /// use shmproc_core::notify::Notifier;
+    /// use shmproc_core::Deadline;
+    /// let n = Notifier::new();
+    /// n.register();
+    /// assert_eq!(n.waiters(), 1);
+    /// let r = n.sleep_registered(Some(Deadline::after(core::time::Duration::from_millis(1))), || false);
+    /// assert_eq!(r, WaitOutcome::TimedOut);
+    /// n.unregister();
+    /// assert_eq!(n.waiters(), 0);
+    /// ```
+    pub fn register(&self) {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let _ = asymmetric_fence::heavy();
+    }
+
+    /// Ends a standing registration made with [`register`](Notifier::register).
+    pub fn unregister(&self) {
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// [`sleep`](Notifier::sleep) for a caller covered by a standing
+    /// registration ([`register`](Notifier::register)): no count, no fence.
+    pub fn sleep_registered(&self, deadline: Option<Deadline>, ready: impl FnOnce() -> bool) -> WaitOutcome {
+        let s = self.seq.load(Ordering::Acquire);
+        if ready() {
+            WaitOutcome::ValueChanged
+        } else {
+            futex::wait(&self.seq, s, deadline)
+        }
+    }
+}
+
+impl Notifier {
     /// For a waiter that does not block a thread (an `async` future): counts
     /// it as a sleeper and returns the word's value to wait against, after
     /// the same fence as [`sleep`](Notifier::sleep). The caller re-checks its

@@ -1509,6 +1509,14 @@ impl Producer {
         Ok(())
     }
 
+    /// Starts a run of frames whose position is published once, when the
+    /// [`Batch`] finishes (or is dropped).
+    #[inline]
+    pub fn batch(&mut self) -> Result<Batch<'_>, RingError> {
+        let tail = self.tail()?;
+        Ok(Batch { producer: self, tail, frames: 0 })
+    }
+
     /// Pushes frames (of kind 0) from `items` until one does not fit; each
     /// frame is published by its header as it is written, and `tail` moves
     /// once at the end. Returns how many were pushed.
@@ -1647,6 +1655,76 @@ enum Item {
     Wrap { next: u64 },
     /// A published frame.
     Frame(Frame),
+}
+
+/// A run of frames written by one [`Producer`] ([`Producer::batch`]): each
+/// frame is published by its header as it is committed (so the consumer
+/// may take it at once), while the producer's position, `tail` and the
+/// wake-up of sleeping consumers happen once, when the batch finishes or is
+/// dropped. A producer that dies mid-batch leaves its committed frames
+/// published beyond its recorded position: [`Producer::resync`] walks over
+/// them, as over any frame published but not recorded.
+///
+/// Unlike [`Producer::reserve`], a batch never publishes a lone wrap marker
+/// when a frame does not fit: the batch just ends there (`Full`), and the
+/// next single reservation moves on.
+#[must_use = "a batch publishes its position when it finishes or drops"]
+pub struct Batch<'p> {
+    producer: &'p mut Producer,
+    tail: u64,
+    frames: usize,
+}
+
+impl Batch<'_> {
+    /// Reserves a frame of `len` bytes after the batch's last frame; `Full`
+    /// when it does not fit now.
+    #[inline]
+    pub fn reserve(&mut self, len: usize) -> Result<Reservation, RingError> {
+        let ring = &self.producer.ring;
+        if len > ring.max_frame() {
+            return Err(RingError::TooLarge);
+        }
+        let p = ring.placement(self.tail, len);
+        if self.producer.has_room(self.tail, p.span)? {
+            Ok(Reservation { frame_pos: p.frame_pos, off: p.off, len, wrap: p.wrap.map(|(off, _)| off) })
+        } else {
+            Err(RingError::Full)
+        }
+    }
+
+    /// The reserved bytes, to write the payload into.
+    #[inline]
+    pub fn buffer(&mut self, r: &Reservation) -> &mut [u8] {
+        self.producer.buffer(r)
+    }
+
+    /// Publishes the frame (its first `written` bytes, with `kind`); the
+    /// batch's position moves past it.
+    #[inline]
+    pub fn commit(&mut self, r: Reservation, written: usize, kind: u8) {
+        let written = written.min(r.len);
+        self.tail = self.producer.publish_frame(r.frame_pos, r.off, written, kind, r.wrap);
+        self.frames += 1;
+    }
+
+    /// Frames committed so far.
+    #[must_use]
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// Publishes the position (once) and returns the frames committed.
+    pub fn finish(self) -> usize {
+        self.frames
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if self.frames > 0 {
+            self.producer.publish(self.tail);
+        }
+    }
 }
 
 /// A frame found by [`Consumer::peek`].
@@ -1892,6 +1970,18 @@ impl Consumer {
                 self.publish(next);
                 self.peek_at(next)
             }
+        }
+    }
+
+    /// The frame published right after `frame` (which this consumer peeked
+    /// and has not released), for taking several frames with one release;
+    /// `None` when nothing follows yet or a wrap marker does (the next
+    /// [`peek`](Consumer::peek) after releasing moves past it).
+    #[inline]
+    pub fn peek_after(&mut self, frame: &Frame) -> Result<Option<Frame>, RingError> {
+        match self.ring.item_at(frame.next_head)? {
+            Item::Frame(f) => Ok(Some(f)),
+            Item::Empty | Item::Wrap { .. } => Ok(None),
         }
     }
 

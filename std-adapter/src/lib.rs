@@ -319,6 +319,7 @@ pub(crate) use process::spawn;
 
 pub use array::{Array, ArrayGuard};
 pub use barrier::{Barrier, BarrierError, BarrierFuture, BarrierWaitResult};
+pub use blocking::WaitPolicy;
 /// Derive [`Plain`] data with `bytemuck::{Zeroable, AnyBitPattern}`.
 pub use bytemuck;
 pub use condition::{Condition, WaitTimeoutResult};

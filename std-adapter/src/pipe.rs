@@ -44,7 +44,7 @@ use shmproc_core::region::{kind, RegionObject};
 use shmproc_core::spsc::{Consumer, Producer, RingError, SpscRing};
 use shmproc_core::Deadline;
 
-use crate::blocking::{receiver_pace, wait, wait_paced, Waited};
+use crate::blocking::{receiver_pace, wait, wait_paced, Pacer, WaitPolicy, Waited};
 
 mod async_ops;
 use crate::blocks::{Bin, Blocks};
@@ -188,6 +188,8 @@ struct TxEnd {
     /// Bytes to reserve for serialising the next message in place: the last
     /// message's size (at least the archived root's).
     size_hint: Cell<usize>,
+    /// How this end waits for room.
+    pacer: Pacer,
 }
 
 impl TxEnd {
@@ -199,7 +201,7 @@ impl TxEnd {
         // not send at the same time (module docs: Python's rule); if it does,
         // the frames it garbles are bounds-checked and validated on receipt.
         let producer = RefCell::new(unsafe { ch.ring.producer() });
-        TxEnd { ch, producer, size_hint: Cell::new(0) }
+        TxEnd { ch, producer, size_hint: Cell::new(0), pacer: Pacer::default() }
     }
 
     /// Messages up to this size go in the ring itself (waiting for room as
@@ -218,6 +220,7 @@ impl TxEnd {
         mut write: impl FnMut(&mut [u8]) -> Result<usize, Failure>,
     ) -> Result<(), Failure> {
         let ring = &self.ch.ring;
+        let mut waited = false;
         loop {
             if ring.is_closed() {
                 return Err(Failure::Disconnected);
@@ -229,6 +232,9 @@ impl TxEnd {
                     Ok(r) => {
                         let n = write(p.buffer(&r))?;
                         p.commit_kind(r, n, kind);
+                        if !waited {
+                            self.pacer.stand_down(&ring.header().not_full);
+                        }
                         return Ok(());
                     }
                     Err(RingError::Full) => {}
@@ -236,7 +242,9 @@ impl TxEnd {
                     Err(RingError::Corrupt(r) | RingError::Layout(r)) => return Err(Failure::corrupt(r)),
                 }
             }
+            waited = true;
             match wait(
+                &self.pacer,
                 deadline,
                 &ring.header().not_full,
                 || ring.fits(len),
@@ -290,6 +298,7 @@ impl TxEnd {
                     match encode_into(v, p.buffer(&r)).map_err(|e| Failure::Serialize(e.to_string()))? {
                         Written::Done(n) => {
                             p.commit(r, n);
+                            self.pacer.stand_down(&self.ch.ring.header().not_full);
                             return Ok(());
                         }
                         // Never published: the reservation is simply dropped.
@@ -317,8 +326,63 @@ impl TxEnd {
     }
 }
 
+impl TxEnd {
+    /// Sends `values` in order, in runs written in place one after another
+    /// and published once; a message too large for the run's frame is sent
+    /// alone. Returns how many were sent before an error stopped it.
+    fn send_batch<T: Message>(&self, values: &[T], deadline: Option<Deadline>) -> (usize, Result<(), Failure>) {
+        let mut sent = 0;
+        while sent < values.len() {
+            let rest = &values[sent..];
+            let run = {
+                let Ok(mut p) = self.producer.try_borrow_mut() else { return (sent, Err(Failure::Reentered)) };
+                if self.ch.ring.is_closed() {
+                    return (sent, Err(Failure::Disconnected));
+                }
+                let mut size = self.size_hint.get().max(std::mem::size_of::<T::Archived>()).max(8);
+                let mut batch = match p.batch() {
+                    Ok(b) => b,
+                    Err(e) => return (sent, Err(Failure::corrupt(e.reason()))),
+                };
+                let mut failed = None;
+                while batch.frames() < rest.len() && size <= self.inline_max() {
+                    let Ok(r) = batch.reserve(size) else { break };
+                    // Not published unless committed.
+                    match encode_into(&rest[batch.frames()], batch.buffer(&r)) {
+                        Ok(Written::Done(n)) => batch.commit(r, n, KIND_INLINE),
+                        Ok(Written::Needs(n)) if n > size => size = n,
+                        Ok(Written::Needs(_)) => break,
+                        Err(e) => {
+                            failed = Some(Failure::Serialize(e.to_string()));
+                            break;
+                        }
+                    }
+                }
+                (batch.finish(), failed)
+            };
+            match run {
+                (0, None) => match self.send(&rest[0], deadline) {
+                    Ok(()) => sent += 1,
+                    Err(e) => return (sent, Err(e)),
+                },
+                (n, failed) => {
+                    if sent == 0 {
+                        self.pacer.stand_down(&self.ch.ring.header().not_full);
+                    }
+                    sent += n;
+                    if let Some(e) = failed {
+                        return (sent, Err(e));
+                    }
+                }
+            }
+        }
+        (sent, Ok(()))
+    }
+}
+
 impl Drop for TxEnd {
     fn drop(&mut self) {
+        self.pacer.stand_down(&self.ch.ring.header().not_full);
         roles::detach(&self.ch.ring.header().participants, Role::Sender);
         self.ch.ring.header().not_empty.wake_all();
     }
@@ -328,6 +392,8 @@ impl Drop for TxEnd {
 struct RxEnd {
     ch: Channel,
     consumer: RefCell<Consumer>,
+    /// How this end waits for messages.
+    pacer: Pacer,
 }
 
 impl RxEnd {
@@ -338,7 +404,7 @@ impl RxEnd {
         // `PeerBytes` before validation, so a second process receiving on a
         // copy of this end garbles messages, never this process's memory.
         let consumer = RefCell::new(unsafe { ch.ring.consumer() });
-        RxEnd { ch, consumer }
+        RxEnd { ch, consumer, pacer: Pacer::default() }
     }
 
     fn has_frame(&self) -> bool {
@@ -354,6 +420,7 @@ impl RxEnd {
         mut f: impl FnMut(u8, PeerBytes<'_>) -> (R, bool),
     ) -> Result<R, Failure> {
         let ring = &self.ch.ring;
+        let mut waited = false;
         loop {
             {
                 let mut c = self.consumer.borrow_mut();
@@ -363,30 +430,91 @@ impl RxEnd {
                         if consume {
                             c.release(frame);
                         }
+                        if !waited {
+                            self.pacer.stand_down(&ring.header().not_empty);
+                        }
                         return Ok(r);
                     }
                     Ok(None) => {}
                     Err(e) => return Err(Failure::corrupt(e.reason())),
                 }
             }
-            let gone = || !self.has_frame() && (ring.is_closed() || self.ch.presence(Role::Sender) == Presence::Absent);
-            match wait_paced(
-                receiver_pace(ring),
-                deadline,
-                &ring.header().not_empty,
-                || self.has_frame(),
-                || ring.is_closed(),
-                gone,
-                |_| (0, false),
-            ) {
-                Waited::Ready => {}
-                Waited::Timeout => return Err(Failure::Timeout),
-                Waited::Disconnected => {
-                    if !self.has_frame() {
-                        return Err(Failure::Disconnected);
+            waited = true;
+            self.wait_for_frame(deadline)?;
+        }
+    }
+
+    /// Waits until a frame may be there (`Ok`), the deadline passes, or
+    /// the pipe is drained and closed or without senders.
+    fn wait_for_frame(&self, deadline: Option<Deadline>) -> Result<(), Failure> {
+        let ring = &self.ch.ring;
+        let gone = || !self.has_frame() && (ring.is_closed() || self.ch.presence(Role::Sender) == Presence::Absent);
+        match wait_paced(
+            &self.pacer,
+            receiver_pace(ring),
+            deadline,
+            &ring.header().not_empty,
+            || self.has_frame(),
+            || ring.is_closed(),
+            gone,
+            |_| (0, false),
+        ) {
+            Waited::Ready => Ok(()),
+            Waited::Timeout => Err(Failure::Timeout),
+            Waited::Disconnected if self.has_frame() => Ok(()),
+            Waited::Disconnected => Err(Failure::Disconnected),
+        }
+    }
+
+    /// Waits for a message, then appends it and up to `max - 1` more
+    /// waiting now to `out`, handing their space back with one release. A
+    /// run stops before a message sent out of line, which is received alone.
+    fn recv_batch<T: Message>(
+        &self,
+        out: &mut Vec<T>,
+        max: usize,
+        deadline: Option<Deadline>,
+    ) -> Result<usize, Failure> {
+        let ring = &self.ch.ring;
+        let mut waited = false;
+        loop {
+            {
+                let mut c = self.consumer.borrow_mut();
+                match c.peek() {
+                    Ok(Some(first)) if first.kind() == KIND_INLINE => {
+                        let (mut frame, mut n, mut failed) = (first, 0, None);
+                        loop {
+                            // Copied out before validation, as in `recv`.
+                            match crate::message::decode_peer::<T>(ring.peer_payload(&frame)) {
+                                Ok(v) => out.push(v),
+                                Err(e) => failed = Some(Failure::Corrupt(e.to_string())),
+                            }
+                            n += 1;
+                            if n == max || failed.is_some() {
+                                break;
+                            }
+                            match c.peek_after(&frame) {
+                                Ok(Some(next)) if next.kind() == KIND_INLINE => frame = next,
+                                _ => break,
+                            }
+                        }
+                        c.release(frame);
+                        if !waited {
+                            self.pacer.stand_down(&ring.header().not_empty);
+                        }
+                        return failed.map_or(Ok(n), Err);
                     }
+                    Ok(Some(_)) => {
+                        drop(c);
+                        out.push(self.recv::<T>(deadline)?);
+                        return Ok(1);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(Failure::corrupt(e.reason())),
                 }
             }
+            waited = true;
+            self.wait_for_frame(deadline)?;
         }
     }
 
@@ -441,6 +569,7 @@ impl RxEnd {
         let deadline = Some(Deadline::after(timeout));
         matches!(
             wait(
+                &self.pacer,
                 deadline,
                 &ring.header().not_empty,
                 || self.has_frame(),
@@ -455,6 +584,7 @@ impl RxEnd {
 
 impl Drop for RxEnd {
     fn drop(&mut self) {
+        self.pacer.stand_down(&self.ch.ring.header().not_empty);
         roles::detach(&self.ch.ring.header().participants, Role::Receiver);
         self.ch.ring.header().not_full.wake_all();
     }
@@ -560,6 +690,22 @@ macro_rules! send_side {
             pub fn send(&self, value: &T) -> Result<(), SendError> {
                 self.$tx.send(value, None).map_err(SendError::from)
             }
+            /// Sends every value of `values` in order, waiting for room as
+            /// [`send`](Self::send) does; runs of messages are written in place
+            /// and published with one store and one wake-up. On an error, the
+            /// messages before the failing one were sent.
+            ///
+            /// ```
+            /// let (tx, rx) = shmproc::Pipe::<u64>::oneway()?;
+            /// tx.send_batch(&[1, 2, 3])?;
+            /// let mut got = Vec::new();
+            /// rx.recv_batch(&mut got, 64)?;
+            /// assert_eq!(got, [1, 2, 3]);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn send_batch(&self, values: &[T]) -> Result<(), SendError> {
+                self.$tx.send_batch(values, None).1.map_err(SendError::from)
+            }
             /// Sends a message, waiting at most `timeout` for room.
             ///
             /// ```
@@ -651,6 +797,55 @@ macro_rules! recv_side {
             /// ```
             pub fn recv_async(&self) -> PipeRecvFuture<'_, T> {
                 PipeRecvFuture::new(&self.$rx)
+            }
+            /// Waits for a message, then appends it and up to `max - 1` more
+            /// waiting now to `out`, handing their space back with one
+            /// release. Returns how many were appended (`0` only for
+            /// `max == 0`); on an error, those taken before it are in `out`.
+            ///
+            /// ```
+            /// let (tx, rx) = shmproc::Pipe::<u8>::oneway()?;
+            /// tx.send_batch(&[1, 2, 3])?;
+            /// let mut got = Vec::new();
+            /// assert_eq!(rx.recv_batch(&mut got, 2)?, 2);
+            /// assert_eq!(rx.recv_batch(&mut got, 2)?, 1);
+            /// assert_eq!(got, [1, 2, 3]);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn recv_batch(&self, out: &mut Vec<T>, max: usize) -> Result<usize, RecvError> {
+                if max == 0 {
+                    return Ok(0);
+                }
+                self.$rx.recv_batch(out, max, None).map_err(RecvError::from)
+            }
+            /// [`recv_batch`](Self::recv_batch) without waiting: `Empty`
+            /// when no message is waiting.
+            ///
+            /// ```
+            /// let (tx, rx) = shmproc::Pipe::<u8>::oneway()?;
+            /// let mut got = Vec::new();
+            /// assert_eq!(rx.try_recv_batch(&mut got, 8), Err(shmproc::TryRecvError::Empty));
+            /// tx.send(&1)?;
+            /// assert_eq!(rx.try_recv_batch(&mut got, 8)?, 1);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn try_recv_batch(&self, out: &mut Vec<T>, max: usize) -> Result<usize, TryRecvError> {
+                if max == 0 {
+                    return Ok(0);
+                }
+                self.$rx.recv_batch(out, max, Some(Deadline::EXPIRED)).map_err(TryRecvError::from)
+            }
+            /// The messages waiting now, one at a time, without blocking;
+            /// ends when the pipe is empty (or on an error).
+            ///
+            /// ```
+            /// let (tx, rx) = shmproc::Pipe::<u8>::oneway()?;
+            /// tx.send_batch(&[4, 5])?;
+            /// assert_eq!(rx.try_iter().collect::<Vec<_>>(), [4, 5]);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn try_iter(&self) -> impl Iterator<Item = T> + '_ {
+                std::iter::from_fn(move || self.try_recv().ok())
             }
             /// Receives a message if one is waiting.
             ///
@@ -766,6 +961,27 @@ pub struct Connection<T> {
 }
 
 impl<T> Connection<T> {
+    /// Sets how this end's blocked sends and receives wait (see
+    /// [`WaitPolicy`]; this process only).
+    ///
+    /// ```
+    /// let (a, _b) = shmproc::Pipe::<u8>::duplex()?;
+    /// a.set_wait_policy(shmproc::WaitPolicy::Sleep);
+    /// assert_eq!(a.wait_policy(), shmproc::WaitPolicy::Sleep);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_wait_policy(&self, policy: WaitPolicy) {
+        self.tx.pacer.set(policy);
+        self.rx.pacer.set(policy);
+    }
+
+    /// How this end's blocked sends and receives wait
+    /// ([`WaitPolicy::Adaptive`] unless set).
+    #[must_use]
+    pub fn wait_policy(&self) -> WaitPolicy {
+        self.rx.pacer.get()
+    }
+
     pub(crate) fn recv_ready(&self) -> bool {
         self.rx.ready()
     }
@@ -809,6 +1025,25 @@ pub struct PipeSender<T> {
 }
 
 impl<T> PipeSender<T> {
+    /// Sets how this end waits for room (see [`WaitPolicy`]; this process
+    /// only).
+    ///
+    /// ```
+    /// let (tx, _rx) = shmproc::Pipe::<u8>::oneway()?;
+    /// tx.set_wait_policy(shmproc::WaitPolicy::Sleep);
+    /// assert_eq!(tx.wait_policy(), shmproc::WaitPolicy::Sleep);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_wait_policy(&self, policy: WaitPolicy) {
+        self.tx.pacer.set(policy);
+    }
+
+    /// How this end waits for room ([`WaitPolicy::Adaptive`] unless set).
+    #[must_use]
+    pub fn wait_policy(&self) -> WaitPolicy {
+        self.tx.pacer.get()
+    }
+
     /// Closes this end.
     ///
     /// ```
@@ -845,6 +1080,27 @@ pub struct PipeReceiver<T> {
 }
 
 impl<T> PipeReceiver<T> {
+    /// Sets how this end waits for messages (see [`WaitPolicy`]; this
+    /// process only).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (_tx, rx) = shmproc::Pipe::<u8>::oneway()?;
+    /// rx.set_wait_policy(shmproc::WaitPolicy::Spin(Duration::from_micros(50)));
+    /// assert_eq!(rx.wait_policy(), shmproc::WaitPolicy::Spin(Duration::from_micros(50)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_wait_policy(&self, policy: WaitPolicy) {
+        self.rx.pacer.set(policy);
+    }
+
+    /// How this end waits for messages ([`WaitPolicy::Adaptive`] unless
+    /// set).
+    #[must_use]
+    pub fn wait_policy(&self) -> WaitPolicy {
+        self.rx.pacer.get()
+    }
+
     pub(crate) fn recv_ready(&self) -> bool {
         self.rx.ready()
     }

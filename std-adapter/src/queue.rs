@@ -111,7 +111,7 @@ use shmproc_core::region::{kind, OBJECT_ALIGN};
 use shmproc_core::spsc::frame_span;
 use shmproc_core::Deadline;
 
-use crate::blocking::{receiver_pace, wait, wait_paced, Waited};
+use crate::blocking::{receiver_pace, wait, wait_paced, Pacer, WaitPolicy, Waited};
 
 mod async_ops;
 use crate::blocks::{Bin, Blocks};
@@ -302,6 +302,10 @@ pub(crate) struct Core {
     /// microseconds since this mapping was made, plus one (0: never).
     presence_checked: AtomicU64,
     made: std::time::Instant,
+    /// How this process's receivers wait ([`Queue::set_wait_policy`]).
+    recv_pacer: Pacer,
+    /// How this process's senders wait for room.
+    send_pacer: Pacer,
 }
 
 /// How often a non-blocking receive that finds the queue empty looks for
@@ -419,6 +423,8 @@ impl Core {
             hint: AtomicUsize::new(0),
             presence_checked: AtomicU64::new(0),
             made: std::time::Instant::now(),
+            recv_pacer: Pacer::default(),
+            send_pacer: Pacer::default(),
         })
     }
 
@@ -699,6 +705,7 @@ impl Core {
         let absent = || self.presence(Role::Receiver) == Presence::Absent;
         match &self.ring {
             Layout::Slots(r) => wait(
+                &self.send_pacer,
                 deadline,
                 self.not_full(),
                 || r.has_room(),
@@ -711,6 +718,7 @@ impl Core {
                 },
             ),
             Layout::Bytes(r) => wait(
+                &self.send_pacer,
                 deadline,
                 self.not_full(),
                 || r.progress() != progress,
@@ -729,9 +737,14 @@ impl Core {
         mut attempt: impl FnMut() -> Result<R, Failure>,
     ) -> Result<R, Failure> {
         let mut progress = None;
+        let mut waited = false;
         loop {
             match attempt() {
                 Err(Failure::Full) => {}
+                Ok(r) if !waited => {
+                    self.send_pacer.stand_down(self.not_full());
+                    return Ok(r);
+                }
                 other => return other,
             }
             // Read the receivers' progress only once the queue was found full
@@ -743,6 +756,7 @@ impl Core {
                 continue;
             };
             progress = None;
+            waited = true;
             match self.wait_for_room(deadline, seen) {
                 Waited::Ready => {}
                 Waited::Timeout => return Err(Failure::Timeout),
@@ -785,11 +799,17 @@ impl Core {
     }
 
     fn claim_deadline(&self, deadline: Option<Deadline>) -> Result<Claim, Failure> {
+        let mut waited = false;
         loop {
             match self.try_claim(deadline) {
                 Err(Failure::Full) => {}
+                Ok(c) if !waited => {
+                    self.recv_pacer.stand_down(self.not_empty());
+                    return Ok(c);
+                }
                 other => return other,
             }
+            waited = true;
             Core::check_deadline(deadline)?;
             self.wait_for_message(deadline)?;
         }
@@ -848,14 +868,132 @@ impl Core {
         };
         // The byte ring's fast path: read and release in one call.
         let me = self.me();
+        let mut waited = false;
         loop {
             if let Some((v, block)) = r.try_take(&me, deadline, |kind, bytes| self.read_message::<T>(kind, bytes))? {
                 self.after_release(block);
+                if !waited {
+                    self.recv_pacer.stand_down(self.not_empty());
+                }
                 return v;
             }
+            waited = true;
             if self.is_closed() && !self.has_message() {
                 return Err(Failure::Disconnected);
             }
+            Core::check_deadline(deadline)?;
+            self.wait_for_message(deadline)?;
+        }
+    }
+
+    /// Sends `values` in order, in runs that each take the producing side
+    /// once and publish once (byte ring; the slot ring sends one by one),
+    /// waiting for room until `deadline`. Returns how many were sent before
+    /// an error stopped it (with the error), so a caller can tell what is
+    /// in the queue.
+    fn send_batch_deadline<T: Message>(
+        &self,
+        values: &[T],
+        deadline: Option<Deadline>,
+    ) -> (usize, Result<(), Failure>) {
+        let mut sent = 0;
+        while sent < values.len() {
+            let rest = &values[sent..];
+            let run = match &self.ring {
+                Layout::Bytes(r) if !self.is_closed() => {
+                    let hint = self.hint.load(Ordering::Relaxed).max(std::mem::size_of::<T::Archived>());
+                    r.try_send_batch(&self.me(), deadline, hint, rest.len(), |i, buf| {
+                        encode_into(&rest[i], buf).map_err(serialize_failure)
+                    })
+                }
+                _ => Err(Failure::Full),
+            };
+            match run {
+                Ok(n) => {
+                    if sent == 0 {
+                        self.send_pacer.stand_down(self.not_full());
+                    }
+                    sent += n;
+                }
+                // No room, the limit, or a first message that does not fit
+                // the ring's message size: the single-message path waits for
+                // room or sends it out of line.
+                Err(Failure::Full) => match self.send_deadline(&rest[0], deadline) {
+                    Ok(()) => sent += 1,
+                    Err(e) => return (sent, Err(e)),
+                },
+                Err(e) => return (sent, Err(e)),
+            }
+        }
+        (sent, Ok(()))
+    }
+
+    /// Takes up to `max` messages waiting now into `out` (at least one, or
+    /// an error: `Full` when empty), handing the ring's space back once per
+    /// run (byte ring). Messages read before a failing one stay in `out`.
+    fn try_recv_batch<T: Message>(
+        &self,
+        out: &mut Vec<T>,
+        max: usize,
+        lock_deadline: Option<Deadline>,
+    ) -> Result<usize, Failure> {
+        let Layout::Bytes(r) = &self.ring else {
+            let c = self.try_claim(lock_deadline)?;
+            out.push(self.take(c)?);
+            return Ok(1);
+        };
+        let (mut failed, mut recycle) = (None, Vec::new());
+        let before = out.len();
+        let taken = r.try_take_batch(&self.me(), lock_deadline, max, |kind, bytes| {
+            let (v, block) = self.read_message::<T>(kind, bytes);
+            if let Some(d) = block {
+                recycle.push(d);
+            }
+            match v {
+                Ok(v) => {
+                    out.push(v);
+                    true
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        })?;
+        for d in recycle {
+            self.after_release(Some(d));
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if taken == 0 {
+            if !self.has_message() && (self.is_closed() || self.senders_gone()) && !self.has_message() {
+                return Err(Failure::Disconnected);
+            }
+            return Err(Failure::Full);
+        }
+        Ok(out.len() - before)
+    }
+
+    /// [`try_recv_batch`](Core::try_recv_batch), waiting for the first
+    /// message until `deadline`.
+    fn recv_batch_deadline<T: Message>(
+        &self,
+        out: &mut Vec<T>,
+        max: usize,
+        deadline: Option<Deadline>,
+    ) -> Result<usize, Failure> {
+        let mut waited = false;
+        loop {
+            match self.try_recv_batch(out, max, deadline) {
+                Err(Failure::Full) => {}
+                Ok(n) if !waited => {
+                    self.recv_pacer.stand_down(self.not_empty());
+                    return Ok(n);
+                }
+                other => return other,
+            }
+            waited = true;
             Core::check_deadline(deadline)?;
             self.wait_for_message(deadline)?;
         }
@@ -873,6 +1011,7 @@ impl Core {
         let drained = || !self.has_message() && self.presence(Role::Sender) == Presence::Absent;
         let waited = match &self.ring {
             Layout::Slots(r) => wait(
+                &self.recv_pacer,
                 deadline,
                 self.not_empty(),
                 || r.has_message(),
@@ -882,6 +1021,7 @@ impl Core {
             ),
             // A dead producer publishes nothing and blocks nobody.
             Layout::Bytes(r) => wait_paced(
+                &self.recv_pacer,
                 receiver_pace(r.spsc()),
                 deadline,
                 self.not_empty(),
@@ -947,6 +1087,15 @@ impl Core {
         self.release(c);
         self.after_release(block);
         r
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        // Standing registrations (see `blocking::Pacer`) end with the last
+        // handle of this process.
+        self.recv_pacer.stand_down(self.not_empty());
+        self.send_pacer.stand_down(self.not_full());
     }
 }
 
@@ -1209,6 +1358,30 @@ macro_rules! handle_common {
             }
         }
         impl<T> $ty<T> {
+            /// Sets how blocked sends and receives on this queue wait in this
+            /// process (every handle of the queue in this process shares it;
+            /// other processes keep their own): spin while waits are short,
+            /// spin for a fixed time, or sleep at once. See [`WaitPolicy`].
+            ///
+            /// ```
+            /// use shmproc::WaitPolicy;
+            /// let q = shmproc::Queue::<u8>::bounded(4)?;
+            /// q.set_wait_policy(WaitPolicy::Sleep);
+            /// assert_eq!(q.wait_policy(), WaitPolicy::Sleep);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn set_wait_policy(&self, policy: WaitPolicy) {
+                self.reg.core.recv_pacer.set(policy);
+                self.reg.core.send_pacer.set(policy);
+            }
+
+            /// How blocked sends and receives on this queue wait in this
+            /// process ([`WaitPolicy::Adaptive`] unless set).
+            #[must_use]
+            pub fn wait_policy(&self) -> WaitPolicy {
+                self.reg.core.recv_pacer.get()
+            }
+
             /// Messages waiting (a snapshot; Python's `qsize`).
             ///
             /// ```
@@ -1368,6 +1541,66 @@ macro_rules! send_methods {
             /// ```
             pub fn send_async<'a>(&'a self, value: &'a T) -> SendFuture<'a, T> {
                 SendFuture::new(&self.reg.core, value)
+            }
+            /// Sends every value of `values`, in order, waiting for room as
+            /// [`send`](Self::send) does. Runs of messages that fit the ring
+            /// are written in place one after another and published with one
+            /// store and one wake-up, so a batch costs much less per message
+            /// than single sends; order and exactly-once are as for `send`.
+            /// On an error, the messages before the failing one were sent
+            /// (use [`send_iter`](Self::send_iter) to learn how many).
+            ///
+            /// ```
+            /// let q = shmproc::Queue::<u64>::bounded(256)?;
+            /// q.send_batch(&[1, 2, 3])?;
+            /// let mut got = Vec::new();
+            /// q.recv_batch(&mut got, 64)?;
+            /// assert_eq!(got, [1, 2, 3]);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn send_batch(&self, values: &[T]) -> Result<(), SendError> {
+                self.reg.core.send_batch_deadline(values, None).1.map_err(SendError::from)
+            }
+            /// Sends the values of `values` in order, in batches of up to 64
+            /// (see [`send_batch`](Self::send_batch)); returns how many were
+            /// sent, or the error with the count sent before it.
+            ///
+            /// ```
+            /// let q = shmproc::Queue::<u64>::bounded(1024)?;
+            /// assert_eq!(q.send_iter(0..100u64).map_err(|(_, e)| e)?, 100);
+            /// assert_eq!(q.len(), 100);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn send_iter(&self, values: impl IntoIterator<Item = T>) -> Result<usize, (usize, SendError)> {
+                let mut chunk = Vec::with_capacity(64);
+                let mut total = 0;
+                let mut values = values.into_iter().peekable();
+                while values.peek().is_some() {
+                    chunk.clear();
+                    chunk.extend(values.by_ref().take(64));
+                    let (n, r) = self.reg.core.send_batch_deadline(&chunk, None);
+                    total += n;
+                    if let Err(e) = r {
+                        return Err((total, SendError::from(e)));
+                    }
+                }
+                Ok(total)
+            }
+            /// Sends as many of `values` as there is room for now (in order),
+            /// without waiting; returns how many (`Full` if none).
+            ///
+            /// ```
+            /// use shmproc::{Queue, TrySendError};
+            /// let q = Queue::<u8>::bounded(2)?;
+            /// assert_eq!(q.try_send_batch(&[1, 2, 3])?, 2);
+            /// assert_eq!(q.try_send_batch(&[3]), Err(TrySendError::Full));
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn try_send_batch(&self, values: &[T]) -> Result<usize, TrySendError> {
+                match self.reg.core.send_batch_deadline(values, Some(Deadline::EXPIRED)) {
+                    (0, Err(e)) => Err(TrySendError::from(e)),
+                    (n, _) => Ok(n),
+                }
             }
             /// Sends if there is room now.
             ///
@@ -1551,6 +1784,84 @@ macro_rules! recv_methods {
             /// ```
             pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
                 std::iter::from_fn(move || self.recv().ok())
+            }
+            /// Waits for a message, then appends it and up to `max - 1` more
+            /// that are waiting now to `out` (in queue order), taking them
+            /// with one release of the ring's space per run: much cheaper per
+            /// message than single receives. Returns how many were appended
+            /// (at least one; `0` only for `max == 0`). On an error, the
+            /// messages taken before the failing one are in `out`.
+            ///
+            /// ```
+            /// let q = shmproc::Queue::<u64>::bounded(1024)?;
+            /// q.send_iter(0..100u64).map_err(|(_, e)| e)?;
+            /// let mut got = Vec::new();
+            /// while got.len() < 100 {
+            ///     q.recv_batch(&mut got, 64)?;
+            /// }
+            /// assert!(got.iter().copied().eq(0..100));
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn recv_batch(&self, out: &mut Vec<T>, max: usize) -> Result<usize, RecvError> {
+                if max == 0 {
+                    return Ok(0);
+                }
+                self.reg.core.recv_batch_deadline(out, max, None).map_err(RecvError::from)
+            }
+            /// [`recv_batch`](Self::recv_batch) without waiting: `Empty`
+            /// when no message is waiting.
+            ///
+            /// ```
+            /// use shmproc::TryRecvError;
+            /// let q = shmproc::Queue::<u8>::bounded(8)?;
+            /// let mut got = Vec::new();
+            /// assert_eq!(q.try_recv_batch(&mut got, 8), Err(TryRecvError::Empty));
+            /// q.send_batch(&[1, 2])?;
+            /// assert_eq!(q.try_recv_batch(&mut got, 8)?, 2);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn try_recv_batch(&self, out: &mut Vec<T>, max: usize) -> Result<usize, TryRecvError> {
+                if max == 0 {
+                    return Ok(0);
+                }
+                self.reg.core.try_recv_batch(out, max, Some(Deadline::EXPIRED)).map_err(TryRecvError::from)
+            }
+            /// The messages waiting now, one at a time, without blocking
+            /// (as `std::sync::mpsc::Receiver::try_iter`): ends when the
+            /// queue is empty (or on an error). Takes one message per step,
+            /// so dropping the iterator loses nothing.
+            ///
+            /// ```
+            /// let q = shmproc::Queue::<u8>::bounded(8)?;
+            /// q.send_batch(&[1, 2, 3])?;
+            /// assert_eq!(q.try_iter().collect::<Vec<_>>(), [1, 2, 3]);
+            /// assert_eq!(q.try_iter().count(), 0);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn try_iter(&self) -> impl Iterator<Item = T> + '_ {
+                std::iter::from_fn(move || self.try_recv().ok())
+            }
+            /// Takes every message waiting now, in batches (see
+            /// [`recv_batch`](Self::recv_batch)), without waiting; an empty
+            /// `Vec` when there is none. Errors only for a corrupt message
+            /// or queue, or a re-entered receive.
+            ///
+            /// ```
+            /// let q = shmproc::Queue::<u64>::bounded(1024)?;
+            /// q.send_iter(0..500u64).map_err(|(_, e)| e)?;
+            /// assert_eq!(q.drain()?.len(), 500);
+            /// assert!(q.drain()?.is_empty());
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn drain(&self) -> Result<Vec<T>, RecvError> {
+                let mut out = Vec::new();
+                loop {
+                    match self.reg.core.try_recv_batch(&mut out, 1024, Some(Deadline::EXPIRED)) {
+                        Ok(_) => {}
+                        Err(Failure::Full | Failure::Disconnected | Failure::Timeout) => return Ok(out),
+                        Err(e) => return Err(RecvError::from(e)),
+                    }
+                }
             }
         }
     };

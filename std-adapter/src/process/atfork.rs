@@ -31,6 +31,7 @@ pub(crate) extern "C" fn child() {
     crate::roles::reattach_in_child();
     crate::fd_passing::after_fork_in_child();
     crate::async_wait::reset_after_fork();
+    crate::blocking::after_fork_in_child();
 }
 
 /// Installs the `pthread_atfork` child handler (idempotent).
