@@ -346,6 +346,76 @@ fn loom_spsc_frames_wrap_in_order() {
     });
 }
 
+/// A producer writes frames in batches (one position publication per
+/// batch, [`Batch`](crate::spsc::Batch)) through a 64-byte ring while the
+/// consumer takes runs ([`Consumer::peek_after`](crate::spsc::Consumer::peek_after),
+/// one release per run): every frame arrives once, in order and intact, a
+/// frame of a batch is visible as soon as its header is (before the batch's
+/// position is), and a run never reads past what was published, across the
+/// wrap.
+#[test]
+fn loom_spsc_batches_and_runs() {
+    use crate::spsc::{RingError, SpscRing};
+    use core::ptr::NonNull;
+    let mut model = loom::model::Builder::new();
+    model.max_branches = 100_000;
+    model.check(|| {
+        let mut mem = boxed_mem();
+        let base = NonNull::new(mem.0.as_mut_ptr()).unwrap();
+        // SAFETY: the boxed buffer is aligned, large enough and outlives the
+        // threads (joined below).
+        let ring = unsafe { SpscRing::init(base, 8192, 64) }.unwrap();
+        // Frames of 16 bytes: three fit before the ring is full, so the
+        // second batch waits for a run's release and then wraps.
+        let total = 4u8;
+        let producer = thread::spawn(move || {
+            // SAFETY: this thread is the ring's only producer.
+            let mut p = unsafe { ring.producer() };
+            let mut next = 0u8;
+            while next < total {
+                let mut b = p.batch().unwrap();
+                while next < total {
+                    match b.reserve(8) {
+                        Ok(r) => {
+                            b.buffer(&r).copy_from_slice(&[next; 8]);
+                            b.commit(r, 8, 0);
+                            next += 1;
+                        }
+                        Err(RingError::Full) => break,
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+                if b.finish() == 0 {
+                    thread::yield_now();
+                }
+            }
+        });
+        // SAFETY: this thread is the ring's only consumer.
+        let mut c = unsafe { ring.consumer() };
+        let mut k = 0u8;
+        while k < total {
+            match c.peek().unwrap() {
+                Some(first) => {
+                    let mut f = first;
+                    loop {
+                        assert_eq!(c.bytes(&f), [k; 8]);
+                        k += 1;
+                        match c.peek_after(&f).unwrap() {
+                            Some(next) => f = next,
+                            None => break,
+                        }
+                    }
+                    c.release(f);
+                }
+                None => thread::yield_now(),
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(c.pop(|b| b.len()).unwrap(), None);
+        drop(mem);
+    });
+}
+
 /// Two producers' recoverers race for the slot a dead consumer holds while a
 /// producer waits for it: the message is handed to exactly one `on_drop`,
 /// intact (no producer writes the slot before the drop is done), exactly one

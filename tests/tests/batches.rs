@@ -227,6 +227,7 @@ fn consumer_killed_mid_batch_loses_at_most_its_run() -> TestResult {
                 }
                 // Slow down between runs so that the kill lands anywhere.
                 rec.set(got.last().map_or(u64::MAX, |m| m.0));
+                std::thread::sleep(Duration::from_micros(20));
             }
         })?;
         std::thread::sleep(Duration::from_micros(200 + round * 300));
