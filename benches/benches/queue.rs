@@ -65,6 +65,65 @@ fn shm_pipe<T: shmproc::Message + Clone + 'static>(iters: u64, msg: T) -> Durati
     t
 }
 
+/// [`shm_spsc`] in batches of `batch`: `send_batch` and `recv_batch`.
+fn shm_spsc_batch(iters: u64, batch: usize) -> Duration {
+    let q = Queue::<u64>::builder().capacity(4096).message_size(16).build::<u64>().expect("queue");
+    let (tx, rx) = q.into_split();
+    let go = Event::new().expect("event");
+    let g = go.clone();
+    let mut child = fork(move || {
+        let msgs = vec![42u64; batch];
+        g.wait();
+        let mut left = iters as usize;
+        while left > 0 {
+            let n = left.min(batch);
+            tx.send_batch(&msgs[..n]).expect("send");
+            left -= n;
+        }
+    });
+    go.set();
+    let mut got = Vec::with_capacity(batch);
+    let start = Instant::now();
+    let mut left = iters as usize;
+    while left > 0 {
+        got.clear();
+        left -= rx.recv_batch(&mut got, batch.min(left)).expect("recv");
+        black_box(&got);
+    }
+    let t = start.elapsed();
+    child.join().expect("join");
+    t
+}
+
+/// The same through a one-way `Pipe`.
+fn shm_pipe_batch(iters: u64, batch: usize) -> Duration {
+    let (tx, rx) = shmproc::Pipe::<u64>::oneway().expect("pipe");
+    let go = Event::new().expect("event");
+    let g = go.clone();
+    let mut child = fork(move || {
+        let msgs = vec![42u64; batch];
+        g.wait();
+        let mut left = iters as usize;
+        while left > 0 {
+            let n = left.min(batch);
+            tx.send_batch(&msgs[..n]).expect("send");
+            left -= n;
+        }
+    });
+    go.set();
+    let mut got = Vec::with_capacity(batch);
+    let start = Instant::now();
+    let mut left = iters as usize;
+    while left > 0 {
+        got.clear();
+        left -= rx.recv_batch(&mut got, batch.min(left)).expect("recv");
+        black_box(&got);
+    }
+    let t = start.elapsed();
+    child.join().expect("join");
+    t
+}
+
 fn stream_spsc(iters: u64, payload: &[u8], socket: bool) -> Duration {
     let payload = payload.to_vec();
     let go = Event::new().expect("event");
@@ -109,6 +168,8 @@ fn spsc(c: &mut Criterion) {
         b.iter_custom(|n| shm_spsc_in(n, 42u64, Queue::<u64>::builder().capacity(4096).message_size(16).slot_ring()))
     });
     g.bench_function("shmproc_pipe", |b| b.iter_custom(|n| shm_pipe(n, 42u64)));
+    g.bench_function("shmproc_queue_batch64", |b| b.iter_custom(|n| shm_spsc_batch(n, 64)));
+    g.bench_function("shmproc_pipe_batch64", |b| b.iter_custom(|n| shm_pipe_batch(n, 64)));
     g.bench_function("pipe_queue", |b| b.iter_custom(|n| stream_spsc(n, &42u64.to_le_bytes(), false)));
     g.bench_function("unix_socket_queue", |b| b.iter_custom(|n| stream_spsc(n, &42u64.to_le_bytes(), true)));
     g.finish();

@@ -1,6 +1,7 @@
-//! The waiting loop shared by queues and pipes: spin briefly, then sleep on a
-//! notifier in liveness slices, checking at each slice for a disconnection
-//! and giving the ring a chance to recover from a dead peer.
+//! The waiting loop shared by queues and pipes: spin as the end's
+//! [`WaitPolicy`] plans (by default only while recent waits were short),
+//! then sleep on a notifier in liveness slices, checking at each slice for a
+//! disconnection and giving the ring a chance to recover from a dead peer.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -17,17 +18,14 @@ use shmproc_core::Deadline;
 /// messages stream in (see [`receiver_pace`]), and for senders waiting for
 /// room.
 ///
-/// A consumer that keeps looking at the producer's index pulls that cache
-/// line, and the frame the producer writes next, away from the producer on
-/// every message: both sides then pay a cache-line transfer per message.
-/// Looking every few microseconds lets the producer write a batch
-/// undisturbed, which the consumer then takes in a row. Measured between two
-/// processes on a 2-core VM (`Queue<u64>`, medians of 7 runs, when `tail`
-/// published frames): looking at once 68–82 ns per message, after 0.5 µs
-/// 42 ns, after 1 µs 36 ns, after 2 µs 31 ns. Since frames are published by
-/// their header word (the consumer sees each one as soon as it is written,
-/// and so catches up with the producer more often), 2 µs gave 27–29 ns, 5 µs
-/// 21.5–23 ns and 10 µs 20–21 ns (2 M messages a run, five runs each).
+/// A consumer that keeps looking at the producer's next header word pulls
+/// that cache line, and the frame the producer writes next, away from the
+/// producer on every message: both sides then pay a cache-line transfer per
+/// message. Looking every few microseconds lets the producer write a run of
+/// frames undisturbed, which the consumer then takes in a row; longer gaps
+/// gave higher stream throughput in our measurements, up to about this one
+/// (the bench report, `cargo bench -p shmproc-benches`, shows the current
+/// figures).
 pub(crate) const LOOK_STREAMING: Duration = Duration::from_micros(5);
 /// How long a spinning receiver lets pass between looks when messages come
 /// one at a time (request and reply): the latency a blocking receive adds.

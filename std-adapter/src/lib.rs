@@ -58,6 +58,7 @@
 //! | `Queue(maxsize)` / `Queue()` | [`Queue::bounded`] / [`Queue::unbounded`] (+ [`Queue::builder`]); messages of any size |
 //! | `q.put(x)` / `put(x, block=False)` / `put(x, timeout=t)` / `put_nowait` | [`Queue::send`] / [`Queue::try_send`] / [`Queue::send_timeout`] |
 //! | `q.get()` / `get(block=False)` / `get(timeout=t)` / `get_nowait` | [`Queue::recv`] / [`Queue::try_recv`] / [`Queue::recv_timeout`]; in place: [`Queue::recv_ref`] |
+//! | a loop of `put`s / `get`s (no Python counterpart) | batches: [`Queue::send_batch`] / [`Queue::send_iter`], [`Queue::recv_batch`] / [`Queue::drain`] / [`Queue::try_iter`] (also on pipes); how a blocked call waits: [`WaitPolicy`] |
 //! | `q.qsize()`, `q.empty()`, `q.full()`, `q.close()` | [`Queue::len`], [`Queue::is_empty`], [`Queue::is_full`], [`Queue::close`] |
 //! | `queue.Full` / `queue.Empty` | [`TrySendError::Full`] / [`TryRecvError::Empty`] |
 //! | `JoinableQueue(maxsize)`: `task_done`, `join` | [`JoinableQueue::bounded`]: [`JoinableQueue::task_done`], [`JoinableQueue::join`] |

@@ -35,6 +35,31 @@
 //! the handles a child should not hold before forking it).
 //! [`close`](Queue::close) disconnects the queue for everyone at once.
 //!
+//! # Batches
+//!
+//! [`send_batch`](Queue::send_batch), [`send_iter`](Queue::send_iter) and
+//! [`try_send_batch`](Queue::try_send_batch) write a run of messages in place,
+//! one after another, under one take of the producing side, and publish the
+//! run's position, count and wake-up once; [`recv_batch`](Queue::recv_batch),
+//! [`try_recv_batch`](Queue::try_recv_batch) and [`drain`](Queue::drain) read
+//! a run and hand its space back once. Each message is still its own frame
+//! (visible to the consumer as soon as it is written), so order, validation
+//! and exactly-once are those of single messages; a message too large for
+//! the run is sent alone (out of line if need be). A consumer killed inside
+//! `recv_batch` loses the first message of the run it was reading (as a
+//! single `recv` loses its one) and the others are handed to the next
+//! receiver; a producer killed inside `send_batch` leaves the messages it
+//! wrote whole and counted. The slot ring sends and receives one by one
+//! behind the same calls.
+//!
+//! # Waiting
+//!
+//! A blocked `send` or `recv` spins only while recent waits on the queue
+//! were short, then sleeps on a futex (see [`WaitPolicy`];
+//! [`set_wait_policy`](Queue::set_wait_policy) picks a fixed spin or none):
+//! a request/reply exchange keeps sub-microsecond hand-offs, while a
+//! consumer of a slow trickle costs about what a pipe reader does.
+//!
 //! # Layouts
 //!
 //! By default a queue is a **byte ring** of packed frames whose producers take
