@@ -74,6 +74,19 @@
 //! receivers can each hold a `RecvRef` at once, and a stalled producer does
 //! not hold up the others. It is slower between two processes.
 //!
+//! **When a second producer or consumer appears**, the layout stays what it
+//! was made (it is chosen at creation, by the builder, and never switched:
+//! a switch would have to move queued messages under every peer's feet).
+//! What changes is each side's lock: the byte ring's producing side is
+//! biased to the first thread that keeps taking it, at the cost of plain
+//! loads and stores; the first time another thread or process takes it (a
+//! second producer), the bias is revoked once and for good, and from then on
+//! each send takes the side with one compare-and-swap. The consuming side
+//! does the same on its own. So a queue with many producers and consumers
+//! costs a lock take per message and side, and its senders (or receivers)
+//! take turns; several consumers that must hold messages in place at once
+//! want the slot ring.
+//!
 //! The README's table gives the measured costs of both layouts beside a
 //! pipe-based queue.
 //!
