@@ -159,7 +159,7 @@ impl fmt::Display for ObjectState {
 /// ```
 /// use shmproc::inspect::{inspect, ObjectState, SideState};
 /// let seg = shmproc::Segment::anonymous(1 << 20)?;
-/// let q = shmproc::Queue::<u8>::builder().capacity(4).build_in::<u8>(&seg, "q")?;
+/// let q = shmproc::Queue::<u8>::bounded_in(&seg, "q", 4)?;
 /// for _ in 0..100 {
 ///     q.send(&1)?;
 ///     q.recv()?;
@@ -280,7 +280,7 @@ fn kind_name(k: u32) -> &'static str {
 ///
 /// ```
 /// let seg = shmproc::Segment::anonymous(1 << 20)?;
-/// let q = shmproc::Queue::<u8>::builder().capacity(4).build_in::<u8>(&seg, "q")?;
+/// let q = shmproc::Queue::<u8>::bounded_in(&seg, "q", 4)?;
 /// q.send(&1)?;
 /// for obj in shmproc::inspect::inspect(&seg)?.objects {
 ///     println!("{} ({}): {}", obj.name, obj.kind, obj.state);

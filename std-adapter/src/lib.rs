@@ -30,6 +30,36 @@
 //! }
 //! ```
 //!
+//! ## Making objects
+//!
+//! Every shared object is made the same three ways:
+//!
+//! | | synchronisation objects, values | queues |
+//! |---|---|---|
+//! | fresh, in a segment of its own | `X::new(..)` ([`Lock::new`], [`Event::new`], [`Semaphore::new`]`(n)`, [`Value::new`]`(v)`, ..) | [`Queue::bounded`]`(n)`, [`Queue::unbounded`]`()` |
+//! | named, in a segment you share | `X::new_in(&seg, name, ..)` | [`Queue::bounded_in`]`(&seg, name, n)`, [`Queue::unbounded_in`]`(&seg, name)` |
+//! | opened by another process | `X::open_in(&seg, name)` | [`Queue::open_in`]`(&seg, name)` |
+//!
+//! [`JoinableQueue`] has the same constructors as [`Queue`]; arrays are
+//! [`Array::zeroed`] / [`Array::zeroed_in`]. For queue options beyond the
+//! capacity (message size, the slot ring), [`Queue::builder`] gives a
+//! [`QueueBuilder`] that already knows the message type:
+//! `Queue::<T>::builder().message_size(256).build()` or `.build_in(&seg, name)`.
+//!
+//! ```
+//! let seg = shmproc::Segment::anonymous(1 << 20)?;
+//! let lock = shmproc::Lock::new_in(&seg, "lock")?;
+//! let results = shmproc::Queue::<u64>::bounded_in(&seg, "results", 16)?;
+//! // Elsewhere (another process that maps `seg`, or a spawn-mode child):
+//! let opened = shmproc::Lock::open_in(&seg, "lock")?;
+//! let again = shmproc::Queue::<u64>::open_in(&seg, "results")?;
+//! drop(opened.acquire());
+//! results.send(&1)?;
+//! assert_eq!(again.recv()?, 1);
+//! # drop(lock);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ## Python → Rust
 //!
 //! | Python `multiprocessing` | shmproc |

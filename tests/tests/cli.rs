@@ -41,7 +41,7 @@ fn inspect_shows_every_object() -> TestResult {
     let name = unique("inspect");
     let seg = Segment::create_named(&name, 1 << 20)?;
     let m = Mutex::new_in(&seg, "counter", 0u64)?;
-    let q = Queue::<u64>::builder().capacity(16).message_size(16).build_in::<u64>(&seg, "jobs")?;
+    let q = Queue::<u64>::builder().capacity(16).message_size(16).build_in(&seg, "jobs")?;
     let s = Semaphore::new_in(&seg, "slots", 3)?;
     let e = Event::new_in(&seg, "go")?;
     e.set();
