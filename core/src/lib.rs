@@ -40,6 +40,9 @@ pub mod barrier;
 pub mod biased_lock;
 pub mod byte_queue;
 pub mod cache_padded;
+#[doc(hidden)]
+#[path = "doc_fixture.rs"]
+pub mod __doc;
 pub mod condvar;
 pub mod event;
 pub mod futex;
