@@ -657,7 +657,10 @@ impl Lock {
     }
 
     /// Python's `acquire()`: locks, treating a dead previous owner as a normal
-    /// acquisition (there is no data to repair).
+    /// acquisition (there is no data to repair): the death is not reported.
+    /// To see it, lock through `Mutex<()>` ([`lock`](Mutex::lock) gives
+    /// `Err(OwnerDied(guard))`); `shmproc inspect` shows such a lock as held
+    /// by a dead process until someone takes it.
     ///
     /// ```
     /// let lock = shmproc::Lock::new()?;

@@ -1890,6 +1890,7 @@ pub(crate) fn describe(seg: &Segment, index: u32) -> crate::inspect::ObjectState
             message_size: core.message_size(),
             closed: core.is_closed(),
             holders: core.participants().snapshot().map(|(id, s, r)| (id, s, r, id.is_alive())).collect(),
+            unfinished: core.extra().unfinished.load(Ordering::Acquire),
             sides: match &core.ring {
                 Layout::Bytes(r) => Some({
                     let (producers, consumers) = r.sides();
