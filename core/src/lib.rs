@@ -35,14 +35,14 @@
 #[cfg(test)]
 extern crate std;
 
+#[doc(hidden)]
+#[path = "doc_fixture.rs"]
+pub mod __doc;
 pub mod asymmetric_fence;
 pub mod barrier;
 pub mod biased_lock;
 pub mod byte_queue;
 pub mod cache_padded;
-#[doc(hidden)]
-#[path = "doc_fixture.rs"]
-pub mod __doc;
 pub mod condvar;
 pub mod event;
 pub mod futex;

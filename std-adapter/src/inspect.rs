@@ -141,7 +141,11 @@ impl fmt::Display for ObjectState {
             ObjectState::Mutex { owner: Some((tid, pid, alive)), waiters, data_bytes } => write!(
                 f,
                 "locked by pid {pid} tid {tid} ({}), {data_bytes} data bytes{}",
-                if *alive { "alive" } else { "dead: the next lock() gets OwnerDied, Lock::acquire takes it over silently" },
+                if *alive {
+                    "alive"
+                } else {
+                    "dead: the next lock() gets OwnerDied, Lock::acquire takes it over silently"
+                },
                 if *waiters { ", waiters" } else { "" }
             ),
             ObjectState::Semaphore { value, max, waiters } => match max {

@@ -128,7 +128,8 @@ fn inspect_tells_the_truth() -> TestResult {
     })?;
     let sem_waiter = Process::spawn(move || p2.acquire())?;
     ensure!(eventually(HANG_LIMIT, || {
-        let out = shmproc::inspect::inspect(&seg).map(|r| r.objects.iter().map(|o| o.state.to_string()).collect::<Vec<_>>());
+        let out =
+            shmproc::inspect::inspect(&seg).map(|r| r.objects.iter().map(|o| o.state.to_string()).collect::<Vec<_>>());
         out.is_ok_and(|v| v.iter().filter(|s| s.contains("up to 1 waiting")).count() == 2)
     }));
     // A holder that dies holding the lock.
@@ -140,19 +141,33 @@ fn inspect_tells_the_truth() -> TestResult {
         std::thread::sleep(Duration::from_secs(60));
     })?;
     ensure!(ready.wait_timeout(HANG_LIMIT));
-    for mut p in [event_waiter, sem_waiter, holder] {
+    // A forked child that never touches the queue still holds the copies of
+    // the parent's handles that fork gave it: listed, and said to be so.
+    let bystander = Process::spawn(|| std::thread::sleep(Duration::from_secs(60)))?;
+    let bystander_pid = bystander.pid();
+    let (ok, out) = run(&["inspect", &name])?;
+    ensure!(ok, "{out}");
+    ensure!(line_of(&out, "tasks").contains(&format!("pid {bystander_pid} holds 1 send/1 recv")), "{out}");
+    ensure!(out.contains("if forked, copies of every handle its parent held at the fork, used or not"), "{out}");
+    for mut p in [event_waiter, sem_waiter, holder, bystander] {
         p.kill()?;
         p.join()?;
     }
     let (ok, out) = run(&["inspect", &name])?;
     ensure!(ok, "{out}");
-    ensure!(line_of(&out, "tasks").contains("2/8 messages") && line_of(&out, "tasks").contains("2 unfinished tasks"), "{out}");
+    ensure!(
+        line_of(&out, "tasks").contains("2/8 messages") && line_of(&out, "tasks").contains("2 unfinished tasks"),
+        "{out}"
+    );
     // The killed waiters are still on the counters: never shown as a fact.
     for obj in ["gate", "permits"] {
         let l = line_of(&out, obj);
         ensure!(l.contains("up to 1 waiting") && !l.contains(", 1 waiting"), "{out}");
     }
-    ensure!(line_of(&out, "printer").contains("dead: the next lock() gets OwnerDied, Lock::acquire takes it over silently"), "{out}");
+    ensure!(
+        line_of(&out, "printer").contains("dead: the next lock() gets OwnerDied, Lock::acquire takes it over silently"),
+        "{out}"
+    );
     // And that is what each call does.
     drop(lock.acquire());
     let (l3, r3) = (lock.clone(), ready.clone());
@@ -224,5 +239,10 @@ fn corrupt_and_foreign_segments() -> TestResult {
 }
 
 fn main() {
-    shmproc_tests::run(trials![inspect_shows_every_object, inspect_tells_the_truth, clean_and_remove, corrupt_and_foreign_segments]);
+    shmproc_tests::run(trials![
+        inspect_shows_every_object,
+        inspect_tells_the_truth,
+        clean_and_remove,
+        corrupt_and_foreign_segments
+    ]);
 }
