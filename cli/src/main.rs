@@ -15,9 +15,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use shmproc::inspect::ObjectState;
 use shmproc::segment::{SegmentError, SegmentStatus};
 use shmproc::Segment;
-use shmproc::inspect::ObjectState;
 
 #[derive(Parser)]
 #[command(name = "shmproc", version, about = "Inspect and clean up shmproc shared-memory segments")]

@@ -133,14 +133,7 @@ fn inspect_tells_the_truth() -> TestResult {
         out.is_ok_and(|v| v.iter().filter(|s| s.contains("up to 1 waiting")).count() == 2)
     }));
     // A holder that dies holding the lock.
-    let ready = Event::new()?;
-    let (l2, r2) = (lock.clone(), ready.clone());
-    let holder = Process::spawn(move || {
-        let _g = l2.acquire();
-        r2.set();
-        std::thread::sleep(Duration::from_secs(60));
-    })?;
-    ensure!(ready.wait_timeout(HANG_LIMIT));
+    let holder = shmproc_tests::lock_holder(&lock)?;
     // A forked child that never touches the queue still holds the copies of
     // the parent's handles that fork gave it: listed, and said to be so.
     let bystander = Process::spawn(|| std::thread::sleep(Duration::from_secs(60)))?;
@@ -170,14 +163,7 @@ fn inspect_tells_the_truth() -> TestResult {
     );
     // And that is what each call does.
     drop(lock.acquire());
-    let (l3, r3) = (lock.clone(), ready.clone());
-    ready.clear();
-    let mut holder = Process::spawn(move || {
-        let _g = l3.acquire();
-        r3.set();
-        std::thread::sleep(Duration::from_secs(60));
-    })?;
-    ensure!(ready.wait_timeout(HANG_LIMIT));
+    let mut holder = shmproc_tests::lock_holder(&lock)?;
     holder.kill()?;
     holder.join()?;
     ensure!(matches!(lock.lock(), Err(OwnerDied(_))));
