@@ -54,13 +54,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // maxsize = 20, as in the tutorial.
     let q = Queue::<Option<String>>::bounded(20)?;
 
-    // The queue's "full" and "timeout" behaviour, before any process runs.
+    // The queue's "full" and "timeout" behaviour, before any process runs
+    // (Python's `put_nowait` raising `queue.Full`, `put(timeout=..)` and
+    // `get(timeout=..)` giving up).
     let small = Queue::<u8>::bounded(2)?;
     small.send(&1)?;
     small.send(&2)?;
+    println!("small queue: {}/{} messages, full: {}", small.len(), small.capacity(), small.is_full());
     assert!(small.is_full());
-    assert_eq!(small.try_send(&3), Err(TrySendError::Full));
-    assert!(small.send_timeout(&3, Duration::from_millis(50)).is_err());
+    let refused = small.try_send(&3);
+    println!("try_send(3) on the full queue: {refused:?} (Python: queue.Full)");
+    assert_eq!(refused, Err(TrySendError::Full));
+    let timed_out = small.send_timeout(&3, Duration::from_millis(50));
+    println!("send_timeout(3, 50 ms) on the full queue: {timed_out:?}");
+    assert!(timed_out.is_err());
+    small.recv()?;
+    small.recv()?;
+    let empty = small.recv_timeout(Duration::from_millis(50));
+    println!("recv_timeout(50 ms) on the empty queue: {empty:?} (Python: queue.Empty)");
+    assert_eq!(empty, Err(RecvTimeoutError::Timeout));
 
     let (q1, q2, q3, q4) = (q.clone(), q.clone(), q.clone(), q.clone());
     let mut p1 = Process::builder().name("Egon").spawn(move || producer("Egon", "buns", q1))?;

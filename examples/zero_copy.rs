@@ -13,7 +13,7 @@ struct Reading {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     shmproc::init();
-    let q = Queue::<Reading>::builder().capacity(8).message_size(64 * 1024).build::<Reading>()?;
+    let q = Queue::<Reading>::builder().capacity(8).message_size(64 * 1024).build()?;
     let tx = q.clone();
     let mut producer = Process::spawn(move || {
         for k in 0..3 {

@@ -29,7 +29,7 @@ fn current_thread() -> tokio::runtime::Runtime {
 }
 
 fn queue() -> Queue<u64> {
-    Queue::<u64>::builder().capacity(16).message_size(16).build::<u64>().expect("queue")
+    Queue::<u64>::builder().capacity(16).message_size(16).build().expect("queue")
 }
 
 /// Round trips through two queues awaited on tokio in both processes;
@@ -168,7 +168,7 @@ fn tokio_pipe_pingpong(iters: u64) -> Duration {
 /// `iters` messages from a child producer to this process, async on both
 /// sides (`async_`) or blocking.
 fn spsc(iters: u64, async_: bool) -> Duration {
-    let (tx, rx) = Queue::<u64>::builder().capacity(4096).build::<u64>().expect("queue").into_split();
+    let (tx, rx) = Queue::<u64>::builder().capacity(4096).build().expect("queue").into_split();
     let go = Event::new().expect("event");
     let g = go.clone();
     let mut child = fork(move || {

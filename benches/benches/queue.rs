@@ -23,8 +23,8 @@ fn shm_spsc<T: shmproc::Message + Clone + 'static>(iters: u64, msg: T, message_s
 }
 
 /// [`shm_spsc`] through a queue built by `b` (the slot ring, say).
-fn shm_spsc_in<T: shmproc::Message + Clone + 'static>(iters: u64, msg: T, b: shmproc::QueueBuilder) -> Duration {
-    let q = b.build::<T>().expect("queue");
+fn shm_spsc_in<T: shmproc::Message + Clone + 'static>(iters: u64, msg: T, b: shmproc::QueueBuilder<T>) -> Duration {
+    let q = b.build().expect("queue");
     let (tx, rx) = q.into_split();
     let go = Event::new().expect("event");
     let g = go.clone();
@@ -276,7 +276,7 @@ fn spsc_large(c: &mut Criterion) {
 
 fn shm_mpmc(iters: u64) -> Duration {
     let per = iters.div_ceil(2);
-    let q = Queue::<u64>::builder().capacity(4096).message_size(16).build::<u64>().expect("queue");
+    let q = Queue::<u64>::builder().capacity(4096).message_size(16).build().expect("queue");
     let (tx, rx) = q.into_split();
     let go = Event::new().expect("event");
     let mut kids = Vec::new();
@@ -357,7 +357,7 @@ fn mpmc(c: &mut Criterion) {
 fn shm_pingpong(iters: u64, spin: bool, slots: bool) -> Duration {
     let build = || {
         let b = Queue::<u64>::builder().capacity(16).message_size(16);
-        if slots { b.slot_ring() } else { b }.build::<u64>().expect("queue")
+        if slots { b.slot_ring() } else { b }.build().expect("queue")
     };
     let (req, resp) = (build(), build());
     let (rq, rs) = (req.clone(), resp.clone());

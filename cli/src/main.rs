@@ -15,6 +15,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use shmproc::inspect::ObjectState;
 use shmproc::segment::{SegmentError, SegmentStatus};
 use shmproc::Segment;
 
@@ -87,6 +88,11 @@ fn list() -> Result<(), SegmentError> {
     Ok(())
 }
 
+/// Printed under a queue's holders: a forked child is listed with the
+/// handles it inherited, whether it uses them or not.
+const FORK_NOTE: &str = "note: a process holds the handles it made and, if forked, copies of every handle its parent \
+                         held at the fork, used or not; they count for Disconnected until it drops them or exits";
+
 fn inspect(name: &str) -> Result<(), Box<dyn std::error::Error>> {
     let seg = Segment::open_timeout(name, std::time::Duration::from_millis(500)).map_err(|e| match e {
         SegmentError::Region { source, .. } => format!("segment {name} is corrupt: {source}").into(),
@@ -103,11 +109,17 @@ fn inspect(name: &str) -> Result<(), Box<dyn std::error::Error>> {
         h.dir_len,
         h.dir_capacity
     );
-    let mut corrupt = false;
+    let (mut corrupt, mut holders) = (false, false);
     for o in &report.objects {
-        corrupt |= matches!(o.state, shmproc::inspect::ObjectState::Corrupt(_));
+        corrupt |= matches!(o.state, ObjectState::Corrupt(_));
+        holders |= matches!(&o.state, ObjectState::Queue { holders, .. } if !holders.is_empty());
         let name = if o.name.is_empty() { "(unnamed)" } else { &o.name };
         println!("  [{}] {:<12} {:<20} {}", o.index, o.kind, name, o.state);
+    }
+    if holders {
+        // What the participants table can know: who holds handles, not who
+        // uses them (shmproc::inspect's module docs).
+        println!("{FORK_NOTE}");
     }
     if corrupt {
         return Err(format!("segment {name} has corrupt objects").into());

@@ -7,8 +7,9 @@
 //! side needs a full fence between its store and its load. On x86 that fence
 //! (`mfence`, or any locked instruction) waits until the store buffer drains,
 //! and the index store usually waits for the cache line the *other* process is
-//! polling: measured on a 2-core VM, the fence alone made the SPSC ring three
-//! times slower (67–100 ns per message against 21–27 ns without it).
+//! polling, so a full fence on every message makes the SPSC ring several times
+//! slower than it is without one (the README's table and
+//! `cargo bench -p shmproc-benches` give the current figures).
 //!
 //! The fast side sends on every message; the slow side runs only before a
 //! futex sleep, which costs a system call anyway. So, as liburcu and folly's

@@ -8,9 +8,10 @@
 //! same lock millions of times in a row. An uncontended compare-and-swap is
 //! cheap on its own, yet on x86 every locked instruction also waits for the
 //! store buffer to drain, and the previous message's index store is usually
-//! waiting for a cache line the other process is polling: measured on a 2-core
-//! VM, one uncontended CAS per side took a shared-memory ring from 15–30 ns
-//! per message to 70–87 ns.
+//! waiting for a cache line the other process is polling, so one uncontended
+//! CAS per side per message costs a shared-memory ring several times its
+//! lock-free speed (the README's table and `cargo bench -p shmproc-benches`
+//! give the current figures).
 //!
 //! # How
 //!

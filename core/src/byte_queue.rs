@@ -12,13 +12,15 @@
 //! In the slot ring (Vyukov's, [`mpmc`](crate::mpmc), `QueueBuilder::slot_ring`) both
 //! sides write every slot and claim it with a compare-and-swap; between two
 //! processes each of those costs a cache-line transfer and a store-buffer
-//! drain, about 65–100 ns a message on a 2-core VM. Here a message costs the
+//! drain, on both sides, for every message. Here a message costs the
 //! producer a frame write published by a `Release` store of its header word
 //! (the consumer polls that word, not `tail`: one line moves per message), and
 //! the consumer one `Release` store of `head`; each side's lock, held by the
 //! same thread message after message, is *biased* to it and costs no atomic
 //! read-modify-write. Frames are packed (16 bytes for a `u64`), so consecutive
-//! messages share cache lines instead of bouncing one line each.
+//! messages share cache lines instead of bouncing one line each. The
+//! measured difference between the two layouts is in the README's table
+//! (`cargo bench -p shmproc-benches` writes the current report).
 //!
 //! # What it gives up
 //!
@@ -374,12 +376,13 @@ unsafe impl<S: Send> Send for ByteQueue<S> {}
 // SAFETY: as above; the store is shared with it.
 unsafe impl<S: Sync> Sync for ByteQueue<S> {}
 
-/// The smallest byte ring. Measured between two processes on a 2-core VM
-/// (`Queue<u64>`, medians of 7 runs of 2 M messages): a 128 KiB ring 33–35 ns
-/// per message, 256 KiB and more 28–29 ns. With a ring this large the lines
+/// The smallest byte ring. When it was chosen, a 128 KiB ring was measurably
+/// slower per message between two processes than 256 KiB and larger ones
+/// (re-measure with the `Queue<u64>` benches of `cargo bench -p
+/// shmproc-benches` before changing it): with a ring this large the lines
 /// the consumer read are less often still in its private cache when the
-/// producer comes round to write them again. It is address space more than
-/// memory: pages are touched only as the ring turns.
+/// producer comes round to write them again. It is address space more than memory: pages
+/// are touched only as the ring turns.
 const MIN_RING: usize = 256 << 10;
 
 /// A reservation failure as a queue error.

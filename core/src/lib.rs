@@ -35,6 +35,9 @@
 #[cfg(test)]
 extern crate std;
 
+#[doc(hidden)]
+#[path = "doc_fixture.rs"]
+pub mod __doc;
 pub mod asymmetric_fence;
 pub mod barrier;
 pub mod biased_lock;

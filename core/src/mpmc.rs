@@ -83,26 +83,13 @@ use crate::primitive::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::region::{align_up, OBJECT_ALIGN};
 
 /// How long a claimed slot may stay unregistered before it is poisoned.
-///
-/// ```
-/// use shmproc_core::mpmc::UNREGISTERED_GRACE;
-/// // A claimed slot with no registered claimant is poisoned after this long.
-/// assert_eq!(UNREGISTERED_GRACE, core::time::Duration::from_millis(500));
-/// ```
 pub const UNREGISTERED_GRACE: Duration = Duration::from_millis(500);
 /// Slot length marking a skipped position (dead or failed producer).
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
 /// # use shmproc_core::owner::{Owner, ProcLiveness};
-/// # let len = MpmcRing::required_size(8, 32).unwrap();
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-/// # let me = Owner::current();
+/// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
 /// // A producer whose writer gives up publishes a skip: consumers never see it.
 /// assert_eq!(ring.try_push_with(&me, |_| None), Err(MpmcError::TooLarge));
 /// assert_eq!(ring.try_pop(&me).unwrap_err(), MpmcError::Empty);
@@ -127,16 +114,9 @@ const SLOT_HEAD: usize = match align_up(core::mem::size_of::<SlotHead>(), 16) {
 /// Errors of ring operations.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
 /// # use shmproc_core::owner::{Owner, ProcLiveness};
-/// # let len = MpmcRing::required_size(8, 32).unwrap();
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-/// # let me = Owner::current();
+/// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
 /// assert_eq!(ring.try_pop(&me).unwrap_err(), MpmcError::Empty);
 /// assert_eq!(ring.try_push(&me, &[0; 33]), Err(MpmcError::TooLarge));
 /// ```
@@ -168,16 +148,9 @@ struct Meta {
 /// The shared header.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
 /// # use shmproc_core::owner::{Owner, ProcLiveness};
-/// # let len = MpmcRing::required_size(8, 32).unwrap();
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-/// # let me = Owner::current();
+/// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
 /// assert_eq!(ring.header().not_full.waiters(), 0);
 /// ```
 #[repr(C, align(128))]
@@ -262,16 +235,9 @@ unsafe fn loom_construct(base: NonNull<u8>, slots: usize, slot_size: usize) {
 /// The ring, over memory handed to it; `Copy`, like a pointer.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
 /// # use shmproc_core::owner::{Owner, ProcLiveness};
-/// # let len = MpmcRing::required_size(8, 32).unwrap();
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-/// # let me = Owner::current();
+/// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
 /// ring.try_push(&me, b"task")?;
 /// let c = ring.try_pop(&me)?;
 /// assert_eq!(ring.bytes(&c), b"task");
@@ -297,16 +263,9 @@ unsafe impl Sync for MpmcRing {}
 /// A slot claimed by a consumer; read its payload, then release it.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
 /// # use shmproc_core::owner::{Owner, ProcLiveness};
-/// # let len = MpmcRing::required_size(8, 32).unwrap();
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-/// # let me = Owner::current();
+/// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
 /// ring.try_push(&me, b"abc")?;
 /// let c: Claimed = ring.try_pop(&me)?; // the slot is ours until released
 /// assert_eq!(c.len(), 3);
@@ -329,16 +288,9 @@ impl Claimed {
     /// Payload length.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// ring.try_push(&me, b"12345")?;
     /// let c = ring.try_pop(&me)?;
     /// assert_eq!(c.len(), 5);
@@ -353,16 +305,9 @@ impl Claimed {
     /// Whether the payload is empty.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// ring.try_push(&me, b"")?;
     /// let c = ring.try_pop(&me)?;
     /// assert!(c.is_empty());
@@ -463,15 +408,12 @@ impl MpmcRing {
     /// As for [`init`](MpmcRing::init); the contents may be anything.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
     /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
+    /// # let mem = shmproc_core::__doc::memory(len);
+    /// # // SAFETY: `len` fresh writable bytes, page-aligned, never unmapped.
+    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }?;
     /// # let me = Owner::current();
     /// ring.try_push(&me, b"x")?;
     /// // SAFETY: the same memory, still mapped.
@@ -521,16 +463,9 @@ impl MpmcRing {
     /// The shared header (notifiers, participants).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// ring.header().not_empty.notify();
     /// ```
     #[inline]
@@ -560,16 +495,9 @@ impl MpmcRing {
     /// The capacity in messages.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// assert_eq!(ring.slots(), 8);
     /// ```
     #[must_use]
@@ -587,16 +515,9 @@ impl MpmcRing {
     /// Payload bytes per slot (the largest message).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// assert_eq!(ring.slot_size(), 32);
     /// ```
     #[must_use]
@@ -634,16 +555,9 @@ impl MpmcRing {
     /// clamped to the capacity).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// ring.try_push(&me, b"a")?;
     /// assert_eq!(ring.len(), 1);
     /// # Ok::<(), MpmcError>(())
@@ -658,16 +572,9 @@ impl MpmcRing {
     /// Whether no message is waiting (a snapshot).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// assert!(ring.is_empty());
     /// ```
     #[must_use]
@@ -678,16 +585,9 @@ impl MpmcRing {
     /// Marks the ring closed and wakes everyone.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// ring.close();
     /// assert!(ring.is_closed());
     /// ```
@@ -700,16 +600,9 @@ impl MpmcRing {
     /// Whether the ring was closed.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// assert!(!ring.is_closed());
     /// ```
     #[inline]
@@ -746,16 +639,9 @@ impl MpmcRing {
     /// skip and `TooLarge` returned).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// ring.try_push_with(&me, |buf| {
     ///     buf[..4].copy_from_slice(&42u32.to_le_bytes());
     ///     Some(4)
@@ -777,16 +663,9 @@ impl MpmcRing {
     /// 16-byte aligned.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// const HANDLE: u8 = 1; // say: the payload names memory to free
     /// ring.try_push_with_kind(&me, HANDLE, |buf| {
     ///     assert_eq!(buf.as_ptr() as usize % 16, 0);
@@ -814,16 +693,9 @@ impl MpmcRing {
     /// message it placed elsewhere because it did not fit).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// let big = [9u8; 100];
     /// ring.try_push_with_kinds(&me, |buf| {
     ///     if big.len() <= buf.len() {
@@ -892,16 +764,9 @@ impl MpmcRing {
     /// Copies `bytes` into a slot.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// for i in 0..8u8 {
     ///     ring.try_push(&me, &[i])?;
     /// }
@@ -921,16 +786,9 @@ impl MpmcRing {
     /// Claims the next published message. Skip markers are consumed silently.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// ring.try_push(&me, b"first")?;
     /// ring.try_push(&me, b"second")?;
     /// let c = ring.try_pop(&me)?;
@@ -983,16 +841,9 @@ impl MpmcRing {
     /// The payload of a claimed slot.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// ring.try_push(&me, b"bytes")?;
     /// let c = ring.try_pop(&me)?;
     /// assert_eq!(ring.bytes(&c), b"bytes");
@@ -1032,16 +883,9 @@ impl MpmcRing {
     /// message.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// ring.try_push_with_kind(&me, 9, |buf| {
     ///     buf[0] = 1;
     ///     Some(1)
@@ -1062,16 +906,9 @@ impl MpmcRing {
     /// Frees a claimed slot for the next lap.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// for _ in 0..8 {
     ///     ring.try_push(&me, b"x")?;
     /// }
@@ -1095,16 +932,9 @@ impl MpmcRing {
     /// Whether the next push would find a free slot (a snapshot).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// assert!(ring.has_room());
     /// ```
     #[must_use]
@@ -1117,16 +947,9 @@ impl MpmcRing {
     /// Whether the next pop would find a message (a snapshot).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// assert!(!ring.has_message());
     /// ring.try_push(&me, b"m")?;
     /// assert!(ring.has_message());
@@ -1151,16 +974,9 @@ impl MpmcRing {
     /// and validates what it copied.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// ring.try_push(&me, b"queued")?;
     /// let mut seen = Vec::new();
     /// ring.scan(|claimant, bytes| seen.push((claimant, bytes.equals(b"queued"))));
@@ -1177,16 +993,9 @@ impl MpmcRing {
     /// is impossible.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// ring.try_push_with_kind(&me, 3, |buf| {
     ///     buf[..2].copy_from_slice(b"hi");
     ///     Some(2)
@@ -1279,16 +1088,9 @@ impl MpmcRing {
     /// the position examined and whether it made progress.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// // Nobody is stuck: nothing to recover.
     /// let (_pos, progressed) = ring.recover_writer(&ProcLiveness, false);
     /// assert!(!progressed);
@@ -1316,16 +1118,9 @@ impl MpmcRing {
     /// the message that consumer claimed is lost with it.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// let (_pos, progressed) = ring.recover_reader(&ProcLiveness, false);
     /// assert!(!progressed);
     /// ```
@@ -1352,16 +1147,9 @@ impl MpmcRing {
     /// it.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::mpmc::{Claimed, MpmcError, MpmcRing};
     /// # use shmproc_core::owner::{Owner, ProcLiveness};
-    /// # let len = MpmcRing::required_size(8, 32).unwrap();
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { MpmcRing::init(mem, len, 8, 32) }.unwrap();
-    /// # let me = Owner::current();
+    /// # let (ring, me) = shmproc_core::__doc::mpmc(8, 32);
     /// ring.try_push_with_kind(&me, 7, |buf| {
     ///     buf[..4].copy_from_slice(b"file");
     ///     Some(4)

@@ -51,14 +51,10 @@ use crate::time::Deadline;
 /// `b"SHMPROC1"` as a little-endian u64: the first 8 bytes of every region.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::{Identity, Region};
 /// # let len = 1 << 16;
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+/// # let region = shmproc_core::__doc::region(len);
+/// # let mem = region.base();
 /// let info = region.info()?;
 /// assert_eq!(info.creator, Identity::current_process());
 /// // The first 8 bytes are the magic number.
@@ -77,23 +73,13 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPROC1");
 /// is [`HOME`](crate::raw_mutex::HOME); MPMC slot heads record their
 /// claimer (48 bytes); the robust semaphore's holder table; the biased lock
 /// records its holder's namespace.
-///
-/// ```
-/// assert_eq!(shmproc_core::region::LAYOUT_VERSION, 2);
-/// ```
 pub const LAYOUT_VERSION: u32 = 2;
 /// Alignment of the header, the directory and every object (two cache lines:
 /// adjacent-line prefetch makes 64 too small to avoid false sharing).
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::{Identity, Region};
-/// # let len = 1 << 16;
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+/// # let region = shmproc_core::__doc::region(1 << 16);
 /// use shmproc_core::region::OBJECT_ALIGN;
 /// let obj = region.alloc_raw(shmproc_core::region::kind::BYTES, b"blob", 10, 8, |_| {})?;
 /// assert_eq!(obj.offset % OBJECT_ALIGN, 0);
@@ -103,14 +89,8 @@ pub const OBJECT_ALIGN: usize = 128;
 /// Longest object name, in bytes.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::{Identity, Region};
-/// # let len = 1 << 16;
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+/// # let region = shmproc_core::__doc::region(1 << 16);
 /// use shmproc_core::region::NAME_LEN;
 /// let long = [b'x'; NAME_LEN + 1];
 /// assert!(region.alloc_raw(shmproc_core::region::kind::BYTES, &long, 8, 8, |_| {}).is_err());
@@ -135,14 +115,10 @@ pub const MAX_DIR_CAPACITY: u32 = 1 << 16;
 /// Init word: nobody has started initialising.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::{Identity, Region};
 /// # let len = 1 << 16;
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+/// # let region = shmproc_core::__doc::region(len);
+/// # let mem = region.base();
 /// use shmproc_core::region::{INIT_BUSY, INIT_EMPTY, INIT_READY};
 /// assert!(INIT_EMPTY < INIT_BUSY && INIT_BUSY < INIT_READY);
 /// // A created region is published READY: opening it succeeds at once.
@@ -151,29 +127,13 @@ pub const MAX_DIR_CAPACITY: u32 = 1 << 16;
 /// ```
 pub const INIT_EMPTY: u32 = 0;
 /// Init word: the creator is writing the header.
-///
-/// ```
-/// assert_eq!(shmproc_core::region::INIT_BUSY, 1);
-/// ```
 pub const INIT_BUSY: u32 = 1;
 /// Init word: the header is valid.
-///
-/// ```
-/// assert_eq!(shmproc_core::region::INIT_READY, 2);
-/// ```
 pub const INIT_READY: u32 = 2;
 
 /// Directory entry: unused, or claimed by an allocation that did not finish.
-///
-/// ```
-/// assert_eq!(shmproc_core::region::ENTRY_FREE, 0);
-/// ```
 pub const ENTRY_FREE: u32 = 0;
 /// Directory entry: the object is initialised and may be used.
-///
-/// ```
-/// assert_eq!(shmproc_core::region::ENTRY_READY, 1);
-/// ```
 pub const ENTRY_READY: u32 = 1;
 
 /// Object kinds known to this version. Unknown kinds are reported, not rejected,
@@ -182,14 +142,8 @@ pub mod kind {
     /// Untyped bytes (a `Value`, an `Array`, user data).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
-    /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// # let region = shmproc_core::__doc::region(1 << 16);
     /// use shmproc_core::region::kind;
     /// let obj = region.alloc_raw(kind::BYTES, b"raw", 32, 8, |p| {
     ///     // SAFETY: `p` points at 32 fresh bytes of the object.
@@ -202,14 +156,8 @@ pub mod kind {
     /// A robust mutex.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
-    /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// # let region = shmproc_core::__doc::region(1 << 16);
     /// use shmproc_core::region::kind;
     /// use shmproc_core::raw_mutex::RawMutex;
     /// let obj = region.alloc::<RawMutex>(b"m", |m| m.init())?;
@@ -220,14 +168,8 @@ pub mod kind {
     /// A counting semaphore.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
-    /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// # let region = shmproc_core::__doc::region(1 << 16);
     /// use shmproc_core::region::kind;
     /// use shmproc_core::semaphore::RawSemaphore;
     /// assert_eq!(region.alloc::<RawSemaphore>(b"s", |s| s.init(1, 1))?.kind, kind::SEMAPHORE);
@@ -237,14 +179,8 @@ pub mod kind {
     /// An event flag.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
-    /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// # let region = shmproc_core::__doc::region(1 << 16);
     /// use shmproc_core::region::kind;
     /// use shmproc_core::event::RawEvent;
     /// assert_eq!(region.alloc::<RawEvent>(b"e", |e| e.init())?.kind, kind::EVENT);
@@ -254,14 +190,8 @@ pub mod kind {
     /// A condition variable.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
-    /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// # let region = shmproc_core::__doc::region(1 << 16);
     /// use shmproc_core::region::kind;
     /// use shmproc_core::condvar::RawCondvar;
     /// assert_eq!(region.alloc::<RawCondvar>(b"c", |c| c.init())?.kind, kind::CONDVAR);
@@ -271,14 +201,8 @@ pub mod kind {
     /// A barrier.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
-    /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// # let region = shmproc_core::__doc::region(1 << 16);
     /// use shmproc_core::region::kind;
     /// use shmproc_core::barrier::RawBarrier;
     /// assert_eq!(region.alloc::<RawBarrier>(b"b", |b| b.init(2))?.kind, kind::BARRIER);
@@ -286,49 +210,17 @@ pub mod kind {
     /// ```
     pub const BARRIER: u32 = 6;
     /// A single-producer single-consumer byte ring.
-    ///
-    /// ```
-    /// use shmproc_core::region::kind;
-    /// // The kind of a `Pipe` direction (an SPSC byte ring).
-    /// assert_eq!(kind::SPSC_RING, 7);
-    /// ```
     pub const SPSC_RING: u32 = 7;
     /// A multi-producer multi-consumer slot ring.
-    ///
-    /// ```
-    /// use shmproc_core::region::kind;
-    /// // The kind of a queue (either layout; the std crate tags which inside).
-    /// assert_eq!(kind::MPMC_RING, 8);
-    /// ```
     pub const MPMC_RING: u32 = 8;
     /// A lock-protected array (`Array<T>`).
-    ///
-    /// ```
-    /// use shmproc_core::region::kind;
-    /// assert_eq!(kind::ARRAY, 9);
-    /// ```
     pub const ARRAY: u32 = 9;
     /// A shared hash map (`SharedMap<K, V>`).
-    ///
-    /// ```
-    /// use shmproc_core::region::kind;
-    /// assert_eq!(kind::SHARED_MAP, 10);
-    /// ```
     pub const SHARED_MAP: u32 = 10;
     /// A shared list (`SharedList<T>`).
-    ///
-    /// ```
-    /// use shmproc_core::region::kind;
-    /// assert_eq!(kind::SHARED_LIST, 11);
-    /// ```
     pub const SHARED_LIST: u32 = 11;
     /// A semaphore whose permits come back when their holder dies
     /// (`RawRobustSemaphore`).
-    ///
-    /// ```
-    /// use shmproc_core::region::kind;
-    /// assert_eq!(kind::ROBUST_SEMAPHORE, 12);
-    /// ```
     pub const ROBUST_SEMAPHORE: u32 = 12;
 }
 
@@ -492,14 +384,8 @@ impl core::error::Error for RegionError {}
 /// type's own operations must validate.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::{Identity, Region};
-/// # let len = 1 << 16;
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+/// # let region = shmproc_core::__doc::region(1 << 16);
 /// use core::sync::atomic::{AtomicU64, Ordering};
 /// use shmproc_core::region::RegionObject;
 /// #[repr(C, align(128))]
@@ -520,14 +406,8 @@ pub unsafe trait RegionObject: Sized {
 /// Validated description of one directory entry.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::{Identity, Region};
-/// # let len = 1 << 16;
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+/// # let region = shmproc_core::__doc::region(1 << 16);
 /// let obj = region.alloc_raw(shmproc_core::region::kind::BYTES, b"data", 100, 8, |_| {})?;
 /// assert_eq!(obj.name(), b"data");
 /// assert!(obj.size >= 100);
@@ -551,14 +431,8 @@ impl ObjectInfo {
     /// The object's name (bytes as stored; may be non-UTF-8 if a peer wrote it).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
-    /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// # let region = shmproc_core::__doc::region(1 << 16);
     /// region.alloc_raw(shmproc_core::region::kind::BYTES, b"x", 1, 1, |_| {})?;
     /// assert_eq!(region.find(b"x")?.name(), b"x");
     /// # Ok::<(), shmproc_core::RegionError>(())
@@ -572,14 +446,10 @@ impl ObjectInfo {
 /// The validated header fields of a region.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::{Identity, Region};
 /// # let len = 1 << 16;
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+/// # let region = shmproc_core::__doc::region(len);
+/// # let mem = region.base();
 /// let h = region.info()?;
 /// assert_eq!((h.total_size, h.dir_capacity, h.dir_len), (len, 8, 0));
 /// # Ok::<(), shmproc_core::RegionError>(())
@@ -608,14 +478,10 @@ pub struct HeaderInfo {
 /// `Segment`) keeps the mapping alive for as long as the `Region` is used.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::{Identity, Region};
 /// # let len = 1 << 16;
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+/// # let region = shmproc_core::__doc::region(len);
+/// # let mem = region.base();
 /// // Another process maps the same memory and opens it, validating it.
 /// // SAFETY: the same memory, still mapped.
 /// let again = unsafe { Region::open(mem, len, None) }?;
@@ -741,14 +607,10 @@ impl Region {
     /// Its *contents* may be anything.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
     /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// # let region = shmproc_core::__doc::region(len);
+    /// # let mem = region.base();
     /// // SAFETY: the same memory, still mapped.
     /// let opened = unsafe { Region::open(mem, len, Some(shmproc_core::Deadline::after(core::time::Duration::from_secs(1)))) }?;
     /// assert_eq!(opened.len(), len);
@@ -830,14 +692,11 @@ impl Region {
     /// Base address in this process.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
     /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// let mem = shmproc_core::__doc::memory(len); // any 128-aligned memory
+    /// // SAFETY: `len` writable bytes, aligned, used for nothing else.
+    /// let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }?;
     /// assert_eq!(region.base(), mem);
     /// # Ok::<(), shmproc_core::RegionError>(())
     /// ```
@@ -849,14 +708,8 @@ impl Region {
     /// Length in bytes.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
-    /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// # let region = shmproc_core::__doc::region(1 << 16);
     /// assert_eq!(region.len(), 1 << 16);
     /// # Ok::<(), shmproc_core::RegionError>(())
     /// ```
@@ -868,14 +721,8 @@ impl Region {
     /// Always false: a valid region holds at least its header.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
-    /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// # let region = shmproc_core::__doc::region(1 << 16);
     /// assert!(!region.is_empty());
     /// # Ok::<(), shmproc_core::RegionError>(())
     /// ```
@@ -911,14 +758,8 @@ impl Region {
     /// The header fields, validated.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
-    /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// # let region = shmproc_core::__doc::region(1 << 16);
     /// let before = region.info()?.heap_used;
     /// region.alloc_raw(shmproc_core::region::kind::BYTES, b"b", 256, 8, |_| {})?;
     /// assert!(region.info()?.heap_used >= before + 256);
@@ -950,14 +791,8 @@ impl Region {
     /// written there); `init` must write everything it later relies on.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
-    /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// # let region = shmproc_core::__doc::region(1 << 16);
     /// let obj = region.alloc_raw(shmproc_core::region::kind::BYTES, b"buf", 64, 16, |p| {
     ///     // SAFETY: 64 fresh bytes of the object.
     ///     unsafe { p.as_ptr().write_bytes(0, 64) }
@@ -1033,14 +868,8 @@ impl Region {
     /// Allocates a `T`, initialises it with `init`, and publishes it.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
-    /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// # let region = shmproc_core::__doc::region(1 << 16);
     /// use shmproc_core::event::RawEvent;
     /// let obj = region.alloc::<RawEvent>(b"ready", |e| e.init())?;
     /// region.get::<RawEvent>(obj.index)?.set();
@@ -1058,14 +887,8 @@ impl Region {
     /// not (yet) published.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
-    /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// # let region = shmproc_core::__doc::region(1 << 16);
     /// let a = region.alloc_raw(shmproc_core::region::kind::BYTES, b"a", 8, 8, |_| {})?;
     /// assert_eq!(region.object(a.index)?, a);
     /// assert!(region.object(7).is_err()); // an unused slot
@@ -1104,14 +927,8 @@ impl Region {
     /// an error and the scan goes on; the scan is bounded by the capacity.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
-    /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// # let region = shmproc_core::__doc::region(1 << 16);
     /// for name in [&b"one"[..], b"two"] {
     ///     region.alloc_raw(shmproc_core::region::kind::BYTES, name, 8, 8, |_| {})?;
     /// }
@@ -1130,14 +947,8 @@ impl Region {
     /// The first published object called `name`.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
-    /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// # let region = shmproc_core::__doc::region(1 << 16);
     /// region.alloc_raw(shmproc_core::region::kind::BYTES, b"cfg", 8, 8, |_| {})?;
     /// assert!(region.find(b"cfg").is_ok());
     /// assert!(region.find(b"nope").is_err());
@@ -1157,14 +968,8 @@ impl Region {
     /// kind and size (again: `info` may be stale, the directory is re-read).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
-    /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// # let region = shmproc_core::__doc::region(1 << 16);
     /// use shmproc_core::semaphore::RawSemaphore;
     /// let obj = region.alloc::<RawSemaphore>(b"sem", |s| s.init(2, 2))?;
     /// assert_eq!(region.get::<RawSemaphore>(obj.index)?.value(), 2);
@@ -1188,14 +993,8 @@ impl Region {
     /// inside the region, for variable-sized objects (rings, arrays).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::{Identity, Region};
-    /// # let len = 1 << 16;
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let region = unsafe { Region::create(mem, len, Identity::current_process(), 0, 8) }.unwrap();
+    /// # let region = shmproc_core::__doc::region(1 << 16);
     /// use shmproc_core::region::kind;
     /// let obj = region.alloc_raw(kind::BYTES, b"bytes", 48, 8, |_| {})?;
     /// let (_ptr, size) = region.raw(obj.index, kind::BYTES)?;

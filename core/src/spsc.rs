@@ -95,16 +95,8 @@ use crate::region::{align_up, OBJECT_ALIGN};
 /// Frame header value marking "skip to the start of the buffer".
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-/// # let len = SpscRing::required_size(1024);
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # // SAFETY: the example is the ring's only producer and consumer.
-/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+/// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
 /// // A frame that does not fit before the end starts at offset 0 after a
 /// // WRAP marker; the consumer skips the marker.
 /// for i in 0..200u32 {
@@ -119,16 +111,8 @@ pub const WRAP: u64 = u64::MAX;
 /// mistaken for "nothing published" (a zero word).
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::spsc::{RingError, SpscRing, FRAME_FLAG};
-/// # let len = SpscRing::required_size(1024);
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # // SAFETY: the example is the ring's only producer and consumer.
-/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+/// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
 /// tx.push(b"")?; // an empty message is still a published frame
 /// assert_eq!(rx.pop(|b| b.len())?, Some(0));
 /// assert_eq!(FRAME_FLAG, 1 << 32);
@@ -151,16 +135,8 @@ const HEADER_BITS: u64 = FRAME_FLAG | (0xff << KIND_SHIFT) | LEN_MASK;
 /// docs).
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-/// # let len = SpscRing::required_size(1024);
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # // SAFETY: the example is the ring's only producer and consumer.
-/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+/// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
 /// use shmproc_core::spsc::PAYLOAD_ALIGN;
 /// for n in [1usize, 8, 13, 100] {
 ///     tx.push(&vec![7; n])?;
@@ -180,16 +156,8 @@ pub const PAYLOAD_ALIGN: usize = 16;
 /// [`capacity_for_frames`] to size a ring.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-/// # let len = SpscRing::required_size(1024);
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # // SAFETY: the example is the ring's only producer and consumer.
-/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+/// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
 /// use shmproc_core::spsc::{frame_span, FRAME_HEADER, NEXT_HEADER_ROOM};
 /// // The largest frame fills the ring but for the room.
 /// assert_eq!(ring.max_frame(), 1024 - FRAME_HEADER - NEXT_HEADER_ROOM);
@@ -288,16 +256,8 @@ pub const fn capacity_for_frames(frames: usize, len: usize) -> Option<usize> {
 /// Frame header size.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-/// # let len = SpscRing::required_size(1024);
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # // SAFETY: the example is the ring's only producer and consumer.
-/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+/// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
 /// tx.push(b"hi")?;
 /// // 8 header bytes, the payload padded so that the frame spans 16.
 /// assert_eq!(ring.used()?, (shmproc_core::spsc::FRAME_HEADER + 8) as u64);
@@ -315,16 +275,8 @@ pub const MIN_CAPACITY: usize = 64;
 /// Largest payload a frame can carry (the length is stored in 32 bits).
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-/// # let len = SpscRing::required_size(1024);
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # // SAFETY: the example is the ring's only producer and consumer.
-/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+/// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
 /// assert!(ring.max_frame() <= shmproc_core::spsc::MAX_FRAME);
 /// ```
 pub const MAX_FRAME: usize = u32::MAX as usize - 8;
@@ -332,16 +284,8 @@ pub const MAX_FRAME: usize = u32::MAX as usize - 8;
 /// Errors of ring operations.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-/// # let len = SpscRing::required_size(1024);
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # // SAFETY: the example is the ring's only producer and consumer.
-/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+/// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
 /// assert_eq!(tx.reserve(4096).unwrap_err(), RingError::TooLarge);
 /// while tx.push(&[0; 64]).is_ok() {}
 /// assert_eq!(tx.push(&[0; 64]).unwrap_err(), RingError::Full);
@@ -379,16 +323,8 @@ impl RingError {
 /// The shared header of a ring.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-/// # let len = SpscRing::required_size(1024);
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # // SAFETY: the example is the ring's only producer and consumer.
-/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+/// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
 /// // The header carries the blocking layer and the participants table.
 /// assert_eq!(ring.header().not_empty.waiters(), 0);
 /// ```
@@ -446,16 +382,8 @@ const _: () = assert!(OBJECT_ALIGN % PAYLOAD_ALIGN == 0 && HEADER_SPAN % PAYLOAD
 /// A ring in memory handed to it; `Copy`, like a pointer.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-/// # let len = SpscRing::required_size(1024);
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # // SAFETY: the example is the ring's only producer and consumer.
-/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+/// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
 /// tx.push(b"frame")?;
 /// assert_eq!(rx.pop(|b| b.to_vec())?, Some(b"frame".to_vec()));
 /// # Ok::<(), RingError>(())
@@ -591,16 +519,13 @@ impl SpscRing {
     /// As for [`init`](SpscRing::init); the contents may be anything.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
     /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let mem = shmproc_core::__doc::memory(len);
+    /// # // SAFETY: `len` fresh writable bytes, page-aligned, never unmapped.
+    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }?;
+    /// # // SAFETY: the example is the ring's only producer.
+    /// # let mut tx = unsafe { ring.producer() };
     /// tx.push(b"x")?;
     /// // Another process attaches to the same memory (validated).
     /// // SAFETY: the same memory, still mapped.
@@ -636,16 +561,8 @@ impl SpscRing {
     /// The shared header (notifiers, participants).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// ring.header().not_empty.notify();
     /// ```
     #[inline]
@@ -657,16 +574,8 @@ impl SpscRing {
     /// Data capacity in bytes.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// assert_eq!(ring.capacity(), 1024);
     /// ```
     #[must_use]
@@ -681,16 +590,8 @@ impl SpscRing {
     /// docs).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// assert_eq!(ring.max_frame(), 1024 - 24);
     /// ```
     #[must_use]
@@ -702,16 +603,8 @@ impl SpscRing {
     /// Marks the ring closed (no more frames will be sent).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// ring.close();
     /// assert!(ring.is_closed());
     /// ```
@@ -724,16 +617,8 @@ impl SpscRing {
     /// Whether [`close`](SpscRing::close) was called.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// assert!(!ring.is_closed());
     /// ```
     #[inline]
@@ -745,16 +630,8 @@ impl SpscRing {
     /// place. The bytes stay unchanged until the frame is released.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// tx.push(b"abc")?;
     /// let frame = rx.peek()?.unwrap();
     /// assert_eq!(ring.payload(&frame), b"abc");
@@ -791,16 +668,8 @@ impl SpscRing {
     /// hands space back, so a blocked producer can wait for it to change.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// let before = ring.head();
     /// tx.push(b"a")?;
     /// rx.pop(|_| ())?;
@@ -815,16 +684,8 @@ impl SpscRing {
     /// Bytes published and not yet consumed (a snapshot, validated).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// assert_eq!(ring.used()?, 0);
     /// tx.push(&[1; 8])?;
     /// assert_eq!(ring.used()?, 16);
@@ -849,16 +710,8 @@ impl SpscRing {
     /// producer, not two.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// assert!(!ring.has_frame());
     /// tx.push(b"x")?;
     /// assert!(ring.has_frame());
@@ -906,16 +759,8 @@ impl SpscRing {
     /// for this.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// assert!(ring.fits(ring.max_frame()));
     /// tx.push(&[0; 500])?;
     /// assert!(!ring.fits(600));
@@ -964,16 +809,8 @@ impl SpscRing {
     /// The producer side. Use one at a time.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// drop((tx, rx));
     /// // SAFETY: the only producer now (the example's first one is gone).
     /// let mut p: Producer = unsafe { ring.producer() };
@@ -995,16 +832,8 @@ impl SpscRing {
     /// The consumer side. Use one at a time.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// tx.push(b"one")?;
     /// drop(rx);
     /// // SAFETY: the only consumer now.
@@ -1078,16 +907,8 @@ impl SpscRing {
 /// Space reserved by [`Producer::reserve`], not yet published.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-/// # let len = SpscRing::required_size(1024);
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # // SAFETY: the example is the ring's only producer and consumer.
-/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+/// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
 /// let r = tx.reserve(16)?;
 /// assert_eq!(r.len(), 16);
 /// tx.buffer(&r)[..2].copy_from_slice(b"ok");
@@ -1109,16 +930,8 @@ impl Reservation {
     /// Bytes reserved for the payload.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// let r = tx.reserve(5)?;
     /// assert_eq!(r.len(), 5);
     /// tx.commit(r, 0);
@@ -1132,16 +945,8 @@ impl Reservation {
     /// Whether zero bytes were reserved.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// let r = tx.reserve(0)?;
     /// assert!(r.is_empty());
     /// tx.commit(r, 0);
@@ -1156,16 +961,8 @@ impl Reservation {
 /// The producing side of a ring.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-/// # let len = SpscRing::required_size(1024);
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # // SAFETY: the example is the ring's only producer and consumer.
-/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+/// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
 /// tx.push(b"in order")?;
 /// tx.push_batch([&b"a"[..], b"b"])?;
 /// assert_eq!(rx.pop(|b| b.len())?, Some(8));
@@ -1180,16 +977,8 @@ impl Producer {
     /// The ring.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// assert_eq!(tx.ring().capacity(), 1024);
     /// ```
     #[must_use]
@@ -1201,14 +990,8 @@ impl Producer {
     /// reserved now starts here, or past a wrap marker placed here.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
+    /// # let ring = shmproc_core::__doc::spsc(1024).0;
     /// // SAFETY: the example's only producer.
     /// let mut tx = unsafe { ring.producer() };
     /// assert_eq!(tx.position()?, 0);
@@ -1256,16 +1039,8 @@ impl Producer {
     /// up to [`max_frame`](SpscRing::max_frame) fits.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// // Serialise in place: reserve the largest size, commit what was written.
     /// let r = tx.reserve(64)?;
     /// let n = { let buf = tx.buffer(&r); buf[..3].copy_from_slice(b"xyz"); 3 };
@@ -1284,16 +1059,8 @@ impl Producer {
     /// own, such as a queue's link to its next ring, relies on that).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// tx.push(&[0; 500])?;
     /// rx.pop(|_| ())?;
     /// // 600 bytes fit only from the buffer start: `reserve` would publish a
@@ -1366,16 +1133,8 @@ impl Producer {
     /// The reserved payload bytes, to be written.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// let r = tx.reserve(4)?;
     /// tx.buffer(&r).copy_from_slice(&7u32.to_le_bytes());
     /// tx.commit(r, 4);
@@ -1392,16 +1151,8 @@ impl Producer {
     /// reserved).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// let r = tx.reserve(100)?;
     /// tx.buffer(&r)[0] = 1;
     /// tx.commit(r, 1); // only one byte is published
@@ -1419,16 +1170,8 @@ impl Producer {
     /// [`commit`](Producer::commit) publishes kind 0, a plain frame.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// const HANDLE: u8 = 1; // say: the payload names memory to free
     /// let r = tx.reserve(8)?;
     /// tx.buffer(&r).copy_from_slice(&42u64.to_le_bytes());
@@ -1460,16 +1203,8 @@ impl Producer {
     /// Copies `bytes` in as one frame.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// tx.push(b"copy")?;
     /// assert_eq!(rx.pop(|b| b.to_vec())?, Some(b"copy".to_vec()));
     /// # Ok::<(), RingError>(())
@@ -1483,16 +1218,8 @@ impl Producer {
     /// [`commit_kind`](Producer::commit_kind)).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// tx.push_kind(b"control", 7)?;
     /// tx.push(b"data")?;
     /// let f = rx.peek()?.unwrap();
@@ -1522,16 +1249,8 @@ impl Producer {
     /// once at the end. Returns how many were pushed.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// let n = tx.push_batch([&b"1"[..], b"22", b"333"])?;
     /// assert_eq!(n, 3);
     /// let mut got = Vec::new();
@@ -1589,16 +1308,8 @@ impl Producer {
     /// again, with the side held; on a healthy ring it reads one word.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// tx.push(b"a")?;
     /// assert_eq!(tx.resync()?, 0); // nothing published past the position
     /// # Ok::<(), RingError>(())
@@ -1730,16 +1441,8 @@ impl Drop for Batch<'_> {
 /// A frame found by [`Consumer::peek`].
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-/// # let len = SpscRing::required_size(1024);
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # // SAFETY: the example is the ring's only producer and consumer.
-/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+/// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
 /// tx.push(b"peeked")?;
 /// let f: Frame = rx.peek()?.unwrap();
 /// assert_eq!(f.len(), 6);
@@ -1751,16 +1454,8 @@ impl Drop for Batch<'_> {
 /// used after it is handed back (when the producer may write them again):
 ///
 /// ```compile_fail
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-/// # let len = SpscRing::required_size(1024);
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # // SAFETY: the example is the ring's only producer and consumer.
-/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+/// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
 /// tx.push(b"x")?;
 /// let f = rx.peek()?.unwrap();
 /// let bytes = ring.payload(&f);
@@ -1781,16 +1476,8 @@ impl Frame {
     /// Payload length.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// tx.push(&[0; 9])?;
     /// assert_eq!(rx.peek()?.unwrap().len(), 9);
     /// # Ok::<(), RingError>(())
@@ -1803,16 +1490,8 @@ impl Frame {
     /// Whether the payload is empty.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// tx.push(&[])?;
     /// assert!(rx.peek()?.unwrap().is_empty());
     /// # Ok::<(), RingError>(())
@@ -1828,16 +1507,8 @@ impl Frame {
     /// gives kinds a meaning validates them as it does the payload.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// tx.push_kind(b"x", 200)?;
     /// tx.push(b"y")?;
     /// let kinds: Vec<u8> = (0..2)
@@ -1860,16 +1531,8 @@ impl Frame {
 /// The consuming side of a ring.
 ///
 /// ```
-/// # use core::ptr::NonNull;
 /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-/// # let len = SpscRing::required_size(1024);
-/// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-/// # // SAFETY: the layout has a non-zero size.
-/// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-/// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-/// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-/// # // SAFETY: the example is the ring's only producer and consumer.
-/// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+/// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
 /// tx.push(b"m")?;
 /// assert_eq!(rx.pop(|b| b[0])?, Some(b'm'));
 /// assert_eq!(rx.pop(|b| b[0])?, None);
@@ -1884,16 +1547,8 @@ impl Consumer {
     /// The ring.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// assert_eq!(rx.ring().capacity(), 1024);
     /// ```
     #[must_use]
@@ -1904,16 +1559,8 @@ impl Consumer {
     /// The position of the next frame to read (the consumer's own copy).
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// assert_eq!(rx.position(), 0);
     /// tx.push(b"a")?;
     /// rx.pop(|_| ())?;
@@ -1928,16 +1575,8 @@ impl Consumer {
     /// The next frame, if one is published; `Ok(None)` when empty.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// assert!(rx.peek()?.is_none());
     /// tx.push(b"x")?;
     /// let f = rx.peek()?.unwrap(); // read in place, then release
@@ -1988,16 +1627,8 @@ impl Consumer {
     /// The payload of `frame`, read in place.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// tx.push(b"in place")?;
     /// let f = rx.peek()?.unwrap();
     /// assert_eq!(rx.bytes(&f), b"in place");
@@ -2012,16 +1643,8 @@ impl Consumer {
     /// Hands the frame's space back to the producer.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// tx.push(&[0; 100])?;
     /// let f = rx.peek()?.unwrap();
     /// rx.release(f); // the space goes back to the producer
@@ -2046,16 +1669,8 @@ impl Consumer {
     /// Reads the next frame with `f` and releases it.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// tx.push(&5u64.to_le_bytes())?;
     /// let v = rx.pop(|b| u64::from_le_bytes(b.try_into().unwrap()))?;
     /// assert_eq!(v, Some(5));
@@ -2076,16 +1691,8 @@ impl Consumer {
     /// Reads up to `max` frames with `f`, releasing them with one head update.
     ///
     /// ```
-    /// # use core::ptr::NonNull;
     /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
-    /// # let len = SpscRing::required_size(1024);
-    /// # let layout = std::alloc::Layout::from_size_align(len, 128).unwrap();
-    /// # // SAFETY: the layout has a non-zero size.
-    /// # let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-    /// # // SAFETY: `len` writable bytes, 128-aligned, never freed.
-    /// # let ring = unsafe { SpscRing::init(mem, len, 1024) }.unwrap();
-    /// # // SAFETY: the example is the ring's only producer and consumer.
-    /// # let (mut tx, mut rx) = unsafe { (ring.producer(), ring.consumer()) };
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
     /// for i in 0..5u8 {
     ///     tx.push(&[i])?;
     /// }

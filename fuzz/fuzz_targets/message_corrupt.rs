@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         1 => (b.slot_ring(), false),
         _ => (b.unbounded(), true),
     };
-    let q = b.build_in::<Vec<u8>>(&seg, "q").unwrap();
+    let q = b.build_in(&seg, "q").unwrap();
     let info = seg.region().find(b"q").unwrap();
     let base = seg.region().base().as_ptr();
     let span = info.size.min(8192);

@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
     let seg = Segment::anonymous(2 << 20).unwrap();
     let b = Queue::<u64>::builder().capacity(CAPACITY).message_size(16);
-    let q = if mode & 1 == 1 { b.slot_ring() } else { b }.build_in::<u64>(&seg, "q").unwrap();
+    let q = if mode & 1 == 1 { b.slot_ring() } else { b }.build_in(&seg, "q").unwrap();
     let info = seg.region().find(b"q").unwrap();
     let base = seg.region().base().as_ptr();
     // The queue's shared state that matters: locks, counters, ring headers

@@ -125,13 +125,12 @@ impl<T: Plain> Array<T> {
 
     fn create(seg: Option<&Segment>, name: &str, len: usize, item: impl Fn(usize) -> T) -> Result<Array<T>, Error> {
         let size = bytes_for::<T>(len)?;
-        let obj = Object::create(seg, name, kind::ARRAY, size, |p| {
-            // SAFETY: `p` is OBJECT_ALIGN-aligned with `size` bytes: the head at
-            // 0, `len` Ts (align <= 128) from DATA_OFFSET.
+        let obj = Object::create_sized(seg, name, size, |head: &ArrayHead, p| {
+            head.lock.init();
+            head.len.store(len as u64, Ordering::Relaxed);
+            // SAFETY: `p` is OBJECT_ALIGN-aligned with `size` bytes: `len` Ts
+            // (align <= 128) from DATA_OFFSET.
             unsafe {
-                let head = &*p.as_ptr().cast::<ArrayHead>();
-                head.lock.init();
-                head.len.store(len as u64, Ordering::Relaxed);
                 let data = p.as_ptr().add(DATA_OFFSET).cast::<T>();
                 for i in 0..len {
                     data.add(i).write(item(i));
@@ -150,12 +149,12 @@ impl<T: Plain> Array<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<Array<T>, Error> {
-        let obj = Object::open(seg, name, kind::ARRAY, DATA_OFFSET)?;
+        let obj = Object::open_as::<ArrayHead>(seg, name)?.at_least(DATA_OFFSET)?;
         Array::validate(obj)
     }
 
     fn from_parts(seg: Segment, index: u32) -> Result<Array<T>, Error> {
-        Array::validate(Object::from_index(seg, index, kind::ARRAY, DATA_OFFSET)?)
+        Array::validate(Object::from_index_as::<ArrayHead>(seg, index)?.at_least(DATA_OFFSET)?)
     }
 
     fn validate(obj: Object) -> Result<Array<T>, Error> {

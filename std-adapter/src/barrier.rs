@@ -20,7 +20,6 @@ use std::fmt;
 use std::time::Duration;
 
 use shmproc_core::barrier::{BarrierError as RawError, BarrierWait, RawBarrier};
-use shmproc_core::region::kind;
 use shmproc_core::Deadline;
 
 use crate::error::Error;
@@ -245,10 +244,7 @@ impl Barrier {
     }
 
     fn create(seg: Option<&Segment>, name: &str, parties: u32) -> Result<Barrier, Error> {
-        let obj = Object::create(seg, name, kind::BARRIER, std::mem::size_of::<RawBarrier>(), |p| {
-            // SAFETY: p is aligned and sized for a RawBarrier (atomics only).
-            unsafe { (*p.as_ptr().cast::<RawBarrier>()).init(parties) }
-        })?;
+        let obj = Object::create_as(seg, name, |raw: &RawBarrier| raw.init(parties))?;
         Ok(Barrier { obj })
     }
 
@@ -261,11 +257,11 @@ impl Barrier {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<Barrier, Error> {
-        Ok(Barrier { obj: Object::open(seg, name, kind::BARRIER, std::mem::size_of::<RawBarrier>())? })
+        Ok(Barrier { obj: Object::open_as::<RawBarrier>(seg, name)? })
     }
 
     fn from_parts(seg: Segment, index: u32) -> Result<Barrier, Error> {
-        Ok(Barrier { obj: Object::from_index(seg, index, kind::BARRIER, std::mem::size_of::<RawBarrier>())? })
+        Ok(Barrier { obj: Object::from_index_as::<RawBarrier>(seg, index)? })
     }
 
     fn raw(&self) -> &RawBarrier {

@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use shmproc_core::condvar::RawCondvar;
 use shmproc_core::futex::WaitOutcome;
-use shmproc_core::region::kind;
 use shmproc_core::Deadline;
 
 use crate::error::Error;
@@ -120,10 +119,7 @@ impl Condition {
     }
 
     fn create(seg: Option<&Segment>, name: &str) -> Result<Condition, Error> {
-        let obj = Object::create(seg, name, kind::CONDVAR, std::mem::size_of::<RawCondvar>(), |p| {
-            // SAFETY: p is aligned and sized for a RawCondvar (atomics only).
-            unsafe { (*p.as_ptr().cast::<RawCondvar>()).init() }
-        })?;
+        let obj = Object::create_as(seg, name, |raw: &RawCondvar| raw.init())?;
         Ok(Condition { obj })
     }
 
@@ -136,11 +132,11 @@ impl Condition {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<Condition, Error> {
-        Ok(Condition { obj: Object::open(seg, name, kind::CONDVAR, std::mem::size_of::<RawCondvar>())? })
+        Ok(Condition { obj: Object::open_as::<RawCondvar>(seg, name)? })
     }
 
     fn from_parts(seg: Segment, index: u32) -> Result<Condition, Error> {
-        Ok(Condition { obj: Object::from_index(seg, index, kind::CONDVAR, std::mem::size_of::<RawCondvar>())? })
+        Ok(Condition { obj: Object::from_index_as::<RawCondvar>(seg, index)? })
     }
 
     fn raw(&self) -> &RawCondvar {

@@ -20,7 +20,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use shmproc_core::event::RawEvent;
-use shmproc_core::region::kind;
 use shmproc_core::Deadline;
 
 use crate::async_wait::Waiting;
@@ -77,10 +76,7 @@ impl Event {
     }
 
     fn create(seg: Option<&Segment>, name: &str) -> Result<Event, Error> {
-        let obj = Object::create(seg, name, kind::EVENT, std::mem::size_of::<RawEvent>(), |p| {
-            // SAFETY: p is aligned and sized for a RawEvent (atomics only).
-            unsafe { (*p.as_ptr().cast::<RawEvent>()).init() }
-        })?;
+        let obj = Object::create_as(seg, name, |raw: &RawEvent| raw.init())?;
         Ok(Event { obj })
     }
 
@@ -93,11 +89,11 @@ impl Event {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<Event, Error> {
-        Ok(Event { obj: Object::open(seg, name, kind::EVENT, std::mem::size_of::<RawEvent>())? })
+        Ok(Event { obj: Object::open_as::<RawEvent>(seg, name)? })
     }
 
     fn from_parts(seg: Segment, index: u32) -> Result<Event, Error> {
-        Ok(Event { obj: Object::from_index(seg, index, kind::EVENT, std::mem::size_of::<RawEvent>())? })
+        Ok(Event { obj: Object::from_index_as::<RawEvent>(seg, index)? })
     }
 
     fn raw(&self) -> &RawEvent {

@@ -1,6 +1,24 @@
 //! Read-only inspection of the objects in a segment, for tools such as the
 //! `shmproc` CLI: queue depth and capacity, lock owner and whether it is
-//! alive, semaphore value, waiters.
+//! alive, semaphore value, waiters, a joinable queue's unfinished tasks.
+//!
+//! What the numbers can and cannot tell:
+//!
+//! * A semaphore's, event's or condition's waiter count is a counter in shared
+//!   memory, not a list of processes: a waiter killed while waiting is never
+//!   taken off it, and nothing records who it was. So a non-zero count is
+//!   shown as an upper bound ("up to N waiting"); zero is exact.
+//! * A lock whose holder died is shown as such. The next `Mutex::lock` (and
+//!   `lock`/`try_lock`/`lock_timeout` on a `Lock`) reports `OwnerDied`;
+//!   `Lock::acquire`, Python's, takes the lock over without reporting it
+//!   (a `Lock` has no data to repair).
+//! * A queue's holders are the processes that hold handles, by role. A child
+//!   made by `fork()` holds copies of every handle its parent held at the
+//!   fork, whether it ever uses them or not, and is listed with them: they
+//!   count for `Disconnected` until it drops them or exits (see the
+//!   [`queue`](crate::queue) module docs).
+//! * A queue's unfinished-task count is that of a `JoinableQueue` (a plain
+//!   `Queue` never counts tasks); it is shown when it is not zero.
 //!
 //! Everything is read from shared memory and validated like any other access:
 //! a corrupt object is reported as such, never trusted.
@@ -54,19 +72,20 @@ pub enum ObjectState {
         value: u32,
         /// Bound (`None`: unbounded).
         max: Option<u32>,
-        /// Sleeping waiters.
+        /// Threads counted as waiting: an upper bound, since a waiter killed
+        /// while waiting stays counted (0 is exact).
         waiters: u32,
     },
     /// An event.
     Event {
         /// Whether it is set.
         set: bool,
-        /// Sleeping waiters.
+        /// Threads counted as waiting (an upper bound, as for a semaphore).
         waiters: u32,
     },
     /// A condition variable.
     Condition {
-        /// Sleeping waiters.
+        /// Threads counted as waiting (an upper bound, as for a semaphore).
         waiters: u32,
     },
     /// A barrier.
@@ -88,8 +107,11 @@ pub enum ObjectState {
         message_size: usize,
         /// Whether it was closed.
         closed: bool,
-        /// `(process, senders, receivers, alive)` holding handles.
+        /// `(process, senders, receivers, alive)` holding handles (a forked
+        /// child holds the handles it inherited, used or not).
         holders: Vec<(Identity, u32, u32, bool)>,
+        /// A `JoinableQueue`'s unfinished tasks (0 for a plain `Queue`).
+        unfinished: u64,
         /// Who holds the producing and the consuming side (byte-ring
         /// queues; `None` for the slot ring, which has no side locks).
         sides: Option<(SideState, SideState)>,
@@ -119,26 +141,33 @@ impl fmt::Display for ObjectState {
             ObjectState::Mutex { owner: Some((tid, pid, alive)), waiters, data_bytes } => write!(
                 f,
                 "locked by pid {pid} tid {tid} ({}), {data_bytes} data bytes{}",
-                if *alive { "alive" } else { "dead: the next locker gets OwnerDied" },
+                if *alive {
+                    "alive"
+                } else {
+                    "dead: the next lock() gets OwnerDied, Lock::acquire takes it over silently"
+                },
                 if *waiters { ", waiters" } else { "" }
             ),
             ObjectState::Semaphore { value, max, waiters } => match max {
-                Some(m) => write!(f, "value {value} (bounded at {m}), {waiters} waiting"),
-                None => write!(f, "value {value}, {waiters} waiting"),
+                Some(m) => write!(f, "value {value} (bounded at {m}), {}", Waiting(*waiters)),
+                None => write!(f, "value {value}, {}", Waiting(*waiters)),
             },
             ObjectState::Event { set, waiters } => {
-                write!(f, "{}, {waiters} waiting", if *set { "set" } else { "clear" })
+                write!(f, "{}, {}", if *set { "set" } else { "clear" }, Waiting(*waiters))
             }
-            ObjectState::Condition { waiters } => write!(f, "{waiters} waiting"),
+            ObjectState::Condition { waiters } => Waiting(*waiters).fmt(f),
             ObjectState::Barrier { parties, waiting, broken } => {
                 write!(f, "{waiting}/{parties} waiting{}", if *broken { ", BROKEN" } else { "" })
             }
-            ObjectState::Queue { depth, capacity, message_size, closed, holders, sides } => {
+            ObjectState::Queue { depth, capacity, message_size, closed, holders, sides, unfinished } => {
                 write!(
                     f,
                     "{depth}/{capacity} messages of up to {message_size} bytes{}",
                     if *closed { ", closed" } else { "" }
                 )?;
+                if *unfinished != 0 {
+                    write!(f, ", {unfinished} unfinished tasks")?;
+                }
                 if let Some((producers, consumers)) = sides {
                     write!(f, "; producers: {producers}; consumers: {consumers}")?;
                 }
@@ -154,12 +183,25 @@ impl fmt::Display for ObjectState {
     }
 }
 
+/// A waiter counter as the CLI shows it: a non-zero count is only an upper
+/// bound (waiters killed while waiting stay counted).
+struct Waiting(u32);
+
+impl fmt::Display for Waiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => f.write_str("0 waiting"),
+            n => write!(f, "up to {n} waiting (a counter: waiters killed while waiting stay on it)"),
+        }
+    }
+}
+
 /// Who holds one side (producers or consumers) of a byte-ring queue.
 ///
 /// ```
 /// use shmproc::inspect::{inspect, ObjectState, SideState};
 /// let seg = shmproc::Segment::anonymous(1 << 20)?;
-/// let q = shmproc::Queue::<u8>::builder().capacity(4).build_in::<u8>(&seg, "q")?;
+/// let q = shmproc::Queue::<u8>::bounded_in(&seg, "q", 4)?;
 /// for _ in 0..100 {
 ///     q.send(&1)?;
 ///     q.recv()?;
@@ -280,7 +322,7 @@ fn kind_name(k: u32) -> &'static str {
 ///
 /// ```
 /// let seg = shmproc::Segment::anonymous(1 << 20)?;
-/// let q = shmproc::Queue::<u8>::builder().capacity(4).build_in::<u8>(&seg, "q")?;
+/// let q = shmproc::Queue::<u8>::bounded_in(&seg, "q", 4)?;
 /// q.send(&1)?;
 /// for obj in shmproc::inspect::inspect(&seg)?.objects {
 ///     println!("{} ({}): {}", obj.name, obj.kind, obj.state);

@@ -256,7 +256,35 @@ impl<T: Message> JoinableQueue<T> {
         Ok(JoinableQueue { q: Queue::unbounded()? })
     }
 
-    /// A joinable queue from a [`QueueBuilder`].
+    /// A joinable queue of at most `capacity` messages, as object `name` of
+    /// `seg` (other processes open it with [`open_in`](JoinableQueue::open_in)).
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 20)?;
+    /// let q = shmproc::JoinableQueue::<u8>::bounded_in(&seg, "jobs", 4)?;
+    /// q.send(&1)?;
+    /// assert_eq!(q.unfinished(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn bounded_in(seg: &Segment, name: &str, capacity: usize) -> Result<JoinableQueue<T>, Error> {
+        Ok(JoinableQueue { q: Queue::bounded_in(seg, name, capacity)? })
+    }
+
+    /// An unbounded joinable queue as object `name` of `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 20)?;
+    /// let q = shmproc::JoinableQueue::<u8>::unbounded_in(&seg, "jobs")?;
+    /// q.send(&1)?;
+    /// assert_eq!(q.queue().capacity(), usize::MAX);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unbounded_in(seg: &Segment, name: &str) -> Result<JoinableQueue<T>, Error> {
+        Ok(JoinableQueue { q: Queue::unbounded_in(seg, name)? })
+    }
+
+    /// A joinable queue from a [`QueueBuilder`] (for options beyond the
+    /// capacity).
     ///
     /// ```
     /// let b = shmproc::Queue::<u8>::builder().capacity(2).message_size(64);
@@ -264,7 +292,7 @@ impl<T: Message> JoinableQueue<T> {
     /// assert_eq!(q.queue().message_size(), 64);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn from_builder(b: QueueBuilder) -> Result<JoinableQueue<T>, Error> {
+    pub fn from_builder(b: QueueBuilder<T>) -> Result<JoinableQueue<T>, Error> {
         Ok(JoinableQueue { q: b.build()? })
     }
 
@@ -273,12 +301,13 @@ impl<T: Message> JoinableQueue<T> {
     ///
     /// ```
     /// let seg = shmproc::Segment::anonymous(1 << 20)?;
-    /// let q = shmproc::JoinableQueue::<u8>::from_builder_in(shmproc::Queue::<u8>::builder().capacity(4), &seg, "jobs")?;
+    /// let b = shmproc::Queue::<u8>::builder().capacity(4).message_size(64);
+    /// let q = shmproc::JoinableQueue::<u8>::from_builder_in(b, &seg, "jobs")?;
     /// q.send(&1)?;
     /// assert_eq!(q.unfinished(), 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn from_builder_in(b: QueueBuilder, seg: &Segment, name: &str) -> Result<JoinableQueue<T>, Error> {
+    pub fn from_builder_in(b: QueueBuilder<T>, seg: &Segment, name: &str) -> Result<JoinableQueue<T>, Error> {
         Ok(JoinableQueue { q: b.build_in(seg, name)? })
     }
 
@@ -286,8 +315,7 @@ impl<T: Message> JoinableQueue<T> {
     ///
     /// ```
     /// let seg = shmproc::Segment::anonymous(1 << 20)?;
-    /// let b = shmproc::Queue::<u8>::builder().capacity(4);
-    /// let q = shmproc::JoinableQueue::<u8>::from_builder_in(b, &seg, "tasks")?;
+    /// let q = shmproc::JoinableQueue::<u8>::bounded_in(&seg, "tasks", 4)?;
     /// let again = shmproc::JoinableQueue::<u8>::open_in(&seg, "tasks")?;
     /// q.send(&1)?;
     /// assert_eq!(again.unfinished(), 1);

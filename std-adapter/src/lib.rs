@@ -30,6 +30,36 @@
 //! }
 //! ```
 //!
+//! ## Making objects
+//!
+//! Every shared object is made the same three ways:
+//!
+//! | | synchronisation objects, values | queues |
+//! |---|---|---|
+//! | fresh, in a segment of its own | `X::new(..)` ([`Lock::new`], [`Event::new`], [`Semaphore::new`]`(n)`, [`Value::new`]`(v)`, ..) | [`Queue::bounded`]`(n)`, [`Queue::unbounded`]`()` |
+//! | named, in a segment you share | `X::new_in(&seg, name, ..)` | [`Queue::bounded_in`]`(&seg, name, n)`, [`Queue::unbounded_in`]`(&seg, name)` |
+//! | opened by another process | `X::open_in(&seg, name)` | [`Queue::open_in`]`(&seg, name)` |
+//!
+//! [`JoinableQueue`] has the same constructors as [`Queue`]; arrays are
+//! [`Array::zeroed`] / [`Array::zeroed_in`]. For queue options beyond the
+//! capacity (message size, the slot ring), [`Queue::builder`] gives a
+//! [`QueueBuilder`] that already knows the message type:
+//! `Queue::<T>::builder().message_size(256).build()` or `.build_in(&seg, name)`.
+//!
+//! ```
+//! let seg = shmproc::Segment::anonymous(1 << 20)?;
+//! let lock = shmproc::Lock::new_in(&seg, "lock")?;
+//! let results = shmproc::Queue::<u64>::bounded_in(&seg, "results", 16)?;
+//! // Elsewhere (another process that maps `seg`, or a spawn-mode child):
+//! let opened = shmproc::Lock::open_in(&seg, "lock")?;
+//! let again = shmproc::Queue::<u64>::open_in(&seg, "results")?;
+//! drop(opened.acquire());
+//! results.send(&1)?;
+//! assert_eq!(again.recv()?, 1);
+//! # drop(lock);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ## Python → Rust
 //!
 //! | Python `multiprocessing` | shmproc |
@@ -150,7 +180,7 @@
 //!
 //! | primitive | a peer process dies | a peer writes garbage |
 //! |---|---|---|
-//! | [`Mutex`], [`Lock`], [`RLock`], [`Value`], [`Array`] (**robust**: owner-died recovery) | holding the lock: the next acquirer gets `Err(OwnerDied(guard))` within ~20 ms (one liveness slice), the lock then works normally; waiting: nothing to clean up | any lock word is handled (a garbage owner is just a dead owner); a word forged with the caller's own tid and start time is taken over as `OwnerDied` (each thread knows from private memory which locks it holds), never a panic; the data may be garbage but is [`Plain`], so any bytes are a valid value |
+//! | [`Mutex`], [`Lock`], [`RLock`], [`Value`], [`Array`] (**robust**: owner-died recovery) | holding the lock: the next acquirer gets `Err(OwnerDied(guard))` within ~20 ms (one liveness slice), the lock then works normally (`Lock::acquire`, Python's, takes the lock over without reporting it; `lock()` on a `Lock` reports it); waiting: nothing to clean up | any lock word is handled (a garbage owner is just a dead owner); a word forged with the caller's own tid and start time is taken over as `OwnerDied` (each thread knows from private memory which locks it holds), never a panic; the data may be garbage but is [`Plain`], so any bytes are a valid value |
 //! | [`Semaphore`], [`BoundedSemaphore`] (**not robust**) | waiting: nothing to clean up; holding a permit: the permit is lost (as in Python); use `acquire_timeout` or [`RobustSemaphore`] | wrong counts, never UB or a hang past a deadline |
 //! | [`RobustSemaphore`] (**robust**) | holding permits: they come back to the next acquirer that finds none free, within ~20 ms (holders recorded by pid and start time, at most 32 processes at once: `TableFull` beyond); waiting: nothing to clean up | counts are derived from the holder table, never trusted; garbage records are cleared as dead: wrong counts, never UB, a panic or a hang past a deadline |
 //! | [`Event`] | nothing is owned: no effect | any non-zero flag reads as set |

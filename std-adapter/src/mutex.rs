@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use shmproc_core::owner::Owner;
 use shmproc_core::raw_mutex::{Acquired, OwnerInfo, RawMutex};
-use shmproc_core::region::{kind, OBJECT_ALIGN};
+use shmproc_core::region::OBJECT_ALIGN;
 use shmproc_core::Deadline;
 
 use crate::error::Error;
@@ -280,14 +280,11 @@ impl<T: Plain> Mutex<T> {
     fn create(seg: Option<&Segment>, name: &str, value: T) -> Result<Mutex<T>, Error> {
         check_layout::<T>()?;
         let size = DATA_OFFSET + std::mem::size_of::<T>();
-        let obj = Object::create(seg, name, kind::MUTEX, size, |p| {
-            // SAFETY: `p` is OBJECT_ALIGN-aligned with `size` bytes: a RawMutex
-            // at 0 and room for a T (align <= 128) at DATA_OFFSET.
-            unsafe {
-                let raw = &*p.as_ptr().cast::<RawMutex>();
-                raw.init();
-                p.as_ptr().add(DATA_OFFSET).cast::<T>().write(value);
-            }
+        let obj = Object::create_sized(seg, name, size, |raw: &RawMutex, p| {
+            raw.init();
+            // SAFETY: `p` is OBJECT_ALIGN-aligned with `size` bytes: room for
+            // a T (align <= 128, check_layout) at DATA_OFFSET.
+            unsafe { p.as_ptr().add(DATA_OFFSET).cast::<T>().write(value) }
         })?;
         Ok(Mutex { obj, _t: PhantomData })
     }
@@ -303,13 +300,13 @@ impl<T: Plain> Mutex<T> {
     /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<Mutex<T>, Error> {
         check_layout::<T>()?;
-        let obj = Object::open(seg, name, kind::MUTEX, DATA_OFFSET + std::mem::size_of::<T>())?;
+        let obj = Object::open_as::<RawMutex>(seg, name)?.at_least(DATA_OFFSET + std::mem::size_of::<T>())?;
         Ok(Mutex { obj, _t: PhantomData })
     }
 
     pub(crate) fn from_parts(seg: Segment, index: u32) -> Result<Mutex<T>, Error> {
         check_layout::<T>()?;
-        let obj = Object::from_index(seg, index, kind::MUTEX, DATA_OFFSET + std::mem::size_of::<T>())?;
+        let obj = Object::from_index_as::<RawMutex>(seg, index)?.at_least(DATA_OFFSET + std::mem::size_of::<T>())?;
         Ok(Mutex { obj, _t: PhantomData })
     }
 }
@@ -660,7 +657,10 @@ impl Lock {
     }
 
     /// Python's `acquire()`: locks, treating a dead previous owner as a normal
-    /// acquisition (there is no data to repair).
+    /// acquisition (there is no data to repair): the death is not reported.
+    /// To see it, lock through `Mutex<()>` ([`lock`](Mutex::lock) gives
+    /// `Err(OwnerDied(guard))`); `shmproc inspect` shows such a lock as held
+    /// by a dead process until someone takes it.
     ///
     /// ```
     /// let lock = shmproc::Lock::new()?;
@@ -753,10 +753,7 @@ impl RLock {
     }
 
     fn create(seg: Option<&Segment>, name: &str) -> Result<RLock, Error> {
-        let obj = Object::create(seg, name, kind::MUTEX, std::mem::size_of::<RawMutex>(), |p| {
-            // SAFETY: p is aligned and large enough for a RawMutex (atomics only).
-            unsafe { (*p.as_ptr().cast::<RawMutex>()).init() }
-        })?;
+        let obj = Object::create_as(seg, name, |raw: &RawMutex| raw.init())?;
         Ok(RLock { obj })
     }
 
@@ -770,11 +767,11 @@ impl RLock {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<RLock, Error> {
-        Ok(RLock { obj: Object::open(seg, name, kind::MUTEX, std::mem::size_of::<RawMutex>())? })
+        Ok(RLock { obj: Object::open_as::<RawMutex>(seg, name)? })
     }
 
     fn from_parts(seg: Segment, index: u32) -> Result<RLock, Error> {
-        Ok(RLock { obj: Object::from_index(seg, index, kind::MUTEX, std::mem::size_of::<RawMutex>())? })
+        Ok(RLock { obj: Object::from_index_as::<RawMutex>(seg, index)? })
     }
 
     fn raw(&self) -> &RawMutex {

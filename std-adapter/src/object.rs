@@ -51,8 +51,66 @@ unsafe impl Send for Object {}
 unsafe impl Sync for Object {}
 
 impl Object {
-    /// Allocates an object of `size` bytes in `seg`, or in a fresh anonymous
-    /// segment of its own when `seg` is `None`.
+    /// Allocates a `H` (directory kind `H::KIND`) in `seg`, or in a fresh
+    /// anonymous segment of its own when `seg` is `None`, initialised by
+    /// `init` before any other process can see it.
+    ///
+    /// This is how every handle whose object is one [`RegionObject`] is made;
+    /// [`create_sized`](Object::create_sized) is the same with room for data
+    /// after the head.
+    pub(crate) fn create_as<H: RegionObject>(
+        seg: Option<&Segment>,
+        name: &str,
+        init: impl FnOnce(&H),
+    ) -> Result<Object, Error> {
+        Object::create_sized::<H>(seg, name, std::mem::size_of::<H>(), |head, _| init(head))
+    }
+
+    /// Allocates `size` bytes (at least a `H`) with a `H` at offset 0, of
+    /// directory kind `H::KIND`. `init` gets the head and the object's first
+    /// byte, for what the object keeps after the head.
+    pub(crate) fn create_sized<H: RegionObject>(
+        seg: Option<&Segment>,
+        name: &str,
+        size: usize,
+        init: impl FnOnce(&H, NonNull<u8>),
+    ) -> Result<Object, Error> {
+        let size = size.max(std::mem::size_of::<H>());
+        Object::create(seg, name, H::KIND, size, |p| {
+            // SAFETY: `create` hands out `size >= size_of::<H>()` fresh bytes of
+            // the mapping at an OBJECT_ALIGN-aligned address, and RegionObject
+            // promises align_of::<H>() <= OBJECT_ALIGN and that every bit
+            // pattern is a valid H (atomics only), so a shared reference to
+            // the not-yet-initialised bytes is sound; nobody else sees them
+            // before `create` returns.
+            let head = unsafe { &*p.as_ptr().cast::<H>() };
+            init(head, p)
+        })
+    }
+
+    /// The `H` called `name` in `seg` (checked to be of kind `H::KIND` and at
+    /// least a `H` long).
+    pub(crate) fn open_as<H: RegionObject>(seg: &Segment, name: &str) -> Result<Object, Error> {
+        Object::open(seg, name, H::KIND, std::mem::size_of::<H>())
+    }
+
+    /// The `H` at directory `index` of `seg` (as [`open_as`](Object::open_as)).
+    pub(crate) fn from_index_as<H: RegionObject>(seg: Segment, index: u32) -> Result<Object, Error> {
+        Object::from_index(seg, index, H::KIND, std::mem::size_of::<H>())
+    }
+
+    /// This object, if it is at least `min_size` bytes long (for objects that
+    /// keep data after their head).
+    pub(crate) fn at_least(self, min_size: usize) -> Result<Object, Error> {
+        if self.size < min_size {
+            return Err(Error::Layout("object smaller than its type"));
+        }
+        Ok(self)
+    }
+
+    /// Allocates an object of `size` bytes of `kind` in `seg`, or in a fresh
+    /// anonymous segment of its own when `seg` is `None`. The untyped form of
+    /// [`create_as`](Object::create_as), for objects that have no head type.
     pub(crate) fn create(
         seg: Option<&Segment>,
         name: &str,
@@ -76,10 +134,7 @@ impl Object {
 
     pub(crate) fn from_index(seg: Segment, index: u32, kind: u32, min_size: usize) -> Result<Object, Error> {
         let (base, size) = seg.region().raw(index, kind)?;
-        if size < min_size {
-            return Err(Error::Layout("object smaller than its type"));
-        }
-        Ok(Object { seg, index, base, size })
+        Object { seg, index, base, size }.at_least(min_size)
     }
 
     /// A typed reference to the object's head.

@@ -2124,7 +2124,7 @@ pub fn __fn_offset(addr: usize) -> i64 {
 #[doc(hidden)]
 pub fn __fuzz_task_queue(data: &[u8]) {
     let Ok(key) = random_key() else { return };
-    let Ok(q) = Queue::<TaskMsg>::builder().capacity(8).message_size(256).slot_ring().build::<TaskMsg>() else {
+    let Ok(q) = Queue::<TaskMsg>::builder().capacity(8).message_size(256).slot_ring().build() else {
         return;
     };
     let queued: Vec<(u64, i64, i64)> = (0..4).map(|i| (i, 16 * i as i64 + 1, -32 * i as i64 - 7)).collect();

@@ -381,7 +381,7 @@ impl Core {
         self.obj.segment().owner(&thread_id::owner())
     }
 
-    fn create(seg: Option<&Segment>, name: &str, b: &QueueBuilder) -> Result<Core, Error> {
+    fn create<T>(seg: Option<&Segment>, name: &str, b: &QueueBuilder<T>) -> Result<Core, Error> {
         // Every slot or frame can hold a block descriptor.
         let (slots, message_size) = (b.capacity, b.message_size.max(DESCRIPTOR_LEN));
         if slots == 0 {
@@ -1183,33 +1183,61 @@ impl Drop for Registered {
     }
 }
 
-/// Configures a [`Queue`] before creating it.
+/// Configures a [`Queue`] of `T` before creating it: made by
+/// [`Queue::builder`], it knows the message type, so
+/// [`build`](QueueBuilder::build) and [`build_in`](QueueBuilder::build_in)
+/// need no type of their own. For a plain capacity,
+/// [`Queue::bounded`] and [`Queue::bounded_in`] say the same in one call.
 ///
 /// ```
-/// let q = shmproc::Queue::<String>::builder().capacity(16).message_size(256).build::<String>()?;
+/// let q = shmproc::Queue::<String>::builder().capacity(16).message_size(256).build()?;
 /// assert_eq!((q.capacity(), q.message_size()), (16, 256));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Debug)]
 #[must_use]
-pub struct QueueBuilder {
+pub struct QueueBuilder<T> {
     capacity: usize,
     message_size: usize,
     byte_budget: Option<usize>,
     slot_ring: bool,
+    _t: PhantomData<fn() -> T>,
 }
 
-impl Default for QueueBuilder {
+impl<T> Default for QueueBuilder<T> {
     fn default() -> Self {
-        QueueBuilder { capacity: 1024, message_size: DEFAULT_MESSAGE_SIZE, byte_budget: None, slot_ring: false }
+        QueueBuilder {
+            capacity: 1024,
+            message_size: DEFAULT_MESSAGE_SIZE,
+            byte_budget: None,
+            slot_ring: false,
+            _t: PhantomData,
+        }
     }
 }
 
-impl QueueBuilder {
+// By hand: deriving would require `T: Clone` / `T: Debug`.
+impl<T> Clone for QueueBuilder<T> {
+    fn clone(&self) -> Self {
+        QueueBuilder { _t: PhantomData, ..*self }
+    }
+}
+
+impl<T> fmt::Debug for QueueBuilder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueBuilder")
+            .field("capacity", &self.capacity)
+            .field("message_size", &self.message_size)
+            .field("byte_budget", &self.byte_budget)
+            .field("slot_ring", &self.slot_ring)
+            .finish()
+    }
+}
+
+impl<T> QueueBuilder<T> {
     /// Capacity in messages (Python's `maxsize`).
     ///
     /// ```
-    /// let q = shmproc::Queue::<u64>::builder().capacity(3).build::<u64>()?;
+    /// let q = shmproc::Queue::<u64>::builder().capacity(3).build()?;
     /// assert_eq!(q.capacity(), 3);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -1226,7 +1254,7 @@ impl QueueBuilder {
     /// [`slot_ring`](Self::slot_ring).
     ///
     /// ```
-    /// let q = shmproc::Queue::<u64>::builder().unbounded().build::<u64>()?;
+    /// let q = shmproc::Queue::<u64>::builder().unbounded().build()?;
     /// for i in 0..100_000u64 {
     ///     q.try_send(&i)?; // never Full
     /// }
@@ -1248,7 +1276,7 @@ impl QueueBuilder {
     /// the [`queue`](crate::queue) module docs).
     ///
     /// ```
-    /// let q = shmproc::Queue::<String>::builder().message_size(32).build::<String>()?;
+    /// let q = shmproc::Queue::<String>::builder().message_size(32).build()?;
     /// q.send(&"x".repeat(100_000))?; // larger than the hint: out of line
     /// q.send(&"short".to_string())?; // in the ring
     /// assert_eq!(q.recv()?.len(), 100_000);
@@ -1264,7 +1292,7 @@ impl QueueBuilder {
     /// the budget holds (at least one). Overrides [`capacity`](Self::capacity).
     ///
     /// ```
-    /// let q = shmproc::Queue::<u64>::builder().message_size(8).byte_capacity(1600).build::<u64>()?;
+    /// let q = shmproc::Queue::<u64>::builder().message_size(8).byte_capacity(1600).build()?;
     /// assert_eq!(q.capacity(), 100); // 16 bytes a frame
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -1285,7 +1313,7 @@ impl QueueBuilder {
     /// workers can take tasks while others run theirs.
     ///
     /// ```
-    /// let q = shmproc::Queue::<u32>::builder().capacity(8).slot_ring().build::<u32>()?;
+    /// let q = shmproc::Queue::<u32>::builder().capacity(8).slot_ring().build()?;
     /// q.send(&1)?;
     /// q.send(&2)?;
     /// let first = q.recv_ref()?;
@@ -1308,16 +1336,18 @@ impl QueueBuilder {
         }
         self
     }
+}
 
+impl<T: Message> QueueBuilder<T> {
     /// Creates the queue in a segment of its own.
     ///
     /// ```
-    /// let q = shmproc::Queue::<u32>::builder().capacity(8).build::<u32>()?;
+    /// let q = shmproc::Queue::<u32>::builder().capacity(8).build()?;
     /// q.send(&1)?;
     /// assert_eq!(q.recv()?, 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn build<T: Message>(self) -> Result<Queue<T>, Error> {
+    pub fn build(self) -> Result<Queue<T>, Error> {
         Queue::from_core(Core::create(None, "", &self.resolved())?)
     }
 
@@ -1325,13 +1355,13 @@ impl QueueBuilder {
     ///
     /// ```
     /// let seg = shmproc::Segment::anonymous(1 << 20)?;
-    /// let q = shmproc::Queue::<u32>::builder().capacity(8).build_in::<u32>(&seg, "jobs")?;
+    /// let q = shmproc::Queue::<u32>::builder().capacity(8).build_in(&seg, "jobs")?;
     /// let again = shmproc::Queue::<u32>::open_in(&seg, "jobs")?;
     /// q.send(&5)?;
     /// assert_eq!(again.recv()?, 5);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn build_in<T: Message>(self, seg: &Segment, name: &str) -> Result<Queue<T>, Error> {
+    pub fn build_in(self, seg: &Segment, name: &str) -> Result<Queue<T>, Error> {
         Queue::from_core(Core::create(Some(seg), name, &self.resolved())?)
     }
 }
@@ -1469,7 +1499,7 @@ macro_rules! handle_common {
             /// Largest serialised message in bytes.
             ///
             /// ```
-            /// let q = shmproc::Queue::<u8>::builder().message_size(64).build::<u8>()?;
+            /// let q = shmproc::Queue::<u8>::builder().message_size(64).build()?;
             /// assert_eq!(q.message_size(), 64);
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
@@ -1920,7 +1950,21 @@ impl<T: Message> Queue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn bounded(capacity: usize) -> Result<Queue<T>, Error> {
-        QueueBuilder::default().capacity(capacity).build()
+        Queue::builder().capacity(capacity).build()
+    }
+
+    /// A queue holding at most `capacity` messages, as object `name` of
+    /// `seg` (other processes open it with [`open_in`](Queue::open_in)).
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 20)?;
+    /// let q = shmproc::Queue::<u32>::bounded_in(&seg, "results", 16)?;
+    /// q.send(&7)?;
+    /// assert_eq!(shmproc::Queue::<u32>::open_in(&seg, "results")?.recv()?, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn bounded_in(seg: &Segment, name: &str, capacity: usize) -> Result<Queue<T>, Error> {
+        Queue::builder().capacity(capacity).build_in(seg, name)
     }
 
     /// An unbounded queue (Python's `Queue()`): `send` never waits for room
@@ -1951,7 +1995,21 @@ impl<T: Message> Queue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn unbounded() -> Result<Queue<T>, Error> {
-        QueueBuilder::default().unbounded().build()
+        Queue::builder().unbounded().build()
+    }
+
+    /// An unbounded queue (see [`unbounded`](Queue::unbounded)) as object
+    /// `name` of `seg`.
+    ///
+    /// ```
+    /// let seg = shmproc::Segment::anonymous(1 << 20)?;
+    /// let q = shmproc::Queue::<u32>::unbounded_in(&seg, "log")?;
+    /// q.send(&1)?;
+    /// assert_eq!(q.capacity(), usize::MAX);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unbounded_in(seg: &Segment, name: &str) -> Result<Queue<T>, Error> {
+        Queue::builder().unbounded().build_in(seg, name)
     }
 
     /// A queue whose slots take about `bytes` bytes in total.
@@ -1962,17 +2020,17 @@ impl<T: Message> Queue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_byte_capacity(bytes: usize) -> Result<Queue<T>, Error> {
-        QueueBuilder::default().byte_capacity(bytes).build()
+        Queue::builder().byte_capacity(bytes).build()
     }
 
     /// A builder for capacity and message size.
     ///
     /// ```
-    /// let q = shmproc::Queue::<u8>::builder().capacity(2).build::<u8>()?;
+    /// let q = shmproc::Queue::<u8>::builder().capacity(2).build()?;
     /// assert_eq!(q.capacity(), 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn builder() -> QueueBuilder {
+    pub fn builder() -> QueueBuilder<T> {
         QueueBuilder::default()
     }
 
@@ -1980,14 +2038,14 @@ impl<T: Message> Queue<T> {
     ///
     /// ```
     /// let seg = shmproc::Segment::anonymous(1 << 20)?;
-    /// let q = shmproc::Queue::<u8>::builder().capacity(8).build_in::<u8>(&seg, "q")?;
+    /// let q = shmproc::Queue::<u8>::bounded_in(&seg, "q", 8)?;
     /// q.send(&1)?;
     /// let opened = shmproc::Queue::<u8>::open_in(&seg, "q")?;
     /// assert_eq!(opened.recv()?, 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<Queue<T>, Error> {
-        let obj = Object::open(seg, name, kind::MPMC_RING, RING_OFFSET + 128)?;
+        let obj = Object::open_as::<Extra>(seg, name)?.at_least(RING_OFFSET + 128)?;
         Queue::from_core(Core::from_object(obj)?)
     }
 
@@ -2181,6 +2239,7 @@ pub(crate) fn describe(seg: &Segment, index: u32) -> crate::inspect::ObjectState
             message_size: core.message_size(),
             closed: core.is_closed(),
             holders: core.participants().snapshot().map(|(id, s, r)| (id, s, r, id.is_alive())).collect(),
+            unfinished: core.extra().unfinished.load(Ordering::Acquire),
             sides: match &core.ring {
                 Layout::Bytes(r) => Some({
                     let (producers, consumers) = r.sides();

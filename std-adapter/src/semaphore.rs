@@ -23,7 +23,6 @@ use std::ops::Deref;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use shmproc_core::region::kind;
 use shmproc_core::robust_semaphore::{RawRobustSemaphore, RobustError};
 use shmproc_core::semaphore::{RawSemaphore, SemaphoreError, UNBOUNDED};
 use shmproc_core::{Deadline, Identity};
@@ -111,10 +110,7 @@ impl Semaphore {
     }
 
     fn create(seg: Option<&Segment>, name: &str, value: u32, max: u32) -> Result<Semaphore, Error> {
-        let obj = Object::create(seg, name, kind::SEMAPHORE, std::mem::size_of::<RawSemaphore>(), |p| {
-            // SAFETY: p is aligned and sized for a RawSemaphore (atomics only).
-            unsafe { (*p.as_ptr().cast::<RawSemaphore>()).init(value, max) }
-        })?;
+        let obj = Object::create_as(seg, name, |raw: &RawSemaphore| raw.init(value, max))?;
         Ok(Semaphore { obj })
     }
 
@@ -127,11 +123,11 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<Semaphore, Error> {
-        Ok(Semaphore { obj: Object::open(seg, name, kind::SEMAPHORE, std::mem::size_of::<RawSemaphore>())? })
+        Ok(Semaphore { obj: Object::open_as::<RawSemaphore>(seg, name)? })
     }
 
     fn from_parts(seg: Segment, index: u32) -> Result<Semaphore, Error> {
-        Ok(Semaphore { obj: Object::from_index(seg, index, kind::SEMAPHORE, std::mem::size_of::<RawSemaphore>())? })
+        Ok(Semaphore { obj: Object::from_index_as::<RawSemaphore>(seg, index)? })
     }
 
     fn raw(&self) -> &RawSemaphore {
@@ -512,10 +508,7 @@ impl RobustSemaphore {
     }
 
     fn create(seg: Option<&Segment>, name: &str, value: u32, max: u32) -> Result<RobustSemaphore, Error> {
-        let obj = Object::create(seg, name, kind::ROBUST_SEMAPHORE, std::mem::size_of::<RawRobustSemaphore>(), |p| {
-            // SAFETY: p is aligned and sized for a RawRobustSemaphore (atomics only).
-            unsafe { (*p.as_ptr().cast::<RawRobustSemaphore>()).init(value, max) }
-        })?;
+        let obj = Object::create_as(seg, name, |raw: &RawRobustSemaphore| raw.init(value, max))?;
         Ok(RobustSemaphore { obj })
     }
 
@@ -528,13 +521,11 @@ impl RobustSemaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<RobustSemaphore, Error> {
-        let size = std::mem::size_of::<RawRobustSemaphore>();
-        Ok(RobustSemaphore { obj: Object::open(seg, name, kind::ROBUST_SEMAPHORE, size)? })
+        Ok(RobustSemaphore { obj: Object::open_as::<RawRobustSemaphore>(seg, name)? })
     }
 
     fn from_parts(seg: Segment, index: u32) -> Result<RobustSemaphore, Error> {
-        let size = std::mem::size_of::<RawRobustSemaphore>();
-        Ok(RobustSemaphore { obj: Object::from_index(seg, index, kind::ROBUST_SEMAPHORE, size)? })
+        Ok(RobustSemaphore { obj: Object::from_index_as::<RawRobustSemaphore>(seg, index)? })
     }
 
     fn raw(&self) -> &RawRobustSemaphore {

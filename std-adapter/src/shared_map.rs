@@ -123,6 +123,36 @@ unsafe impl RegionObject for Head {
 
 const HEAD_SPAN: usize = std::mem::size_of::<Head>();
 
+/// The head of a [`SharedMap`]'s object (its directory kind).
+#[repr(transparent)]
+struct MapHead(Head);
+
+// SAFETY: a Head (atomics only, valid for any bits, align 128), transparent.
+unsafe impl RegionObject for MapHead {
+    const KIND: u32 = kind::SHARED_MAP;
+}
+
+/// The head of a [`SharedList`]'s object (its directory kind).
+#[repr(transparent)]
+struct ListHead(Head);
+
+// SAFETY: as for MapHead.
+unsafe impl RegionObject for ListHead {
+    const KIND: u32 = kind::SHARED_LIST;
+}
+
+impl AsRef<Head> for MapHead {
+    fn as_ref(&self) -> &Head {
+        &self.0
+    }
+}
+
+impl AsRef<Head> for ListHead {
+    fn as_ref(&self) -> &Head {
+        &self.0
+    }
+}
+
 #[repr(C)]
 struct SlotHead {
     state: AtomicU32,
@@ -204,10 +234,10 @@ impl Drop for Locked<'_> {
 }
 
 impl Table {
-    fn create(
+    /// A new table whose object has the directory kind of `H`.
+    fn create<H: RegionObject + AsRef<Head>>(
         seg: Option<&Segment>,
         name: &str,
-        kind_: u32,
         slots: usize,
         key_size: usize,
         val_size: usize,
@@ -217,25 +247,25 @@ impl Table {
             .checked_mul(stride)
             .and_then(|b| b.checked_add(HEAD_SPAN))
             .ok_or(Error::Layout("shared container too large"))?;
-        let obj = Object::create(seg, name, kind_, size, |p| {
-            // SAFETY: p is aligned with `size` bytes: Head then `slots` slots.
-            unsafe {
-                let h = &*p.as_ptr().cast::<Head>();
-                h.lock.init();
-                h.slots.store(slots as u64, Ordering::Relaxed);
-                h.key_size.store(key_size as u64, Ordering::Relaxed);
-                h.val_size.store(val_size as u64, Ordering::Relaxed);
-                h.len.store(0, Ordering::Relaxed);
-                h.version.store(0, Ordering::Relaxed);
-                h.bulk_next.store(0, Ordering::Relaxed);
-                for i in 0..slots {
-                    let s = &*p.as_ptr().add(HEAD_SPAN + i * stride).cast::<SlotHead>();
-                    s.state.store(EMPTY, Ordering::Relaxed);
-                    s.key_len.store(0, Ordering::Relaxed);
-                    s.val_len.store(0, Ordering::Relaxed);
-                    s.val_kind.store(0, Ordering::Relaxed);
-                    s.version.store(0, Ordering::Relaxed);
-                }
+        let obj = Object::create_sized(seg, name, size, |h: &H, p| {
+            let h = h.as_ref();
+            h.lock.init();
+            h.slots.store(slots as u64, Ordering::Relaxed);
+            h.key_size.store(key_size as u64, Ordering::Relaxed);
+            h.val_size.store(val_size as u64, Ordering::Relaxed);
+            h.len.store(0, Ordering::Relaxed);
+            h.version.store(0, Ordering::Relaxed);
+            h.bulk_next.store(0, Ordering::Relaxed);
+            for i in 0..slots {
+                // SAFETY: `p` has `size` bytes: the head, then `slots` slots
+                // of `stride` (a multiple of 16) bytes; SlotHead is atomics
+                // only, valid for any bits.
+                let s = unsafe { &*p.as_ptr().add(HEAD_SPAN + i * stride).cast::<SlotHead>() };
+                s.state.store(EMPTY, Ordering::Relaxed);
+                s.key_len.store(0, Ordering::Relaxed);
+                s.val_len.store(0, Ordering::Relaxed);
+                s.val_kind.store(0, Ordering::Relaxed);
+                s.version.store(0, Ordering::Relaxed);
             }
         })?;
         Table::validate(obj)
@@ -466,7 +496,7 @@ impl<K: Message, V: Message> SharedMap<K, V> {
         let slots = capacity.max(1).checked_mul(2).ok_or(Error::Layout("capacity"))?;
         // A slot can always hold an out-of-line value's descriptor.
         let value_size = value_size.max(crate::bulk::DESCRIPTOR_LEN);
-        Ok(SharedMap { t: Table::create(None, "", kind::SHARED_MAP, slots, key_size, value_size)?, _kv: PhantomData })
+        Ok(SharedMap { t: Table::create::<MapHead>(None, "", slots, key_size, value_size)?, _kv: PhantomData })
     }
 
     /// A map named `name` in `seg`.
@@ -480,7 +510,7 @@ impl<K: Message, V: Message> SharedMap<K, V> {
     pub fn new_in(seg: &Segment, name: &str, capacity: usize) -> Result<SharedMap<K, V>, Error> {
         let slots = capacity.max(1) * 2;
         Ok(SharedMap {
-            t: Table::create(Some(seg), name, kind::SHARED_MAP, slots, DEFAULT_ENTRY_SIZE, DEFAULT_ENTRY_SIZE)?,
+            t: Table::create::<MapHead>(Some(seg), name, slots, DEFAULT_ENTRY_SIZE, DEFAULT_ENTRY_SIZE)?,
             _kv: PhantomData,
         })
     }
@@ -495,7 +525,7 @@ impl<K: Message, V: Message> SharedMap<K, V> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<SharedMap<K, V>, Error> {
-        Ok(SharedMap { t: Table::validate(Object::open(seg, name, kind::SHARED_MAP, HEAD_SPAN)?)?, _kv: PhantomData })
+        Ok(SharedMap { t: Table::validate(Object::open_as::<MapHead>(seg, name)?)?, _kv: PhantomData })
     }
 
     fn encode_key(&self, k: &K) -> Result<Vec<u8>, SharedError> {
@@ -788,7 +818,7 @@ impl<K: Message, V: Message> SharedMap<K, V> {
 
 crate::object::impl_handle_archive!(
     [K: Message, V: Message,] SharedMap<K, V>, m => &m.t.obj,
-    |seg, idx| Object::from_index(seg, idx, kind::SHARED_MAP, HEAD_SPAN).and_then(Table::validate).map(|t| SharedMap { t, _kv: PhantomData })
+    |seg, idx| Object::from_index_as::<MapHead>(seg, idx).and_then(Table::validate).map(|t| SharedMap { t, _kv: PhantomData })
 );
 
 // ----------------------------------------------------------------- list ----
@@ -848,7 +878,7 @@ impl<T: Message> SharedList<T> {
     pub fn with_element_size(capacity: usize, element_size: usize) -> Result<SharedList<T>, Error> {
         // The "key" half and the "value" half of a slot are the two buffers.
         let size = pad16(element_size);
-        Ok(SharedList { t: Table::create(None, "", kind::SHARED_LIST, capacity.max(1), size, size)?, _t: PhantomData })
+        Ok(SharedList { t: Table::create::<ListHead>(None, "", capacity.max(1), size, size)?, _t: PhantomData })
     }
 
     fn half(&self, i: usize, which: u32) -> Result<PeerBytes<'_>, SharedError> {
@@ -1023,5 +1053,5 @@ impl<T: Message> SharedList<T> {
 
 crate::object::impl_handle_archive!(
     [T: Message,] SharedList<T>, l => &l.t.obj,
-    |seg, idx| Object::from_index(seg, idx, kind::SHARED_LIST, HEAD_SPAN).and_then(Table::validate).map(|t| SharedList { t, _t: PhantomData })
+    |seg, idx| Object::from_index_as::<ListHead>(seg, idx).and_then(Table::validate).map(|t| SharedList { t, _t: PhantomData })
 );

@@ -132,3 +132,19 @@ pub fn scribbler(lo: usize, hi: usize, for_how_long: Duration) -> Result<shmproc
         }
     })?)
 }
+
+/// A forked child that takes `lock`, and holds it until it is killed
+/// (returned once it holds it).
+pub fn lock_holder(lock: &shmproc::Lock) -> Result<shmproc::Process, Box<dyn Error>> {
+    let ready = shmproc::Event::new()?;
+    let (l2, r2) = (lock.clone(), ready.clone());
+    let holder = shmproc::Process::spawn(move || {
+        let _g = l2.acquire();
+        r2.set();
+        std::thread::sleep(Duration::from_secs(60));
+    })?;
+    if !ready.wait_timeout(HANG_LIMIT) {
+        return Err("the lock holder did not take the lock".into());
+    }
+    Ok(holder)
+}

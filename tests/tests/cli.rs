@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use shmproc::{Event, Mutex, Process, Queue, Segment, Semaphore};
-use shmproc_tests::{ensure, trials, TestResult, HANG_LIMIT};
+use shmproc::{Event, JoinableQueue, Lock, Mutex, OwnerDied, Process, Queue, Segment, Semaphore};
+use shmproc_tests::{ensure, eventually, trials, TestResult, HANG_LIMIT};
 
 fn cli() -> Result<PathBuf, Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?;
@@ -41,7 +41,7 @@ fn inspect_shows_every_object() -> TestResult {
     let name = unique("inspect");
     let seg = Segment::create_named(&name, 1 << 20)?;
     let m = Mutex::new_in(&seg, "counter", 0u64)?;
-    let q = Queue::<u64>::builder().capacity(16).message_size(16).build_in::<u64>(&seg, "jobs")?;
+    let q = Queue::<u64>::builder().capacity(16).message_size(16).build_in(&seg, "jobs")?;
     let s = Semaphore::new_in(&seg, "slots", 3)?;
     let e = Event::new_in(&seg, "go")?;
     e.set();
@@ -101,6 +101,76 @@ fn inspect_shows_every_object() -> TestResult {
     Ok(())
 }
 
+/// The `inspect` line of object `name`.
+fn line_of<'a>(out: &'a str, name: &str) -> &'a str {
+    out.lines().find(|l| l.split_whitespace().nth(2) == Some(name)).unwrap_or("")
+}
+
+/// What `inspect` says about numbers it cannot know for sure: a joinable
+/// queue's unfinished tasks, waiter counts left behind by killed waiters, and
+/// a lock whose holder died (which `Lock::acquire` takes over silently).
+fn inspect_tells_the_truth() -> TestResult {
+    let name = unique("truth");
+    let seg = Segment::create_named(&name, 1 << 20)?;
+    let tasks = JoinableQueue::<u32>::bounded_in(&seg, "tasks", 8)?;
+    for i in 0..3 {
+        tasks.send(&i)?;
+    }
+    tasks.recv()?;
+    tasks.task_done()?;
+    let gate = Event::new_in(&seg, "gate")?;
+    let permits = Semaphore::new_in(&seg, "permits", 0)?;
+    let lock = Lock::new_in(&seg, "printer")?;
+    // Waiters that are killed while they wait.
+    let (g2, p2) = (gate.clone(), permits.clone());
+    let event_waiter = Process::spawn(move || {
+        g2.wait();
+    })?;
+    let sem_waiter = Process::spawn(move || p2.acquire())?;
+    ensure!(eventually(HANG_LIMIT, || {
+        let out =
+            shmproc::inspect::inspect(&seg).map(|r| r.objects.iter().map(|o| o.state.to_string()).collect::<Vec<_>>());
+        out.is_ok_and(|v| v.iter().filter(|s| s.contains("up to 1 waiting")).count() == 2)
+    }));
+    // A holder that dies holding the lock.
+    let holder = shmproc_tests::lock_holder(&lock)?;
+    // A forked child that never touches the queue still holds the copies of
+    // the parent's handles that fork gave it: listed, and said to be so.
+    let bystander = Process::spawn(|| std::thread::sleep(Duration::from_secs(60)))?;
+    let bystander_pid = bystander.pid();
+    let (ok, out) = run(&["inspect", &name])?;
+    ensure!(ok, "{out}");
+    ensure!(line_of(&out, "tasks").contains(&format!("pid {bystander_pid} holds 1 send/1 recv")), "{out}");
+    ensure!(out.contains("if forked, copies of every handle its parent held at the fork, used or not"), "{out}");
+    for mut p in [event_waiter, sem_waiter, holder, bystander] {
+        p.kill()?;
+        p.join()?;
+    }
+    let (ok, out) = run(&["inspect", &name])?;
+    ensure!(ok, "{out}");
+    ensure!(
+        line_of(&out, "tasks").contains("2/8 messages") && line_of(&out, "tasks").contains("2 unfinished tasks"),
+        "{out}"
+    );
+    // The killed waiters are still on the counters: never shown as a fact.
+    for obj in ["gate", "permits"] {
+        let l = line_of(&out, obj);
+        ensure!(l.contains("up to 1 waiting") && !l.contains(", 1 waiting"), "{out}");
+    }
+    ensure!(
+        line_of(&out, "printer").contains("dead: the next lock() gets OwnerDied, Lock::acquire takes it over silently"),
+        "{out}"
+    );
+    // And that is what each call does.
+    drop(lock.acquire());
+    let mut holder = shmproc_tests::lock_holder(&lock)?;
+    holder.kill()?;
+    holder.join()?;
+    ensure!(matches!(lock.lock(), Err(OwnerDied(_))));
+    drop((tasks, gate, permits, lock, seg));
+    Ok(())
+}
+
 fn clean_and_remove() -> TestResult {
     let stale = unique("stale");
     let s2 = stale.clone();
@@ -155,5 +225,10 @@ fn corrupt_and_foreign_segments() -> TestResult {
 }
 
 fn main() {
-    shmproc_tests::run(trials![inspect_shows_every_object, clean_and_remove, corrupt_and_foreign_segments]);
+    shmproc_tests::run(trials![
+        inspect_shows_every_object,
+        inspect_tells_the_truth,
+        clean_and_remove,
+        corrupt_and_foreign_segments
+    ]);
 }

@@ -78,7 +78,7 @@ fn huge_messages_through_pipe_and_queue() -> TestResult {
     for (seed, size) in [(16u64, 16usize << 20), (256, 256 << 20)] {
         let (tx, rx) = Pipe::<Vec<u8>>::oneway()?;
         let q = Queue::<Vec<u8>>::bounded(2)?;
-        let slots = Queue::<Vec<u8>>::builder().capacity(2).slot_ring().build::<Vec<u8>>()?;
+        let slots = Queue::<Vec<u8>>::builder().capacity(2).slot_ring().build()?;
         let (qtx, stx) = (q.clone(), slots.clone());
         let mut child = Process::spawn(move || {
             let v = pattern(seed, size);
@@ -111,7 +111,7 @@ fn mixed_sizes_two_producers_two_consumers_exactly_once() -> TestResult {
         let b = Queue::<(u8, u32, Vec<u8>)>::builder().capacity(8);
         let b = if slot_ring { b.slot_ring() } else { b };
         let b = if unbounded { b.unbounded() } else { b };
-        let (tx, rx) = b.build::<(u8, u32, Vec<u8>)>()?.into_split();
+        let (tx, rx) = b.build()?.into_split();
         let (rtx, results) = Queue::<(u8, u32, bool)>::bounded(256)?.into_split();
         let mut procs = Vec::new();
         for p in 0..2u8 {
@@ -171,7 +171,7 @@ fn receiver_killed_with(slot_ring: bool, big: usize) -> TestResult {
         let seg = Segment::anonymous(1 << 20)?;
         let b = Queue::<Vec<u8>>::builder().capacity(2);
         let b = if slot_ring { b.slot_ring() } else { b };
-        let q = b.build_in::<Vec<u8>>(&seg, "q")?;
+        let q = b.build_in(&seg, "q")?;
         let (base, shm) = (allocated(&seg), dev_shm_entries());
         q.send(&pattern(1, big))?;
         ensure!(allocated(&seg) >= base + big as u64, "the block is not counted: the test could not fail");
@@ -215,7 +215,7 @@ fn receiver_killed_with(slot_ring: bool, big: usize) -> TestResult {
 fn recv_ref_reads_sixteen_byte_aligned_archives() -> TestResult {
     for slot_ring in [false, true] {
         let b = Queue::<(u64, u128)>::builder().capacity(64);
-        let q = if slot_ring { b.slot_ring() } else { b }.build::<(u64, u128)>()?;
+        let q = if slot_ring { b.slot_ring() } else { b }.build()?;
         let tx = q.clone();
         let mut child = Process::spawn(move || {
             for i in 0..2000u64 {
@@ -319,7 +319,7 @@ fn every_error_variant() -> TestResult {
     ensure!(tx.send(&2) == Err(SendError::Disconnected), "a blocked send must see the receivers gone");
 
     // TooLarge only where a limit exists: an in-place writer that gives up.
-    for q in [Queue::<u64>::bounded(2)?, Queue::<u64>::builder().slot_ring().build::<u64>()?] {
+    for q in [Queue::<u64>::bounded(2)?, Queue::<u64>::builder().slot_ring().build()?] {
         let limit = q.message_size();
         ensure!(q.send_with(|_| None) == Err(SendError::TooLarge { size: 0, limit }));
         ensure!(q.try_send_with(|_| None) == Err(TrySendError::TooLarge { size: 0, limit }));
@@ -328,7 +328,7 @@ fn every_error_variant() -> TestResult {
 
     // Serialize: a real serialisation failure, in every path and layout.
     let bad = Hooked { x: 0xEE };
-    for q in [Queue::<Hooked>::bounded(2)?, Queue::<Hooked>::builder().slot_ring().build::<Hooked>()?] {
+    for q in [Queue::<Hooked>::bounded(2)?, Queue::<Hooked>::builder().slot_ring().build()?] {
         ensure!(matches!(q.try_send(&bad), Err(TrySendError::Serialize { .. })));
         ensure!(matches!(q.send(&bad), Err(SendError::Serialize { .. })));
         ensure!(matches!(q.send_timeout(&bad, t), Err(SendTimeoutError::Serialize { .. })));
@@ -409,7 +409,7 @@ fn no_space_for_a_block_is_an_error() -> TestResult {
 fn unbounded_queue_takes_a_million_before_the_first_receive() -> TestResult {
     const N: u64 = 1_000_000;
     let seg = Segment::anonymous(1 << 20)?;
-    let (tx, rx) = Queue::<u64>::builder().unbounded().build_in::<u64>(&seg, "q")?.into_split();
+    let (tx, rx) = Queue::<u64>::unbounded_in(&seg, "q")?.into_split();
     ensure!(rx.capacity() == usize::MAX);
     let base = allocated(&seg);
     let mut child = Process::spawn(move || {
@@ -453,7 +453,7 @@ fn unbounded_queue_takes_a_million_before_the_first_receive() -> TestResult {
 /// and the drained queue holds no memory beyond its first ring.
 fn unbounded_queue_survives_killed_peers() -> TestResult {
     let seg = Segment::anonymous(1 << 20)?;
-    let q = Queue::<u64>::builder().unbounded().build_in::<u64>(&seg, "q")?;
+    let q = Queue::<u64>::unbounded_in(&seg, "q")?;
     let base = allocated(&seg);
     let mut next = 0u64;
     for round in 0..10u64 {
@@ -534,7 +534,7 @@ fn torture_kills_with_messages_of_every_size() -> TestResult {
         let b = Queue::<(u32, u32, Vec<u8>)>::builder().capacity(8);
         let b = if slot_ring { b.slot_ring() } else { b };
         let b = if unbounded { b.unbounded() } else { b };
-        let q = b.build_in::<(u32, u32, Vec<u8>)>(&seg, "q")?;
+        let q = b.build_in(&seg, "q")?;
         let base = allocated(&seg);
         // The last sequence number seen from each producer generation.
         let mut last: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();

@@ -10,7 +10,7 @@ use shmproc::{
 use shmproc_tests::{ensure, eventually, proc_state, trials, TestResult, HANG_LIMIT};
 
 fn million_u64_in_order_between_two_processes() -> TestResult {
-    let q = Queue::<u64>::builder().capacity(4096).message_size(16).build::<u64>()?;
+    let q = Queue::<u64>::builder().capacity(4096).message_size(16).build()?;
     let (tx, rx) = q.into_split();
     let mut producer = Process::spawn(move || {
         for i in 0..1_000_000u64 {
@@ -74,7 +74,7 @@ fn two_producers_two_consumers_exactly_once() -> TestResult {
 }
 
 fn large_messages_and_oversize_errors() -> TestResult {
-    let q = Queue::<Vec<u8>>::builder().capacity(4).message_size(70_000).build::<Vec<u8>>()?;
+    let q = Queue::<Vec<u8>>::builder().capacity(4).message_size(70_000).build()?;
     let tx = q.clone();
     let mut child = Process::spawn(move || {
         for len in [1024usize, 65536, 1024, 65536] {
@@ -95,7 +95,7 @@ fn large_messages_and_oversize_errors() -> TestResult {
     ensure!(q.recv()? == vec![1, 2, 3]);
     ensure!(q.try_recv() == Err(TryRecvError::Empty));
     // Writing in place: archive straight into the slot.
-    let q2 = Queue::<u64>::builder().capacity(2).message_size(16).build::<u64>()?;
+    let q2 = Queue::<u64>::builder().capacity(2).message_size(16).build()?;
     q2.send_with(|buf| {
         rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&77u64, rkyv::ser::writer::Buffer::from(buf))
             .ok()
@@ -173,7 +173,7 @@ fn killed_producer_gives_disconnected() -> TestResult {
 fn try_recv_sees_a_killed_sender() -> TestResult {
     for slot_ring in [false, true] {
         let b = Queue::<u32>::builder().capacity(16);
-        let (tx, rx) = if slot_ring { b.slot_ring() } else { b }.build::<u32>()?.into_split();
+        let (tx, rx) = if slot_ring { b.slot_ring() } else { b }.build()?.into_split();
         let mut producer = Process::spawn(move || -> () {
             tx.send(&7).unwrap();
             std::thread::sleep(Duration::from_secs(60));
@@ -211,7 +211,7 @@ fn producer_killed_mid_message_leaves_no_torn_message() -> TestResult {
 
     // The slot ring: other producers go on past the stuck one's slot, which
     // consumers skip once its producer is dead.
-    let (tx, rx) = Queue::<String>::builder().capacity(8).slot_ring().build::<String>()?.into_split();
+    let (tx, rx) = Queue::<String>::builder().capacity(8).slot_ring().build()?.into_split();
     let stuck = spawn_stuck_producer(tx.clone(), started.clone())?;
     ensure!(started.wait_timeout(HANG_LIMIT));
     tx.send(&"after".to_string())?;
@@ -499,7 +499,7 @@ fn garbage_over_a_live_queue_gives_errors_not_hangs() -> TestResult {
             for _ in 0..200 {
                 let seg = shmproc::Segment::anonymous(2 << 20).unwrap();
                 let b = Queue::<u64>::builder().capacity(64).message_size(16);
-                let q = if slots { b.slot_ring() } else { b }.build_in::<u64>(&seg, "q").unwrap();
+                let q = if slots { b.slot_ring() } else { b }.build_in(&seg, "q").unwrap();
                 let info = seg.region().find(b"q").unwrap();
                 let base = seg.region().base().as_ptr();
                 // The queue's head: locks, counters, ring header, first frames.

@@ -464,7 +464,7 @@ fn queue_side_of_a_dead_receiver_in_another_pid_namespace_is_recovered() -> Test
 /// (times out); once it is SIGKILLed, its process's kernel-kept record is
 /// gone and the sender recovers the slot.
 fn slot_of_a_dead_receiver_in_another_pid_namespace_is_recovered() -> TestResult {
-    let q = shmproc::Queue::<u64>::builder().capacity(2).slot_ring().build::<u64>()?;
+    let q = shmproc::Queue::<u64>::builder().capacity(2).slot_ring().build()?;
     q.send(&1)?;
     let Some(child) =
         receiver_in_another_namespace(&q, "slot_of_a_dead_receiver_in_another_pid_namespace_is_recovered")?

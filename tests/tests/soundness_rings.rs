@@ -66,7 +66,7 @@ fn double(x: u64) -> u64 {
 /// with atomic loads before validation; see `shmproc_core::peer_bytes`).
 fn scribbled_frames_give_values_or_errors() -> TestResult {
     let seg = Segment::anonymous(4 << 20)?;
-    let q = Queue::<Vec<u8>>::builder().capacity(64).message_size(2048).build_in::<Vec<u8>>(&seg, "q")?;
+    let q = Queue::<Vec<u8>>::builder().capacity(64).message_size(2048).build_in(&seg, "q")?;
     let info = seg.region().find(b"q")?;
     let end = seg.region().base().as_ptr() as usize + info.offset + info.size;
     // The ring's bytes are the object's last 256 KiB; spare its first frames

@@ -138,14 +138,7 @@ fn killed_holder_detected_by_lock_and_try_lock() -> TestResult {
 
 fn lock_timeouts_return_on_time() -> TestResult {
     let l = Lock::new()?;
-    let ready = Event::new()?;
-    let (l2, r2) = (l.clone(), ready.clone());
-    let holder = Process::spawn(move || {
-        let _g = l2.acquire();
-        r2.set();
-        std::thread::sleep(Duration::from_secs(60));
-    })?;
-    ensure!(ready.wait_timeout(HANG_LIMIT));
+    let holder = shmproc_tests::lock_holder(&l)?;
     let t = Duration::from_millis(120);
     let start = Instant::now();
     let r = l.lock_timeout(t);
