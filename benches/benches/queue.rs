@@ -67,7 +67,7 @@ fn shm_pipe<T: shmproc::Message + Clone + 'static>(iters: u64, msg: T) -> Durati
 
 /// [`shm_spsc`] in batches of `batch`: `send_batch` and `recv_batch`.
 fn shm_spsc_batch(iters: u64, batch: usize) -> Duration {
-    let q = Queue::<u64>::builder().capacity(4096).message_size(16).build::<u64>().expect("queue");
+    let q = Queue::<u64>::builder().capacity(4096).message_size(16).build().expect("queue");
     let (tx, rx) = q.into_split();
     let go = Event::new().expect("event");
     let g = go.clone();

@@ -133,13 +133,13 @@ impl Channel {
         let cap = capacity.max(64).next_power_of_two();
         let size = RING_OFFSET + SpscRing::required_size(cap);
         let mut failed = false;
-        let obj = Object::create(Some(seg), "", kind::SPSC_RING, size, |p| {
+        let obj = Object::create_sized::<PipeHead>(Some(seg), "", size, |head, p| {
+            head.bulk_next.store(0, Ordering::Relaxed);
+            head.bin.init();
             // SAFETY: p is OBJECT_ALIGN-aligned with `size` bytes: the head at
-            // 0, the ring at RING_OFFSET (a multiple of 128); not yet shared.
+            // 0, the ring at RING_OFFSET (a multiple of 128) with the rest;
+            // not yet shared.
             unsafe {
-                let head = &*p.as_ptr().cast::<PipeHead>();
-                head.bulk_next.store(0, Ordering::Relaxed);
-                head.bin.init();
                 let ring = std::ptr::NonNull::new_unchecked(p.as_ptr().add(RING_OFFSET));
                 failed = SpscRing::init(ring, size - RING_OFFSET, cap).is_err();
             }
@@ -1135,7 +1135,8 @@ impl<T> fmt::Debug for PipeReceiver<T> {
 /// The state of pipe ring object `index` in `seg`, for [`crate::inspect`].
 pub(crate) fn describe(seg: &Segment, index: u32) -> crate::inspect::ObjectState {
     use crate::inspect::ObjectState;
-    match Object::from_index(seg.clone(), index, kind::SPSC_RING, SpscRing::required_size(0))
+    match Object::from_index_as::<PipeHead>(seg.clone(), index)
+        .and_then(|o| o.at_least(RING_OFFSET + SpscRing::required_size(0)))
         .and_then(Channel::from_object)
     {
         Ok(ch) => match ch.ring.used() {

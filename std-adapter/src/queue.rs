@@ -398,24 +398,23 @@ impl Core {
         let ring_size = ring_size.ok_or(Error::Layout("queue too large"))?;
         let size = RING_OFFSET.checked_add(ring_size).ok_or(Error::Layout("queue too large"))?;
         let mut failed = false;
-        let obj = Object::create(seg, name, kind::MPMC_RING, size, |p| {
+        let obj = Object::create_sized::<Extra>(seg, name, size, |extra, p| {
+            extra.unfinished.store(0, Ordering::Relaxed);
+            extra.bulk_next.store(0, Ordering::Relaxed);
+            extra.bin.init();
+            extra.all_done.init();
             // SAFETY: p is OBJECT_ALIGN-aligned with `size` bytes: Extra at 0,
             // the ring at RING_OFFSET (a multiple of 128) with ring_size bytes;
             // nobody else sees it before this returns.
-            unsafe {
-                let extra = &*p.as_ptr().cast::<Extra>();
-                extra.unfinished.store(0, Ordering::Relaxed);
-                extra.bulk_next.store(0, Ordering::Relaxed);
-                extra.bin.init();
-                extra.all_done.init();
-                let base = std::ptr::NonNull::new_unchecked(p.as_ptr().add(RING_OFFSET));
-                if b.slot_ring {
-                    extra.layout.store(LAYOUT_SLOTS, Ordering::Relaxed);
-                    failed = MpmcRing::init(base, ring_size, slots, message_size).is_err();
-                } else {
-                    extra.layout.store(LAYOUT_BYTES, Ordering::Relaxed);
-                    failed = byte_queue::init(base, ring_size, slots, message_size).is_err();
-                }
+            let base = unsafe { std::ptr::NonNull::new_unchecked(p.as_ptr().add(RING_OFFSET)) };
+            if b.slot_ring {
+                extra.layout.store(LAYOUT_SLOTS, Ordering::Relaxed);
+                // SAFETY: as above: ring_size writable bytes at `base`.
+                failed = unsafe { MpmcRing::init(base, ring_size, slots, message_size) }.is_err();
+            } else {
+                extra.layout.store(LAYOUT_BYTES, Ordering::Relaxed);
+                // SAFETY: as above.
+                failed = unsafe { byte_queue::init(base, ring_size, slots, message_size) }.is_err();
             }
         })?;
         if failed {
@@ -1200,6 +1199,7 @@ pub struct QueueBuilder<T> {
     message_size: usize,
     byte_budget: Option<usize>,
     slot_ring: bool,
+    wait_policy: WaitPolicy,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -1210,6 +1210,7 @@ impl<T> Default for QueueBuilder<T> {
             message_size: DEFAULT_MESSAGE_SIZE,
             byte_budget: None,
             slot_ring: false,
+            wait_policy: WaitPolicy::Adaptive,
             _t: PhantomData,
         }
     }
@@ -1229,6 +1230,7 @@ impl<T> fmt::Debug for QueueBuilder<T> {
             .field("message_size", &self.message_size)
             .field("byte_budget", &self.byte_budget)
             .field("slot_ring", &self.slot_ring)
+            .field("wait_policy", &self.wait_policy)
             .finish()
     }
 }
@@ -1326,6 +1328,22 @@ impl<T> QueueBuilder<T> {
         self
     }
 
+    /// How blocked sends and receives wait in this process (and in
+    /// children forked after it); see [`WaitPolicy`] and
+    /// [`Queue::set_wait_policy`]. Other processes that open the queue keep
+    /// their own (adaptive unless they set one).
+    ///
+    /// ```
+    /// use shmproc::WaitPolicy;
+    /// let q = shmproc::Queue::<u64>::builder().wait_policy(WaitPolicy::Sleep).build()?;
+    /// assert_eq!(q.wait_policy(), WaitPolicy::Sleep);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_policy(mut self, policy: WaitPolicy) -> Self {
+        self.wait_policy = policy;
+        self
+    }
+
     fn resolved(mut self) -> Self {
         if self.capacity == usize::MAX {
             return self;
@@ -1348,7 +1366,10 @@ impl<T: Message> QueueBuilder<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn build(self) -> Result<Queue<T>, Error> {
-        Queue::from_core(Core::create(None, "", &self.resolved())?)
+        let policy = self.wait_policy;
+        let q = Queue::from_core(Core::create(None, "", &self.resolved())?)?;
+        q.set_wait_policy(policy);
+        Ok(q)
     }
 
     /// Creates the queue as object `name` of `seg`.
@@ -1362,7 +1383,10 @@ impl<T: Message> QueueBuilder<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn build_in(self, seg: &Segment, name: &str) -> Result<Queue<T>, Error> {
-        Queue::from_core(Core::create(Some(seg), name, &self.resolved())?)
+        let policy = self.wait_policy;
+        let q = Queue::from_core(Core::create(Some(seg), name, &self.resolved())?)?;
+        q.set_wait_policy(policy);
+        Ok(q)
     }
 }
 
@@ -2050,7 +2074,7 @@ impl<T: Message> Queue<T> {
     }
 
     fn from_parts(seg: Segment, index: u32) -> Result<Queue<T>, Error> {
-        let obj = Object::from_index(seg, index, kind::MPMC_RING, RING_OFFSET + 128)?;
+        let obj = Object::from_index_as::<Extra>(seg, index)?.at_least(RING_OFFSET + 128)?;
         Queue::from_core(Core::from_object(obj)?)
     }
 
@@ -2228,7 +2252,7 @@ where
 /// The state of queue object `index` in `seg`, for [`crate::inspect`].
 pub(crate) fn describe(seg: &Segment, index: u32) -> crate::inspect::ObjectState {
     use crate::inspect::ObjectState;
-    let obj = match Object::from_index(seg.clone(), index, kind::MPMC_RING, RING_OFFSET + 128) {
+    let obj = match Object::from_index_as::<Extra>(seg.clone(), index).and_then(|o| o.at_least(RING_OFFSET + 128)) {
         Ok(o) => o,
         Err(e) => return ObjectState::Corrupt(e.to_string()),
     };

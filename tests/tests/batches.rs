@@ -69,7 +69,7 @@ fn batches_stream_a_million_exactly_once_in_order() -> TestResult {
     // Unbounded: batches end at a full ring, the next send links a larger one.
     stream_u64_through(Queue::unbounded()?, 300_000)?;
     // The slot ring sends and takes one by one behind the same calls.
-    stream_u64_through(Queue::<u64>::builder().capacity(64).slot_ring().build::<u64>()?, 100_000)?;
+    stream_u64_through(Queue::<u64>::builder().capacity(64).slot_ring().build()?, 100_000)?;
     Ok(())
 }
 
