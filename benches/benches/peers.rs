@@ -76,6 +76,9 @@ const PIPE_Q1: &str = "pipe queue, 1 write + 1 read/msg";
 const PIPE_Q2: &str = "pipe queue, 2 reads/msg (len, body)";
 const PIPE_QB: &str = "pipe queue, 64 KiB BufReader";
 const RAW: &str = "raw shm u64 ring, busy-poll";
+const IPMPSC: &str = "ipmpsc 0.5";
+const ICEORYX2: &str = "iceoryx2 0.7 (pub-sub + event)";
+const SOCKET_Q: &str = "unix-socket queue, 1 write + 1 read/msg";
 
 fn rate_cell(v: Option<f64>) -> String {
     match v {
@@ -175,6 +178,7 @@ fn fork(f: impl FnOnce() + 'static) -> Process {
 struct Gate {
     ready: Event,
     go: Event,
+    done: Event,
 }
 
 impl Gate {
@@ -182,17 +186,25 @@ impl Gate {
         self.ready.set();
         self.go.wait();
     }
+
+    /// Waits until this process has received everything (for a sender whose
+    /// samples go when it does: iceoryx2's).
+    fn linger(&self) {
+        self.done.wait();
+    }
 }
 
 /// Forks `child` (which calls [`Gate::at_line`] once set up), starts it and
 /// runs `parent`; checks that the child exited cleanly.
 fn cross<R>(child: impl FnOnce(Gate) + 'static, parent: impl FnOnce() -> R) -> R {
-    let gate = Gate { ready: Event::new().expect("event"), go: Event::new().expect("event") };
+    let gate =
+        Gate { ready: Event::new().expect("event"), go: Event::new().expect("event"), done: Event::new().expect("event") };
     let g = gate.clone();
     let mut p = fork(move || child(g));
     gate.ready.wait();
     gate.go.set();
     let r = parent();
+    gate.done.set();
     assert_eq!(p.join().expect("join"), 0, "the bench's child process failed");
     r
 }
@@ -704,6 +716,7 @@ fn x_stream_u64(n: u64) -> Duration {
             for i in 0..n {
                 publisher.send_copy(i).expect("send");
             }
+            g.linger();
         },
         || {
             let t = Instant::now();
@@ -730,6 +743,7 @@ fn x_stream_kib(n: u64) -> Duration {
             for _ in 0..n {
                 publisher.loan_uninit().expect("loan").write_payload([7u8; KIB]).send().expect("send");
             }
+            g.linger();
         },
         || {
             let t = Instant::now();
@@ -800,6 +814,7 @@ fn x_paced(per_s: u64, n: u64) -> (Duration, Duration) {
                 publisher.send_copy(i).expect("send");
                 notifier.notify().expect("notify");
             });
+            g.linger();
         },
         || {
             measure_cpu(|| {
@@ -1139,84 +1154,96 @@ fn main() {
         println!("peers: bench");
         return;
     }
-    // A criterion-style name filter that does not match this bench skips it.
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    if !filters.is_empty() && !filters.iter().any(|f| "peers".contains(f.as_str()) || "scale".contains(f.as_str())) {
-        return;
-    }
+    // Name filters (criterion style): none, or one matching "peers", runs
+    // everything; one matching a row's name (say `ipmpsc`) or "scale" runs
+    // just that; others skip this bench.
+    let filters: Vec<&str> = args.iter().filter(|a| !a.starts_with('-')).map(String::as_str).collect();
+    let all = filters.is_empty() || filters.iter().any(|f| "peers".contains(f));
+    let wanted = |name: &str| all || filters.iter().any(|f| name.contains(f));
     shmproc::init();
     let t0 = Instant::now();
     let mut rows = Vec::new();
     let both = |f: fn(u64, bool) -> Duration| (latency(|h| f(h, true)), latency(|h| f(h, false)));
 
-    let (spin_ns, block_ns) = both(q_pingpong);
-    rows.push(Row {
-        u64_rate: rate(q_stream_u64),
-        kib_rate: rate(q_stream_kib),
-        spin_ns,
-        block_ns,
-        cpu_10k: cpu(10_000, q_paced),
-        cpu_1k: cpu(1_000, q_paced),
-        ..Row::empty(QUEUE)
-    });
-    eprintln!("peers: {QUEUE} done");
-    let (spin_ns, block_ns) = both(p_pingpong);
-    rows.push(Row {
-        u64_rate: rate(|n| p_stream(n, 42u64)),
-        kib_rate: rate(|n| p_stream(n, [7u8; KIB])),
-        spin_ns,
-        block_ns,
-        cpu_10k: cpu(10_000, p_paced),
-        cpu_1k: cpu(1_000, p_paced),
-        ..Row::empty(PIPE)
-    });
-    eprintln!("peers: {PIPE} done");
-    let (spin_ns, block_ns) = both(i_pingpong);
-    rows.push(Row {
-        u64_rate: rate(i_stream_u64),
-        kib_rate: rate(i_stream_kib),
-        spin_ns,
-        block_ns,
-        cpu_10k: cpu(10_000, i_paced),
-        cpu_1k: cpu(1_000, i_paced),
-        ..Row::empty("ipmpsc 0.5")
-    });
-    eprintln!("peers: ipmpsc done");
-    let (spin_ns, block_ns) = both(x_pingpong);
-    rows.push(Row {
-        u64_rate: rate(x_stream_u64),
-        kib_rate: rate(x_stream_kib),
-        spin_ns,
-        block_ns,
-        cpu_10k: cpu(10_000, x_paced),
-        cpu_1k: cpu(1_000, x_paced),
-        ..Row::empty("iceoryx2 0.7 (pub-sub + event)")
-    });
-    eprintln!("peers: iceoryx2 done");
+    if wanted(QUEUE) {
+        let (spin_ns, block_ns) = both(q_pingpong);
+        rows.push(Row {
+            u64_rate: rate(q_stream_u64),
+            kib_rate: rate(q_stream_kib),
+            spin_ns,
+            block_ns,
+            cpu_10k: cpu(10_000, q_paced),
+            cpu_1k: cpu(1_000, q_paced),
+            ..Row::empty(QUEUE)
+        });
+    }
+    if wanted(PIPE) {
+        let (spin_ns, block_ns) = both(p_pingpong);
+        rows.push(Row {
+            u64_rate: rate(|n| p_stream(n, 42u64)),
+            kib_rate: rate(|n| p_stream(n, [7u8; KIB])),
+            spin_ns,
+            block_ns,
+            cpu_10k: cpu(10_000, p_paced),
+            cpu_1k: cpu(1_000, p_paced),
+            ..Row::empty(PIPE)
+        });
+    }
+    if wanted(IPMPSC) {
+        let (spin_ns, block_ns) = both(i_pingpong);
+        rows.push(Row {
+            u64_rate: rate(i_stream_u64),
+            kib_rate: rate(i_stream_kib),
+            spin_ns,
+            block_ns,
+            cpu_10k: cpu(10_000, i_paced),
+            cpu_1k: cpu(1_000, i_paced),
+            ..Row::empty(IPMPSC)
+        });
+    }
+    if wanted(ICEORYX2) {
+        let (spin_ns, block_ns) = both(x_pingpong);
+        rows.push(Row {
+            u64_rate: rate(x_stream_u64),
+            kib_rate: rate(x_stream_kib),
+            spin_ns,
+            block_ns,
+            cpu_10k: cpu(10_000, x_paced),
+            cpu_1k: cpu(1_000, x_paced),
+            ..Row::empty(ICEORYX2)
+        });
+    }
     for (name, framing, socket) in [
         (PIPE_Q1, Framing::OneRead, false),
         (PIPE_Q2, Framing::TwoReads, false),
         (PIPE_QB, Framing::Buffered, false),
-        ("unix-socket queue, 1 write + 1 read/msg", Framing::OneRead, true),
+        (SOCKET_Q, Framing::OneRead, true),
     ] {
-        rows.push(Row {
-            u64_rate: rate(|n| s_stream(n, 8, framing, socket)),
-            kib_rate: rate(|n| s_stream(n, KIB, framing, socket)),
-            block_ns: latency(|h| s_pingpong(h, framing, socket)),
-            cpu_10k: cpu(10_000, |r, n| s_paced(r, n, framing, socket)),
-            cpu_1k: cpu(1_000, |r, n| s_paced(r, n, framing, socket)),
-            ..Row::empty(name)
-        });
-        eprintln!("peers: {name} done");
+        if wanted(name) {
+            rows.push(Row {
+                u64_rate: rate(|n| s_stream(n, 8, framing, socket)),
+                kib_rate: rate(|n| s_stream(n, KIB, framing, socket)),
+                block_ns: latency(|h| s_pingpong(h, framing, socket)),
+                cpu_10k: cpu(10_000, |r, n| s_paced(r, n, framing, socket)),
+                cpu_1k: cpu(1_000, |r, n| s_paced(r, n, framing, socket)),
+                ..Row::empty(name)
+            });
+        }
     }
-    rows.push(Row { u64_rate: rate(raw_stream), ..Row::empty(RAW) });
+    if wanted(RAW) {
+        rows.push(Row { u64_rate: rate(raw_stream), ..Row::empty(RAW) });
+    }
 
     let mut out = render(&rows);
-    out.push_str(&scale());
+    if wanted("scale") {
+        out.push_str(&scale());
+    }
     let _ = writeln!(out, "\n(peers bench: {:.0} s{})", t0.elapsed().as_secs_f64(), if quick() { ", quick" } else { "" });
     print!("{out}");
-    let dir = report_dir();
-    if std::fs::create_dir_all(&dir).is_ok() {
-        let _ = std::fs::write(dir.join("peers.txt"), &out);
+    if all {
+        let dir = report_dir();
+        if std::fs::create_dir_all(&dir).is_ok() {
+            let _ = std::fs::write(dir.join("peers.txt"), &out);
+        }
     }
 }
