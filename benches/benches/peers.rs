@@ -197,8 +197,11 @@ impl Gate {
 /// Forks `child` (which calls [`Gate::at_line`] once set up), starts it and
 /// runs `parent`; checks that the child exited cleanly.
 fn cross<R>(child: impl FnOnce(Gate) + 'static, parent: impl FnOnce() -> R) -> R {
-    let gate =
-        Gate { ready: Event::new().expect("event"), go: Event::new().expect("event"), done: Event::new().expect("event") };
+    let gate = Gate {
+        ready: Event::new().expect("event"),
+        go: Event::new().expect("event"),
+        done: Event::new().expect("event"),
+    };
     let g = gate.clone();
     let mut p = fork(move || child(g));
     gate.ready.wait();
@@ -1238,7 +1241,8 @@ fn main() {
     if wanted("scale") {
         out.push_str(&scale());
     }
-    let _ = writeln!(out, "\n(peers bench: {:.0} s{})", t0.elapsed().as_secs_f64(), if quick() { ", quick" } else { "" });
+    let _ =
+        writeln!(out, "\n(peers bench: {:.0} s{})", t0.elapsed().as_secs_f64(), if quick() { ", quick" } else { "" });
     print!("{out}");
     if all {
         let dir = report_dir();
