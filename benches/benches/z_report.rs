@@ -2,7 +2,9 @@
 //! run (`cargo bench -p shmproc-benches` runs them all, this one last), reads
 //! criterion's estimates and the CPython baseline, prints one table of
 //! shmproc against each baseline with the ratio, and writes
-//! `target/shmproc-bench/report.csv` and `report.svg`.
+//! `target/shmproc-bench/report.csv` and `report.svg`; then prints again the
+//! `peers` bench's ranking table and scale section
+//! (`target/shmproc-bench/peers.txt`), so that the run ends with both.
 
 use std::fmt::Write as _;
 
@@ -175,6 +177,17 @@ fn main() {
     let svg_path = dir.join("report.svg");
     if std::fs::write(&csv_path, csv).is_ok() && std::fs::write(&svg_path, svg(&measured)).is_ok() {
         println!("\nwrote {} and {}", csv_path.display(), svg_path.display());
+    }
+    let peers_path = dir.join("peers.txt");
+    match std::fs::read_to_string(&peers_path) {
+        Ok(peers) => {
+            print!("{peers}");
+            let age = std::fs::metadata(&peers_path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+            if let Some(age) = age {
+                println!("(read from {}, written {} s ago)", peers_path.display(), age.as_secs());
+            }
+        }
+        Err(_) => println!("\n(no peers table: run `cargo bench -p shmproc-benches --bench peers`)"),
     }
 }
 
