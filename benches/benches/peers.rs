@@ -79,6 +79,10 @@ const RAW: &str = "raw shm u64 ring, busy-poll";
 const IPMPSC: &str = "ipmpsc 0.5";
 const ICEORYX2: &str = "iceoryx2 0.7 (pub-sub + event)";
 const SOCKET_Q: &str = "unix-socket queue, 1 write + 1 read/msg";
+const QUEUE_B: &str = "shmproc Queue<u64>, batches of 64";
+const PIPE_B: &str = "shmproc Pipe<u64>, batches of 64";
+const QUEUE_MPMC: &str = "shmproc Queue<u64>, 2 prod x 2 cons";
+const PIPE_Q_MPMC: &str = "pipe queue, 2 writers x 2 readers";
 
 fn rate_cell(v: Option<f64>) -> String {
     match v {
@@ -303,7 +307,7 @@ const CAP: usize = 4096;
 // shmproc.
 
 fn queue_u64() -> Queue<u64> {
-    Queue::<u64>::builder().capacity(CAP).message_size(16).build::<u64>().expect("queue")
+    Queue::<u64>::builder().capacity(CAP).message_size(16).build().expect("queue")
 }
 
 fn q_stream_u64(n: u64) -> Duration {
@@ -328,8 +332,119 @@ fn q_stream_u64(n: u64) -> Duration {
     )
 }
 
+/// `Queue<u64>` in batches of 64 (`send_batch`, `recv_batch`).
+fn q_stream_batches(n: u64) -> Duration {
+    let (tx, rx) = queue_u64().into_split();
+    cross(
+        move |g| {
+            let mut i = 0;
+            let mut batch = Vec::with_capacity(64);
+            g.at_line();
+            while i < n {
+                batch.clear();
+                batch.extend(i..(i + 64).min(n));
+                tx.send_batch(&batch).expect("send");
+                i += batch.len() as u64;
+            }
+        },
+        || {
+            let t = Instant::now();
+            let (mut sum, mut got, mut seen) = (0u64, Vec::with_capacity(64), 0);
+            while seen < n {
+                got.clear();
+                seen += rx.recv_batch(&mut got, 64).expect("recv") as u64;
+                sum = got.iter().fold(sum, |s, v| s.wrapping_add(*v));
+            }
+            let t = t.elapsed();
+            assert_eq!(sum, n * (n - 1) / 2, "messages lost or garbled");
+            t
+        },
+    )
+}
+
+/// `Pipe<u64>` in batches of 64.
+fn p_stream_batches(n: u64) -> Duration {
+    let (tx, rx) = Pipe::<u64>::oneway().expect("pipe");
+    cross(
+        move |g| {
+            let mut i = 0;
+            let mut batch = Vec::with_capacity(64);
+            g.at_line();
+            while i < n {
+                batch.clear();
+                batch.extend(i..(i + 64).min(n));
+                tx.send_batch(&batch).expect("send");
+                i += batch.len() as u64;
+            }
+        },
+        || {
+            let t = Instant::now();
+            let (mut sum, mut got, mut seen) = (0u64, Vec::with_capacity(64), 0);
+            while seen < n {
+                got.clear();
+                seen += rx.recv_batch(&mut got, 64).expect("recv") as u64;
+                sum = got.iter().fold(sum, |s, v| s.wrapping_add(*v));
+            }
+            let t = t.elapsed();
+            assert_eq!(sum, n * (n - 1) / 2, "messages lost or garbled");
+            t
+        },
+    )
+}
+
+/// Two producer processes and two consumer processes on one `Queue<u64>`
+/// (single `send`/`recv`); the time until both consumers have all `n`.
+fn q_mpmc(n: u64) -> Duration {
+    let q = queue_u64();
+    let go = Event::new().expect("event");
+    let total = shmproc::Value::new(0u64).expect("value");
+    let per = n / 2;
+    let producers: Vec<Process> = (0..2u64)
+        .map(|p| {
+            let (tx, go) = (q.sender(), go.clone());
+            fork(move || {
+                go.wait();
+                for i in 0..per {
+                    tx.send(&(p * per + i)).expect("send");
+                }
+            })
+        })
+        .collect();
+    let consumers: Vec<Process> = (0..2)
+        .map(|_| {
+            let (rx, go, total) = (q.receiver(), go.clone(), total.clone());
+            fork(move || {
+                go.wait();
+                let mut sum = 0u64;
+                while let Ok(v) = rx.recv() {
+                    if v == u64::MAX {
+                        break;
+                    }
+                    sum = sum.wrapping_add(v);
+                }
+                *total.lock().expect("total") += sum;
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    go.set();
+    for mut p in producers {
+        p.join().expect("join");
+    }
+    for _ in 0..2 {
+        q.send(&u64::MAX).expect("stop");
+    }
+    for mut c in consumers {
+        c.join().expect("join");
+    }
+    let t = t.elapsed();
+    let (m, want) = (per * 2, (per * 2) * (per * 2 - 1) / 2);
+    assert_eq!(total.get(), want, "messages lost or garbled ({m} sent)");
+    t
+}
+
 fn q_stream_kib(n: u64) -> Duration {
-    let q = Queue::<[u8; KIB]>::builder().capacity(CAP).message_size(KIB).build::<[u8; KIB]>().expect("queue");
+    let q = Queue::<[u8; KIB]>::builder().capacity(CAP).message_size(KIB).build().expect("queue");
     let (tx, rx) = q.into_split();
     cross(
         move |g| {
@@ -904,6 +1019,54 @@ fn stream_pair(socket: bool) -> (File, File) {
     }
 }
 
+/// A pipe queue with two writer and two reader processes on one pipe: each
+/// message a 4-byte length and a `len`-byte body written with one `write`
+/// (atomic: under `PIPE_BUF`) and read with one `read` of the whole frame
+/// (every frame has the same size, so reads never split one). The time until
+/// both readers have all `n`.
+fn s_mpmc(n: u64, len: usize) -> Duration {
+    let (r, w) = pipe();
+    let go = Event::new().expect("event");
+    let per = n / 2;
+    let writers: Vec<Process> = (0..2)
+        .map(|_| {
+            let (mut w, go) = (w.try_clone().expect("dup"), go.clone());
+            fork(move || {
+                let f = frame(&vec![7u8; len]);
+                go.wait();
+                for _ in 0..per {
+                    w.write_all(&f).expect("write");
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<Process> = (0..2)
+        .map(|_| {
+            let (mut r, go) = (r.try_clone().expect("dup"), go.clone());
+            fork(move || {
+                let mut f = vec![0u8; 4 + len];
+                go.wait();
+                // A frame of the same size with length 0 ends a reader.
+                while r.read(&mut f).expect("read") == 4 + len && f[..4] != [0; 4] {}
+            })
+        })
+        .collect();
+    drop(r);
+    let t = Instant::now();
+    go.set();
+    for mut p in writers {
+        p.join().expect("join");
+    }
+    let mut w = w;
+    for _ in 0..2 {
+        w.write_all(&vec![0u8; 4 + len]).expect("stop");
+    }
+    for mut c in readers {
+        c.join().expect("join");
+    }
+    t.elapsed()
+}
+
 fn s_stream(n: u64, len: usize, framing: Framing, socket: bool) -> Duration {
     let (r, mut w) = stream_pair(socket);
     cross(
@@ -1232,6 +1395,18 @@ fn main() {
                 ..Row::empty(name)
             });
         }
+    }
+    if wanted(QUEUE_B) {
+        rows.push(Row { u64_rate: rate(q_stream_batches), ..Row::empty(QUEUE_B) });
+    }
+    if wanted(PIPE_B) {
+        rows.push(Row { u64_rate: rate(p_stream_batches), ..Row::empty(PIPE_B) });
+    }
+    if wanted(QUEUE_MPMC) {
+        rows.push(Row { u64_rate: rate(q_mpmc), ..Row::empty(QUEUE_MPMC) });
+    }
+    if wanted(PIPE_Q_MPMC) {
+        rows.push(Row { u64_rate: rate(|n| s_mpmc(n, 8)), ..Row::empty(PIPE_Q_MPMC) });
     }
     if wanted(RAW) {
         rows.push(Row { u64_rate: rate(raw_stream), ..Row::empty(RAW) });
