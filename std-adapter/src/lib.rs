@@ -302,6 +302,8 @@ pub mod mutex;
 mod object;
 pub mod pipe;
 mod plain;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod pool;
 pub mod process;
 pub mod queue;
