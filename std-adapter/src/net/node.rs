@@ -48,8 +48,7 @@ pub struct NodeBuilder {
 }
 
 impl NodeBuilder {
-    /// Listens on `endpoint` (e.g. `tcp/0.0.0.0:7447`; port 0 picks a free
-    /// port, read back with [`Node::locators`]). May be repeated.
+    /// Listens on `endpoint` (e.g. `tcp/0.0.0.0:7447`). May be repeated.
     pub fn listen(mut self, endpoint: impl Into<String>) -> Self {
         self.listen.push(endpoint.into());
         self
@@ -128,13 +127,6 @@ impl Node {
     #[must_use]
     pub fn prefix(&self) -> &str {
         &self.prefix
-    }
-
-    /// The endpoints this node listens on, as zenoh reports them (with the
-    /// real port when `listen` asked for port 0).
-    #[must_use]
-    pub fn locators(&self) -> Vec<String> {
-        self.session.info().locators().wait().iter().map(ToString::to_string).collect()
     }
 
     /// The key `prefix/kind/name/rest`.

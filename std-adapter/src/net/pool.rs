@@ -149,7 +149,7 @@ impl Registry {
     /// `A` (validated; a bad one fails the task), its result leaves as an
     /// archive of `R`, a panic fails the task with its message. A second
     /// registration under a name replaces the first.
-    pub fn register<A: Message, R: Message>(&mut self, name: &str, f: fn(A) -> R) -> &mut Registry {
+    pub fn register<A: Message + 'static, R: Message + 'static>(&mut self, name: &str, f: fn(A) -> R) -> &mut Registry {
         let run = move |bytes: &[u8]| -> Outcome {
             let arg = match decode_aligned::<A>(bytes) {
                 Ok(a) => a,

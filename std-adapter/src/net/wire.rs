@@ -78,17 +78,6 @@ pub(crate) enum Lane {
     Done = 2,
 }
 
-impl Lane {
-    fn from_byte(b: u8) -> Result<Lane, WireError> {
-        match b {
-            0 => Ok(Lane::Send),
-            1 => Ok(Lane::Recv),
-            2 => Ok(Lane::Done),
-            k => Err(WireError::BadKind(k)),
-        }
-    }
-}
-
 /// A request from a remote handle or a worker to the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Request {
@@ -294,11 +283,6 @@ fn header(bytes: &[u8]) -> Result<(u8, In<'_>), WireError> {
 /// low bits (handle ids are multiples of 4).
 pub(crate) fn lane_client(handle: u64, lane: Lane) -> u64 {
     (handle & !3) | lane as u64
-}
-
-/// The handle and lane of a lane's client id.
-pub(crate) fn split_client(client: u64) -> Result<(u64, Lane), WireError> {
-    Ok((client & !3, Lane::from_byte((client & 3) as u8)?))
 }
 
 impl Request {
