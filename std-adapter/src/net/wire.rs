@@ -498,9 +498,16 @@ mod tests {
                     let _ = Response::decode(&b);
                 }
             }
-            let mut longer = bytes.clone();
+        }
+        for r in requests() {
+            let mut longer = r.encode();
             longer.push(0);
-            assert_eq!(Request::decode(&longer).err().or(Response::decode(&longer).err()), Some(WireError::Trailing));
+            assert_eq!(Request::decode(&longer), Err(WireError::Trailing));
+        }
+        for r in responses() {
+            let mut longer = r.encode();
+            longer.push(0);
+            assert_eq!(Response::decode(&longer), Err(WireError::Trailing));
         }
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         for len in 0..2000usize {
