@@ -30,6 +30,13 @@
 //! }
 //! ```
 //!
+//! ## Across hosts
+//!
+//! With the feature `net`, `shmproc::net` serves the same `Queue`,
+//! `JoinableQueue` and `Pool` to other machines over zenoh (a host keeps
+//! the real queue; remote handles and workers reach it by request/reply);
+//! see that module's docs for the delivery guarantees and the risks.
+//!
 //! ## Python → Rust
 //!
 //! | Python `multiprocessing` | shmproc |
