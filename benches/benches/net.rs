@@ -81,9 +81,11 @@ fn remote(port: u16, tcp_port: u16, results: Results) {
     let mut r = BufReader::new(s.try_clone().expect("clone"));
     let mut w = BufWriter::new(s.try_clone().expect("clone"));
     let mut ack = [0u8; 1];
-    for (name, n, size, buffered) in
-        [("tcp_u64_single", SINGLE, 8, false), ("tcp_u64_batched", BATCHED, 8, true), ("tcp_kib_batched", KIB, 1024, true)]
-    {
+    for (name, n, size, buffered) in [
+        ("tcp_u64_single", SINGLE, 8, false),
+        ("tcp_u64_batched", BATCHED, 8, true),
+        ("tcp_kib_batched", KIB, 1024, true),
+    ] {
         let body = vec![1u8; size];
         let t = Instant::now();
         for _ in 0..n {

@@ -306,11 +306,11 @@ pub mod joinable;
 mod kernel_liveness;
 pub mod message;
 pub mod mutex;
+#[cfg(feature = "net")]
+pub mod net;
 mod object;
 pub mod pipe;
 mod plain;
-#[cfg(feature = "net")]
-pub mod net;
 pub mod pool;
 pub mod process;
 pub mod queue;

@@ -30,7 +30,12 @@ fn remote_node(port: u16, prefix: &str) -> Node {
 }
 
 /// Serves `Queue<u64>` named `q` until `stop` is set.
-fn queue_host(port: u16, prefix: &'static str, capacity: usize, stop: Event) -> Result<Process, Box<dyn std::error::Error>> {
+fn queue_host(
+    port: u16,
+    prefix: &'static str,
+    capacity: usize,
+    stop: Event,
+) -> Result<Process, Box<dyn std::error::Error>> {
     Ok(Process::spawn(move || {
         let node = host_node(port, prefix);
         let _q = Queue::serve(&node, "q", shmproc::Queue::<u64>::bounded(capacity).unwrap()).unwrap();
@@ -163,7 +168,12 @@ fn slow(x: u64) -> u64 {
     x * 2
 }
 
-fn worker_process(port: u16, prefix: &'static str, hang: bool, started: Value<u32>) -> Result<Process, Box<dyn std::error::Error>> {
+fn worker_process(
+    port: u16,
+    prefix: &'static str,
+    hang: bool,
+    started: Value<u32>,
+) -> Result<Process, Box<dyn std::error::Error>> {
     Ok(Process::spawn(move || {
         let _ = HANG.set((hang, started));
         let node = remote_node(port, prefix);

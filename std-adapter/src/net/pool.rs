@@ -391,8 +391,7 @@ impl Pool {
     /// [`NetError::BadName`], [`NetError::Zenoh`].
     pub fn serve(node: &Node, name: &str, delivery: Delivery) -> Result<Pool, NetError> {
         let keys = Keys::new(node, name)?;
-        let shared =
-            Arc::new(Shared { state: Mutex::new(PoolState::default()), changed: Condvar::new(), delivery });
+        let shared = Arc::new(Shared { state: Mutex::new(PoolState::default()), changed: Condvar::new(), delivery });
         let s = shared.clone();
         let workers = node
             .session

@@ -90,9 +90,9 @@ impl<T: Message> Local<T> {
 enum Answer {
     /// The request with this sequence number is being served.
     InProgress,
-    /// Answered with these bytes; `popped` are the messages it handed out
-    /// (receive lane), put back if the receiver dies before acknowledging.
-    Answered { reply: Vec<u8>, popped: Vec<Vec<u8>> },
+    /// Answered with these bytes (for a receive, they hold the messages
+    /// handed out, put back if the receiver dies before acknowledging).
+    Answered { reply: Vec<u8> },
     /// The receiver acknowledged the answer.
     Acked,
 }
@@ -126,12 +126,12 @@ impl<T: Message + 'static> Host<T> {
     fn handle(&self, req: Request) -> Response {
         match req {
             Request::Send { client, seq, wait_ms, items } => {
-                self.once(client, seq, |h| (h.push(&items, Duration::from_millis(wait_ms.into())), Vec::new()))
+                self.once(client, seq, |h| h.push(&items, Duration::from_millis(wait_ms.into())))
             }
             Request::Recv { client, seq, wait_ms, max } => {
                 self.once(client, seq, |h| h.pop(max, Duration::from_millis(wait_ms.into())))
             }
-            Request::TaskDone { client, seq, count } => self.once(client, seq, |h| (h.task_done(count), Vec::new())),
+            Request::TaskDone { client, seq, count } => self.once(client, seq, |h| h.task_done(count)),
             Request::Join { wait_ms } => match &self.local {
                 Local::Joinable(q) => {
                     if q.join_timeout(Duration::from_millis(wait_ms.into())) {
@@ -150,7 +150,7 @@ impl<T: Message + 'static> Host<T> {
 
     /// Runs `work` once per `(client, seq)`: a repeat gets the stored
     /// answer (or `Busy` while the first is still being served).
-    fn once(&self, client: u64, seq: u64, work: impl FnOnce(&Self) -> (Response, Vec<Vec<u8>>)) -> Response {
+    fn once(&self, client: u64, seq: u64, work: impl FnOnce(&Self) -> Response) -> Response {
         {
             let mut records = lock(&self.records);
             let rec = records.entry(client).or_insert(Record { seq: 0, answer: Answer::Acked });
@@ -171,17 +171,21 @@ impl<T: Message + 'static> Host<T> {
             rec.seq = seq;
             rec.answer = Answer::InProgress;
         }
-        let (response, popped) = work(self);
+        let response = work(self);
+        let reply = response.encode();
         let mut records = lock(&self.records);
         match records.get_mut(&client) {
             Some(rec) if rec.seq == seq => {
-                rec.answer = Answer::Answered { reply: response.encode(), popped };
+                rec.answer = Answer::Answered { reply };
             }
             // The handle died (its record was dropped) while this was
             // served: nobody will receive what was popped; put it back.
             _ => {
                 drop(records);
-                self.requeue(popped);
+                if let Response::Messages { items } = response {
+                    self.requeue(items);
+                }
+                return Response::Rejected { reason: "the requesting handle went away".into() };
             }
         }
         response
@@ -211,14 +215,14 @@ impl<T: Message + 'static> Host<T> {
         Response::Accepted { n }
     }
 
-    fn pop(&self, max: u32, wait: Duration) -> (Response, Vec<Vec<u8>>) {
+    fn pop(&self, max: u32, wait: Duration) -> Response {
         let mut items = Vec::new();
         let mut bytes = 0usize;
         let first = match self.local.recv_timeout(wait) {
             Ok(v) => v,
-            Err(RecvTimeoutError::Timeout) => return (Response::NotYet, items),
-            Err(RecvTimeoutError::Disconnected) => return (Response::Closed, items),
-            Err(e) => return (Response::Rejected { reason: e.to_string() }, items),
+            Err(RecvTimeoutError::Timeout) => return Response::NotYet,
+            Err(RecvTimeoutError::Disconnected) => return Response::Closed,
+            Err(e) => return Response::Rejected { reason: e.to_string() },
         };
         let mut next = Some(first);
         while let Some(v) = next.take() {
@@ -229,14 +233,17 @@ impl<T: Message + 'static> Host<T> {
                 }
                 // Not expected (the value was just deserialised); the
                 // message cannot travel and is reported, not dropped
-                // silently.
-                Err(e) => return (Response::Rejected { reason: format!("re-encoding a message: {e}") }, items),
+                // silently (the ones popped before it are put back).
+                Err(e) => {
+                    self.requeue(items);
+                    return Response::Rejected { reason: format!("re-encoding a message: {e}") };
+                }
             }
             if items.len() < max as usize && bytes < MAX_BATCH_BYTES {
                 next = self.local.try_recv().ok();
             }
         }
-        (Response::Messages { items: items.clone() }, items)
+        Response::Messages { items }
     }
 
     fn task_done(&self, count: u32) -> Response {
@@ -270,10 +277,12 @@ impl<T: Message + 'static> Host<T> {
         {
             let mut records = lock(&self.records);
             for lane in [Lane::Send, Lane::Recv, Lane::Done] {
-                if let Some(Record { answer: Answer::Answered { popped, .. }, .. }) =
+                if let Some(Record { answer: Answer::Answered { reply }, .. }) =
                     records.remove(&wire::lane_client(handle, lane))
                 {
-                    back.extend(popped);
+                    if let Ok(Response::Messages { items }) = Response::decode(&reply) {
+                        back.extend(items);
+                    }
                 }
             }
         }
@@ -427,7 +436,8 @@ impl Remote {
         while sent < items.len() {
             let mut end = sent;
             let mut bytes = 0usize;
-            while end < items.len() && end - sent < wire::MAX_BATCH as usize && (end == sent || bytes < MAX_BATCH_BYTES) {
+            while end < items.len() && end - sent < wire::MAX_BATCH as usize && (end == sent || bytes < MAX_BATCH_BYTES)
+            {
                 bytes += items.get(end).map_or(0, Vec::len);
                 end += 1;
             }
@@ -488,7 +498,6 @@ fn slice_until(deadline: Option<Instant>) -> Duration {
         None => SLICE,
     }
 }
-
 
 fn send_call_error(e: CallError) -> SendTimeoutError {
     match e {

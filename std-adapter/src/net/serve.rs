@@ -5,9 +5,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use zenoh::query::{Query, Queryable};
 use zenoh::Wait;
@@ -92,7 +92,7 @@ impl Server {
         let queryable = session
             .declare_queryable(key)
             .callback(move |query| {
-                let class = class_of(&query.payload().map(|p| p.to_bytes().into_owned()).unwrap_or_default());
+                let class = query.payload().map_or(CLASSES - 1, |p| class_of(&p.to_bytes()));
                 if let Some(tx) = txs.get(class) {
                     let _ = tx.send(query);
                 }

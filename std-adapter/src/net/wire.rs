@@ -341,9 +341,7 @@ impl Request {
     pub(crate) fn decode(bytes: &[u8]) -> Result<Request, WireError> {
         let (k, mut r) = header(bytes)?;
         let req = match k {
-            kind::SEND => {
-                Request::Send { client: r.u64()?, seq: r.u64()?, wait_ms: r.u32()?, items: r.items()? }
-            }
+            kind::SEND => Request::Send { client: r.u64()?, seq: r.u64()?, wait_ms: r.u32()?, items: r.items()? },
             kind::RECV => {
                 let (client, seq, wait_ms, max) = (r.u64()?, r.u64()?, r.u32()?, r.u32()?);
                 if max > MAX_BATCH {
@@ -527,10 +525,7 @@ mod tests {
     fn huge_counts_are_refused_before_allocating() {
         let mut b = vec![MAGIC, VERSION, kind::MESSAGES];
         b.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(
-            Response::decode(&b),
-            Err(WireError::TooLong { len: u32::MAX.into(), limit: MAX_BATCH.into() })
-        );
+        assert_eq!(Response::decode(&b), Err(WireError::TooLong { len: u32::MAX.into(), limit: MAX_BATCH.into() }));
         let mut b = vec![MAGIC, VERSION, kind::MESSAGES];
         b.extend_from_slice(&1000u32.to_le_bytes());
         assert_eq!(Response::decode(&b), Err(WireError::Truncated));
