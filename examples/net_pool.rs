@@ -22,7 +22,7 @@ fn square(x: u64) -> u64 {
 }
 
 fn describe(x: u64) -> String {
-    format!("{x} is {}", if x % 2 == 0 { "even" } else { "odd" })
+    format!("{x} is {}", if x & 1 == 1 { "odd" } else { "even" })
 }
 
 fn registry() -> Registry {

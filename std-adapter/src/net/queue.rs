@@ -294,12 +294,7 @@ impl<T: Message + 'static> Host<T> {
     fn requeue(&self, items: Vec<Vec<u8>>) {
         for item in items {
             if let Ok(v) = decode_item::<T>(&item) {
-                loop {
-                    match self.local.send_timeout(&v, SLICE) {
-                        Err(SendTimeoutError::Timeout) => continue,
-                        _ => break,
-                    }
-                }
+                while let Err(SendTimeoutError::Timeout) = self.local.send_timeout(&v, SLICE) {}
             }
         }
     }
