@@ -20,7 +20,7 @@
 //!   departure: a receiver killed there may have had them and they are
 //!   delivered again (at-least-once in that window).
 //! * **Back-pressure.** A remote send into a full queue waits on the host
-//!   (in slices of [`SLICE`](super::link) = 100 ms, asked again until its
+//!   (in slices of 100 ms, asked again until its
 //!   timeout), so a full queue blocks or times out the remote sender; no
 //!   message is dropped under congestion (zenoh's blocking congestion
 //!   control on every request and acknowledgement).
