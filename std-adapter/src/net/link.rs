@@ -111,6 +111,8 @@ impl HostLink {
             .target(QueryTarget::BestMatching)
             .consolidation(ConsolidationMode::None)
             .congestion_control(CongestionControl::Block)
+            // Sent at once, not held back to be batched with others.
+            .express(true)
             .timeout(wait + REPLY_MARGIN)
             .wait()
             .map_err(|e| CallError::Zenoh(e.to_string()))?;
@@ -154,6 +156,7 @@ impl HostLink {
         self.session
             .put(key, req.encode())
             .congestion_control(CongestionControl::Block)
+            .express(true)
             .wait()
             .map_err(|e| CallError::Zenoh(e.to_string()))
     }

@@ -36,8 +36,12 @@
 //!   partition may be queued twice.
 //!
 //! Batches: [`Queue::send_batch`] and [`Queue::recv_batch`] move many
-//! messages per round trip (a round trip costs tens of microseconds on
-//! loopback; the batch calls reach millions of small messages per second).
+//! messages per round trip. Every single call is one round trip (measured
+//! at about 0.3 ms on loopback on a loaded 2-core machine, against 0.01 to
+//! 0.05 ms for a plain TCP queue), so small messages should travel in
+//! batches: 1 M `u64` went producer -> host -> consumer in 1.6 s (release)
+//! in batches of 4096. Numbers: `cargo bench -p shmproc-benches --features
+//! net --bench net`.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -81,7 +81,7 @@ impl Server {
                         };
                         // A requester that went away cannot be answered;
                         // nothing else to do about it here.
-                        let _ = query.reply(query.key_expr().clone(), response.encode()).wait();
+                        let _ = query.reply(query.key_expr().clone(), response.encode()).express(true).wait();
                     })
                     .map_err(|e| NetError::Zenoh { reason: format!("serving thread: {e}") })?;
                 threads.push(t);
