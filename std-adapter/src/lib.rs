@@ -60,6 +60,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## Across hosts
+//!
+//! With the feature `net`, `shmproc::net` serves the same `Queue`,
+//! `JoinableQueue` and `Pool` to other machines over zenoh (a host keeps
+//! the real queue; remote handles and workers reach it by request/reply);
+//! see that module's docs for the delivery guarantees and the risks.
+//!
 //! ## Python → Rust
 //!
 //! | Python `multiprocessing` | shmproc |
@@ -330,6 +337,8 @@ pub mod joinable;
 mod kernel_liveness;
 pub mod message;
 pub mod mutex;
+#[cfg(feature = "net")]
+pub mod net;
 mod object;
 pub mod pipe;
 mod plain;
