@@ -332,9 +332,14 @@ fn q_stream_u64(n: u64) -> Duration {
     )
 }
 
-/// `Queue<u64>` in batches of 64 (`send_batch`, `recv_batch`).
-fn q_stream_batches(n: u64) -> Duration {
-    let (tx, rx) = queue_u64().into_split();
+/// Streams `n` u64s in batches of 64 from a child (`send` takes a batch)
+/// to this process (`recv` appends up to 64 and says how many), checking
+/// the sum.
+fn stream_batches(
+    n: u64,
+    mut send: impl FnMut(&[u64]) + 'static,
+    mut recv: impl FnMut(&mut Vec<u64>) -> usize,
+) -> Duration {
     cross(
         move |g| {
             let mut i = 0;
@@ -343,7 +348,7 @@ fn q_stream_batches(n: u64) -> Duration {
             while i < n {
                 batch.clear();
                 batch.extend(i..(i + 64).min(n));
-                tx.send_batch(&batch).expect("send");
+                send(&batch);
                 i += batch.len() as u64;
             }
         },
@@ -352,7 +357,7 @@ fn q_stream_batches(n: u64) -> Duration {
             let (mut sum, mut got, mut seen) = (0u64, Vec::with_capacity(64), 0);
             while seen < n {
                 got.clear();
-                seen += rx.recv_batch(&mut got, 64).expect("recv") as u64;
+                seen += recv(&mut got) as u64;
                 sum = got.iter().fold(sum, |s, v| s.wrapping_add(*v));
             }
             let t = t.elapsed();
@@ -362,34 +367,16 @@ fn q_stream_batches(n: u64) -> Duration {
     )
 }
 
+/// `Queue<u64>` in batches of 64 (`send_batch`, `recv_batch`).
+fn q_stream_batches(n: u64) -> Duration {
+    let (tx, rx) = queue_u64().into_split();
+    stream_batches(n, move |b| tx.send_batch(b).expect("send"), move |out| rx.recv_batch(out, 64).expect("recv"))
+}
+
 /// `Pipe<u64>` in batches of 64.
 fn p_stream_batches(n: u64) -> Duration {
     let (tx, rx) = Pipe::<u64>::oneway().expect("pipe");
-    cross(
-        move |g| {
-            let mut i = 0;
-            let mut batch = Vec::with_capacity(64);
-            g.at_line();
-            while i < n {
-                batch.clear();
-                batch.extend(i..(i + 64).min(n));
-                tx.send_batch(&batch).expect("send");
-                i += batch.len() as u64;
-            }
-        },
-        || {
-            let t = Instant::now();
-            let (mut sum, mut got, mut seen) = (0u64, Vec::with_capacity(64), 0);
-            while seen < n {
-                got.clear();
-                seen += rx.recv_batch(&mut got, 64).expect("recv") as u64;
-                sum = got.iter().fold(sum, |s, v| s.wrapping_add(*v));
-            }
-            let t = t.elapsed();
-            assert_eq!(sum, n * (n - 1) / 2, "messages lost or garbled");
-            t
-        },
-    )
+    stream_batches(n, move |b| tx.send_batch(b).expect("send"), move |out| rx.recv_batch(out, 64).expect("recv"))
 }
 
 /// Two producer processes and two consumer processes on one `Queue<u64>`

@@ -65,10 +65,14 @@ fn shm_pipe<T: shmproc::Message + Clone + 'static>(iters: u64, msg: T) -> Durati
     t
 }
 
-/// [`shm_spsc`] in batches of `batch`: `send_batch` and `recv_batch`.
-fn shm_spsc_batch(iters: u64, batch: usize) -> Duration {
-    let q = Queue::<u64>::builder().capacity(4096).message_size(16).build().expect("queue");
-    let (tx, rx) = q.into_split();
+/// Times `iters` u64s in batches of `batch` from a child (`send` takes a
+/// batch) to this process (`recv` appends up to the given count).
+fn batches_between(
+    iters: u64,
+    batch: usize,
+    mut send: impl FnMut(&[u64]) + 'static,
+    mut recv: impl FnMut(&mut Vec<u64>, usize) -> usize,
+) -> Duration {
     let go = Event::new().expect("event");
     let g = go.clone();
     let mut child = fork(move || {
@@ -77,7 +81,7 @@ fn shm_spsc_batch(iters: u64, batch: usize) -> Duration {
         let mut left = iters as usize;
         while left > 0 {
             let n = left.min(batch);
-            tx.send_batch(&msgs[..n]).expect("send");
+            send(&msgs[..n]);
             left -= n;
         }
     });
@@ -87,7 +91,7 @@ fn shm_spsc_batch(iters: u64, batch: usize) -> Duration {
     let mut left = iters as usize;
     while left > 0 {
         got.clear();
-        left -= rx.recv_batch(&mut got, batch.min(left)).expect("recv");
+        left -= recv(&mut got, batch.min(left));
         black_box(&got);
     }
     let t = start.elapsed();
@@ -95,33 +99,27 @@ fn shm_spsc_batch(iters: u64, batch: usize) -> Duration {
     t
 }
 
+/// [`shm_spsc`] in batches of `batch`: `send_batch` and `recv_batch`.
+fn shm_spsc_batch(iters: u64, batch: usize) -> Duration {
+    let q = Queue::<u64>::builder().capacity(4096).message_size(16).build().expect("queue");
+    let (tx, rx) = q.into_split();
+    batches_between(
+        iters,
+        batch,
+        move |b| tx.send_batch(b).expect("send"),
+        move |out, max| rx.recv_batch(out, max).expect("recv"),
+    )
+}
+
 /// The same through a one-way `Pipe`.
 fn shm_pipe_batch(iters: u64, batch: usize) -> Duration {
     let (tx, rx) = shmproc::Pipe::<u64>::oneway().expect("pipe");
-    let go = Event::new().expect("event");
-    let g = go.clone();
-    let mut child = fork(move || {
-        let msgs = vec![42u64; batch];
-        g.wait();
-        let mut left = iters as usize;
-        while left > 0 {
-            let n = left.min(batch);
-            tx.send_batch(&msgs[..n]).expect("send");
-            left -= n;
-        }
-    });
-    go.set();
-    let mut got = Vec::with_capacity(batch);
-    let start = Instant::now();
-    let mut left = iters as usize;
-    while left > 0 {
-        got.clear();
-        left -= rx.recv_batch(&mut got, batch.min(left)).expect("recv");
-        black_box(&got);
-    }
-    let t = start.elapsed();
-    child.join().expect("join");
-    t
+    batches_between(
+        iters,
+        batch,
+        move |b| tx.send_batch(b).expect("send"),
+        move |out, max| rx.recv_batch(out, max).expect("recv"),
+    )
 }
 
 fn stream_spsc(iters: u64, payload: &[u8], socket: bool) -> Duration {
