@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use shmproc::net::{Delivery, Node, Pool, Queue, Registry, RemoteTaskError, Worker};
+use shmproc::net::{Delivery, JoinableQueue, NetError, Node, Pool, Queue, Registry, RemoteTaskError, Worker};
 use shmproc::{Event, Process, RecvError, RecvTimeoutError, Value};
 use shmproc_tests::{ensure, eventually, trials, TestResult, HANG_LIMIT};
 use zenoh::Wait;
@@ -354,6 +354,60 @@ fn bad_bytes_on_the_key_space() -> TestResult {
     Ok(())
 }
 
+/// A remote `JoinableQueue`: a remote producer's `join` returns only after
+/// a remote worker marked every item done, and one `task_done` too many is
+/// refused with the local queue's error.
+fn remote_joinable_task_done_and_join() -> TestResult {
+    const N: u64 = 200;
+    let port = free_port()?;
+    let stop = Event::new()?;
+    let s = stop.clone();
+    let mut host = Process::spawn(move || {
+        let node = host_node(port, "tjoin");
+        let _q = JoinableQueue::serve(&node, "q", shmproc::JoinableQueue::<u64>::bounded(16).unwrap()).unwrap();
+        s.wait();
+    })?;
+    let (done, extra) = (Value::new(0u64)?, Value::new(0u32)?);
+    let (d, x) = (done.clone(), extra.clone());
+    let mut worker = Process::spawn(move || {
+        let node = remote_node(port, "tjoin");
+        let q = JoinableQueue::<u64>::connect(&node, "q", HANG_LIMIT).unwrap();
+        let mut sum = 0;
+        for _ in 0..N {
+            sum += q.recv_timeout(HANG_LIMIT).unwrap();
+            // Slow enough that the producer's join really waits.
+            std::thread::sleep(Duration::from_millis(1));
+            // Counted before the call: a `join` that returned before this
+            // item's task_done would see fewer than N.
+            d.set(d.get() + 1);
+            q.task_done().unwrap();
+        }
+        assert_eq!(sum, N * (N - 1) / 2);
+        x.set(match q.task_done() {
+            Err(NetError::TaskDone(_)) => 1,
+            _ => 9,
+        });
+    })?;
+    let joined_after = Value::new(u64::MAX)?;
+    let (j, d) = (joined_after.clone(), done.clone());
+    let mut producer = Process::spawn(move || {
+        let node = remote_node(port, "tjoin");
+        let q = JoinableQueue::<u64>::connect(&node, "q", HANG_LIMIT).unwrap();
+        for i in 0..N {
+            q.send(&i).unwrap();
+        }
+        q.join().unwrap();
+        j.set(d.get());
+    })?;
+    ensure!(producer.join_timeout(HANG_LIMIT * 6)? == Some(0), "producer failed");
+    ensure!(joined_after.get() == N, "join returned after {} of {N} task_done calls", joined_after.get());
+    ensure!(worker.join_timeout(HANG_LIMIT * 6)? == Some(0), "worker failed");
+    ensure!(extra.get() == 1, "an extra task_done was not refused with TaskDone");
+    stop.set();
+    ensure!(host.join_timeout(HANG_LIMIT)? == Some(0), "host failed");
+    Ok(())
+}
+
 fn main() {
     shmproc_tests::run(trials![
         million_messages_exactly_once_over_the_wire,
@@ -361,5 +415,6 @@ fn main() {
         remote_worker_sigkilled_mid_task,
         host_killed_remote_gets_disconnected,
         bad_bytes_on_the_key_space,
+        remote_joinable_task_done_and_join,
     ]);
 }
