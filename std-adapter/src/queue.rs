@@ -809,19 +809,23 @@ impl Core {
         }
     }
 
+    /// What a non-blocking receive that took nothing reports: empty, and
+    /// closed or (looked up now and then) without senders, is
+    /// `Disconnected`, as for a blocking receive; otherwise `Full` (empty).
+    /// Emptiness is checked again after the look, for a message sent just
+    /// before its sender died.
+    fn nothing_taken(&self) -> Failure {
+        if !self.has_message() && (self.is_closed() || self.senders_gone()) && !self.has_message() {
+            Failure::Disconnected
+        } else {
+            Failure::Full
+        }
+    }
+
     #[inline]
     fn try_claim(&self, lock_deadline: Option<Deadline>) -> Result<Claim, Failure> {
         let me = self.me();
-        // Empty, and closed or (looked up now and then) without senders:
-        // disconnected, as for a blocking receive. Emptiness is checked again
-        // after the look, for a message sent just before its sender died.
-        let empty = || {
-            if !self.has_message() && (self.is_closed() || self.senders_gone()) && !self.has_message() {
-                Err(Failure::Disconnected)
-            } else {
-                Err(Failure::Full)
-            }
-        };
+        let empty = || Err(self.nothing_taken());
         match &self.ring {
             Layout::Slots(r) => match r.try_pop(&me) {
                 Ok(c) => Ok(Claim::Slot(c)),
@@ -1004,10 +1008,7 @@ impl Core {
             return Err(e);
         }
         if taken == 0 {
-            if !self.has_message() && (self.is_closed() || self.senders_gone()) && !self.has_message() {
-                return Err(Failure::Disconnected);
-            }
-            return Err(Failure::Full);
+            return Err(self.nothing_taken());
         }
         Ok(out.len() - before)
     }
