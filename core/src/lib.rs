@@ -20,6 +20,7 @@
 //! | [`barrier`] | barrier that breaks on timeout or a dead party |
 //! | [`owner`] | lock owner identities and liveness checks |
 //! | [`spsc`] | single-producer single-consumer byte ring of frames (pipes) |
+//! | [`lanes`] | a queue of several byte rings, one per producer: the claim, scan and wake protocol |
 //! | [`mpmc`] | multi-producer multi-consumer slot ring that survives dead peers (queues) |
 //! | [`notify`] | the rings' blocking layer: futex word + waiter count |
 //! | [`asymmetric_fence`] | free fence for the hot side, `membarrier` for the sleeper |
@@ -47,6 +48,7 @@ pub mod condvar;
 pub mod event;
 pub mod futex;
 pub mod identity;
+pub mod lanes;
 pub mod mpmc;
 pub mod notify;
 pub mod owner;
