@@ -87,6 +87,18 @@
 //! take turns; several consumers that must hold messages in place at once
 //! want the slot ring.
 //!
+//! **Many producers and consumers** want [`QueueBuilder::lanes`]: the queue
+//! is then `n` byte rings side by side, one per producing process (given on
+//! its first send, round robin), and receivers scan the lanes, trying each
+//! lane's receiving side without waiting and staying on one lane for up to
+//! 32 messages in a row. P producers and P consumers then mostly work on
+//! rings of their own instead of taking turns on one, so the throughput
+//! grows with P where the single ring's falls (the README's `mpmc_scaling`
+//! table). What it changes: order is FIFO *per producer* (Python's `Queue`
+//! promises no more: messages of different producers have no order), and
+//! capacity is per lane (a producer waits when its own lane is full). The
+//! protocol is `shmproc_core::lanes`.
+//!
 //! The README's table gives the measured costs of both layouts beside a
 //! pipe-based queue.
 //!
@@ -1481,6 +1493,13 @@ impl<T> QueueBuilder<T> {
     /// whether this process's lane is full). Dead peers are handled per lane
     /// as in the plain byte ring, and `Disconnected` comes once every lane is
     /// drained and no sender is left. Not with [`slot_ring`](Self::slot_ring).
+    ///
+    /// One consequence of per-producer order to keep in mind: a *sentinel*
+    /// (a "stop" message) that one process sends after the producers are
+    /// done travels in that process's lane, so a receiver may get it before
+    /// messages still waiting in other lanes. End receivers with
+    /// `Disconnected` (drop every sending handle) or by counting, as the
+    /// tests and the `mpmc_scaling` bench do.
     ///
     /// ```
     /// let q = shmproc::Queue::<u64>::builder().capacity(4).lanes(8).build()?;
