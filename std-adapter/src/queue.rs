@@ -2465,15 +2465,20 @@ pub(crate) fn describe(seg: &Segment, index: u32) -> crate::inspect::ObjectState
             depth: core.len(),
             capacity: core.capacity(),
             message_size: core.message_size(),
+            lanes: match &core.ring {
+                Layout::Bytes(l) => l.count(),
+                Layout::Slots(_) => 1,
+            },
             closed: core.is_closed(),
             holders: core.participants().snapshot().map(|(id, s, r)| (id, s, r, id.is_alive())).collect(),
             unfinished: core.extra().unfinished.load(Ordering::Acquire),
             sides: match &core.ring {
-                Layout::Bytes(l) => Some({
+                // One pair of sides per lane: shown for a single ring.
+                Layout::Bytes(l) if l.count() == 1 => Some({
                     let (producers, consumers) = l.first().sides();
                     (producers.into(), consumers.into())
                 }),
-                Layout::Slots(_) => None,
+                Layout::Bytes(_) | Layout::Slots(_) => None,
             },
         },
         Err(e) => ObjectState::Corrupt(e.to_string()),
