@@ -14,12 +14,21 @@
 //! M messages in all (`SHMPROC_SCALING_MESSAGES`, default 4,000,000; 200,000
 //! under `SHMPROC_BENCH_QUICK=1` or `--test`), split evenly over the
 //! producers; producer `i` sends `i << 40 | seq` for seq = 0, 1, … with plain
-//! `send`. Each consumer receives with plain `recv` until `Disconnected`
-//! (every producer has dropped its handle and the queue is empty) and checks
+//! `send`, then P end markers (`i << 40 | 2^40 - 1`). Each consumer receives
+//! with plain `recv` until it has taken P end markers, and checks
 //! per-producer FIFO: for each producer, the seqs *it* received strictly
-//! increase. The parent then checks exactly-once (the consumers' counts add
-//! up to M and their sums to the sum of all values sent) and reports M / wall
-//! time, from the start signal to the last consumer's report. A cell is the
+//! increase, and none comes after that producer's end marker. As every
+//! producer's markers follow all its messages (FIFO per producer, in every
+//! layout) and the P consumers stop after P² markers in all, every message is
+//! taken before the last consumer stops. (Not `Disconnected`: a forked
+//! consumer inherits this process's sending handles, and dropping them in the
+//! child races with the parent recording what the child inherited — the
+//! parent's `roles::register_child` sets the child's counts after the child
+//! may already have dropped them — which left a consumer waiting forever in a
+//! trial of this bench.) The parent then checks exactly-once (the consumers'
+//! counts add up to M and their sums to the sum of all values sent) and
+//! reports M / wall time, from the start barrier to the last consumer's
+//! report. A cell is the
 //! median of `SHMPROC_SCALING_REPS` runs (default 3; 1 in quick mode), each
 //! on a fresh queue with fresh processes. A run that stalls (a child that
 //! fails or a run past its time limit) panics with what happened, after
@@ -39,10 +48,8 @@
 //! `target/shmproc-bench/mpmc_scaling.txt`, which `z_report` prints again.
 //! `benches/device_scaling.sh` runs the built binary alone (no cargo).
 
-use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use shmproc::{Barrier, Pool, Process, Queue, Receiver, RecvTimeoutError, Sender};
@@ -53,6 +60,8 @@ const CAP: usize = 1024;
 /// Producer ids live above this bit of a message, sequence numbers below.
 const SEQ_BITS: u32 = 40;
 const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+/// The seq of a producer's end markers (no message carries it: M < 2^40).
+const END: u64 = SEQ_MASK;
 /// How long the start barrier waits for every process of a run (a child
 /// gives up and exits; the parent panics).
 const START_LIMIT: Duration = Duration::from_secs(60);
@@ -129,66 +138,45 @@ impl Drop for Children {
     }
 }
 
-/// The queue handles of one run, made before the first fork. `fork()`
-/// copies every handle the parent holds into the child, where it counts as
-/// held by the child: a consumer holding a copy of a sender would never see
-/// `Disconnected`. So each child takes its own handle from here and drops the
-/// rest first thing, and the parent empties it once every child is forked.
-struct Handles {
-    senders: Vec<Option<Sender<u64>>>,
-    receivers: Vec<Option<Receiver<u64>>>,
-}
-
-type Stash = Rc<RefCell<Handles>>;
-
-fn take_sender(stash: &Stash, i: usize) -> Sender<u64> {
-    let mut h = stash.borrow_mut();
-    let mine = h.senders[i].take().expect("each sender is taken once");
-    h.senders.clear();
-    h.receivers.clear();
-    mine
-}
-
-fn take_receiver(stash: &Stash, i: usize) -> Receiver<u64> {
-    let mut h = stash.borrow_mut();
-    let mine = h.receivers[i].take().expect("each receiver is taken once");
-    h.senders.clear();
-    h.receivers.clear();
-    mine
-}
-
 /// What a consumer received: (messages, wrapping sum, per-producer FIFO
 /// violations).
 type Tally = (u64, u64, u64);
 
-/// Sends `n` messages `id << 40 | seq`.
-fn produce(tx: &Sender<u64>, id: usize, n: u64) {
+/// Sends `n` messages `id << 40 | seq`, then `p` end markers.
+fn produce(tx: &Sender<u64>, id: usize, n: u64, p: usize) {
     let base = (id as u64) << SEQ_BITS;
     for seq in 0..n {
         tx.send(&(base | seq)).expect("producer: send");
     }
+    for _ in 0..p {
+        tx.send(&(base | END)).expect("producer: send an end marker");
+    }
 }
 
-/// Receives until `Disconnected`, checking that the seqs of each of the `p`
-/// producers strictly increase.
+/// Receives until it has taken `p` end markers, checking that the seqs of
+/// each of the `p` producers strictly increase and stop at its end marker.
 fn consume(rx: &Receiver<u64>, p: usize) -> Tally {
-    // The least seq each producer's next message may carry.
+    // The least seq each producer's next message may carry (END once its
+    // end marker came).
     let mut next = vec![0u64; p];
-    let (mut count, mut sum, mut bad) = (0u64, 0u64, 0u64);
-    loop {
-        match rx.recv() {
-            Ok(v) => {
+    let (mut count, mut sum, mut bad, mut ends) = (0u64, 0u64, 0u64, 0usize);
+    while ends < p {
+        let v = rx.recv().unwrap_or_else(|e| panic!("consumer: recv after {count} messages: {e}"));
+        let (seq, slot) = (v & SEQ_MASK, next.get_mut((v >> SEQ_BITS) as usize));
+        match slot {
+            Some(n) if seq == END => {
+                ends += 1;
+                *n = END;
+            }
+            Some(n) if seq >= *n => {
+                *n = seq + 1;
                 count += 1;
                 sum = sum.wrapping_add(v);
-                match next.get_mut((v >> SEQ_BITS) as usize) {
-                    Some(n) if v & SEQ_MASK >= *n => *n = (v & SEQ_MASK) + 1,
-                    _ => bad += 1,
-                }
             }
-            Err(shmproc::RecvError::Disconnected) => return (count, sum, bad),
-            Err(e) => panic!("consumer: recv after {count} messages: {e}"),
+            _ => bad += 1,
         }
     }
+    (count, sum, bad)
 }
 
 /// Messages producer `i` of `p` sends out of `m`.
@@ -236,37 +224,29 @@ impl Layout {
 /// exactly-once and per-producer FIFO.
 fn queue_run(layout: Layout, p: usize, m: u64) -> f64 {
     let what = format!("{layout:?} {p}x{p}, {m} messages");
-    let q = layout.queue(p);
-    let stash: Stash = Rc::new(RefCell::new(Handles {
-        senders: (0..p).map(|_| Some(q.sender())).collect(),
-        receivers: (0..p).map(|_| Some(q.receiver())).collect(),
-    }));
-    drop(q);
+    let (tx, rx) = layout.queue(p).into_split();
     let results = Queue::<Tally>::bounded(p.max(1)).expect("result queue");
     // Every child and this process: the clock starts when all are at the line.
     let start = Barrier::new(2 * p as u32 + 1).expect("barrier");
     let mut kids = Children(Vec::with_capacity(2 * p));
     for i in 0..p {
-        let (stash, start, n) = (stash.clone(), start.clone(), share(m, p, i));
+        let (tx, start, n) = (tx.clone(), start.clone(), share(m, p, i));
         kids.0.push(fork(move || {
-            let tx = take_sender(&stash, i);
             if start.wait_timeout(START_LIMIT).is_ok() {
-                produce(&tx, i, n);
+                produce(&tx, i, n, p);
             }
         }));
     }
-    for i in 0..p {
-        let (stash, start, results) = (stash.clone(), start.clone(), results.clone());
+    for _ in 0..p {
+        let (rx, start, results) = (rx.clone(), start.clone(), results.clone());
         kids.0.push(fork(move || {
-            let rx = take_receiver(&stash, i);
             if start.wait_timeout(START_LIMIT).is_ok() {
                 let tally = consume(&rx, p);
                 results.send(&tally).expect("consumer: report");
             }
         }));
     }
-    // This process holds no handle of the queue from here on.
-    drop(stash);
+    drop((tx, rx));
     // Generous: 60 s, plus 10 µs a message (100 times the slowest rate seen).
     let limit = Duration::from_secs(60) + Duration::from_micros(10 * m);
     if let Err(e) = start.wait_timeout(START_LIMIT) {
@@ -311,9 +291,11 @@ fn queue_table(s: &Settings) -> String {
     for p in s.ps() {
         let mut cells = [0.0; 3];
         for (cell, layout) in cells.iter_mut().zip(Layout::ALL) {
-            *cell = median((0..s.reps).map(|_| queue_run(layout, p, m)).collect());
+            let runs: Vec<f64> = (0..s.reps).map(|_| queue_run(layout, p, m)).collect();
+            let each: Vec<String> = runs.iter().map(|r| rate_cell(*r)).collect();
+            eprintln!("mpmc_scaling: {layout:?} {p} x {p}: {}", each.join(", "));
+            *cell = median(runs);
         }
-        eprintln!("mpmc_scaling: {p} x {p} done");
         rows.push((p, cells));
     }
     // The pipe queue baseline moves an even count (half per writer).
