@@ -14,7 +14,7 @@
 # Environment (optional): SHMPROC_SCALING_MESSAGES (default 4000000),
 # SHMPROC_SCALING_REPS (runs per cell, default 3), SHMPROC_SCALING_MAX_P
 # (cap on P, default the core count), SCALING_TIMEOUT_S (whole-run limit,
-# default 600).
+# default 360).
 set -euo pipefail
 
 bin=${1:?usage: $0 path/to/mpmc_scaling-<hash> (or a directory holding it)}
@@ -37,7 +37,7 @@ fi
 start=$(date +%s)
 status=0
 if command -v timeout > /dev/null; then
-    timeout "${SCALING_TIMEOUT_S:-600}" "$bin" --bench || status=$?
+    timeout "${SCALING_TIMEOUT_S:-360}" "$bin" --bench || status=$?
 else
     "$bin" --bench || status=$?
 fi
