@@ -17,7 +17,7 @@
 //! the re-registration: it then does not count as a holder.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use shmproc_core::participants::{Participants, Presence, Role};
 use shmproc_core::Identity;
@@ -112,9 +112,15 @@ pub(crate) fn snapshot() -> Vec<(usize, Role, u32)> {
     REGISTRY.with(|r| r.iter().map(|e| (e.table, e.role, e.count)).collect())
 }
 
-/// In the parent, right after a fork: records the child as holding the
-/// handles it inherited, before the parent can drop its own copies (the
-/// child does the same, idempotently, in its fork handler).
+/// In the parent, right after a fork whose child could not register its
+/// inherited handles itself ([`reattached`] was false there): records the
+/// child as holding them, before the parent can drop its own copies.
+///
+/// Only then: a child that registered itself may already have dropped some
+/// of those handles, and the parent's absolute counts would bring them back
+/// (the child would count as a sender until it exits, and a receiver
+/// waiting for `Disconnected` would wait for that). `fork_child` learns
+/// which case it is from the child before it returns.
 pub(crate) fn register_child(child: Identity, snap: &[(usize, Role, u32)]) {
     for &(table, role, count) in snap {
         // SAFETY: the table lives in a mapping kept alive by the handle that
@@ -151,10 +157,22 @@ pub(crate) fn while_spawning<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Whether this process, a forked child, registered its inherited handles
+/// itself (see [`reattached`]).
+static REATTACHED: AtomicBool = AtomicBool::new(false);
+
+/// In a freshly forked child: whether [`reattach_in_child`] registered the
+/// inherited handles under the child's identity (false when the registry
+/// was caught mid-update by the fork: then the parent must).
+pub(crate) fn reattached() -> bool {
+    REATTACHED.load(Ordering::Relaxed)
+}
+
 /// In a freshly forked child: register every inherited handle under the
 /// child's identity.
 pub(crate) fn reattach_in_child() {
     PROCESS_PID.store(0, Ordering::Release);
+    REATTACHED.store(false, Ordering::Relaxed);
     if SPAWNING.try_with(Cell::get).unwrap_or(false) {
         return;
     }
@@ -164,6 +182,7 @@ pub(crate) fn reattach_in_child() {
     if !usable {
         return;
     }
+    REATTACHED.store(true, Ordering::Relaxed);
     REGISTRY.with(|r| {
         for e in r.iter() {
             // SAFETY: the table lives in a MAP_SHARED mapping that the handle

@@ -168,6 +168,30 @@ fn killed_producer_gives_disconnected() -> TestResult {
     Ok(())
 }
 
+/// A forked child that drops the sending handle it inherited at once, and
+/// then waits for `Disconnected`, gets it: the parent, registering the child
+/// right after the fork, must not count the handle the child has already
+/// dropped (it used to, when the child was quicker, and the child then
+/// waited for itself forever). Many rounds: the child is sometimes quicker
+/// (a race the old code lost now and then, seen in the `mpmc_scaling` bench).
+fn child_dropping_inherited_sender_at_once_sees_disconnected() -> TestResult {
+    for round in 0..60 {
+        let (tx, rx) = Queue::<u32>::bounded(4)?.into_split();
+        let mut child = Process::spawn(move || {
+            drop(tx);
+            match rx.recv() {
+                Err(RecvError::Disconnected) => 0,
+                _ => 1,
+            }
+        })?;
+        ensure!(
+            child.join_timeout(HANG_LIMIT)? == Some(0),
+            "round {round}: the child waited for its own dropped sender"
+        );
+    }
+    Ok(())
+}
+
 /// `try_recv` also says `Disconnected` once the queue is empty and its only
 /// sender was killed (not just after `close`), in either layout.
 fn try_recv_sees_a_killed_sender() -> TestResult {
@@ -556,5 +580,6 @@ fn main() {
         pipe_duplex_ping_pong_and_poll,
         pipe_oneway_bytes_and_oversize,
         queue_handles_move_into_spawn_mode_children,
+        child_dropping_inherited_sender_at_once_sees_disconnected,
     ]);
 }
