@@ -88,10 +88,11 @@ fn list() -> Result<(), SegmentError> {
     Ok(())
 }
 
-/// Printed under a queue's holders: a forked child is listed with the
-/// handles it inherited, whether it uses them or not.
+/// Printed under a queue's holders: what a forked child's "inherited,
+/// unused" entry means.
 const FORK_NOTE: &str = "note: a process holds the handles it made and, if forked, copies of every handle its parent \
-                         held at the fork, used or not; they count for Disconnected until it drops them or exits";
+                         held at the fork (listed as inherited, unused, until it sends, receives or makes a handle); \
+                         they count for Disconnected until it drops them or exits";
 
 fn inspect(name: &str) -> Result<(), Box<dyn std::error::Error>> {
     let seg = Segment::open_timeout(name, std::time::Duration::from_millis(500)).map_err(|e| match e {

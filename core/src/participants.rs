@@ -101,6 +101,11 @@ struct Entry {
     receivers: AtomicU32,
     /// The pid namespace `pid` belongs to ([`Identity::ns`]; 0: unknown).
     ns: AtomicU32,
+    /// 1 while the counts are handles a forked child inherited and has not
+    /// used since ([`Participants::set`] marks it, [`Participants::attach`]
+    /// and [`Participants::mark_used`] clear it): shown, not judged.
+    inherited: AtomicU32,
+    _pad: AtomicU32,
 }
 
 impl Entry {
@@ -196,6 +201,7 @@ impl Participants {
             e.receivers.store(0, Ordering::Relaxed);
             e.start.store(0, Ordering::Relaxed);
             e.ns.store(0, Ordering::Relaxed);
+            e.inherited.store(0, Ordering::Relaxed);
             e.pid.store(0, Ordering::Release);
         }
     }
@@ -238,6 +244,7 @@ impl Participants {
         }
         if let Some(e) = self.find(me) {
             e.count(role).fetch_add(n, Ordering::Relaxed);
+            e.inherited.store(0, Ordering::Relaxed);
             return true;
         }
         // Claim a free entry; if none, reclaim a dead one and retry once.
@@ -246,6 +253,7 @@ impl Participants {
                 if e.pid.compare_exchange(0, me.id, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                     e.start.store(me.start, Ordering::Relaxed);
                     e.ns.store(me.ns, Ordering::Relaxed);
+                    e.inherited.store(0, Ordering::Relaxed);
                     e.count(role).fetch_add(n, Ordering::Relaxed);
                     return true;
                 }
@@ -259,8 +267,12 @@ impl Participants {
     }
 
     /// Sets process `me`'s count of `role` handles to exactly `n` (claiming
-    /// an entry if needed). Idempotent: used when both a parent and its forked
-    /// child record the handles the child inherited.
+    /// an entry if needed), marked as *inherited* until `me` uses them
+    /// ([`mark_used`](Self::mark_used)) or makes a handle of its own
+    /// ([`attach`](Self::attach)); the mark changes nothing but what
+    /// [`snapshot_marked`](Self::snapshot_marked) shows. Idempotent: used
+    /// when a forked child records the handles it inherited (or its parent,
+    /// for a child that could not).
     ///
     /// ```
     /// use shmproc_core::participants::{Participants, Presence, Role};
@@ -276,18 +288,21 @@ impl Participants {
     pub fn set(&self, me: Identity, role: Role, n: u32, alive: impl Fn(Identity) -> bool) -> bool {
         if let Some(e) = self.find(me) {
             e.count(role).store(n, Ordering::Relaxed);
+            e.inherited.store(1, Ordering::Relaxed);
             return true;
         }
         for round in 0..2 {
             // Re-check: a concurrent `set` for the same process may have won.
             if let Some(e) = self.find(me) {
                 e.count(role).store(n, Ordering::Relaxed);
+                e.inherited.store(1, Ordering::Relaxed);
                 return true;
             }
             for e in &self.entries {
                 if e.pid.compare_exchange(0, me.id, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                     e.start.store(me.start, Ordering::Relaxed);
                     e.ns.store(me.ns, Ordering::Relaxed);
+                    e.inherited.store(1, Ordering::Relaxed);
                     e.count(role).store(n, Ordering::Relaxed);
                     return true;
                 }
@@ -334,7 +349,31 @@ impl Participants {
         {
             e.start.store(0, Ordering::Relaxed);
             e.ns.store(0, Ordering::Relaxed);
+            e.inherited.store(0, Ordering::Relaxed);
             e.pid.store(0, Ordering::Release);
+        }
+    }
+
+    /// Records that process `me` used its handles (a send or a receive):
+    /// they are no longer shown as merely inherited.
+    ///
+    /// ```
+    /// use shmproc_core::participants::{Participants, Role};
+    /// use shmproc_core::Identity;
+    /// // SAFETY: the table is atomics only, valid when zeroed.
+    /// let table: Box<Participants> = Box::new(unsafe { core::mem::zeroed() });
+    /// table.init();
+    /// let me = Identity::current_process();
+    /// table.set(me, Role::Sender, 1, |id: Identity| id.is_alive()); // as a forked child does
+    /// assert_eq!(table.snapshot_marked().collect::<Vec<_>>(), [(me, 1, 0, true)]);
+    /// table.mark_used(me);
+    /// assert_eq!(table.snapshot_marked().collect::<Vec<_>>(), [(me, 1, 0, false)]);
+    /// ```
+    pub fn mark_used(&self, me: Identity) {
+        if let Some(e) = self.find(me) {
+            if e.inherited.load(Ordering::Relaxed) != 0 {
+                e.inherited.store(0, Ordering::Relaxed);
+            }
         }
     }
 
@@ -350,6 +389,7 @@ impl Participants {
                 e.receivers.store(0, Ordering::Relaxed);
                 e.start.store(0, Ordering::Relaxed);
                 e.ns.store(0, Ordering::Relaxed);
+                e.inherited.store(0, Ordering::Relaxed);
                 e.pid.store(0, Ordering::Release);
             }
         }
@@ -423,6 +463,24 @@ impl Participants {
     /// }
     /// ```
     pub fn snapshot(&self) -> impl Iterator<Item = (Identity, u32, u32)> + '_ {
+        self.snapshot_marked().map(|(id, s, r, _)| (id, s, r))
+    }
+
+    /// [`snapshot`](Self::snapshot), each entry with whether its handles
+    /// were inherited by a forked child that has not used them since
+    /// ([`set`](Self::set), [`mark_used`](Self::mark_used)).
+    ///
+    /// ```
+    /// use shmproc_core::participants::{Participants, Role};
+    /// use shmproc_core::Identity;
+    /// // SAFETY: the table is atomics only, valid when zeroed.
+    /// let table: Box<Participants> = Box::new(unsafe { core::mem::zeroed() });
+    /// table.init();
+    /// let me = Identity::current_process();
+    /// table.attach(me, Role::Receiver, 1, |id: Identity| id.is_alive());
+    /// assert_eq!(table.snapshot_marked().collect::<Vec<_>>(), [(me, 0, 1, false)]);
+    /// ```
+    pub fn snapshot_marked(&self) -> impl Iterator<Item = (Identity, u32, u32, bool)> + '_ {
         self.entries.iter().filter_map(|e| {
             let pid = e.pid.load(Ordering::Acquire);
             (pid != 0 && pid != RECLAIMING).then(|| {
@@ -434,6 +492,7 @@ impl Participants {
                     },
                     e.senders.load(Ordering::Relaxed),
                     e.receivers.load(Ordering::Relaxed),
+                    e.inherited.load(Ordering::Relaxed) != 0,
                 )
             })
         })

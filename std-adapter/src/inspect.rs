@@ -14,8 +14,10 @@
 //!   (a `Lock` has no data to repair).
 //! * A queue's holders are the processes that hold handles, by role. A child
 //!   made by `fork()` holds copies of every handle its parent held at the
-//!   fork, whether it ever uses them or not, and is listed with them: they
-//!   count for `Disconnected` until it drops them or exits (see the
+//!   fork; until it sends, receives or makes a handle of its own on the
+//!   queue, it is listed as having *inherited* them, unused
+//!   ([`Holder::inherited_unused`]), not as holding its sides. Either way
+//!   they count for `Disconnected` until it drops them or exits (see the
 //!   [`queue`](crate::queue) module docs).
 //! * A queue's unfinished-task count is that of a `JoinableQueue` (a plain
 //!   `Queue` never counts tasks); it is shown when it is not zero.
@@ -110,9 +112,9 @@ pub enum ObjectState {
         lanes: usize,
         /// Whether it was closed.
         closed: bool,
-        /// `(process, senders, receivers, alive)` holding handles (a forked
-        /// child holds the handles it inherited, used or not).
-        holders: Vec<(Identity, u32, u32, bool)>,
+        /// The processes holding handles (a forked child holds the handles
+        /// it inherited, used or not: see [`Holder::inherited_unused`]).
+        holders: Vec<Holder>,
         /// A `JoinableQueue`'s unfinished tasks (0 for a plain `Queue`).
         unfinished: u64,
         /// Who holds the producing and the consuming side (byte-ring
@@ -176,8 +178,14 @@ impl fmt::Display for ObjectState {
                 if let Some((producers, consumers)) = sides {
                     write!(f, "; producers: {producers}; consumers: {consumers}")?;
                 }
-                for (id, s, r, alive) in holders {
-                    write!(f, "; pid {} holds {s} send/{r} recv ({})", id.id, if *alive { "alive" } else { "dead" })?;
+                for h in holders {
+                    let (pid, s, r) = (h.process.id, h.senders, h.receivers);
+                    let alive = if h.alive { "alive" } else { "dead" };
+                    if h.inherited_unused {
+                        write!(f, "; pid {pid} inherited {s} send/{r} recv, unused ({alive})")?;
+                    } else {
+                        write!(f, "; pid {pid} holds {s} send/{r} recv ({alive})")?;
+                    }
                 }
                 Ok(())
             }
@@ -199,6 +207,33 @@ impl fmt::Display for Waiting {
             n => write!(f, "up to {n} waiting (a counter: waiters killed while waiting stay on it)"),
         }
     }
+}
+
+/// A process holding handles of a queue, as its participants table records
+/// it.
+///
+/// ```
+/// use shmproc::inspect::{inspect, ObjectState};
+/// let seg = shmproc::Segment::anonymous(1 << 20)?;
+/// let q = shmproc::Queue::<u8>::bounded_in(&seg, "q", 4)?;
+/// let ObjectState::Queue { holders, .. } = &inspect(&seg)?.objects[0].state else { panic!("a queue") };
+/// assert_eq!((holders[0].senders, holders[0].receivers, holders[0].alive), (1, 1, true));
+/// assert!(!holders[0].inherited_unused); // made here, not inherited
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holder {
+    /// The process.
+    pub process: Identity,
+    /// Its sending handles (a `Queue` handle is one of each).
+    pub senders: u32,
+    /// Its receiving handles.
+    pub receivers: u32,
+    /// Whether it is alive (judged now).
+    pub alive: bool,
+    /// Whether these are copies a forked child inherited and has not used
+    /// since (no send, receive or handle of its own on the queue yet).
+    pub inherited_unused: bool,
 }
 
 /// Who holds one side (producers or consumers) of a byte-ring queue.

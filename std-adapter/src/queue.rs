@@ -161,7 +161,7 @@ use shmproc_core::region::{align_up, kind, OBJECT_ALIGN};
 use shmproc_core::spsc::frame_span;
 use shmproc_core::Deadline;
 
-use crate::blocking::{receiver_pace, wait, wait_paced, Pacer, WaitPolicy, Waited};
+use crate::blocking::{self, receiver_pace, wait, wait_paced, Pacer, WaitPolicy, Waited};
 
 mod async_ops;
 mod lanes;
@@ -368,6 +368,9 @@ pub(crate) struct Core {
     send_pacer: Pacer,
     /// This process's lane and receive cursor (a queue with lanes).
     place: Place,
+    /// The fork generation (plus one) in which this process last noted a
+    /// use of the queue ([`Core::note_use`]).
+    used_in: AtomicU32,
 }
 
 /// How often a non-blocking receive that finds the queue empty looks for
@@ -406,7 +409,25 @@ impl Core {
     /// segment's file: `kernel_liveness`).
     #[inline]
     fn me(&self) -> Owner {
+        self.note_use();
         self.obj.segment().owner(&thread_id::owner())
+    }
+
+    /// Records, once per process, that this process used the queue (every
+    /// send and receive asks for [`me`](Core::me)): a forked child's
+    /// inherited handles are then no longer shown as unused (`inspect`).
+    #[inline]
+    fn note_use(&self) {
+        let generation = blocking::fork_generation().wrapping_add(1);
+        if self.used_in.load(Ordering::Relaxed) != generation {
+            self.first_use(generation);
+        }
+    }
+
+    #[cold]
+    fn first_use(&self, generation: u32) {
+        self.used_in.store(generation, Ordering::Relaxed);
+        roles::mark_used(self.participants(), self.obj.segment().liveness());
     }
 
     fn create<T>(seg: Option<&Segment>, name: &str, b: &QueueBuilder<T>) -> Result<Core, Error> {
@@ -493,6 +514,7 @@ impl Core {
             recv_pacer: Pacer::default(),
             send_pacer: Pacer::default(),
             place: Place::new(),
+            used_in: AtomicU32::new(0),
         })
     }
 
@@ -2470,7 +2492,17 @@ pub(crate) fn describe(seg: &Segment, index: u32) -> crate::inspect::ObjectState
                 Layout::Slots(_) => 1,
             },
             closed: core.is_closed(),
-            holders: core.participants().snapshot().map(|(id, s, r)| (id, s, r, id.is_alive())).collect(),
+            holders: core
+                .participants()
+                .snapshot_marked()
+                .map(|(id, senders, receivers, inherited_unused)| crate::inspect::Holder {
+                    process: id,
+                    senders,
+                    receivers,
+                    alive: id.is_alive(),
+                    inherited_unused,
+                })
+                .collect(),
             unfinished: core.extra().unfinished.load(Ordering::Acquire),
             sides: match &core.ring {
                 // One pair of sides per lane: shown for a single ring.

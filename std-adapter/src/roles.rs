@@ -75,6 +75,12 @@ fn me_in(live: &FileLiveness) -> Identity {
     Identity { id: me.id | live.process_flag(), ..me }
 }
 
+/// Records that this process used its handles on `table` (see
+/// `Participants::mark_used`).
+pub(crate) fn mark_used(table: &Participants, live: &FileLiveness) {
+    table.mark_used(me_in(live));
+}
+
 /// Whether a live process holds a handle of `role` on `table` (judged with
 /// the kernel's records of the object's file, `live`, where `/proc` cannot
 /// tell).

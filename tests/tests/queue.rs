@@ -192,6 +192,44 @@ fn child_dropping_inherited_sender_at_once_sees_disconnected() -> TestResult {
     Ok(())
 }
 
+/// `inspect` (and the CLI) lists a forked child that never used a queue as
+/// having inherited its handles, unused, not as holding its sides; once the
+/// child sends, it is listed as holding them.
+fn forked_child_listed_as_inherited_until_it_uses_the_queue() -> TestResult {
+    use shmproc::inspect::{inspect, ObjectState};
+    let seg = shmproc::Segment::anonymous(1 << 20)?;
+    let q = Queue::<u32>::bounded_in(&seg, "q", 4)?;
+    let go = shmproc::Event::new_in(&seg, "go")?;
+    let mut child = Process::spawn({
+        let (q, go) = (q.clone(), go.clone());
+        move || -> () {
+            go.wait();
+            q.send(&7).unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+        }
+    })?;
+    let child_entry = |seg: &shmproc::Segment| -> Result<Option<shmproc::inspect::Holder>, Box<dyn std::error::Error>> {
+        let report = inspect(seg)?;
+        let Some(ObjectState::Queue { holders, .. }) =
+            report.objects.iter().find(|o| o.name == "q").map(|o| o.state.clone())
+        else {
+            return Err("no queue in the report".into());
+        };
+        Ok(holders.into_iter().find(|h| h.process.id == child.pid()))
+    };
+    let before = child_entry(&seg)?.ok_or("the child is not listed")?;
+    ensure!(before.inherited_unused && before.senders >= 1, "before any use: {before:?}");
+    let text = format!("{}", inspect(&seg)?.objects.iter().find(|o| o.name == "q").ok_or("no q")?.state);
+    ensure!(text.contains(&format!("pid {} inherited", child.pid())), "shown as: {text}");
+    go.set();
+    ensure!(q.recv_timeout(HANG_LIMIT)? == 7);
+    let after = child_entry(&seg)?.ok_or("the child is no longer listed")?;
+    ensure!(!after.inherited_unused, "after its send: {after:?}");
+    child.kill()?;
+    child.join()?;
+    Ok(())
+}
+
 /// `try_recv` also says `Disconnected` once the queue is empty and its only
 /// sender was killed (not just after `close`), in either layout.
 fn try_recv_sees_a_killed_sender() -> TestResult {
@@ -581,5 +619,6 @@ fn main() {
         pipe_oneway_bytes_and_oversize,
         queue_handles_move_into_spawn_mode_children,
         child_dropping_inherited_sender_at_once_sees_disconnected,
+        forked_child_listed_as_inherited_until_it_uses_the_queue,
     ]);
 }

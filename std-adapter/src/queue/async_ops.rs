@@ -20,7 +20,6 @@ use super::{Core, Layout, Message, RecvError, SendError};
 use crate::async_wait::NotifierWait;
 use crate::blocking::{receiver_pace, LOOK_STREAMING};
 use crate::channel_error::Failure;
-use crate::thread_id;
 
 /// A slot-ring position that has not moved, and since when (see
 /// `blocking::wait`).
@@ -48,7 +47,7 @@ fn attempt_recv<T: Message>(core: &Core) -> Result<T, Failure> {
     let Layout::Bytes(l) = &core.ring else {
         return core.try_recv();
     };
-    let me = thread_id::owner();
+    let me = core.me();
     if let Some((v, block)) = core.take_now::<T>(l, &me, Some(Deadline::EXPIRED))? {
         core.after_release(block);
         return v;
