@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shmproc::{Event, Pipe, Process, Queue, TryRecvError};
-use shmproc_benches::{pipe, report_dir};
+use shmproc_benches::{fork, frame, median, pipe, pipe_queue_mpmc, quick, report_dir};
 
 // ---------------------------------------------------------------------------
 // The table.
@@ -161,20 +161,6 @@ fn render(rows: &[Row]) -> String {
 
 // ---------------------------------------------------------------------------
 // Measurement scaffolding.
-
-/// Whether `SHMPROC_BENCH_QUICK` asks for a smoke run.
-fn quick() -> bool {
-    std::env::var_os("SHMPROC_BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0")
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn fork(f: impl FnOnce() + 'static) -> Process {
-    Process::builder().allow_threaded_fork(true).spawn(f).expect("fork")
-}
 
 /// A child's start line: the child sets `ready` when its endpoints exist and
 /// waits for `go`.
@@ -989,12 +975,6 @@ impl FrameRx {
     }
 }
 
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut f = (payload.len() as u32).to_le_bytes().to_vec();
-    f.extend_from_slice(payload);
-    f
-}
-
 /// A connected (reader, writer) pair: a pipe, or the two ends of a unix
 /// socket pair.
 fn stream_pair(socket: bool) -> (File, File) {
@@ -1004,54 +984,6 @@ fn stream_pair(socket: bool) -> (File, File) {
     } else {
         pipe()
     }
-}
-
-/// A pipe queue with two writer and two reader processes on one pipe: each
-/// message a 4-byte length and a `len`-byte body written with one `write`
-/// (atomic: under `PIPE_BUF`) and read with one `read` of the whole frame
-/// (every frame has the same size, so reads never split one). The time until
-/// both readers have all `n`.
-fn s_mpmc(n: u64, len: usize) -> Duration {
-    let (r, w) = pipe();
-    let go = Event::new().expect("event");
-    let per = n / 2;
-    let writers: Vec<Process> = (0..2)
-        .map(|_| {
-            let (mut w, go) = (w.try_clone().expect("dup"), go.clone());
-            fork(move || {
-                let f = frame(&vec![7u8; len]);
-                go.wait();
-                for _ in 0..per {
-                    w.write_all(&f).expect("write");
-                }
-            })
-        })
-        .collect();
-    let readers: Vec<Process> = (0..2)
-        .map(|_| {
-            let (mut r, go) = (r.try_clone().expect("dup"), go.clone());
-            fork(move || {
-                let mut f = vec![0u8; 4 + len];
-                go.wait();
-                // A frame of the same size with length 0 ends a reader.
-                while r.read(&mut f).expect("read") == 4 + len && f[..4] != [0; 4] {}
-            })
-        })
-        .collect();
-    drop(r);
-    let t = Instant::now();
-    go.set();
-    for mut p in writers {
-        p.join().expect("join");
-    }
-    let mut w = w;
-    for _ in 0..2 {
-        w.write_all(&vec![0u8; 4 + len]).expect("stop");
-    }
-    for mut c in readers {
-        c.join().expect("join");
-    }
-    t.elapsed()
 }
 
 fn s_stream(n: u64, len: usize, framing: Framing, socket: bool) -> Duration {
@@ -1393,7 +1325,7 @@ fn main() {
         rows.push(Row { u64_rate: rate(q_mpmc), ..Row::empty(QUEUE_MPMC) });
     }
     if wanted(PIPE_Q_MPMC) {
-        rows.push(Row { u64_rate: rate(|n| s_mpmc(n, 8)), ..Row::empty(PIPE_Q_MPMC) });
+        rows.push(Row { u64_rate: rate(|n| pipe_queue_mpmc(n, 8)), ..Row::empty(PIPE_Q_MPMC) });
     }
     if wanted(RAW) {
         rows.push(Row { u64_rate: rate(raw_stream), ..Row::empty(RAW) });

@@ -4,7 +4,8 @@
 //! shmproc against each baseline with the ratio, and writes
 //! `target/shmproc-bench/report.csv` and `report.svg`; then prints again the
 //! `peers` bench's ranking table and scale section
-//! (`target/shmproc-bench/peers.txt`), so that the run ends with both.
+//! (`target/shmproc-bench/peers.txt`) and the `mpmc_scaling` bench's tables
+//! (`target/shmproc-bench/mpmc_scaling.txt`), so that the run ends with all.
 
 use std::fmt::Write as _;
 
@@ -188,6 +189,14 @@ fn main() {
             }
         }
         Err(_) => println!("\n(no peers table: run `cargo bench -p shmproc-benches --bench peers`)"),
+    }
+    let scaling_path = dir.join("mpmc_scaling.txt");
+    match std::fs::read_to_string(&scaling_path) {
+        Ok(t) => {
+            print!("{t}");
+            println!("(read from {})", scaling_path.display());
+        }
+        Err(_) => println!("\n(no scaling tables: run `cargo bench -p shmproc-benches --bench mpmc_scaling`)"),
     }
 }
 

@@ -8,6 +8,28 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use shmproc::{Event, Process};
+
+/// Whether `SHMPROC_BENCH_QUICK` asks for a smoke run.
+#[must_use]
+pub fn quick() -> bool {
+    std::env::var_os("SHMPROC_BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The median of a non-empty sample.
+#[must_use]
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Forks a child process running `f` (the benches' processes may hold
+/// helper threads, hence `allow_threaded_fork`).
+pub fn fork(f: impl FnOnce() + 'static) -> Process {
+    Process::builder().allow_threaded_fork(true).spawn(f).expect("fork")
+}
 
 /// A pipe as two files (read end, write end).
 pub fn pipe() -> (fs::File, fs::File) {
@@ -62,6 +84,63 @@ pub fn report(title: &str, rows: &[(&str, &str, &str)]) {
             _ => println!("{group:<28} {ours:<22} (not measured in this run)"),
         }
     }
+}
+
+/// `payload` framed the way the pipe queues send it: a 4-byte little-endian
+/// length, then the bytes.
+#[must_use]
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_le_bytes().to_vec();
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A pipe queue with two writer and two reader processes on one pipe: each
+/// message a 4-byte length and a `len`-byte body written with one `write`
+/// (atomic: under `PIPE_BUF`) and read with one `read` of the whole frame
+/// (every frame has the same size, so reads never split one). The time until
+/// both readers have all `n` (rounded down to even: `n / 2` per writer).
+pub fn pipe_queue_mpmc(n: u64, len: usize) -> Duration {
+    let (r, w) = pipe();
+    let go = Event::new().expect("event");
+    let per = n / 2;
+    let writers: Vec<Process> = (0..2)
+        .map(|_| {
+            let (mut w, go) = (w.try_clone().expect("dup"), go.clone());
+            fork(move || {
+                let f = frame(&vec![7u8; len]);
+                go.wait();
+                for _ in 0..per {
+                    w.write_all(&f).expect("write");
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<Process> = (0..2)
+        .map(|_| {
+            let (mut r, go) = (r.try_clone().expect("dup"), go.clone());
+            fork(move || {
+                let mut f = vec![0u8; 4 + len];
+                go.wait();
+                // A frame of the same size with length 0 ends a reader.
+                while r.read(&mut f).expect("read") == 4 + len && f[..4] != [0; 4] {}
+            })
+        })
+        .collect();
+    drop(r);
+    let t = Instant::now();
+    go.set();
+    for mut p in writers {
+        p.join().expect("join");
+    }
+    let mut w = w;
+    for _ in 0..2 {
+        w.write_all(&vec![0u8; 4 + len]).expect("stop");
+    }
+    for mut c in readers {
+        c.join().expect("join");
+    }
+    t.elapsed()
 }
 
 /// A message queue over a byte stream (a pipe or a unix socket), the way a

@@ -73,7 +73,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPROC1");
 /// is [`HOME`](crate::raw_mutex::HOME); MPMC slot heads record their
 /// claimer (48 bytes); the robust semaphore's holder table; the biased lock
 /// records its holder's namespace.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Alignment of the header, the directory and every object (two cache lines:
 /// adjacent-line prefetch makes 64 too small to avoid false sharing).
 ///

@@ -163,6 +163,12 @@ pub(crate) fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
+/// This process's fork generation (0 in a process that was not forked).
+#[inline]
+pub(crate) fn fork_generation() -> u32 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
 const STANDING: u64 = 1 << 31;
 const COVERED: u64 = STANDING - 1;
 

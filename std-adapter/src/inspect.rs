@@ -105,6 +105,9 @@ pub enum ObjectState {
         capacity: usize,
         /// Largest message in bytes.
         message_size: usize,
+        /// How many lanes (rings, one per producing process) it has: 1 for
+        /// the plain byte ring and the slot ring.
+        lanes: usize,
         /// Whether it was closed.
         closed: bool,
         /// `(process, senders, receivers, alive)` holding handles (a forked
@@ -113,7 +116,8 @@ pub enum ObjectState {
         /// A `JoinableQueue`'s unfinished tasks (0 for a plain `Queue`).
         unfinished: u64,
         /// Who holds the producing and the consuming side (byte-ring
-        /// queues; `None` for the slot ring, which has no side locks).
+        /// queues of one lane; `None` for the slot ring, which has no side
+        /// locks, and for lanes, which have a pair each).
         sides: Option<(SideState, SideState)>,
     },
     /// One direction of a pipe.
@@ -159,10 +163,11 @@ impl fmt::Display for ObjectState {
             ObjectState::Barrier { parties, waiting, broken } => {
                 write!(f, "{waiting}/{parties} waiting{}", if *broken { ", BROKEN" } else { "" })
             }
-            ObjectState::Queue { depth, capacity, message_size, closed, holders, sides, unfinished } => {
+            ObjectState::Queue { depth, capacity, message_size, lanes, closed, holders, sides, unfinished } => {
                 write!(
                     f,
-                    "{depth}/{capacity} messages of up to {message_size} bytes{}",
+                    "{depth}/{capacity} messages of up to {message_size} bytes{}{}",
+                    if *lanes > 1 { format!(" in {lanes} lanes") } else { String::new() },
                     if *closed { ", closed" } else { "" }
                 )?;
                 if *unfinished != 0 {

@@ -97,6 +97,7 @@
 //! | `q.get()` / `get(block=False)` / `get(timeout=t)` / `get_nowait` | [`Queue::recv`] / [`Queue::try_recv`] / [`Queue::recv_timeout`]; in place: [`Queue::recv_ref`] |
 //! | a loop of `put`s / `get`s (no Python counterpart) | batches: [`Queue::send_batch`] / [`Queue::send_iter`], [`Queue::recv_batch`] / [`Queue::drain`] / [`Queue::try_iter`] (also on pipes); how a blocked call waits: [`WaitPolicy`] |
 //! | `q.qsize()`, `q.empty()`, `q.full()`, `q.close()` | [`Queue::len`], [`Queue::is_empty`], [`Queue::is_full`], [`Queue::close`] |
+//! | many processes `put` and `get` on one `Queue` (FIFO per producer) | the same calls on a queue with lanes, one ring per producer: [`QueueBuilder::lanes`]`(n)` |
 //! | `queue.Full` / `queue.Empty` | [`TrySendError::Full`] / [`TryRecvError::Empty`] |
 //! | `JoinableQueue(maxsize)`: `task_done`, `join` | [`JoinableQueue::bounded`]: [`JoinableQueue::task_done`], [`JoinableQueue::join`] |
 //! | pickling | rkyv, re-exported as [`rkyv`]: derive `Archive, Serialize, Deserialize` (see [`Message`]) |

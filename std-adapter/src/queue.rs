@@ -87,6 +87,18 @@
 //! take turns; several consumers that must hold messages in place at once
 //! want the slot ring.
 //!
+//! **Many producers and consumers** want [`QueueBuilder::lanes`]: the queue
+//! is then `n` byte rings side by side, one per producing process (given on
+//! its first send, round robin), and receivers scan the lanes, trying each
+//! lane's receiving side without waiting and staying on one lane for up to
+//! 32 messages in a row. P producers and P consumers then mostly work on
+//! rings of their own instead of taking turns on one, so the throughput
+//! grows with P where the single ring's falls (the README's `mpmc_scaling`
+//! table). What it changes: order is FIFO *per producer* (Python's `Queue`
+//! promises no more: messages of different producers have no order), and
+//! capacity is per lane (a producer waits when its own lane is full). The
+//! protocol is `shmproc_core::lanes`.
+//!
 //! The README's table gives the measured costs of both layouts beside a
 //! pipe-based queue.
 //!
@@ -145,13 +157,14 @@ use shmproc_core::mpmc::{stride, Claimed, MpmcError, MpmcRing};
 use shmproc_core::notify::Notifier;
 use shmproc_core::owner::Owner;
 use shmproc_core::participants::{Participants, Presence, Role};
-use shmproc_core::region::{kind, OBJECT_ALIGN};
+use shmproc_core::region::{align_up, kind, OBJECT_ALIGN};
 use shmproc_core::spsc::frame_span;
 use shmproc_core::Deadline;
 
 use crate::blocking::{receiver_pace, wait, wait_paced, Pacer, WaitPolicy, Waited};
 
 mod async_ops;
+mod lanes;
 use crate::blocks::{Bin, Blocks};
 use crate::borrows::RingBorrow;
 use crate::bulk::{BlockRef, Descriptor, Window, DESCRIPTOR_LEN, KIND_BLOCK, KIND_INLINE};
@@ -159,6 +172,7 @@ use crate::ring_chain::QueueStore;
 #[cfg(feature = "stream")]
 pub use async_ops::RecvStream;
 pub use async_ops::{RecvFuture, SendFuture};
+use lanes::{Lanes, Place};
 use shmproc_core::peer_bytes::PeerBytes;
 
 /// The default layout: the byte ring of `shmproc_core::byte_queue` with
@@ -196,6 +210,10 @@ pub(crate) struct Extra {
     pub(crate) unfinished: AtomicU64,
     pub(crate) all_done: Notifier,
     layout: AtomicU32,
+    /// How many lanes a byte-layout queue has (see `lanes.rs`).
+    lanes: AtomicU32,
+    /// The lane tickets handed to producing processes.
+    tickets: AtomicU32,
     /// The bump counter of out-of-line blocks (see `bulk.rs`).
     bulk_next: AtomicU64,
     /// Blocks kept for reuse (see `blocks.rs`).
@@ -264,35 +282,37 @@ impl SharedRing for MpmcRing {
     }
 }
 
-impl SharedRing for ByteRing {
+/// The queue-wide parts of lanes are lane 0's (see `lanes.rs`); `not_full`
+/// is lane 0's too, and `Core` picks the sender's own lane where it matters.
+impl SharedRing for Lanes {
     fn participants(&self) -> &Participants {
-        ByteRing::participants(self)
+        self.first().participants()
     }
     fn not_empty(&self) -> &Notifier {
-        ByteRing::not_empty(self)
+        self.first().not_empty()
     }
     fn not_full(&self) -> &Notifier {
-        ByteRing::not_full(self)
+        self.first().not_full()
     }
     fn len(&self) -> usize {
-        ByteRing::len(self)
+        Lanes::len(self)
     }
     fn capacity(&self) -> usize {
-        ByteRing::capacity(self)
+        Lanes::capacity(self)
     }
     fn message_size(&self) -> usize {
-        ByteRing::message_size(self)
+        self.first().message_size()
     }
     fn close(&self) {
-        ByteRing::close(self);
+        Lanes::close(self);
     }
     #[inline]
     fn is_closed(&self) -> bool {
-        ByteRing::is_closed(self)
+        self.first().is_closed()
     }
     #[inline]
     fn has_message(&self) -> bool {
-        ByteRing::has_message(self)
+        Lanes::has_message(self)
     }
 }
 
@@ -313,15 +333,17 @@ macro_rules! on_layout {
 pub(crate) enum Layout {
     /// Vyukov's slot ring: several `RecvRef`s at once.
     Slots(MpmcRing),
-    /// The byte ring with biased side locks: the fast default.
-    Bytes(ByteRing),
+    /// The byte ring with biased side locks: the fast default; or several,
+    /// one lane per producing process ([`QueueBuilder::lanes`]).
+    Bytes(Lanes),
 }
 
 /// A message taken by a receiver, not yet released.
 #[derive(Debug)]
 pub(crate) enum Claim {
     Slot(Claimed),
-    Frame(ByteClaim),
+    /// A frame of the lane it names.
+    Frame(usize, ByteClaim),
 }
 
 /// The mapped queue: object + validated ring. Shared by every handle of a
@@ -344,6 +366,8 @@ pub(crate) struct Core {
     recv_pacer: Pacer,
     /// How this process's senders wait for room.
     send_pacer: Pacer,
+    /// This process's lane and receive cursor (a queue with lanes).
+    place: Place,
 }
 
 /// How often a non-blocking receive that finds the queue empty looks for
@@ -358,6 +382,10 @@ enum Attempt {
     /// Nothing published; the message goes out of line (its size, when known).
     OutOfLine(Option<usize>),
 }
+
+/// A message read out of the ring (or its failure), with the out-of-line
+/// block to recycle once its frame is released.
+type Read<T> = (Result<T, Failure>, Option<Descriptor>);
 
 /// An rkyv failure while sending.
 #[cold]
@@ -390,12 +418,20 @@ impl Core {
         if slots == usize::MAX && b.slot_ring {
             return Err(Error::Layout("a slot-ring queue is bounded"));
         }
-        let ring_size = if b.slot_ring {
+        if b.slot_ring && b.lanes > 1 {
+            return Err(Error::Layout("a slot-ring queue has no lanes"));
+        }
+        if b.lanes == 0 || b.lanes > shmproc_core::lanes::MAX_LANES {
+            return Err(Error::Layout("a queue has 1 to 64 lanes"));
+        }
+        let lanes = if b.slot_ring { 1 } else { b.lanes };
+        let lane_size = if b.slot_ring {
             MpmcRing::required_size(slots, message_size)
         } else {
-            byte_queue::required_size(slots, message_size)
+            byte_queue::required_size(slots, message_size).and_then(|n| align_up(n, OBJECT_ALIGN))
         };
-        let ring_size = ring_size.ok_or(Error::Layout("queue too large"))?;
+        let lane_size = lane_size.ok_or(Error::Layout("queue too large"))?;
+        let ring_size = lane_size.checked_mul(lanes).ok_or(Error::Layout("queue too large"))?;
         let size = RING_OFFSET.checked_add(ring_size).ok_or(Error::Layout("queue too large"))?;
         let mut failed = false;
         let obj = Object::create_sized::<Extra>(seg, name, size, |extra, p| {
@@ -403,6 +439,8 @@ impl Core {
             extra.bulk_next.store(0, Ordering::Relaxed);
             extra.bin.init();
             extra.all_done.init();
+            extra.lanes.store(lanes as u32, Ordering::Relaxed);
+            extra.tickets.store(0, Ordering::Relaxed);
             // SAFETY: p is OBJECT_ALIGN-aligned with `size` bytes: Extra at 0,
             // the ring at RING_OFFSET (a multiple of 128) with ring_size bytes;
             // nobody else sees it before this returns.
@@ -413,8 +451,13 @@ impl Core {
                 failed = unsafe { MpmcRing::init(base, ring_size, slots, message_size) }.is_err();
             } else {
                 extra.layout.store(LAYOUT_BYTES, Ordering::Relaxed);
-                // SAFETY: as above.
-                failed = unsafe { byte_queue::init(base, ring_size, slots, message_size) }.is_err();
+                for lane in 0..lanes {
+                    // SAFETY: as above: lane `lane` has lane_size bytes at
+                    // base + lane × lane_size, inside the ring's ring_size.
+                    let at = unsafe { std::ptr::NonNull::new_unchecked(base.as_ptr().add(lane * lane_size)) };
+                    // SAFETY: as above.
+                    failed |= unsafe { byte_queue::init(at, lane_size, slots, message_size) }.is_err();
+                }
             }
         })?;
         if failed {
@@ -434,20 +477,7 @@ impl Core {
                 let r = unsafe { MpmcRing::attach(base, len) };
                 Layout::Slots(r.map_err(|_| Error::Layout("corrupt queue ring"))?)
             }
-            LAYOUT_BYTES => {
-                // SAFETY: as above.
-                let next = std::ptr::NonNull::from(&obj.head::<Extra>().bulk_next);
-                // SAFETY: as above.
-                let r = unsafe {
-                    ByteRing::attach(
-                        base,
-                        len,
-                        QueueStore::new(Window::of(&obj), next, obj.segment().liveness().clone()),
-                    )
-                };
-                // An unbounded queue's store also keeps its chained rings.
-                Layout::Bytes(r.map_err(Error::Layout)?.map_store(|s, unbounded| s.with_chain(unbounded)))
-            }
+            LAYOUT_BYTES => Layout::Bytes(Core::attach_lanes(&obj, base, len)?),
             _ => return Err(Error::Layout("unknown queue layout")),
         };
         let extra = obj.head::<Extra>();
@@ -462,11 +492,48 @@ impl Core {
             made: std::time::Instant::now(),
             recv_pacer: Pacer::default(),
             send_pacer: Pacer::default(),
+            place: Place::new(),
         })
+    }
+
+    /// Attaches the byte layout's lanes: `len` bytes at `base`, split in as
+    /// many equal, aligned lanes as the (validated) lane count says.
+    fn attach_lanes(obj: &Object, base: std::ptr::NonNull<u8>, len: usize) -> Result<Lanes, Error> {
+        let count = obj.head::<Extra>().lanes.load(Ordering::Relaxed);
+        // Each lane's size is a multiple of OBJECT_ALIGN; the count is
+        // untrusted, so it is bounded before it divides anything.
+        let count = shmproc_core::lanes::validate(count, 1, len).map_err(Error::Layout)?;
+        let lane_size = len / count / OBJECT_ALIGN * OBJECT_ALIGN;
+        let next = std::ptr::NonNull::from(&obj.head::<Extra>().bulk_next);
+        let mut rings = Vec::with_capacity(count);
+        for lane in 0..count {
+            // SAFETY: lane × lane_size + lane_size ≤ len: the lane's bytes
+            // are inside the object's bytes from RING_OFFSET to its end,
+            // in the mapping kept alive by `obj`.
+            let at = unsafe { std::ptr::NonNull::new_unchecked(base.as_ptr().add(lane * lane_size)) };
+            let store = QueueStore::new(Window::of(obj), next, obj.segment().liveness().clone());
+            // SAFETY: as above; attach validates the ring's contents.
+            let r = unsafe { ByteRing::attach(at, lane_size, store) }.map_err(Error::Layout)?;
+            // An unbounded queue's store also keeps its chained rings.
+            rings.push(r.map_store(|s, unbounded| s.with_chain(unbounded)));
+        }
+        let lanes = Lanes::new(rings).ok_or(Error::Layout("a queue without lanes"))?;
+        if lanes.all().iter().any(|r| r.capacity() != lanes.first().capacity()) {
+            return Err(Error::Layout("lanes of different capacities"));
+        }
+        Ok(lanes)
     }
 
     pub(crate) fn extra(&self) -> &Extra {
         self.obj.head::<Extra>()
+    }
+
+    /// The lane this process sends to and its index (the only ring of a
+    /// byte-layout queue without lanes).
+    #[inline]
+    fn send_lane<'a>(&'a self, l: &'a Lanes) -> (usize, &'a ByteRing) {
+        let lane = self.place.sender(l.count(), &self.extra().tickets);
+        (lane, l.lane(lane))
     }
 
     fn participants(&self) -> &Participants {
@@ -477,8 +544,21 @@ impl Core {
         on_layout!(&self.ring, r => SharedRing::not_empty(r))
     }
 
+    /// The notifier this process's senders wait on for room (with lanes:
+    /// their own lane's).
     fn not_full(&self) -> &Notifier {
-        on_layout!(&self.ring, r => SharedRing::not_full(r))
+        match &self.ring {
+            Layout::Bytes(l) if l.count() > 1 => l.lane(self.place.sender_if_any(l.count())).not_full(),
+            r => on_layout!(r, r => SharedRing::not_full(r)),
+        }
+    }
+
+    /// Wakes every sender waiting for room.
+    fn wake_senders(&self) {
+        match &self.ring {
+            Layout::Bytes(l) => l.wake_senders(),
+            Layout::Slots(r) => r.header().not_full.wake_all(),
+        }
     }
 
     fn presence(&self, role: Role) -> Presence {
@@ -503,6 +583,18 @@ impl Core {
 
     fn len(&self) -> usize {
         on_layout!(&self.ring, r => SharedRing::len(r))
+    }
+
+    /// Whether a send from this process would find no room (with lanes: in
+    /// its own lane).
+    fn is_full(&self) -> bool {
+        match &self.ring {
+            Layout::Bytes(l) if l.count() > 1 => {
+                let r = self.send_lane(l).1;
+                r.len() >= r.capacity()
+            }
+            _ => self.len() >= self.capacity(),
+        }
     }
 
     fn capacity(&self) -> usize {
@@ -554,7 +646,8 @@ impl Core {
                 Err(MpmcError::TooLarge) => Err(gave_up),
                 Err(e) => Err(slot_failure(e)),
             },
-            Layout::Bytes(r) => {
+            Layout::Bytes(l) => {
+                let (lane, r) = self.send_lane(l);
                 let sent = r.try_send_with(&me, lock_deadline, limit, |buf| {
                     Ok(match write(buf) {
                         Some(n) if n <= buf.len() => Written::Done(n),
@@ -562,7 +655,10 @@ impl Core {
                     })
                 })?;
                 match sent {
-                    Placed::Inline(_) => Ok(()),
+                    Placed::Inline(_) => {
+                        l.published(lane);
+                        Ok(())
+                    }
                     Placed::NoRoom => Err(Failure::Full),
                     Placed::OutOfLine(_) => Err(gave_up),
                 }
@@ -580,10 +676,12 @@ impl Core {
         let me = self.me();
         let hint = self.hint.load(Ordering::Relaxed);
         match &self.ring {
-            Layout::Bytes(r) => {
+            Layout::Bytes(l) => {
+                let (lane, r) = self.send_lane(l);
                 let hint = hint.max(std::mem::size_of::<T::Archived>());
                 match r.try_send_with(&me, lock_deadline, hint, |buf| encode_into(v, buf).map_err(serialize_failure))? {
                     Placed::Inline(n) => {
+                        l.published(lane);
                         if n != hint {
                             self.hint.store(n, Ordering::Relaxed);
                         }
@@ -663,7 +761,12 @@ impl Core {
         }
         let me = self.me();
         match &self.ring {
-            Layout::Bytes(r) => r.try_send_descriptor(&me, lock_deadline, desc),
+            Layout::Bytes(l) => {
+                let (lane, r) = self.send_lane(l);
+                r.try_send_descriptor(&me, lock_deadline, desc)?;
+                l.published(lane);
+                Ok(())
+            }
             Layout::Slots(r) => r
                 .try_push_with_kind(&me, KIND_BLOCK, |buf| {
                     buf.get_mut(..DESCRIPTOR_LEN)?.copy_from_slice(desc);
@@ -725,7 +828,7 @@ impl Core {
     fn progress(&self) -> u64 {
         match &self.ring {
             Layout::Slots(_) => 0,
-            Layout::Bytes(r) => r.progress(),
+            Layout::Bytes(l) => self.send_lane(l).1.progress(),
         }
     }
 
@@ -754,15 +857,18 @@ impl Core {
                     })
                 },
             ),
-            Layout::Bytes(r) => wait(
-                &self.send_pacer,
-                deadline,
-                self.not_full(),
-                || r.progress() != progress,
-                || r.is_closed(),
-                absent,
-                |_| (0, r.recover_dead_reader(&self.me())),
-            ),
+            Layout::Bytes(l) => {
+                let r = self.send_lane(l).1;
+                wait(
+                    &self.send_pacer,
+                    deadline,
+                    r.not_full(),
+                    || r.progress() != progress,
+                    || r.is_closed(),
+                    absent,
+                    |_| (0, r.recover_dead_reader(&self.me())),
+                )
+            }
         }
     }
 
@@ -832,10 +938,14 @@ impl Core {
                 Err(MpmcError::Empty) => empty(),
                 Err(e) => Err(slot_failure(e)),
             },
-            Layout::Bytes(r) => match r.try_claim(&me, lock_deadline)? {
-                Some(c) => Ok(Claim::Frame(c)),
-                None => empty(),
-            },
+            Layout::Bytes(l) => {
+                match l.take(self.place.cursor(), lock_deadline, |lane, r, d| {
+                    Ok(r.try_claim(&me, d)?.map(|c| Claim::Frame(lane, c)))
+                })? {
+                    Some(c) => Ok(c),
+                    None => empty(),
+                }
+            }
         }
     }
 
@@ -903,7 +1013,7 @@ impl Core {
     /// Receives a `T`, waiting until `deadline`.
     #[inline]
     fn recv_deadline<T: Message>(&self, deadline: Option<Deadline>) -> Result<T, Failure> {
-        let Layout::Bytes(r) = &self.ring else {
+        let Layout::Bytes(l) = &self.ring else {
             let c = self.claim_deadline(deadline)?;
             return self.take(c);
         };
@@ -911,7 +1021,7 @@ impl Core {
         let me = self.me();
         let mut waited = false;
         loop {
-            if let Some((v, block)) = r.try_take(&me, deadline, |kind, bytes| self.read_message::<T>(kind, bytes))? {
+            if let Some((v, block)) = self.take_now::<T>(l, &me, deadline)? {
                 self.after_release(block);
                 if !waited {
                     self.recv_pacer.stand_down(self.not_empty());
@@ -925,6 +1035,21 @@ impl Core {
             Core::check_deadline(deadline)?;
             self.wait_for_message(deadline)?;
         }
+    }
+
+    /// One read-and-release from the byte layout's lane(s), waiting for a
+    /// lane's receiving side until `lock_deadline`: the message (or its
+    /// failure) and the block to recycle, or `None` when nothing was taken.
+    #[inline]
+    fn take_now<T: Message>(
+        &self,
+        l: &Lanes,
+        me: &Owner,
+        lock_deadline: Option<Deadline>,
+    ) -> Result<Option<Read<T>>, Failure> {
+        l.take(self.place.cursor(), lock_deadline, |_, r, d| {
+            r.try_take(me, d, |kind, bytes| self.read_message::<T>(kind, bytes))
+        })
     }
 
     /// Sends `values` in order, in runs that each take the producing side
@@ -941,11 +1066,18 @@ impl Core {
         while sent < values.len() {
             let rest = &values[sent..];
             let run = match &self.ring {
-                Layout::Bytes(r) if !self.is_closed() => {
+                Layout::Bytes(l) if !self.is_closed() => {
+                    let (lane, r) = self.send_lane(l);
                     let hint = self.hint.load(Ordering::Relaxed).max(std::mem::size_of::<T::Archived>());
-                    r.try_send_batch(&self.me(), deadline, hint, rest.len(), |i, buf| {
+                    let sent = r.try_send_batch(&self.me(), deadline, hint, rest.len(), |i, buf| {
                         encode_into(&rest[i], buf).map_err(serialize_failure)
-                    })
+                    });
+                    // Frames committed before a failing serialiser are
+                    // visible too: wake receivers unless nothing was sent.
+                    if !matches!(sent, Err(Failure::Full)) {
+                        l.published(lane);
+                    }
+                    sent
                 }
                 _ => Err(Failure::Full),
             };
@@ -978,29 +1110,35 @@ impl Core {
         max: usize,
         lock_deadline: Option<Deadline>,
     ) -> Result<usize, Failure> {
-        let Layout::Bytes(r) = &self.ring else {
+        let Layout::Bytes(l) = &self.ring else {
             let c = self.try_claim(lock_deadline)?;
             out.push(self.take(c)?);
             return Ok(1);
         };
         let (mut failed, mut recycle) = (None, Vec::new());
         let before = out.len();
-        let taken = r.try_take_batch(&self.me(), lock_deadline, max, |kind, bytes| {
-            let (v, block) = self.read_message::<T>(kind, bytes);
-            if let Some(d) = block {
-                recycle.push(d);
-            }
-            match v {
-                Ok(v) => {
-                    out.push(v);
-                    true
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    false
-                }
-            }
-        })?;
+        let me = self.me();
+        let taken = l
+            .take(self.place.cursor(), lock_deadline, |_, r, d| {
+                let n = r.try_take_batch(&me, d, max, |kind, bytes| {
+                    let (v, block) = self.read_message::<T>(kind, bytes);
+                    if let Some(d) = block {
+                        recycle.push(d);
+                    }
+                    match v {
+                        Ok(v) => {
+                            out.push(v);
+                            true
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            false
+                        }
+                    }
+                })?;
+                Ok((n > 0 || failed.is_some()).then_some(n))
+            })?
+            .unwrap_or(0);
         for d in recycle {
             self.after_release(Some(d));
         }
@@ -1057,14 +1195,15 @@ impl Core {
                 drained,
                 |grace| r.recover_writer(self.obj.segment().liveness(), grace),
             ),
-            // A dead producer publishes nothing and blocks nobody.
-            Layout::Bytes(r) => wait_paced(
+            // A dead producer publishes nothing and blocks nobody. Every
+            // lane's producer notifies lane 0's `not_empty` (`lanes.rs`).
+            Layout::Bytes(l) => wait_paced(
                 &self.recv_pacer,
-                receiver_pace(r.spsc()),
+                receiver_pace(l.first().spsc()),
                 deadline,
                 self.not_empty(),
-                || r.has_message(),
-                || r.is_closed(),
+                || l.has_message(),
+                || l.first().is_closed(),
                 drained,
                 |_| (0, false),
             ),
@@ -1083,7 +1222,7 @@ impl Core {
     fn peer_bytes<'a>(&'a self, c: &'a Claim) -> PeerBytes<'a> {
         match (&self.ring, c) {
             (Layout::Slots(r), Claim::Slot(c)) => r.peer_bytes(c),
-            (Layout::Bytes(r), Claim::Frame(c)) => r.peer_bytes(c),
+            (Layout::Bytes(l), Claim::Frame(lane, c)) => l.lane(*lane).peer_bytes(c),
             _ => PeerBytes::from_slice(&[]),
         }
     }
@@ -1094,7 +1233,7 @@ impl Core {
     fn bytes<'a>(&'a self, c: &'a Claim) -> &'a [u8] {
         match (&self.ring, c) {
             (Layout::Slots(r), Claim::Slot(c)) => r.bytes(c),
-            (Layout::Bytes(r), Claim::Frame(c)) => r.bytes(c),
+            (Layout::Bytes(l), Claim::Frame(lane, c)) => l.lane(*lane).bytes(c),
             _ => &[],
         }
     }
@@ -1103,7 +1242,7 @@ impl Core {
     fn kind(&self, c: &Claim) -> u8 {
         match (&self.ring, c) {
             (Layout::Slots(r), Claim::Slot(c)) => r.kind(c),
-            (Layout::Bytes(r), Claim::Frame(c)) => r.kind(c),
+            (Layout::Bytes(l), Claim::Frame(lane, c)) => l.lane(*lane).kind(c),
             _ => u8::MAX,
         }
     }
@@ -1112,7 +1251,7 @@ impl Core {
     fn release(&self, c: Claim) {
         match (&self.ring, c) {
             (Layout::Slots(r), Claim::Slot(c)) => r.release(c),
-            (Layout::Bytes(r), Claim::Frame(c)) => r.release(c),
+            (Layout::Bytes(l), Claim::Frame(lane, c)) => l.lane(lane).release(c),
             // A claim always comes from its own queue's layout.
             _ => {}
         }
@@ -1178,7 +1317,7 @@ impl Drop for Registered {
         }
         if self.recv {
             roles::detach(self.core.participants(), Role::Receiver);
-            self.core.not_full().wake_all();
+            self.core.wake_senders();
         }
     }
 }
@@ -1200,6 +1339,7 @@ pub struct QueueBuilder<T> {
     message_size: usize,
     byte_budget: Option<usize>,
     slot_ring: bool,
+    lanes: usize,
     wait_policy: WaitPolicy,
     _t: PhantomData<fn() -> T>,
 }
@@ -1211,6 +1351,7 @@ impl<T> Default for QueueBuilder<T> {
             message_size: DEFAULT_MESSAGE_SIZE,
             byte_budget: None,
             slot_ring: false,
+            lanes: 1,
             wait_policy: WaitPolicy::Adaptive,
             _t: PhantomData,
         }
@@ -1231,6 +1372,7 @@ impl<T> fmt::Debug for QueueBuilder<T> {
             .field("message_size", &self.message_size)
             .field("byte_budget", &self.byte_budget)
             .field("slot_ring", &self.slot_ring)
+            .field("lanes", &self.lanes)
             .field("wait_policy", &self.wait_policy)
             .finish()
     }
@@ -1326,6 +1468,50 @@ impl<T> QueueBuilder<T> {
     /// ```
     pub fn slot_ring(mut self) -> Self {
         self.slot_ring = true;
+        self
+    }
+
+    /// Gives the queue `lanes` byte rings, one per producing process, so
+    /// that many producers and consumers do not take turns on one ring
+    /// (1, the default, is the plain byte ring; at most 64).
+    ///
+    /// Each producing process is given a lane on its first send (round
+    /// robin; a forked child asks for its own) and keeps it, so **each
+    /// producer's messages stay in order** (FIFO per sending process, as
+    /// Python's `Queue` promises; there is no order across producers, and
+    /// the threads of one process share its lane). Receivers scan the lanes,
+    /// each taking up to 32 messages in a row from one lane before it moves
+    /// on, and skip a lane another receiver is reading. With as many lanes as
+    /// producers, P producers and P consumers each mostly own a ring, and
+    /// the throughput grows with P instead of falling (the README's
+    /// `mpmc_scaling` table).
+    ///
+    /// **Capacity is per lane**: [`capacity`](Self::capacity) messages in
+    /// each, so a producer waits when *its* lane holds that many, and the
+    /// queue holds at most `lanes × capacity` ([`Queue::capacity`] reports
+    /// that; [`Queue::len`] counts all lanes; [`Queue::is_full`] says
+    /// whether this process's lane is full). Dead peers are handled per lane
+    /// as in the plain byte ring, and `Disconnected` comes once every lane is
+    /// drained and no sender is left. Not with [`slot_ring`](Self::slot_ring).
+    ///
+    /// One consequence of per-producer order to keep in mind: a *sentinel*
+    /// (a "stop" message) that one process sends after the producers are
+    /// done travels in that process's lane, so a receiver may get it before
+    /// messages still waiting in other lanes. End receivers with
+    /// `Disconnected` (drop every sending handle) or by counting, as the
+    /// tests and the `mpmc_scaling` bench do.
+    ///
+    /// ```
+    /// let q = shmproc::Queue::<u64>::builder().capacity(4).lanes(8).build()?;
+    /// assert_eq!((q.lanes(), q.capacity()), (8, 32));
+    /// q.send(&1)?;
+    /// q.send(&2)?; // this process's lane: in order
+    /// assert_eq!((q.recv()?, q.recv()?), (1, 2));
+    /// assert!(shmproc::Queue::<u64>::builder().lanes(65).build().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lanes(mut self, lanes: usize) -> Self {
+        self.lanes = lanes;
         self
     }
 
@@ -1507,9 +1693,26 @@ macro_rules! handle_common {
             /// assert!(q.is_full());
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
+            ///
+            /// With [lanes](QueueBuilder::lanes): whether this process's
+            /// own lane is full (whether a send from here would wait).
             #[must_use]
             pub fn is_full(&self) -> bool {
-                self.len() >= self.capacity()
+                self.reg.core.is_full()
+            }
+            /// How many lanes the queue has ([`QueueBuilder::lanes`]; 1
+            /// for the plain byte ring and for the slot ring).
+            ///
+            /// ```
+            /// assert_eq!(shmproc::Queue::<u8>::bounded(4)?.lanes(), 1);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            #[must_use]
+            pub fn lanes(&self) -> usize {
+                match &self.reg.core.ring {
+                    Layout::Bytes(l) => l.count(),
+                    Layout::Slots(_) => 1,
+                }
             }
             /// Capacity in messages.
             ///
@@ -2262,15 +2465,20 @@ pub(crate) fn describe(seg: &Segment, index: u32) -> crate::inspect::ObjectState
             depth: core.len(),
             capacity: core.capacity(),
             message_size: core.message_size(),
+            lanes: match &core.ring {
+                Layout::Bytes(l) => l.count(),
+                Layout::Slots(_) => 1,
+            },
             closed: core.is_closed(),
             holders: core.participants().snapshot().map(|(id, s, r)| (id, s, r, id.is_alive())).collect(),
             unfinished: core.extra().unfinished.load(Ordering::Acquire),
             sides: match &core.ring {
-                Layout::Bytes(r) => Some({
-                    let (producers, consumers) = r.sides();
+                // One pair of sides per lane: shown for a single ring.
+                Layout::Bytes(l) if l.count() == 1 => Some({
+                    let (producers, consumers) = l.first().sides();
                     (producers.into(), consumers.into())
                 }),
-                Layout::Slots(_) => None,
+                Layout::Bytes(_) | Layout::Slots(_) => None,
             },
         },
         Err(e) => ObjectState::Corrupt(e.to_string()),

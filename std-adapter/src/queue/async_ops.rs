@@ -45,13 +45,11 @@ impl Stuck {
 /// when there is nothing to take now.
 #[inline]
 fn attempt_recv<T: Message>(core: &Core) -> Result<T, Failure> {
-    let Layout::Bytes(r) = &core.ring else {
+    let Layout::Bytes(l) = &core.ring else {
         return core.try_recv();
     };
     let me = thread_id::owner();
-    if let Some((v, block)) =
-        r.try_take(&me, Some(Deadline::EXPIRED), |kind, bytes| core.read_message::<T>(kind, bytes))?
-    {
+    if let Some((v, block)) = core.take_now::<T>(l, &me, Some(Deadline::EXPIRED))? {
         core.after_release(block);
         return v;
     }
@@ -115,7 +113,7 @@ impl<T: Message> Future for RecvFuture<'_, T> {
             let ready = || core.has_message() || core.is_closed();
             // Asked once per wait (it keeps per-thread history).
             let look = || match &core.ring {
-                Layout::Bytes(r) => receiver_pace(r.spsc()),
+                Layout::Bytes(l) => receiver_pace(l.first().spsc()),
                 Layout::Slots(_) => LOOK_STREAMING,
             };
             // SAFETY: the notifier lives in `core`'s segment.
@@ -172,8 +170,8 @@ impl<T: Message> Future for SendFuture<'_, T> {
                             core.drop_message(kind, bytes)
                         })
                     }),
-                    Layout::Bytes(r) => {
-                        r.recover_dead_reader(&core.me());
+                    Layout::Bytes(l) => {
+                        core.send_lane(l).1.recover_dead_reader(&core.me());
                     }
                 }
             }
@@ -194,7 +192,7 @@ impl<T: Message> Future for SendFuture<'_, T> {
                 core.is_closed()
                     || match &core.ring {
                         Layout::Slots(r) => r.has_room(),
-                        Layout::Bytes(r) => r.progress() != progress,
+                        Layout::Bytes(l) => core.send_lane(l).1.progress() != progress,
                     }
             };
             if tries > 8 {

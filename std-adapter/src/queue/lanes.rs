@@ -1,0 +1,211 @@
+//! The byte layout's rings: one, or one lane per producing process
+//! ([`QueueBuilder::lanes`](super::QueueBuilder::lanes); the protocol is
+//! `shmproc_core::lanes`).
+//!
+//! Lane 0 is also the queue's: its participants table, closed flag and
+//! `not_empty` notifier (the *arrival* notifier every receiver sleeps on)
+//! stand for the whole queue. A queue of one lane is exactly the plain byte
+//! ring, at the cost of one branch.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use shmproc_core::lanes::{self, Cursor, Scan};
+use shmproc_core::Deadline;
+
+use super::ByteRing;
+use crate::blocking;
+use crate::channel_error::Failure;
+
+/// How long a receiver waits for a lane's receiving side that another
+/// receiver holds while messages wait there, before it scans again: long
+/// enough for the ring's lock to take the side over from a dead holder (it
+/// looks at the holder's liveness every slice of ~20 ms), short enough that
+/// a long-held `RecvRef` on one lane does not keep this receiver from the
+/// others.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The rings of a byte-layout queue (at least one).
+#[derive(Clone, Debug)]
+pub(crate) struct Lanes {
+    rings: Box<[ByteRing]>,
+}
+
+impl Lanes {
+    /// Lanes over `rings` (`None` when there are none).
+    pub(crate) fn new(rings: Vec<ByteRing>) -> Option<Lanes> {
+        (!rings.is_empty()).then(|| Lanes { rings: rings.into_boxed_slice() })
+    }
+
+    /// How many lanes.
+    #[inline]
+    pub(crate) fn count(&self) -> usize {
+        self.rings.len()
+    }
+
+    /// Lane 0: the queue-wide participants, closed flag and arrival
+    /// notifier.
+    #[inline]
+    pub(crate) fn first(&self) -> &ByteRing {
+        &self.rings[0]
+    }
+
+    /// Lane `lane` (any index: reduced modulo the count).
+    #[inline]
+    pub(crate) fn lane(&self, lane: usize) -> &ByteRing {
+        &self.rings[lane % self.rings.len()]
+    }
+
+    /// Every lane.
+    pub(crate) fn all(&self) -> &[ByteRing] {
+        &self.rings
+    }
+
+    /// Whether some lane may hold a message.
+    #[inline]
+    pub(crate) fn has_message(&self) -> bool {
+        self.rings.iter().any(ByteRing::has_message)
+    }
+
+    /// Messages waiting in all lanes (a snapshot).
+    pub(crate) fn len(&self) -> usize {
+        self.rings.iter().fold(0usize, |n, r| n.saturating_add(r.len()))
+    }
+
+    /// What all lanes hold at most (`usize::MAX`: unbounded).
+    pub(crate) fn capacity(&self) -> usize {
+        self.first().capacity().saturating_mul(self.rings.len())
+    }
+
+    /// Closes every lane (each wakes its own waiters).
+    pub(crate) fn close(&self) {
+        for r in self.rings.iter() {
+            r.close();
+        }
+    }
+
+    /// Wakes every sender waiting for room, in any lane.
+    pub(crate) fn wake_senders(&self) {
+        for r in self.rings.iter() {
+            r.not_full().wake_all();
+        }
+    }
+
+    /// After a message was published in `lane`: wakes receivers sleeping on
+    /// the arrival notifier (lane 0's ring did so itself).
+    #[inline]
+    pub(crate) fn published(&self, lane: usize) {
+        if lane != 0 {
+            self.first().not_empty().notify();
+        }
+    }
+
+    /// Runs `take` on the lane(s) a receive takes from: the only ring, or
+    /// the lanes in the order of `cursor`'s scan, trying each lane's
+    /// receiving side without waiting; when every lane with messages had its
+    /// side held by another receiver, waits for one such side until
+    /// `lock_deadline` (at most [`BUSY_WAIT`]). `Ok(None)`: nothing taken.
+    #[inline]
+    pub(crate) fn take<R>(
+        &self,
+        cursor: &Cursor,
+        lock_deadline: Option<Deadline>,
+        mut take: impl FnMut(usize, &ByteRing, Option<Deadline>) -> Result<Option<R>, Failure>,
+    ) -> Result<Option<R>, Failure> {
+        let n = self.rings.len();
+        if n == 1 {
+            return take(0, &self.rings[0], lock_deadline);
+        }
+        let found = lanes::scan(
+            n,
+            cursor,
+            |l| self.rings[l].has_message(),
+            |l| take(l, &self.rings[l], Some(Deadline::EXPIRED)),
+        )?;
+        match found {
+            Scan::Took(r) => Ok(Some(r)),
+            Scan::Empty => Ok(None),
+            Scan::Busy(_) if lock_deadline.is_some_and(|d| d.has_passed()) => Ok(None),
+            Scan::Busy(l) => {
+                let d = shmproc_core::time::earliest(lock_deadline, Deadline::after(BUSY_WAIT));
+                let r = take(l, &self.rings[l], Some(d))?;
+                if r.is_some() {
+                    cursor.took(l, n);
+                }
+                Ok(r)
+            }
+        }
+    }
+}
+
+/// This process's place in a queue's lanes (kept in its mapping, `Core`):
+/// the lane its sends go to and where its receives scan from. Both are
+/// tagged with the fork generation, so a forked child asks for a lane of
+/// its own on its first send and starts its scans elsewhere.
+#[derive(Debug)]
+pub(crate) struct Place {
+    /// `fork generation << 32 | lane + 1` (0: none yet).
+    sender: AtomicU64,
+    /// The fork generation the cursor was placed in, plus one.
+    cursor_generation: AtomicU64,
+    cursor: Cursor,
+}
+
+impl Place {
+    pub(crate) fn new() -> Place {
+        Place { sender: AtomicU64::new(0), cursor_generation: AtomicU64::new(0), cursor: Cursor::new(0) }
+    }
+
+    /// The lane this process sends to, of `count`, asking `tickets` for one
+    /// on its first send.
+    #[inline]
+    pub(crate) fn sender(&self, count: usize, tickets: &std::sync::atomic::AtomicU32) -> usize {
+        if count <= 1 {
+            return 0;
+        }
+        let generation = u64::from(blocking::fork_generation());
+        let word = self.sender.load(Ordering::Relaxed);
+        if word >> 32 == generation && word as u32 != 0 {
+            return (word as u32 - 1) as usize % count;
+        }
+        self.assign(count, tickets, generation)
+    }
+
+    #[cold]
+    fn assign(&self, count: usize, tickets: &std::sync::atomic::AtomicU32, generation: u64) -> usize {
+        let lane = lanes::assign(tickets, count);
+        // Two threads of this process asking at once may both take a
+        // ticket; the first stored wins, so the process keeps one lane.
+        let fresh = generation << 32 | (lane as u64 + 1);
+        let current = self.sender.load(Ordering::Relaxed);
+        if current >> 32 == generation && current as u32 != 0 {
+            return (current as u32 - 1) as usize % count;
+        }
+        match self.sender.compare_exchange(current, fresh, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => lane,
+            Err(now) if now >> 32 == generation && now as u32 != 0 => (now as u32 - 1) as usize % count,
+            Err(_) => lane,
+        }
+    }
+
+    /// The lane this process sends to if it has one (else lane 0).
+    pub(crate) fn sender_if_any(&self, count: usize) -> usize {
+        let word = self.sender.load(Ordering::Relaxed);
+        if count > 1 && word >> 32 == u64::from(blocking::fork_generation()) && word as u32 != 0 {
+            (word as u32 - 1) as usize % count
+        } else {
+            0
+        }
+    }
+
+    /// The receive scan's cursor, placed by process id in a new process
+    /// (so that forked consumers start on different lanes).
+    #[inline]
+    pub(crate) fn cursor(&self) -> &Cursor {
+        let generation = u64::from(blocking::fork_generation()) + 1;
+        if self.cursor_generation.load(Ordering::Relaxed) != generation {
+            self.cursor.reset(crate::roles::process().id as usize);
+            self.cursor_generation.store(generation, Ordering::Relaxed);
+        }
+        &self.cursor
+    }
+}
