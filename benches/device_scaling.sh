@@ -2,8 +2,8 @@
 # Runs the already-built `mpmc_scaling` bench binary on its own (no cargo, no
 # network) with the full message count and prints its tables: P producers x P
 # consumers on one Queue<u64> (default layout, slot ring, lanes; P = 1, 2, 4, 8
-# up to the cores) beside the 2 x 2 pipe queue, then Pool::map with 1..N
-# workers.
+# up to the cores) beside the 2 x 2 pipe queue, 2 producers x 1 consumer
+# (the three layouts against ipmpsc 0.5), then Pool::map with 1..N workers.
 #
 # Build it (on a machine with cargo) with
 #   cargo bench -p shmproc-benches --bench mpmc_scaling --no-run

@@ -38,6 +38,18 @@
 //! processes (`shmproc_benches::pipe_queue_mpmc`, the `peers` bench's row),
 //! measured in the same run with the same M.
 //!
+//! **2 producers × 1 consumer (MPSC).** The same run, M and checks with 2
+//! producer processes and 1 consumer process, on a `Queue<u64>` of the
+//! default layout, `lanes(2)` and the slot ring (capacity as above), and on
+//! `ipmpsc` 0.5 (the MPSC shared-memory ring of the `peers` bench: a ring of
+//! 1024 12-byte u64 frames in a file under /dev/shm that the two sender
+//! processes open by path; the receiver process takes the parent's
+//! `Receiver`). Each producer sends its half and one end marker; the
+//! consumer stops after 2 end markers and checks per-producer order; the
+//! parent checks exactly-once (count and sum). Per row: messages/s (median
+//! of the reps, which run round-robin over the rows) and the ratio to
+//! ipmpsc, against the issue's target of shmproc ≥ 2× ipmpsc.
+//!
 //! **Pool.** `Pool::map` over items that each cost a ~40 µs busy loop
 //! (calibrated in this process at start), with 1, 2, 4, … up to N workers
 //! (N = available cores; N itself too): items/s and the speed-up over 1
@@ -46,14 +58,17 @@
 //! `SHMPROC_SCALING_MAX_P` overrides the core cap on P (rows with more
 //! processes than cores are marked). The tables are printed and written to
 //! `target/shmproc-bench/mpmc_scaling.txt`, which `z_report` prints again.
-//! `benches/device_scaling.sh` runs the built binary alone (no cargo).
+//! `benches/device_scaling.sh` runs the built binary alone (no cargo). A
+//! name filter `mpsc` (`cargo bench -p shmproc-benches --bench mpmc_scaling
+//! mpsc`) runs the MPSC table alone, `pool` the pool table alone; neither
+//! writes the report file.
 
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use shmproc::{Barrier, Pool, Process, Queue, Receiver, RecvTimeoutError, Sender};
-use shmproc_benches::{fork, median, pipe_queue_mpmc, quick, report_dir};
+use shmproc_benches::{fork, ipmpsc_ring, ipmpsc_sender, median, pipe_queue_mpmc, quick, report_dir};
 
 /// Messages per queue (per lane for the laned layout).
 const CAP: usize = 1024;
@@ -142,26 +157,28 @@ impl Drop for Children {
 /// violations).
 type Tally = (u64, u64, u64);
 
-/// Sends `n` messages `id << 40 | seq`, then `p` end markers.
-fn produce(tx: &Sender<u64>, id: usize, n: u64, p: usize) {
+/// Sends `n` messages `id << 40 | seq` with `send`, then `consumers` end
+/// markers (one for each consumer).
+fn produce(mut send: impl FnMut(u64), id: usize, n: u64, consumers: usize) {
     let base = (id as u64) << SEQ_BITS;
     for seq in 0..n {
-        tx.send(&(base | seq)).expect("producer: send");
+        send(base | seq);
     }
-    for _ in 0..p {
-        tx.send(&(base | END)).expect("producer: send an end marker");
+    for _ in 0..consumers {
+        send(base | END);
     }
 }
 
-/// Receives until it has taken `p` end markers, checking that the seqs of
-/// each of the `p` producers strictly increase and stop at its end marker.
-fn consume(rx: &Receiver<u64>, p: usize) -> Tally {
+/// Receives with `recv` until it has taken `producers` end markers, checking
+/// that the seqs of each producer strictly increase and stop at its end
+/// marker.
+fn consume(mut recv: impl FnMut() -> u64, producers: usize) -> Tally {
     // The least seq each producer's next message may carry (END once its
     // end marker came).
-    let mut next = vec![0u64; p];
+    let mut next = vec![0u64; producers];
     let (mut count, mut sum, mut bad, mut ends) = (0u64, 0u64, 0u64, 0usize);
-    while ends < p {
-        let v = rx.recv().unwrap_or_else(|e| panic!("consumer: recv after {count} messages: {e}"));
+    while ends < producers {
+        let v = recv();
         let (seq, slot) = (v & SEQ_MASK, next.get_mut((v >> SEQ_BITS) as usize));
         match slot {
             Some(n) if seq == END => {
@@ -219,62 +236,121 @@ impl Layout {
     }
 }
 
-/// One run: `p` producers and `p` consumers over a fresh queue of `layout`
-/// moving `m` messages; returns messages per second after checking
-/// exactly-once and per-producer FIFO.
-fn queue_run(layout: Layout, p: usize, m: u64) -> f64 {
-    let what = format!("{layout:?} {p}x{p}, {m} messages");
-    let (tx, rx) = layout.queue(p).into_split();
-    let results = Queue::<Tally>::bounded(p.max(1)).expect("result queue");
+/// One timed run of `producers.len()` producer and `consumers.len()`
+/// consumer children moving `m` messages; returns messages per second after
+/// checking exactly-once and per-producer FIFO.
+///
+/// Each child first calls its entry, in the child, to open its end of the
+/// queue (the function it sends or receives one message with), then waits
+/// at the start line. Producer `i` sends its [`share`] of `m` and one end
+/// marker per consumer; each consumer receives until it has one end marker
+/// per producer and reports its [`Tally`]. The clock runs from the start
+/// line to the last consumer's report.
+fn timed_run<O, S, C, R>(what: &str, m: u64, producers: Vec<O>, consumers: Vec<C>) -> f64
+where
+    O: FnOnce() -> S + 'static,
+    S: FnMut(u64),
+    C: FnOnce() -> R + 'static,
+    R: FnMut() -> u64,
+{
+    let (np, nc) = (producers.len(), consumers.len());
+    let results = Queue::<Tally>::bounded(nc.max(1)).expect("result queue");
     // Every child and this process: the clock starts when all are at the line.
-    let start = Barrier::new(2 * p as u32 + 1).expect("barrier");
-    let mut kids = Children(Vec::with_capacity(2 * p));
-    for i in 0..p {
-        let (tx, start, n) = (tx.clone(), start.clone(), share(m, p, i));
+    let start = Barrier::new((np + nc) as u32 + 1).expect("barrier");
+    let mut kids = Children(Vec::with_capacity(np + nc));
+    for (i, open) in producers.into_iter().enumerate() {
+        let (start, n) = (start.clone(), share(m, np, i));
         kids.0.push(fork(move || {
+            let send = open();
             if start.wait_timeout(START_LIMIT).is_ok() {
-                produce(&tx, i, n, p);
+                produce(send, i, n, nc);
             }
         }));
     }
-    for _ in 0..p {
-        let (rx, start, results) = (rx.clone(), start.clone(), results.clone());
+    for open in consumers {
+        let (start, results) = (start.clone(), results.clone());
         kids.0.push(fork(move || {
+            let recv = open();
             if start.wait_timeout(START_LIMIT).is_ok() {
-                let tally = consume(&rx, p);
+                let tally = consume(recv, np);
                 results.send(&tally).expect("consumer: report");
             }
         }));
     }
-    drop((tx, rx));
     // Generous: 60 s, plus 10 µs a message (100 times the slowest rate seen).
     let limit = Duration::from_secs(60) + Duration::from_micros(10 * m);
     if let Err(e) = start.wait_timeout(START_LIMIT) {
         panic!("{what}: the children did not all reach the start line: {e} (failed: {:?})", kids.failed());
     }
     let t0 = Instant::now();
-    let mut tallies = Vec::with_capacity(p);
-    while tallies.len() < p {
+    let mut tallies = Vec::with_capacity(nc);
+    while tallies.len() < nc {
         match results.recv_timeout(Duration::from_millis(20)) {
             Ok(t) => tallies.push(t),
             Err(RecvTimeoutError::Timeout) => {
                 if let Some((i, code)) = kids.failed() {
                     panic!("{what}: child {i} exited with {code} before every consumer reported");
                 }
-                assert!(t0.elapsed() < limit, "{what}: {} of {p} consumers reported within {limit:?}", tallies.len());
+                assert!(t0.elapsed() < limit, "{what}: {} of {nc} consumers reported within {limit:?}", tallies.len());
             }
             Err(e) => panic!("{what}: result queue: {e}"),
         }
     }
     let wall = t0.elapsed();
-    kids.join_all(&what, Duration::from_secs(30));
+    kids.join_all(what, Duration::from_secs(30));
     let count: u64 = tallies.iter().map(|t| t.0).sum();
     let sum = tallies.iter().fold(0u64, |s, t| s.wrapping_add(t.1));
     let bad: u64 = tallies.iter().map(|t| t.2).sum();
     assert_eq!(bad, 0, "{what}: {bad} messages out of per-producer order (or with a bad producer id)");
     assert_eq!(count, m, "{what}: consumers received {count} messages, not {m} (per consumer: {tallies:?})");
-    assert_eq!(sum, expected_sum(m, p), "{what}: the values received are not the values sent");
+    assert_eq!(sum, expected_sum(m, np), "{what}: the values received are not the values sent");
     m as f64 / wall.as_secs_f64()
+}
+
+/// `np` producers and `nc` consumers over a fresh queue of `layout`
+/// (`lanes(np)` for the laned layout) moving `m` messages: messages per
+/// second.
+fn queue_run(layout: Layout, np: usize, nc: usize, m: u64) -> f64 {
+    let what = format!("{layout:?} {np}x{nc}, {m} messages");
+    let (tx, rx) = layout.queue(np).into_split();
+    let producers: Vec<_> = (0..np)
+        .map(|_| {
+            let tx: Sender<u64> = tx.clone();
+            move || move |v: u64| tx.send(&v).expect("producer: send")
+        })
+        .collect();
+    let consumers: Vec<_> = (0..nc)
+        .map(|_| {
+            let rx: Receiver<u64> = rx.clone();
+            move || move || rx.recv().unwrap_or_else(|e| panic!("consumer: recv: {e}"))
+        })
+        .collect();
+    drop((tx, rx));
+    timed_run(&what, m, producers, consumers)
+}
+
+/// `np` ipmpsc sender processes and one receiver process on a fresh ring of
+/// [`CAP`] u64 frames under /dev/shm moving `m` messages: messages per
+/// second. Each sender opens the ring by its path in its child; the
+/// receiver is the one this process created, moved into the consumer child.
+fn ipmpsc_run(np: usize, m: u64) -> f64 {
+    let what = format!("ipmpsc {np}x1, {m} messages");
+    // 4-byte length + 8-byte bincode u64 per frame.
+    let (file, rx) = ipmpsc_ring(CAP * 12);
+    let producers: Vec<_> = (0..np)
+        .map(|_| {
+            let path = file.0.clone();
+            move || {
+                let tx = ipmpsc_sender(&path);
+                move |v: u64| tx.send(&v).expect("ipmpsc sender: send")
+            }
+        })
+        .collect();
+    let consumer = move || move || rx.recv::<u64>().unwrap_or_else(|e| panic!("ipmpsc receiver: recv: {e}"));
+    let rate = timed_run(&what, m, producers, vec![consumer]);
+    // The ring's file goes once every child has been joined.
+    drop(file);
+    rate
 }
 
 fn rate_cell(r: f64) -> String {
@@ -291,7 +367,7 @@ fn queue_table(s: &Settings) -> String {
     for p in s.ps() {
         let mut cells = [0.0; 3];
         for (cell, layout) in cells.iter_mut().zip(Layout::ALL) {
-            let runs: Vec<f64> = (0..s.reps).map(|_| queue_run(layout, p, m)).collect();
+            let runs: Vec<f64> = (0..s.reps).map(|_| queue_run(layout, p, p, m)).collect();
             let each: Vec<String> = runs.iter().map(|r| rate_cell(*r)).collect();
             eprintln!("mpmc_scaling: {layout:?} {p} x {p}: {}", each.join(", "));
             *cell = median(runs);
@@ -353,6 +429,67 @@ fn queue_table(s: &Settings) -> String {
     );
     if oversubscribed {
         let _ = writeln!(out, "*: 2P processes on {} cores (oversubscribed)", s.cores);
+    }
+    out
+}
+
+/// Producers of the MPSC section.
+const MPSC_PRODUCERS: usize = 2;
+/// The issue's target for the MPSC section: shmproc at least this many times
+/// ipmpsc's rate.
+const MPSC_TARGET: f64 = 2.0;
+
+/// 2 producer processes × 1 consumer process: shmproc's three layouts
+/// against ipmpsc, the same M and checks as the P × P table.
+fn mpsc_table(s: &Settings) -> String {
+    let (m, np) = (s.messages, MPSC_PRODUCERS);
+    let lanes = format!("`Queue<u64>` lanes({np})");
+    let names = ["`Queue<u64>` default layout", lanes.as_str(), "`Queue<u64>` slot ring", "ipmpsc 0.5"];
+    let run = |row: usize| match row {
+        0 => queue_run(Layout::Default, np, 1, m),
+        1 => queue_run(Layout::Lanes, np, 1, m),
+        2 => queue_run(Layout::SlotRing, np, 1, m),
+        _ => ipmpsc_run(np, m),
+    };
+    // Repetitions round-robin over the rows, so that a burst of other load
+    // on the machine does not land on one row's runs only.
+    let mut runs = vec![Vec::with_capacity(s.reps); names.len()];
+    for _ in 0..s.reps {
+        for (row, r) in runs.iter_mut().enumerate() {
+            r.push(run(row));
+        }
+    }
+    let mut rates = Vec::with_capacity(names.len());
+    for (name, r) in names.iter().zip(runs) {
+        let each: Vec<String> = r.iter().map(|r| rate_cell(*r)).collect();
+        eprintln!("mpmc_scaling: {name}, {np} x 1: {}", each.join(", "));
+        rates.push(median(r));
+    }
+    let ipmpsc = rates[3];
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n== 2 producers × 1 consumer (MPSC): {np} producer processes, 1 consumer process, {m} messages, \
+         median of {} run(s) each, taken in turn, {} cores ==",
+        s.reps, s.cores
+    );
+    let _ = writeln!(out, "| queue | M msgs/s | vs ipmpsc 0.5 | ≥ {MPSC_TARGET:.0}× ipmpsc |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    for (name, r) in names.iter().zip(&rates).take(3) {
+        let ratio = r / ipmpsc;
+        let met = if ratio >= MPSC_TARGET { "yes" } else { "no" };
+        let _ = writeln!(out, "| {name} | {:.2} | {ratio:.2}x | {met} |", r / 1e6);
+    }
+    let _ = writeln!(out, "| {} | {:.2} | 1.00x | - |", names[3], ipmpsc / 1e6);
+    let _ = writeln!(
+        out,
+        "\nevery row: exactly-once (count and sum) and per-producer order checked in the consumer; \
+         capacity 1024 messages (default, slot ring), 1024 per lane for lanes({np}), \
+         1024 12-byte frames for ipmpsc (a ring file under /dev/shm, senders open it by path)"
+    );
+    if np + 1 > s.cores {
+        let _ = writeln!(out, "{} processes on {} cores (oversubscribed)", np + 1, s.cores);
     }
     out
 }
@@ -453,12 +590,14 @@ fn main() {
         return;
     }
     // Name filters (criterion style): none, or one matching "mpmc_scaling",
-    // runs everything; one matching "pool_scaling" runs the pool table only;
-    // others skip this bench.
+    // runs everything; one matching "pool_scaling" runs the pool table only,
+    // one matching "mpsc_scaling" the MPSC table only; others skip this
+    // bench.
     let filters: Vec<&str> = args.iter().filter(|a| !a.starts_with('-')).map(String::as_str).collect();
     let all = filters.is_empty() || filters.iter().any(|f| "mpmc_scaling".contains(f));
-    let pool_only = !all && filters.iter().any(|f| "pool_scaling".contains(f));
-    if !all && !pool_only {
+    let pool = all || filters.iter().any(|f| "pool_scaling".contains(f));
+    let mpsc = all || filters.iter().any(|f| "mpsc_scaling".contains(f));
+    if !pool && !mpsc {
         return;
     }
     shmproc::init();
@@ -468,7 +607,12 @@ fn main() {
     if all {
         out.push_str(&queue_table(&s));
     }
-    out.push_str(&pool_table(&s));
+    if mpsc {
+        out.push_str(&mpsc_table(&s));
+    }
+    if pool {
+        out.push_str(&pool_table(&s));
+    }
     let _ = writeln!(
         out,
         "\n(mpmc_scaling bench: {:.0} s{})",

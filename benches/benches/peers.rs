@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shmproc::{Event, Pipe, Process, Queue, TryRecvError};
-use shmproc_benches::{fork, frame, median, pipe, pipe_queue_mpmc, quick, report_dir};
+use shmproc_benches::{fork, frame, ipmpsc_ring, ipmpsc_sender, median, pipe, pipe_queue_mpmc, quick, report_dir};
 
 // ---------------------------------------------------------------------------
 // The table.
@@ -576,32 +576,8 @@ impl serde::Serialize for RawBytes<'_> {
     }
 }
 
-/// A ring of `CAP` frames of `frame` bytes in a file under /dev/shm (tmpfs,
-/// as shmproc's memfd, rather than ipmpsc's `create_temp` under /tmp), and
-/// its receiver. The child opens the file by its path, as a separate program
-/// would.
-fn ipmpsc_ring(frame: usize) -> (IpmpscFile, ipmpsc::Receiver) {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let path = format!("/dev/shm/shmproc-bench-ipmpsc-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-    let buf = ipmpsc::SharedRingBuffer::create(&path, (CAP * frame) as u32).expect("ipmpsc ring");
-    (IpmpscFile(path), ipmpsc::Receiver::new(buf))
-}
-
-/// The ring's file, removed on drop (by the parent, after the run).
-struct IpmpscFile(String);
-
-impl Drop for IpmpscFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn ipmpsc_sender(path: &str) -> ipmpsc::Sender {
-    ipmpsc::Sender::new(ipmpsc::SharedRingBuffer::open(path).expect("ipmpsc open"))
-}
-
 fn i_stream_u64(n: u64) -> Duration {
-    let (file, rx) = ipmpsc_ring(16);
+    let (file, rx) = ipmpsc_ring(CAP * 16);
     let path = file.0.clone();
     cross(
         move |g| {
@@ -625,7 +601,7 @@ fn i_stream_u64(n: u64) -> Duration {
 }
 
 fn i_stream_kib(n: u64) -> Duration {
-    let (file, mut rx) = ipmpsc_ring(KIB + 16);
+    let (file, mut rx) = ipmpsc_ring(CAP * (KIB + 16));
     let path = file.0.clone();
     cross(
         move |g| {
@@ -659,8 +635,8 @@ fn i_recv(rx: &ipmpsc::Receiver, spinning: bool) -> u64 {
 
 fn i_pingpong(hops: u64, spinning: bool) -> Duration {
     let rounds = hops.div_ceil(2);
-    let (req_file, req_rx) = ipmpsc_ring(16);
-    let (resp_file, resp_rx) = ipmpsc_ring(16);
+    let (req_file, req_rx) = ipmpsc_ring(CAP * 16);
+    let (resp_file, resp_rx) = ipmpsc_ring(CAP * 16);
     let req_tx = ipmpsc_sender(&req_file.0);
     let resp_path = resp_file.0.clone();
     cross(
@@ -684,7 +660,7 @@ fn i_pingpong(hops: u64, spinning: bool) -> Duration {
 }
 
 fn i_paced(per_s: u64, n: u64) -> (Duration, Duration) {
-    let (file, rx) = ipmpsc_ring(16);
+    let (file, rx) = ipmpsc_ring(CAP * 16);
     let path = file.0.clone();
     cross(
         move |g| {
