@@ -68,7 +68,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use shmproc::{Barrier, Pool, Process, Queue, Receiver, RecvTimeoutError, Sender};
-use shmproc_benches::{fork, ipmpsc_ring, ipmpsc_sender, median, pipe_queue_mpmc, quick, report_dir};
+#[path = "common/ipmpsc_ring.rs"]
+mod ipmpsc_ring;
+use ipmpsc_ring::{ipmpsc_ring, ipmpsc_sender};
+use shmproc_benches::{fork, median, pipe_queue_mpmc, quick, report_dir};
 
 /// Messages per queue (per lane for the laned layout).
 const CAP: usize = 1024;

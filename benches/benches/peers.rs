@@ -39,7 +39,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shmproc::{Event, Pipe, Process, Queue, TryRecvError};
-use shmproc_benches::{fork, frame, ipmpsc_ring, ipmpsc_sender, median, pipe, pipe_queue_mpmc, quick, report_dir};
+#[path = "common/ipmpsc_ring.rs"]
+mod ipmpsc_ring;
+use ipmpsc_ring::{ipmpsc_ring, ipmpsc_sender};
+use shmproc_benches::{fork, frame, median, pipe, pipe_queue_mpmc, quick, report_dir};
 
 // ---------------------------------------------------------------------------
 // The table.
