@@ -961,7 +961,7 @@ impl Core {
                 Err(e) => Err(slot_failure(e)),
             },
             Layout::Bytes(l) => {
-                match l.take(self.place.cursor(), lock_deadline, |lane, r, d| {
+                match l.take(&self.place, lock_deadline, |lane, r, d| {
                     Ok(r.try_claim(&me, d)?.map(|c| Claim::Frame(lane, c)))
                 })? {
                     Some(c) => Ok(c),
@@ -1069,7 +1069,7 @@ impl Core {
         me: &Owner,
         lock_deadline: Option<Deadline>,
     ) -> Result<Option<Read<T>>, Failure> {
-        l.take(self.place.cursor(), lock_deadline, |_, r, d| {
+        l.take(&self.place, lock_deadline, |_, r, d| {
             r.try_take(me, d, |kind, bytes| self.read_message::<T>(kind, bytes))
         })
     }
@@ -1141,7 +1141,7 @@ impl Core {
         let before = out.len();
         let me = self.me();
         let taken = l
-            .take(self.place.cursor(), lock_deadline, |_, r, d| {
+            .take(&self.place, lock_deadline, |_, r, d| {
                 let n = r.try_take_batch(&me, d, max, |kind, bytes| {
                     let (v, block) = self.read_message::<T>(kind, bytes);
                     if let Some(d) = block {

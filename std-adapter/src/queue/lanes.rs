@@ -24,6 +24,10 @@ use crate::channel_error::Failure;
 /// others.
 const BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// How long a receiver keeps yielding to the receivers that hold every lane
+/// with messages before it waits for one of their sides.
+const BUSY_YIELD: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The rings of a byte-layout queue (at least one).
 #[derive(Clone, Debug)]
 pub(crate) struct Lanes {
@@ -100,14 +104,19 @@ impl Lanes {
     }
 
     /// Runs `take` on the lane(s) a receive takes from: the only ring, or
-    /// the lanes in the order of `cursor`'s scan, trying each lane's
-    /// receiving side without waiting; when every lane with messages had its
-    /// side held by another receiver, waits for one such side until
-    /// `lock_deadline` (at most [`BUSY_WAIT`]). `Ok(None)`: nothing taken.
+    /// the lanes in the order of this process's scan, trying each lane's
+    /// receiving side without waiting. `Ok(None)`: nothing taken.
+    ///
+    /// When every lane with messages had its side held by another receiver,
+    /// this thread yields (that receiver may be the one it displaced from
+    /// the core) and reports nothing, so the caller looks again; only once
+    /// that has gone on for [`BUSY_YIELD`] does it wait for such a side
+    /// until `lock_deadline` (at most [`BUSY_WAIT`]), which also takes the
+    /// side over from a dead holder.
     #[inline]
     pub(crate) fn take<R>(
         &self,
-        cursor: &Cursor,
+        place: &Place,
         lock_deadline: Option<Deadline>,
         mut take: impl FnMut(usize, &ByteRing, Option<Deadline>) -> Result<Option<R>, Failure>,
     ) -> Result<Option<R>, Failure> {
@@ -115,25 +124,36 @@ impl Lanes {
         if n == 1 {
             return take(0, &self.rings[0], lock_deadline);
         }
+        let cursor = place.cursor();
         let found = lanes::scan(
             n,
             cursor,
             |l| self.rings[l].has_message(),
             |l| take(l, &self.rings[l], Some(Deadline::EXPIRED)),
         )?;
-        match found {
-            Scan::Took(r) => Ok(Some(r)),
-            Scan::Empty => Ok(None),
-            Scan::Busy(_) if lock_deadline.is_some_and(|d| d.has_passed()) => Ok(None),
-            Scan::Busy(l) => {
-                let d = shmproc_core::time::earliest(lock_deadline, Deadline::after(BUSY_WAIT));
-                let r = take(l, &self.rings[l], Some(d))?;
-                if r.is_some() {
-                    cursor.took(l, n);
-                }
-                Ok(r)
+        let lane = match found {
+            Scan::Took(r) => {
+                place.not_busy();
+                return Ok(Some(r));
             }
+            Scan::Empty => {
+                place.not_busy();
+                return Ok(None);
+            }
+            Scan::Busy(_) if lock_deadline.is_some_and(|d| d.has_passed()) => return Ok(None),
+            Scan::Busy(lane) => lane,
+        };
+        if place.busy_for() < BUSY_YIELD {
+            std::thread::yield_now();
+            return Ok(None);
         }
+        place.not_busy();
+        let d = shmproc_core::time::earliest(lock_deadline, Deadline::after(BUSY_WAIT));
+        let r = take(lane, &self.rings[lane], Some(d))?;
+        if r.is_some() {
+            cursor.took(lane, n);
+        }
+        Ok(r)
     }
 }
 
@@ -148,11 +168,21 @@ pub(crate) struct Place {
     /// The fork generation the cursor was placed in, plus one.
     cursor_generation: AtomicU64,
     cursor: Cursor,
+    /// Since when (ns after `made`, plus one; 0: not) this process's
+    /// receives have found every lane with messages held by others.
+    busy_since: AtomicU64,
+    made: std::time::Instant,
 }
 
 impl Place {
     pub(crate) fn new() -> Place {
-        Place { sender: AtomicU64::new(0), cursor_generation: AtomicU64::new(0), cursor: Cursor::new(0) }
+        Place {
+            sender: AtomicU64::new(0),
+            cursor_generation: AtomicU64::new(0),
+            cursor: Cursor::new(0),
+            busy_since: AtomicU64::new(0),
+            made: std::time::Instant::now(),
+        }
     }
 
     /// The lane this process sends to, of `count`, asking `tickets` for one
@@ -194,6 +224,27 @@ impl Place {
             (word as u32 - 1) as usize % count
         } else {
             0
+        }
+    }
+
+    /// How long receives have found only lanes held by others (starting the
+    /// clock now if they had not).
+    fn busy_for(&self) -> std::time::Duration {
+        let now = self.made.elapsed().as_nanos() as u64 + 1;
+        match self.busy_since.load(Ordering::Relaxed) {
+            0 => {
+                self.busy_since.store(now, Ordering::Relaxed);
+                std::time::Duration::ZERO
+            }
+            since => std::time::Duration::from_nanos(now.saturating_sub(since)),
+        }
+    }
+
+    /// A receive found a message or an empty queue: not held up by others.
+    #[inline]
+    fn not_busy(&self) {
+        if self.busy_since.load(Ordering::Relaxed) != 0 {
+            self.busy_since.store(0, Ordering::Relaxed);
         }
     }
 
