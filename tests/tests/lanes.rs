@@ -412,15 +412,7 @@ fn producer_killed_mid_batch() -> TestResult {
         ensure!(stalled.wait_timeout(HANG_LIMIT), "lanes {lanes}: the victim never reached message {mark}");
         // Let the others run into the stalled one's lane for a while.
         std::thread::sleep(Duration::from_millis(20));
-        kids.0[victim].kill()?;
-        ensure!(kids.0[victim].join_timeout(HANG_LIMIT)? == Some(-libc::SIGKILL));
-        kids.0.remove(victim);
-        kids.wait_all(HANG_LIMIT * 6).map_err(|e| format!("lanes {lanes}, mark {mark}: {e}"))?;
-        let lists = collect(&results, 2)?;
-        let per = tally(&lists, LIVE + 1)?;
-        for (p, seqs) in per.iter().enumerate().take(LIVE as usize) {
-            ensure!(seqs.iter().copied().eq(0..N), "lanes {lanes}: live producer {p} lost or doubled messages");
-        }
+        let per = kill_producer_and_tally(kids, victim, &results, LIVE, N, &format!("lanes {lanes}, mark {mark}"))?;
         // Exactly the messages before the stalled one: those of its batch
         // before it were written (each frame is published as written).
         let v = &per[LIVE as usize];
@@ -432,6 +424,30 @@ fn producer_killed_mid_batch() -> TestResult {
         );
     }
     producer_killed_at_random_points()
+}
+
+/// Kills producer `victim` (the last of `live + 1`), waits for the other
+/// children, and returns the seqs each producer's messages were received
+/// with (two consumers' lists), having checked that every live producer's
+/// are exactly `0..n`.
+fn kill_producer_and_tally(
+    mut kids: Kids,
+    victim: usize,
+    results: &Queue<(u64, Vec<u64>)>,
+    live: u64,
+    n: u64,
+    what: &str,
+) -> Result<Vec<Vec<u64>>, Box<dyn std::error::Error>> {
+    kids.0[victim].kill()?;
+    ensure!(kids.0[victim].join_timeout(HANG_LIMIT)? == Some(-libc::SIGKILL));
+    kids.0.remove(victim);
+    kids.wait_all(HANG_LIMIT * 6).map_err(|e| format!("{what}: {e}"))?;
+    let lists = collect(results, 2)?;
+    let per = tally(&lists, live + 1)?;
+    for (p, seqs) in per.iter().enumerate().take(live as usize) {
+        ensure!(seqs.iter().copied().eq(0..n), "{what}: live producer {p} lost or doubled messages");
+    }
+    Ok(per)
 }
 
 /// Kills at random points of a `send_batch` loop of 100-message batches
@@ -479,16 +495,9 @@ fn producer_killed_at_random_points() -> TestResult {
             std::thread::sleep(Duration::from_micros(200));
         }
         std::thread::sleep(Duration::from_micros(300 + round * 1700));
-        kids.0[victim].kill()?;
-        ensure!(kids.0[victim].join_timeout(HANG_LIMIT)? == Some(-libc::SIGKILL));
-        kids.0.remove(victim);
+        let per = kill_producer_and_tally(kids, victim, &results, LIVE, N, &format!("round {round}"))?;
+        // Only the victim sets it, and it is dead.
         let completed = done.get();
-        kids.wait_all(HANG_LIMIT * 6).map_err(|e| format!("round {round}: {e}"))?;
-        let lists = collect(&results, 2)?;
-        let per = tally(&lists, LIVE + 1)?;
-        for (p, seqs) in per.iter().enumerate().take(LIVE as usize) {
-            ensure!(seqs.iter().copied().eq(0..N), "round {round}: live producer {p} lost or doubled messages");
-        }
         let v = &per[LIVE as usize];
         let m = v.len() as u64;
         ensure!(v.iter().copied().eq(0..m), "round {round}: the killed producer's messages have a gap");
