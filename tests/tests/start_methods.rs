@@ -146,12 +146,22 @@ fn children_are_real_children_of_the_caller() {
     for m in METHODS {
         let b = Process::builder().name("checked");
         let Some(mut p) = start(m, b, checks_parent, std::process::id()) else { continue };
+        // A descriptor of this very process, taken while it is our child: a
+        // wait on its pid after the join could reap another test's child
+        // that reused the pid (pids wrap quickly on a busy machine).
+        // SAFETY: pidfd_open takes a pid and flags; the result is checked.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid() as libc::pid_t, 0) } as libc::c_int;
+        assert!(pidfd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
         assert_eq!(p.join().expect("join"), 0, "{}", m.name());
         // Reaped by us: nobody else can wait for it.
-        let mut status = 0;
-        // SAFETY: a plain waitpid on a reaped pid.
-        let r = unsafe { libc::waitpid(p.pid() as libc::pid_t, &mut status, libc::WNOHANG) };
-        assert_eq!(r, -1, "{}", m.name());
+        // SAFETY: an all-zero siginfo_t is a valid out-buffer.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our pidfd with a valid out-pointer.
+        let r = unsafe { libc::waitid(libc::P_PIDFD, pidfd as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG) };
+        let e = std::io::Error::last_os_error();
+        // SAFETY: closing the descriptor opened above.
+        unsafe { libc::close(pidfd) };
+        assert_eq!((r, e.raw_os_error()), (-1, Some(libc::ECHILD)), "{}", m.name());
     }
 }
 

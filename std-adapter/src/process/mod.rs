@@ -489,7 +489,14 @@ impl ChildShared {
         if let Some(s) = self.exit_status() {
             return Ok(Some(s));
         }
-        match sys::waitpid(self.pid, block) {
+        // Through the pidfd where there is one: a wait on the pid could, once
+        // another thread of ours has reaped the child, reap a stranger that
+        // reused the pid (pids wrap quickly on a busy machine).
+        let waited = match &self.pidfd {
+            Some(fd) => sys::waitid_pidfd(fd, block),
+            None => sys::waitpid(self.pid, block),
+        };
+        match waited {
             Ok(Some(status)) => {
                 let s = sys::decode_status(status);
                 self.status.store(s, Ordering::Release);
@@ -498,10 +505,17 @@ impl ChildShared {
             }
             Ok(None) => Ok(None),
             Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
-                // Another thread of ours reaped it (it stored the status), or
-                // someone outside the crate did.
-                if let Some(s) = self.exit_status() {
-                    return Ok(Some(s));
+                // Another thread of ours reaped it and is about to store the
+                // status (give it a moment), or someone outside the crate did.
+                let until = std::time::Instant::now() + Duration::from_millis(100);
+                loop {
+                    if let Some(s) = self.exit_status() {
+                        return Ok(Some(s));
+                    }
+                    if std::time::Instant::now() >= until {
+                        break;
+                    }
+                    std::thread::yield_now();
                 }
                 self.status.store(LOST, Ordering::Release);
                 Ok(Some(LOST))

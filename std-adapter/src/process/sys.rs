@@ -48,6 +48,37 @@ pub(crate) fn waitpid(pid: u32, block: bool) -> io::Result<Option<libc::c_int>> 
     }
 }
 
+/// `waitid(P_PIDFD)` (EINTR retried): reaps the very process `pidfd`
+/// names, never another one that reused its pid. `Ok(Some(status))` once
+/// reaped (in `waitpid`'s encoding, for [`decode_status`]), `Ok(None)` while
+/// it runs (only when not blocking), `ECHILD` once it was reaped already.
+pub(crate) fn waitid_pidfd(pidfd: &OwnedFd, block: bool) -> io::Result<Option<libc::c_int>> {
+    let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid out-buffer.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pidfd and out-pointer.
+        let r = unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, flags) };
+        if r == 0 {
+            // SAFETY: waitid filled `info` for a child (si_pid 0: none yet).
+            let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+            if pid == 0 {
+                return Ok(None);
+            }
+            return Ok(Some(match info.si_code {
+                libc::CLD_EXITED => (status & 0xff) << 8,
+                libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+                // Killed (stopped and continued children are not asked for).
+                _ => status & 0x7f,
+            }));
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
 /// Sends `sig` through a pidfd (which cannot name a recycled pid).
 pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
     // SAFETY: a valid pidfd; null siginfo means "as if by kill".
