@@ -176,6 +176,8 @@ impl Participants {
                 start: AtomicU64::new(0),
                 receivers: AtomicU32::new(0),
                 ns: AtomicU32::new(0),
+                inherited: AtomicU32::new(0),
+                _pad: AtomicU32::new(0),
             }),
         }
     }
