@@ -52,12 +52,8 @@ fn attempt_recv<T: Message>(core: &Core) -> Result<T, Failure> {
         core.after_release(block);
         return v;
     }
-    // Empty, and closed or (looked up now and then) without senders:
-    // disconnected, as `try_recv` reports it.
-    if !core.has_message() && (core.is_closed() || core.senders_gone()) && !core.has_message() {
-        return Err(Failure::Disconnected);
-    }
-    Err(Failure::Full)
+    // Disconnected or empty, as `try_recv` reports it.
+    Err(core.nothing_taken())
 }
 
 /// The future of [`Queue::recv_async`](super::Queue::recv_async) (and of
