@@ -194,36 +194,37 @@ impl Place {
         }
         let generation = u64::from(blocking::fork_generation());
         let word = self.sender.load(Ordering::Relaxed);
-        if word >> 32 == generation && word as u32 != 0 {
-            return (word as u32 - 1) as usize % count;
+        match Place::lane_of(word, generation, count) {
+            Some(lane) => lane,
+            None => self.assign(word, count, tickets, generation),
         }
-        self.assign(count, tickets, generation)
     }
 
+    /// The lane a `sender` word names for this fork generation, if any.
+    #[inline]
+    fn lane_of(word: u64, generation: u64, count: usize) -> Option<usize> {
+        (word >> 32 == generation && word as u32 != 0).then(|| (word as u32 - 1) as usize % count)
+    }
+
+    /// Takes a ticket and records its lane in place of `stale`.
     #[cold]
-    fn assign(&self, count: usize, tickets: &std::sync::atomic::AtomicU32, generation: u64) -> usize {
+    fn assign(&self, stale: u64, count: usize, tickets: &std::sync::atomic::AtomicU32, generation: u64) -> usize {
         let lane = lanes::assign(tickets, count);
         // Two threads of this process asking at once may both take a
         // ticket; the first stored wins, so the process keeps one lane.
         let fresh = generation << 32 | (lane as u64 + 1);
-        let current = self.sender.load(Ordering::Relaxed);
-        if current >> 32 == generation && current as u32 != 0 {
-            return (current as u32 - 1) as usize % count;
-        }
-        match self.sender.compare_exchange(current, fresh, Ordering::Relaxed, Ordering::Relaxed) {
+        match self.sender.compare_exchange(stale, fresh, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => lane,
-            Err(now) if now >> 32 == generation && now as u32 != 0 => (now as u32 - 1) as usize % count,
-            Err(_) => lane,
+            Err(now) => Place::lane_of(now, generation, count).unwrap_or(lane),
         }
     }
 
     /// The lane this process sends to if it has one (else lane 0).
     pub(crate) fn sender_if_any(&self, count: usize) -> usize {
-        let word = self.sender.load(Ordering::Relaxed);
-        if count > 1 && word >> 32 == u64::from(blocking::fork_generation()) && word as u32 != 0 {
-            (word as u32 - 1) as usize % count
-        } else {
-            0
+        let generation = u64::from(blocking::fork_generation());
+        match count {
+            0 | 1 => 0,
+            _ => Place::lane_of(self.sender.load(Ordering::Relaxed), generation, count).unwrap_or(0),
         }
     }
 
