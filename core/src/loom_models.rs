@@ -763,3 +763,83 @@ fn loom_lanes_two_producers_scan_and_sleep() {
         drop(mem);
     });
 }
+
+/// A *standing* sleeper on a [`Notifier`](crate::notify::Notifier)
+/// ([`register`](crate::notify::Notifier::register) once, then
+/// [`sleep_registered`](crate::notify::Notifier::sleep_registered), which
+/// only arms the notifier): two producers publish items and `notify` after
+/// each; a notify wakes only if the sleeper armed since the last wake-up.
+/// The consumer must never sleep through an item (no lost wake-up), and
+/// consumes every item exactly once. Blocking is emulated as in
+/// [`loom_lanes_two_producers_scan_and_sleep`]: a re-check that finds
+/// nothing while the word still holds the value the sleep read blocks until
+/// the word moves, and fails if every producer has finished.
+///
+/// It fails with the sleeper's fence after arming removed, or with
+/// `sleep_registered` not arming. It cannot catch the removal of the
+/// waker's fence in `notify_counted`: under loom the light fence before it
+/// is already a `SeqCst` fence (outside loom it is a compiler fence, and the
+/// real fence is what orders the waker's progress store before its look at
+/// the bit). Three preemptions: about a minute in release.
+#[test]
+fn loom_notify_armed_standing_sleeper_never_misses() {
+    use crate::notify::Notifier;
+    // Items per producer.
+    const SENDS: [u32; 2] = [2, 1];
+    const TOTAL: u32 = 3;
+    let mut model = loom::model::Builder::new();
+    model.max_branches = 100_000;
+    model.preemption_bound = Some(3);
+    model.check(|| {
+        let n = Arc::new(Notifier::new());
+        let items = Arc::new(AtomicU32::new(0));
+        let finished = Arc::new(AtomicU32::new(0));
+        // Registered before the producers start, as a standing sleeper is
+        // before the messages it then sleeps for.
+        n.register();
+        let producers: std::vec::Vec<_> = SENDS
+            .iter()
+            .map(|&sends| {
+                let (n, items, finished) = (n.clone(), items.clone(), finished.clone());
+                thread::spawn(move || {
+                    for _ in 0..sends {
+                        items.fetch_add(1, Ordering::Release);
+                        n.notify();
+                    }
+                    finished.fetch_add(1, Ordering::Release);
+                })
+            })
+            .collect();
+        let mut taken = 0;
+        while taken < TOTAL {
+            let now = items.load(Ordering::Acquire);
+            if now > taken {
+                taken = now;
+                continue;
+            }
+            let before = n.word().load(Ordering::SeqCst);
+            let _ = n.sleep_registered(None, || {
+                if items.load(Ordering::Acquire) > taken {
+                    return true;
+                }
+                let expected = n.word().load(Ordering::SeqCst);
+                if expected == before {
+                    loop {
+                        let done = finished.load(Ordering::Acquire) == 2;
+                        if n.word().load(Ordering::SeqCst) != expected {
+                            break;
+                        }
+                        assert!(!done, "lost wake-up: asleep with {taken} of {TOTAL} items");
+                        thread::yield_now();
+                    }
+                }
+                false
+            });
+        }
+        n.unregister();
+        for p in producers {
+            p.join().unwrap();
+        }
+        assert_eq!(items.load(Ordering::Relaxed), TOTAL);
+    });
+}

@@ -740,9 +740,9 @@ impl NotifierWait {
             }
         }
         let s = if self.counted {
-            // Still counted: every notify since bumps the word (see
+            // Still counted: arming again is enough (see
             // `Notifier::begin_async_wait`).
-            n.word().load(Ordering::Acquire)
+            n.rearm_async_wait()
         } else {
             self.counted = true;
             n.begin_async_wait()

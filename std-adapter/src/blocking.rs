@@ -133,13 +133,15 @@ const AVERAGE_CAP: Duration = Duration::from_micros(400);
 /// that interrupts the peer's CPU): as much again as the sleep itself. So
 /// the first such sleep registers this process as a *standing* sleeper
 /// ([`Notifier::register`]) and later ones sleep without counting or
-/// fencing ([`Notifier::sleep_registered`]). The peer then makes a wake-up
-/// call on every message, so the registration is dropped
+/// fencing ([`Notifier::sleep_registered`], which only *arms* the notifier:
+/// the next peer to make progress makes the wake-up call, one per sleep).
+/// While registered, the peer pays a real fence per message instead of a
+/// compiler fence, so the registration is dropped
 /// ([`stand_down`](Pacer::stand_down)) as soon as an operation succeeds
 /// without waiting or a wait plans to spin, and when the queue or pipe end
 /// is dropped in this process. A process killed while registered leaves the
-/// count one high: its peers then make a wake-up call per message they did
-/// not need (as with a process killed in any sleep), never a missed one.
+/// count one high: its peers then pay that fence per message (and a wake-up
+/// call if it died armed, once), never a missed wake-up.
 #[derive(Debug)]
 pub(crate) struct Pacer {
     /// The policy: [`POLICY_ADAPTIVE`], [`POLICY_SLEEP`], or a spin time in
