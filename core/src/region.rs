@@ -73,7 +73,13 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPROC1");
 /// is [`HOME`](crate::raw_mutex::HOME); MPMC slot heads record their
 /// claimer (48 bytes); the robust semaphore's holder table; the biased lock
 /// records its holder's namespace.
-pub const LAYOUT_VERSION: u32 = 3;
+///
+/// Version 3: laned queues (the queue header's lane count and tickets).
+///
+/// Version 4: a notifier's sleeper word carries the `ARMED` bit
+/// ([`notify`](crate::notify)): a waker that sees sleepers counted wakes only
+/// if one armed, so an older sleeper, which does not arm, would not be woken.
+pub const LAYOUT_VERSION: u32 = 4;
 /// Alignment of the header, the directory and every object (two cache lines:
 /// adjacent-line prefetch makes 64 too small to avoid false sharing).
 ///
