@@ -40,7 +40,10 @@
 //! position of the frame it was handed (`reading`) before reading it; when a
 //! consumer takes the lock over from a dead one and that frame is still at the
 //! head, it is dropped, as a dead consumer's slot is in the slot layout (a
-//! message that killed its reader is not handed to the next one). Producers
+//! message that killed its reader is not handed to the next one). The mark is
+//! not cleared after each message: a ring's consumer position only grows, so
+//! a mark left behind names a position the head has passed and never matches
+//! again; moving to another ring (whose positions start at 0) clears it. Producers
 //! blocked on a full queue check the consuming side's holder at every
 //! liveness slice, so a reader that died holding a `RecvRef` cannot block
 //! them forever.
@@ -1096,6 +1099,9 @@ impl<S: RingStore> ByteQueue<S> {
         }
         let r = &self.head().reader;
         store_desc(&r.ring, &load_desc(&r.follow));
+        // Positions start again in the new ring: a mark left from the old
+        // one must not name a frame there.
+        r.reading.store(0, Ordering::Relaxed);
         r.following.store(0, Ordering::Relaxed);
     }
 
@@ -1106,7 +1112,10 @@ impl<S: RingStore> ByteQueue<S> {
     fn consume(&self, ring: &RingRef<S::Keep>, frame: Frame) {
         self.count_received();
         rx(&ring.ring).release(frame);
-        self.head().reader.reading.store(0, Ordering::Relaxed);
+        // `reading` is left as it is: it names a position now behind the
+        // ring's head, which only grows, so it can never match a frame
+        // again (a move to another ring clears it: `finish_follow`). One
+        // store per message less (module docs, "Dead peers").
     }
 
     /// Counts one consumed message (before its space is handed back: see the
@@ -1417,16 +1426,7 @@ mod tests {
         send(&q, &me, 5).unwrap();
         // A reader that died holding the first frame: a thread id that was
         // a process of ours and is reaped.
-        // SAFETY: the child only calls `_exit`, async-signal-safe.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            // SAFETY: exiting the forked child without running anything else.
-            unsafe { libc::_exit(0) };
-        }
-        assert!(pid > 0);
-        // SAFETY: waiting for our own child.
-        unsafe { libc::waitpid(pid, core::ptr::null_mut(), 0) };
-        let dead = Owner { thread: crate::Identity::local(pid as u32, 1), pid: pid as u32 };
+        let dead = dead_owner();
         let c = q.try_claim(&dead, None).unwrap().unwrap();
         assert_eq!(q.kind(&c), KIND_BLOCK);
         // It dies holding it: never released.
@@ -1436,6 +1436,44 @@ mod tests {
         assert_eq!(take(&q, &me), Some(5));
         assert_eq!(*store.blocks_freed.borrow(), [vec![9u8; DESCRIPTOR_LEN]]);
         assert_eq!(take(&q, &me), None);
+    }
+
+    /// A pid of ours that has exited and been reaped, as a dead owner.
+    fn dead_owner() -> Owner {
+        // SAFETY: the child only calls `_exit`, async-signal-safe.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: exiting the forked child without running anything else.
+            unsafe { libc::_exit(0) };
+        }
+        assert!(pid > 0);
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, core::ptr::null_mut(), 0) };
+        Owner { thread: crate::Identity::local(pid as u32, 1), pid: pid as u32 }
+    }
+
+    #[test]
+    fn a_reader_dead_between_messages_loses_none() {
+        // The reading mark is not cleared after each message (`consume`):
+        // the mark a finished read leaves must not make the next reader drop
+        // a message nobody was handed.
+        let (mut mem, store) = (Vec::new(), HeapStore::default());
+        let q = queue(&mut mem, &store, 8, 64);
+        let me = Owner::current();
+        for v in 0..4 {
+            send(&q, &me, v).unwrap();
+        }
+        let dead = dead_owner();
+        assert_eq!(take(&q, &dead), Some(0));
+        assert_eq!(take(&q, &dead), Some(1));
+        // It dies holding the consuming side between two messages.
+        // (Never unlocked.)
+        let _held = q.head().consumer.lock(&dead, None, &crate::owner::ProcLiveness).unwrap();
+        // The next receiver takes the side over and gets every message left.
+        assert_eq!(take(&q, &me), Some(2));
+        assert_eq!(take(&q, &me), Some(3));
+        assert_eq!(take(&q, &me), None);
+        assert_eq!(q.len(), 0);
     }
 
     #[test]
