@@ -7,8 +7,9 @@
 //! Under loom the futex layer turns every wait into a yield and a spurious
 //! wake-up (see `futex`), so the models check the state machines' atomics and
 //! their handling of spurious wake-ups, not the kernel's wait queue. The
-//! laned-queue model (`loom_lanes_*`) blocks where the kernel would, inside
-//! its sleep's re-check, so that a lost wake-up fails it.
+//! laned-queue model (`loom_lanes_*`) and the armed-notifier model
+//! (`loom_notify_*`) block where the kernel would, inside their sleep's
+//! re-check, so that a lost wake-up fails them.
 
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
@@ -622,6 +623,34 @@ fn loom_robust_semaphore_excludes_and_returns_a_dead_holders_permit() {
     });
 }
 
+/// Inside a sleep's re-check that found nothing: if the notifier's word
+/// still holds `before` (read before the sleep, so the sleep read that
+/// value too: the word only grows), the futex wait would block, so block
+/// here, still counted among the sleepers, until a notify bumps the word.
+/// If all `producers` have counted themselves `finished` and the word has
+/// not moved, nobody can wake the sleeper: fail with "lost wake-up" and
+/// what was received (`got`).
+fn block_as_the_kernel_would(
+    n: &crate::notify::Notifier,
+    before: u32,
+    finished: &AtomicU32,
+    producers: u32,
+    got: impl Fn() -> std::string::String,
+) {
+    let expected = n.word().load(Ordering::SeqCst);
+    if expected != before {
+        return;
+    }
+    loop {
+        let done = finished.load(Ordering::Acquire) == producers;
+        if n.word().load(Ordering::SeqCst) != expected {
+            return;
+        }
+        assert!(!done, "lost wake-up: asleep with {}", got());
+        thread::yield_now();
+    }
+}
+
 /// The laned queue's protocol ([`lanes`](crate::lanes)): two lanes, each a
 /// real SPSC ring, two producers that each take a lane with
 /// [`assign`](crate::lanes::assign) and publish frames into it, each publish
@@ -735,19 +764,9 @@ fn loom_lanes_two_producers_scan_and_sleep() {
                         if any() {
                             return true;
                         }
-                        let expected = arrival.word().load(Ordering::SeqCst);
-                        if expected == before {
-                            // Blocked in the kernel, still counted among
-                            // the sleepers, until a notify bumps the word.
-                            loop {
-                                let done = finished.load(Ordering::Acquire) == 2;
-                                if arrival.word().load(Ordering::SeqCst) != expected {
-                                    break;
-                                }
-                                assert!(!done, "lost wake-up: asleep with {} of {TOTAL} frames", got.len());
-                                thread::yield_now();
-                            }
-                        }
+                        block_as_the_kernel_would(&arrival, before, &finished, 2, || {
+                            std::format!("{} of {TOTAL} frames", got.len())
+                        });
                         false
                     });
                 }
@@ -822,17 +841,7 @@ fn loom_notify_armed_standing_sleeper_never_misses() {
                 if items.load(Ordering::Acquire) > taken {
                     return true;
                 }
-                let expected = n.word().load(Ordering::SeqCst);
-                if expected == before {
-                    loop {
-                        let done = finished.load(Ordering::Acquire) == 2;
-                        if n.word().load(Ordering::SeqCst) != expected {
-                            break;
-                        }
-                        assert!(!done, "lost wake-up: asleep with {taken} of {TOTAL} items");
-                        thread::yield_now();
-                    }
-                }
+                block_as_the_kernel_would(&n, before, &finished, 2, || std::format!("{taken} of {TOTAL} items"));
                 false
             });
         }
