@@ -507,6 +507,27 @@ impl BiasedLock {
         }
     }
 
+    /// Whether anyone holds the lock now: a snapshot that does not touch
+    /// the lock's words, for a caller deciding whether trying is worth it
+    /// (a laned queue's receivers skip lanes whose side another holds).
+    ///
+    /// ```
+    /// use shmproc_core::biased_lock::BiasedLock;
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// let l = BiasedLock::new();
+    /// let me = Owner::current();
+    /// assert!(!l.is_held());
+    /// let h = l.lock(&me, None, &ProcLiveness).unwrap();
+    /// assert!(l.is_held());
+    /// l.unlock(&me, h);
+    /// assert!(!l.is_held());
+    /// ```
+    #[inline]
+    #[must_use]
+    pub fn is_held(&self) -> bool {
+        self.busy.load(Ordering::Relaxed) != 0 || self.mutex.is_locked()
+    }
+
     /// How many times a bias was revoked (a snapshot, for inspection).
     ///
     /// ```

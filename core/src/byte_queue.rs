@@ -1033,6 +1033,14 @@ impl<S: RingStore> ByteQueue<S> {
         taken
     }
 
+    /// Whether a receiver holds the consuming side now (a snapshot that
+    /// leaves the side's lock untouched).
+    #[inline]
+    #[must_use]
+    pub fn receiving_side_held(&self) -> bool {
+        self.head().consumer.is_held()
+    }
+
     /// Locks the consuming side (`None`: another receiver kept it past
     /// `lock_deadline`), finishing what a dead previous holder left.
     #[inline]

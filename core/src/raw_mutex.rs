@@ -487,7 +487,23 @@ impl RawMutex {
         if let Ok(a) = self.try_lock(me) {
             return Ok(a);
         }
+        if deadline.is_some_and(|d| d.has_passed()) {
+            return self.lock_now(me, check);
+        }
         self.lock_contended(me, deadline, check)
+    }
+
+    /// A lock whose deadline has passed already (a `try_` call): one
+    /// liveness verdict on the holder, as
+    /// [`try_lock_checked`](RawMutex::try_lock_checked), and no spinning and no `WAITERS` bit,
+    /// which would cost the holder a wake-up call at its unlock for a
+    /// waiter that is not going to sleep.
+    #[cold]
+    fn lock_now(&self, me: &Owner, check: &impl OwnerCheck) -> Result<Acquired, LockError> {
+        match self.try_lock_checked(me, check) {
+            Err(LockError::WouldBlock) => Err(LockError::Timeout),
+            r => r,
+        }
     }
 
     #[cold]

@@ -129,7 +129,14 @@ impl Lanes {
             n,
             cursor,
             |l| self.rings[l].has_message(),
-            |l| take(l, &self.rings[l], Some(Deadline::EXPIRED)),
+            // A side another receiver holds is skipped without touching
+            // its lock (a failed try would pull the holder's line away and
+            // judge the holder's liveness through /proc); a dead holder is
+            // taken over by the wait below.
+            |l| match &self.rings[l] {
+                r if r.receiving_side_held() => Ok(None),
+                r => take(l, r, Some(Deadline::EXPIRED)),
+            },
         )?;
         let lane = match found {
             Scan::Took(r) => {
