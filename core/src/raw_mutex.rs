@@ -999,6 +999,25 @@ mod tests {
     }
 
     #[test]
+    fn a_lock_past_its_deadline_is_one_try() {
+        let m = RawMutex::new();
+        let a = owner(10);
+        let b = owner(11);
+        let alive = |_: u32, _: Option<u64>| true;
+        let _ = m.try_lock(&a).unwrap();
+        // A `try_` call: it fails at once and does not mark the lock as
+        // waited on (that would make the holder's unlock a wake-up call).
+        assert_eq!(m.lock(&b, Some(Deadline::EXPIRED), &alive), Err(LockError::Timeout));
+        assert!(!m.has_waiters());
+        // Re-entry and a dead holder are still reported by the one try.
+        assert_eq!(m.lock(&a, Some(Deadline::EXPIRED), &alive), Err(LockError::Deadlock));
+        let a_dead = |tid: u32, _: Option<u64>| tid != 10;
+        assert_eq!(m.lock(&b, Some(Deadline::EXPIRED), &a_dead), Ok(Acquired::OwnerDied));
+        assert!(m.is_owned_by(&b));
+        assert!(m.unlock(&b));
+    }
+
+    #[test]
     fn timeout_and_garbage_state() {
         let m = RawMutex::new();
         let a = owner(10);
