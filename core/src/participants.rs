@@ -115,6 +115,31 @@ impl Entry {
             Role::Receiver => &self.receivers,
         }
     }
+
+    /// Sets the count of `role` handles to `n`, marked as inherited
+    /// ([`Participants::set`]).
+    fn set_inherited(&self, role: Role, n: u32) {
+        self.count(role).store(n, Ordering::Relaxed);
+        self.inherited.store(1, Ordering::Relaxed);
+    }
+
+    /// Frees an entry the caller claimed (its `pid` swapped to
+    /// [`RECLAIMING`]): clears the process's record, then the `pid` last
+    /// (`Release`), so a new claimer finds a clean record. The counts are
+    /// the caller's business.
+    fn free(&self) {
+        self.start.store(0, Ordering::Relaxed);
+        self.ns.store(0, Ordering::Relaxed);
+        self.inherited.store(0, Ordering::Relaxed);
+        self.pid.store(0, Ordering::Release);
+    }
+
+    /// Zeroes both counts and frees the entry ([`free`](Entry::free)).
+    fn clear(&self) {
+        self.senders.store(0, Ordering::Relaxed);
+        self.receivers.store(0, Ordering::Relaxed);
+        self.free();
+    }
 }
 
 /// Whether any live process holds a role.
@@ -199,12 +224,7 @@ impl Participants {
     pub fn init(&self) {
         self.overflow.store(0, Ordering::Relaxed);
         for e in &self.entries {
-            e.senders.store(0, Ordering::Relaxed);
-            e.receivers.store(0, Ordering::Relaxed);
-            e.start.store(0, Ordering::Relaxed);
-            e.ns.store(0, Ordering::Relaxed);
-            e.inherited.store(0, Ordering::Relaxed);
-            e.pid.store(0, Ordering::Release);
+            e.clear();
         }
     }
 
@@ -289,23 +309,20 @@ impl Participants {
     /// ```
     pub fn set(&self, me: Identity, role: Role, n: u32, alive: impl Fn(Identity) -> bool) -> bool {
         if let Some(e) = self.find(me) {
-            e.count(role).store(n, Ordering::Relaxed);
-            e.inherited.store(1, Ordering::Relaxed);
+            e.set_inherited(role, n);
             return true;
         }
         for round in 0..2 {
             // Re-check: a concurrent `set` for the same process may have won.
             if let Some(e) = self.find(me) {
-                e.count(role).store(n, Ordering::Relaxed);
-                e.inherited.store(1, Ordering::Relaxed);
+                e.set_inherited(role, n);
                 return true;
             }
             for e in &self.entries {
                 if e.pid.compare_exchange(0, me.id, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                     e.start.store(me.start, Ordering::Relaxed);
                     e.ns.store(me.ns, Ordering::Relaxed);
-                    e.inherited.store(1, Ordering::Relaxed);
-                    e.count(role).store(n, Ordering::Relaxed);
+                    e.set_inherited(role, n);
                     return true;
                 }
             }
@@ -349,10 +366,7 @@ impl Participants {
             && claim & !KERNEL_LIVE == me.id & !KERNEL_LIVE
             && e.pid.compare_exchange(claim, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
-            e.start.store(0, Ordering::Relaxed);
-            e.ns.store(0, Ordering::Relaxed);
-            e.inherited.store(0, Ordering::Relaxed);
-            e.pid.store(0, Ordering::Release);
+            e.free();
         }
     }
 
@@ -387,12 +401,7 @@ impl Participants {
             }
             let id = Identity { id: pid, start: e.start.load(Ordering::Relaxed), ns: e.ns.load(Ordering::Relaxed) };
             if !alive(id) && e.pid.compare_exchange(pid, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                e.senders.store(0, Ordering::Relaxed);
-                e.receivers.store(0, Ordering::Relaxed);
-                e.start.store(0, Ordering::Relaxed);
-                e.ns.store(0, Ordering::Relaxed);
-                e.inherited.store(0, Ordering::Relaxed);
-                e.pid.store(0, Ordering::Release);
+                e.clear();
             }
         }
     }

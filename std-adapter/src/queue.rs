@@ -95,8 +95,9 @@
 //! rings of their own instead of taking turns on one, so that throughput
 //! can grow with P where the single ring's falls (the design's aim: the
 //! README's `mpmc_scaling` section has the figures measured so far, from a
-//! 2-core machine, where lanes do not beat the default layout). What it changes: order is FIFO *per producer* (Python's `Queue`
-//! promises no more: messages of different producers have no order), and
+//! 2-core machine, where lanes do not beat the default layout). What it
+//! changes: order is FIFO *per producer* (Python's `Queue` promises no
+//! more: messages of different producers have no order), and
 //! capacity is per lane (a producer waits when its own lane is full). The
 //! protocol is `shmproc_core::lanes`.
 //!
