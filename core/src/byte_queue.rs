@@ -639,9 +639,12 @@ impl<S: RingStore> ByteQueue<S> {
     /// alone, out of line or into a larger ring). Returns how many were
     /// sent, in order (`Full` when none could be: the limit or no room).
     ///
-    /// A producer killed mid-batch leaves the frames it committed published
-    /// but not recorded: the next producer counts them as sent (module docs,
-    /// `resync`), so nothing is torn, lost or doubled.
+    /// The run is published once, when it is complete
+    /// ([`Batch`](crate::spsc::Batch)): a producer killed while writing it
+    /// publishes none of it (none of it was acknowledged: the call did not
+    /// return); one killed after its publication but before its count
+    /// leaves frames published but not recorded, which the next producer
+    /// counts as sent (module docs, `resync`). Nothing is torn or doubled.
     pub fn try_send_batch(
         &self,
         me: &Owner,

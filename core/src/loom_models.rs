@@ -353,9 +353,9 @@ fn loom_spsc_frames_wrap_in_order() {
 /// batch, [`Batch`](crate::spsc::Batch)) through a 64-byte ring while the
 /// consumer takes runs ([`Consumer::peek_after`](crate::spsc::Consumer::peek_after),
 /// one release per run): every frame arrives once, in order and intact, a
-/// frame of a batch is visible as soon as its header is (before the batch's
-/// position is), and a run never reads past what was published, across the
-/// wrap.
+/// batch becomes visible all at once, when its held first header is stored
+/// (before the batch's position is: a run never begins inside a batch), and
+/// a run never reads past what was published, across the wrap.
 #[test]
 fn loom_spsc_batches_and_runs() {
     use crate::spsc::{RingError, SpscRing};
@@ -380,7 +380,9 @@ fn loom_spsc_batches_and_runs() {
                 while next < total {
                     match b.reserve(8) {
                         Ok(r) => {
-                            b.buffer(&r).copy_from_slice(&[next; 8]);
+                            // Byte 1 marks a batch's first frame.
+                            let first = u8::from(b.frames() == 0);
+                            b.buffer(&r).copy_from_slice(&[next, first, 0, 0, 0, 0, 0, 0]);
                             b.commit(r, 8, 0);
                             next += 1;
                         }
@@ -399,9 +401,12 @@ fn loom_spsc_batches_and_runs() {
         while k < total {
             match c.peek().unwrap() {
                 Some(first) => {
+                    // Published once per batch: a run starts at a batch's
+                    // first frame, never in the middle of one.
+                    assert_eq!(c.bytes(&first)[1], 1, "a run began inside a batch");
                     let mut f = first;
                     loop {
-                        assert_eq!(c.bytes(&f), [k; 8]);
+                        assert_eq!(c.bytes(&f)[0], k);
                         k += 1;
                         match c.peek_after(&f).unwrap() {
                             Some(next) => f = next,

@@ -222,31 +222,62 @@ unsafe fn copy_atomic(src: *const u8, dst: *mut u8, n: usize) {
 }
 
 /// Copies `n` bytes from shared `src` to private `dst` with relaxed atomic
-/// loads: bytes up to an 8-byte boundary of `src`, then words, then bytes.
+/// loads: bytes up to an 8-byte boundary of `src`, then words, then bytes
+/// (just words for an aligned multiple of 8, such as a small archive in a
+/// frame, whose payload is 16-aligned).
 ///
 /// # Safety
 ///
 /// `src..src+n` valid for reads, `dst..dst+n` valid for writes and private.
 #[inline]
 unsafe fn copy_words(src: *const u8, dst: *mut u8, n: usize) {
-    let mut i = 0;
+    if (src as usize | n) % 8 == 0 {
+        // SAFETY: forwarded contract; src is 8-aligned.
+        unsafe { copy_aligned_words(src, dst, n / 8) };
+        return;
+    }
     let head = src.align_offset(8).min(n);
-    while i < head {
-        // SAFETY: i < n; any address is aligned for AtomicU8.
-        unsafe { *dst.add(i) = (*src.add(i).cast::<AtomicU8>()).load(Ordering::Relaxed) };
-        i += 1;
+    let words = (n - head) / 8;
+    let tail = head + words * 8;
+    // SAFETY: the three parts of the ranges (contract); src + head is
+    // 8-aligned (or head == n and there are no words).
+    unsafe {
+        copy_bytes(src, dst, head);
+        copy_aligned_words(src.add(head), dst.add(head), words);
+        copy_bytes(src.add(tail), dst.add(tail), n - tail);
     }
-    while i + 8 <= n {
-        // SAFETY: src + i is 8-aligned (past `head`) and the word lies
-        // inside the range; dst needs no alignment for an unaligned write.
+}
+
+/// Copies `words` 8-byte words from shared, 8-aligned `src` to private `dst`.
+///
+/// # Safety
+///
+/// `src` 8-aligned; `src..src+8*words` valid for reads, `dst..dst+8*words`
+/// valid for writes and private.
+#[inline(always)]
+unsafe fn copy_aligned_words(src: *const u8, dst: *mut u8, words: usize) {
+    let mut at = 0;
+    while at < words * 8 {
+        // SAFETY: the word lies inside the range and is aligned (contract);
+        // dst needs no alignment for an unaligned write.
         unsafe {
-            let w = (*src.add(i).cast::<AtomicU64>()).load(Ordering::Relaxed);
-            dst.add(i).cast::<u64>().write_unaligned(w);
+            let v = (*src.add(at).cast::<AtomicU64>()).load(Ordering::Relaxed);
+            dst.add(at).cast::<u64>().write_unaligned(v);
         }
-        i += 8;
+        at += 8;
     }
+}
+
+/// Copies `n` bytes from shared `src` to private `dst`, one at a time.
+///
+/// # Safety
+///
+/// `src..src+n` valid for reads, `dst..dst+n` valid for writes and private.
+#[inline(always)]
+unsafe fn copy_bytes(src: *const u8, dst: *mut u8, n: usize) {
+    let mut i = 0;
     while i < n {
-        // SAFETY: as for the head.
+        // SAFETY: i < n; any address is aligned for AtomicU8.
         unsafe { *dst.add(i) = (*src.add(i).cast::<AtomicU8>()).load(Ordering::Relaxed) };
         i += 1;
     }

@@ -232,7 +232,29 @@ pub(crate) fn decode_copy<T: Message>(bytes: &[u8]) -> Result<T, rancor::Error> 
 /// `shmproc_core::peer_bytes`), then validates and deserialises the copy:
 /// small messages from an aligned stack copy, larger ones from a per-thread
 /// buffer, so receiving does not allocate for the bytes themselves.
+#[inline]
 pub(crate) fn decode_peer<T: Message>(bytes: PeerBytes<'_>) -> Result<T, rancor::Error> {
+    #[repr(C, align(16))]
+    struct Tiny([u64; 2]);
+    let len = bytes.len();
+    if len <= 16 {
+        // The common small message (a number, a short tuple): a two-word
+        // copy in a small frame of its own.
+        let mut tiny = Tiny([0; 2]);
+        // SAFETY: len <= 16 bytes fit; the first `len` bytes are read after
+        // the copy (all of them initialised anyway).
+        let copy = unsafe {
+            bytes.copy_to_raw(tiny.0.as_mut_ptr().cast::<u8>());
+            core::slice::from_raw_parts(tiny.0.as_ptr().cast::<u8>(), len)
+        };
+        return decode::<T>(copy);
+    }
+    decode_peer_larger(bytes)
+}
+
+/// [`decode_peer`] of a message over 16 bytes.
+#[inline(never)]
+fn decode_peer_larger<T: Message>(bytes: PeerBytes<'_>) -> Result<T, rancor::Error> {
     #[repr(C, align(16))]
     struct Small([core::mem::MaybeUninit<u8>; 256]);
     let len = bytes.len();

@@ -1145,6 +1145,20 @@ impl Core {
         let taken = l
             .take(&self.place, lock_deadline, |_, r, d| {
                 let n = r.try_take_batch(&me, d, max, |kind, bytes| {
+                    if kind == KIND_INLINE {
+                        // The common case, without `read_message`'s block
+                        // bookkeeping.
+                        return match crate::message::decode_peer::<T>(bytes) {
+                            Ok(v) => {
+                                out.push(v);
+                                true
+                            }
+                            Err(e) => {
+                                failed = Some(Failure::Corrupt(e.to_string()));
+                                false
+                            }
+                        };
+                    }
                     let (v, block) = self.read_message::<T>(kind, bytes);
                     if let Some(d) = block {
                         recycle.push(d);

@@ -368,8 +368,9 @@ fn eight_by_eight_batches_and_unbounded_lanes() -> TestResult {
 
 /// A producer stopped inside `send_batch` at a chosen message (its
 /// serialisation stalls there, holding its lane's producing side) and
-/// SIGKILLed: the messages of the batch before it were delivered, the
-/// stalled one and the rest of its batch never, nothing torn; the producer
+/// SIGKILLed: the messages of the batch's earlier runs were delivered, the
+/// stalled one's run (published once, when complete) and the rest of the
+/// batch never, nothing torn; the producer
 /// sharing its lane takes the side over (with `lanes(2)`, four producers
 /// share two lanes in pairs), the others never notice; consumers end on
 /// `Disconnected`. Then the same with kills at random points of a
@@ -413,13 +414,15 @@ fn producer_killed_mid_batch() -> TestResult {
         // Let the others run into the stalled one's lane for a while.
         std::thread::sleep(Duration::from_millis(20));
         let per = kill_producer_and_tally(kids, victim, &results, LIVE, N, &format!("lanes {lanes}, mark {mark}"))?;
-        // Exactly the messages before the stalled one: those of its batch
-        // before it were written (each frame is published as written).
+        // A prefix of its messages, ending before the stalled one: a run
+        // of a batch is published once, when it is complete, so the
+        // messages of the stalled one's run before it (at most 3: a lane
+        // holds 4) were written but never published, like the stalled one.
         let v = &per[LIVE as usize];
+        let k = v.len() as u64;
         ensure!(
-            v.iter().copied().eq(0..mark),
-            "lanes {lanes}: the killed producer's messages are not exactly 0..{mark}: {} of them, last {:?}",
-            v.len(),
+            v.iter().copied().eq(0..k) && k <= mark && mark - k < 4,
+            "lanes {lanes}: the killed producer's messages are not 0..k with {mark} - 3 <= k <= {mark}: {k} of them, last {:?}",
             v.last()
         );
     }
