@@ -50,6 +50,10 @@
 //! space back with a `Release` store of `head`, which the producer
 //! `Acquire`-loads before reusing it.
 //!
+//! A [`Batch`] of frames is published once: its first frame's header is
+//! held back and stored after the others, so the consumer, which walks
+//! frames in order from its head, sees all of the batch or none of it.
+//!
 //! "Non-zero at the head means published" needs the word at the head to be
 //! zero until then, and in a byte ring that word may hold anything from an
 //! earlier lap: an old header, or, since frame sizes vary, old payload bytes,
