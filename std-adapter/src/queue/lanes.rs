@@ -56,7 +56,11 @@ impl Lanes {
     /// Lane `lane` (any index: reduced modulo the count).
     #[inline]
     pub(crate) fn lane(&self, lane: usize) -> &ByteRing {
-        &self.rings[lane % self.rings.len()]
+        match self.rings.get(lane) {
+            Some(r) => r,
+            // (A division only here, off the per-message path.)
+            None => &self.rings[lane % self.rings.len()],
+        }
     }
 
     /// Every lane.
