@@ -692,8 +692,10 @@ macro_rules! send_side {
             }
             /// Sends every value of `values` in order, waiting for room as
             /// [`send`](Self::send) does; runs of messages are written in place
-            /// and published with one store and one wake-up. On an error, the
-            /// messages before the failing one were sent.
+            /// and published with one store and one wake-up (the receiver sees
+            /// a run whole or not at all; a sender killed while writing a run
+            /// publishes none of it). On an error, the messages before the
+            /// failing one were sent.
             ///
             /// ```
             /// let (tx, rx) = shmproc::Pipe::<u64>::oneway()?;

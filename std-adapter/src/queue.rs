@@ -1879,10 +1879,13 @@ macro_rules! send_methods {
             /// Sends every value of `values`, in order, waiting for room as
             /// [`send`](Self::send) does. Runs of messages that fit the ring
             /// are written in place one after another and published with one
-            /// store and one wake-up, so a batch costs much less per message
-            /// than single sends; order and exactly-once are as for `send`.
-            /// On an error, the messages before the failing one were sent
-            /// (use [`send_iter`](Self::send_iter) to learn how many).
+            /// store and one wake-up (receivers see a run whole or not at
+            /// all), so a batch costs much less per message than single
+            /// sends; order and exactly-once are as for `send`. A sender
+            /// killed while writing a run publishes none of that run (the
+            /// runs before it are in the queue). On an error, the messages
+            /// before the failing one were sent (use
+            /// [`send_iter`](Self::send_iter) to learn how many).
             ///
             /// ```
             /// let q = shmproc::Queue::<u64>::bounded(256)?;
