@@ -193,7 +193,10 @@ pub trait RingStore {
     fn check(&self) -> &Self::Check;
     /// `me` as the side locks record it (the std store flags
     /// [`KERNEL_LIVE`](crate::owner::KERNEL_LIVE) when its process holds its
-    /// liveness record on the region's file); `me` itself by default.
+    /// liveness record on the region's file); `me` itself by default. Every
+    /// [`ByteQueue`] method that takes a caller's `me` resolves it through
+    /// this once, on entry, and uses the result throughout (locks, claims,
+    /// unlocks), so callers pass the plain thread identity.
     fn owner(&self, me: &Owner) -> Owner {
         *me
     }
@@ -951,6 +954,7 @@ impl<S: RingStore> ByteQueue<S> {
         me: &Owner,
         lock_deadline: Option<Deadline>,
     ) -> Result<Option<FrameClaim<S::Keep>>, S::Error> {
+        let me = &self.store.owner(me);
         let Some(held) = self.lock_consumer(me, lock_deadline)? else { return Ok(None) };
         match self.peek_marked() {
             Ok(Some((ring, frame))) => Ok(Some(FrameClaim { frame, ring, held, me: *me })),
@@ -972,6 +976,7 @@ impl<S: RingStore> ByteQueue<S> {
         lock_deadline: Option<Deadline>,
         read: impl FnOnce(u8, PeerBytes<'_>) -> R,
     ) -> Result<Option<R>, S::Error> {
+        let me = &self.store.owner(me);
         let Some(held) = self.lock_consumer(me, lock_deadline)? else { return Ok(None) };
         let r = self.peek_marked().map(|found| {
             found.map(|(ring, frame)| {
@@ -1006,6 +1011,7 @@ impl<S: RingStore> ByteQueue<S> {
         if max == 0 {
             return Ok(0);
         }
+        let me = &self.store.owner(me);
         let Some(held) = self.lock_consumer(me, lock_deadline)? else { return Ok(0) };
         let taken = self.peek_marked().map(|found| {
             let Some((ring, first)) = found else { return 0 };
@@ -1048,7 +1054,7 @@ impl<S: RingStore> ByteQueue<S> {
     /// `lock_deadline`), finishing what a dead previous holder left.
     #[inline]
     fn lock_consumer(&self, me: &Owner, lock_deadline: Option<Deadline>) -> Result<Option<Held>, S::Error> {
-        match self.head().consumer.lock(&self.store.owner(me), lock_deadline, self.store.check()) {
+        match self.head().consumer.lock(me, lock_deadline, self.store.check()) {
             Ok(held) => {
                 if held.owner_died() {
                     self.after_dead_reader();

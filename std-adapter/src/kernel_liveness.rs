@@ -141,6 +141,7 @@ impl LiveFile {
     }
 
     /// Whether this process holds its lock on this file now.
+    #[inline]
     fn held_by(&self, pid: u32) -> bool {
         self.pid.load(Ordering::Acquire) == pid && self.fd.load(Ordering::Relaxed) >= 0
     }

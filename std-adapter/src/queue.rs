@@ -406,13 +406,19 @@ pub(crate) fn measure<T: Message>(v: &T) -> Result<usize, Failure> {
 }
 
 impl Core {
-    /// The calling thread as this queue's locks and slots record it
-    /// (flagged when this process holds its kernel liveness record on the
-    /// segment's file: `kernel_liveness`).
+    /// The calling thread, for this queue's rings: as the slot ring's slots
+    /// record it (flagged when this process holds its kernel liveness
+    /// record on the segment's file: `kernel_liveness`); the byte ring
+    /// flags it itself, through its store, on entry to each call (the same
+    /// file's record), so it gets the plain identity rather than paying
+    /// for the lookup twice.
     #[inline]
     fn me(&self) -> Owner {
         self.note_use();
-        self.obj.segment().owner(&thread_id::owner())
+        match &self.ring {
+            Layout::Bytes(_) => thread_id::owner(),
+            Layout::Slots(_) => self.obj.segment().owner(&thread_id::owner()),
+        }
     }
 
     /// Records, once per process, that this process used the queue (every
@@ -570,6 +576,7 @@ impl Core {
 
     /// The notifier this process's senders wait on for room (with lanes:
     /// their own lane's).
+    #[inline]
     fn not_full(&self) -> &Notifier {
         match &self.ring {
             Layout::Bytes(l) if l.count() > 1 => l.lane(self.place.sender_if_any(l.count())).not_full(),

@@ -696,6 +696,7 @@ impl Segment {
 
     /// `me` as locks in this segment record it (flagged when this process
     /// holds its liveness record on the segment's file).
+    #[inline]
     pub(crate) fn owner(&self, me: &shmproc_core::owner::Owner) -> shmproc_core::owner::Owner {
         self.inner.live.owner(me)
     }
