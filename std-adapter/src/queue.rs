@@ -405,6 +405,13 @@ pub(crate) fn measure<T: Message>(v: &T) -> Result<usize, Failure> {
     }
 }
 
+/// A message written in its frame or slot ([`KIND_INLINE`]): copied out,
+/// validated and deserialised; a failure is `Corrupt`.
+#[inline]
+fn read_inline<T: Message>(bytes: PeerBytes<'_>) -> Result<T, Failure> {
+    crate::message::decode_peer::<T>(bytes).map_err(|e| Failure::Corrupt(e.to_string()))
+}
+
 impl Core {
     /// The calling thread, for this queue's rings: as the slot ring's slots
     /// record it (flagged when this process holds its kernel liveness
@@ -1016,9 +1023,7 @@ impl Core {
     #[inline]
     fn read_message<T: Message>(&self, kind: u8, bytes: PeerBytes<'_>) -> (Result<T, Failure>, Option<Descriptor>) {
         match (kind, &self.blocks) {
-            (KIND_INLINE, _) => {
-                (crate::message::decode_peer::<T>(bytes).map_err(|e| Failure::Corrupt(e.to_string())), None)
-            }
+            (KIND_INLINE, _) => (read_inline::<T>(bytes), None),
             (_, Some(b)) => match b.decode::<T>(kind, bytes) {
                 Ok(r) => r,
                 Err(e) => (Err(e), None),
@@ -1155,13 +1160,13 @@ impl Core {
                     if kind == KIND_INLINE {
                         // The common case, without `read_message`'s block
                         // bookkeeping.
-                        return match crate::message::decode_peer::<T>(bytes) {
+                        return match read_inline::<T>(bytes) {
                             Ok(v) => {
                                 out.push(v);
                                 true
                             }
                             Err(e) => {
-                                failed = Some(Failure::Corrupt(e.to_string()));
+                                failed = Some(e);
                                 false
                             }
                         };
