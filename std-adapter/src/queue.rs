@@ -1157,24 +1157,17 @@ impl Core {
         let taken = l
             .take(&self.place, lock_deadline, |_, r, d| {
                 let n = r.try_take_batch(&me, d, max, |kind, bytes| {
-                    if kind == KIND_INLINE {
+                    let v = if kind == KIND_INLINE {
                         // The common case, without `read_message`'s block
                         // bookkeeping.
-                        return match read_inline::<T>(bytes) {
-                            Ok(v) => {
-                                out.push(v);
-                                true
-                            }
-                            Err(e) => {
-                                failed = Some(e);
-                                false
-                            }
-                        };
-                    }
-                    let (v, block) = self.read_message::<T>(kind, bytes);
-                    if let Some(d) = block {
-                        recycle.push(d);
-                    }
+                        read_inline::<T>(bytes)
+                    } else {
+                        let (v, block) = self.read_message::<T>(kind, bytes);
+                        if let Some(d) = block {
+                            recycle.push(d);
+                        }
+                        v
+                    };
                     match v {
                         Ok(v) => {
                             out.push(v);
