@@ -329,6 +329,36 @@ impl BiasedLock {
     /// ```
     #[inline]
     pub fn lock(&self, me: &Owner, deadline: Option<Deadline>, check: &impl OwnerCheck) -> Result<Held, LockError> {
+        match self.try_lock_biased(me)? {
+            Some(held) => Ok(held),
+            None => self.lock_slow(me, deadline, check),
+        }
+    }
+
+    /// The bias fast path of [`lock`](BiasedLock::lock) alone: `Some` when
+    /// the calling thread holds the bias and entered a critical section,
+    /// `None` when it does not hold it (nothing changed: take the lock with
+    /// [`lock`](BiasedLock::lock)), [`LockError::Deadlock`] when it is
+    /// inside one already. For callers with a fast path of their own that
+    /// needs no owner record: the bias check uses only the thread identity
+    /// (`me.thread`), never `me.pid`.
+    ///
+    /// ```
+    /// use shmproc_core::biased_lock::{BiasedLock, BIAS_AFTER};
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// let l = BiasedLock::new();
+    /// let me = Owner::current();
+    /// assert_eq!(l.try_lock_biased(&me), Ok(None)); // no bias yet
+    /// for _ in 0..BIAS_AFTER {
+    ///     let h = l.lock(&me, None, &ProcLiveness).unwrap();
+    ///     l.unlock(&me, h);
+    /// }
+    /// let h = l.try_lock_biased(&me).unwrap().unwrap();
+    /// assert!(l.try_lock_biased(&me).is_err()); // not re-entrant
+    /// l.unlock(&me, h);
+    /// ```
+    #[inline]
+    pub fn try_lock_biased(&self, me: &Owner) -> Result<Option<Held>, LockError> {
         let mine = Self::mine(me);
         if self.bias.holder.load(Ordering::Relaxed) == mine
             && self.bias.start.load(Ordering::Relaxed) == me.thread.start
@@ -341,12 +371,12 @@ impl BiasedLock {
             self.busy.store(1, Ordering::Relaxed);
             asymmetric_fence::light();
             if self.bias.holder.load(Ordering::Acquire) == mine {
-                return Ok(Held { biased: true, died: false });
+                return Ok(Some(Held { biased: true, died: false }));
             }
             // Revoked meanwhile: step out, then queue on the mutex.
             self.leave_biased(mine);
         }
-        self.lock_slow(me, deadline, check)
+        Ok(None)
     }
 
     #[cold]

@@ -633,6 +633,50 @@ impl<S: RingStore> ByteQueue<S> {
         self.with_producer(me, lock_deadline, |queued| self.send_locked(queued, hint, &mut write))
     }
 
+    /// The common case of [`try_send_with`](ByteQueue::try_send_with), for
+    /// a fast path in front of it, with none of its bookkeeping (owner
+    /// records, dead holders, chained rings, sizes beyond `hint`): a bounded
+    /// queue whose producing side the calling thread holds biased (see
+    /// [`BiasedLock::try_lock_biased`]), below its limit, with room for
+    /// `hint` bytes in its own ring, and a
+    /// message that fits them. `None` when any of that is not so, with
+    /// nothing published: the general path then decides (a reservation
+    /// dropped uncommitted publishes nothing; a wrap marker published by a
+    /// failed reservation is what the general path's would publish too).
+    #[inline]
+    pub fn try_send_biased(
+        &self,
+        me: &Owner,
+        hint: usize,
+        write: impl FnOnce(&mut [u8]) -> Result<Written, S::Error>,
+    ) -> Option<Result<Placed, S::Error>> {
+        if self.unbounded() {
+            return None;
+        }
+        let h = self.head();
+        let held = h.producer.try_lock_biased(me).ok()??;
+        let placed = if self.queued().is_ok() {
+            let size = hint.clamp(1, self.message_size);
+            let mut p = tx(&self.ring);
+            match p.reserve(size) {
+                Ok(r) => match write(&mut p.buffer(&r)[..size]) {
+                    Ok(Written::Done(n)) => {
+                        p.commit_kind(r, n, KIND_INLINE);
+                        self.count_sent();
+                        Some(Ok(Placed::Inline(n)))
+                    }
+                    Ok(Written::Needs(_)) => None,
+                    Err(e) => Some(Err(e)),
+                },
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        h.producer.unlock(me, held);
+        placed
+    }
+
     /// Sends up to `count` messages in the ring with one publication of the
     /// producing side's position, one count and one wake-up: `write(i,
     /// buf)` serialises message `i` into its frame (first `hint` bytes, then
@@ -987,6 +1031,36 @@ impl<S: RingStore> ByteQueue<S> {
         });
         self.head().consumer.unlock(me, held);
         r
+    }
+
+    /// The common case of [`try_take`](ByteQueue::try_take), for a fast
+    /// path in front of it, with none of its bookkeeping: a bounded queue
+    /// whose consuming side the calling thread holds biased (see
+    /// [`BiasedLock::try_lock_biased`]) and whose own ring holds a message
+    /// frame, or nothing (`Ok(None)`). `Err(read)` when that is not so,
+    /// with nothing changed: the general path then decides.
+    #[inline]
+    pub fn try_take_biased<R, F: FnOnce(u8, PeerBytes<'_>) -> R>(&self, me: &Owner, read: F) -> Result<Option<R>, F> {
+        if self.unbounded() {
+            return Err(read);
+        }
+        let h = self.head();
+        let Ok(Some(held)) = h.consumer.try_lock_biased(me) else { return Err(read) };
+        let mut c = rx(&self.ring);
+        let taken = match c.peek() {
+            Ok(None) => Ok(None),
+            Ok(Some(frame)) if frame.kind() != KIND_LINK => {
+                // As `peek_marked` and `consume` do (module docs).
+                h.reader.reading.store(c.position().wrapping_add(1), Ordering::Relaxed);
+                let r = read(frame.kind(), self.ring.peer_payload(&frame));
+                self.count_received();
+                c.release(frame);
+                Ok(Some(r))
+            }
+            _ => Err(read),
+        };
+        h.consumer.unlock(me, held);
+        taken
     }
 
     /// Takes up to `max` messages in a row, reading each with `read` (its
@@ -1386,6 +1460,57 @@ mod tests {
         assert_eq!(take(&q, &me), None);
         assert!(q.is_empty());
         assert_eq!(store.live(), 0, "a bounded queue never chains");
+    }
+
+    /// The biased fast paths serve only a thread holding its side's bias,
+    /// below the limit, with a message that fits the hint; anything else is
+    /// left to the general path with nothing changed, and the counts stay
+    /// exact across both paths.
+    #[test]
+    fn biased_fast_paths_take_only_the_common_case() {
+        let (mut mem, store) = (Vec::new(), HeapStore::default());
+        let q = queue(&mut mem, &store, 4, 64);
+        let me = Owner::current();
+        let fast_send = |v: u64, hint: usize| {
+            q.try_send_biased(&me, hint, |buf| {
+                if buf.len() < 8 {
+                    return Ok(Written::Needs(8));
+                }
+                buf[..8].copy_from_slice(&v.to_le_bytes());
+                Ok(Written::Done(8))
+            })
+        };
+        let fast_take = || q.try_take_biased(&me, |_, b| u64::from_le_bytes(b.read_array().unwrap())).ok();
+        // No bias yet: both decline.
+        assert_eq!(fast_send(0, 8), None);
+        assert_eq!(fast_take(), None);
+        for _ in 0..crate::biased_lock::BIAS_AFTER {
+            assert_eq!(send(&q, &me, 0), Ok(Placed::Inline(8)));
+            assert_eq!(take(&q, &me), Some(0));
+        }
+        assert_eq!(fast_take(), Some(None), "biased, and empty");
+        assert_eq!(fast_send(1, 8), Some(Ok(Placed::Inline(8))));
+        // A hint too small: declined, nothing published.
+        assert_eq!(fast_send(9, 4), None);
+        assert_eq!(q.len(), 1);
+        assert_eq!(send(&q, &me, 2), Ok(Placed::Inline(8)));
+        assert_eq!(fast_send(3, 8), Some(Ok(Placed::Inline(8))));
+        assert_eq!(fast_send(4, 8), Some(Ok(Placed::Inline(8))));
+        // At the limit: declined; the general path says full.
+        assert_eq!(fast_send(5, 8), None);
+        assert_eq!(send(&q, &me, 5), Err(QueueError::Full));
+        assert_eq!(fast_take(), Some(Some(1)));
+        assert_eq!(take(&q, &me), Some(2));
+        assert_eq!(fast_take(), Some(Some(3)));
+        assert_eq!(fast_take(), Some(Some(4)));
+        assert_eq!(fast_take(), Some(None));
+        assert!(q.is_empty());
+        // Another thread takes the producing side (revoking the bias): the
+        // fast path declines from then on, for good.
+        let other = Owner { thread: crate::Identity { id: me.thread.id.wrapping_add(1), ..me.thread }, ..me };
+        assert_eq!(send(&q, &other, 6), Ok(Placed::Inline(8)));
+        assert_eq!(fast_send(7, 8), None);
+        assert_eq!(fast_take(), Some(Some(6)));
     }
 
     #[test]

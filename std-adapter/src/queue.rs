@@ -843,9 +843,40 @@ impl Core {
         }
     }
 
+    /// The fast path of every send: a queue of one byte ring whose
+    /// producing side this thread holds biased, with room, and a message
+    /// that fits the size the last one took (see
+    /// `ByteQueue::try_send_biased`). `None` when that is not so, with
+    /// nothing sent: the general path then decides (and reports a closed
+    /// queue).
+    #[inline]
+    fn send_now<T: Message>(&self, v: &T) -> Option<Result<(), Failure>> {
+        let Layout::Bytes(l) = &self.ring else { return None };
+        let [r] = l.all() else { return None };
+        if r.is_closed() {
+            return None;
+        }
+        self.note_use();
+        let hint = self.hint.load(Ordering::Relaxed).max(std::mem::size_of::<T::Archived>());
+        match r.try_send_biased(&thread_id::owner(), hint, |buf| encode_into(v, buf).map_err(serialize_failure))? {
+            Ok(Placed::Inline(n)) => {
+                if n != hint {
+                    self.hint.store(n, Ordering::Relaxed);
+                }
+                self.send_pacer.stand_down(r.not_full());
+                Some(Ok(()))
+            }
+            Ok(Placed::OutOfLine(_) | Placed::NoRoom) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// Sends `v` without waiting for room.
     #[inline]
     fn try_send<T: Message>(&self, v: &T) -> Result<(), Failure> {
+        if let Some(sent) = self.send_now(v) {
+            return sent;
+        }
         match self.try_send_inline(v, Some(Deadline::EXPIRED))? {
             Attempt::Sent => Ok(()),
             Attempt::OutOfLine(n) => self.send_block(v, n, Some(Deadline::EXPIRED), false),
@@ -940,6 +971,9 @@ impl Core {
     }
 
     fn send_deadline<T: Message>(&self, v: &T, deadline: Option<Deadline>) -> Result<(), Failure> {
+        if let Some(sent) = self.send_now(v) {
+            return sent;
+        }
         match self.send_loop(deadline, || self.try_send_inline(v, deadline))? {
             Attempt::Sent => Ok(()),
             Attempt::OutOfLine(n) => self.send_block(v, n, deadline, true),
@@ -1043,9 +1077,29 @@ impl Core {
         self.blocks.as_ref().ok_or_else(|| Failure::corrupt("a block in a queue without a window"))?.open(bytes)
     }
 
+    /// The fast path of every receive: a queue of one byte ring whose
+    /// consuming side this thread holds biased (see
+    /// `ByteQueue::try_take_biased`), with a message waiting. `None` when
+    /// that is not so, with nothing taken: the general path then decides
+    /// (and waits).
+    #[inline]
+    fn recv_now<T: Message>(&self) -> Option<Result<T, Failure>> {
+        let Layout::Bytes(l) = &self.ring else { return None };
+        let [r] = l.all() else { return None };
+        self.note_use();
+        let (v, block) =
+            r.try_take_biased(&thread_id::owner(), |kind, bytes| self.read_message::<T>(kind, bytes)).ok()??;
+        self.after_release(block);
+        self.recv_pacer.stand_down(self.not_empty());
+        Some(v)
+    }
+
     /// Receives a `T`, waiting until `deadline`.
     #[inline]
     fn recv_deadline<T: Message>(&self, deadline: Option<Deadline>) -> Result<T, Failure> {
+        if let Some(v) = self.recv_now() {
+            return v;
+        }
         let Layout::Bytes(l) = &self.ring else {
             let c = self.claim_deadline(deadline)?;
             return self.take(c);
@@ -1210,6 +1264,9 @@ impl Core {
 
     /// Receives a `T` if one is waiting now.
     fn try_recv<T: Message>(&self) -> Result<T, Failure> {
+        if let Some(v) = self.recv_now() {
+            return v;
+        }
         let c = self.try_claim(Some(Deadline::EXPIRED))?;
         self.take(c)
     }
