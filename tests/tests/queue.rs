@@ -486,6 +486,110 @@ fn biased_producer_killed_inside_a_send() -> TestResult {
     Ok(())
 }
 
+/// The single-message fast path (a one-ring queue whose side this thread
+/// holds biased, as it does after 64 sends or receives in a row) with its
+/// peers SIGKILLed at random points of a stream. A killed producer's
+/// messages arrive as a prefix of its sequence, as long as its completed
+/// sends or one longer (killed after publishing, before `send` returned),
+/// and a producer started after it takes the side over from the dead bias
+/// holder. A killed consumer loses at most the message it was taking (or
+/// had taken without recording it), and the next consumer goes on from
+/// there in order.
+fn fast_path_peers_killed_mid_stream() -> TestResult {
+    for round in 0..4u64 {
+        // 1. The producer is killed.
+        let (tx, rx) = Queue::<u64>::bounded(64)?.into_split();
+        let (done, got) = (Value::new(0u64)?, Value::new(0u64)?);
+        let (vtx, vdone) = (tx.clone(), done.clone());
+        let mut victim = Process::spawn(move || {
+            for i in 0u64.. {
+                vtx.send(&i).unwrap();
+                vdone.set(i + 1);
+            }
+        })?;
+        let (crx, cgot) = (rx.clone(), got.clone());
+        let mut consumer = Process::spawn(move || -> Result<(), String> {
+            for want in 0u64.. {
+                match crx.recv().map_err(|e| e.to_string())? {
+                    u64::MAX => break,
+                    v if v == want => cgot.set(want + 1),
+                    v => return Err(format!("received {v}, expected {want}")),
+                }
+            }
+            Ok(())
+        })?;
+        drop(rx);
+        let started = Instant::now();
+        while done.get() < 1000 {
+            ensure!(started.elapsed() < HANG_LIMIT, "round {round}: the producer does not progress");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        std::thread::sleep(Duration::from_micros(300 + round * 1700));
+        victim.kill()?;
+        ensure!(victim.join_timeout(HANG_LIMIT)? == Some(-libc::SIGKILL));
+        let completed = done.get();
+        tx.send_timeout(&u64::MAX, HANG_LIMIT)?;
+        ensure!(consumer.join_timeout(HANG_LIMIT)?.is_some(), "round {round}: the consumer hangs");
+        let m = got.get();
+        ensure!(
+            m == completed || m == completed + 1,
+            "round {round}: {m} messages arrived; the killed producer's sends had completed {completed}"
+        );
+
+        // 2. The consumer is killed.
+        const N: u64 = 1_000_000;
+        let (tx, rx) = Queue::<u64>::bounded(64)?.into_split();
+        let seen = Value::new(0u64)?;
+        // The producer stays until the victim is dead: the victim may have
+        // taken everything by then, and must be found waiting, not gone.
+        let release = shmproc::Event::new()?;
+        let prelease = release.clone();
+        let mut producer = Process::spawn(move || {
+            for i in 0..N {
+                tx.send(&i).unwrap();
+            }
+            prelease.wait();
+        })?;
+        let (vrx, vseen) = (rx.clone(), seen.clone());
+        let mut victim = Process::spawn(move || -> Result<(), String> {
+            for want in 0u64.. {
+                match vrx.recv().map_err(|e| e.to_string())? {
+                    v if v == want => vseen.set(want + 1),
+                    v => return Err(format!("received {v}, expected {want}")),
+                }
+            }
+            Ok(())
+        })?;
+        let started = Instant::now();
+        while seen.get() < 1000 {
+            ensure!(started.elapsed() < HANG_LIMIT, "round {round}: the consumer does not progress");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        std::thread::sleep(Duration::from_micros(300 + round * 1700));
+        victim.kill()?;
+        ensure!(victim.join_timeout(HANG_LIMIT)? == Some(-libc::SIGKILL));
+        let recorded = seen.get();
+        release.set();
+        let mut rest = Vec::new();
+        loop {
+            match rx.recv_timeout(HANG_LIMIT) {
+                Ok(v) => rest.push(v),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(e) => return Err(format!("round {round}: {e}").into()),
+            }
+        }
+        ensure!(producer.join_timeout(HANG_LIMIT)? == Some(0));
+        let first = rest.first().copied().unwrap_or(N);
+        ensure!(
+            first == recorded || first == recorded + 1,
+            "round {round}: the dead consumer had recorded {recorded} messages, the next one received {first}"
+        );
+        ensure!(rest.iter().copied().eq(first..N), "round {round}: the rest is out of order, or lost some");
+        println!("round {round}: producer killed after {m} messages, consumer after {recorded}");
+    }
+    Ok(())
+}
+
 /// A receiver that dies holding a `RecvRef` (after enough receives to hold the
 /// consuming side's bias) blocks neither producers nor other receivers: the
 /// message it held is dropped with it, the rest arrive in order.
@@ -610,6 +714,7 @@ fn main() {
         try_recv_sees_a_killed_sender,
         producer_killed_mid_message_leaves_no_torn_message,
         biased_producer_killed_inside_a_send,
+        fast_path_peers_killed_mid_stream,
         receiver_killed_holding_a_recv_ref,
         garbage_over_a_live_queue_gives_errors_not_hangs,
         sender_blocked_on_full_queue_sees_dead_receivers,
