@@ -67,7 +67,11 @@
 //! `queue_bytes.rs` for the design). Each lock is *biased*: while one thread
 //! keeps taking it, it costs no atomic read-modify-write, so a queue with one
 //! producer and one consumer costs each side a few plain loads and stores per
-//! message. A [`RecvRef`] holds the receiving side while it lives.
+//! message; a thread that holds its side's bias then sends and receives
+//! through a fast path that skips the general path's bookkeeping (owner
+//! records, dead holders, chained rings, lanes) and leaves every case it
+//! does not cover to it (`shmproc_core::byte_queue`, "The biased fast
+//! path"). A [`RecvRef`] holds the receiving side while it lives.
 //!
 //! [`QueueBuilder::slot_ring`] selects Vyukov's **slot ring** instead: fixed
 //! slots with a sequence number each, claimed by compare-and-swap, so several
