@@ -847,23 +847,27 @@ impl Core {
         }
     }
 
-    /// The fast path of every send: a queue of one byte ring whose
-    /// producing side this thread holds biased, with room, and a message
-    /// that fits the size the last one took (see
-    /// `ByteQueue::try_send_biased`). `None` when that is not so, with
-    /// nothing sent: the general path then decides (and reports a closed
-    /// queue).
+    /// The fast path of every send: a byte-layout queue whose ring (with
+    /// lanes: this process's lane) has its producing side held biased by
+    /// this thread, with room, and a message that fits the size the last
+    /// one took (see `ByteQueue::try_send_biased`). `None` when that is not
+    /// so, with nothing sent: the general path then decides (and reports a
+    /// closed queue).
     #[inline]
     fn send_now<T: Message>(&self, v: &T) -> Option<Result<(), Failure>> {
         let Layout::Bytes(l) = &self.ring else { return None };
-        let [r] = l.all() else { return None };
-        if r.is_closed() {
+        if l.first().is_closed() {
             return None;
         }
+        let (lane, r) = match l.all() {
+            [r] => (0, r),
+            _ => self.send_lane(l),
+        };
         self.note_use();
         let hint = self.hint.load(Ordering::Relaxed).max(std::mem::size_of::<T::Archived>());
         match r.try_send_biased(&thread_id::owner(), hint, |buf| encode_into(v, buf).map_err(serialize_failure))? {
             Ok(Placed::Inline(n)) => {
+                l.published(lane);
                 if n != hint {
                     self.hint.store(n, Ordering::Relaxed);
                 }
