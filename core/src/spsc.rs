@@ -1097,16 +1097,23 @@ impl Producer {
         if self.has_room(tail, p.span)? {
             return Ok(Reservation { frame_pos: p.frame_pos, off: p.off, len, wrap: p.wrap.map(|(off, _)| off) });
         }
-        // The frame does not fit. If it needs a wrap and the marker alone
-        // fits, publish the marker so the consumer moves past it.
-        if let (Some((off, till_end)), true) = (p.wrap, marker) {
-            if self.has_room(tail, till_end)? {
-                // The word after the marker (offset 0) must be zero before the
-                // marker is published (module docs).
-                self.ring.word(0).store(0, Ordering::Relaxed);
-                self.ring.word(off).store(WRAP, Ordering::Release);
-                self.publish(tail + till_end);
-            }
+        match (p.wrap, marker) {
+            (Some((off, till_end)), true) => self.no_room_at_wrap(tail, off, till_end),
+            _ => Err(RingError::Full),
+        }
+    }
+
+    /// A frame that needs a wrap does not fit: if the marker alone fits,
+    /// publish it so the consumer moves past it. `Full` either way. (Out of
+    /// line, off the reservation's common path.)
+    #[cold]
+    fn no_room_at_wrap(&mut self, tail: u64, off: usize, till_end: u64) -> Result<Reservation, RingError> {
+        if self.has_room(tail, till_end)? {
+            // The word after the marker (offset 0) must be zero before the
+            // marker is published (module docs).
+            self.ring.word(0).store(0, Ordering::Relaxed);
+            self.ring.word(off).store(WRAP, Ordering::Release);
+            self.publish(tail + till_end);
         }
         Err(RingError::Full)
     }
