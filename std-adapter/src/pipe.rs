@@ -54,7 +54,7 @@ use crate::error::Error;
 use crate::message::{encode_into, Message, Written};
 use crate::object::Object;
 use crate::queue::{measure, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError};
-use crate::roles;
+use crate::roles::{self, PresencePace};
 use crate::segment::Segment;
 pub use async_ops::{PipeReadable, PipeRecvFuture, PipeSendFuture};
 
@@ -394,6 +394,9 @@ struct RxEnd {
     consumer: RefCell<Consumer>,
     /// How this end waits for messages.
     pacer: Pacer,
+    /// Paces the look-ups of live senders by `try_recv`s that find nothing
+    /// (a `try_recv` loop would read `/proc` on every call).
+    presence_pace: PresencePace,
 }
 
 impl RxEnd {
@@ -404,7 +407,7 @@ impl RxEnd {
         // `PeerBytes` before validation, so a second process receiving on a
         // copy of this end garbles messages, never this process's memory.
         let consumer = RefCell::new(unsafe { ch.ring.consumer() });
-        RxEnd { ch, consumer, pacer: Pacer::default() }
+        RxEnd { ch, consumer, pacer: Pacer::default(), presence_pace: PresencePace::new() }
     }
 
     fn has_frame(&self) -> bool {
@@ -448,7 +451,16 @@ impl RxEnd {
     /// the pipe is drained and closed or without senders.
     fn wait_for_frame(&self, deadline: Option<Deadline>) -> Result<(), Failure> {
         let ring = &self.ch.ring;
-        let gone = || !self.has_frame() && (ring.is_closed() || self.ch.presence(Role::Sender) == Presence::Absent);
+        // A `try_recv` (an expired deadline) may come in a tight loop: its
+        // look-up of live senders is paced; a blocking wait's is not.
+        let paced = deadline.is_some_and(|d| d.has_passed());
+        let senders_gone = || match paced {
+            true => {
+                self.presence_pace.absent(&ring.header().participants, Role::Sender, self.ch._obj.segment().liveness())
+            }
+            false => self.ch.presence(Role::Sender) == Presence::Absent,
+        };
+        let gone = || !self.has_frame() && (ring.is_closed() || senders_gone());
         match wait_paced(
             &self.pacer,
             receiver_pace(ring),
@@ -850,6 +862,14 @@ macro_rules! recv_side {
                 std::iter::from_fn(move || self.try_recv().ok())
             }
             /// Receives a message if one is waiting.
+            ///
+            /// An empty pipe gives [`TryRecvError::Empty`], or
+            /// [`TryRecvError::Disconnected`] once it is closed or its
+            /// sender is gone. Whether the sender is gone is looked up at
+            /// most every 5 ms per end (a look reads `/proc`), so a
+            /// `try_recv` loop sees the sender's exit within 5 ms, not
+            /// necessarily on the next call (a busy-polling loop used to
+            /// pay that look on every empty call: ~25 µs).
             ///
             /// ```
             /// let (tx, rx) = shmproc::Pipe::<u8>::oneway()?;

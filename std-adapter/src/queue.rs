@@ -190,7 +190,7 @@ use crate::channel_error::Failure;
 use crate::error::Error;
 use crate::message::{encode_into, Message, Written};
 use crate::object::{impl_handle_archive, Object};
-use crate::roles;
+use crate::roles::{self, PresencePace};
 use crate::segment::Segment;
 use crate::thread_id;
 
@@ -363,11 +363,9 @@ pub(crate) struct Core {
     /// Bytes of the last message sent through this mapping: the frame size a
     /// byte-ring send reserves first.
     hint: AtomicUsize,
-    /// When a non-blocking receive that found nothing last asked whether any
-    /// sender is left (see [`senders_gone`](Core::senders_gone)), in
-    /// microseconds since this mapping was made, plus one (0: never).
-    presence_checked: AtomicU64,
-    made: std::time::Instant,
+    /// Paces the senders' liveness checks of non-blocking receives that
+    /// find nothing (see [`senders_gone`](Core::senders_gone)).
+    presence_pace: PresencePace,
     /// How this process's receivers wait ([`Queue::set_wait_policy`]).
     recv_pacer: Pacer,
     /// How this process's senders wait for room.
@@ -378,11 +376,6 @@ pub(crate) struct Core {
     /// use of the queue ([`Core::note_use`]).
     used_in: AtomicU32,
 }
-
-/// How often a non-blocking receive that finds the queue empty looks for
-/// live senders (a look reads `/proc` for each registered process, too much
-/// for every call of a `try_recv` loop).
-const PRESENCE_EVERY: Duration = Duration::from_millis(5);
 
 /// What a first, in-ring send attempt did.
 #[derive(Copy, Clone, Debug)]
@@ -521,8 +514,7 @@ impl Core {
             ring,
             blocks,
             hint: AtomicUsize::new(0),
-            presence_checked: AtomicU64::new(0),
-            made: std::time::Instant::now(),
+            presence_pace: PresencePace::new(),
             recv_pacer: Pacer::default(),
             send_pacer: Pacer::default(),
             place: Place::new(),
@@ -601,19 +593,12 @@ impl Core {
     }
 
     /// For a non-blocking receive that found nothing: whether no live sender
-    /// is left, looked up at most every [`PRESENCE_EVERY`] per mapping (in
-    /// between, the answer is "not known to be gone").
+    /// is left, looked up at most every
+    /// [`PRESENCE_EVERY`](roles::PRESENCE_EVERY) per mapping (in between,
+    /// the answer is "not known to be gone": see [`PresencePace`]).
     #[cold]
     fn senders_gone(&self) -> bool {
-        let now = self.made.elapsed().as_micros() as u64 + 1;
-        let last = self.presence_checked.load(Ordering::Relaxed);
-        if last != 0 && now.saturating_sub(last) < PRESENCE_EVERY.as_micros() as u64 {
-            return false;
-        }
-        if self.presence_checked.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err() {
-            return false;
-        }
-        self.presence(Role::Sender) == Presence::Absent
+        self.presence_pace.absent(self.participants(), Role::Sender, self.obj.segment().liveness())
     }
 
     fn len(&self) -> usize {
@@ -2118,6 +2103,13 @@ macro_rules! recv_methods {
                 RecvStream::new(&self.reg.core)
             }
             /// Receives if a message is waiting now.
+            ///
+            /// An empty queue gives [`TryRecvError::Empty`], or
+            /// [`TryRecvError::Disconnected`] once it is closed or every
+            /// sender is gone. Whether senders are gone is looked up at most
+            /// every 5 ms per mapping (a look reads `/proc` for each
+            /// registered process), so a `try_recv` loop sees the last
+            /// sender's exit within 5 ms, not necessarily on the next call.
             ///
             /// ```
             /// let q = shmproc::Queue::<u8>::bounded(4)?;

@@ -88,6 +88,44 @@ pub(crate) fn presence(table: &Participants, role: Role, live: &FileLiveness) ->
     table.presence(role, |id| live.process_alive(id))
 }
 
+/// How often a [`PresencePace`] lets a look-up through (a look-up scans the
+/// participants table and reads `/proc` for each registered process: too
+/// much for every call of a `try_recv` loop).
+pub(crate) const PRESENCE_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Paces the "is every peer of this role gone?" look-ups of non-blocking
+/// calls that found nothing (a `try_recv` loop): at most one per
+/// [`PRESENCE_EVERY`] per pace; in between, the answer is "not known to be
+/// gone". Blocking waits look up unpaced (they are about to sleep anyway).
+#[derive(Debug)]
+pub(crate) struct PresencePace {
+    made: std::time::Instant,
+    /// When the last look-up was let through, in microseconds since
+    /// `made`, plus one (0: never).
+    last: AtomicU64,
+}
+
+impl PresencePace {
+    pub(crate) fn new() -> PresencePace {
+        PresencePace { made: std::time::Instant::now(), last: AtomicU64::new(0) }
+    }
+
+    /// Whether every `role` handle in `table` is known to be gone: looked
+    /// up if one is due (of several threads asking at once, one gets it),
+    /// `false` otherwise.
+    pub(crate) fn absent(&self, table: &Participants, role: Role, live: &FileLiveness) -> bool {
+        let now = self.made.elapsed().as_micros() as u64 + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < PRESENCE_EVERY.as_micros() as u64 {
+            return false;
+        }
+        if self.last.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        presence(table, role, live) == Presence::Absent
+    }
+}
+
 /// Registers one handle of `role` for this process.
 pub(crate) fn attach(table: &Participants, role: Role, live: &FileLiveness) {
     crate::process::atfork::install();
