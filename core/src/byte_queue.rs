@@ -37,8 +37,8 @@
 //! does in the same order (commit then count; mark, read, count, release),
 //! so the dead-peer handling below covers them unchanged. `shmproc::Queue`
 //! tries them first for every single send and receive: between two
-//! processes they take a `Queue<u64>` send and receive from 721 to 519
-//! instructions (callgrind), which is most of the gap to `Pipe<u64>` (348).
+//! processes they take a `Queue<u64>` send and receive from 721 to 509
+//! instructions (callgrind), which is most of the gap to `Pipe<u64>` (343).
 //!
 //! # What it gives up
 //!
