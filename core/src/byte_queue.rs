@@ -36,9 +36,9 @@
 //! every decision it made before. Inside, they do what the general path
 //! does in the same order (commit then count; mark, read, count, release),
 //! so the dead-peer handling below covers them unchanged. `shmproc::Queue`
-//! tries them first for every single send and receive: between two
-//! processes they take a `Queue<u64>` send and receive from 721 to 509
-//! instructions (callgrind), which is most of the gap to `Pipe<u64>` (343).
+//! tries them first for every single send and receive: they take a
+//! `Queue<u64>` send and receive from 721 to 509 instructions (callgrind,
+//! one thread), most of the gap to `Pipe<u64>` (343).
 //!
 //! # What it gives up
 //!
