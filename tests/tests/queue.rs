@@ -519,14 +519,7 @@ fn fast_path_peers_killed_mid_stream() -> TestResult {
             Ok(())
         })?;
         drop(rx);
-        let started = Instant::now();
-        while done.get() < 1000 {
-            ensure!(started.elapsed() < HANG_LIMIT, "round {round}: the producer does not progress");
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        std::thread::sleep(Duration::from_micros(300 + round * 1700));
-        victim.kill()?;
-        ensure!(victim.join_timeout(HANG_LIMIT)? == Some(-libc::SIGKILL));
+        kill_mid_stream(&mut victim, &done, round)?;
         let completed = done.get();
         tx.send_timeout(&u64::MAX, HANG_LIMIT)?;
         ensure!(consumer.join_timeout(HANG_LIMIT)?.is_some(), "round {round}: the consumer hangs");
@@ -560,14 +553,7 @@ fn fast_path_peers_killed_mid_stream() -> TestResult {
             }
             Ok(())
         })?;
-        let started = Instant::now();
-        while seen.get() < 1000 {
-            ensure!(started.elapsed() < HANG_LIMIT, "round {round}: the consumer does not progress");
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        std::thread::sleep(Duration::from_micros(300 + round * 1700));
-        victim.kill()?;
-        ensure!(victim.join_timeout(HANG_LIMIT)? == Some(-libc::SIGKILL));
+        kill_mid_stream(&mut victim, &seen, round)?;
         let recorded = seen.get();
         release.set();
         let mut rest = Vec::new();
@@ -587,6 +573,20 @@ fn fast_path_peers_killed_mid_stream() -> TestResult {
         ensure!(rest.iter().copied().eq(first..N), "round {round}: the rest is out of order, or lost some");
         println!("round {round}: producer killed after {m} messages, consumer after {recorded}");
     }
+    Ok(())
+}
+
+/// Waits until `victim` has counted 1000 messages in `progress` (well past
+/// the bias), lets it run a round-dependent while longer, and SIGKILLs it.
+fn kill_mid_stream(victim: &mut Process, progress: &Value<u64>, round: u64) -> TestResult {
+    let started = Instant::now();
+    while progress.get() < 1000 {
+        ensure!(started.elapsed() < HANG_LIMIT, "round {round}: the victim does not progress");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    std::thread::sleep(Duration::from_micros(300 + round * 1700));
+    victim.kill()?;
+    ensure!(victim.join_timeout(HANG_LIMIT)? == Some(-libc::SIGKILL));
     Ok(())
 }
 
