@@ -504,6 +504,13 @@ impl<S: RingStore> ByteQueue<S> {
         Ok(ByteQueue { head: base.cast(), ring, limit, message_size: message_size as usize, store })
     }
 
+    /// The frame size a send reserves first for a message of about `hint`
+    /// bytes: at least 1, at most the message size.
+    #[inline]
+    fn first_size(&self, hint: usize) -> usize {
+        hint.max(1).min(self.message_size)
+    }
+
     #[inline]
     fn unbounded(&self) -> bool {
         self.limit == UNBOUNDED
@@ -674,7 +681,7 @@ impl<S: RingStore> ByteQueue<S> {
         let h = self.head();
         let held = h.producer.try_lock_biased(me).ok()??;
         let placed = if self.queued().is_ok() {
-            let size = hint.max(1).min(self.message_size);
+            let size = self.first_size(hint);
             let mut p = tx(&self.ring);
             match p.reserve(size) {
                 Ok(r) => match write(&mut p.buffer(&r)[..size]) {
@@ -724,7 +731,7 @@ impl<S: RingStore> ByteQueue<S> {
             let keep = if self.unbounded() { LINK_ROOM } else { 0 };
             let mut p = tx(&pr.ring);
             let mut batch = p.batch().map_err(ring_corrupt)?;
-            let mut size = hint.max(1).min(self.message_size);
+            let mut size = self.first_size(hint);
             let mut i = 0;
             while i < allowed {
                 let r = match batch.reserve(size + keep) {
@@ -983,7 +990,7 @@ impl<S: RingStore> ByteQueue<S> {
         write: &mut impl FnMut(&mut [u8]) -> Result<Written, S::Error>,
     ) -> Result<Placed, S::Error> {
         let mut pr = if self.unbounded() { self.producer_ring_for_send()? } else { RingRef::own(self.ring) };
-        let mut size = hint.max(1).min(self.message_size);
+        let mut size = self.first_size(hint);
         loop {
             let Some((mut p, r)) = self.reserve(&pr, size)? else {
                 if self.unbounded() {
@@ -1043,7 +1050,7 @@ impl<S: RingStore> ByteQueue<S> {
         let r = self.peek_marked().map(|found| {
             found.map(|(ring, frame)| {
                 let r = read(frame.kind(), ring.ring.peer_payload(&frame));
-                self.consume(&ring, frame);
+                self.consume(&ring.ring, frame);
                 r
             })
         });
@@ -1068,11 +1075,9 @@ impl<S: RingStore> ByteQueue<S> {
         let taken = match c.peek() {
             Ok(None) => Ok(None),
             Ok(Some(frame)) if frame.kind() != KIND_LINK => {
-                // As `peek_marked` and `consume` do (module docs).
-                h.reader.reading.store(c.position().wrapping_add(1), Ordering::Relaxed);
+                self.mark_reading(&c);
                 let r = read(frame.kind(), self.ring.peer_payload(&frame));
-                self.count_received();
-                c.release(frame);
+                self.consume(&self.ring, frame);
                 Ok(Some(r))
             }
             _ => Err(read),
@@ -1168,13 +1173,20 @@ impl<S: RingStore> ByteQueue<S> {
             match c.peek().map_err(ring_corrupt)? {
                 Some(frame) if frame.kind() == KIND_LINK => cr = self.follow_link(&cr, frame)?,
                 Some(frame) => {
-                    self.head().reader.reading.store(c.position().wrapping_add(1), Ordering::Relaxed);
+                    self.mark_reading(&c);
                     return Ok(Some((cr, frame)));
                 }
                 None => return Ok(None),
             }
         }
         Err(corrupt("ring chain too long"))
+    }
+
+    /// Records the frame at `c`'s position as the one being read, for a
+    /// successor of a reader that dies reading it (module docs).
+    #[inline]
+    fn mark_reading(&self, c: &Consumer) {
+        self.head().reader.reading.store(c.position().wrapping_add(1), Ordering::Relaxed);
     }
 
     /// Moves the consumers along the link `frame` of `cr` (module docs).
@@ -1218,9 +1230,9 @@ impl<S: RingStore> ByteQueue<S> {
     /// returned: counts it before handing its space back (module docs) and
     /// clears the mark.
     #[inline]
-    fn consume(&self, ring: &RingRef<S::Keep>, frame: Frame) {
+    fn consume(&self, ring: &SpscRing, frame: Frame) {
         self.count_received();
-        rx(&ring.ring).release(frame);
+        rx(ring).release(frame);
         // `reading` is left as it is: it names a position now behind the
         // ring's head, which only grows, so it can never match a frame
         // again (a move to another ring clears it: `finish_follow`). One
@@ -1262,7 +1274,7 @@ impl<S: RingStore> ByteQueue<S> {
     /// Consumes the claimed frame and unlocks the consuming side.
     #[inline]
     pub fn release(&self, c: FrameClaim<S::Keep>) {
-        self.consume(&c.ring, c.frame);
+        self.consume(&c.ring.ring, c.frame);
         self.head().consumer.unlock(&c.me, c.held);
     }
 
@@ -1306,7 +1318,7 @@ impl<S: RingStore> ByteQueue<S> {
                 if frame.kind() == KIND_BLOCK {
                     self.store.free_block(cr.ring.peer_payload(&frame));
                 }
-                self.consume(&cr, frame);
+                self.consume(&cr.ring, frame);
             }
         }
     }

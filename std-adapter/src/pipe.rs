@@ -454,11 +454,12 @@ impl RxEnd {
         // A `try_recv` (an expired deadline) may come in a tight loop: its
         // look-up of live senders is paced; a blocking wait's is not.
         let paced = deadline.is_some_and(|d| d.has_passed());
-        let senders_gone = || match paced {
-            true => {
+        let senders_gone = || {
+            if paced {
                 self.presence_pace.absent(&ring.header().participants, Role::Sender, self.ch._obj.segment().liveness())
+            } else {
+                self.ch.presence(Role::Sender) == Presence::Absent
             }
-            false => self.ch.presence(Role::Sender) == Presence::Absent,
         };
         let gone = || !self.has_frame() && (ring.is_closed() || senders_gone());
         match wait_paced(

@@ -694,24 +694,22 @@ impl Core {
             return Err(Failure::Disconnected);
         }
         let me = self.me();
-        let hint = self.hint.load(Ordering::Relaxed);
         match &self.ring {
             Layout::Bytes(l) => {
                 let (lane, r) = self.send_lane(l);
-                let hint = hint.max(std::mem::size_of::<T::Archived>());
+                let hint = self.ring_hint::<T>();
                 let write = |buf: &mut [u8]| encode_into(v, buf).map_err(serialize_failure);
                 // With lanes, this process's lane may be held biased by this
-                // thread (`send_now` covers a one-ring queue).
-                let placed = match r.try_send_biased(&me, hint, write) {
+                // thread (`send_now` tried a one-ring queue's already).
+                let biased = if l.count() > 1 { r.try_send_biased(&me, hint, write) } else { None };
+                let placed = match biased {
                     Some(placed) => placed?,
                     None => r.try_send_with(&me, lock_deadline, hint, write)?,
                 };
                 match placed {
                     Placed::Inline(n) => {
                         l.published(lane);
-                        if n != hint {
-                            self.hint.store(n, Ordering::Relaxed);
-                        }
+                        self.note_size(hint, n);
                         Ok(Attempt::Sent)
                     }
                     Placed::OutOfLine(n) => Ok(Attempt::OutOfLine(Some(n))),
@@ -720,7 +718,7 @@ impl Core {
             }
             Layout::Slots(r) => {
                 let slot = r.slot_size();
-                if hint > slot {
+                if self.hint.load(Ordering::Relaxed) > slot {
                     // The last message did not fit a slot: size this one
                     // before claiming a slot it may not fit either.
                     let n = measure(v)?;
@@ -839,6 +837,22 @@ impl Core {
         }
     }
 
+    /// The bytes a byte-ring send of a `T` reserves first: the last
+    /// message's size, at least the archived root's.
+    #[inline]
+    fn ring_hint<T: Message>(&self) -> usize {
+        self.hint.load(Ordering::Relaxed).max(std::mem::size_of::<T::Archived>())
+    }
+
+    /// After a send in place of `n` bytes that reserved `hint` first:
+    /// remembers `n` for the next one.
+    #[inline]
+    fn note_size(&self, hint: usize, n: usize) {
+        if n != hint {
+            self.hint.store(n, Ordering::Relaxed);
+        }
+    }
+
     /// The fast path of every send: a queue of one byte ring whose
     /// producing side this thread holds biased, with room, and a message
     /// that fits the size the last one took (see
@@ -855,12 +869,10 @@ impl Core {
             return None;
         }
         self.note_use();
-        let hint = self.hint.load(Ordering::Relaxed).max(std::mem::size_of::<T::Archived>());
+        let hint = self.ring_hint::<T>();
         match r.try_send_biased(&thread_id::owner(), hint, |buf| encode_into(v, buf).map_err(serialize_failure))? {
             Ok(Placed::Inline(n)) => {
-                if n != hint {
-                    self.hint.store(n, Ordering::Relaxed);
-                }
+                self.note_size(hint, n);
                 self.send_pacer.stand_down(r.not_full());
                 Some(Ok(()))
             }
@@ -1158,7 +1170,7 @@ impl Core {
             let run = match &self.ring {
                 Layout::Bytes(l) if !self.is_closed() => {
                     let (lane, r) = self.send_lane(l);
-                    let hint = self.hint.load(Ordering::Relaxed).max(std::mem::size_of::<T::Archived>());
+                    let hint = self.ring_hint::<T>();
                     let sent = r.try_send_batch(&self.me(), deadline, hint, rest.len(), |i, buf| {
                         encode_into(&rest[i], buf).map_err(serialize_failure)
                     });
