@@ -176,7 +176,9 @@ impl RawBarrier {
         self.parties.load(Ordering::Relaxed)
     }
 
-    /// Parties waiting in the current generation (a snapshot).
+    /// Parties waiting in the current generation (a snapshot); 0 while the
+    /// barrier is broken (Python's `n_waiting`: those left waiting on a
+    /// broken barrier have been released with `Broken`).
     ///
     /// ```
     /// use shmproc_core::barrier::{BarrierError, RawBarrier};
@@ -187,6 +189,9 @@ impl RawBarrier {
     /// assert_eq!(b.n_waiting(), 0);
     /// ```
     pub fn n_waiting(&self) -> u32 {
+        if self.is_broken() {
+            return 0;
+        }
         self.count.load(Ordering::Relaxed)
     }
 

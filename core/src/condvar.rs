@@ -134,6 +134,26 @@ impl RawCondvar {
         }
     }
 
+    /// Wakes up to `n` of the waiters asleep now, in every process (Python's
+    /// `notify(n)`); a waiter between [`prepare_wait`](RawCondvar::prepare_wait)
+    /// and its sleep returns too, as a spurious wake-up would.
+    ///
+    /// ```
+    /// use shmproc_core::condvar::RawCondvar;
+    /// RawCondvar::new().notify_n(3); // nobody waits: nothing happens
+    /// ```
+    pub fn notify_n(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        let mut left = n;
+        // One wake-up per call: stops once `n` were woken or none is asleep.
+        while left > 0 && self.waiters.load(Ordering::SeqCst) != 0 && futex::wake_one(&self.seq) != 0 {
+            left -= 1;
+        }
+    }
+
     /// Wakes every waiter, in every process.
     ///
     /// ```

@@ -220,11 +220,13 @@ impl fmt::Debug for Barrier {
 }
 
 impl Barrier {
-    /// A barrier for `parties` parties (at least 1), in a segment of its own.
+    /// A barrier for `parties` parties, in a segment of its own.
+    /// `Error::Layout` for zero parties (Python: `ValueError`).
     ///
     /// ```
     /// let b = shmproc::Barrier::new(4)?;
     /// assert_eq!(b.parties(), 4);
+    /// assert!(shmproc::Barrier::new(0).is_err());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new(parties: u32) -> Result<Barrier, Error> {
@@ -244,6 +246,9 @@ impl Barrier {
     }
 
     fn create(seg: Option<&Segment>, name: &str, parties: u32) -> Result<Barrier, Error> {
+        if parties == 0 {
+            return Err(Error::Layout("a barrier needs at least one party"));
+        }
         let obj = Object::create_as(seg, name, |raw: &RawBarrier| raw.init(parties))?;
         Ok(Barrier { obj })
     }
@@ -389,10 +394,15 @@ impl Barrier {
         self.raw().parties()
     }
 
-    /// Parties waiting now (a snapshot).
+    /// Parties waiting now (a snapshot); 0 while the barrier is broken,
+    /// as Python's `n_waiting`.
     ///
     /// ```
     /// let b = shmproc::Barrier::new(2)?;
+    /// assert_eq!(b.n_waiting(), 0);
+    /// // A lone party gives up: the barrier breaks and nobody waits on it.
+    /// assert!(b.wait_timeout(std::time::Duration::from_millis(10)).is_err());
+    /// assert!(b.is_broken());
     /// assert_eq!(b.n_waiting(), 0);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

@@ -286,6 +286,20 @@ impl Condition {
         self.raw().notify_one();
     }
 
+    /// Wakes up to `n` waiters, in every process (Python's `notify(n)`;
+    /// `notify(1)` is [`notify_one`](Self::notify_one)). As with any
+    /// condition variable, a waiter may also wake spuriously: wait for a
+    /// condition ([`wait_while`](Self::wait_while)), not for a wake-up.
+    ///
+    /// ```
+    /// let c = shmproc::Condition::new()?;
+    /// c.notify(2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn notify(&self, n: usize) {
+        self.raw().notify_n(n);
+    }
+
     /// Wakes every waiter in every process.
     ///
     /// ```

@@ -35,7 +35,8 @@ use shmproc_core::Deadline;
 use crate::error::Error;
 use crate::message::Message;
 use crate::queue::{
-    Queue, QueueBuilder, RecvError, RecvRef, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+    Count, Queue, QueueBuilder, RecvError, RecvRef, RecvTimeoutError, SendError, SendFuture, SendTimeoutError,
+    TryRecvError, TrySendError,
 };
 use crate::segment::Segment;
 
@@ -110,26 +111,12 @@ impl<T> JoinableQueue<T> {
         self.q.core().extra().unfinished.load(Ordering::Acquire)
     }
 
-    fn add(&self) {
-        self.q.core().extra().unfinished.fetch_add(1, Ordering::AcqRel);
-    }
-
     fn sub(&self) -> Result<(), TaskDoneError> {
-        let extra = self.q.core().extra();
-        let mut cur = extra.unfinished.load(Ordering::Acquire);
-        loop {
-            if cur == 0 {
-                return Err(TaskDoneError);
-            }
-            match extra.unfinished.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => break,
-                Err(v) => cur = v,
-            }
+        if self.q.core().extra().remove_task() {
+            Ok(())
+        } else {
+            Err(TaskDoneError)
         }
-        if cur == 1 {
-            extra.all_done.notify();
-        }
-        Ok(())
     }
 
     /// Marks one received item as processed.
@@ -325,7 +312,9 @@ impl<T: Message> JoinableQueue<T> {
         Ok(JoinableQueue { q: Queue::open_in(seg, name)? })
     }
 
-    /// Sends one task, waiting for room.
+    /// Sends one task, waiting for room. The task counts as unfinished
+    /// once the message is in the queue (as Python's `put`): a send that
+    /// waits for room or fails counts nothing.
     ///
     /// ```
     /// let q = shmproc::JoinableQueue::<u8>::bounded(4)?;
@@ -334,10 +323,7 @@ impl<T: Message> JoinableQueue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send(&self, value: &T) -> Result<(), SendError> {
-        self.add();
-        self.q.send(value).inspect_err(|_| {
-            let _ = self.sub();
-        })
+        self.q.core().send_task(value, None).map_err(SendError::from)
     }
 
     /// Sends one task if there is room now.
@@ -350,25 +336,21 @@ impl<T: Message> JoinableQueue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_send(&self, value: &T) -> Result<(), TrySendError> {
-        self.add();
-        self.q.try_send(value).inspect_err(|_| {
-            let _ = self.sub();
-        })
+        self.q.core().try_send_counted(value, Count::Task).map_err(TrySendError::from)
     }
 
-    /// Sends one task, waiting at most `timeout` for room.
+    /// Sends one task, waiting at most `timeout` for room; counted as
+    /// [`send`](Self::send)'s: not while it waits.
     ///
     /// ```
     /// let q = shmproc::JoinableQueue::<u8>::bounded(1)?;
     /// q.send_timeout(&1, std::time::Duration::from_millis(5))?;
     /// assert!(q.send_timeout(&2, std::time::Duration::from_millis(5)).is_err());
+    /// assert_eq!(q.unfinished(), 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send_timeout(&self, value: &T, timeout: Duration) -> Result<(), SendTimeoutError> {
-        self.add();
-        self.q.send_timeout(value, timeout).inspect_err(|_| {
-            let _ = self.sub();
-        })
+        self.q.core().send_task(value, Some(Deadline::after(timeout))).map_err(SendTimeoutError::from)
     }
 
     /// Receives a task.
@@ -384,10 +366,9 @@ impl<T: Message> JoinableQueue<T> {
         self.q.recv()
     }
 
-    /// Sends one task without blocking the executor (`.await` it): the
-    /// task counts as unfinished from the start, as with [`send`](Self::send),
-    /// and stops counting if the send fails or the future is dropped before
-    /// the message went in (a dropped send sends nothing).
+    /// Sends one task without blocking the executor (`.await` it),
+    /// counted as [`send`](Self::send)'s: once the message is in, so a
+    /// future still waiting for room, or dropped, counts nothing.
     ///
     /// ```
     /// let q = shmproc::JoinableQueue::<u8>::bounded(4)?;
@@ -397,21 +378,8 @@ impl<T: Message> JoinableQueue<T> {
     /// assert_eq!(q.unfinished(), 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub async fn send_async(&self, value: &T) -> Result<(), SendError> {
-        /// Takes the task back out of the count unless disarmed.
-        struct Undo<'a, T>(&'a JoinableQueue<T>, bool);
-        impl<T> Drop for Undo<'_, T> {
-            fn drop(&mut self) {
-                if self.1 {
-                    let _ = self.0.sub();
-                }
-            }
-        }
-        self.add();
-        let mut undo = Undo(self, true);
-        let r = self.q.send_async(value).await;
-        undo.1 = r.is_err();
-        r
+    pub fn send_async<'a>(&'a self, value: &'a T) -> SendFuture<'a, T> {
+        SendFuture::counting_task(self.q.core(), value)
     }
 
     /// Receives a task without blocking the executor (`.await` it); see
@@ -487,6 +455,31 @@ impl<T: Message> JoinableQueue<T> {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.q.is_empty()
+    }
+
+    /// Whether a send would find no room now (Python's `full()`).
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::bounded(1)?;
+    /// assert!(!q.is_full());
+    /// q.send(&1)?;
+    /// assert!(q.is_full());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        self.q.is_full()
+    }
+
+    /// Capacity in messages (`usize::MAX`: unbounded).
+    ///
+    /// ```
+    /// assert_eq!(shmproc::JoinableQueue::<u8>::bounded(3)?.capacity(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.q.capacity()
     }
 
     /// Disconnects the queue for everyone.

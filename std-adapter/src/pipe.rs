@@ -574,24 +574,13 @@ impl RxEnd {
         self.has_frame() || self.ch.ring.is_closed() || self.ch.presence(Role::Sender) == Presence::Absent
     }
 
+    /// Whether a receive would not wait, within `timeout`: a message
+    /// arrives, or the pipe is closed or every sender is gone (the receive
+    /// then reports `Disconnected`; Python's `poll` is true at end of file
+    /// too). A zero timeout looks once, with the sender look-up paced as a
+    /// `try_recv`'s.
     fn poll(&self, timeout: Duration) -> bool {
-        let ring = &self.ch.ring;
-        if self.has_frame() {
-            return true;
-        }
-        let deadline = Some(Deadline::after(timeout));
-        matches!(
-            wait(
-                &self.pacer,
-                deadline,
-                &ring.header().not_empty,
-                || self.has_frame(),
-                || ring.is_closed(),
-                || false,
-                |_| (0, false)
-            ),
-            Waited::Ready
-        )
+        self.has_frame() || !matches!(self.wait_for_frame(Some(Deadline::after(timeout))), Err(Failure::Timeout))
     }
 }
 
@@ -936,14 +925,23 @@ macro_rules! recv_side {
                     Err(e) => Err(RecvBytesIntoError::Recv(e.into())),
                 }
             }
-            /// Whether a message arrives within `timeout` (`Duration::ZERO`:
-            /// whether one is waiting now).
+            /// Whether a receive would not wait, within `timeout`
+            /// (`Duration::ZERO`: now): a message is waiting, or the other
+            /// end is gone (closed, or every sender dropped or dead; the
+            /// receive then reports `Disconnected`), as Python's `poll`,
+            /// which is true at end of file. With a zero timeout a dead
+            /// sender is seen within 5 ms, as by `try_recv`.
             ///
             /// ```
             /// let (tx, rx) = shmproc::Pipe::<u8>::oneway()?;
             /// assert!(!rx.poll(std::time::Duration::ZERO));
             /// tx.send(&1)?;
             /// assert!(rx.poll(std::time::Duration::from_millis(10)));
+            /// assert_eq!(rx.recv()?, 1);
+            /// drop(tx);
+            /// // End of file: ready at once, and the receive says so.
+            /// assert!(rx.poll(std::time::Duration::from_secs(60)));
+            /// assert!(rx.recv().is_err());
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             #[must_use]

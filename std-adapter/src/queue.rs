@@ -231,6 +231,42 @@ unsafe impl shmproc_core::region::RegionObject for Extra {
     const KIND: u32 = kind::MPMC_RING;
 }
 
+impl Extra {
+    /// Counts one more unfinished `JoinableQueue` task.
+    pub(crate) fn add_task(&self) {
+        self.unfinished.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts one task less; `false` (nothing changed) when none is
+    /// unfinished. Wakes the joiners when the count reaches zero.
+    pub(crate) fn remove_task(&self) -> bool {
+        let mut cur = self.unfinished.load(Ordering::Acquire);
+        loop {
+            if cur == 0 {
+                return false;
+            }
+            match self.unfinished.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(v) => cur = v,
+            }
+        }
+        if cur == 1 {
+            self.all_done.notify();
+        }
+        true
+    }
+}
+
+/// Whether a send counts a `JoinableQueue` task (see [`Core::send_task`]).
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub(crate) enum Count {
+    /// A plain queue's send.
+    No,
+    /// A `JoinableQueue`'s: each attempt counts the task just before the
+    /// message can be seen, and takes it back if the attempt sends nothing.
+    Task,
+}
+
 const RING_OFFSET: usize = std::mem::size_of::<Extra>();
 const _: () = assert!(RING_OFFSET % OBJECT_ALIGN == 0);
 const LAYOUT_SLOTS: u32 = 1;
@@ -812,6 +848,7 @@ impl Core {
         size: Option<usize>,
         deadline: Option<Deadline>,
         wait: bool,
+        count: Count,
     ) -> Result<(), Failure> {
         let n = match size {
             Some(n) => n,
@@ -820,11 +857,8 @@ impl Core {
         let blocks = self.blocks.as_ref().ok_or(Failure::TooLarge { size: n, limit: self.message_size() })?;
         let block = blocks.write(v, n)?;
         let desc = block.descriptor().encode();
-        let sent = if wait {
-            self.send_loop(deadline, || self.try_send_descriptor(&desc, deadline))
-        } else {
-            self.try_send_descriptor(&desc, deadline)
-        };
+        let attempt = || self.counted(count, || self.try_send_descriptor(&desc, deadline), |()| true);
+        let sent = if wait { self.send_loop(deadline, attempt) } else { attempt() };
         match sent {
             Ok(()) => {
                 block.published();
@@ -889,8 +923,42 @@ impl Core {
         }
         match self.try_send_inline(v, Some(Deadline::EXPIRED))? {
             Attempt::Sent => Ok(()),
-            Attempt::OutOfLine(n) => self.send_block(v, n, Some(Deadline::EXPIRED), false),
+            Attempt::OutOfLine(n) => self.send_block(v, n, Some(Deadline::EXPIRED), false, Count::No),
         }
+    }
+
+    /// [`try_send`](Core::try_send), counting a task (`Count::Task`) only if
+    /// the message goes in.
+    pub(crate) fn try_send_counted<T: Message>(&self, v: &T, count: Count) -> Result<(), Failure> {
+        match count {
+            Count::No => self.try_send(v),
+            Count::Task => self.counted(count, || self.try_send(v), |()| true),
+        }
+    }
+
+    /// Runs one send `attempt`; with `Count::Task`, the task is counted
+    /// before it (so that a consumer that takes the message at once and
+    /// calls `task_done` finds it counted) and taken back unless the
+    /// attempt put the message in (`sent` of its result). A task is thus
+    /// counted only while an attempt runs or once its message is in, never
+    /// while a send waits for room (Python counts a `put` once accepted).
+    #[inline]
+    fn counted<R>(
+        &self,
+        count: Count,
+        attempt: impl FnOnce() -> Result<R, Failure>,
+        sent: impl FnOnce(&R) -> bool,
+    ) -> Result<R, Failure> {
+        if count == Count::No {
+            return attempt();
+        }
+        let tasks = self.extra();
+        tasks.add_task();
+        let r = attempt();
+        if !r.as_ref().is_ok_and(sent) {
+            tasks.remove_task();
+        }
+        r
     }
 
     /// A value that changes whenever receivers make room (see
@@ -986,7 +1054,23 @@ impl Core {
         }
         match self.send_loop(deadline, || self.try_send_inline(v, deadline))? {
             Attempt::Sent => Ok(()),
-            Attempt::OutOfLine(n) => self.send_block(v, n, deadline, true),
+            Attempt::OutOfLine(n) => self.send_block(v, n, deadline, true, Count::No),
+        }
+    }
+
+    /// A `JoinableQueue`'s send: [`send_deadline`](Core::send_deadline)
+    /// with each attempt counting the task (see [`counted`](Core::counted)).
+    pub(crate) fn send_task<T: Message>(&self, v: &T, deadline: Option<Deadline>) -> Result<(), Failure> {
+        let task = Count::Task;
+        let now = self.counted(task, || self.send_now(v).unwrap_or(Err(Failure::Full)), |()| true);
+        match now {
+            Err(Failure::Full) => {}
+            done => return done,
+        }
+        let attempt = || self.counted(task, || self.try_send_inline(v, deadline), |a| matches!(a, Attempt::Sent));
+        match self.send_loop(deadline, attempt)? {
+            Attempt::Sent => Ok(()),
+            Attempt::OutOfLine(n) => self.send_block(v, n, deadline, true, task),
         }
     }
 

@@ -449,6 +449,32 @@ fn daemon_children_may_not_start_children() -> TestResult {
     Ok(())
 }
 
+/// A child, as Python's, finishes its own children when it returns: joins
+/// the non-daemonic ones and terminates the daemonic ones (fork mode, whose
+/// child ends with `_exit`, past the atexit hook that does this elsewhere).
+fn child_finishes_its_own_children_at_exit() -> TestResult {
+    let worker_done = shmproc::Value::new(0u32)?;
+    let daemon_pid = shmproc::Value::new(0u32)?;
+    let (done, dpid) = (worker_done.clone(), daemon_pid.clone());
+    let mut middle = Process::spawn(move || -> () {
+        let worker = Process::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            done.set(1);
+        })
+        .expect("worker");
+        let daemon = Process::builder().daemon(true).spawn(|| std::thread::sleep(HANG_LIMIT * 6)).expect("daemon");
+        dpid.set(daemon.pid());
+        // Handles dropped, children still running: returning must finish them.
+        drop((worker, daemon));
+    })?;
+    ensure!(middle.join_timeout(HANG_LIMIT)? == Some(0), "the middle child did not exit (or not cleanly)");
+    ensure!(worker_done.get() == 1, "the middle child exited before its non-daemonic child finished");
+    let d = daemon_pid.get();
+    ensure!(d != 0);
+    ensure!(eventually(HANG_LIMIT, || is_gone(d)), "the daemonic grandchild {d} outlived its parent's exit");
+    Ok(())
+}
+
 fn daemon_dies_with_its_parent() -> TestResult {
     let (seg, idx) = word_segment()?;
     // An intermediate child starts a daemon, records its pid, and exits.
@@ -559,6 +585,7 @@ fn main() {
         exitcodes_follow_python_in_spawn_mode,
         current_parent_and_active_children,
         daemon_children_may_not_start_children,
+        child_finishes_its_own_children_at_exit,
         daemon_dies_with_its_parent,
         non_daemon_outlives_a_killed_parent_but_daemon_does_not,
         no_zombies_after_join_or_drop,

@@ -369,6 +369,79 @@ fn joinable_queue_join_waits_for_every_task() -> TestResult {
     Ok(())
 }
 
+/// A task counts once its message is in the queue (Python's `put`), never
+/// while its sender waits for room; and counting before the message can be
+/// seen means a consumer's immediate `task_done` never fails.
+fn joinable_queue_counts_a_task_once_it_is_in() -> TestResult {
+    let q = JoinableQueue::<u32>::bounded(1)?;
+    q.send(&1)?;
+    let started = shmproc::Event::new()?;
+    let mut blocked = {
+        let (q, started) = (q.clone(), started.clone());
+        Process::spawn(move || {
+            started.set();
+            // Full, and nobody receives: this send waits, then times out.
+            match q.send_timeout(&2, Duration::from_millis(400)) {
+                Err(SendTimeoutError::Timeout) => 0,
+                _ => 1,
+            }
+        })?
+    };
+    ensure!(started.wait_timeout(HANG_LIMIT));
+    let mut looks = 0u32;
+    while blocked.is_alive() {
+        let n = q.unfinished();
+        ensure!(n == 1, "a send waiting for room counted its task: {n} unfinished");
+        looks += 1;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    ensure!(blocked.join_timeout(HANG_LIMIT)? == Some(0), "the blocked send did not time out");
+    ensure!(looks > 0 && q.unfinished() == 1);
+    ensure!(q.recv_timeout(HANG_LIMIT)? == 1);
+    q.task_done()?;
+    ensure!(q.join_timeout(HANG_LIMIT), "join waited for a task that never went in");
+
+    // A streaming producer and a consumer that marks each task done at once.
+    let q = JoinableQueue::<u32>::bounded(8)?;
+    let mut producer = {
+        let q = q.clone();
+        Process::spawn(move || {
+            for i in 0..5000 {
+                q.send(&i).unwrap();
+            }
+        })?
+    };
+    for i in 0..5000 {
+        ensure!(q.recv_timeout(HANG_LIMIT)? == i);
+        ensure!(q.task_done().is_ok(), "task_done of item {i} found it uncounted");
+    }
+    ensure!(producer.join_timeout(HANG_LIMIT)? == Some(0));
+    ensure!(q.join_timeout(HANG_LIMIT) && q.unfinished() == 0);
+    Ok(())
+}
+
+/// `poll` is true at end of file (the other end closed, dropped in a child
+/// or killed), as Python's, and the receive then reports it.
+fn pipe_poll_is_true_at_end_of_file() -> TestResult {
+    let (a, b) = Pipe::<u64>::duplex()?;
+    a.close();
+    ensure!(b.poll(HANG_LIMIT), "poll of a closed pipe waited out its timeout");
+    ensure!(b.recv_timeout(HANG_LIMIT) == Err(RecvTimeoutError::Disconnected));
+
+    let (tx, rx) = Pipe::<u64>::oneway()?;
+    let mut child = Process::spawn(move || {
+        tx.send(&7).unwrap();
+        std::thread::sleep(HANG_LIMIT * 10);
+    })?;
+    ensure!(rx.poll(HANG_LIMIT) && rx.recv()? == 7);
+    ensure!(!rx.poll(Duration::ZERO), "nothing waits and the sender lives");
+    child.kill()?;
+    ensure!(child.join_timeout(HANG_LIMIT)?.is_some());
+    ensure!(rx.poll(HANG_LIMIT), "poll did not see the killed sender");
+    ensure!(rx.recv_timeout(HANG_LIMIT) == Err(RecvTimeoutError::Disconnected));
+    Ok(())
+}
+
 fn pipe_duplex_ping_pong_and_poll() -> TestResult {
     let (a, b) = Pipe::<u64>::duplex()?;
     let mut child = Process::spawn(move || {
@@ -720,6 +793,8 @@ fn main() {
         sender_blocked_on_full_queue_sees_dead_receivers,
         timeouts_return_on_time,
         joinable_queue_join_waits_for_every_task,
+        joinable_queue_counts_a_task_once_it_is_in,
+        pipe_poll_is_true_at_end_of_file,
         pipe_duplex_ping_pong_and_poll,
         pipe_oneway_bytes_and_oversize,
         queue_handles_move_into_spawn_mode_children,

@@ -291,6 +291,38 @@ fn condition_hands_off_between_processes() -> TestResult {
     Ok(())
 }
 
+/// `notify(n)` wakes `n` of the processes asleep on the condition, and
+/// no more; a later `notify(n)` with `n` above the sleepers wakes the rest.
+fn condition_notify_n_wakes_that_many() -> TestResult {
+    // [ready to wait, woken by a notify, timed out]
+    let state = Mutex::new([0u32; 3])?;
+    let cond = Condition::new()?;
+    let mut kids = Vec::new();
+    for _ in 0..3 {
+        let (state, cond) = (state.clone(), cond.clone());
+        kids.push(Process::spawn(move || {
+            let mut g = state.lock().unwrap();
+            g[0] += 1;
+            let (mut g, r) = cond.wait_timeout(g, HANG_LIMIT).unwrap();
+            g[if r.timed_out() { 2 } else { 1 }] += 1;
+        })?);
+    }
+    let count = |i: usize| state.lock().map(|g| g[i]).map_err(|_| "died");
+    ensure!(eventually(HANG_LIMIT, || count(0) == Ok(3)));
+    // Each has released the mutex inside its wait: wait until all three sleep.
+    ensure!(eventually(HANG_LIMIT, || kids.iter().all(|k| proc_state(k.pid()) == Some('S'))));
+    cond.notify(2);
+    ensure!(eventually(HANG_LIMIT, || count(1) == Ok(2)), "notify(2) did not wake two");
+    std::thread::sleep(Duration::from_millis(200));
+    ensure!(count(1)? == 2 && count(2)? == 0, "notify(2) woke more than two");
+    cond.notify(usize::MAX);
+    for k in &mut kids {
+        ensure!(k.join_timeout(HANG_LIMIT)? == Some(0));
+    }
+    ensure!(count(1)? == 3 && count(2)? == 0);
+    Ok(())
+}
+
 fn barrier_releases_all_with_one_leader() -> TestResult {
     let b = Barrier::new(3)?;
     let leaders = Counters::new(1);
@@ -473,6 +505,7 @@ fn main() {
         semaphore_timeouts_and_bounds,
         event_set_wakes_every_waiting_child,
         condition_hands_off_between_processes,
+        condition_notify_n_wakes_that_many,
         barrier_releases_all_with_one_leader,
         dead_barrier_party_breaks_the_barrier,
         barrier_timeout_breaks_it_for_the_others,

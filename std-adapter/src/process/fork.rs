@@ -46,6 +46,10 @@ where
             Ok(r) => r.exit_code(),
             Err(_) => 1,
         };
+        // As Python's process bootstrap, and as the spawn and fork-server
+        // children do through `exit`: terminate this child's own daemonic
+        // children and join the others (`_exit` skips the atexit hook).
+        super::at_exit();
         let _ = io::stdout().flush();
         let _ = io::stderr().flush();
         // SAFETY: _exit ends the child without running the parent's atexit

@@ -60,8 +60,10 @@
 //! **Daemon** children get `PR_SET_PDEATHSIG(SIGKILL)`, so they die with their
 //! parent (note: Linux delivers it when the *thread* that created the child
 //! exits), are sent SIGTERM when the parent exits normally, and may not start
-//! children of their own. At normal exit the parent waits for its remaining
-//! non-daemon children, as Python does.
+//! children of their own. At normal exit, of the main program or of a child
+//! (whatever its start method, and after a panic too), a process sends its
+//! remaining daemonic children SIGTERM and waits for all its children, as
+//! Python does.
 //!
 //! **No zombies**: a child is reaped by `join`, `join_timeout`, `is_alive` or
 //! `exitcode` once it has exited; dropping the handle of an exited child reaps
@@ -583,7 +585,7 @@ fn sweep_children() {
 
 static ATEXIT: Once = Once::new();
 
-extern "C" fn at_exit() {
+pub(super) extern "C" fn at_exit() {
     // Python's behaviour at interpreter exit: terminate daemonic children, join
     // the others. Only in the process that started them.
     let children = GLOBALS.with(|g| std::mem::take(&mut g.children));

@@ -16,7 +16,7 @@ use shmproc_core::mpmc::UNREGISTERED_GRACE;
 use shmproc_core::participants::{Presence, Role};
 use shmproc_core::Deadline;
 
-use super::{Core, Layout, Message, RecvError, SendError};
+use super::{Core, Count, Layout, Message, RecvError, SendError};
 use crate::async_wait::NotifierWait;
 use crate::blocking::{receiver_pace, LOOK_STREAMING};
 use crate::channel_error::Failure;
@@ -134,13 +134,22 @@ impl<T> Drop for RecvFuture<'_, T> {
 pub struct SendFuture<'a, T> {
     core: &'a Core,
     value: &'a T,
+    count: Count,
     wait: NotifierWait,
     stuck: Stuck,
 }
 
 impl<'a, T: Message> SendFuture<'a, T> {
     pub(super) fn new(core: &'a Core, value: &'a T) -> Self {
-        SendFuture { core, value, wait: NotifierWait::new(), stuck: Stuck::default() }
+        SendFuture { core, value, count: Count::No, wait: NotifierWait::new(), stuck: Stuck::default() }
+    }
+
+    /// A `JoinableQueue`'s send: the task counts once the message is in
+    /// (see `Core::counted`).
+    pub(crate) fn counting_task(core: &'a Core, value: &'a T) -> Self {
+        let mut f = SendFuture::new(core, value);
+        f.count = Count::Task;
+        f
     }
 }
 
@@ -170,7 +179,7 @@ impl<T: Message> Future for SendFuture<'_, T> {
                     }
                 }
             }
-            if let Some(r) = settled(core.try_send(this.value)) {
+            if let Some(r) = settled(core.try_send_counted(this.value, this.count)) {
                 this.wait.finish(core.not_full());
                 return Poll::Ready(r);
             }
@@ -179,7 +188,7 @@ impl<T: Message> Future for SendFuture<'_, T> {
             // made before the read is seen by that attempt, room made after
             // it ends the wait (as `Core::send_loop` does).
             let progress = core.progress();
-            if let Some(r) = settled(core.try_send(this.value)) {
+            if let Some(r) = settled(core.try_send_counted(this.value, this.count)) {
                 this.wait.finish(core.not_full());
                 return Poll::Ready(r);
             }
