@@ -240,6 +240,21 @@ impl RawBarrier {
         check: &impl OwnerCheck,
     ) -> Result<BarrierWait, BarrierError> {
         let arrived = self.arrive(me, check)?;
+        self.wait_arrived(me, deadline, check, &arrived)
+    }
+
+    /// The second half of [`wait`](RawBarrier::wait): waits until
+    /// `arrived`'s generation trips (or the barrier breaks, or `deadline`
+    /// passes: then the barrier breaks), checking each liveness slice that
+    /// no party of the generation died.
+    pub fn wait_arrived(
+        &self,
+        me: &Owner,
+        deadline: Option<Deadline>,
+        check: &impl OwnerCheck,
+        arrived: &Arrived,
+    ) -> Result<BarrierWait, BarrierError> {
+        let arrived = *arrived;
         loop {
             if let Some(done) = self.outcome(&arrived) {
                 return done;
@@ -288,6 +303,63 @@ impl RawBarrier {
     /// assert_eq!(b.outcome(&first).unwrap().unwrap().index, 0);
     /// ```
     pub fn arrive(&self, me: &Owner, check: &impl OwnerCheck) -> Result<Arrived, BarrierError> {
+        self.arrive_with(me, check, false)
+    }
+
+    /// [`arrive`](RawBarrier::arrive) for a barrier with an action (Python's
+    /// `action`): the last party to arrive does not trip the barrier but
+    /// *holds* it (its arrival is the leader's), runs the action, then calls
+    /// [`trip`](RawBarrier::trip), which releases the others, or breaks the
+    /// barrier if the action failed. While it holds, its arrival record is
+    /// the generation's last: if it dies, the others' liveness checks break
+    /// the barrier; a party that times out meanwhile breaks it too.
+    ///
+    /// ```
+    /// use shmproc_core::barrier::RawBarrier;
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// // SAFETY: a RawBarrier is atomics only, valid when zeroed; init sets it up.
+    /// let b: Box<RawBarrier> = Box::new(unsafe { core::mem::zeroed() });
+    /// b.init(2);
+    /// let me = Owner::current();
+    /// let first = b.arrive_holding(&me, &ProcLiveness).unwrap();
+    /// let last = b.arrive_holding(&me, &ProcLiveness).unwrap();
+    /// assert!(last.leader);
+    /// assert!(b.outcome(&first).is_none()); // held while the action runs
+    /// assert!(b.trip(&me, &ProcLiveness, &last, true).unwrap().leader);
+    /// assert_eq!(b.outcome(&first).unwrap().unwrap().index, 0);
+    /// ```
+    pub fn arrive_holding(&self, me: &Owner, check: &impl OwnerCheck) -> Result<Arrived, BarrierError> {
+        self.arrive_with(me, check, true)
+    }
+
+    /// Ends the hold of a leader that arrived with
+    /// [`arrive_holding`](RawBarrier::arrive_holding): trips the barrier if
+    /// its action succeeded (`action_ok`), else breaks it. `Broken` too if
+    /// the barrier broke (a party timed out or died) or was reset meanwhile.
+    pub fn trip(
+        &self,
+        me: &Owner,
+        check: &impl OwnerCheck,
+        a: &Arrived,
+        action_ok: bool,
+    ) -> Result<BarrierWait, BarrierError> {
+        let r = self.locked(me, check, |_| {
+            if self.generation.load(Ordering::Relaxed) != a.generation || self.broken.load(Ordering::Relaxed) != 0 {
+                return Err(BarrierError::Broken);
+            }
+            if !action_ok {
+                self.broken.store(1, Ordering::Release);
+                return Err(BarrierError::Broken);
+            }
+            self.count.store(0, Ordering::Relaxed);
+            self.generation.store(a.generation.wrapping_add(1), Ordering::Release);
+            Ok(BarrierWait { index: a.index, leader: true })
+        });
+        futex::wake_all(&self.generation);
+        r
+    }
+
+    fn arrive_with(&self, me: &Owner, check: &impl OwnerCheck, hold: bool) -> Result<Arrived, BarrierError> {
         let arrived = self.locked(me, check, |died| {
             if died {
                 self.broken.store(1, Ordering::Release);
@@ -308,7 +380,12 @@ impl RawBarrier {
                 a.start.store(me.thread.start, Ordering::Relaxed);
                 a.pid.store(me.pid, Ordering::Relaxed);
             }
-            if c + 1 == parties {
+            if c + 1 == parties && hold {
+                // Held until `trip`: the count stays full (a further
+                // arrival breaks the barrier, as one past `parties` does).
+                self.count.store(parties, Ordering::Relaxed);
+                Ok(Arrived { generation: g, index: c, leader: true })
+            } else if c + 1 == parties {
                 self.count.store(0, Ordering::Relaxed);
                 self.generation.store(g.wrapping_add(1), Ordering::Release);
                 Ok(Arrived { generation: g, index: c, leader: true })
@@ -317,9 +394,13 @@ impl RawBarrier {
                 Ok(Arrived { generation: g, index: c, leader: false })
             }
         });
-        // The leader wakes the sleepers; a failed arrival wakes them too (the
-        // barrier is broken).
-        if !matches!(arrived, Ok(Arrived { leader: false, .. })) {
+        // The leader wakes the sleepers (a holding one, in `trip`); a failed
+        // arrival wakes them too (the barrier is broken).
+        let waits_or_holds = match arrived {
+            Ok(a) => !a.leader || hold,
+            Err(_) => false,
+        };
+        if !waits_or_holds {
             futex::wake_all(&self.generation);
         }
         arrived

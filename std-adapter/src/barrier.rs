@@ -4,7 +4,14 @@
 //! while waiting, or [`abort`](Barrier::abort) breaks the barrier, and every
 //! waiting and later party gets [`BarrierError::Broken`] until
 //! [`reset`](Barrier::reset). A party that dies *before* arriving looks like a
-//! slow one: use [`wait_timeout`](Barrier::wait_timeout) when that matters.
+//! slow one: use [`wait_timeout`](Barrier::wait_timeout) (or a handle's
+//! default, [`with_timeout`](Barrier::with_timeout)) when that matters.
+//!
+//! As Python's, a barrier can have an action that the last party to arrive
+//! runs before any party is released ([`with_action`](Barrier::with_action));
+//! it belongs to the handle, not to the shared barrier (a closure cannot
+//! live in shared memory), so give it to the handle of each process that
+//! may arrive last (clones and forked children's copies have it).
 //!
 //! ```
 //! let b = shmproc::Barrier::new(2)?;
@@ -19,7 +26,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use shmproc_core::barrier::{BarrierError as RawError, BarrierWait, RawBarrier};
+use shmproc_core::barrier::{Arrived, BarrierError as RawError, BarrierWait, RawBarrier};
 use shmproc_core::Deadline;
 
 use crate::error::Error;
@@ -60,8 +67,10 @@ impl std::error::Error for BarrierError {}
 #[must_use = "futures do nothing unless polled"]
 pub struct BarrierFuture<'a> {
     barrier: &'a Barrier,
-    arrived: Option<shmproc_core::barrier::Arrived>,
+    arrived: Option<Arrived>,
     done: bool,
+    /// The handle's default timeout, from the first poll.
+    deadline: Option<std::time::Instant>,
     /// When to look for dead parties next.
     next_check: Option<std::time::Instant>,
     waiting: crate::async_wait::Waiting,
@@ -74,10 +83,13 @@ impl fmt::Debug for BarrierFuture<'_> {
 }
 
 fn converted(r: Result<BarrierWait, RawError>) -> Result<BarrierWaitResult, BarrierError> {
-    match r {
-        Ok(w) => Ok(BarrierWaitResult(w)),
-        Err(RawError::Broken) => Err(BarrierError::Broken),
-        Err(RawError::Timeout) => Err(BarrierError::Timeout),
+    r.map(BarrierWaitResult).map_err(from_raw)
+}
+
+fn from_raw(e: RawError) -> BarrierError {
+    match e {
+        RawError::Broken => BarrierError::Broken,
+        RawError::Timeout => BarrierError::Timeout,
     }
 }
 
@@ -91,16 +103,29 @@ impl std::future::Future for BarrierFuture<'_> {
         let me = this.barrier.me();
         let a = match this.arrived {
             Some(a) => a,
-            None => match raw.arrive(&me, this.barrier.check()) {
-                Ok(a) => {
-                    this.arrived = Some(a);
-                    a
+            None => {
+                this.deadline = this.barrier.timeout.map(|t| std::time::Instant::now() + t);
+                let arrival = match &this.barrier.action {
+                    Some(_) => raw.arrive_holding(&me, this.barrier.check()),
+                    None => raw.arrive(&me, this.barrier.check()),
+                };
+                match arrival {
+                    Ok(a) => {
+                        this.arrived = Some(a);
+                        if let (true, Some(action)) = (a.leader, &this.barrier.action) {
+                            // Runs the action here (the future is polled on
+                            // one thread at a time), then releases the others.
+                            this.done = true;
+                            return Poll::Ready(this.barrier.run_action(action, &a));
+                        }
+                        a
+                    }
+                    Err(e) => {
+                        this.done = true;
+                        return Poll::Ready(converted(Err(e)));
+                    }
                 }
-                Err(e) => {
-                    this.done = true;
-                    return Poll::Ready(converted(Err(e)));
-                }
-            },
+            }
         };
         let now = std::time::Instant::now();
         let next = *this.next_check.get_or_insert(now + shmproc_core::raw_mutex::LIVENESS_SLICE);
@@ -113,7 +138,17 @@ impl std::future::Future for BarrierFuture<'_> {
             this.waiting.disarm();
             return Poll::Ready(converted(r));
         }
-        let at = this.next_check.unwrap_or(now);
+        if this.deadline.is_some_and(|d| now >= d) {
+            // The handle's timeout: give the arrival up (the barrier breaks).
+            this.done = true;
+            this.waiting.disarm();
+            let r = raw.leave(&me, this.barrier.check(), &a).unwrap_or(Err(RawError::Timeout));
+            return Poll::Ready(converted(r));
+        }
+        let at = match (this.next_check, this.deadline) {
+            (Some(n), Some(d)) => n.min(d),
+            (n, d) => n.or(d).unwrap_or(now),
+        };
         // SAFETY: the word lives in the barrier's segment, which the
         // registration keeps mapped.
         unsafe {
@@ -207,7 +242,16 @@ impl BarrierWaitResult {
 #[derive(Clone)]
 pub struct Barrier {
     obj: Object,
+    /// Run by this handle's process when it is the last to arrive (see
+    /// [`with_action`](Barrier::with_action)).
+    action: Option<Action>,
+    /// What [`wait`](Barrier::wait) waits at most (see
+    /// [`with_timeout`](Barrier::with_timeout)).
+    timeout: Option<Duration>,
 }
+
+/// A barrier's action: shared by the clones of a handle.
+type Action = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 impl fmt::Debug for Barrier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -215,6 +259,8 @@ impl fmt::Debug for Barrier {
             .field("parties", &self.parties())
             .field("n_waiting", &self.n_waiting())
             .field("broken", &self.is_broken())
+            .field("action", &self.action.is_some())
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -250,7 +296,7 @@ impl Barrier {
             return Err(Error::Layout("a barrier needs at least one party"));
         }
         let obj = Object::create_as(seg, name, |raw: &RawBarrier| raw.init(parties))?;
-        Ok(Barrier { obj })
+        Ok(Barrier::with_object(obj))
     }
 
     /// Opens the barrier named `name` in `seg`.
@@ -262,11 +308,67 @@ impl Barrier {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_in(seg: &Segment, name: &str) -> Result<Barrier, Error> {
-        Ok(Barrier { obj: Object::open_as::<RawBarrier>(seg, name)? })
+        Ok(Barrier::with_object(Object::open_as::<RawBarrier>(seg, name)?))
     }
 
     fn from_parts(seg: Segment, index: u32) -> Result<Barrier, Error> {
-        Ok(Barrier { obj: Object::from_index_as::<RawBarrier>(seg, index)? })
+        Ok(Barrier::with_object(Object::from_index_as::<RawBarrier>(seg, index)?))
+    }
+
+    fn with_object(obj: Object) -> Barrier {
+        Barrier { obj, action: None, timeout: None }
+    }
+
+    /// This handle, running `action` when it is the last party to arrive,
+    /// before any party is released (Python's `action`). The action runs
+    /// in the process that arrives last, from *its* handle: clones carry
+    /// the action (so do the handles a forked child inherits), but a handle
+    /// opened by name or passed to a spawned child does not: give it one
+    /// with `with_action` there too, or the round it trips runs none.
+    ///
+    /// If the action panics, the barrier breaks (the other parties get
+    /// [`BarrierError::Broken`]) and the panic goes on in the party that
+    /// ran it, as Python re-raises the action's exception. If the process
+    /// running it dies, the others' liveness checks break the barrier.
+    ///
+    /// ```
+    /// let done = shmproc::Value::new(0u32)?;
+    /// let d = done.clone();
+    /// let b = shmproc::Barrier::new(2)?.with_action(move || {
+    ///     d.update(|n| *n += 1);
+    /// });
+    /// let b2 = b.clone();
+    /// let mut child = shmproc::Process::spawn(move || {
+    ///     b2.wait().unwrap();
+    /// })?;
+    /// b.wait()?;
+    /// // Whoever arrived last ran the action before anyone was released.
+    /// assert_eq!(done.get(), 1);
+    /// child.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn with_action(mut self, action: impl Fn() + Send + Sync + 'static) -> Barrier {
+        self.action = Some(std::sync::Arc::new(action));
+        self
+    }
+
+    /// This handle, whose [`wait`](Barrier::wait) (and
+    /// [`wait_async`](Barrier::wait_async)) waits at most `timeout`, then
+    /// breaks the barrier and reports [`BarrierError::Timeout`] (Python's
+    /// `timeout`). Carried by clones, as the action.
+    ///
+    /// ```
+    /// use shmproc::{Barrier, BarrierError};
+    /// let b = Barrier::new(2)?.with_timeout(std::time::Duration::from_millis(20));
+    /// assert_eq!(b.wait(), Err(BarrierError::Timeout));
+    /// assert!(b.is_broken());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Barrier {
+        self.timeout = Some(timeout);
+        self
     }
 
     fn raw(&self) -> &RawBarrier {
@@ -286,14 +388,33 @@ impl Barrier {
     }
 
     fn wait_until(&self, deadline: Option<Deadline>) -> Result<BarrierWaitResult, BarrierError> {
-        match self.raw().wait(&self.me(), deadline, self.check()) {
-            Ok(w) => Ok(BarrierWaitResult(w)),
-            Err(RawError::Broken) => Err(BarrierError::Broken),
-            Err(RawError::Timeout) => Err(BarrierError::Timeout),
+        let (raw, me, check) = (self.raw(), self.me(), self.check());
+        let Some(action) = &self.action else { return converted(raw.wait(&me, deadline, check)) };
+        let arrived = raw.arrive_holding(&me, check).map_err(from_raw)?;
+        if arrived.leader {
+            return self.run_action(action, &arrived);
         }
+        converted(raw.wait_arrived(&me, deadline, check, &arrived))
     }
 
-    /// Waits until all parties have arrived (or the barrier breaks).
+    /// A holding leader's turn: runs the action, then trips the barrier,
+    /// or breaks it and goes on panicking if the action panicked.
+    fn run_action(&self, action: &Action, arrived: &Arrived) -> Result<BarrierWaitResult, BarrierError> {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| action()));
+        let tripped = self.raw().trip(&self.me(), self.check(), arrived, ran.is_ok());
+        if let Err(panic) = ran {
+            std::panic::resume_unwind(panic);
+        }
+        converted(tripped)
+    }
+
+    /// The deadline of a `wait` without an explicit timeout.
+    fn default_deadline(&self) -> Option<Deadline> {
+        self.timeout.map(Deadline::after)
+    }
+
+    /// Waits until all parties have arrived (or the barrier breaks, or the
+    /// handle's [timeout](Barrier::with_timeout) passes).
     ///
     /// ```
     /// let b = shmproc::Barrier::new(2)?;
@@ -306,12 +427,14 @@ impl Barrier {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait(&self) -> Result<BarrierWaitResult, BarrierError> {
-        self.wait_until(None)
+        self.wait_until(self.default_deadline())
     }
 
     /// [`wait`](Barrier::wait) without blocking the executor (`.await` it).
     ///
-    /// The future arrives when it is first polled; a helper thread then
+    /// The future arrives when it is first polled (the handle's
+    /// [timeout](Barrier::with_timeout) starts then; if it arrives last, the
+    /// handle's [action](Barrier::with_action) runs inside that poll); a helper thread then
     /// watches the barrier's generation word (`shmproc::async_wait`), with a
     /// check every 20 ms that no party died. An arrival cannot be taken
     /// back: dropping the future after it arrived and before the barrier
@@ -335,6 +458,7 @@ impl Barrier {
             barrier: self,
             arrived: None,
             done: false,
+            deadline: None,
             next_check: None,
             waiting: crate::async_wait::Waiting::new(),
         }

@@ -88,8 +88,8 @@
 //! | `Semaphore(n)` / `BoundedSemaphore(n)` | [`Semaphore::new`] / [`BoundedSemaphore::new`] (permits lost with a dead holder, as in Python); robust: [`Semaphore::robust`] / [`RobustSemaphore::bounded`] |
 //! | `sem.acquire()` / `acquire(timeout=t)` / `release()` / `with sem:` | [`Semaphore::acquire`] / [`Semaphore::acquire_timeout`] / [`Semaphore::release`] / [`Semaphore::access`] |
 //! | `Event()`: `set`, `clear`, `is_set`, `wait(timeout)` | [`Event::new`]: [`Event::set`], [`Event::clear`], [`Event::is_set`], [`Event::wait`] / [`Event::wait_timeout`] |
-//! | `Condition(lock)`: `wait`, `wait_for`, `notify`, `notify_all` | [`Condition::new`] with a [`Mutex`]: [`Condition::wait`], [`Condition::wait_while`], [`Condition::notify_one`], [`Condition::notify_all`] |
-//! | `Barrier(n)`: `wait`, `abort`, `reset`, `broken` | [`Barrier::new`]: [`Barrier::wait`], [`Barrier::abort`], [`Barrier::reset`], [`Barrier::is_broken`] |
+//! | `Condition(lock)`: `wait`, `wait_for`, `notify(n)`, `notify_all` | [`Condition::new`] with a [`Mutex`]: [`Condition::wait`], [`Condition::wait_while`], [`Condition::notify`] (`notify_one` for 1), [`Condition::notify_all`] |
+//! | `Barrier(n, action, timeout)`: `wait`, `abort`, `reset`, `broken`, `n_waiting` | [`Barrier::new`] (then [`Barrier::with_action`], [`Barrier::with_timeout`]): [`Barrier::wait`], [`Barrier::abort`], [`Barrier::reset`], [`Barrier::is_broken`], [`Barrier::n_waiting`] |
 //! | `Value('i', 0)`: `.value`, `get_lock()` | [`Value::new`]: [`Value::get`] / [`Value::set`], [`Value::lock`] |
 //! | `Array('d', n)` | [`Array::zeroed`] / [`Array::from_slice`], [`Array::lock`] |
 //! | `Queue(maxsize)` / `Queue()` | [`Queue::bounded`] / [`Queue::unbounded`] (+ [`Queue::builder`]); messages of any size |

@@ -546,6 +546,42 @@ fn barrier_wait_async_meets_processes_and_a_dropped_wait_breaks_it() -> TestResu
     Ok(())
 }
 
+/// `wait_async` with an action and a default timeout: the task that
+/// arrives last runs the action before the child is released; a lone
+/// party's future gives up after the handle's timeout and breaks the barrier.
+fn barrier_wait_async_runs_the_action_and_keeps_the_timeout() -> TestResult {
+    let rounds = shmproc::Value::new(0u32)?;
+    let r = rounds.clone();
+    let b = shmproc::Barrier::new(2)?.with_action(move || {
+        r.update(|n| *n += 1);
+    });
+    let (b2, seen) = (b.clone(), rounds.clone());
+    let mut child = Process::builder().allow_threaded_fork(true).spawn(move || {
+        for round in 1..=5 {
+            // Whichever party arrives last runs the action (both handles
+            // carry it): either way, before this one is released.
+            b2.wait().unwrap();
+            if seen.get() != round {
+                return 1;
+            }
+        }
+        0
+    })?;
+    let b3 = b.clone();
+    run_async(HANG_LIMIT, async move {
+        for _ in 0..5 {
+            b3.wait_async().await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })?;
+    ensure!(child.join_timeout(HANG_LIMIT)? == Some(0), "a party was released before the action ran");
+    ensure!(rounds.get() == 5);
+    let lone = shmproc::Barrier::new(2)?.with_timeout(Duration::from_millis(30));
+    ensure!(async_wait::block_on(lone.wait_async()) == Err(shmproc::BarrierError::Timeout));
+    ensure!(lone.is_broken());
+    Ok(())
+}
+
 fn event_join_and_pool_results_as_futures() -> TestResult {
     let e = Event::new()?;
     let e2 = e.clone();
@@ -593,8 +629,8 @@ fn joinable_join_async_waits_for_task_done() -> TestResult {
 
 /// `JoinableQueue::send_async` / `recv_async`: tasks sent by a task and by a
 /// child, received by a task that marks them done, joined with
-/// `join_async`; a send dropped while waiting for room sends nothing and
-/// leaves no unfinished task behind.
+/// `join_async`; a send waiting for room counts nothing, and one dropped
+/// while waiting sends nothing and leaves no unfinished task behind.
 fn joinable_send_and_recv_async_keep_the_count() -> TestResult {
     let q = shmproc::JoinableQueue::<u64>::bounded(4)?;
     let q2 = q.clone();
@@ -632,7 +668,8 @@ fn joinable_send_and_recv_async_keep_the_count() -> TestResult {
     {
         let mut f = Box::pin(q.send_async(&9));
         ensure!(f.as_mut().poll(&mut cx).is_pending());
-        ensure!(q.unfinished() == 5, "counted while waiting: {}", q.unfinished());
+        // Python counts a `put` once it is accepted: not while it waits.
+        ensure!(q.unfinished() == 4, "counted while waiting: {}", q.unfinished());
     }
     ensure!(q.unfinished() == 4, "a dropped send left {} unfinished", q.unfinished());
     ensure!(q.len() == 4);
@@ -859,6 +896,7 @@ fn main() {
         semaphore_wake_absorbed_by_a_dropped_future_is_passed_on,
         mutex_lock_async_excludes_across_processes_and_tasks,
         barrier_wait_async_meets_processes_and_a_dropped_wait_breaks_it,
+        barrier_wait_async_runs_the_action_and_keeps_the_timeout,
         million_messages_exactly_once_through_send_async_and_recv_async,
         random_cancellation_loses_nothing,
         killed_producer_gives_disconnected,

@@ -352,6 +352,112 @@ fn barrier_releases_all_with_one_leader() -> TestResult {
     Ok(())
 }
 
+/// Python's `action`: run once per round by the last party to arrive,
+/// before any party is released (each party sees the round's count at once).
+fn barrier_action_runs_once_before_release() -> TestResult {
+    let rounds = Value::new(0u32)?;
+    let r = rounds.clone();
+    let b = Barrier::new(3)?.with_action(move || {
+        std::thread::sleep(Duration::from_millis(2));
+        r.update(|n| *n += 1);
+    });
+    let mut kids = Vec::new();
+    for _ in 0..2 {
+        let (b, rounds) = (b.clone(), rounds.clone());
+        kids.push(Process::spawn(move || {
+            for round in 1..=10 {
+                match b.wait_timeout(HANG_LIMIT) {
+                    Ok(_) if rounds.get() == round => {}
+                    Ok(_) => return 1, // released before the action ran
+                    Err(_) => return 2,
+                }
+            }
+            0
+        })?);
+    }
+    for round in 1..=10 {
+        b.wait_timeout(HANG_LIMIT).map_err(|e| format!("round {round}: {e}"))?;
+        ensure!(rounds.get() == round, "released before the round's action ran");
+    }
+    for k in &mut kids {
+        ensure!(k.join_timeout(HANG_LIMIT)? == Some(0));
+    }
+    ensure!(rounds.get() == 10 && !b.is_broken());
+    Ok(())
+}
+
+/// An action that panics breaks the barrier for the others and panics on in
+/// the party that ran it; an action whose process dies breaks it too.
+fn barrier_action_failure_breaks_it() -> TestResult {
+    let b = Barrier::new(2)?;
+    let waiter = b.clone();
+    let mut child = Process::spawn(move || match waiter.wait_timeout(HANG_LIMIT) {
+        Err(BarrierError::Broken) => 0,
+        _ => 1,
+    })?;
+    ensure!(eventually(HANG_LIMIT, || b.n_waiting() == 1), "the child never arrived");
+    let panicking = b.clone().with_action(|| panic!("the action failed"));
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| panicking.wait_timeout(HANG_LIMIT)));
+    ensure!(ran.is_err(), "the action's panic did not reach the party that ran it");
+    ensure!(child.join_timeout(HANG_LIMIT)? == Some(0), "the other party was not told the barrier broke");
+    ensure!(b.is_broken());
+
+    // The last party dies inside its action: the waiting one is not left hanging.
+    b.reset();
+    let in_action = Event::new()?;
+    let (leader, flag) = (b.clone(), in_action.clone());
+    let arrive_last = b.clone();
+    let mut dying = Process::spawn(move || {
+        ensure_arrived_after(&arrive_last);
+        let b = leader.with_action(move || {
+            flag.set();
+            std::thread::sleep(HANG_LIMIT * 6);
+        });
+        let _ = b.wait();
+    })?;
+    let killer = {
+        let in_action = in_action.clone();
+        let pid = dying.pid();
+        std::thread::spawn(move || {
+            if in_action.wait_timeout(HANG_LIMIT) {
+                // SAFETY: plain kill(2) of our own child.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+        })
+    };
+    let r = b.wait_timeout(HANG_LIMIT);
+    killer.join().map_err(|_| "killer thread")?;
+    ensure!(in_action.is_set(), "the child never ran its action");
+    ensure!(r == Err(BarrierError::Broken), "waiting party got {r:?}, not Broken");
+    ensure!(dying.join_timeout(HANG_LIMIT)?.is_some());
+    Ok(())
+}
+
+/// Waits until one party (the test's main process) waits at `b`.
+fn ensure_arrived_after(b: &Barrier) {
+    while b.n_waiting() == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// `with_timeout` is the default of `wait` (and of `wait_async`: see the
+/// async_wait tests, whose binary may start threads).
+fn barrier_default_timeout_applies_to_wait() -> TestResult {
+    let b = Barrier::new(2)?.with_timeout(Duration::from_millis(30));
+    ensure!(b.wait() == Err(BarrierError::Timeout));
+    ensure!(b.is_broken() && b.n_waiting() == 0);
+    b.reset();
+    // An explicit timeout overrides it.
+    let b2 = b.clone();
+    let mut child = Process::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        b2.wait_timeout(HANG_LIMIT).is_ok() as i32
+    })?;
+    ensure!(b.wait_timeout(HANG_LIMIT).is_ok(), "the explicit timeout did not replace the default");
+    ensure!(child.join_timeout(HANG_LIMIT)? == Some(1));
+    Ok(())
+}
+
 fn dead_barrier_party_breaks_the_barrier() -> TestResult {
     let b = Barrier::new(3)?;
     let b1 = b.clone();
@@ -507,6 +613,9 @@ fn main() {
         condition_hands_off_between_processes,
         condition_notify_n_wakes_that_many,
         barrier_releases_all_with_one_leader,
+        barrier_action_runs_once_before_release,
+        barrier_action_failure_breaks_it,
+        barrier_default_timeout_applies_to_wait,
         dead_barrier_party_breaks_the_barrier,
         barrier_timeout_breaks_it_for_the_others,
         value_and_array_are_shared_not_copied,
