@@ -1019,6 +1019,70 @@ impl PoolInner {
     }
 }
 
+/// The tasks an [`imap`](Pool::imap) of an iterator of unknown length
+/// keeps in flight (at least four per worker).
+pub const IMAP_WINDOW: usize = 64;
+
+/// Submits `f(arg)` to the pool behind `inner`.
+fn submit_one<A: Message, R: Message>(
+    inner: &Arc<PoolInner>,
+    f: fn(A) -> R,
+    arg: A,
+) -> Result<AsyncResult<R>, TaskError> {
+    let bytes = encode(&arg).map_err(|e| TaskError::Message(e.to_string()))?;
+    let id = inner.submit(tramp_one::<A, R>, f as usize, &bytes, None)?;
+    Ok(AsyncResult { inner: inner.clone(), id, _r: std::marker::PhantomData })
+}
+
+/// The items of an `imap`, submitted as [`Pool::imap`] says: all at once
+/// when their count is known, else up to a window ahead of the results.
+struct Feed<I, A, R> {
+    inner: Arc<PoolInner>,
+    f: fn(A) -> R,
+    items: I,
+    window: usize,
+}
+
+impl<I: Iterator<Item = A>, A: Message, R: Message> Feed<I, A, R> {
+    fn new(inner: &Arc<PoolInner>, f: fn(A) -> R, items: I, window: usize) -> Self {
+        let window = if items.size_hint().1.is_some() { usize::MAX } else { window };
+        Feed { inner: inner.clone(), f, items, window }
+    }
+
+    /// Submits items until `pending` holds a window of them (or none is
+    /// left).
+    fn top_up<P: Pending<Result<AsyncResult<R>, TaskError>>>(&mut self, pending: &mut P) {
+        while pending.count() < self.window {
+            let Some(a) = self.items.next() else { return };
+            pending.put(submit_one(&self.inner, self.f, a));
+        }
+    }
+}
+
+/// The in-order and the completion-order lists of an `imap`'s results.
+trait Pending<T> {
+    fn count(&self) -> usize;
+    fn put(&mut self, t: T);
+}
+
+impl<T> Pending<T> for VecDeque<T> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn put(&mut self, t: T) {
+        self.push_back(t);
+    }
+}
+
+impl<T> Pending<T> for Vec<T> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn put(&mut self, t: T) {
+        self.push(t);
+    }
+}
+
 /// A pool of worker processes.
 ///
 /// ```
@@ -1501,9 +1565,7 @@ impl Pool {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn apply_async<A: Message, R: Message>(&self, f: fn(A) -> R, arg: A) -> Result<AsyncResult<R>, TaskError> {
-        let bytes = encode(&arg).map_err(|e| TaskError::Message(e.to_string()))?;
-        let id = self.inner.submit(tramp_one::<A, R>, f as usize, &bytes, None)?;
-        Ok(AsyncResult { inner: self.inner.clone(), id, _r: std::marker::PhantomData })
+        submit_one(&self.inner, f, arg)
     }
 
     /// Like [`apply_async`](Pool::apply_async), with a callback for the result
@@ -1874,8 +1936,19 @@ impl Pool {
     }
 
     /// An iterator over `f(item)` results in order, each yielded as soon as
-    /// it (and those before it) are done. All items are submitted up front
-    /// (one task each, as CPython's default `chunksize=1`).
+    /// it (and those before it) are done, one task per item (CPython's
+    /// default `chunksize=1`).
+    ///
+    /// Items whose count is known (`items`' `size_hint` has an upper
+    /// bound: a `Vec`, a range, a slice's iterator) are all submitted before
+    /// `imap` returns, as Python's task handler takes them (so `close` and
+    /// `join` before iterating still run every task). An iterator of
+    /// unknown length (`std::iter::from_fn`, `(0..).map(..)`, a generator)
+    /// may be endless: it is read as results are taken, keeping
+    /// [`IMAP_WINDOW`] tasks (at least four per worker) in flight, so
+    /// `pool.imap(f, 0..).take(5)` returns; tasks of such an iterator
+    /// still unsubmitted when the pool is closed report
+    /// [`TaskError::Closed`].
     ///
     /// ```
     /// fn inc(x: u8) -> u8 {
@@ -1884,6 +1957,9 @@ impl Pool {
     /// let pool = shmproc::Pool::new(2)?;
     /// let out: Result<Vec<u8>, _> = pool.imap(inc, [1, 2, 3]).collect();
     /// assert_eq!(out?, vec![2, 3, 4]);
+    /// // Endless input: taken as results are.
+    /// let first: Result<Vec<u8>, _> = pool.imap(inc, (0..).map(|i: u32| i as u8)).take(4).collect();
+    /// assert_eq!(first?, vec![1, 2, 3, 4]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn imap<A: Message, R: Message>(
@@ -1891,12 +1967,18 @@ impl Pool {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
     ) -> impl Iterator<Item = Result<R, TaskError>> {
-        let pending: Vec<Result<AsyncResult<R>, TaskError>> =
-            items.into_iter().map(|a| self.apply_async(f, a)).collect();
-        pending.into_iter().map(|r| r.and_then(|r| r.get()))
+        let mut feed = Feed::new(&self.inner, f, items.into_iter(), self.imap_window());
+        let mut pending = VecDeque::new();
+        feed.top_up(&mut pending);
+        std::iter::from_fn(move || {
+            let next = pending.pop_front()?;
+            feed.top_up(&mut pending);
+            Some(next.and_then(|r: AsyncResult<R>| r.get()))
+        })
     }
 
-    /// Like [`imap`](Pool::imap), but in completion order.
+    /// Like [`imap`](Pool::imap), but in completion order (items taken as
+    /// `imap` takes them).
     ///
     /// ```
     /// fn square(x: u64) -> u64 {
@@ -1913,28 +1995,34 @@ impl Pool {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
     ) -> impl Iterator<Item = Result<R, TaskError>> {
-        let mut pending: Vec<Result<AsyncResult<R>, TaskError>> =
-            items.into_iter().map(|a| self.apply_async(f, a)).collect();
+        let mut feed = Feed::new(&self.inner, f, items.into_iter(), self.imap_window());
+        let mut pending: Vec<Result<AsyncResult<R>, TaskError>> = Vec::new();
+        feed.top_up(&mut pending);
         let inner = self.inner.clone();
         std::iter::from_fn(move || {
             if pending.is_empty() {
                 return None;
             }
-            if let Some(i) = pending.iter().position(|r| r.is_err()) {
-                return Some(pending.swap_remove(i).map(|_| unreachable!()));
-            }
-            loop {
-                for i in 0..pending.len() {
-                    if let Ok(r) = &pending[i] {
-                        if r.inner.peek(r.id).is_some() {
-                            return Some(pending.swap_remove(i).and_then(|r| r.get()));
-                        }
+            let taken = if let Some(i) = pending.iter().position(|r| r.is_err()) {
+                pending.swap_remove(i).map(|_| unreachable!())
+            } else {
+                loop {
+                    let done = pending.iter().position(|r| r.as_ref().is_ok_and(|r| r.inner.peek(r.id).is_some()));
+                    if let Some(i) = done {
+                        break pending.swap_remove(i).and_then(|r| r.get());
                     }
+                    // Until any result comes in.
+                    inner.collect(CHECK);
                 }
-                // Until any result comes in.
-                inner.collect(CHECK);
-            }
+            };
+            feed.top_up(&mut pending);
+            Some(taken)
         })
+    }
+
+    /// How many tasks an `imap` of unknown length keeps in flight.
+    fn imap_window(&self) -> usize {
+        IMAP_WINDOW.max(4 * self.inner.lock().workers.len())
     }
 
     /// [`imap`](Pool::imap) with Python's `chunksize`: items travel

@@ -55,6 +55,30 @@ fn map_100k_is_correct_and_ordered() -> TestResult {
     Ok(())
 }
 
+/// `imap` of an endless iterator returns and streams (items taken as
+/// results are); of a finite one, every task is submitted at once, so
+/// `close` and `join` before iterating still run them all (as in Python).
+fn imap_takes_endless_input_lazily_and_finite_input_at_once() -> TestResult {
+    let pool = shmproc::Pool::new(2)?;
+    let first: Vec<u64> = pool.imap(square, 0u64..).take(300).collect::<Result<_, _>>()?;
+    ensure!(first == (0..300u64).map(|x| x * x).collect::<Vec<_>>());
+    let mut next = 0u64;
+    let endless = std::iter::from_fn(move || {
+        next += 1;
+        Some(next)
+    });
+    let mut some: Vec<u64> = pool.imap_unordered(square, endless).take(100).collect::<Result<_, _>>()?;
+    some.sort_unstable();
+    some.dedup();
+    ensure!(some.len() == 100 && some.iter().all(|&v| ((v as f64).sqrt().round() as u64).pow(2) == v), "{some:?}");
+    let finite = pool.imap(square, (0..500u64).collect::<Vec<_>>());
+    pool.close();
+    pool.join()?;
+    let all: Vec<u64> = finite.collect::<Result<_, _>>()?;
+    ensure!(all == (0..500u64).map(|x| x * x).collect::<Vec<_>>());
+    Ok(())
+}
+
 fn every_callback_fires_once() -> TestResult {
     let pool = Pool::new(2)?;
     let ok = Arc::new(AtomicUsize::new(0));
@@ -260,6 +284,7 @@ fn main() {
     shmproc_tests::run(trials![
         large_arguments_and_results_with_the_defaults,
         map_100k_is_correct_and_ordered,
+        imap_takes_endless_input_lazily_and_finite_input_at_once,
         every_callback_fires_once,
         callbacks_may_call_into_the_pool,
         panicking_task_fails_and_worker_carries_on,
