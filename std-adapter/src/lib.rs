@@ -72,7 +72,7 @@
 //! | Python `multiprocessing` | shmproc |
 //! |---|---|
 //! | `Process(target=f, args=(a,)).start()` | [`Process::spawn`]`(move \|\| f(a))` (fork) / [`Process::spawn_fn`]`(f, a)` (default start method) |
-//! | `set_start_method(m)` / `get_start_method()` / `get_context(m).Process` | [`set_start_method`] / [`get_start_method`] / [`Builder::start_method`], [`PoolBuilder::start_method`] |
+//! | `set_start_method(m)` / `get_start_method()` / `get_all_start_methods()` / `get_context(m).Process` | [`set_start_method`] / [`get_start_method`] / [`get_all_start_methods`] / [`Builder::start_method`], [`PoolBuilder::start_method`] |
 //! | `Process(name=.., daemon=True)` | [`Process::builder`]`().name(..).daemon(true).spawn(..)` |
 //! | `p.pid`, `p.name`, `p.daemon` | [`Process::pid`], [`Process::name`], [`Process::daemon`] |
 //! | `p.is_alive()` | [`Process::is_alive`] |
@@ -378,8 +378,9 @@ pub use pipe::{
 pub use plain::Plain;
 pub use pool::{AsyncResult, MapResult, Pool, PoolBuilder, PoolError, TaskError};
 pub use process::{
-    active_children, cpu_count, current_process, get_start_method, parent_process, set_start_method, Builder,
-    ChildInfo, ChildResult, CurrentProcess, ParentProcess, Process, ProcessError, StartMethod,
+    active_children, cpu_count, current_process, get_all_start_methods, get_start_method, parent_process,
+    set_start_method, Builder, ChildInfo, ChildResult, CurrentProcess, ParentProcess, Process, ProcessError,
+    StartMethod,
 };
 #[cfg(feature = "stream")]
 pub use queue::RecvStream;

@@ -318,6 +318,18 @@ pub fn get_start_method() -> StartMethod {
     StartMethod::from_code(DEFAULT_METHOD.load(Ordering::Relaxed)).unwrap_or_else(StartMethod::automatic)
 }
 
+/// Every start method this platform supports, in Python's order for Linux
+/// (`get_all_start_methods`: fork, spawn, forkserver).
+///
+/// ```
+/// use shmproc::StartMethod;
+/// assert_eq!(shmproc::get_all_start_methods(), [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer]);
+/// ```
+#[must_use]
+pub fn get_all_start_methods() -> [StartMethod; 3] {
+    [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer]
+}
+
 /// The pid of this process's fork server, if it runs one (for tests and
 /// diagnostics; the server is a child of this process but not a
 /// [`Process`]).
