@@ -1097,7 +1097,10 @@ impl<S: RingStore> ByteQueue<S> {
     /// consumer killed mid-run loses that message (as one killed in
     /// [`try_take`](ByteQueue::try_take) loses its one), and the next
     /// consumer is handed the others again: none was delivered, since the
-    /// run is handed back only after `read` has run on each.
+    /// run is handed back only after `read` has run on each. After the
+    /// hand-back the run is the caller's: killed before it uses what `read`
+    /// kept, it loses the run (as a single take killed after its release
+    /// loses its one).
     pub fn try_take_batch(
         &self,
         me: &Owner,

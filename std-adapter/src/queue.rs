@@ -46,11 +46,16 @@
 //! (visible to the consumer as soon as it is written), so order, validation
 //! and exactly-once are those of single messages; a message too large for
 //! the run is sent alone (out of line if need be). A consumer killed inside
-//! `recv_batch` loses the first message of the run it was reading (as a
+//! `recv_batch` while it reads the run loses the first message of it (as a
 //! single `recv` loses its one) and the others are handed to the next
-//! receiver; a producer killed inside `send_batch` leaves the messages it
-//! wrote whole and counted. The slot ring sends and receives one by one
-//! behind the same calls.
+//! receiver; once the run is read it is handed back, and from then on its
+//! messages are that consumer's: killed after the hand-back but before the
+//! call returns (waking senders, recycling out-of-line blocks), it loses the
+//! whole run, up to `max` messages, as a `recv` killed just before it
+//! returns loses its one. Keep `max` small where a consumer may be killed
+//! and each message matters. A producer killed inside `send_batch` leaves
+//! the messages it wrote whole and counted. The slot ring sends and
+//! receives one by one behind the same calls.
 //!
 //! # Waiting
 //!
@@ -2285,7 +2290,9 @@ macro_rules! recv_methods {
             /// with one release of the ring's space per run: much cheaper per
             /// message than single receives. Returns how many were appended
             /// (at least one; `0` only for `max == 0`). On an error, the
-            /// messages taken before the failing one are in `out`.
+            /// messages taken before the failing one are in `out`. A
+            /// receiver killed inside this call loses at most the run it
+            /// takes (see the module docs, "Batches").
             ///
             /// ```
             /// let q = shmproc::Queue::<u64>::bounded(1024)?;
