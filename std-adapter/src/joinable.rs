@@ -314,7 +314,9 @@ impl<T: Message> JoinableQueue<T> {
 
     /// Sends one task, waiting for room. The task counts as unfinished
     /// once the message is in the queue (as Python's `put`): a send that
-    /// waits for room or fails counts nothing.
+    /// waits for room or fails counts nothing. (Each attempt to put it in
+    /// counts it while it runs, a few microseconds, so that a consumer that
+    /// takes the message at once always finds it counted.)
     ///
     /// ```
     /// let q = shmproc::JoinableQueue::<u8>::bounded(4)?;

@@ -381,22 +381,25 @@ fn joinable_queue_counts_a_task_once_it_is_in() -> TestResult {
         Process::spawn(move || {
             started.set();
             // Full, and nobody receives: this send waits, then times out.
-            match q.send_timeout(&2, Duration::from_millis(400)) {
+            match q.send_timeout(&2, Duration::from_millis(300)) {
                 Err(SendTimeoutError::Timeout) => 0,
                 _ => 1,
             }
         })?
     };
     ensure!(started.wait_timeout(HANG_LIMIT));
+    // Its attempts count the task while they run (a few microseconds);
+    // once it sleeps waiting for room, nothing is counted.
+    ensure!(eventually(HANG_LIMIT, || proc_state(blocked.pid()) == Some('S') || !blocked.is_alive()));
     let mut looks = 0u32;
-    while blocked.is_alive() {
+    while blocked.is_alive() && looks < 50 {
         let n = q.unfinished();
         ensure!(n == 1, "a send waiting for room counted its task: {n} unfinished");
         looks += 1;
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(2));
     }
     ensure!(blocked.join_timeout(HANG_LIMIT)? == Some(0), "the blocked send did not time out");
-    ensure!(looks > 0 && q.unfinished() == 1);
+    ensure!(q.unfinished() == 1);
     ensure!(q.recv_timeout(HANG_LIMIT)? == 1);
     q.task_done()?;
     ensure!(q.join_timeout(HANG_LIMIT), "join waited for a task that never went in");
