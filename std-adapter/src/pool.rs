@@ -1051,10 +1051,19 @@ impl<I: Iterator<Item = A>, A: Message, R: Message> Feed<I, A, R> {
 
     /// Submits items until `pending` holds a window of them (or none is
     /// left).
+    /// A submission refused because the pool is closed ends the feed: that
+    /// error is the last item (an endless input does not turn into endless
+    /// errors).
     fn top_up<P: Pending<Result<AsyncResult<R>, TaskError>>>(&mut self, pending: &mut P) {
         while pending.count() < self.window {
             let Some(a) = self.items.next() else { return };
-            pending.put(submit_one(&self.inner, self.f, a));
+            let submitted = submit_one(&self.inner, self.f, a);
+            let closed = matches!(submitted, Err(TaskError::Closed));
+            pending.put(submitted);
+            if closed {
+                self.window = 0;
+                return;
+            }
         }
     }
 }

@@ -71,11 +71,17 @@ fn imap_takes_endless_input_lazily_and_finite_input_at_once() -> TestResult {
     some.sort_unstable();
     some.dedup();
     ensure!(some.len() == 100 && some.iter().all(|&v| ((v as f64).sqrt().round() as u64).pow(2) == v), "{some:?}");
+    // Closed while an endless imap is read: one `Closed`, then the end.
+    let mut endless = pool.imap(square, 0u64..);
+    ensure!(endless.next().transpose()? == Some(0));
     let finite = pool.imap(square, (0..500u64).collect::<Vec<_>>());
     pool.close();
     pool.join()?;
     let all: Vec<u64> = finite.collect::<Result<_, _>>()?;
     ensure!(all == (0..500u64).map(|x| x * x).collect::<Vec<_>>());
+    let rest: Vec<_> = endless.by_ref().take(1000).collect();
+    ensure!(rest.len() < 1000, "an endless imap of a closed pool never ended");
+    ensure!(matches!(rest.last(), Some(Err(shmproc::TaskError::Closed))), "{:?}", rest.last());
     Ok(())
 }
 
