@@ -17,7 +17,10 @@
 //! * [`abort`](RawBarrier::abort) is called;
 //! * a party that has arrived in the current generation dies before the
 //!   barrier trips: sleepers check the recorded arrivals' liveness every
-//!   [`LIVENESS_SLICE`];
+//!   [`LIVENESS_SLICE`], and the last party checks them before it trips the
+//!   barrier (so a death no sleeper noticed yet, as the only other party's
+//!   in a two-party barrier, breaks it instead of tripping with a dead
+//!   party; the last party then gets `Broken` too);
 //! * a party died while updating the bookkeeping (owner-died on the internal
 //!   lock), or the bookkeeping holds impossible values.
 //!
@@ -380,6 +383,13 @@ impl RawBarrier {
                 a.start.store(me.thread.start, Ordering::Relaxed);
                 a.pid.store(me.pid, Ordering::Relaxed);
             }
+            if c + 1 == parties && self.an_arrival_died(c, check) {
+                // A party died waiting and nobody noticed yet (no waiter's
+                // liveness slice ended since): the round must not trip with
+                // it, or the next round would wait for it forever.
+                self.broken.store(1, Ordering::Release);
+                return Err(BarrierError::Broken);
+            }
             if c + 1 == parties && hold {
                 // Held until `trip`: the count stays full (a further
                 // arrival breaks the barrier, as one past `parties` does).
@@ -441,18 +451,23 @@ impl RawBarrier {
             if self.generation.load(Ordering::Relaxed) != a.generation {
                 return false;
             }
-            let n = (self.count.load(Ordering::Relaxed) as usize).min(MAX_TRACKED);
-            let dead = self.arrivals[..n].iter().any(|r| {
-                // Written under the barrier's lock, which we hold: one
-                // party's consistent record.
-                let tid = r.tid.load(Ordering::Relaxed);
-                let start = r.start.load(Ordering::Relaxed);
-                !check.is_alive_owner(tid, Some(start), r.ns.load(Ordering::Relaxed), r.pid.load(Ordering::Relaxed))
-            });
+            let dead = self.an_arrival_died(self.count.load(Ordering::Relaxed), check);
             if dead {
                 self.break_now();
             }
             dead
+        })
+    }
+
+    /// Whether one of the first `n` arrivals of the current generation
+    /// (those tracked) has died. Call with the barrier's lock held: each
+    /// record is then one party's, written whole under that lock.
+    fn an_arrival_died(&self, n: u32, check: &impl OwnerCheck) -> bool {
+        let n = (n as usize).min(MAX_TRACKED);
+        self.arrivals[..n].iter().any(|r| {
+            let tid = r.tid.load(Ordering::Relaxed);
+            let start = r.start.load(Ordering::Relaxed);
+            !check.is_alive_owner(tid, Some(start), r.ns.load(Ordering::Relaxed), r.pid.load(Ordering::Relaxed))
         })
     }
 

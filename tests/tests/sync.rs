@@ -483,6 +483,36 @@ fn dead_barrier_party_breaks_the_barrier() -> TestResult {
     Ok(())
 }
 
+/// The only other party of a two-party barrier dies waiting; nobody is
+/// left asleep to notice, so the last party must: it gets `Broken`, not a
+/// round tripped with a dead party (after which the next round would hang),
+/// with or without an action.
+fn last_party_finds_a_dead_waiter_and_breaks() -> TestResult {
+    for with_action in [false, true] {
+        let ran = Value::new(0u32)?;
+        let r = ran.clone();
+        let mut b = Barrier::new(2)?;
+        if with_action {
+            b = b.with_action(move || {
+                r.set(1);
+            });
+        }
+        let b2 = b.clone();
+        let mut victim = Process::spawn(move || {
+            let _ = b2.wait();
+        })?;
+        ensure!(eventually(HANG_LIMIT, || b.n_waiting() == 1), "the victim never arrived");
+        victim.kill()?;
+        ensure!(victim.join_timeout(HANG_LIMIT)?.is_some());
+        let got = b.wait_timeout(HANG_LIMIT);
+        ensure!(got == Err(BarrierError::Broken), "last party got {got:?} (action: {with_action})");
+        ensure!(b.is_broken() && ran.get() == 0, "the action ran for a round with a dead party");
+        b.reset();
+        ensure!(!b.is_broken() && b.n_waiting() == 0);
+    }
+    Ok(())
+}
+
 fn barrier_timeout_breaks_it_for_the_others() -> TestResult {
     let b = Barrier::new(3)?;
     let b1 = b.clone();
@@ -617,6 +647,7 @@ fn main() {
         barrier_action_failure_breaks_it,
         barrier_default_timeout_applies_to_wait,
         dead_barrier_party_breaks_the_barrier,
+        last_party_finds_a_dead_waiter_and_breaks,
         barrier_timeout_breaks_it_for_the_others,
         value_and_array_are_shared_not_copied,
         handles_move_into_spawn_mode_children,
