@@ -105,18 +105,14 @@ impl std::future::Future for BarrierFuture<'_> {
             Some(a) => a,
             None => {
                 this.deadline = this.barrier.timeout.map(|t| std::time::Instant::now() + t);
-                let arrival = match &this.barrier.action {
-                    Some(_) => raw.arrive_holding(&me, this.barrier.check()),
-                    None => raw.arrive(&me, this.barrier.check()),
-                };
-                match arrival {
+                match this.barrier.arrive(&me) {
                     Ok(a) => {
                         this.arrived = Some(a);
-                        if let (true, Some(action)) = (a.leader, &this.barrier.action) {
-                            // Runs the action here (the future is polled on
-                            // one thread at a time), then releases the others.
+                        if let Some(ran) = this.barrier.act_if_leader(&a) {
+                            // The action ran here (the future is polled on
+                            // one thread at a time) and released the others.
                             this.done = true;
-                            return Poll::Ready(this.barrier.run_action(action, &a));
+                            return Poll::Ready(ran);
                         }
                         a
                     }
@@ -388,24 +384,34 @@ impl Barrier {
     }
 
     fn wait_until(&self, deadline: Option<Deadline>) -> Result<BarrierWaitResult, BarrierError> {
-        let (raw, me, check) = (self.raw(), self.me(), self.check());
-        let Some(action) = &self.action else { return converted(raw.wait(&me, deadline, check)) };
-        let arrived = raw.arrive_holding(&me, check).map_err(from_raw)?;
-        if arrived.leader {
-            return self.run_action(action, &arrived);
+        let me = self.me();
+        let arrived = self.arrive(&me).map_err(from_raw)?;
+        if let Some(ran) = self.act_if_leader(&arrived) {
+            return ran;
         }
-        converted(raw.wait_arrived(&me, deadline, check, &arrived))
+        converted(self.raw().wait_arrived(&me, deadline, self.check(), &arrived))
     }
 
-    /// A holding leader's turn: runs the action, then trips the barrier,
-    /// or breaks it and goes on panicking if the action panicked.
-    fn run_action(&self, action: &Action, arrived: &Arrived) -> Result<BarrierWaitResult, BarrierError> {
+    /// Arrives in the current generation: holding it, if this handle has an
+    /// action to run when it is the last party (see `RawBarrier::arrive_holding`).
+    fn arrive(&self, me: &shmproc_core::owner::Owner) -> Result<Arrived, RawError> {
+        match self.action {
+            Some(_) => self.raw().arrive_holding(me, self.check()),
+            None => self.raw().arrive(me, self.check()),
+        }
+    }
+
+    /// For the holding leader (the last party of a handle with an action):
+    /// runs the action, then trips the barrier, or breaks it and goes on
+    /// panicking if the action panicked. `None` for any other arrival.
+    fn act_if_leader(&self, arrived: &Arrived) -> Option<Result<BarrierWaitResult, BarrierError>> {
+        let action = self.action.as_ref().filter(|_| arrived.leader)?;
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| action()));
         let tripped = self.raw().trip(&self.me(), self.check(), arrived, ran.is_ok());
         if let Err(panic) = ran {
             std::panic::resume_unwind(panic);
         }
-        converted(tripped)
+        Some(converted(tripped))
     }
 
     /// The deadline of a `wait` without an explicit timeout.

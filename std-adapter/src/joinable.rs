@@ -111,14 +111,6 @@ impl<T> JoinableQueue<T> {
         self.q.core().extra().unfinished.load(Ordering::Acquire)
     }
 
-    fn sub(&self) -> Result<(), TaskDoneError> {
-        if self.q.core().extra().remove_task() {
-            Ok(())
-        } else {
-            Err(TaskDoneError)
-        }
-    }
-
     /// Marks one received item as processed.
     ///
     /// ```
@@ -130,7 +122,7 @@ impl<T> JoinableQueue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
-        self.sub()
+        self.q.core().extra().remove_task().then_some(()).ok_or(TaskDoneError)
     }
 
     fn join_until(&self, deadline: Option<Deadline>) -> bool {

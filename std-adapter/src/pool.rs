@@ -1054,41 +1054,17 @@ impl<I: Iterator<Item = A>, A: Message, R: Message> Feed<I, A, R> {
     /// A submission refused because the pool is closed ends the feed: that
     /// error is the last item (an endless input does not turn into endless
     /// errors).
-    fn top_up<P: Pending<Result<AsyncResult<R>, TaskError>>>(&mut self, pending: &mut P) {
-        while pending.count() < self.window {
+    fn top_up(&mut self, pending: &mut VecDeque<Result<AsyncResult<R>, TaskError>>) {
+        while pending.len() < self.window {
             let Some(a) = self.items.next() else { return };
             let submitted = submit_one(&self.inner, self.f, a);
             let closed = matches!(submitted, Err(TaskError::Closed));
-            pending.put(submitted);
+            pending.push_back(submitted);
             if closed {
                 self.window = 0;
                 return;
             }
         }
-    }
-}
-
-/// The in-order and the completion-order lists of an `imap`'s results.
-trait Pending<T> {
-    fn count(&self) -> usize;
-    fn put(&mut self, t: T);
-}
-
-impl<T> Pending<T> for VecDeque<T> {
-    fn count(&self) -> usize {
-        self.len()
-    }
-    fn put(&mut self, t: T) {
-        self.push_back(t);
-    }
-}
-
-impl<T> Pending<T> for Vec<T> {
-    fn count(&self) -> usize {
-        self.len()
-    }
-    fn put(&mut self, t: T) {
-        self.push(t);
     }
 }
 
@@ -2005,25 +1981,26 @@ impl Pool {
         items: impl IntoIterator<Item = A>,
     ) -> impl Iterator<Item = Result<R, TaskError>> {
         let mut feed = Feed::new(&self.inner, f, items.into_iter(), self.imap_window());
-        let mut pending: Vec<Result<AsyncResult<R>, TaskError>> = Vec::new();
+        let mut pending = VecDeque::new();
         feed.top_up(&mut pending);
         let inner = self.inner.clone();
         std::iter::from_fn(move || {
             if pending.is_empty() {
                 return None;
             }
-            let taken = if let Some(i) = pending.iter().position(|r| r.is_err()) {
-                pending.swap_remove(i).map(|_| unreachable!())
-            } else {
-                loop {
+            // A failed submission first, else the first result that is in.
+            let i = match pending.iter().position(Result::is_err) {
+                Some(i) => i,
+                None => loop {
                     let done = pending.iter().position(|r| r.as_ref().is_ok_and(|r| r.inner.peek(r.id).is_some()));
                     if let Some(i) = done {
-                        break pending.swap_remove(i).and_then(|r| r.get());
+                        break i;
                     }
                     // Until any result comes in.
                     inner.collect(CHECK);
-                }
+                },
             };
+            let taken = pending.swap_remove_back(i)?.and_then(|r: AsyncResult<R>| r.get());
             feed.top_up(&mut pending);
             Some(taken)
         })

@@ -935,10 +935,7 @@ impl Core {
     /// [`try_send`](Core::try_send), counting a task (`Count::Task`) only if
     /// the message goes in.
     pub(crate) fn try_send_counted<T: Message>(&self, v: &T, count: Count) -> Result<(), Failure> {
-        match count {
-            Count::No => self.try_send(v),
-            Count::Task => self.counted(count, || self.try_send(v), |()| true),
-        }
+        self.counted(count, || self.try_send(v), |()| true)
     }
 
     /// Runs one send `attempt`; with `Count::Task`, the task is counted
@@ -1054,28 +1051,28 @@ impl Core {
     }
 
     fn send_deadline<T: Message>(&self, v: &T, deadline: Option<Deadline>) -> Result<(), Failure> {
-        if let Some(sent) = self.send_now(v) {
-            return sent;
-        }
-        match self.send_loop(deadline, || self.try_send_inline(v, deadline))? {
-            Attempt::Sent => Ok(()),
-            Attempt::OutOfLine(n) => self.send_block(v, n, deadline, true, Count::No),
-        }
+        self.send_counting(v, deadline, Count::No)
     }
 
     /// A `JoinableQueue`'s send: [`send_deadline`](Core::send_deadline)
     /// with each attempt counting the task (see [`counted`](Core::counted)).
     pub(crate) fn send_task<T: Message>(&self, v: &T, deadline: Option<Deadline>) -> Result<(), Failure> {
-        let task = Count::Task;
-        let now = self.counted(task, || self.send_now(v).unwrap_or(Err(Failure::Full)), |()| true);
-        match now {
+        self.send_counting(v, deadline, Count::Task)
+    }
+
+    /// The one body of both: the fast path, then attempts in place until
+    /// `deadline`, then out of line, each attempt counted as `count` says.
+    #[inline]
+    fn send_counting<T: Message>(&self, v: &T, deadline: Option<Deadline>, count: Count) -> Result<(), Failure> {
+        // `send_now` declines (`None`) with nothing sent: then the general path.
+        match self.counted(count, || self.send_now(v).unwrap_or(Err(Failure::Full)), |()| true) {
             Err(Failure::Full) => {}
             done => return done,
         }
-        let attempt = || self.counted(task, || self.try_send_inline(v, deadline), |a| matches!(a, Attempt::Sent));
+        let attempt = || self.counted(count, || self.try_send_inline(v, deadline), |a| matches!(a, Attempt::Sent));
         match self.send_loop(deadline, attempt)? {
             Attempt::Sent => Ok(()),
-            Attempt::OutOfLine(n) => self.send_block(v, n, deadline, true, task),
+            Attempt::OutOfLine(n) => self.send_block(v, n, deadline, true, count),
         }
     }
 
