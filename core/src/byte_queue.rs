@@ -711,6 +711,13 @@ impl<S: RingStore> ByteQueue<S> {
     /// alone, out of line or into a larger ring). Returns how many were
     /// sent, in order (`Full` when none could be: the limit or no room).
     ///
+    /// With `exact`, every message is promised to serialise to exactly that
+    /// many bytes (a fixed-size type): they go in runs of frames of that
+    /// size ([`Batch::write_run`](crate::spsc::Batch::write_run)), the room
+    /// looked at once per run; a message that breaks the promise
+    /// (`write` says `Needs`, or `Done` with another size) is sent by the
+    /// general path, as every message is without `exact`.
+    ///
     /// The run is published once, when it is complete
     /// ([`Batch`](crate::spsc::Batch)): a producer killed while writing it
     /// publishes none of it (none of it was acknowledged: the call did not
@@ -722,6 +729,7 @@ impl<S: RingStore> ByteQueue<S> {
         me: &Owner,
         lock_deadline: Option<Deadline>,
         hint: usize,
+        exact: Option<usize>,
         count: usize,
         mut write: impl FnMut(usize, &mut [u8]) -> Result<Written, S::Error>,
     ) -> Result<usize, S::Error> {
@@ -734,6 +742,17 @@ impl<S: RingStore> ByteQueue<S> {
             let mut size = self.first_size(hint);
             let mut i = 0;
             while i < allowed {
+                if let Some(exact) = exact.filter(|&e| e <= self.message_size) {
+                    let done = batch.write_run(exact, KIND_INLINE, allowed - i, keep, |j, buf| {
+                        write(i + j, buf).map(|w| w == Written::Done(exact))
+                    })?;
+                    i += done;
+                    if i == allowed {
+                        break;
+                    }
+                    // The end of the buffer, no room, or a message of
+                    // another size: one frame the general way.
+                }
                 let r = match batch.reserve(size + keep) {
                     Ok(r) => r,
                     Err(RingError::Full | RingError::TooLarge) => break,

@@ -424,6 +424,97 @@ fn loom_spsc_batches_and_runs() {
     });
 }
 
+/// Runs of one frame size ([`Batch::write_run`](crate::spsc::Batch::write_run),
+/// the fixed-size types' batch path) mixed with single reservations in the
+/// same batches, through a 64-byte ring: a run stops at the end of the
+/// buffer and at the room there is, a larger frame between runs wraps
+/// behind a marker, and the consumer's runs (whose frames like the last one
+/// are recognised by their header word alone, `peek_after`) take every frame
+/// once, in order and intact, never beginning inside a batch and never
+/// reading past what was published.
+#[test]
+fn loom_spsc_runs_of_one_size() {
+    use crate::spsc::{RingError, SpscRing};
+    use core::ptr::NonNull;
+    let mut model = loom::model::Builder::new();
+    model.max_branches = 100_000;
+    model.check(|| {
+        let mut mem = boxed_mem();
+        let base = NonNull::new(mem.0.as_mut_ptr()).unwrap();
+        // SAFETY: the boxed buffer is aligned, large enough and outlives the
+        // threads (joined below).
+        let ring = unsafe { SpscRing::init(base, 8192, 64) }.unwrap();
+        // Frames 0..=2 and 4 carry 8 bytes (16-byte frames, in runs), frame 3
+        // carries 24 (a 32-byte frame): it meets the end of the buffer at
+        // offset 48 and wraps.
+        let total = 5u8;
+        let len = |i: u8| if i == 3 { 24 } else { 8 };
+        let producer = thread::spawn(move || {
+            // SAFETY: this thread is the ring's only producer.
+            let mut p = unsafe { ring.producer() };
+            let mut next = 0u8;
+            while next < total {
+                let mut b = p.batch().unwrap();
+                while next < total {
+                    let (start, base) = (next, b.frames());
+                    let run = b.write_run(8, 0, usize::from(total - next), 0, |j, buf| {
+                        let i = start + j as u8;
+                        if len(i) != 8 {
+                            return Ok::<bool, ()>(false);
+                        }
+                        // Byte 1 marks a batch's first frame.
+                        buf.copy_from_slice(&[i, u8::from(base + j == 0), 0, 0, 0, 0, 0, 0]);
+                        Ok(true)
+                    });
+                    next += run.unwrap() as u8;
+                    if next == total {
+                        break;
+                    }
+                    match b.reserve(len(next)) {
+                        Ok(r) => {
+                            let first = u8::from(b.frames() == 0);
+                            let buf = b.buffer(&r);
+                            buf.fill(0);
+                            buf[..2].copy_from_slice(&[next, first]);
+                            b.commit(r, len(next), 0);
+                            next += 1;
+                        }
+                        Err(RingError::Full) => break,
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+                if b.finish() == 0 {
+                    thread::yield_now();
+                }
+            }
+        });
+        // SAFETY: this thread is the ring's only consumer.
+        let mut c = unsafe { ring.consumer() };
+        let mut k = 0u8;
+        while k < total {
+            match c.peek().unwrap() {
+                Some(first) => {
+                    assert_eq!(c.bytes(&first)[1], 1, "a run began inside a batch");
+                    let mut f = first;
+                    loop {
+                        assert_eq!((c.bytes(&f)[0], f.len()), (k, len(k)));
+                        k += 1;
+                        match c.peek_after(&f).unwrap() {
+                            Some(next) => f = next,
+                            None => break,
+                        }
+                    }
+                    c.release(f);
+                }
+                None => thread::yield_now(),
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(c.pop(|b| b.len()).unwrap(), None);
+        drop(mem);
+    });
+}
+
 /// Two producers' recoverers race for the slot a dead consumer holds while a
 /// producer waits for it: the message is handed to exactly one `on_drop`,
 /// intact (no producer writes the slot before the drop is done), exactly one

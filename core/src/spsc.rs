@@ -747,12 +747,11 @@ impl SpscRing {
                     return Err(RingError::Corrupt("frame header"));
                 }
                 let len = (word & LEN_MASK) as usize;
-                let kind = (word >> KIND_SHIFT) as u8;
                 let frame = frame_size(len);
                 if off as u64 + frame > self.cap {
                     return Err(RingError::Corrupt("frame length"));
                 }
-                Ok(Item::Frame(Frame { next_head: pos + frame, off, len, kind }))
+                Ok(Item::Frame(Frame { next_head: pos + frame, off, len, header: word }))
             }
         }
     }
@@ -1500,6 +1499,126 @@ impl Batch<'_> {
         self.frames
     }
 
+    /// Writes a run of frames of exactly `len` payload bytes and kind `kind` each, back to
+    /// back after the batch's last frame: as many as fit before the end of
+    /// the buffer and in the room now (leaving `extra` bytes of room beyond
+    /// them), up to `max`. `write(j, buf)` fills frame `j`'s payload (all
+    /// `len` bytes of `buf`) and says whether it did: `Ok(false)` stops the
+    /// run before that frame (its message is not `len` bytes: a single
+    /// [`reserve`](Batch::reserve) takes it), an error stops it and is
+    /// returned. Frames written before either are committed. Returns the
+    /// frames committed: 0 when not even one fits here (at the end of the
+    /// buffer, or out of room, or on a ring whose positions look corrupt),
+    /// where the next single reservation places the frame behind a wrap
+    /// marker, or reports what is wrong.
+    ///
+    /// This is [`reserve`](Batch::reserve) and [`commit`](Batch::commit) for
+    /// messages of one size, which a fixed-size type sends: the room is
+    /// looked at once per run, not once per frame, and each frame costs its
+    /// payload and one header store. The frames are the ones `reserve` and
+    /// `commit` would write, so the consumer reads them as any others; like
+    /// every frame after the batch's first, they become visible when the
+    /// batch ends.
+    ///
+    /// ```
+    /// # use shmproc_core::spsc::{Consumer, Frame, Producer, RingError, SpscRing};
+    /// # let (ring, mut tx, mut rx) = shmproc_core::__doc::spsc(1024);
+    /// let mut b = tx.batch()?;
+    /// let n = b.write_run(8, 0, 100, 0, |j, buf| {
+    ///     buf.copy_from_slice(&(j as u64).to_le_bytes());
+    ///     Ok::<bool, ()>(true)
+    /// });
+    /// // 16-byte frames up to the end of the 1024-byte buffer, the next
+    /// // header word's room kept.
+    /// assert_eq!(n, Ok(63));
+    /// assert_eq!(b.finish(), 63);
+    /// assert_eq!(rx.pop(|b| b.to_vec())?, Some(0u64.to_le_bytes().to_vec()));
+    /// assert_eq!(rx.pop(|b| b.to_vec())?, Some(1u64.to_le_bytes().to_vec()));
+    /// # Ok::<(), RingError>(())
+    /// ```
+    #[inline]
+    pub fn write_run<E>(
+        &mut self,
+        len: usize,
+        kind: u8,
+        max: usize,
+        extra: usize,
+        mut write: impl FnMut(usize, &mut [u8]) -> Result<bool, E>,
+    ) -> Result<usize, E> {
+        let ring = self.producer.ring;
+        if len > ring.max_frame() || max == 0 {
+            return Ok(0);
+        }
+        let size = frame_size(len);
+        let off = (self.tail & (ring.cap - 1)) as usize;
+        // Frames before the end of the buffer (a run never wraps), and the
+        // room they need: theirs, `extra`, and the next header word.
+        let fit = max.min(((ring.cap - off as u64) / size) as usize);
+        let need = |k: usize| (k as u64 * size).saturating_add(extra as u64).saturating_add(NEXT_HEADER);
+        if self.room_end.saturating_sub(self.tail) < need(fit) {
+            match self.producer.room(self.tail, need(fit)) {
+                Ok(room) => self.room_end = self.tail + room,
+                Err(_) => return Ok(0),
+            }
+        }
+        let room = self.room_end.saturating_sub(self.tail);
+        let k = if room >= need(fit) { fit } else { (room.saturating_sub(need(0)) / size).min(fit as u64) as usize };
+        // `off + k * size <= cap`: every frame below lies inside the buffer.
+        let mut done = 0;
+        let mut failed = None;
+        while done < k {
+            let at = off + done * size as usize;
+            // SAFETY: at + FRAME_HEADER + len <= off + k * size <= cap (see
+            // `fit`); these bytes are past the published tail and the room
+            // check says the consumer is done with them.
+            let buf = unsafe { core::slice::from_raw_parts_mut(ring.bytes(at + FRAME_HEADER, len), len) };
+            match write(done, buf) {
+                Ok(true) => done += 1,
+                Ok(false) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        self.commit_run(off, len, kind, done);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
+    }
+
+    /// Commits `n` frames of `len` bytes written back to back from offset
+    /// `off` (the batch's position), of kind `kind`: the next header word is zeroed, each
+    /// header stored as [`commit`](Batch::commit) does, the first one held
+    /// if it is the batch's first.
+    #[inline]
+    fn commit_run(&mut self, off: usize, len: usize, kind: u8, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let ring = self.producer.ring;
+        let size = frame_size(len);
+        let end = self.tail + n as u64 * size;
+        let header = FRAME_FLAG | (u64::from(kind) << KIND_SHIFT) | len as u64;
+        // Nothing here is visible before the batch's first header, which is
+        // stored last (`Drop`): the order of these stores does not matter,
+        // and only the word after the run needs zeroing (each one before it
+        // is a header of the run).
+        ring.word((end & (ring.cap - 1)) as usize).store(0, Ordering::Relaxed);
+        for j in 0..n {
+            let at = off + j * size as usize;
+            ring.mirror_payload(at, len);
+            if j == 0 && self.first.is_none() {
+                self.first = Some(Held { off: at, header, wrap: None });
+            } else {
+                ring.word(at).store(header, Ordering::Release);
+            }
+        }
+        self.tail = end;
+        self.frames += n;
+    }
+
     /// Publishes the frames and the position (once) and returns the frames
     /// committed.
     pub fn finish(self) -> usize {
@@ -1547,7 +1666,9 @@ pub struct Frame {
     next_head: u64,
     off: usize,
     len: usize,
-    kind: u8,
+    /// The header word the frame was found by (validated), which holds its
+    /// kind.
+    header: u64,
 }
 
 impl Frame {
@@ -1602,7 +1723,7 @@ impl Frame {
     /// ```
     #[must_use]
     pub fn kind(&self) -> u8 {
-        self.kind
+        (self.header >> KIND_SHIFT) as u8
     }
 }
 
@@ -1694,8 +1815,22 @@ impl Consumer {
     /// and has not released), for taking several frames with one release;
     /// `None` when nothing follows yet or a wrap marker does (the next
     /// [`peek`](Consumer::peek) after releasing moves past it).
+    ///
+    /// A frame of the same length and kind right behind `frame` (a run of
+    /// messages of one type: [`Batch::write_run`]) is recognised by its
+    /// header word alone: that word is `frame`'s, validated already, so only
+    /// the frame's place in the buffer is checked.
     #[inline]
     pub fn peek_after(&mut self, frame: &Frame) -> Result<Option<Frame>, RingError> {
+        let size = frame_size(frame.len);
+        let pos = frame.next_head;
+        let off = (pos & (self.ring.cap - 1)) as usize;
+        if off as u64 + size <= self.ring.cap
+            && pos <= MAX_POSITION
+            && self.ring.word(off).load(Ordering::Acquire) == frame.header
+        {
+            return Ok(Some(Frame { next_head: pos + size, off, len: frame.len, header: frame.header }));
+        }
         match self.ring.item_at(frame.next_head)? {
             Item::Frame(f) => Ok(Some(f)),
             Item::Empty | Item::Wrap { .. } => Ok(None),
@@ -1843,6 +1978,105 @@ mod tests {
         assert_eq!(expect, next);
         assert!(next > 1000);
         assert_eq!(p.reserve(300).unwrap_err(), RingError::TooLarge);
+    }
+
+    /// `write_run`: frames of one size up to the end of the buffer and the
+    /// room there is (the `extra` room kept), a stop before a frame whose
+    /// message is another size and on an error (frames before either are
+    /// committed), single reservations between runs wrapping as usual; the
+    /// consumer's `peek_after` takes the runs' frames by their header and
+    /// any other frame the general way, all in order and intact.
+    #[test]
+    fn runs_of_one_size_between_single_frames() {
+        let mut mem = Mem([0; 8192]);
+        let r = ring(&mut mem, 256);
+        // SAFETY: the test is the ring's only producer and consumer.
+        let (mut p, mut c) = unsafe { (r.producer(), r.consumer()) };
+        let word = |v: u64| v.to_le_bytes();
+        let take_all = |c: &mut Consumer| {
+            let mut got = Vec::new();
+            if let Some(first) = c.peek().unwrap() {
+                let mut f = first;
+                loop {
+                    got.push(c.bytes(&f).to_vec());
+                    match c.peek_after(&f).unwrap() {
+                        Some(next) => f = next,
+                        None => break,
+                    }
+                }
+                c.release(f);
+            }
+            got
+        };
+        // 256 bytes: 15 frames of 16 fit with the next header word's room.
+        let mut b = p.batch().unwrap();
+        let n = b.write_run(8, 0, 100, 0, |j, buf| {
+            buf.copy_from_slice(&word(j as u64));
+            Ok::<bool, ()>(true)
+        });
+        assert_eq!(n, Ok(15));
+        // Full now: no run, and no single frame either.
+        assert_eq!(b.write_run(8, 0, 100, 0, |_, _| Ok::<bool, ()>(true)), Ok(0));
+        assert_eq!(b.reserve(8).unwrap_err(), RingError::Full);
+        assert_eq!(b.finish(), 15);
+        let got = take_all(&mut c);
+        assert_eq!(got, (0..15u64).map(|v| word(v).to_vec()).collect::<Vec<_>>());
+        // At offset 240: a 32-byte frame does not fit before the end, so a
+        // run of them writes nothing there, and a single one wraps.
+        let mut b = p.batch().unwrap();
+        assert_eq!(b.write_run(24, 0, 10, 0, |_, _| Ok::<bool, ()>(true)), Ok(0));
+        let res = b.reserve(24).unwrap();
+        b.buffer(&res).copy_from_slice(&[7; 24]);
+        b.commit(res, 24, 0);
+        // A run after it, stopped before its third frame (another size),
+        // then one that fails at its second (the first is kept).
+        let stop = b.write_run(8, 0, 10, 0, |j, buf| {
+            buf.copy_from_slice(&word(200 + j as u64));
+            Ok::<bool, ()>(j < 2)
+        });
+        assert_eq!(stop, Ok(2));
+        let failed = b.write_run(8, 0, 10, 0, |j, buf| {
+            buf.copy_from_slice(&word(300 + j as u64));
+            if j == 1 {
+                Err("serialiser")
+            } else {
+                Ok(true)
+            }
+        });
+        assert_eq!(failed, Err("serialiser"));
+        // `extra` keeps room beyond the run: 256 - 16 (the marker) - 32 -
+        // 3 * 16 = 160 bytes are free; keeping 100 and the next header
+        // word's 16 leaves room for 2 frames.
+        let kept = b.write_run(8, 0, 100, 100, |_, buf| {
+            buf.copy_from_slice(&word(400));
+            Ok::<bool, ()>(true)
+        });
+        assert_eq!(kept, Ok(2));
+        assert_eq!(b.finish(), 6);
+        // The consumer skips the marker and takes the rest in one run.
+        let mut expect = std::vec![std::vec![7u8; 24], word(200).to_vec(), word(201).to_vec(), word(300).to_vec()];
+        expect.extend((0..2).map(|_| word(400).to_vec()));
+        assert_eq!(take_all(&mut c), expect);
+        assert!(c.peek().unwrap().is_none());
+    }
+
+    /// A header word in the middle of a run that is not the run's (a peer
+    /// that scribbled on the ring) is not taken for the run's: it goes
+    /// through the full validation and is reported.
+    #[test]
+    fn a_garbage_header_inside_a_run_is_validated() {
+        let mut mem = Mem([0; 8192]);
+        let r = ring(&mut mem, 256);
+        // SAFETY: the test is the ring's only producer and consumer.
+        let (mut p, mut c) = unsafe { (r.producer(), r.consumer()) };
+        let mut b = p.batch().unwrap();
+        assert_eq!(b.write_run(8, 0, 4, 0, |_, _| Ok::<bool, ()>(true)), Ok(4));
+        assert_eq!(b.finish(), 4);
+        // The third frame's header claims a length past the buffer.
+        r.word(32).store(FRAME_FLAG | 1000, Ordering::Relaxed);
+        let first = c.peek().unwrap().unwrap();
+        let second = c.peek_after(&first).unwrap().unwrap();
+        assert_eq!(c.peek_after(&second).unwrap_err(), RingError::Corrupt("frame length"));
     }
 
     #[test]

@@ -137,6 +137,28 @@ fn spsc(data: &[u8]) {
                 let got = c.pop(|b| b.to_vec()).unwrap();
                 assert_eq!(got, model.pop_front().map(|(m, _)| m));
             }
+            4 if op & 0x80 != 0 => {
+                // a run of frames of one size (`Batch::write_run`), with a
+                // kind; the writer stops before frame `stop` when asked
+                let (len, count, stop) = (arg % (cap / 3), arg % 7 + 1, (op as usize / 8) % 9);
+                let kind = kind_of(op, arg);
+                let mut b = p.batch().unwrap();
+                let mut sent = Vec::new();
+                let n = b.write_run(len, kind, count, arg % 3 * 16, |j, buf| {
+                    assert_eq!((buf.len(), buf.as_ptr() as usize % PAYLOAD_ALIGN), (len, 0));
+                    if j == stop {
+                        return Ok::<bool, ()>(false);
+                    }
+                    let msg = payload(op ^ j as u8, len);
+                    buf.copy_from_slice(&msg);
+                    sent.push(msg);
+                    Ok(true)
+                });
+                assert_eq!(n, Ok(sent.len()));
+                assert!(sent.len() <= count.min(stop));
+                assert_eq!(b.finish(), sent.len());
+                model.extend(sent.into_iter().map(|m| (m, kind)));
+            }
             4 => {
                 // batch push (plain frames)
                 let msgs: Vec<Vec<u8>> = (0..arg % 5).map(|k| payload(k as u8, (arg * 3 + k) % (cap / 3))).collect();

@@ -204,8 +204,16 @@ pub(crate) fn decode<T: Message>(bytes: &[u8]) -> Result<T, rancor::Error> {
 /// plain values and short collections, and free of the thread-local arena's
 /// bookkeeping); if that runs out, the serialisation is redone with rkyv's
 /// arena.
+///
+/// A trivially copyable type (rkyv's [`COPY_OPTIMIZATION`](Archive::COPY_OPTIMIZATION):
+/// the primitives on little-endian targets, arrays and tuples of them, structs
+/// that opt in) skips rkyv altogether: its archive is its own bytes, which are
+/// copied (see [`copy_archive`]).
 #[inline(always)]
 pub(crate) fn encode_into<T: Message>(value: &T, buf: &mut [u8]) -> Result<Written, rancor::Error> {
+    if is_plain_copy::<T>() {
+        return Ok(copy_archive(value, buf));
+    }
     let mut scratch = [core::mem::MaybeUninit::<u8>::uninit(); 512];
     let fast = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
         value,
@@ -219,6 +227,43 @@ pub(crate) fn encode_into<T: Message>(value: &T, buf: &mut [u8]) -> Result<Writt
         Err(_) => rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, SlotWriter::new(buf))?,
     };
     Ok(if w.fits() { Written::Done(w.len()) } else { Written::Needs(w.len()) })
+}
+
+/// Whether `T`'s archive is its own bytes: rkyv attests that `T` is
+/// trivially copyable (no uninitialised bytes, archived with the same
+/// layout: the premise under which rkyv itself serialises a `[T]` by copying
+/// its bytes), and the sizes agree. A constant for each `T`.
+#[inline(always)]
+const fn is_plain_copy<T: Archive>() -> bool {
+    T::COPY_OPTIMIZATION.is_enabled() && core::mem::size_of::<T>() == core::mem::size_of::<T::Archived>()
+}
+
+/// The size of every archive of `T` when [`is_plain_copy`] holds (each is
+/// `T`'s bytes), for writers that lay out fixed-size frames.
+#[inline(always)]
+pub(crate) const fn plain_size<T: Archive>() -> Option<usize> {
+    if is_plain_copy::<T>() {
+        Some(core::mem::size_of::<T>())
+    } else {
+        None
+    }
+}
+
+/// The archive of a value of a type for which [`is_plain_copy`] holds: its
+/// bytes, written at the start of `buf` (`Done`), or the size needed when
+/// `buf` is shorter (`Needs`). rkyv writes exactly these bytes for a root
+/// value at position 0 (no padding is needed there, and such a type writes
+/// nothing else), so a receiver validates and reads it as any archive.
+#[inline(always)]
+fn copy_archive<T: Archive>(value: &T, buf: &mut [u8]) -> Written {
+    let size = core::mem::size_of::<T>();
+    let Some(dst) = buf.get_mut(..size) else { return Written::Needs(size) };
+    // SAFETY: `value` is a valid `T`, readable for `size_of::<T>()` bytes,
+    // and (COPY_OPTIMIZATION's contract, checked by `is_plain_copy`) `T` has
+    // no uninitialised bytes, so every byte may be read as a `u8`.
+    let src = unsafe { core::slice::from_raw_parts((value as *const T).cast::<u8>(), size) };
+    dst.copy_from_slice(src);
+    Written::Done(size)
 }
 
 /// Deserialises a `T` from private `bytes` (copied to aligned memory first:
@@ -302,5 +347,64 @@ fn copy_into(v: &mut AlignedVec, bytes: PeerBytes<'_>) {
     unsafe {
         bytes.copy_to_raw(v.as_mut_ptr());
         v.set_len(bytes.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+    struct Point {
+        x: u32,
+        y: i32,
+    }
+
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+    struct Padded {
+        a: u8,
+        b: u64,
+    }
+
+    /// `encode_into` writes exactly rkyv's archive of `v` (whether or not it
+    /// takes the copying path), reports the size needed when the buffer is
+    /// short, and the archive reads back.
+    fn same_as_rkyv<T: Message + PartialEq + core::fmt::Debug>(v: T) {
+        let want = encode(&v).unwrap();
+        let mut exact = vec![0xAAu8; want.len()];
+        assert_eq!(encode_into(&v, &mut exact).unwrap(), Written::Done(want.len()));
+        assert_eq!(exact[..], want[..], "{v:?}");
+        let mut roomy = [0x55u8; 256];
+        assert_eq!(encode_into(&v, &mut roomy).unwrap(), Written::Done(want.len()));
+        assert_eq!(roomy[..want.len()], want[..]);
+        if !want.is_empty() {
+            let mut short = vec![0u8; want.len() - 1];
+            assert_eq!(encode_into(&v, &mut short).unwrap(), Written::Needs(want.len()));
+        }
+        assert_eq!(decode_copy::<T>(&exact).unwrap(), v);
+    }
+
+    #[test]
+    fn copied_archives_are_rkyvs_archives() {
+        // Which types copy (on the little-endian targets the crate builds
+        // for): the primitives, arrays of them, structs without padding.
+        assert!(is_plain_copy::<u64>() && is_plain_copy::<[u32; 4]>() && is_plain_copy::<Point>());
+        assert!(!is_plain_copy::<Padded>() && !is_plain_copy::<String>() && !is_plain_copy::<Vec<u64>>());
+        same_as_rkyv(0x0102_0304_0506_0708u64);
+        same_as_rkyv(u64::MAX);
+        same_as_rkyv(-5i16);
+        same_as_rkyv(7u8);
+        same_as_rkyv(true);
+        same_as_rkyv(1.5f64);
+        same_as_rkyv(u128::MAX - 3);
+        same_as_rkyv([1u32, 2, 3, 4]);
+        same_as_rkyv(Point { x: 3, y: -4 });
+        same_as_rkyv(());
+        // And the types rkyv serialises itself.
+        same_as_rkyv(Padded { a: 1, b: 2 });
+        same_as_rkyv((1u8, 2u64));
+        same_as_rkyv("text".to_string());
+        same_as_rkyv(vec![1u64, 2, 3]);
+        same_as_rkyv(Some(9u32));
     }
 }

@@ -51,7 +51,7 @@ use crate::blocks::{Bin, Blocks};
 use crate::bulk::{BlockMut, Descriptor, Window, DESCRIPTOR_LEN, KIND_BLOCK, KIND_INLINE};
 use crate::channel_error::Failure;
 use crate::error::Error;
-use crate::message::{encode_into, Message, Written};
+use crate::message::{encode_into, plain_size, Message, Written};
 use crate::object::Object;
 use crate::queue::{measure, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError};
 use crate::roles::{self, PresencePace};
@@ -345,7 +345,23 @@ impl TxEnd {
                     Err(e) => return (sent, Err(Failure::corrupt(e.reason()))),
                 };
                 let mut failed = None;
+                let exact = plain_size::<T>().filter(|&e| e <= self.inline_max());
                 while batch.frames() < rest.len() && size <= self.inline_max() {
+                    if let Some(exact) = exact {
+                        // A fixed-size type: frames of its size in runs (see
+                        // `Batch::write_run`), the rest one at a time below.
+                        let base = batch.frames();
+                        let run = batch.write_run(exact, KIND_INLINE, rest.len() - base, 0, |j, buf| {
+                            encode_into(&rest[base + j], buf).map(|w| w == Written::Done(exact))
+                        });
+                        if let Err(e) = run {
+                            failed = Some(Failure::Serialize(e.to_string()));
+                            break;
+                        }
+                        if batch.frames() == rest.len() {
+                            break;
+                        }
+                    }
                     let Ok(r) = batch.reserve(size) else { break };
                     // Not published unless committed.
                     match encode_into(&rest[batch.frames()], batch.buffer(&r)) {

@@ -193,7 +193,7 @@ type ByteRing = ByteQueue<QueueStore>;
 type ByteClaim = FrameClaim<<QueueStore as RingStore>::Keep>;
 use crate::channel_error::Failure;
 use crate::error::Error;
-use crate::message::{encode_into, Message, Written};
+use crate::message::{encode_into, plain_size, Message, Written};
 use crate::object::{impl_handle_archive, Object};
 use crate::roles::{self, PresencePace};
 use crate::segment::Segment;
@@ -1257,7 +1257,8 @@ impl Core {
                 Layout::Bytes(l) if !self.is_closed() => {
                     let (lane, r) = self.send_lane(l);
                     let hint = self.ring_hint::<T>();
-                    let sent = r.try_send_batch(&self.me(), deadline, hint, rest.len(), |i, buf| {
+                    let exact = plain_size::<T>();
+                    let sent = r.try_send_batch(&self.me(), deadline, hint, exact, rest.len(), |i, buf| {
                         encode_into(&rest[i], buf).map_err(serialize_failure)
                     });
                     // Frames committed before a failing serialiser are
