@@ -713,7 +713,9 @@ macro_rules! send_side {
             /// and published with one store and one wake-up (the receiver sees
             /// a run whole or not at all; a sender killed while writing a run
             /// publishes none of it). On an error, the messages before the
-            /// failing one were sent.
+            /// failing one were sent. A fixed-size type's messages go in
+            /// runs of equal frames (see the [`queue`](crate::queue) module
+            /// docs, "Batches").
             ///
             /// ```
             /// let (tx, rx) = shmproc::Pipe::<u64>::oneway()?;

@@ -43,9 +43,25 @@
 //! run's position, count and wake-up once; [`recv_batch`](Queue::recv_batch),
 //! [`try_recv_batch`](Queue::try_recv_batch) and [`drain`](Queue::drain) read
 //! a run and hand its space back once. Each message is still its own frame
-//! (visible to the consumer as soon as it is written), so order, validation
-//! and exactly-once are those of single messages; a message too large for
-//! the run is sent alone (out of line if need be). A consumer killed inside
+//! (the run becomes visible to consumers at once, when it is complete), so
+//! order, validation and exactly-once are those of single messages; a
+//! message too large for the run is sent alone (out of line if need be).
+//!
+//! A message type of fixed size (one whose archive rkyv makes by copying
+//! its bytes: the primitives, arrays and tuples of them, structs of those
+//! without padding, as rkyv's `COPY_OPTIMIZATION` says) is written without
+//! running rkyv's serialiser, and its batches go in runs of equal frames:
+//! the ring's room is looked at once per run instead of once per message,
+//! and the receiver recognises each frame of a run by its header word (the
+//! one it validated for the first). The frames are those single sends
+//! write, and each message is still validated by rkyv on the way in. For a
+//! `u64` this cut the sender's instructions from about 75 to 25 a message
+//! (callgrind), and a two-process `Queue<u64>` stream in batches of 64 went
+//! from about 100 to 115-200 M/s on our 2-core VM; the receiver's ~95
+//! instructions a message (mostly rkyv's validation and the private copy)
+//! are now the bound.
+//!
+//! A consumer killed inside
 //! `recv_batch` while it reads the run loses the first message of it (as a
 //! single `recv` loses its one) and the others are handed to the next
 //! receiver; once the run is read it is handed back, and from then on its
