@@ -349,6 +349,33 @@ fn loom_spsc_frames_wrap_in_order() {
     });
 }
 
+/// The consumer of the batch models: takes `total` frames in runs (one
+/// release per run, [`Consumer::peek_after`](crate::spsc::Consumer::peek_after)),
+/// checking that frame `k` carries `k` in its byte 0 and is `len(k)` bytes
+/// long, and that a run starts at a batch's first frame (byte 1 set), never
+/// in the middle of one: a batch is published once, whole.
+fn take_batches_in_runs(c: &mut crate::spsc::Consumer, total: u8, len: impl Fn(u8) -> usize) {
+    let mut k = 0u8;
+    while k < total {
+        match c.peek().unwrap() {
+            Some(first) => {
+                assert_eq!(c.bytes(&first)[1], 1, "a run began inside a batch");
+                let mut f = first;
+                loop {
+                    assert_eq!((c.bytes(&f)[0], f.len()), (k, len(k)));
+                    k += 1;
+                    match c.peek_after(&f).unwrap() {
+                        Some(next) => f = next,
+                        None => break,
+                    }
+                }
+                c.release(f);
+            }
+            None => thread::yield_now(),
+        }
+    }
+}
+
 /// A producer writes frames in batches (one position publication per
 /// batch, [`Batch`](crate::spsc::Batch)) through a 64-byte ring while the
 /// consumer takes runs ([`Consumer::peek_after`](crate::spsc::Consumer::peek_after),
@@ -397,27 +424,7 @@ fn loom_spsc_batches_and_runs() {
         });
         // SAFETY: this thread is the ring's only consumer.
         let mut c = unsafe { ring.consumer() };
-        let mut k = 0u8;
-        while k < total {
-            match c.peek().unwrap() {
-                Some(first) => {
-                    // Published once per batch: a run starts at a batch's
-                    // first frame, never in the middle of one.
-                    assert_eq!(c.bytes(&first)[1], 1, "a run began inside a batch");
-                    let mut f = first;
-                    loop {
-                        assert_eq!(c.bytes(&f)[0], k);
-                        k += 1;
-                        match c.peek_after(&f).unwrap() {
-                            Some(next) => f = next,
-                            None => break,
-                        }
-                    }
-                    c.release(f);
-                }
-                None => thread::yield_now(),
-            }
-        }
+        take_batches_in_runs(&mut c, total, |_| 8);
         producer.join().unwrap();
         assert_eq!(c.pop(|b| b.len()).unwrap(), None);
         drop(mem);
@@ -490,25 +497,7 @@ fn loom_spsc_runs_of_one_size() {
         });
         // SAFETY: this thread is the ring's only consumer.
         let mut c = unsafe { ring.consumer() };
-        let mut k = 0u8;
-        while k < total {
-            match c.peek().unwrap() {
-                Some(first) => {
-                    assert_eq!(c.bytes(&first)[1], 1, "a run began inside a batch");
-                    let mut f = first;
-                    loop {
-                        assert_eq!((c.bytes(&f)[0], f.len()), (k, len(k)));
-                        k += 1;
-                        match c.peek_after(&f).unwrap() {
-                            Some(next) => f = next,
-                            None => break,
-                        }
-                    }
-                    c.release(f);
-                }
-                None => thread::yield_now(),
-            }
-        }
+        take_batches_in_runs(&mut c, total, len);
         producer.join().unwrap();
         assert_eq!(c.pop(|b| b.len()).unwrap(), None);
         drop(mem);

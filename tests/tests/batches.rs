@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use shmproc::{Pipe, Process, Queue, RecvTimeoutError, Value, WaitPolicy};
+use shmproc::{Pipe, PipeReceiver, Process, Queue, RecvTimeoutError, Value, WaitPolicy};
 use shmproc_tests::{ensure, trials, TestResult, HANG_LIMIT};
 
 /// A message whose body is derived from its sequence number, so a torn or
@@ -117,6 +117,25 @@ fn batches_mix_messages_that_go_out_of_line() -> TestResult {
     Ok(())
 }
 
+/// Receives `n` messages from `rx` in batches, checking that the `i`th is
+/// `value(i)`.
+fn receive_in_order<T: shmproc::Message + PartialEq + std::fmt::Debug>(
+    rx: &PipeReceiver<T>,
+    n: u64,
+    value: impl Fn(u64) -> T,
+) -> TestResult {
+    let (mut got, mut expect) = (Vec::new(), 0u64);
+    while expect < n {
+        got.clear();
+        rx.recv_batch(&mut got, 64)?;
+        for m in &got {
+            ensure!(*m == value(expect), "expected {:?}, got {m:?}", value(expect));
+            expect += 1;
+        }
+    }
+    Ok(())
+}
+
 fn pipe_batches_stream_exactly_once_in_order() -> TestResult {
     let (tx, rx) = Pipe::<u64>::oneway_with_capacity(4096)?;
     let n = 1_000_000u64;
@@ -128,15 +147,7 @@ fn pipe_batches_stream_exactly_once_in_order() -> TestResult {
             next += k;
         }
     })?;
-    let (mut got, mut expect) = (Vec::new(), 0u64);
-    while expect < n {
-        got.clear();
-        rx.recv_batch(&mut got, 64)?;
-        for v in &got {
-            ensure!(*v == expect, "expected {expect}, got {v}");
-            expect += 1;
-        }
-    }
+    receive_in_order(&rx, n, |i| i)?;
     child.join()?;
     ensure!(rx.recv_timeout(HANG_LIMIT) == Err(RecvTimeoutError::Disconnected));
     Ok(())
@@ -242,15 +253,7 @@ fn fixed_size_runs_survive_a_producer_killed_mid_run() -> TestResult {
             }
         }
     })?;
-    let (mut got, mut expect) = (Vec::new(), 0u64);
-    while expect < n {
-        got.clear();
-        rx.recv_batch(&mut got, 64)?;
-        for m in &got {
-            ensure!(*m == plain(expect), "pipe: expected {expect}, got {m:?}");
-            expect += 1;
-        }
-    }
+    receive_in_order(&rx, n, plain)?;
     child.join()?;
     ensure!(rx.recv_timeout(HANG_LIMIT) == Err(RecvTimeoutError::Disconnected));
     Ok(())
