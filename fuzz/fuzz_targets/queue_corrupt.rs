@@ -34,6 +34,38 @@ fuzz_target!(|data: &[u8]| {
         };
         let value = u64::from(u32::from_le_bytes([a, b, c, op]));
         match op % 6 {
+            // A batch (runs of equal frames: `u64` has a fixed size) or a
+            // batch receive, by the top bit.
+            1 if op & 0x80 != 0 => {
+                let batch: Vec<u64> = (0..u64::from(a % 11)).map(|k| value ^ k).collect();
+                let r = q.try_send_batch(&batch);
+                if !scribbled {
+                    match r {
+                        Ok(n) => {
+                            assert_eq!(n, batch.len().min(CAPACITY - model.len()));
+                            model.extend(&batch[..n]);
+                        }
+                        Err(TrySendError::Full) => assert!(model.len() == CAPACITY || batch.is_empty()),
+                        Err(e) => panic!("clean queue refused a batch: {e}"),
+                    }
+                }
+            }
+            2 if op & 0x80 != 0 => {
+                let mut got = Vec::new();
+                let r = q.try_recv_batch(&mut got, 1 + usize::from(b % 9));
+                if !scribbled {
+                    match r {
+                        Ok(n) => {
+                            assert_eq!(n, got.len());
+                            for v in got {
+                                assert_eq!(Some(v), model.pop_front());
+                            }
+                        }
+                        Err(TryRecvError::Empty) => assert!(model.is_empty()),
+                        Err(e) => panic!("clean queue failed a batch receive: {e}"),
+                    }
+                }
+            }
             0 | 1 => {
                 let r = q.try_send(&value);
                 if !scribbled {

@@ -116,6 +116,9 @@ fuzz_target!(|data: &[u8]| {
         let h = &handles[usize::from(op >> 3) % handles.len()];
         let tiny = Duration::from_micros(u64::from(arg) % 50);
         match op % 8 {
+            0 if arg & 1 == 1 => {
+                let _ = h.try_send_batch(&[u64::from(arg); 5][..usize::from(arg >> 5) % 6]);
+            }
             0 => {
                 let _ = h.try_send(&u64::from(arg));
             }
