@@ -190,6 +190,26 @@ pub(crate) fn encode<T: Message>(value: &T) -> Result<AlignedVec, rancor::Error>
     rkyv::to_bytes::<rancor::Error>(value)
 }
 
+/// Serialises `value` into a `Vec` of exactly its archive's size: one
+/// allocation (the archive is written on the stack first, or sized by a
+/// counting pass when larger), where [`encode`]'s aligned buffer takes an
+/// aligned allocation and grows. For bytes that are copied on (into a task
+/// message): a reader validates them from an aligned copy.
+pub(crate) fn encode_vec<T: Message>(value: &T) -> Result<Vec<u8>, rancor::Error> {
+    let mut stack = [0u8; 256];
+    let n = match encode_into(value, &mut stack)? {
+        Written::Done(n) => return Ok(stack[..n].to_vec()),
+        Written::Needs(n) => n,
+    };
+    let mut v = vec![0u8; n];
+    match encode_into(value, &mut v)? {
+        Written::Done(m) if m == n => Ok(v),
+        // A value that serialises differently the second time (a `Serialize`
+        // impl with state): the aligned path takes whatever it writes now.
+        _ => encode(value).map(|a| a.to_vec()),
+    }
+}
+
 /// Validates `bytes` and deserialises a `T` from them. `bytes` must be aligned
 /// for `T::Archived` (an `AlignedVec` is).
 pub(crate) fn decode<T: Message>(bytes: &[u8]) -> Result<T, rancor::Error> {
@@ -374,7 +394,7 @@ mod tests {
         let mut exact = vec![0xAAu8; want.len()];
         assert_eq!(encode_into(&v, &mut exact).unwrap(), Written::Done(want.len()));
         assert_eq!(exact[..], want[..], "{v:?}");
-        let mut roomy = [0x55u8; 256];
+        let mut roomy = vec![0x55u8; want.len() + 64];
         assert_eq!(encode_into(&v, &mut roomy).unwrap(), Written::Done(want.len()));
         assert_eq!(roomy[..want.len()], want[..]);
         if !want.is_empty() {
@@ -382,6 +402,7 @@ mod tests {
             assert_eq!(encode_into(&v, &mut short).unwrap(), Written::Needs(want.len()));
         }
         assert_eq!(decode_copy::<T>(&exact).unwrap(), v);
+        assert_eq!(encode_vec(&v).unwrap(), want.to_vec());
     }
 
     #[test]
@@ -411,5 +432,8 @@ mod tests {
         same_as_rkyv("text".to_string());
         same_as_rkyv(vec![1u64, 2, 3]);
         same_as_rkyv(Some(9u32));
+        // Past `encode_vec`'s stack buffer: sized by a counting pass.
+        same_as_rkyv("x".repeat(300));
+        same_as_rkyv((0..100u64).collect::<Vec<_>>());
     }
 }

@@ -111,7 +111,7 @@ use std::time::Duration;
 use shmproc_core::Deadline;
 
 use crate::error::Error;
-use crate::message::{decode_copy, encode, Message};
+use crate::message::{decode_copy, encode, encode_vec, Message};
 use crate::process::{cpu_count, Process, ProcessError, StartMethod};
 use crate::queue::{Queue, Receiver, RecvTimeoutError, Sender, TrySendError};
 use crate::spawn::{fn_address, fn_offset};
@@ -380,7 +380,7 @@ fn tramp_one<A: Message, R: Message>(f: usize, arg: &[u8]) -> Result<Vec<u8>, St
     // SAFETY: `f` is a `fn(A) -> R` of this image, encoded by the parent for
     // exactly this trampoline instance.
     let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(f) };
-    encode(&f(a)).map(|v| v.to_vec()).map_err(|e| format!("result: {e}"))
+    encode_vec(&f(a)).map_err(|e| format!("result: {e}"))
 }
 
 fn tramp_chunk<A: Message, R: Message>(f: usize, arg: &[u8]) -> Result<Vec<u8>, String> {
@@ -477,14 +477,16 @@ fn worker_main(args: WorkerArgs) -> i32 {
             (RESULT_FORGED, Vec::new())
         } else {
             let (tramp, func) = (fn_address(tramp_off), fn_address(func_off));
-            let arg: Vec<u8> = task.arg.as_slice().to_vec();
+            // The trampoline copies the argument out of the ring (with
+            // atomic loads) before it validates it.
+            let arg = task.arg.as_slice();
             // SAFETY: the tag is a MAC under the pool's private key (held only
             // by the parent and its workers, never in shared memory) over
             // exactly these offsets, so the parent made them: `tramp_off` is
             // a `PoolTramp` of this image and `func_off` the function that
             // trampoline instance was monomorphised for.
             let tramp: PoolTramp = unsafe { std::mem::transmute::<usize, PoolTramp>(tramp) };
-            match std::panic::catch_unwind(move || tramp(func, &arg)) {
+            match std::panic::catch_unwind(move || tramp(func, arg)) {
                 Ok(Ok(bytes)) => (RESULT_OK, bytes),
                 Ok(Err(msg)) => (RESULT_MESSAGE, msg.into_bytes()),
                 Err(p) => {
@@ -744,13 +746,39 @@ impl PoolBuilder {
     }
 }
 
+/// Hashes a task id for the parent's maps of tasks: one multiplication by
+/// an odd constant (ids are the parent's own sequence numbers, never read
+/// from shared memory, so no adversary picks them; consecutive ids land in
+/// distinct buckets). SipHash, the std default, was a fifth of the parent's
+/// instructions per `apply_async` + `get`.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(29) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
+
 #[derive(Default)]
 struct State {
     workers: Vec<Process>,
     next_id: u64,
-    outstanding: HashSet<u64>,
-    done: HashMap<u64, Result<Vec<u8>, TaskError>>,
-    callbacks: HashMap<u64, Callback>,
+    outstanding: HashSet<u64, IdBuild>,
+    done: HashMap<u64, Result<Vec<u8>, TaskError>, IdBuild>,
+    callbacks: HashMap<u64, Callback, IdBuild>,
     /// Callbacks whose results are in, run once the state lock is released
     /// (a callback may call into the pool).
     due: Vec<(Callback, Result<Vec<u8>, TaskError>)>,
@@ -912,7 +940,7 @@ impl PoolInner {
         }
     }
 
-    fn submit(&self, tramp: PoolTramp, func: usize, arg: &[u8], cb: Option<Callback>) -> Result<u64, TaskError> {
+    fn submit(&self, tramp: PoolTramp, func: usize, arg: Vec<u8>, cb: Option<Callback>) -> Result<u64, TaskError> {
         let mut st = self.lock();
         let r = self.submit_locked(&mut st, tramp, func, arg, cb);
         self.run_due(st);
@@ -924,7 +952,7 @@ impl PoolInner {
         st: &mut State,
         tramp: PoolTramp,
         func: usize,
-        arg: &[u8],
+        arg: Vec<u8>,
         cb: Option<Callback>,
     ) -> Result<u64, TaskError> {
         if st.closed || st.terminated {
@@ -937,7 +965,7 @@ impl PoolInner {
         }
         let (tramp, func) = (fn_offset(tramp as usize), fn_offset(func));
         let tag = task_tag(self.key, id, tramp, func);
-        let msg = TaskMsg { id, tramp, func, tag, arg: arg.to_vec() };
+        let msg = TaskMsg { id, tramp, func, tag, arg };
         st.outstanding.insert(id);
         // Older backlogged tasks go first; a full ring parks the task in the
         // backlog instead of blocking the caller (Python's task handler).
@@ -969,16 +997,24 @@ impl PoolInner {
         }
     }
 
-    /// Waits for task `id`; returns its result, leaving a copy stored.
-    fn wait_for(&self, id: u64, deadline: Option<Deadline>) -> Option<Result<Vec<u8>, TaskError>> {
+    /// Waits for task `id`; returns what `f` makes of its result, which
+    /// stays stored (`None`: not finished by `deadline`).
+    fn wait_for<T>(
+        &self,
+        id: u64,
+        deadline: Option<Deadline>,
+        f: impl FnOnce(&Result<Vec<u8>, TaskError>) -> T,
+    ) -> Option<T> {
         // Results are collected at least once, even with a deadline that
         // has passed (`ready`, `successful`).
         let mut pumped = false;
+        let mut f = Some(f);
         loop {
             let mut st = self.lock();
+            let mut apply = |r: &Result<Vec<u8>, TaskError>| f.take().map(|f| f(r));
             let found = match st.done.get(&id) {
-                Some(r) => Some(Some(r.clone())),
-                None if !st.outstanding.contains(&id) => Some(Some(Err(TaskError::Closed))),
+                Some(r) => Some(apply(r)),
+                None if !st.outstanding.contains(&id) => Some(apply(&Err(TaskError::Closed))),
                 None => match deadline {
                     Some(d) if d.has_passed() && pumped => Some(None),
                     _ => None,
@@ -1029,8 +1065,8 @@ fn submit_one<A: Message, R: Message>(
     f: fn(A) -> R,
     arg: A,
 ) -> Result<AsyncResult<R>, TaskError> {
-    let bytes = encode(&arg).map_err(|e| TaskError::Message(e.to_string()))?;
-    let id = inner.submit(tramp_one::<A, R>, f as usize, &bytes, None)?;
+    let bytes = encode_vec(&arg).map_err(|e| TaskError::Message(e.to_string()))?;
+    let id = inner.submit(tramp_one::<A, R>, f as usize, bytes, None)?;
     Ok(AsyncResult { inner: inner.clone(), id, _r: std::marker::PhantomData })
 }
 
@@ -1113,9 +1149,11 @@ pub struct AsyncResult<R> {
 }
 
 impl<R: Message> AsyncResult<R> {
-    fn decode(r: Result<Vec<u8>, TaskError>) -> Result<R, TaskError> {
-        let bytes = r?;
-        decode_copy::<R>(&bytes).map_err(|e| TaskError::Message(e.to_string()))
+    fn decode(r: &Result<Vec<u8>, TaskError>) -> Result<R, TaskError> {
+        match r {
+            Ok(bytes) => decode_copy::<R>(bytes).map_err(|e| TaskError::Message(e.to_string())),
+            Err(e) => Err(e.clone()),
+        }
     }
 
     /// Waits for the result.
@@ -1131,7 +1169,7 @@ impl<R: Message> AsyncResult<R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get(&self) -> Result<R, TaskError> {
-        Self::decode(self.inner.wait_for(self.id, None).unwrap_or(Err(TaskError::Closed)))
+        self.inner.wait_for(self.id, None, Self::decode).unwrap_or(Err(TaskError::Closed))
     }
 
     /// Waits at most `timeout`; `Err(TaskError::Timeout)` if not ready then.
@@ -1148,10 +1186,7 @@ impl<R: Message> AsyncResult<R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<R, TaskError> {
-        match self.inner.wait_for(self.id, Some(Deadline::after(timeout))) {
-            Some(r) => Self::decode(r),
-            None => Err(TaskError::Timeout),
-        }
+        self.inner.wait_for(self.id, Some(Deadline::after(timeout)), Self::decode).unwrap_or(Err(TaskError::Timeout))
     }
 
     /// Waits until the task has finished (successfully or not).
@@ -1167,7 +1202,7 @@ impl<R: Message> AsyncResult<R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait(&self) {
-        let _ = self.inner.wait_for(self.id, None);
+        let _ = self.inner.wait_for(self.id, None, |_| ());
     }
 
     /// Waits at most `timeout`; returns whether the task has finished.
@@ -1182,7 +1217,7 @@ impl<R: Message> AsyncResult<R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.inner.wait_for(self.id, Some(Deadline::after(timeout))).is_some()
+        self.inner.wait_for(self.id, Some(Deadline::after(timeout)), |_| ()).is_some()
     }
 
     /// Whether the task has finished (collects results without waiting).
@@ -1198,7 +1233,7 @@ impl<R: Message> AsyncResult<R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn ready(&self) -> bool {
-        self.inner.wait_for(self.id, Some(Deadline::now())).is_some()
+        self.inner.wait_for(self.id, Some(Deadline::now()), |_| ()).is_some()
     }
 
     /// `Some(true)` if it finished with a result, `Some(false)` if it failed,
@@ -1216,7 +1251,7 @@ impl<R: Message> AsyncResult<R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn successful(&self) -> Option<bool> {
-        self.inner.wait_for(self.id, Some(Deadline::now())).map(|r| r.is_ok())
+        self.inner.wait_for(self.id, Some(Deadline::now()), Result::is_ok)
     }
 }
 
@@ -1381,8 +1416,8 @@ impl<R: Message> MapResult<R> {
         let deadline = Deadline::after(timeout);
         let mut out = Vec::new();
         for p in &self.parts {
-            match p.inner.wait_for(p.id, Some(deadline)) {
-                Some(r) => out.extend(AsyncResult::<Vec<R>>::decode(r)?),
+            match p.inner.wait_for(p.id, Some(deadline), AsyncResult::<Vec<R>>::decode) {
+                Some(r) => out.extend(r?),
                 None => return Err(TaskError::Timeout),
             }
         }
@@ -1419,7 +1454,7 @@ impl<R: Message> MapResult<R> {
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         let deadline = Deadline::after(timeout);
-        self.parts.iter().all(|p| p.inner.wait_for(p.id, Some(deadline)).is_some())
+        self.parts.iter().all(|p| p.inner.wait_for(p.id, Some(deadline), |_| ()).is_some())
     }
 
     /// Whether every chunk has finished, or one has failed (then the result
@@ -1584,12 +1619,12 @@ impl Pool {
         C: FnOnce(R) + Send + 'static,
         E: FnOnce(&TaskError) + Send + 'static,
     {
-        let bytes = encode(&arg).map_err(|e| TaskError::Message(e.to_string()))?;
-        let cb: Callback = Box::new(move |r: &Result<Vec<u8>, TaskError>| match AsyncResult::<R>::decode(r.clone()) {
+        let bytes = encode_vec(&arg).map_err(|e| TaskError::Message(e.to_string()))?;
+        let cb: Callback = Box::new(move |r: &Result<Vec<u8>, TaskError>| match AsyncResult::<R>::decode(r) {
             Ok(v) => callback(v),
             Err(e) => error_callback(&e),
         });
-        let id = self.inner.submit(tramp_one::<A, R>, f as usize, &bytes, Some(cb))?;
+        let id = self.inner.submit(tramp_one::<A, R>, f as usize, bytes, Some(cb))?;
         Ok(AsyncResult { inner: self.inner.clone(), id, _r: std::marker::PhantomData })
     }
 
@@ -1684,7 +1719,7 @@ impl Pool {
             }
         }
         let mut out = Vec::with_capacity(parts.len());
-        for (i, bytes) in parts.iter().enumerate() {
+        for (i, bytes) in parts.into_iter().enumerate() {
             let cb = agg.as_ref().map(|agg| {
                 let agg = agg.clone();
                 Box::new(move |r: &Result<Vec<u8>, TaskError>| MapAgg::part_done(&agg, i, r)) as Callback
