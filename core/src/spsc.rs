@@ -405,6 +405,13 @@ unsafe impl Send for SpscRing {}
 // SAFETY: as above.
 unsafe impl Sync for SpscRing {}
 
+/// The header word of a frame of `len` payload bytes and kind `kind` (what
+/// [`SpscRing::item_at`] validates).
+#[inline]
+fn frame_header(len: usize, kind: u8) -> u64 {
+    FRAME_FLAG | (u64::from(kind) << KIND_SHIFT) | len as u64
+}
+
 /// [`frame_span`] as a position difference (`len` is at most [`MAX_FRAME`]
 /// wherever this is called, so nothing saturates).
 #[inline]
@@ -1151,8 +1158,7 @@ impl Producer {
         let end = frame_pos + frame_size(len);
         self.ring.mirror_payload(off, len);
         self.ring.word((end & (self.ring.cap - 1)) as usize).store(0, Ordering::Relaxed);
-        let header = FRAME_FLAG | (u64::from(kind) << KIND_SHIFT) | len as u64;
-        (end, Held { off, header, wrap })
+        (end, Held { off, header: frame_header(len, kind), wrap })
     }
 
     /// Publishes a frame prepared by [`prepare_frame`](Producer::prepare_frame):
@@ -1600,7 +1606,7 @@ impl Batch<'_> {
         let ring = self.producer.ring;
         let size = frame_size(len);
         let end = self.tail + n as u64 * size;
-        let header = FRAME_FLAG | (u64::from(kind) << KIND_SHIFT) | len as u64;
+        let header = frame_header(len, kind);
         // Nothing here is visible before the batch's first header, which is
         // stored last (`Drop`): the order of these stores does not matter,
         // and only the word after the run needs zeroing (each one before it

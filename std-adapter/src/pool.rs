@@ -1008,26 +1008,23 @@ impl PoolInner {
         // Results are collected at least once, even with a deadline that
         // has passed (`ready`, `successful`).
         let mut pumped = false;
-        let mut f = Some(f);
         loop {
             let mut st = self.lock();
-            let mut apply = |r: &Result<Vec<u8>, TaskError>| f.take().map(|f| f(r));
+            // Each arm that uses `f` returns: it runs once.
             let found = match st.done.get(&id) {
-                Some(r) => Some(apply(r)),
-                None if !st.outstanding.contains(&id) => Some(apply(&Err(TaskError::Closed))),
-                None => match deadline {
-                    Some(d) if d.has_passed() && pumped => Some(None),
-                    _ => None,
-                },
+                Some(r) => Some(f(r)),
+                None if !st.outstanding.contains(&id) => Some(f(&Err(TaskError::Closed))),
+                None if pumped && deadline.is_some_and(|d| d.has_passed()) => None,
+                None => {
+                    pumped = true;
+                    let wait = deadline.map_or(CHECK, |d| d.remaining().min(CHECK));
+                    self.pump(&mut st, wait);
+                    self.run_due(st);
+                    continue;
+                }
             };
-            pumped = true;
-            if let Some(result) = found {
-                self.run_due(st);
-                return result;
-            }
-            let wait = deadline.map_or(CHECK, |d| d.remaining().min(CHECK));
-            self.pump(&mut st, wait);
             self.run_due(st);
+            return found;
         }
     }
 
