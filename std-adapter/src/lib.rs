@@ -102,7 +102,7 @@
 //! | `JoinableQueue(maxsize)`: `task_done`, `join` | [`JoinableQueue::bounded`]: [`JoinableQueue::task_done`], [`JoinableQueue::join`] |
 //! | pickling | rkyv, re-exported as [`rkyv`]: derive `Archive, Serialize, Deserialize` (see [`Message`]) |
 //! | `Pipe()` / `Pipe(duplex=False)` | [`Pipe::duplex`] / [`Pipe::oneway`] |
-//! | `conn.send`, `recv`, `poll(t)`, `send_bytes`, `recv_bytes`, `recv_bytes_into`, `close` | [`Connection::send`], [`Connection::recv`], [`Connection::poll`], [`Connection::send_bytes`], [`Connection::recv_bytes`], [`Connection::recv_bytes_into`], [`Connection::close`] |
+//! | `conn.send`, `recv`, `poll(t)`, `send_bytes`, `recv_bytes`, `recv_bytes(maxlength)`, `recv_bytes_into`, `close` | [`Connection::send`], [`Connection::recv`], [`Connection::poll`], [`Connection::send_bytes`], [`Connection::recv_bytes`], [`Connection::recv_bytes_max`], [`Connection::recv_bytes_into`], [`Connection::close`] |
 //! | `EOFError` from `recv` | [`RecvError::Disconnected`] |
 //! | `Pool(processes, initializer, maxtasksperchild)` | [`Pool::new`] / [`Pool::builder`]`().processes(n).initializer(f).max_tasks_per_child(k).build()`; `Pool(0)` is [`PoolError::NoWorkers`] |
 //! | `Pool(initializer=f, initargs=(a, b))` | [`PoolBuilder::initializer_with`]`(f, (a, b))` |

@@ -69,7 +69,8 @@ pub use async_ops::{PipeReadable, PipeRecvFuture, PipeSendFuture};
 pub const DEFAULT_PIPE_CAPACITY: usize = 1 << 20;
 
 /// `recv_bytes_into` was given a buffer shorter than the message (Python's
-/// `BufferTooShort`). The message stays in the pipe.
+/// `BufferTooShort`), or `recv_bytes_max` a limit below its length. The
+/// message stays in the pipe.
 ///
 /// ```
 /// use shmproc::{Pipe, RecvBytesIntoError};
@@ -916,6 +917,37 @@ macro_rules! recv_side {
                         (v, true)
                     })
                     .map_err(RecvError::from)
+            }
+            /// Receives one message of at most `maxlength` bytes (Python's
+            /// `recv_bytes(maxlength)`). A longer message is an error that
+            /// names its length, [`RecvBytesIntoError::TooShort`], and, unlike
+            /// Python (which raises `OSError` and leaves the connection
+            /// unreadable), stays in the pipe: receive it with a larger limit
+            /// or with [`recv_bytes`](Self::recv_bytes).
+            ///
+            /// ```
+            /// use shmproc::RecvBytesIntoError;
+            /// let (tx, rx) = shmproc::Pipe::<u8>::oneway()?;
+            /// tx.send_bytes(b"hello")?;
+            /// assert!(matches!(rx.recv_bytes_max(4), Err(RecvBytesIntoError::TooShort { needed: 5 })));
+            /// assert_eq!(rx.recv_bytes_max(5)?, b"hello"); // it stayed in the pipe
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn recv_bytes_max(&self, maxlength: usize) -> Result<Vec<u8>, RecvBytesIntoError> {
+                let r = self.$rx.with_message(None, |b| {
+                    if b.len() > maxlength {
+                        (Err(b.len()), false)
+                    } else {
+                        let mut v = vec![0; b.len()];
+                        b.copy_to(&mut v);
+                        (Ok(v), true)
+                    }
+                });
+                match r {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(needed)) => Err(RecvBytesIntoError::TooShort { needed }),
+                    Err(e) => Err(RecvBytesIntoError::Recv(e.into())),
+                }
             }
             /// Receives one message into `buf`; returns its length. A message
             /// longer than `buf` stays in the pipe.
