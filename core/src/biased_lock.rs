@@ -379,6 +379,63 @@ impl BiasedLock {
         Ok(None)
     }
 
+    /// [`try_lock_biased`](BiasedLock::try_lock_biased), and on a lock
+    /// whose bias was revoked (a plain mutex for the rest of its life) an
+    /// uncontended acquisition of that mutex: `Some` when the calling thread
+    /// entered a critical section either way, `None` when it would have to
+    /// wait for a holder, judge or take over from a dead one, or keep its
+    /// streak toward a bias (nothing changed: take the lock with
+    /// [`lock`](BiasedLock::lock)). `owner` gives the record the mutex keeps
+    /// of its holder (`me` with what the caller's liveness check needs; asked
+    /// only when the mutex is tried). For callers with a fast path of their
+    /// own (a queue side that several processes take turns on); an
+    /// acquisition here is the one [`lock`](BiasedLock::lock) makes when it
+    /// finds the mutex free, so [`unlock`](BiasedLock::unlock) hands it back.
+    ///
+    /// ```
+    /// use shmproc_core::biased_lock::{BiasedLock, BIAS_AFTER};
+    /// use shmproc_core::owner::{Owner, ProcLiveness};
+    /// use shmproc_core::Identity;
+    /// let l = BiasedLock::new();
+    /// let me = Owner::current();
+    /// assert_eq!(l.try_lock_fast(&me, || me), Ok(None)); // neither biased nor revoked yet
+    /// for _ in 0..BIAS_AFTER {
+    ///     let h = l.lock(&me, None, &ProcLiveness).unwrap();
+    ///     l.unlock(&me, h);
+    /// }
+    /// // Another thread's acquisition revokes the bias for good...
+    /// let other = Owner { thread: Identity { id: me.thread.id + 1, ..me.thread }, ..me };
+    /// let h = l.lock(&other, None, &ProcLiveness).unwrap();
+    /// assert_eq!(l.try_lock_fast(&me, || me), Ok(None)); // held: wait in `lock`
+    /// l.unlock(&other, h);
+    /// // ...and from then on a free mutex is taken here.
+    /// let h = l.try_lock_fast(&me, || me).unwrap().unwrap();
+    /// assert_eq!(l.try_lock_fast(&other, || other), Ok(None));
+    /// l.unlock(&me, h);
+    /// ```
+    #[inline]
+    pub fn try_lock_fast(&self, me: &Owner, owner: impl FnOnce() -> Owner) -> Result<Option<Held>, LockError> {
+        if let Some(held) = self.try_lock_biased(me)? {
+            return Ok(Some(held));
+        }
+        if self.bias.revocations.load(Ordering::Relaxed) == 0 {
+            // Never revoked: the streak toward a bias is `lock`'s to keep.
+            return Ok(None);
+        }
+        let owner = owner();
+        if self.mutex.try_lock(&owner).is_err() {
+            return Ok(None);
+        }
+        // As every mutex acquisition (`wait_not_busy`): no biased critical
+        // section may run beside this one. After the revocation `holder` is
+        // 0 for good; anything else is a garbled region, left to `lock`.
+        if self.bias.holder.load(Ordering::Relaxed) != 0 || self.busy.load(Ordering::Acquire) != 0 {
+            let _ = self.mutex.unlock(&owner);
+            return Ok(None);
+        }
+        Ok(Some(Held { biased: false, died: false }))
+    }
+
     #[cold]
     fn lock_slow(&self, me: &Owner, deadline: Option<Deadline>, check: &impl OwnerCheck) -> Result<Held, LockError> {
         let mut died = self.mutex.lock(me, deadline, check)? == Acquired::OwnerDied;
@@ -488,9 +545,17 @@ impl BiasedLock {
 
     fn unlock_mutex(&self, me: &Owner) {
         let b = &self.bias;
+        if b.revocations.load(Ordering::Relaxed) != 0 {
+            // Never biased again (module docs): keep no streak. Storing one
+            // would dirty the bias line at every unlock, and every contender
+            // reads that line (`holder`, in `lock_slow`), so each hand-over
+            // of a contended lock would move one more cache line.
+            let _ = self.mutex.unlock(me);
+            return;
+        }
         if b.last.load(Ordering::Relaxed) == me.thread.id {
             let streak = b.streak.load(Ordering::Relaxed).saturating_add(1);
-            if streak >= BIAS_AFTER && !self.mutex.has_waiters() && b.revocations.load(Ordering::Relaxed) == 0 {
+            if streak >= BIAS_AFTER && !self.mutex.has_waiters() {
                 // Grant the bias to ourselves (module docs).
                 b.streak.store(0, Ordering::Relaxed);
                 b.tid.store(me.thread.id, Ordering::Relaxed);

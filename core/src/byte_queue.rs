@@ -22,23 +22,27 @@
 //! measured difference between the two layouts is in the README's table
 //! (`cargo bench -p shmproc-benches` writes the current report).
 //!
-//! # The biased fast path
+//! # The fast path
 //!
-//! [`try_send_biased`](ByteQueue::try_send_biased) and
-//! [`try_take_biased`](ByteQueue::try_take_biased) are the common case of a
-//! send and a receive alone: a bounded queue, a side whose bias the calling
-//! thread holds ([`BiasedLock::try_lock_biased`]), a message that fits. They
-//! skip what the general path must look at every time (the owner record
-//! with its kernel-liveness flag, which only the mutex records; a dead
-//! previous holder, which a biased entry never finds; chained rings; lanes
-//! and the `Result` layers of the callers) and decline, with nothing
-//! changed, whenever any of it could matter, so the general path keeps
-//! every decision it made before. Inside, they do what the general path
-//! does in the same order (commit then count; mark, read, count, release),
-//! so the dead-peer handling below covers them unchanged. `shmproc::Queue`
-//! tries them first for every single send and receive: they take a
-//! `Queue<u64>` send and receive from 721 to 509 instructions (callgrind,
-//! one thread), most of the gap to `Pipe<u64>` (343).
+//! [`try_send_fast`](ByteQueue::try_send_fast) and
+//! [`try_take_fast`](ByteQueue::try_take_fast) are the common case of a
+//! send and a receive: a bounded queue, a side the calling thread enters at
+//! once ([`BiasedLock::try_lock_fast`]: its bias, or, once the bias is
+//! revoked for good because several threads or processes take turns on the
+//! side, its mutex found free), a message that fits. They skip what the
+//! general path must look at every time (a dead previous holder, which a
+//! biased entry or a free mutex never leaves behind; the streak toward a
+//! bias; chained rings; lanes and the `Result` layers of the callers) and
+//! decline, with nothing changed, whenever any of it could matter, so the
+//! general path keeps every decision it made before. Inside, they do what
+//! the general path does in the same order (commit then count; mark, read,
+//! count, release), so the dead-peer handling below covers them unchanged;
+//! a mutex entry records its owner, with the kernel-liveness flag, as the
+//! general path's does. `shmproc::Queue` tries them first for every single
+//! send and receive: biased, they take a `Queue<u64>` send and receive from
+//! 721 to 509 instructions (callgrind, one thread), most of the gap to
+//! `Pipe<u64>` (343); on a side whose bias is gone (two producers, two
+//! consumers) from 1021 to 623.
 //!
 //! # What it gives up
 //!
@@ -659,17 +663,17 @@ impl<S: RingStore> ByteQueue<S> {
     }
 
     /// The common case of [`try_send_with`](ByteQueue::try_send_with), for
-    /// a fast path in front of it, with none of its bookkeeping (owner
-    /// records, dead holders, chained rings, sizes beyond `hint`): a bounded
-    /// queue whose producing side the calling thread holds biased (see
-    /// [`BiasedLock::try_lock_biased`]), below its limit, with room for
+    /// a fast path in front of it, with none of its bookkeeping (dead
+    /// holders, chained rings, sizes beyond `hint`; module docs, "The fast
+    /// path"): a bounded queue whose producing side the calling thread
+    /// enters at once (see [`BiasedLock::try_lock_fast`]), below its limit, with room for
     /// `hint` bytes in its own ring, and a
     /// message that fits them. `None` when any of that is not so, with
     /// nothing published: the general path then decides (a reservation
     /// dropped uncommitted publishes nothing; a wrap marker published by a
     /// failed reservation is what the general path's would publish too).
     #[inline]
-    pub fn try_send_biased(
+    pub fn try_send_fast(
         &self,
         me: &Owner,
         hint: usize,
@@ -679,7 +683,7 @@ impl<S: RingStore> ByteQueue<S> {
             return None;
         }
         let h = self.head();
-        let held = h.producer.try_lock_biased(me).ok()??;
+        let held = h.producer.try_lock_fast(me, || self.store.owner(me)).ok()??;
         let placed = if self.queued().is_ok() {
             let size = self.first_size(hint);
             let mut p = tx(&self.ring);
@@ -1079,17 +1083,17 @@ impl<S: RingStore> ByteQueue<S> {
 
     /// The common case of [`try_take`](ByteQueue::try_take), for a fast
     /// path in front of it, with none of its bookkeeping: a bounded queue
-    /// whose consuming side the calling thread holds biased (see
-    /// [`BiasedLock::try_lock_biased`]) and whose own ring holds a message
+    /// whose consuming side the calling thread enters at once (see
+    /// [`BiasedLock::try_lock_fast`]) and whose own ring holds a message
     /// frame, or nothing (`Ok(None)`). `Err(read)` when that is not so,
     /// with nothing changed: the general path then decides.
     #[inline]
-    pub fn try_take_biased<R, F: FnOnce(u8, PeerBytes<'_>) -> R>(&self, me: &Owner, read: F) -> Result<Option<R>, F> {
+    pub fn try_take_fast<R, F: FnOnce(u8, PeerBytes<'_>) -> R>(&self, me: &Owner, read: F) -> Result<Option<R>, F> {
         if self.unbounded() {
             return Err(read);
         }
         let h = self.head();
-        let Ok(Some(held)) = h.consumer.try_lock_biased(me) else { return Err(read) };
+        let Ok(Some(held)) = h.consumer.try_lock_fast(me, || self.store.owner(me)) else { return Err(read) };
         let mut c = rx(&self.ring);
         let taken = match c.peek() {
             Ok(None) => Ok(None),
@@ -1514,17 +1518,17 @@ mod tests {
         assert_eq!(store.live(), 0, "a bounded queue never chains");
     }
 
-    /// The biased fast paths serve only a thread holding its side's bias,
-    /// below the limit, with a message that fits the hint; anything else is
+    /// The fast paths serve only a thread holding its side's bias, or its
+    /// free mutex once the bias is revoked, below the limit, with a message that fits the hint; anything else is
     /// left to the general path with nothing changed, and the counts stay
     /// exact across both paths.
     #[test]
-    fn biased_fast_paths_take_only_the_common_case() {
+    fn fast_paths_take_only_the_common_case() {
         let (mut mem, store) = (Vec::new(), HeapStore::default());
         let q = queue(&mut mem, &store, 4, 64);
         let me = Owner::current();
         let fast_send = |v: u64, hint: usize| {
-            q.try_send_biased(&me, hint, |buf| {
+            q.try_send_fast(&me, hint, |buf| {
                 if buf.len() < 8 {
                     return Ok(Written::Needs(8));
                 }
@@ -1532,7 +1536,7 @@ mod tests {
                 Ok(Written::Done(8))
             })
         };
-        let fast_take = || q.try_take_biased(&me, |_, b| u64::from_le_bytes(b.read_array().unwrap())).ok();
+        let fast_take = || q.try_take_fast(&me, |_, b| u64::from_le_bytes(b.read_array().unwrap())).ok();
         // No bias yet: both decline.
         assert_eq!(fast_send(0, 8), None);
         assert_eq!(fast_take(), None);
@@ -1557,12 +1561,23 @@ mod tests {
         assert_eq!(fast_take(), Some(Some(4)));
         assert_eq!(fast_take(), Some(None));
         assert!(q.is_empty());
-        // Another thread takes the producing side (revoking the bias): the
-        // fast path declines from then on, for good.
+        // Another thread takes the producing side (revoking the bias): from
+        // then on the fast path enters the side's mutex when it is free...
         let other = Owner { thread: crate::Identity { id: me.thread.id.wrapping_add(1), ..me.thread }, ..me };
         assert_eq!(send(&q, &other, 6), Ok(Placed::Inline(8)));
-        assert_eq!(fast_send(7, 8), None);
+        assert_eq!(fast_send(7, 8), Some(Ok(Placed::Inline(8))));
         assert_eq!(fast_take(), Some(Some(6)));
+        // ...and declines, with nothing changed, while another holds it.
+        let claim = q.try_claim(&other, None).unwrap().unwrap();
+        assert_eq!(fast_take(), None);
+        q.release(claim);
+        assert_eq!(q.len(), 0, "the claim took 7");
+        let held = q.head().producer.lock(&other, None, &crate::owner::ProcLiveness).unwrap();
+        assert_eq!(fast_send(8, 8), None);
+        q.head().producer.unlock(&other, held);
+        assert_eq!(fast_send(8, 8), Some(Ok(Placed::Inline(8))));
+        assert_eq!(take(&q, &other), Some(8));
+        assert!(q.is_empty());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::owner::Owner;
 use crate::primitive::sync::atomic::{AtomicU32, Ordering};
 use crate::raw_mutex::{Acquired, LockError, RawMutex};
 use crate::semaphore::RawSemaphore;
+use crate::time::Deadline;
 
 fn owner(tid: u32) -> Owner {
     Owner { thread: Identity { id: tid, start: 1, ns: 1 }, pid: tid }
@@ -663,6 +664,56 @@ fn loom_biased_lock_stale_holder_and_repeated_revoker() {
         let h = l.lock(&me, None, &always_alive).unwrap();
         // SAFETY: the lock is held and both threads have been joined.
         assert_eq!(data.with(|p| unsafe { *p }), 4);
+        l.unlock(&me, h);
+    });
+}
+
+/// The queue sides' fast path (`try_lock_fast`, falling back to `lock`)
+/// beside a revocation: the former bias holder enters through its bias or,
+/// once it is revoked, through the free mutex; the revoker first with an
+/// expired deadline (it revokes, and may give up while the holder is still
+/// inside, unlocking the mutex), then through the fast path, which must not
+/// let it in beside that holder. No two critical sections ever overlap.
+#[test]
+fn loom_biased_lock_fast_path_beside_revoker() {
+    loom::model(|| {
+        let l = Arc::new(BiasedLock::new());
+        let data = Arc::new(UnsafeCell::new(0u32));
+        grant_bias(&l, &owner(1));
+        let handles: std::vec::Vec<_> = [(1u32, false), (2, true)]
+            .into_iter()
+            .map(|(tid, revoker)| {
+                let l = l.clone();
+                let data = data.clone();
+                thread::spawn(move || {
+                    let me = owner(tid);
+                    let mut entered = 0;
+                    let mut enter = |h| {
+                        // loom reports a data race here if two critical
+                        // sections ever overlap.
+                        // SAFETY: the lock is held: no other access to the cell.
+                        data.with_mut(|p| unsafe { *p += 1 });
+                        l.unlock(&me, h);
+                        entered += 1;
+                    };
+                    if revoker {
+                        if let Ok(h) = l.lock(&me, Some(Deadline::EXPIRED), &always_alive) {
+                            enter(h);
+                        }
+                    }
+                    match l.try_lock_fast(&me, || me).unwrap() {
+                        Some(h) => enter(h),
+                        None => enter(l.lock(&me, None, &always_alive).unwrap()),
+                    }
+                    entered
+                })
+            })
+            .collect();
+        let entered: u32 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        let me = owner(3);
+        let h = l.lock(&me, None, &always_alive).unwrap();
+        // SAFETY: the lock is held and both threads have been joined.
+        assert_eq!(data.with(|p| unsafe { *p }), entered);
         l.unlock(&me, h);
     });
 }

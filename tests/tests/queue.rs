@@ -656,6 +656,132 @@ fn fast_path_peers_killed_mid_stream() -> TestResult {
     Ok(())
 }
 
+/// The fast path on sides whose bias is revoked for good (two producers and
+/// two consumers take turns on one ring, each entering its side's mutex when
+/// it finds it free) with a peer SIGKILLed at random points of a stream.
+/// With one of two producers killed, its messages arrive as a prefix of its
+/// sequence, its completed sends or one more; the other producer's arrive
+/// in order without a gap, and a send made after the kill goes through
+/// (taking the side over if the victim died holding it). With one of two
+/// consumers killed, no message is delivered twice and at most one (the
+/// one it was taking) is lost; each consumer sees the stream in order.
+fn fast_mutex_path_peers_killed_mid_stream() -> TestResult {
+    const B: u64 = 1 << 40;
+    const STOP: u64 = u64::MAX;
+    for round in 0..4u64 {
+        // 1. One of two producers is killed.
+        let (tx, rx) = Queue::<u64>::bounded(64)?.into_split();
+        let (done, other_done, stop) = (Value::new(0u64)?, Value::new(0u64)?, shmproc::Event::new()?);
+        let (vtx, vdone) = (tx.clone(), done.clone());
+        let mut victim = Process::spawn(move || {
+            for i in 0u64.. {
+                vtx.send(&i).unwrap();
+                vdone.set(i + 1);
+            }
+        })?;
+        let (otx, odone, ostop) = (tx.clone(), other_done.clone(), stop.clone());
+        let mut other = Process::spawn(move || {
+            for i in 0u64.. {
+                if ostop.is_set() {
+                    break;
+                }
+                otx.send(&(B | i)).unwrap();
+                odone.set(i + 1);
+            }
+        })?;
+        let receiving = std::thread::spawn(move || -> Result<(u64, u64, bool), String> {
+            let (mut a, mut b, mut stopped) = (0u64, 0u64, false);
+            loop {
+                match rx.recv_timeout(HANG_LIMIT) {
+                    Ok(STOP) => stopped = true,
+                    Ok(v) if v & B != 0 && v & !B == b => b += 1,
+                    Ok(v) if v & B == 0 && v == a => a += 1,
+                    Ok(v) => return Err(format!("received {v:#x} after {a} of the victim's and {b} of the other's")),
+                    Err(RecvTimeoutError::Disconnected) => return Ok((a, b, stopped)),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        });
+        let started = Instant::now();
+        while other_done.get() < 1000 {
+            ensure!(started.elapsed() < HANG_LIMIT, "round {round}: the other producer does not progress");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        kill_mid_stream(&mut victim, &done, round)?;
+        let completed = done.get();
+        tx.send_timeout(&STOP, HANG_LIMIT)?;
+        stop.set();
+        ensure!(other.join_timeout(HANG_LIMIT)? == Some(0), "round {round}: the other producer hangs or failed");
+        drop(tx);
+        let (m, b, stopped) = receiving.join().map_err(|_| "the receiving thread panicked")??;
+        ensure!(stopped, "round {round}: the send made after the kill was lost");
+        ensure!(b == other_done.get(), "round {round}: {b} of the other producer's {} arrived", other_done.get());
+        ensure!(
+            m == completed || m == completed + 1,
+            "round {round}: {m} of the victim's messages arrived; its completed sends were {completed}"
+        );
+
+        // 2. One of two consumers is killed.
+        const N: u64 = 1_000_000;
+        let q = Queue::<u64>::bounded(64)?;
+        let marks = shmproc::Array::<u8>::zeroed(N as usize)?;
+        let seen = Value::new(0u64)?;
+        let release = shmproc::Event::new()?;
+        let (ptx, prelease) = (q.sender(), release.clone());
+        let mut producer = Process::spawn(move || {
+            for i in 0..N {
+                ptx.send(&i).unwrap();
+            }
+            // Stays until the victim is dead: it must be found waiting or
+            // receiving, not gone.
+            prelease.wait();
+        })?;
+        let (vrx, vmarks, vseen) = (q.receiver(), marks.clone(), seen.clone());
+        let mut victim = Process::spawn(move || -> Result<(), String> {
+            let mut last = None;
+            for n in 1u64.. {
+                let v = vrx.recv().map_err(|e| e.to_string())?;
+                if last.is_some_and(|l| v <= l) || v >= N {
+                    return Err(format!("received {v} after {last:?}"));
+                }
+                last = Some(v);
+                vmarks.set(v as usize, 1);
+                vseen.set(n);
+            }
+            Ok(())
+        })?;
+        let rx = q.receiver();
+        drop(q);
+        let receiving = std::thread::spawn(move || -> Result<Vec<u64>, String> {
+            let mut got: Vec<u64> = Vec::new();
+            loop {
+                match rx.recv_timeout(HANG_LIMIT) {
+                    Ok(v) if v < N && got.last().is_none_or(|&l| v > l) => got.push(v),
+                    Ok(v) => return Err(format!("received {v} after {:?}", got.last())),
+                    Err(RecvTimeoutError::Disconnected) => return Ok(got),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        });
+        kill_mid_stream(&mut victim, &seen, round)?;
+        release.set();
+        ensure!(producer.join_timeout(HANG_LIMIT)? == Some(0), "round {round}: the producer hangs or failed");
+        let got = receiving.join().map_err(|_| "the receiving thread panicked")??;
+        let marks = marks.to_vec();
+        let twice = got.iter().filter(|&&v| marks[v as usize] != 0).count();
+        ensure!(twice == 0, "round {round}: {twice} messages were delivered to both consumers");
+        let victims = marks.iter().filter(|&&m| m != 0).count() as u64;
+        let lost = N - got.len() as u64 - victims;
+        ensure!(
+            lost <= 1,
+            "round {round}: {lost} messages lost (the victim had {victims}, the survivor {})",
+            got.len()
+        );
+        println!("round {round}: producer killed after {m} messages, consumer after {victims}, {lost} lost");
+    }
+    Ok(())
+}
+
 /// Waits until `victim` has counted 1000 messages in `progress` (well past
 /// the bias), lets it run a round-dependent while longer, and SIGKILLs it.
 fn kill_mid_stream(victim: &mut Process, progress: &Value<u64>, round: u64) -> TestResult {
@@ -795,6 +921,7 @@ fn main() {
         producer_killed_mid_message_leaves_no_torn_message,
         biased_producer_killed_inside_a_send,
         fast_path_peers_killed_mid_stream,
+        fast_mutex_path_peers_killed_mid_stream,
         receiver_killed_holding_a_recv_ref,
         garbage_over_a_live_queue_gives_errors_not_hangs,
         sender_blocked_on_full_queue_sees_dead_receivers,
