@@ -415,25 +415,45 @@ impl BiasedLock {
     /// ```
     #[inline]
     pub fn try_lock_fast(&self, me: &Owner, owner: impl FnOnce() -> Owner) -> Result<Option<Held>, LockError> {
-        if let Some(held) = self.try_lock_biased(me)? {
-            return Ok(Some(held));
+        match self.try_lock_biased(me)? {
+            Some(held) => Ok(Some(held)),
+            None => Ok(self.try_lock_revoked(owner)),
         }
+    }
+
+    /// The second half of [`try_lock_fast`](BiasedLock::try_lock_fast), for
+    /// callers that tried [`try_lock_biased`](BiasedLock::try_lock_biased)
+    /// themselves and were told `None`: on a lock whose bias was revoked,
+    /// an acquisition of its mutex found free; `None` otherwise, with
+    /// nothing changed. The byte queue calls the halves from separate
+    /// paths: its single-message fast path stays biased-only (see
+    /// `byte_queue`, "The fast paths").
+    ///
+    /// ```
+    /// use shmproc_core::biased_lock::BiasedLock;
+    /// use shmproc_core::owner::Owner;
+    /// let l = BiasedLock::new();
+    /// let me = Owner::current();
+    /// assert_eq!(l.try_lock_revoked(|| me), None); // never revoked: `lock` keeps the streak
+    /// ```
+    #[inline]
+    pub fn try_lock_revoked(&self, owner: impl FnOnce() -> Owner) -> Option<Held> {
         if self.bias.revocations.load(Ordering::Relaxed) == 0 {
             // Never revoked: the streak toward a bias is `lock`'s to keep.
-            return Ok(None);
+            return None;
         }
         let owner = owner();
         if self.mutex.try_lock(&owner).is_err() {
-            return Ok(None);
+            return None;
         }
         // As every mutex acquisition (`wait_not_busy`): no biased critical
         // section may run beside this one. After the revocation `holder` is
         // 0 for good; anything else is a garbled region, left to `lock`.
         if self.bias.holder.load(Ordering::Relaxed) != 0 || self.busy.load(Ordering::Acquire) != 0 {
             let _ = self.mutex.unlock(&owner);
-            return Ok(None);
+            return None;
         }
-        Ok(Some(Held { biased: false, died: false }))
+        Some(Held { biased: false, died: false })
     }
 
     #[cold]

@@ -22,27 +22,37 @@
 //! measured difference between the two layouts is in the README's table
 //! (`cargo bench -p shmproc-benches` writes the current report).
 //!
-//! # The fast path
+//! # The fast paths
 //!
-//! [`try_send_fast`](ByteQueue::try_send_fast) and
-//! [`try_take_fast`](ByteQueue::try_take_fast) are the common case of a
-//! send and a receive: a bounded queue, a side the calling thread enters at
-//! once ([`BiasedLock::try_lock_fast`]: its bias, or, once the bias is
-//! revoked for good because several threads or processes take turns on the
-//! side, its mutex found free), a message that fits. They skip what the
-//! general path must look at every time (a dead previous holder, which a
-//! biased entry or a free mutex never leaves behind; the streak toward a
-//! bias; chained rings; lanes and the `Result` layers of the callers) and
-//! decline, with nothing changed, whenever any of it could matter, so the
-//! general path keeps every decision it made before. Inside, they do what
-//! the general path does in the same order (commit then count; mark, read,
-//! count, release), so the dead-peer handling below covers them unchanged;
-//! a mutex entry records its owner, with the kernel-liveness flag, as the
-//! general path's does. `shmproc::Queue` tries them first for every single
-//! send and receive: biased, they take a `Queue<u64>` send and receive from
-//! 721 to 509 instructions (callgrind, one thread), most of the gap to
-//! `Pipe<u64>` (343); on a side whose bias is gone (two producers, two
-//! consumers) from 1021 to 623.
+//! [`try_send_biased`](ByteQueue::try_send_biased) and
+//! [`try_take_biased`](ByteQueue::try_take_biased) are the common case of a
+//! send and a receive alone: a bounded queue, a side whose bias the calling
+//! thread holds ([`BiasedLock::try_lock_biased`]), a message that fits. They
+//! skip what the general path must look at every time (the owner record
+//! with its kernel-liveness flag, which only the mutex records; a dead
+//! previous holder, which a biased entry never finds; chained rings; lanes
+//! and the `Result` layers of the callers) and decline, with nothing
+//! changed, whenever any of it could matter, so the general path keeps
+//! every decision it made before. Inside, they do what the general path
+//! does in the same order (commit then count; mark, read, count, release),
+//! so the dead-peer handling below covers them unchanged. `shmproc::Queue`
+//! tries them first for every single send and receive: they take a
+//! `Queue<u64>` send and receive from 721 to 509 instructions (callgrind,
+//! one thread), most of the gap to `Pipe<u64>` (343).
+//!
+//! [`try_send_revoked`](ByteQueue::try_send_revoked) and
+//! [`try_take_revoked`](ByteQueue::try_take_revoked) are the same on a side
+//! whose bias is gone for good (several threads or processes took turns on
+//! it: two producers, two consumers): they enter its mutex when they find
+//! it free ([`BiasedLock::try_lock_revoked`]), recording the owner with its
+//! kernel-liveness flag as the general path does, and decline when it is
+//! held (a holder to wait for, or a dead one to take over, is the general
+//! path's). `shmproc::Queue` tries them first in its general path: a send
+//! and receive on two revoked sides went from 1021 to 864 instructions, and
+//! two producers and two consumers moved ~1.45x as many messages. (Tried
+//! in the single-message fast path itself, beside the biased call, they
+//! gave 623 instructions, but cost the biased case ~18 and one-producer
+//! one-consumer streams 5-15 %: the biased case stays alone there.)
 //!
 //! # What it gives up
 //!
@@ -663,17 +673,18 @@ impl<S: RingStore> ByteQueue<S> {
     }
 
     /// The common case of [`try_send_with`](ByteQueue::try_send_with), for
-    /// a fast path in front of it, with none of its bookkeeping (dead
-    /// holders, chained rings, sizes beyond `hint`; module docs, "The fast
-    /// path"): a bounded queue whose producing side the calling thread
-    /// enters at once (see [`BiasedLock::try_lock_fast`]), below its limit, with room for
+    /// a fast path in front of it, with none of its bookkeeping (owner
+    /// records, dead holders, chained rings, sizes beyond `hint`; module
+    /// docs, "The fast paths"): a bounded queue whose producing side the
+    /// calling thread holds biased (see [`BiasedLock::try_lock_biased`]),
+    /// below its limit, with room for
     /// `hint` bytes in its own ring, and a
     /// message that fits them. `None` when any of that is not so, with
     /// nothing published: the general path then decides (a reservation
     /// dropped uncommitted publishes nothing; a wrap marker published by a
     /// failed reservation is what the general path's would publish too).
     #[inline]
-    pub fn try_send_fast(
+    pub fn try_send_biased(
         &self,
         me: &Owner,
         hint: usize,
@@ -683,27 +694,61 @@ impl<S: RingStore> ByteQueue<S> {
             return None;
         }
         let h = self.head();
-        let held = h.producer.try_lock_fast(me, || self.store.owner(me)).ok()??;
-        let placed = if self.queued().is_ok() {
-            let size = self.first_size(hint);
-            let mut p = tx(&self.ring);
-            match p.reserve(size) {
-                Ok(r) => match write(&mut p.buffer(&r)[..size]) {
-                    Ok(Written::Done(n)) => {
-                        p.commit_kind(r, n, KIND_INLINE);
-                        self.count_sent();
-                        Some(Ok(Placed::Inline(n)))
-                    }
-                    Ok(Written::Needs(_)) => None,
-                    Err(e) => Some(Err(e)),
-                },
-                Err(_) => None,
-            }
-        } else {
-            None
-        };
+        let held = h.producer.try_lock_biased(me).ok()??;
+        let placed = self.send_entered(hint, write);
         h.producer.unlock(me, held);
         placed
+    }
+
+    /// [`try_send_biased`](ByteQueue::try_send_biased) on a producing side
+    /// whose bias is gone for good (several threads or processes took turns
+    /// on it): its mutex, if free ([`BiasedLock::try_lock_revoked`]; module
+    /// docs, "The fast paths"). `None` when that is not so (the side held,
+    /// never revoked, or any case `try_send_biased` declines), with nothing
+    /// published.
+    #[inline]
+    pub fn try_send_revoked(
+        &self,
+        me: &Owner,
+        hint: usize,
+        write: impl FnOnce(&mut [u8]) -> Result<Written, S::Error>,
+    ) -> Option<Result<Placed, S::Error>> {
+        if self.unbounded() {
+            return None;
+        }
+        let h = self.head();
+        let held = h.producer.try_lock_revoked(|| self.store.owner(me))?;
+        let placed = self.send_entered(hint, write);
+        h.producer.unlock(me, held);
+        placed
+    }
+
+    /// The body of [`try_send_biased`](ByteQueue::try_send_biased) and
+    /// [`try_send_revoked`](ByteQueue::try_send_revoked), with the producing
+    /// side entered.
+    #[inline(always)]
+    fn send_entered(
+        &self,
+        hint: usize,
+        write: impl FnOnce(&mut [u8]) -> Result<Written, S::Error>,
+    ) -> Option<Result<Placed, S::Error>> {
+        if self.queued().is_err() {
+            return None;
+        }
+        let size = self.first_size(hint);
+        let mut p = tx(&self.ring);
+        match p.reserve(size) {
+            Ok(r) => match write(&mut p.buffer(&r)[..size]) {
+                Ok(Written::Done(n)) => {
+                    p.commit_kind(r, n, KIND_INLINE);
+                    self.count_sent();
+                    Some(Ok(Placed::Inline(n)))
+                }
+                Ok(Written::Needs(_)) => None,
+                Err(e) => Some(Err(e)),
+            },
+            Err(_) => None,
+        }
     }
 
     /// Sends up to `count` messages in the ring with one publication of the
@@ -1083,19 +1128,44 @@ impl<S: RingStore> ByteQueue<S> {
 
     /// The common case of [`try_take`](ByteQueue::try_take), for a fast
     /// path in front of it, with none of its bookkeeping: a bounded queue
-    /// whose consuming side the calling thread enters at once (see
-    /// [`BiasedLock::try_lock_fast`]) and whose own ring holds a message
+    /// whose consuming side the calling thread holds biased (see
+    /// [`BiasedLock::try_lock_biased`]) and whose own ring holds a message
     /// frame, or nothing (`Ok(None)`). `Err(read)` when that is not so,
     /// with nothing changed: the general path then decides.
     #[inline]
-    pub fn try_take_fast<R, F: FnOnce(u8, PeerBytes<'_>) -> R>(&self, me: &Owner, read: F) -> Result<Option<R>, F> {
+    pub fn try_take_biased<R, F: FnOnce(u8, PeerBytes<'_>) -> R>(&self, me: &Owner, read: F) -> Result<Option<R>, F> {
         if self.unbounded() {
             return Err(read);
         }
         let h = self.head();
-        let Ok(Some(held)) = h.consumer.try_lock_fast(me, || self.store.owner(me)) else { return Err(read) };
+        let Ok(Some(held)) = h.consumer.try_lock_biased(me) else { return Err(read) };
+        let taken = self.take_entered(read);
+        h.consumer.unlock(me, held);
+        taken
+    }
+
+    /// [`try_take_biased`](ByteQueue::try_take_biased) on a consuming side whose
+    /// bias is gone for good: its mutex, if free (see
+    /// [`try_send_revoked`](ByteQueue::try_send_revoked)).
+    #[inline]
+    pub fn try_take_revoked<R, F: FnOnce(u8, PeerBytes<'_>) -> R>(&self, me: &Owner, read: F) -> Result<Option<R>, F> {
+        if self.unbounded() {
+            return Err(read);
+        }
+        let h = self.head();
+        let Some(held) = h.consumer.try_lock_revoked(|| self.store.owner(me)) else { return Err(read) };
+        let taken = self.take_entered(read);
+        h.consumer.unlock(me, held);
+        taken
+    }
+
+    /// The body of [`try_take_biased`](ByteQueue::try_take_biased) and
+    /// [`try_take_revoked`](ByteQueue::try_take_revoked), with the consuming
+    /// side entered.
+    #[inline(always)]
+    fn take_entered<R, F: FnOnce(u8, PeerBytes<'_>) -> R>(&self, read: F) -> Result<Option<R>, F> {
         let mut c = rx(&self.ring);
-        let taken = match c.peek() {
+        match c.peek() {
             Ok(None) => Ok(None),
             Ok(Some(frame)) if frame.kind() != KIND_LINK => {
                 self.mark_reading(&c);
@@ -1104,9 +1174,7 @@ impl<S: RingStore> ByteQueue<S> {
                 Ok(Some(r))
             }
             _ => Err(read),
-        };
-        h.consumer.unlock(me, held);
-        taken
+        }
     }
 
     /// Takes up to `max` messages in a row, reading each with `read` (its
@@ -1518,8 +1586,9 @@ mod tests {
         assert_eq!(store.live(), 0, "a bounded queue never chains");
     }
 
-    /// The fast paths serve only a thread holding its side's bias, or its
-    /// free mutex once the bias is revoked, below the limit, with a message that fits the hint; anything else is
+    /// The biased fast paths serve only a thread holding its side's bias,
+    /// the revoked ones only a side whose bias is gone and whose mutex is
+    /// free; both below the limit, with a message that fits the hint; anything else is
     /// left to the general path with nothing changed, and the counts stay
     /// exact across both paths.
     #[test]
@@ -1528,7 +1597,7 @@ mod tests {
         let q = queue(&mut mem, &store, 4, 64);
         let me = Owner::current();
         let fast_send = |v: u64, hint: usize| {
-            q.try_send_fast(&me, hint, |buf| {
+            q.try_send_biased(&me, hint, |buf| {
                 if buf.len() < 8 {
                     return Ok(Written::Needs(8));
                 }
@@ -1536,7 +1605,7 @@ mod tests {
                 Ok(Written::Done(8))
             })
         };
-        let fast_take = || q.try_take_fast(&me, |_, b| u64::from_le_bytes(b.read_array().unwrap())).ok();
+        let fast_take = || q.try_take_biased(&me, |_, b| u64::from_le_bytes(b.read_array().unwrap())).ok();
         // No bias yet: both decline.
         assert_eq!(fast_send(0, 8), None);
         assert_eq!(fast_take(), None);
@@ -1561,22 +1630,37 @@ mod tests {
         assert_eq!(fast_take(), Some(Some(4)));
         assert_eq!(fast_take(), Some(None));
         assert!(q.is_empty());
-        // Another thread takes the producing side (revoking the bias): from
-        // then on the fast path enters the side's mutex when it is free...
+        let revoked_send = |v: u64| {
+            q.try_send_revoked(&me, 8, |buf| {
+                buf[..8].copy_from_slice(&v.to_le_bytes());
+                Ok(Written::Done(8))
+            })
+        };
+        let revoked_take = || q.try_take_revoked(&me, |_, b| u64::from_le_bytes(b.read_array().unwrap())).ok();
+        // The revoked paths decline while a bias can still be (or is) held.
+        assert_eq!(revoked_send(6), None);
+        assert_eq!(revoked_take(), None);
+        // Another thread takes the producing side (revoking the bias): the
+        // biased path declines from then on, for good, and the revoked one
+        // enters the side's mutex when it is free...
         let other = Owner { thread: crate::Identity { id: me.thread.id.wrapping_add(1), ..me.thread }, ..me };
         assert_eq!(send(&q, &other, 6), Ok(Placed::Inline(8)));
-        assert_eq!(fast_send(7, 8), Some(Ok(Placed::Inline(8))));
-        assert_eq!(fast_take(), Some(Some(6)));
+        assert_eq!(fast_send(7, 8), None);
+        assert_eq!(revoked_send(7), Some(Ok(Placed::Inline(8))));
+        assert_eq!(fast_take(), Some(Some(6)), "the consuming side is still biased");
         // ...and declines, with nothing changed, while another holds it.
         let claim = q.try_claim(&other, None).unwrap().unwrap();
         assert_eq!(fast_take(), None);
+        assert_eq!(revoked_take(), None);
         q.release(claim);
         assert_eq!(q.len(), 0, "the claim took 7");
         let held = q.head().producer.lock(&other, None, &crate::owner::ProcLiveness).unwrap();
-        assert_eq!(fast_send(8, 8), None);
+        assert_eq!(revoked_send(8), None);
         q.head().producer.unlock(&other, held);
-        assert_eq!(fast_send(8, 8), Some(Ok(Placed::Inline(8))));
-        assert_eq!(take(&q, &other), Some(8));
+        assert_eq!(revoked_send(8), Some(Ok(Placed::Inline(8))));
+        assert_eq!(revoked_take(), Some(Some(8)));
+        assert_eq!(revoked_send(9), Some(Ok(Placed::Inline(8))));
+        assert_eq!(take(&q, &other), Some(9));
         assert!(q.is_empty());
     }
 

@@ -88,12 +88,11 @@
 //! `queue_bytes.rs` for the design). Each lock is *biased*: while one thread
 //! keeps taking it, it costs no atomic read-modify-write, so a queue with one
 //! producer and one consumer costs each side a few plain loads and stores per
-//! message; a thread that holds its side's bias, or finds the side's mutex
-//! free once the bias is gone, then sends and receives through a fast path
-//! that skips the general path's bookkeeping (dead holders, chained rings,
-//! lanes) and leaves every case it does not cover to it
-//! (`shmproc_core::byte_queue`, "The fast path"). A [`RecvRef`] holds the
-//! receiving side while it lives.
+//! message; a thread that holds its side's bias then sends and receives
+//! through a fast path that skips the general path's bookkeeping (owner
+//! records, dead holders, chained rings, lanes) and leaves every case it
+//! does not cover to it (`shmproc_core::byte_queue`, "The fast paths"). A
+//! [`RecvRef`] holds the receiving side while it lives.
 //!
 //! [`QueueBuilder::slot_ring`] selects Vyukov's **slot ring** instead: fixed
 //! slots with a sequence number each, claimed by compare-and-swap, so several
@@ -109,10 +108,10 @@
 //! second producer), the bias is revoked once and for good, and from then on
 //! each send takes the side with one compare-and-swap. The consuming side
 //! does the same on its own. So a queue with many producers and consumers
-//! costs a lock take per message and side (through the same fast path
-//! while the side is free: two producers and two consumers moved a
-//! `Queue<u64>` 1.6x faster once they took it), and its senders (or
-//! receivers) take turns; several consumers that must hold messages in place at once
+//! costs a lock take per message and side (a side found free is entered
+//! by a shorter path that skips the wait and dead-holder bookkeeping: two
+//! producers and two consumers moved a `Queue<u64>` ~1.45x faster once
+//! they took it), and its senders (or receivers) take turns; several consumers that must hold messages in place at once
 //! want the slot ring.
 //!
 //! **Many producers and consumers** want [`QueueBuilder::lanes`]: the queue
@@ -759,9 +758,14 @@ impl Core {
                 let (lane, r) = self.send_lane(l);
                 let hint = self.ring_hint::<T>();
                 let write = |buf: &mut [u8]| encode_into(v, buf).map_err(serialize_failure);
-                // With lanes, this thread may enter this process's lane at
-                // once (`send_now` tried a one-ring queue's already).
-                let fast = if l.count() > 1 { r.try_send_fast(&me, hint, write) } else { None };
+                // The side held biased by this thread (with lanes: `send_now`
+                // tried a one-ring queue's already), or found free once its
+                // bias is gone (several producers): the short paths first.
+                let fast = if l.count() > 1 {
+                    r.try_send_biased(&me, hint, write).or_else(|| r.try_send_revoked(&me, hint, write))
+                } else {
+                    r.try_send_revoked(&me, hint, write)
+                };
                 let placed = match fast {
                     Some(placed) => placed?,
                     None => r.try_send_with(&me, lock_deadline, hint, write)?,
@@ -912,10 +916,9 @@ impl Core {
     }
 
     /// The fast path of every send: a queue of one byte ring whose
-    /// producing side this thread enters at once (its bias, or its free
-    /// mutex once the bias is gone), with room, and a message
+    /// producing side this thread holds biased, with room, and a message
     /// that fits the size the last one took (see
-    /// `ByteQueue::try_send_fast`). `None` when that is not so, with
+    /// `ByteQueue::try_send_biased`). `None` when that is not so, with
     /// nothing sent: the general path then decides (and reports a closed
     /// queue). A queue of several lanes tries the same in its general path
     /// (`try_send_inline`): here, the lanes' bookkeeping cost a one-ring
@@ -929,7 +932,8 @@ impl Core {
         }
         self.note_use();
         let hint = self.ring_hint::<T>();
-        match r.try_send_fast(&thread_id::owner(), hint, |buf| encode_into(v, buf).map_err(serialize_failure))? {
+        let me = thread_id::owner();
+        match r.try_send_biased(&me, hint, |buf| encode_into(v, buf).map_err(serialize_failure))? {
             Ok(Placed::Inline(n)) => {
                 self.note_size(hint, n);
                 self.send_pacer.stand_down(r.not_full());
@@ -1194,8 +1198,8 @@ impl Core {
     }
 
     /// The fast path of every receive: a queue of one byte ring whose
-    /// consuming side this thread enters at once (see
-    /// `ByteQueue::try_take_fast`), with a message waiting. `None` when
+    /// consuming side this thread holds biased (see
+    /// `ByteQueue::try_take_biased`), with a message waiting. `None` when
     /// that is not so, with nothing taken: the general path then decides
     /// (and waits).
     #[inline]
@@ -1203,8 +1207,8 @@ impl Core {
         let Layout::Bytes(l) = &self.ring else { return None };
         let [r] = l.all() else { return None };
         self.note_use();
-        let (v, block) =
-            r.try_take_fast(&thread_id::owner(), |kind, bytes| self.read_message::<T>(kind, bytes)).ok()??;
+        let me = thread_id::owner();
+        let (v, block) = r.try_take_biased(&me, |kind, bytes| self.read_message::<T>(kind, bytes)).ok()??;
         self.after_release(block);
         self.recv_pacer.stand_down(self.not_empty());
         Some(v)
@@ -1251,11 +1255,15 @@ impl Core {
         lock_deadline: Option<Deadline>,
     ) -> Result<Option<Read<T>>, Failure> {
         l.take(&self.place, lock_deadline, |_, r, d| {
-            // A lane whose receiving side this thread enters at once (its
-            // bias, or its free mutex) takes the fast path (see `recv_now`).
-            match r.try_take_fast(me, |kind, bytes| self.read_message::<T>(kind, bytes)) {
+            // A lane whose receiving side this thread holds biased takes the
+            // fast path (see `recv_now`); one whose bias is gone, its mutex
+            // when it is free (`ByteQueue::try_take_revoked`).
+            match r.try_take_biased(me, |kind, bytes| self.read_message::<T>(kind, bytes)) {
                 Ok(taken) => Ok(taken),
-                Err(read) => r.try_take(me, d, read),
+                Err(read) => match r.try_take_revoked(me, read) {
+                    Ok(taken) => Ok(taken),
+                    Err(read) => r.try_take(me, d, read),
+                },
             }
         })
     }
